@@ -1,0 +1,127 @@
+//! The HTTP API and web UI (axum). Handlers hold only an `Arc<ApiState>`; they read the
+//! store and never write it.
+//!
+//! Routes (all JSON unless stated):
+//! - `GET /api/v1/node`: who this node is.
+//! - `GET /api/v1/slides`, `GET /api/v1/slides/{slide_id}`, `.../manifest` ([`slides`]).
+//! - `GET /api/v1/slides/{slide_id}/{thumbnail|label|overview}`: associated image bytes.
+//! - `GET /api/v1/tiles/{tile_id}` and
+//!   `GET /api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}`: tile bytes ([`tiles`]).
+//! - everything else: the embedded web UI ([`web`]).
+//!
+//! Content-addressed responses carry strong ETags (the id) and immutable cache headers.
+
+pub mod slides;
+pub mod tiles;
+pub mod web;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use slidemesh_protocol::{NodePublicKey, SlideId, SlideManifest, TrustCode};
+
+use crate::store::reader::TileReader;
+use crate::store::{SlideSummary, Store};
+
+/// How many decoded manifests the server keeps in memory.
+const MANIFEST_CACHE: usize = 64;
+
+/// Shared state of the HTTP server.
+pub struct ApiState {
+    pub store: Arc<Store>,
+    pub reader: TileReader,
+    pub trust: TrustCode,
+    pub trust_name: String,
+    pub node_key: NodePublicKey,
+    /// Decoded manifests by slide id; manifests are immutable, so entries never go stale.
+    manifests: Mutex<HashMap<SlideId, Arc<SlideView>>>,
+}
+
+/// A slide as handlers use it.
+pub struct SlideView {
+    pub id: SlideId,
+    pub manifest: SlideManifest,
+    pub summary: SlideSummary,
+}
+
+impl ApiState {
+    pub fn new(store: Arc<Store>, reader: TileReader, trust: TrustCode, trust_name: String, node_key: NodePublicKey) -> Self {
+        Self { store, reader, trust, trust_name, node_key, manifests: Mutex::new(HashMap::new()) }
+    }
+
+    /// The slide with this id, decoded and verified once, then cached.
+    pub fn slide(&self, id: &SlideId) -> Result<Arc<SlideView>, ApiError> {
+        if let Some(view) = self.manifests.lock().ok().and_then(|m| m.get(id).cloned()) {
+            return Ok(view);
+        }
+        let record = self.store.slide(id).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+        let summary = self.store.summary(id).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+        let manifest = record.signed.verify().map_err(|e| ApiError::internal(format!("stored manifest of {id} does not verify: {e}")))?;
+        let view = Arc::new(SlideView { id: *id, manifest, summary });
+        if let Ok(mut cache) = self.manifests.lock() {
+            if cache.len() >= MANIFEST_CACHE {
+                cache.clear();
+            }
+            cache.insert(*id, view.clone());
+        }
+        Ok(view)
+    }
+}
+
+/// Builds the router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/v1/node", get(slides::node_info))
+        .route("/api/v1/slides", get(slides::list))
+        .route("/api/v1/slides/{slide_id}", get(slides::detail))
+        .route("/api/v1/slides/{slide_id}/manifest", get(slides::manifest))
+        .route("/api/v1/slides/{slide_id}/{image}", get(tiles::associated))
+        .route("/api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}", get(tiles::level_tile))
+        .route("/api/v1/tiles/{tile_id}", get(tiles::by_id))
+        .route("/api/{*rest}", get(api_not_found))
+        .fallback(web::asset)
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::not_found("no such API endpoint; see /api/v1/slides")
+}
+
+/// An error response: status plus a JSON body `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, message: message.into() }
+    }
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "request failed");
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: error.to_string() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Parses an id from a path segment, or answers 400 naming the bad input.
+pub fn parse_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse().map_err(|e| ApiError::bad_request(format!("malformed {what} {raw:?}: {e}")))
+}

@@ -1,0 +1,137 @@
+//! Slide metadata endpoints: node info, slide list, slide detail, signed manifest.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use slidemesh_protocol::{AssociatedKind, SlideId};
+
+use super::{ApiError, ApiState, SlideView, parse_id};
+use crate::store::{Origin, SlideSummary};
+
+pub async fn node_info(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(json!({
+        "trust": state.trust,
+        "trust_name": state.trust_name,
+        "node_key": state.node_key,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
+    let url = |kind: AssociatedKind, present: bool| present.then(|| format!("/api/v1/slides/{id}/{}", kind.as_str()));
+    json!({
+        "slide_id": id,
+        "owner": s.owner,
+        "origin": match s.origin { Origin::Local => "local" },
+        "series_uid": s.series_uid,
+        "study_uid": s.study_uid,
+        "container_id": s.container_id,
+        "stain": s.stain,
+        "anatomic_site": s.anatomic_site,
+        "acquired": s.acquired,
+        "levels": s.levels,
+        "width": s.width,
+        "height": s.height,
+        "tiles": s.tiles,
+        "bytes": s.bytes,
+        "thumbnail_url": url(AssociatedKind::Thumbnail, s.has_thumbnail),
+        "label_url": url(AssociatedKind::Label, s.has_label),
+        "overview_url": url(AssociatedKind::Overview, s.has_overview),
+    })
+}
+
+pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let mut summaries = tokio::task::spawn_blocking(move || store.summaries())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    summaries.sort_by(|a, b| b.1.acquired.cmp(&a.1.acquired).then_with(|| a.0.cmp(&b.0)));
+    let slides: Vec<Value> = summaries.iter().map(|(id, s)| summary_json(id, s)).collect();
+    Ok(([(header::CACHE_CONTROL, "no-cache")], Json(json!({ "slides": slides }))).into_response())
+}
+
+async fn load(state: &Arc<ApiState>, raw_id: &str) -> Result<Arc<SlideView>, ApiError> {
+    let id: SlideId = parse_id("slide id", raw_id)?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.slide(&id)).await.map_err(ApiError::internal)?
+}
+
+/// A JSON response for immutable, content-addressed data: strong ETag, cache forever.
+pub fn immutable_json(etag: &str, request: &HeaderMap, body: Value) -> Response {
+    let etag = format!("\"{etag}\"");
+    if request.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    response
+}
+
+pub async fn detail(
+    State(state): State<Arc<ApiState>>,
+    Path(slide_id): Path<String>,
+    request: HeaderMap,
+) -> Result<Response, ApiError> {
+    let view = load(&state, &slide_id).await?;
+    let m = &view.manifest;
+    let base = &m.levels[0];
+    let levels: Vec<Value> = m
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            json!({
+                "index": i,
+                "width": l.width,
+                "height": l.height,
+                "tile_width": l.tile_width,
+                "tile_height": l.tile_height,
+                "cols": l.cols(),
+                "rows": l.rows(),
+                "downsample": base.width as f64 / l.width as f64,
+                "pixel_spacing_mm": l.pixel_spacing_mm,
+                "organization": l.organization,
+                "tiles": l.tiles.len(),
+            })
+        })
+        .collect();
+    let mut body = summary_json(&view.id, &view.summary);
+    body["pixel_spacing_mm"] = json!(base.pixel_spacing_mm);
+    body["optical_paths"] = json!(m.optical_paths);
+    // `levels` in the list is a count; in the detail it is the level array the viewer needs.
+    body["level_count"] = body["levels"].clone();
+    body["levels"] = json!(levels);
+    Ok(immutable_json(&view.id.to_hex(), &request, body))
+}
+
+pub async fn manifest(
+    State(state): State<Arc<ApiState>>,
+    Path(slide_id): Path<String>,
+    request: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id: SlideId = parse_id("slide id", &slide_id)?;
+    let store = state.store.clone();
+    let record = tokio::task::spawn_blocking(move || store.slide(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+    let view = load(&state, &slide_id).await?;
+    let body = json!({
+        "slide_id": id,
+        "signer": record.signed.signer,
+        "signature": hex::encode(&record.signed.signature),
+        "canonical_version": slidemesh_protocol::CANONICAL_VERSION,
+        "manifest": view.manifest,
+    });
+    Ok(immutable_json(&format!("{id}.manifest"), &request, body))
+}

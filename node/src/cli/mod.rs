@@ -1,0 +1,76 @@
+//! The `slidemesh` operator CLI. Parsing happens in two stages: clap turns arguments into
+//! raw flags ([`Cli`]), then each command validates them into settings before acting.
+//! One file per command.
+
+mod ingest;
+mod init;
+mod serve;
+mod slides;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::datadir::DataDir;
+
+/// slidemesh: share digital pathology slides between hospital trusts, peer to peer.
+#[derive(Debug, Parser)]
+#[command(name = "slidemesh", version, about, long_about = None)]
+pub struct Cli {
+    /// The node's data directory [default: $XDG_DATA_HOME/slidemesh or ~/.local/share/slidemesh]
+    #[arg(long, global = true, env = "SLIDEMESH_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Log filter, e.g. `info` or `slidemesh_node=debug` (also RUST_LOG)
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a node's data directory: identity key, admin token, commented config.
+    Init(init::InitArgs),
+    /// Ingest DICOM whole-slide image files and folders into the node.
+    Ingest(ingest::IngestArgs),
+    /// Run the node: HTTP API and web UI.
+    Serve(serve::ServeArgs),
+    /// List the slides this node holds.
+    Slides(slides::SlidesArgs),
+}
+
+impl Cli {
+    fn data_dir(&self) -> DataDir {
+        DataDir::new(self.data.clone().unwrap_or_else(DataDir::default_root))
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref(), matches!(cli.command, Command::Serve(_)));
+    let data = cli.data_dir();
+    match cli.command {
+        Command::Init(args) => init::run(&data, args),
+        Command::Ingest(args) => ingest::run(data, args),
+        Command::Serve(args) => serve::run(data, args),
+        Command::Slides(args) => slides::run(data, args),
+    }
+}
+
+/// Logs go to stderr so that `--json` output on stdout stays machine-readable. The server
+/// logs at info by default; one-shot commands only warn.
+fn init_logging(filter: Option<&str>, serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

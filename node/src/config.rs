@@ -1,0 +1,130 @@
+//! `config.toml`: the operator's settings for one node, and its commented template.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use slidemesh_protocol::TrustCode;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub http: HttpSection,
+    #[serde(default)]
+    pub ingest: IngestSection,
+}
+
+/// Who this node is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The owning trust's ODS code; it owns every slide ingested here.
+    pub trust: TrustCode,
+    /// Display name shown in the web UI.
+    pub trust_name: String,
+}
+
+/// Where the HTTP API and web UI listen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address and port; loopback by default, since users reach the node through the trust's
+    /// own network and a reverse proxy, never directly from outside.
+    pub listen: String,
+}
+
+/// How ingest keeps original files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// "link": hard-link originals into the object store when on the same file system
+    /// (no extra space, but the scanner's file and ours are then one inode), falling back to
+    /// a copy; "copy": always copy.
+    #[serde(default = "default_keep")]
+    pub keep_originals: KeepOriginals,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self { keep_originals: default_keep() }
+    }
+}
+
+fn default_keep() -> KeepOriginals {
+    KeepOriginals::Link
+}
+
+/// See [`IngestSection::keep_originals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepOriginals {
+    Link,
+    Copy,
+}
+
+impl NodeConfig {
+    pub fn new(trust: TrustCode, trust_name: String, listen: String) -> Self {
+        Self {
+            node: NodeSection { trust, trust_name },
+            http: HttpSection { listen },
+            ingest: IngestSection::default(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// The file `init` writes: every setting with a comment saying what it does.
+    pub fn to_commented_toml(&self) -> String {
+        let keep = match self.ingest.keep_originals {
+            KeepOriginals::Link => "link",
+            KeepOriginals::Copy => "copy",
+        };
+        format!(
+            r#"# slidemesh node configuration. Edit, then restart `slidemesh serve`.
+
+[node]
+# NHS ODS code of the trust that runs this node. Every slide ingested here is owned by it
+# and its manifests are signed with this node's key (node.key beside this file).
+trust = {trust}
+# Name shown to users in the web UI.
+trust_name = {name}
+
+[http]
+# Address of the HTTP API and web UI. Keep it on loopback or a private interface and put the
+# trust's reverse proxy in front; `slidemesh serve --http` overrides it for one run.
+listen = {listen}
+
+[ingest]
+# How original DICOM files are kept in objects/: "link" hard-links them when they are on the
+# same file system (falls back to copying), "copy" always copies.
+keep_originals = "{keep}"
+"#,
+            trust = toml_string(self.node.trust.as_str()),
+            name = toml_string(&self.node.trust_name),
+            listen = toml_string(&self.http.listen),
+        )
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commented_template_parses_back() {
+        let config = NodeConfig::new("RAE".parse().unwrap(), "Bradford \"BTHFT\"".into(), "127.0.0.1:8080".into());
+        let parsed: NodeConfig = toml::from_str(&config.to_commented_toml()).unwrap();
+        assert_eq!(parsed.node.trust.as_str(), "RAE");
+        assert_eq!(parsed.node.trust_name, "Bradford \"BTHFT\"");
+        assert_eq!(parsed.ingest.keep_originals, KeepOriginals::Link);
+    }
+}

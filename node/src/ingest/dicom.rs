@@ -1,0 +1,677 @@
+//! Reading one DICOM WSI file: its metadata, and where each frame's bytes lie in the file.
+//!
+//! Two passes, neither holding pixel data in memory: dicom-object parses the data set up to
+//! Pixel Data (small), then dicom-parser's lazy token reader streams the file once from the
+//! start of the data set, recording each fragment's byte range and hashing each frame and
+//! the whole file as the bytes go past. Frame boundaries come from the Extended Offset
+//! Table, else the Basic Offset Table, else from where JPEG / JPEG 2000 codestreams start,
+//! else one fragment per frame.
+//!
+//! This module knows nothing of the store or of slides; it turns a path into a
+//! [`ScannedInstance`] or an [`InstanceError`] that names the file and the problem.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use dicom_core::Tag;
+
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_parser::dataset::LazyDataToken;
+use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use serde::{Deserialize, Serialize};
+use slidemesh_protocol::{AssociatedKind, DimensionOrganization, ObjectId, OpticalPath, TileId, TilePosition};
+
+/// SOP Class UID of VL Whole Slide Microscopy Image Storage.
+pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
+/// Deflated Explicit VR Little Endian: byte positions in the file do not map to the data
+/// set, so frames cannot be served by positioned reads.
+const DEFLATED_TS: &str = "1.2.840.10008.1.2.1.99";
+/// Refuse single fragments larger than this: a tile is kilobytes to a few megabytes, and a
+/// fragment is buffered once while it is hashed.
+const MAX_FRAGMENT: u32 = 256 << 20;
+
+/// Why a file could not be indexed. Every variant names what is wrong in words an operator
+/// can act on; the path is added by [`InstanceError`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    #[error("cannot read file: {0}")]
+    Io(#[from] io::Error),
+    #[error("not a DICOM file or unreadable header: {0}")]
+    NotDicom(String),
+    #[error("file is truncated: it ends inside {0}")]
+    Truncated(&'static str),
+    #[error("not a whole-slide image: SOP class {found} (expected VL Whole Slide Microscopy Image Storage {WSI_SOP_CLASS})")]
+    WrongSopClass { found: String },
+    #[error("missing required attribute {0}")]
+    MissingAttribute(&'static str),
+    #[error("invalid attribute {name}: {problem}")]
+    InvalidAttribute { name: &'static str, problem: String },
+    #[error("unsupported transfer syntax {0}: frames cannot be indexed by byte position")]
+    UnsupportedTransferSyntax(String),
+    #[error("NumberOfFrames says {declared} but the pixel data holds {found} frames")]
+    FrameCountMismatch { declared: u32, found: usize },
+    #[error("malformed pixel data: {0}")]
+    MalformedPixelData(String),
+}
+
+/// A [`ScanError`] with the file it happened in.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {error}")]
+pub struct InstanceError {
+    pub path: PathBuf,
+    #[source]
+    pub error: ScanError,
+}
+
+/// What kind of image an instance holds (Image Type value 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageFlavor {
+    Volume,
+    Associated(AssociatedKind),
+}
+
+/// Where one frame's bytes are: one range per fragment (almost always exactly one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameRef {
+    pub tile: TileId,
+    /// (absolute file offset, length) of each fragment value, in order.
+    pub ranges: Vec<(u64, u32)>,
+}
+
+impl FrameRef {
+    pub fn len(&self) -> u64 {
+        self.ranges.iter().map(|r| r.1 as u64).sum()
+    }
+}
+
+/// Everything ingest needs from one instance file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScannedInstance {
+    pub path: PathBuf,
+    pub object: ObjectId,
+    pub file_len: u64,
+    pub sop_instance_uid: String,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub frame_of_reference_uid: Option<String>,
+    pub transfer_syntax_uid: String,
+    pub flavor: ImageFlavor,
+    pub width: u32,
+    pub height: u32,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    pub pixel_spacing_mm: Option<[f64; 2]>,
+    pub focal_planes: u32,
+    pub optical_paths: u32,
+    pub organization: DimensionOrganization,
+    pub frames: Vec<FrameRef>,
+    /// Grid positions, one per frame, for TILED_SPARSE; empty for TILED_FULL.
+    pub positions: Vec<TilePosition>,
+    pub optical_path_list: Vec<OpticalPath>,
+    /// Canonical DICOM JSON of the data set without pixel data.
+    pub metadata_json: String,
+}
+
+impl ScannedInstance {
+    pub fn pixel_bytes(&self) -> u64 {
+        self.frames.iter().map(FrameRef::len).sum()
+    }
+}
+
+/// Reads and indexes one file.
+pub fn scan_file(path: &Path) -> Result<ScannedInstance, InstanceError> {
+    scan(path).map_err(|error| InstanceError { path: path.to_path_buf(), error })
+}
+
+fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
+    let header = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| classify_open_error(path, e))?;
+    let meta = header.meta();
+    let ts_uid = meta.transfer_syntax().trim_end_matches(['\0', ' ']).to_string();
+    let dataset_start = 132 + 12 + meta.information_group_length as u64;
+    let obj: &InMemDicomObject = &header;
+
+    let sop_class = text(obj, tags::SOP_CLASS_UID, "SOPClassUID")?;
+    if sop_class != WSI_SOP_CLASS {
+        return Err(ScanError::WrongSopClass { found: sop_class });
+    }
+    let image_type = obj
+        .get(tags::IMAGE_TYPE)
+        .ok_or(ScanError::MissingAttribute("ImageType"))?
+        .to_multi_str()
+        .map_err(|e| invalid("ImageType", e))?
+        .to_vec();
+    let flavor = match image_type.get(2).map(|s| s.trim().to_ascii_uppercase()).as_deref() {
+        Some("VOLUME") => ImageFlavor::Volume,
+        Some("LABEL") => ImageFlavor::Associated(AssociatedKind::Label),
+        Some("OVERVIEW") => ImageFlavor::Associated(AssociatedKind::Overview),
+        Some("THUMBNAIL") => ImageFlavor::Associated(AssociatedKind::Thumbnail),
+        other => {
+            return Err(ScanError::InvalidAttribute {
+                name: "ImageType",
+                problem: format!("value 3 is {other:?}; expected VOLUME, LABEL, OVERVIEW or THUMBNAIL"),
+            });
+        }
+    };
+    let tile_height: u32 = int(obj, tags::ROWS, "Rows")?;
+    let tile_width: u32 = int(obj, tags::COLUMNS, "Columns")?;
+    let frames_declared: u32 = int_or(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", 1)?;
+    let width: u32 = int_or(obj, tags::TOTAL_PIXEL_MATRIX_COLUMNS, "TotalPixelMatrixColumns", tile_width)?;
+    let height: u32 = int_or(obj, tags::TOTAL_PIXEL_MATRIX_ROWS, "TotalPixelMatrixRows", tile_height)?;
+    if tile_width == 0 || tile_height == 0 || width == 0 || height == 0 {
+        return Err(ScanError::InvalidAttribute { name: "Rows/Columns", problem: "zero image size".into() });
+    }
+    let organization = match opt_text(obj, tags::DIMENSION_ORGANIZATION_TYPE).as_deref() {
+        Some("TILED_SPARSE") => DimensionOrganization::TiledSparse,
+        // A single-frame image (labels, small thumbnails) is trivially a full grid.
+        Some("TILED_FULL") | None | Some("") => DimensionOrganization::TiledFull,
+        Some(other) if frames_declared == 1 => {
+            let _ = other;
+            DimensionOrganization::TiledFull
+        }
+        Some(other) => {
+            return Err(ScanError::InvalidAttribute {
+                name: "DimensionOrganizationType",
+                problem: format!("{other} is not supported; expected TILED_FULL or TILED_SPARSE"),
+            });
+        }
+    };
+    let focal_planes: u32 = int_or(obj, tags::TOTAL_PIXEL_MATRIX_FOCAL_PLANES, "TotalPixelMatrixFocalPlanes", 1)?;
+    let optical_path_list = optical_paths(obj);
+    let optical_paths: u32 = int_or(
+        obj,
+        tags::NUMBER_OF_OPTICAL_PATHS,
+        "NumberOfOpticalPaths",
+        optical_path_list.len().max(1) as u32,
+    )?;
+    let positions = match organization {
+        DimensionOrganization::TiledFull => Vec::new(),
+        DimensionOrganization::TiledSparse => {
+            sparse_positions(obj, tile_width, tile_height, &optical_path_list, frames_declared)?
+        }
+    };
+
+    if ts_uid == DEFLATED_TS {
+        return Err(ScanError::UnsupportedTransferSyntax(format!("{ts_uid} (deflated)")));
+    }
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| ScanError::UnsupportedTransferSyntax(format!("{ts_uid} (unknown)")))?;
+    let native_frame_len = if ts.is_encapsulated_pixel_data() {
+        None
+    } else {
+        let samples: u32 = int(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?;
+        let bits: u32 = int(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
+        Some((tile_width as u64 * tile_height as u64 * samples as u64 * bits as u64).div_ceil(8))
+    };
+    let extended_offsets = extended_offset_table(obj)?;
+    let plan = FramePlan { frames_declared, native_frame_len, extended_offsets, ts_uid: ts_uid.clone() };
+
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let (frames, object) = index_pixel_data(file, dataset_start, ts, &plan)?;
+    if frames.len() != frames_declared as usize {
+        return Err(ScanError::FrameCountMismatch { declared: frames_declared, found: frames.len() });
+    }
+
+    let metadata_json = canonical_json(obj)?;
+    Ok(ScannedInstance {
+        path: path.to_path_buf(),
+        object,
+        file_len,
+        sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
+        series_uid: text(obj, tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
+        study_uid: text(obj, tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?,
+        frame_of_reference_uid: opt_text(obj, tags::FRAME_OF_REFERENCE_UID),
+        transfer_syntax_uid: ts_uid,
+        flavor,
+        width,
+        height,
+        tile_width,
+        tile_height,
+        pixel_spacing_mm: pixel_spacing(obj),
+        focal_planes,
+        optical_paths,
+        organization,
+        frames,
+        positions,
+        optical_path_list,
+        metadata_json,
+    })
+}
+
+/// Tells a non-DICOM file from a truncated one, since dicom-object reports both as read errors.
+fn classify_open_error(path: &Path, e: dicom_object::ReadError) -> ScanError {
+    let mut magic = [0u8; 132];
+    let is_dicom = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map(|_| &magic[128..132] == b"DICM")
+        .unwrap_or(false);
+    if !is_dicom {
+        return ScanError::NotDicom("no DICM marker at byte 128 (is it a DICOM Part 10 file?)".into());
+    }
+    if error_chain_has_eof(&e) {
+        return ScanError::Truncated("the header");
+    }
+    ScanError::NotDicom(error_chain(&e))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+fn error_chain_has_eof(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::UnexpectedEof {
+                return true;
+            }
+        }
+        current = err.source();
+    }
+    // Some decoders report a short read only in their message.
+    let text = error_chain(e).to_ascii_lowercase();
+    text.contains("unexpected end") || text.contains("failed to fill whole buffer")
+}
+
+fn invalid(name: &'static str, e: impl std::fmt::Display) -> ScanError {
+    ScanError::InvalidAttribute { name, problem: e.to_string() }
+}
+
+fn text(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<String, ScanError> {
+    opt_text(obj, tag).filter(|s| !s.is_empty()).ok_or(ScanError::MissingAttribute(name))
+}
+
+fn opt_text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s: Cow<'_, str>| s.trim_end_matches(['\0', ' ']).trim().to_string())
+}
+
+fn int(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<u32, ScanError> {
+    obj.get(tag).ok_or(ScanError::MissingAttribute(name))?.to_int::<u32>().map_err(|e| invalid(name, e))
+}
+
+fn int_or(obj: &InMemDicomObject, tag: Tag, name: &'static str, default: u32) -> Result<u32, ScanError> {
+    match obj.get(tag) {
+        None => Ok(default),
+        Some(e) => e.to_int::<u32>().map_err(|err| invalid(name, err)),
+    }
+}
+
+fn pixel_spacing(obj: &InMemDicomObject) -> Option<[f64; 2]> {
+    let shared = obj.get(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)?.items()?.first()?;
+    let measures = shared.get(tags::PIXEL_MEASURES_SEQUENCE)?.items()?.first()?;
+    let spacing = measures.get(tags::PIXEL_SPACING)?.to_multi_float64().ok()?;
+    match spacing.as_slice() {
+        [row, col] if row.is_finite() && col.is_finite() => Some([*row, *col]),
+        _ => None,
+    }
+}
+
+fn optical_paths(obj: &InMemDicomObject) -> Vec<OpticalPath> {
+    let Some(items) = obj.get(tags::OPTICAL_PATH_SEQUENCE).and_then(|e| e.items()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| OpticalPath {
+            identifier: opt_text(item, tags::OPTICAL_PATH_IDENTIFIER).unwrap_or_default(),
+            description: opt_text(item, tags::OPTICAL_PATH_DESCRIPTION).filter(|s| !s.is_empty()),
+        })
+        .collect()
+}
+
+/// Frame positions of a TILED_SPARSE instance from its per-frame functional groups.
+fn sparse_positions(
+    obj: &InMemDicomObject,
+    tile_width: u32,
+    tile_height: u32,
+    paths: &[OpticalPath],
+    frames: u32,
+) -> Result<Vec<TilePosition>, ScanError> {
+    let groups = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items())
+        .ok_or(ScanError::MissingAttribute("PerFrameFunctionalGroupsSequence (required for TILED_SPARSE)"))?;
+    if groups.len() != frames as usize {
+        return Err(ScanError::InvalidAttribute {
+            name: "PerFrameFunctionalGroupsSequence",
+            problem: format!("{} items for {frames} frames", groups.len()),
+        });
+    }
+    // Focal planes are numbered by ascending Z offset; optical paths by their order in the
+    // Optical Path Sequence.
+    let mut z_values: Vec<f64> = Vec::new();
+    let mut raw = Vec::with_capacity(groups.len());
+    for (i, group) in groups.iter().enumerate() {
+        let plane = group
+            .get(tags::PLANE_POSITION_SLIDE_SEQUENCE)
+            .and_then(|e| e.items())
+            .and_then(|items| items.first())
+            .ok_or(ScanError::MissingAttribute("PlanePositionSlideSequence"))?;
+        let column: u32 = int(plane, tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "ColumnPositionInTotalImagePixelMatrix")?;
+        let row: u32 = int(plane, tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "RowPositionInTotalImagePixelMatrix")?;
+        if column == 0 || row == 0 {
+            return Err(invalid("PlanePositionSlideSequence", format!("frame {} has a zero (1-based) position", i + 1)));
+        }
+        let z = plane.get(tags::Z_OFFSET_IN_SLIDE_COORDINATE_SYSTEM).and_then(|e| e.to_float64().ok()).unwrap_or(0.0);
+        if !z_values.contains(&z) {
+            z_values.push(z);
+        }
+        let path_id = group
+            .get(tags::OPTICAL_PATH_IDENTIFICATION_SEQUENCE)
+            .and_then(|e| e.items())
+            .and_then(|items| items.first())
+            .and_then(|item| opt_text(item, tags::OPTICAL_PATH_IDENTIFIER));
+        raw.push((column - 1, row - 1, z, path_id));
+    }
+    z_values.sort_by(f64::total_cmp);
+    Ok(raw
+        .into_iter()
+        .map(|(column, row, z, path_id)| TilePosition {
+            col: column / tile_width,
+            row: row / tile_height,
+            focal_plane: z_values.iter().position(|v| *v == z).unwrap_or(0) as u32,
+            optical_path: path_id
+                .and_then(|id| paths.iter().position(|p| p.identifier == id))
+                .unwrap_or(0) as u32,
+        })
+        .collect())
+}
+
+/// Extended Offset Table: (offsets, lengths) of each frame relative to the first fragment.
+fn extended_offset_table(obj: &InMemDicomObject) -> Result<Option<(Vec<u64>, Vec<u64>)>, ScanError> {
+    let (Some(offsets), Some(lengths)) =
+        (obj.get(tags::EXTENDED_OFFSET_TABLE), obj.get(tags::EXTENDED_OFFSET_TABLE_LENGTHS))
+    else {
+        return Ok(None);
+    };
+    let read = |e: &dicom_object::mem::InMemElement, name| -> Result<Vec<u64>, ScanError> {
+        let bytes = e.to_bytes().map_err(|err| invalid(name, err))?;
+        if bytes.len() % 8 != 0 {
+            return Err(invalid(name, "length is not a multiple of 8"));
+        }
+        Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+    };
+    let offsets = read(offsets, "ExtendedOffsetTable")?;
+    let lengths = read(lengths, "ExtendedOffsetTableLengths")?;
+    if offsets.len() != lengths.len() {
+        return Err(invalid("ExtendedOffsetTableLengths", "not as many entries as ExtendedOffsetTable"));
+    }
+    Ok(Some((offsets, lengths)))
+}
+
+/// The data set as canonical DICOM JSON: dicom-json's model, keys sorted (serde_json's
+/// default map is ordered), no insignificant whitespace.
+fn canonical_json(obj: &InMemDicomObject) -> Result<String, ScanError> {
+    let value = dicom_json::to_value(obj).map_err(|e| invalid("data set", format!("cannot convert to DICOM JSON: {e}")))?;
+    serde_json::to_string(&value).map_err(|e| invalid("data set", e))
+}
+
+/// What the pixel data walk needs to know in advance.
+struct FramePlan {
+    frames_declared: u32,
+    native_frame_len: Option<u64>,
+    extended_offsets: Option<(Vec<u64>, Vec<u64>)>,
+    ts_uid: String,
+}
+
+/// Streams the whole file once: hashes it, and returns every frame's ranges and tile id.
+fn index_pixel_data(
+    file: File,
+    dataset_start: u64,
+    ts: &dicom_encoding::TransferSyntax,
+    plan: &FramePlan,
+) -> Result<(Vec<FrameRef>, ObjectId), ScanError> {
+    let hashing = HashingReader { inner: file, hasher: blake3::Hasher::new() };
+    let mut reader = BufReader::with_capacity(1 << 20, hashing);
+    let copied = io::copy(&mut (&mut reader).take(dataset_start), &mut io::sink())?;
+    if copied != dataset_start {
+        return Err(ScanError::Truncated("the file meta information"));
+    }
+    let decoder = StatefulDecoder::new_with_ts(&mut reader, ts, dataset_start)
+        .map_err(|e| ScanError::UnsupportedTransferSyntax(format!("{}: {e}", plan.ts_uid)))?;
+    let mut tokens = LazyDataSetReader::new(decoder);
+    let mut depth = 0usize;
+    let mut frames: Option<Vec<FrameRef>> = None;
+    while let Some(token) = tokens.advance() {
+        let token = token.map_err(|e| pixel_error(&e, "the data set"))?;
+        match token {
+            LazyDataToken::SequenceStart { .. } => depth += 1,
+            LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
+            LazyDataToken::PixelSequenceStart if depth == 0 => {
+                // The fragments follow as tokens of this same reader; walk them here.
+                frames = Some(walk_fragments(&mut tokens, plan)?);
+            }
+            LazyDataToken::PixelSequenceStart => depth += 1,
+            LazyDataToken::LazyValue { header, decoder } if depth == 0 && header.tag == tags::PIXEL_DATA => {
+                let frame_len = plan.native_frame_len.ok_or_else(|| {
+                    ScanError::MalformedPixelData("native pixel data in an encapsulated transfer syntax".into())
+                })?;
+                let start = decoder.position();
+                let len = header.len.get().ok_or_else(|| {
+                    ScanError::MalformedPixelData("native pixel data with undefined length".into())
+                })?;
+                let mut splitter = FrameSplitter::new(start, frame_len, plan.frames_declared);
+                decoder.read_to(len, &mut splitter).map_err(|e| pixel_error(&e, "the pixel data"))?;
+                frames = Some(splitter.finish()?);
+            }
+            LazyDataToken::LazyValue { decoder, header } => {
+                let len = header.len.get().unwrap_or(0);
+                decoder.skip_bytes(len).map_err(|e| pixel_error(&e, "a data element"))?;
+            }
+            LazyDataToken::LazyItemValue { len, decoder } => {
+                decoder.skip_bytes(len).map_err(|e| pixel_error(&e, "a sequence item"))?;
+            }
+            _ => {}
+        }
+    }
+    drop(tokens);
+    let frames = frames.ok_or(ScanError::MissingAttribute("PixelData"))?;
+    // Anything after the pixel data (trailing padding) is part of the original file too.
+    io::copy(&mut reader, &mut io::sink())?;
+    let object = ObjectId::from(reader.into_inner().hasher.finalize());
+    Ok((frames, object))
+}
+
+fn pixel_error(e: &(dyn std::error::Error + 'static), place: &'static str) -> ScanError {
+    if error_chain_has_eof(e) { ScanError::Truncated(place) } else { ScanError::MalformedPixelData(error_chain(e)) }
+}
+
+/// Consumes the item tokens of an encapsulated Pixel Data element and groups fragments
+/// into frames.
+fn walk_fragments<S: StatefulDecode>(
+    tokens: &mut LazyDataSetReader<S>,
+    plan: &FramePlan,
+) -> Result<Vec<FrameRef>, ScanError> {
+    let mut basic_offsets: Option<Vec<u64>> = None;
+    let mut first_item_pos: Option<u64> = None;
+    let mut buf = Vec::new();
+    let mut assembler = FrameAssembler::default();
+    while let Some(token) = tokens.advance() {
+        let token = token.map_err(|e| pixel_error(&e, "the pixel data"))?;
+        match token {
+            // An empty Basic Offset Table arrives as an item with no value token at all.
+            LazyDataToken::ItemStart { len } if basic_offsets.is_none() && len.0 == 0 => {
+                basic_offsets = Some(Vec::new());
+            }
+            LazyDataToken::ItemStart { .. } | LazyDataToken::ItemEnd => {}
+            LazyDataToken::SequenceEnd => break,
+            LazyDataToken::LazyItemValue { len, decoder } => {
+                let value_pos = decoder.position();
+                buf.clear();
+                if basic_offsets.is_none() {
+                    decoder.read_to(len, &mut buf).map_err(|e| pixel_error(&e, "the basic offset table"))?;
+                    if buf.len() % 4 != 0 {
+                        return Err(ScanError::MalformedPixelData("basic offset table length is not a multiple of 4".into()));
+                    }
+                    basic_offsets =
+                        Some(buf.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect());
+                    continue;
+                }
+                if len > MAX_FRAGMENT {
+                    return Err(ScanError::MalformedPixelData(format!("fragment of {len} bytes is larger than any tile")));
+                }
+                // Item header (tag + length) is 8 bytes before the value.
+                let item_pos = value_pos - 8;
+                let base = *first_item_pos.get_or_insert(item_pos);
+                decoder.read_to(len, &mut buf).map_err(|e| pixel_error(&e, "a pixel data fragment"))?;
+                let starts_frame = match (&plan.extended_offsets, basic_offsets.as_deref()) {
+                    (Some((offsets, _)), _) => offsets.binary_search(&(item_pos - base)).is_ok(),
+                    (None, Some(bot)) if !bot.is_empty() => bot.binary_search(&(item_pos - base)).is_ok(),
+                    _ => starts_codestream(&buf) || assembler.is_empty(),
+                };
+                assembler.push(starts_frame, value_pos, &buf)?;
+            }
+            other => {
+                return Err(ScanError::MalformedPixelData(format!("unexpected {other:?} inside pixel data")));
+            }
+        }
+    }
+    let frames = assembler.finish();
+    // Without any offset table and with codestreams we cannot recognise, one fragment per
+    // frame is the only reading the standard allows when the counts agree.
+    Ok(frames)
+}
+
+/// Whether a fragment begins a JPEG family (SOI) or JPEG 2000 (SOC, or a JP2 box) codestream.
+fn starts_codestream(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8]) || bytes.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) || bytes.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50])
+}
+
+/// Collects fragments into frames, hashing each frame's bytes in order.
+#[derive(Default)]
+struct FrameAssembler {
+    frames: Vec<FrameRef>,
+    current: Option<(blake3::Hasher, Vec<(u64, u32)>)>,
+}
+
+impl FrameAssembler {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.current.is_none()
+    }
+
+    fn push(&mut self, starts_frame: bool, value_pos: u64, bytes: &[u8]) -> Result<(), ScanError> {
+        if starts_frame {
+            self.close();
+            self.current = Some((blake3::Hasher::new(), Vec::new()));
+        }
+        let (hasher, ranges) = self.current.as_mut().ok_or_else(|| {
+            ScanError::MalformedPixelData("first fragment is not at a frame start listed in the offset table".into())
+        })?;
+        hasher.update(bytes);
+        ranges.push((value_pos, bytes.len() as u32));
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        if let Some((hasher, ranges)) = self.current.take() {
+            self.frames.push(FrameRef { tile: TileId::from(hasher.finalize()), ranges });
+        }
+    }
+
+    fn finish(mut self) -> Vec<FrameRef> {
+        self.close();
+        self.frames
+    }
+}
+
+/// A writer that cuts native pixel data into fixed-size frames as it streams past.
+struct FrameSplitter {
+    position: u64,
+    frame_len: u64,
+    frames_wanted: u32,
+    filled: u64,
+    hasher: blake3::Hasher,
+    frames: Vec<FrameRef>,
+}
+
+impl FrameSplitter {
+    fn new(start: u64, frame_len: u64, frames_wanted: u32) -> Self {
+        Self { position: start, frame_len, frames_wanted, filled: 0, hasher: blake3::Hasher::new(), frames: Vec::new() }
+    }
+
+    fn finish(self) -> Result<Vec<FrameRef>, ScanError> {
+        if self.frames.len() < self.frames_wanted as usize {
+            return Err(ScanError::FrameCountMismatch { declared: self.frames_wanted, found: self.frames.len() });
+        }
+        Ok(self.frames)
+    }
+}
+
+impl io::Write for FrameSplitter {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let total = buf.len();
+        while !buf.is_empty() && self.frames.len() < self.frames_wanted as usize {
+            let take = ((self.frame_len - self.filled) as usize).min(buf.len());
+            self.hasher.update(&buf[..take]);
+            self.filled += take as u64;
+            buf = &buf[take..];
+            if self.filled == self.frame_len {
+                let start = self.position;
+                let len = u32::try_from(self.frame_len).map_err(|_| io::Error::other("native frame larger than 4 GiB"))?;
+                self.frames.push(FrameRef { tile: TileId::from(self.hasher.finalize()), ranges: vec![(start, len)] });
+                self.hasher = blake3::Hasher::new();
+                self.position += self.frame_len;
+                self.filled = 0;
+            }
+        }
+        // Bytes after the last frame (a padding byte) are consumed but belong to no frame.
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hashes every byte read through it: the original file's object id, computed in the same
+/// pass that indexes the frames.
+struct HashingReader {
+    inner: File,
+    hasher: blake3::Hasher,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The media type of a tile (one frame's bytes) in a given transfer syntax, as DICOMweb
+/// names them.
+pub fn tile_media_type(transfer_syntax_uid: &str) -> &'static str {
+    match transfer_syntax_uid {
+        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => {
+            "image/jpeg"
+        }
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => "image/jphc",
+        "1.2.840.10008.1.2.5" => "image/dicom-rle",
+        _ => "application/octet-stream",
+    }
+}

@@ -1,0 +1,257 @@
+//! Ingest: DICOM WSI files and folders in, signed slides in the store out.
+//!
+//! Pipeline: collect files -> scan each (in parallel, [`dicom`]) -> group by series ->
+//! merge with instances already stored for the series -> assemble and sign the manifest
+//! ([`assemble`]) -> place original files in the object store -> commit the slide in one
+//! redb transaction. A file that fails never stops the others; its error is reported with
+//! its path, and a series with any bad file is not committed at all (a slide is never stored
+//! half-made). Re-ingesting files already stored changes nothing and says so.
+
+pub mod assemble;
+pub mod dicom;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+use slidemesh_protocol::{NodeKey, SignedManifest, SlideId, TrustCode};
+use tracing::{info, info_span, warn};
+
+use crate::config::KeepOriginals;
+use crate::store::objects::ObjectStore;
+use crate::store::{Origin, SlideCommit, SlideRecord, Store, now_unix};
+use dicom::{InstanceError, ScannedInstance};
+
+/// What ingest reports as it goes (a progress bar, or nothing).
+pub trait Progress: Sync {
+    fn files_found(&self, _files: usize, _bytes: u64) {}
+    fn file_done(&self, _bytes: u64, _frames: usize) {}
+    fn slide_done(&self, _outcome: &SlideOutcome) {}
+}
+
+/// Progress that reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// What happened to one series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlideStatus {
+    /// A new slide.
+    Added,
+    /// Every instance was already stored: nothing changed.
+    AlreadyPresent,
+    /// New instances joined a stored series; the slide has a new manifest and id.
+    Extended,
+}
+
+/// The one-line summary of one slide.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlideOutcome {
+    pub slide_id: SlideId,
+    pub series_uid: String,
+    pub status: SlideStatus,
+    /// The previous id when `Extended`.
+    pub replaced: Option<SlideId>,
+    pub instances: usize,
+    pub levels: usize,
+    pub tiles: u64,
+    pub bytes: u64,
+}
+
+/// A file or series that was not ingested, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub path: Option<PathBuf>,
+    pub series_uid: Option<String>,
+    pub error: String,
+}
+
+/// Everything one ingest run did.
+#[derive(Debug, Default, Serialize)]
+pub struct IngestReport {
+    pub slides: Vec<SlideOutcome>,
+    pub failures: Vec<Failure>,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// What ingest needs from the node.
+pub struct IngestTarget<'a> {
+    pub owner: &'a TrustCode,
+    pub key: &'a NodeKey,
+    pub store: &'a Store,
+    pub objects: &'a ObjectStore,
+    pub keep: KeepOriginals,
+}
+
+/// Ingests files and folders (recursively).
+pub fn ingest_paths(target: &IngestTarget<'_>, paths: &[PathBuf], progress: &dyn Progress) -> IngestReport {
+    let mut report = IngestReport::default();
+    let files = collect_files(paths, &mut report.failures);
+    report.files = files.len();
+    report.bytes = files.iter().map(|(_, len)| *len).sum();
+    progress.files_found(report.files, report.bytes);
+
+    let scanned = scan_all(&files, progress);
+    let mut by_series: BTreeMap<String, Vec<ScannedInstance>> = BTreeMap::new();
+    for result in scanned {
+        match result {
+            Ok(instance) => by_series.entry(instance.series_uid.clone()).or_default().push(instance),
+            Err(e) => report.failures.push(Failure {
+                path: Some(e.path.clone()),
+                series_uid: None,
+                error: e.error.to_string(),
+            }),
+        }
+    }
+    for (series_uid, instances) in by_series {
+        let span = info_span!("ingest_series", series = %series_uid);
+        let _guard = span.enter();
+        match ingest_series(target, &series_uid, instances) {
+            Ok(outcome) => {
+                info!(slide = %outcome.slide_id, status = ?outcome.status, tiles = outcome.tiles, "slide ingested");
+                progress.slide_done(&outcome);
+                report.slides.push(outcome);
+            }
+            Err(failures) => {
+                for f in &failures {
+                    warn!(error = %f.error, path = ?f.path, "series not ingested");
+                }
+                report.failures.extend(failures);
+            }
+        }
+    }
+    report
+}
+
+/// Files under the given paths with their sizes, sorted for a stable order.
+fn collect_files(paths: &[PathBuf], failures: &mut Vec<Failure>) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => match std::fs::read_dir(&path) {
+                Ok(entries) => stack.extend(entries.flatten().map(|e| e.path())),
+                Err(e) => failures.push(Failure { path: Some(path), series_uid: None, error: format!("cannot list folder: {e}") }),
+            },
+            Ok(meta) => out.push((path, meta.len())),
+            Err(e) => failures.push(Failure { path: Some(path), series_uid: None, error: format!("cannot read: {e}") }),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Scans every file, on all cores.
+fn scan_all(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Vec<Result<ScannedInstance, InstanceError>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<ScannedInstance, InstanceError>>>> =
+        Mutex::new((0..files.len()).map(|_| None).collect());
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(files.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, len)) = files.get(i) else { break };
+                    let result = dicom::scan_file(path);
+                    progress.file_done(*len, result.as_ref().map(|s| s.frames.len()).unwrap_or(0));
+                    if let Ok(mut slots) = results.lock() {
+                        slots[i] = Some(result);
+                    }
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+}
+
+fn series_failure(series: &str, paths: &[PathBuf], error: String) -> Vec<Failure> {
+    if paths.is_empty() {
+        return vec![Failure { path: None, series_uid: Some(series.to_string()), error }];
+    }
+    paths
+        .iter()
+        .map(|p| Failure { path: Some(p.clone()), series_uid: Some(series.to_string()), error: error.clone() })
+        .collect()
+}
+
+fn ingest_series(
+    target: &IngestTarget<'_>,
+    series_uid: &str,
+    arrived: Vec<ScannedInstance>,
+) -> Result<SlideOutcome, Vec<Failure>> {
+    let paths: Vec<PathBuf> = arrived.iter().map(|i| i.path.clone()).collect();
+    let fail = |error: String| series_failure(series_uid, &paths, error);
+    let stored = target.store.series_instances(series_uid).map_err(|e| fail(e.to_string()))?;
+    let previous = target.store.series_slide(series_uid).map_err(|e| fail(e.to_string()))?;
+
+    // Keep one copy of each instance; the same UID with other content is a conflict the
+    // operator must resolve, not something to guess about.
+    let mut merged: BTreeMap<String, ScannedInstance> =
+        stored.into_iter().map(|i| (i.sop_instance_uid.clone(), i)).collect();
+    let mut new_instances = Vec::new();
+    for instance in arrived {
+        match merged.get(&instance.sop_instance_uid) {
+            Some(existing) if existing.object == instance.object => {}
+            Some(existing) => {
+                return Err(fail(format!(
+                    "SOP Instance UID {} appears twice with different content ({} and {})",
+                    instance.sop_instance_uid,
+                    existing.path.display(),
+                    instance.path.display()
+                )));
+            }
+            None => {
+                merged.insert(instance.sop_instance_uid.clone(), instance.clone());
+                new_instances.push(instance);
+            }
+        }
+    }
+    let all: Vec<ScannedInstance> = merged.into_values().collect();
+    if new_instances.is_empty() {
+        if let Some(slide_id) = previous {
+            let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
+            return Ok(outcome(slide_id, &manifest, SlideStatus::AlreadyPresent, None, all.len()));
+        }
+    }
+
+    let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
+    let signed = SignedManifest::sign(&manifest, target.key);
+    let summary = assemble::summarise(&manifest, Origin::Local);
+    for instance in &new_instances {
+        target
+            .objects
+            .put(&instance.path, &instance.object, target.keep)
+            .map_err(|e| fail(if e.is_disk_full() { format!("disk full: {e}") } else { e.to_string() }))?;
+    }
+    let record = SlideRecord { signed, origin: Origin::Local, stored_at: now_unix() };
+    let slide_id = target
+        .store
+        .commit_slide(SlideCommit { record, summary, instances: &new_instances, replaces: previous })
+        .map_err(|e| fail(e.to_string()))?;
+    let status = if previous.is_some() { SlideStatus::Extended } else { SlideStatus::Added };
+    Ok(outcome(slide_id, &manifest, status, previous.filter(|p| *p != slide_id), all.len()))
+}
+
+fn outcome(
+    slide_id: SlideId,
+    manifest: &slidemesh_protocol::SlideManifest,
+    status: SlideStatus,
+    replaced: Option<SlideId>,
+    instances: usize,
+) -> SlideOutcome {
+    SlideOutcome {
+        slide_id,
+        series_uid: manifest.series_uid.clone(),
+        status,
+        replaced,
+        instances,
+        levels: manifest.levels.len(),
+        tiles: manifest.all_tiles().count() as u64,
+        bytes: manifest.instances.iter().map(|i| i.file_len).sum(),
+    }
+}

@@ -1,0 +1,20 @@
+//! slidemesh-node: the program a trust runs.
+//!
+//! Layout, one module per concern (dependencies point down this list):
+//! - [`cli`]: the `slidemesh` operator commands; parses, validates, calls services.
+//! - [`api`]: the HTTP API and embedded web UI (axum); reads the store, never writes it.
+//! - [`ingest`]: DICOM WSI files in, signed slides in the store out.
+//! - [`context`]: an opened node (config, key, store) and start-up housekeeping.
+//! - [`store`]: redb tables and the object store of original files; tile reads.
+//! - [`config`], [`datadir`]: the operator's settings and the data directory's layout.
+//!
+//! Architecture invariant: only `ingest` writes slides to the store, always in one redb
+//! transaction per slide; HTTP handlers and the CLI hold handles, never raw tables.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod datadir;
+pub mod ingest;
+pub mod store;

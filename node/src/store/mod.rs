@@ -1,0 +1,256 @@
+//! The node's store: redb tables for slides, instances and tile locations, plus the object
+//! store of original files ([`objects`]).
+//!
+//! Architecture invariant: every multi-step change is one redb write transaction, so a crash
+//! leaves the old state or the new one. Objects are placed on disk before the transaction
+//! that references them, never after.
+//!
+//! The database is opened in redb's multi-writer mode so that `slidemesh ingest` can commit
+//! while `slidemesh serve` runs in another process; the server reads through fresh read
+//! transactions and so sees new slides as soon as they commit.
+//!
+//! Tables are declared once, here, with a version in their names; a change of value layout
+//! gets a new table name and a migration.
+
+pub mod objects;
+pub mod reader;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use slidemesh_protocol::{ObjectId, SignedManifest, SlideId, TileId, TrustCode};
+
+use crate::ingest::dicom::{ScannedInstance, tile_media_type};
+
+/// SlideId -> postcard([`SlideRecord`]).
+const SLIDES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("slides_v1");
+/// SlideId -> postcard([`SlideSummary`]): what lists need, without decoding manifests.
+const SUMMARIES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("slide_summaries_v1");
+/// Series Instance UID -> the SlideId currently representing that series.
+const SERIES: TableDefinition<&str, [u8; 32]> = TableDefinition::new("series_v1");
+/// (Series UID, SOP Instance UID) -> postcard([`ScannedInstance`]).
+const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances_v1");
+/// TileId -> postcard([`TileLocation`]).
+const TILES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tiles_v1");
+/// ObjectId -> file length: the originals this store references.
+const OBJECTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("objects_v1");
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("store database {path}: {source}")]
+    Open { path: String, source: redb::DatabaseError },
+    #[error("store: {op}: {source}")]
+    Redb { op: &'static str, source: redb::Error },
+    #[error("store: corrupt record in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+trait RedbContext<T> {
+    fn op(self, op: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> RedbContext<T> for Result<T, E> {
+    fn op(self, op: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Redb { op, source: e.into() })
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our record types contain only postcard-supported serde shapes.
+    postcard::to_stdvec(value).expect("store records serialise with postcard")
+}
+
+/// Where a slide came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// Ingested at this node from original files.
+    Local,
+}
+
+/// A slide as this node holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlideRecord {
+    pub signed: SignedManifest,
+    pub origin: Origin,
+    /// Seconds since the Unix epoch.
+    pub stored_at: u64,
+}
+
+/// Key facts for lists and the web UI, extracted once at ingest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlideSummary {
+    pub owner: TrustCode,
+    pub origin: Origin,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub container_id: Option<String>,
+    pub stain: Option<String>,
+    pub anatomic_site: Option<String>,
+    pub acquired: Option<String>,
+    pub levels: u32,
+    pub width: u32,
+    pub height: u32,
+    pub tiles: u64,
+    pub bytes: u64,
+    pub has_label: bool,
+    pub has_overview: bool,
+    pub has_thumbnail: bool,
+}
+
+/// Where a tile's bytes are: one positioned read per range, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileLocation {
+    pub object: ObjectId,
+    pub ranges: Vec<(u64, u32)>,
+    /// e.g. `image/jpeg`, from the instance's transfer syntax.
+    pub media_type: String,
+}
+
+impl TileLocation {
+    pub fn len(&self) -> u64 {
+        self.ranges.iter().map(|r| r.1 as u64).sum()
+    }
+}
+
+/// One slide to commit: the new manifest, its summary, the instances it is made of, and
+/// the slide it replaces when a series gained instances.
+pub struct SlideCommit<'a> {
+    pub record: SlideRecord,
+    pub summary: SlideSummary,
+    pub instances: &'a [ScannedInstance],
+    pub replaces: Option<SlideId>,
+}
+
+/// The node's redb database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        // Create every table up front so read transactions never meet a missing table.
+        let tx = db.begin_write().op("begin write")?;
+        tx.open_table(SLIDES).op("create tables")?;
+        tx.open_table(SUMMARIES).op("create tables")?;
+        tx.open_table(SERIES).op("create tables")?;
+        tx.open_table(INSTANCES).op("create tables")?;
+        tx.open_table(TILES).op("create tables")?;
+        tx.open_table(OBJECTS).op("create tables")?;
+        tx.commit().op("create tables")?;
+        Ok(Self { db })
+    }
+
+    /// Commits a slide and everything it references in one transaction.
+    pub fn commit_slide(&self, commit: SlideCommit<'_>) -> Result<SlideId, StoreError> {
+        let id = commit.record.signed.slide_id();
+        let tx = self.db.begin_write().op("begin ingest transaction")?;
+        {
+            let mut slides = tx.open_table(SLIDES).op("open slides")?;
+            let mut summaries = tx.open_table(SUMMARIES).op("open summaries")?;
+            if let Some(old) = commit.replaces.filter(|old| *old != id) {
+                slides.remove(old.as_bytes()).op("remove replaced slide")?;
+                summaries.remove(old.as_bytes()).op("remove replaced summary")?;
+            }
+            slides.insert(id.as_bytes(), encode(&commit.record).as_slice()).op("insert slide")?;
+            summaries.insert(id.as_bytes(), encode(&commit.summary).as_slice()).op("insert summary")?;
+            let mut series = tx.open_table(SERIES).op("open series")?;
+            series.insert(commit.summary.series_uid.as_str(), id.as_bytes()).op("insert series")?;
+            let mut instances = tx.open_table(INSTANCES).op("open instances")?;
+            let mut tiles = tx.open_table(TILES).op("open tiles")?;
+            let mut objects = tx.open_table(OBJECTS).op("open objects")?;
+            for instance in commit.instances {
+                instances
+                    .insert((instance.series_uid.as_str(), instance.sop_instance_uid.as_str()), encode(instance).as_slice())
+                    .op("insert instance")?;
+                objects.insert(instance.object.as_bytes(), instance.file_len).op("insert object")?;
+                for frame in &instance.frames {
+                    if tiles.get(frame.tile.as_bytes()).op("read tile")?.is_none() {
+                        let location = TileLocation {
+                            object: instance.object,
+                            ranges: frame.ranges.clone(),
+                            media_type: tile_media_type(&instance.transfer_syntax_uid).to_string(),
+                        };
+                        tiles.insert(frame.tile.as_bytes(), encode(&location).as_slice()).op("insert tile")?;
+                    }
+                }
+            }
+        }
+        tx.commit().op("commit ingest transaction")?;
+        Ok(id)
+    }
+
+    pub fn slide(&self, id: &SlideId) -> Result<Option<SlideRecord>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(SLIDES).op("open slides")?;
+        table.get(id.as_bytes()).op("read slide")?.map(|v| decode("slides_v1", v.value())).transpose()
+    }
+
+    pub fn summaries(&self) -> Result<Vec<(SlideId, SlideSummary)>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(SUMMARIES).op("open summaries")?;
+        let mut out = Vec::new();
+        for entry in table.iter().op("list summaries")? {
+            let (key, value) = entry.op("list summaries")?;
+            out.push((SlideId::from_bytes(key.value()), decode("slide_summaries_v1", value.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn summary(&self, id: &SlideId) -> Result<Option<SlideSummary>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(SUMMARIES).op("open summaries")?;
+        table.get(id.as_bytes()).op("read summary")?.map(|v| decode("slide_summaries_v1", v.value())).transpose()
+    }
+
+    pub fn series_slide(&self, series_uid: &str) -> Result<Option<SlideId>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(SERIES).op("open series")?;
+        Ok(table.get(series_uid).op("read series")?.map(|v| SlideId::from_bytes(v.value())))
+    }
+
+    /// The instances already stored for a series, so ingest can merge newly arrived ones.
+    pub fn series_instances(&self, series_uid: &str) -> Result<Vec<ScannedInstance>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(INSTANCES).op("open instances")?;
+        let mut out = Vec::new();
+        for entry in table.range((series_uid, "")..).op("list instances")? {
+            let (key, value) = entry.op("list instances")?;
+            if key.value().0 != series_uid {
+                break;
+            }
+            out.push(decode("instances_v1", value.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn tile_location(&self, tile: &TileId) -> Result<Option<TileLocation>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(TILES).op("open tiles")?;
+        table.get(tile.as_bytes()).op("read tile")?.map(|v| decode("tiles_v1", v.value())).transpose()
+    }
+
+    /// Whether the store references an original file (objects not referenced are orphans
+    /// of an interrupted ingest).
+    pub fn references_object(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(OBJECTS).op("open objects")?;
+        Ok(table.get(id.as_bytes()).op("read object")?.is_some())
+    }
+}
+
+/// Seconds since the Unix epoch, for record timestamps.
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

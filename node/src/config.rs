@@ -48,7 +48,9 @@ pub struct IngestSection {
 
 impl Default for IngestSection {
     fn default() -> Self {
-        Self { keep_originals: default_keep() }
+        Self {
+            keep_originals: default_keep(),
+        }
     }
 }
 
@@ -74,8 +76,10 @@ impl NodeConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))
     }
 
     /// The file `init` writes: every setting with a comment saying what it does.
@@ -121,7 +125,11 @@ mod tests {
 
     #[test]
     fn commented_template_parses_back() {
-        let config = NodeConfig::new("RAE".parse().unwrap(), "Bradford \"BTHFT\"".into(), "127.0.0.1:8080".into());
+        let config = NodeConfig::new(
+            "RAE".parse().unwrap(),
+            "Bradford \"BTHFT\"".into(),
+            "127.0.0.1:8080".into(),
+        );
         let parsed: NodeConfig = toml::from_str(&config.to_commented_toml()).unwrap();
         assert_eq!(parsed.node.trust.as_str(), "RAE");
         assert_eq!(parsed.node.trust_name, "Bradford \"BTHFT\"");

@@ -32,13 +32,22 @@ impl NodeContext {
         let key = data.load_key()?;
         let store = Store::open(&data.store_path()).context("cannot open the node's store")?;
         let objects = ObjectStore::new(data.objects_dir(), data.tmp_dir());
-        Ok(Self { data, config, key, store, objects })
+        Ok(Self {
+            data,
+            config,
+            key,
+            store,
+            objects,
+        })
     }
 
     /// Removes what an interrupted ingest left behind: staging files of dead processes and
     /// objects no committed slide references (older than the grace period).
     pub fn sweep(&self) -> Result<()> {
-        let staged = self.objects.sweep_staging().context("cannot sweep staging folder")?;
+        let staged = self
+            .objects
+            .sweep_staging()
+            .context("cannot sweep staging folder")?;
         let mut orphans = 0;
         for id in self.objects.list().context("cannot list object store")? {
             if self.store.references_object(&id)? {
@@ -49,7 +58,8 @@ impl NodeContext {
                 .ok()
                 .and_then(|m| {
                     use std::os::unix::fs::MetadataExt;
-                    let changed = SystemTime::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64);
+                    let changed =
+                        SystemTime::UNIX_EPOCH + Duration::from_secs(m.ctime().max(0) as u64);
                     SystemTime::now().duration_since(changed).ok()
                 })
                 .unwrap_or_default();

@@ -31,7 +31,9 @@ impl DataDir {
         if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(xdg).join("slidemesh");
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         home.join(".local/share/slidemesh")
     }
 
@@ -79,7 +81,11 @@ impl DataDir {
         write_private(&self.key_path(), &key.secret_bytes())?;
         let token: [u8; 32] = rand::random();
         write_private(&self.admin_token_path(), hex::encode(token).as_bytes())?;
-        let config = NodeConfig::new(trust.clone(), trust_name.to_string(), http_listen.to_string());
+        let config = NodeConfig::new(
+            trust.clone(),
+            trust_name.to_string(),
+            http_listen.to_string(),
+        );
         // The config is written last: its presence is what marks the directory initialised.
         write_atomic(&self.config_path(), config.to_commented_toml().as_bytes())?;
         Ok(key)
@@ -105,16 +111,22 @@ impl DataDir {
 
     pub fn load_key(&self) -> Result<NodeKey> {
         let path = self.key_path();
-        let bytes = fs::read(&path).with_context(|| format!("cannot read node key {}", path.display()))?;
+        let bytes =
+            fs::read(&path).with_context(|| format!("cannot read node key {}", path.display()))?;
         let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            anyhow::anyhow!("node key {} is corrupt: expected 32 bytes, found {}", path.display(), bytes.len())
+            anyhow::anyhow!(
+                "node key {} is corrupt: expected 32 bytes, found {}",
+                path.display(),
+                bytes.len()
+            )
         })?;
         Ok(NodeKey::from_secret_bytes(secret))
     }
 
     pub fn load_admin_token(&self) -> Result<String> {
         let path = self.admin_token_path();
-        let token = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let token =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         Ok(token.trim().to_string())
     }
 }
@@ -128,8 +140,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
 }
 
@@ -137,9 +151,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut file = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
     }
     fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
     Ok(())
@@ -153,7 +170,12 @@ mod tests {
     fn init_creates_a_node_once_and_others_require_it() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path().join("node"));
-        assert!(data.require_initialised().unwrap_err().to_string().contains("slidemesh init"));
+        assert!(
+            data.require_initialised()
+                .unwrap_err()
+                .to_string()
+                .contains("slidemesh init")
+        );
         let trust: TrustCode = "RR8".parse().unwrap();
         let key = data.init(&trust, "Leeds", "127.0.0.1:0").unwrap();
         data.require_initialised().unwrap();

@@ -17,7 +17,9 @@ pub const CANONICAL_VERSION: u8 = 1;
 pub enum CanonicalError {
     #[error("empty input: no canonical version byte")]
     Empty,
-    #[error("unsupported canonical encoding version {found} (this node speaks {CANONICAL_VERSION})")]
+    #[error(
+        "unsupported canonical encoding version {found} (this node speaks {CANONICAL_VERSION})"
+    )]
     Version { found: u8 },
     #[error("malformed canonical encoding: {0}")]
     Malformed(#[from] postcard::Error),
@@ -60,22 +62,34 @@ mod tests {
 
     #[test]
     fn round_trips_and_checks_version() {
-        let s = Sample { a: 300, b: "x".into() };
+        let s = Sample {
+            a: 300,
+            b: "x".into(),
+        };
         let bytes = encode(&s);
         assert_eq!(bytes[0], CANONICAL_VERSION);
         assert_eq!(decode::<Sample>(&bytes).unwrap(), s);
         let mut other = bytes.clone();
         other[0] = 99;
-        assert!(matches!(decode::<Sample>(&other), Err(CanonicalError::Version { found: 99 })));
+        assert!(matches!(
+            decode::<Sample>(&other),
+            Err(CanonicalError::Version { found: 99 })
+        ));
         assert!(matches!(decode::<Sample>(&[]), Err(CanonicalError::Empty)));
     }
 
     #[test]
     fn refuses_trailing_bytes_and_overlong_varints() {
-        let s = Sample { a: 1, b: String::new() };
+        let s = Sample {
+            a: 1,
+            b: String::new(),
+        };
         let mut trailing = encode(&s);
         trailing.push(0);
-        assert!(matches!(decode::<Sample>(&trailing), Err(CanonicalError::NotCanonical)));
+        assert!(matches!(
+            decode::<Sample>(&trailing),
+            Err(CanonicalError::NotCanonical)
+        ));
         // 1 encoded as a two-byte varint (0x81 0x00) is parseable but not canonical.
         let overlong = vec![CANONICAL_VERSION, 0x81, 0x00, 0x00];
         assert!(decode::<Sample>(&overlong).is_err());

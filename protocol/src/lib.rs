@@ -17,7 +17,7 @@ pub mod manifest;
 pub mod sign;
 pub mod trust;
 
-pub use canonical::{CanonicalError, CANONICAL_VERSION};
+pub use canonical::{CANONICAL_VERSION, CanonicalError};
 pub use ids::{IdParseError, ObjectId, SlideId, TileId};
 pub use manifest::{
     AssociatedImage, AssociatedKind, DimensionOrganization, InstanceMeta, InstanceRole, Level,

@@ -94,7 +94,9 @@ impl Level {
             DimensionOrganization::TiledSparse => self
                 .positions
                 .iter()
-                .position(|p| p.col == col && p.row == row && p.focal_plane == 0 && p.optical_path == 0)
+                .position(|p| {
+                    p.col == col && p.row == row && p.focal_plane == 0 && p.optical_path == 0
+                })
                 .and_then(|i| self.tiles.get(i).copied()),
         }
     }
@@ -111,7 +113,10 @@ impl Level {
                     * self.focal_planes.max(1) as u64
                     * self.optical_paths.max(1) as u64;
                 if self.tiles.len() as u64 != expected {
-                    return bad(format!("{} tiles for a full grid of {expected}", self.tiles.len()));
+                    return bad(format!(
+                        "{} tiles for a full grid of {expected}",
+                        self.tiles.len()
+                    ));
                 }
                 if !self.positions.is_empty() {
                     return bad("positions given for a TILED_FULL level".into());
@@ -125,8 +130,15 @@ impl Level {
                         self.tiles.len()
                     ));
                 }
-                if let Some(p) = self.positions.iter().find(|p| p.col >= self.cols() || p.row >= self.rows()) {
-                    return bad(format!("tile position ({}, {}) outside the grid", p.col, p.row));
+                if let Some(p) = self
+                    .positions
+                    .iter()
+                    .find(|p| p.col >= self.cols() || p.row >= self.rows())
+                {
+                    return bad(format!(
+                        "tile position ({}, {}) outside the grid",
+                        p.col, p.row
+                    ));
                 }
             }
         }
@@ -246,15 +258,26 @@ impl SlideManifest {
             level.check(&format!("level {i}"))?;
         }
         if self.levels.windows(2).any(|w| w[0].width < w[1].width) {
-            return Err(ManifestError::Inconsistent("levels not ordered largest first".into()));
+            return Err(ManifestError::Inconsistent(
+                "levels not ordered largest first".into(),
+            ));
         }
         for image in &self.associated {
             if image.tiles.is_empty() {
-                return Err(ManifestError::Inconsistent(format!("{} image has no frames", image.kind.as_str())));
+                return Err(ManifestError::Inconsistent(format!(
+                    "{} image has no frames",
+                    image.kind.as_str()
+                )));
             }
         }
-        if self.instances.windows(2).any(|w| w[0].sop_instance_uid >= w[1].sop_instance_uid) {
-            return Err(ManifestError::Inconsistent("instances not sorted and unique".into()));
+        if self
+            .instances
+            .windows(2)
+            .any(|w| w[0].sop_instance_uid >= w[1].sop_instance_uid)
+        {
+            return Err(ManifestError::Inconsistent(
+                "instances not sorted and unique".into(),
+            ));
         }
         Ok(())
     }
@@ -273,7 +296,11 @@ impl SignedManifest {
     pub fn sign(manifest: &SlideManifest, key: &NodeKey) -> Self {
         let bytes = manifest.canonical_bytes();
         let signature = key.sign(MANIFEST_DOMAIN, &bytes).to_vec();
-        Self { bytes, signer: key.public(), signature }
+        Self {
+            bytes,
+            signer: key.public(),
+            signature,
+        }
     }
 
     pub fn slide_id(&self) -> SlideId {
@@ -283,7 +310,8 @@ impl SignedManifest {
     /// Verifies the signature and decodes and validates the manifest. Whether the signer
     /// may speak for `manifest.owner` is the caller's question (it needs the roster).
     pub fn verify(&self) -> Result<SlideManifest, ManifestError> {
-        self.signer.verify(MANIFEST_DOMAIN, &self.bytes, &self.signature)?;
+        self.signer
+            .verify(MANIFEST_DOMAIN, &self.bytes, &self.signature)?;
         let manifest: SlideManifest = canonical::decode(&self.bytes)?;
         manifest.validate()?;
         Ok(manifest)
@@ -315,7 +343,10 @@ mod tests {
                 instance_uid: "2.25.4".into(),
             }],
             associated: vec![],
-            optical_paths: vec![OpticalPath { identifier: "1".into(), description: None }],
+            optical_paths: vec![OpticalPath {
+                identifier: "1".into(),
+                description: None,
+            }],
             instances: vec![],
         }
     }
@@ -347,7 +378,10 @@ mod tests {
         let mut tampered = signed.clone();
         let last = tampered.bytes.len() - 1;
         tampered.bytes[last] ^= 1;
-        assert!(matches!(tampered.verify(), Err(ManifestError::Signature(_))));
+        assert!(matches!(
+            tampered.verify(),
+            Err(ManifestError::Signature(_))
+        ));
         let mut other_signer = signed;
         other_signer.signer = NodeKey::generate().public();
         assert!(other_signer.verify().is_err());

@@ -69,14 +69,22 @@ impl NodePublicKey {
     }
 
     /// Checks `signature` over `message` within `domain`.
-    pub fn verify(&self, domain: &str, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        domain: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
         let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
             .map_err(|e| SignatureError::PublicKey(e.to_string()))?;
         let sig: [u8; 64] = signature
             .try_into()
             .map_err(|_| SignatureError::Length(signature.len()))?;
-        key.verify(&signing_input(domain, message), &ed25519_dalek::Signature::from_bytes(&sig))
-            .map_err(|_| SignatureError::Invalid)
+        key.verify(
+            &signing_input(domain, message),
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| SignatureError::Invalid)
     }
 }
 
@@ -143,7 +151,11 @@ mod tests {
         public.verify("slidemesh/test/v1", b"hello", &sig).unwrap();
         assert!(public.verify("slidemesh/other/v1", b"hello", &sig).is_err());
         assert!(public.verify("slidemesh/test/v1", b"hellO", &sig).is_err());
-        assert!(public.verify("slidemesh/test/v1", b"hello", &sig[..10]).is_err());
+        assert!(
+            public
+                .verify("slidemesh/test/v1", b"hello", &sig[..10])
+                .is_err()
+        );
         let again = NodeKey::from_secret_bytes(key.secret_bytes());
         assert_eq!(again.public(), public);
         assert_eq!(public.to_string().parse::<NodePublicKey>().unwrap(), public);

@@ -5,7 +5,9 @@ use std::str::FromStr;
 
 /// Why a string is not an ODS organisation code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid trust code {0:?}: expected an NHS ODS code of 3 to 5 letters and digits, e.g. RR8")]
+#[error(
+    "invalid trust code {0:?}: expected an NHS ODS code of 3 to 5 letters and digits, e.g. RR8"
+)]
 pub struct TrustCodeError(pub String);
 
 /// An NHS ODS organisation code, stored upper case. Trust-level codes are three characters;
@@ -25,7 +27,9 @@ impl FromStr for TrustCode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.trim().to_ascii_uppercase();
         let valid = (3..=5).contains(&upper.len())
-            && upper.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            && upper
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if valid {
             Ok(Self(upper))
         } else {
@@ -74,7 +78,10 @@ pub const COOPERATIVE_TRUSTS: &[(&str, &str)] = &[
 impl TrustCode {
     /// The registered name of a co-operative member, if this code is one.
     pub fn cooperative_name(&self) -> Option<&'static str> {
-        COOPERATIVE_TRUSTS.iter().find(|(code, _)| *code == self.0).map(|(_, name)| *name)
+        COOPERATIVE_TRUSTS
+            .iter()
+            .find(|(code, _)| *code == self.0)
+            .map(|(_, name)| *name)
     }
 }
 

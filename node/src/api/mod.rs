@@ -49,8 +49,21 @@ pub struct SlideView {
 }
 
 impl ApiState {
-    pub fn new(store: Arc<Store>, reader: TileReader, trust: TrustCode, trust_name: String, node_key: NodePublicKey) -> Self {
-        Self { store, reader, trust, trust_name, node_key, manifests: Mutex::new(HashMap::new()) }
+    pub fn new(
+        store: Arc<Store>,
+        reader: TileReader,
+        trust: TrustCode,
+        trust_name: String,
+        node_key: NodePublicKey,
+    ) -> Self {
+        Self {
+            store,
+            reader,
+            trust,
+            trust_name,
+            node_key,
+            manifests: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The slide with this id, decoded and verified once, then cached.
@@ -58,10 +71,24 @@ impl ApiState {
         if let Some(view) = self.manifests.lock().ok().and_then(|m| m.get(id).cloned()) {
             return Ok(view);
         }
-        let record = self.store.slide(id).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
-        let summary = self.store.summary(id).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
-        let manifest = record.signed.verify().map_err(|e| ApiError::internal(format!("stored manifest of {id} does not verify: {e}")))?;
-        let view = Arc::new(SlideView { id: *id, manifest, summary });
+        let record = self
+            .store
+            .slide(id)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+        let summary = self
+            .store
+            .summary(id)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+        let manifest = record.signed.verify().map_err(|e| {
+            ApiError::internal(format!("stored manifest of {id} does not verify: {e}"))
+        })?;
+        let view = Arc::new(SlideView {
+            id: *id,
+            manifest,
+            summary,
+        });
         if let Ok(mut cache) = self.manifests.lock() {
             if cache.len() >= MANIFEST_CACHE {
                 cache.clear();
@@ -80,7 +107,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/slides/{slide_id}", get(slides::detail))
         .route("/api/v1/slides/{slide_id}/manifest", get(slides::manifest))
         .route("/api/v1/slides/{slide_id}/{image}", get(tiles::associated))
-        .route("/api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}", get(tiles::level_tile))
+        .route(
+            "/api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}",
+            get(tiles::level_tile),
+        )
         .route("/api/v1/tiles/{tile_id}", get(tiles::by_id))
         .route("/api/{*rest}", get(api_not_found))
         .fallback(web::asset)
@@ -101,20 +131,33 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, message: message.into() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
     }
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "request failed");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: error.to_string() }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: error.to_string(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -123,5 +166,6 @@ pub fn parse_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, ApiErr
 where
     T::Err: std::fmt::Display,
 {
-    raw.parse().map_err(|e| ApiError::bad_request(format!("malformed {what} {raw:?}: {e}")))
+    raw.parse()
+        .map_err(|e| ApiError::bad_request(format!("malformed {what} {raw:?}: {e}")))
 }

@@ -22,7 +22,9 @@ pub async fn node_info(State(state): State<Arc<ApiState>>) -> Json<Value> {
 }
 
 fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
-    let url = |kind: AssociatedKind, present: bool| present.then(|| format!("/api/v1/slides/{id}/{}", kind.as_str()));
+    let url = |kind: AssociatedKind, present: bool| {
+        present.then(|| format!("/api/v1/slides/{id}/{}", kind.as_str()))
+    };
     json!({
         "slide_id": id,
         "owner": s.owner,
@@ -51,20 +53,32 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiErr
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     summaries.sort_by(|a, b| b.1.acquired.cmp(&a.1.acquired).then_with(|| a.0.cmp(&b.0)));
-    let slides: Vec<Value> = summaries.iter().map(|(id, s)| summary_json(id, s)).collect();
-    Ok(([(header::CACHE_CONTROL, "no-cache")], Json(json!({ "slides": slides }))).into_response())
+    let slides: Vec<Value> = summaries
+        .iter()
+        .map(|(id, s)| summary_json(id, s))
+        .collect();
+    Ok((
+        [(header::CACHE_CONTROL, "no-cache")],
+        Json(json!({ "slides": slides })),
+    )
+        .into_response())
 }
 
 async fn load(state: &Arc<ApiState>, raw_id: &str) -> Result<Arc<SlideView>, ApiError> {
     let id: SlideId = parse_id("slide id", raw_id)?;
     let state = state.clone();
-    tokio::task::spawn_blocking(move || state.slide(&id)).await.map_err(ApiError::internal)?
+    tokio::task::spawn_blocking(move || state.slide(&id))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// A JSON response for immutable, content-addressed data: strong ETag, cache forever.
 pub fn immutable_json(etag: &str, request: &HeaderMap, body: Value) -> Response {
     let etag = format!("\"{etag}\"");
-    if request.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+    if request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
         return StatusCode::NOT_MODIFIED.into_response();
     }
     let mut response = Json(body).into_response();
@@ -72,7 +86,10 @@ pub fn immutable_json(etag: &str, request: &HeaderMap, body: Value) -> Response 
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
     response
 }
 

@@ -13,9 +13,16 @@ use tracing::Instrument;
 use super::{ApiError, ApiState, parse_id};
 
 /// Sends one tile, honouring `If-None-Match` against its strong ETag (the tile id).
-async fn send_tile(state: &Arc<ApiState>, tile: TileId, request: &HeaderMap) -> Result<Response, ApiError> {
+async fn send_tile(
+    state: &Arc<ApiState>,
+    tile: TileId,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
     let etag = format!("\"{tile}\"");
-    if request.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+    if request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let state = state.clone();
@@ -34,11 +41,18 @@ async fn send_tile(state: &Arc<ApiState>, tile: TileId, request: &HeaderMap) -> 
     .map_err(ApiError::internal)??;
     let mut response = Response::new(Body::from(bytes));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(&media_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&media_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
     Ok(response)
 }
 
@@ -63,15 +77,20 @@ pub async fn level_tile(
     let span = tracing::debug_span!("level_tile", slide = %id, level, col, row);
     async move {
         let lookup_state = state.clone();
-        let view = tokio::task::spawn_blocking(move || lookup_state.slide(&id)).await.map_err(ApiError::internal)??;
-        let grid = view
-            .manifest
-            .levels
-            .get(level)
-            .ok_or_else(|| ApiError::not_found(format!("slide {id} has {} levels; no level {level}", view.manifest.levels.len())))?;
-        let tile = grid
-            .tile_at(col, row)
-            .ok_or_else(|| ApiError::not_found(format!("no tile at column {col}, row {row} of level {level}")))?;
+        let view = tokio::task::spawn_blocking(move || lookup_state.slide(&id))
+            .await
+            .map_err(ApiError::internal)??;
+        let grid = view.manifest.levels.get(level).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "slide {id} has {} levels; no level {level}",
+                view.manifest.levels.len()
+            ))
+        })?;
+        let tile = grid.tile_at(col, row).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no tile at column {col}, row {row} of level {level}"
+            ))
+        })?;
         send_tile(&state, tile, &request).await
     }
     .instrument(span)
@@ -89,11 +108,17 @@ pub async fn associated(
         "thumbnail" => AssociatedKind::Thumbnail,
         "label" => AssociatedKind::Label,
         "overview" => AssociatedKind::Overview,
-        other => return Err(ApiError::not_found(format!("no such slide resource {other:?}"))),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no such slide resource {other:?}"
+            )));
+        }
     };
     let id: SlideId = parse_id("slide id", &slide_id)?;
     let lookup_state = state.clone();
-    let view = tokio::task::spawn_blocking(move || lookup_state.slide(&id)).await.map_err(ApiError::internal)??;
+    let view = tokio::task::spawn_blocking(move || lookup_state.slide(&id))
+        .await
+        .map_err(ApiError::internal)??;
     let tile = view
         .manifest
         .associated(kind)

@@ -14,7 +14,11 @@ fn find(path: &str) -> Option<&'static (&'static str, &'static str, &'static [u8
 pub async fn asset(uri: Uri) -> Response {
     let path = uri.path();
     let asset = find(path).or_else(|| {
-        if path == "/" || path.starts_with("/view/") { find("/index.html") } else { None }
+        if path == "/" || path.starts_with("/view/") {
+            find("/index.html")
+        } else {
+            None
+        }
     });
     match asset {
         Some((_, content_type, bytes)) => {

@@ -48,7 +48,8 @@ impl Progress for Bar {
         let total = self.frames.fetch_add(frames as u64, Ordering::Relaxed) + frames as u64;
         self.bar.inc(bytes);
         let rate = total as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        self.bar.set_message(format!("{total} frames, {rate:.0} frames/s"));
+        self.bar
+            .set_message(format!("{total} frames, {rate:.0} frames/s"));
     }
     fn slide_done(&self, outcome: &SlideOutcome) {
         if !self.quiet {
@@ -98,7 +99,12 @@ pub fn run(data: DataDir, args: IngestArgs) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let progress = Bar { bar, frames: Default::default(), started: Instant::now(), quiet: args.json };
+    let progress = Bar {
+        bar,
+        frames: Default::default(),
+        started: Instant::now(),
+        quiet: args.json,
+    };
     let started = Instant::now();
     let report = ingest_paths(&target, &args.paths, &progress);
     progress.bar.finish_and_clear();
@@ -121,7 +127,11 @@ pub fn run(data: DataDir, args: IngestArgs) -> Result<()> {
         println!(
             "{} slides ({} new), {} files, {:.1} MB in {:.1}s; {} failed",
             report.slides.len(),
-            report.slides.iter().filter(|s| s.status != SlideStatus::AlreadyPresent).count(),
+            report
+                .slides
+                .iter()
+                .filter(|s| s.status != SlideStatus::AlreadyPresent)
+                .count(),
             report.files,
             report.bytes as f64 / 1e6,
             elapsed,

@@ -22,18 +22,29 @@ pub struct InitArgs {
 pub fn run(data: &DataDir, args: InitArgs) -> Result<()> {
     let trust: TrustCode = args.trust.parse()?;
     if args.http.parse::<std::net::SocketAddr>().is_err() {
-        bail!("invalid --http {:?}: expected ADDR:PORT, e.g. 127.0.0.1:8080", args.http);
+        bail!(
+            "invalid --http {:?}: expected ADDR:PORT, e.g. 127.0.0.1:8080",
+            args.http
+        );
     }
     let name = match args.name {
         Some(name) => name,
         None => match trust.cooperative_name() {
             Some(name) => name.to_string(),
-            None => bail!("{trust} is not one of the co-operative's trusts; give its name with --name"),
+            None => {
+                bail!("{trust} is not one of the co-operative's trusts; give its name with --name")
+            }
         },
     };
     let key = data.init(&trust, &name, &args.http)?;
-    println!("initialised slidemesh node for {trust} ({name}) in {}", data.root().display());
+    println!(
+        "initialised slidemesh node for {trust} ({name}) in {}",
+        data.root().display()
+    );
     println!("node key: {}", key.public());
-    println!("next: slidemesh --data {} ingest <DICOM files or folders>", data.root().display());
+    println!(
+        "next: slidemesh --data {} ingest <DICOM files or folders>",
+        data.root().display()
+    );
     Ok(())
 }

@@ -26,17 +26,28 @@ pub struct ServeArgs {
 
 pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     let node = NodeContext::open(data)?;
-    let listen = args.http.clone().unwrap_or_else(|| node.config.http.listen.clone());
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("invalid HTTP address {listen:?}: expected ADDR:PORT, e.g. 127.0.0.1:8080"))?;
+    let listen = args
+        .http
+        .clone()
+        .unwrap_or_else(|| node.config.http.listen.clone());
+    let addr: SocketAddr = listen.parse().with_context(|| {
+        format!("invalid HTTP address {listen:?}: expected ADDR:PORT, e.g. 127.0.0.1:8080")
+    })?;
     node.sweep()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(node, addr))
 }
 
 async fn serve(node: NodeContext, addr: SocketAddr) -> Result<()> {
-    let NodeContext { data, config, key, store, objects } = node;
+    let NodeContext {
+        data,
+        config,
+        key,
+        store,
+        objects,
+    } = node;
     let state = Arc::new(ApiState::new(
         Arc::new(store),
         TileReader::new(objects),

@@ -18,7 +18,13 @@ pub enum AssembleError {
     #[error(
         "series {series} has two VOLUME instances of {width}x{height} ({a} and {b}); levels split over several instances are not supported yet"
     )]
-    SplitLevel { series: String, width: u32, height: u32, a: String, b: String },
+    SplitLevel {
+        series: String,
+        width: u32,
+        height: u32,
+        a: String,
+        b: String,
+    },
     #[error("series {series}: instances disagree on {what}")]
     Inconsistent { series: String, what: &'static str },
     #[error("series {series}: {detail}")]
@@ -26,17 +32,26 @@ pub enum AssembleError {
 }
 
 /// Builds the manifest of one series from all its instances (in any order, no duplicates).
-pub fn assemble(owner: &TrustCode, instances: &[ScannedInstance]) -> Result<SlideManifest, AssembleError> {
+pub fn assemble(
+    owner: &TrustCode,
+    instances: &[ScannedInstance],
+) -> Result<SlideManifest, AssembleError> {
     let first = instances.first().ok_or_else(|| AssembleError::Invalid {
         series: String::new(),
         detail: "no instances".into(),
     })?;
     let series = first.series_uid.clone();
     if instances.iter().any(|i| i.study_uid != first.study_uid) {
-        return Err(AssembleError::Inconsistent { series, what: "StudyInstanceUID" });
+        return Err(AssembleError::Inconsistent {
+            series,
+            what: "StudyInstanceUID",
+        });
     }
 
-    let mut volumes: Vec<&ScannedInstance> = instances.iter().filter(|i| i.flavor == ImageFlavor::Volume).collect();
+    let mut volumes: Vec<&ScannedInstance> = instances
+        .iter()
+        .filter(|i| i.flavor == ImageFlavor::Volume)
+        .collect();
     if volumes.is_empty() {
         return Err(AssembleError::NoPyramid { series });
     }
@@ -46,7 +61,10 @@ pub fn assemble(owner: &TrustCode, instances: &[ScannedInstance]) -> Result<Slid
             .cmp(&(a.width as u64 * a.height as u64))
             .then_with(|| a.sop_instance_uid.cmp(&b.sop_instance_uid))
     });
-    if let Some(pair) = volumes.windows(2).find(|w| w[0].width == w[1].width && w[0].height == w[1].height) {
+    if let Some(pair) = volumes
+        .windows(2)
+        .find(|w| w[0].width == w[1].width && w[0].height == w[1].height)
+    {
         return Err(AssembleError::SplitLevel {
             series,
             width: pair[0].width,
@@ -87,11 +105,18 @@ pub fn assemble(owner: &TrustCode, instances: &[ScannedInstance]) -> Result<Slid
             ImageFlavor::Volume => None,
         })
         .collect();
-    associated.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.instance_uid.cmp(&b.instance_uid)));
+    associated.sort_by(|a, b| {
+        a.kind
+            .cmp(&b.kind)
+            .then_with(|| a.instance_uid.cmp(&b.instance_uid))
+    });
 
     let mut optical_paths: Vec<OpticalPath> = Vec::new();
     for path in volumes.iter().flat_map(|v| v.optical_path_list.iter()) {
-        if !optical_paths.iter().any(|p| p.identifier == path.identifier) {
+        if !optical_paths
+            .iter()
+            .any(|p| p.identifier == path.identifier)
+        {
             optical_paths.push(path.clone());
         }
     }
@@ -102,7 +127,10 @@ pub fn assemble(owner: &TrustCode, instances: &[ScannedInstance]) -> Result<Slid
             sop_instance_uid: i.sop_instance_uid.clone(),
             role: match i.flavor {
                 ImageFlavor::Volume => InstanceRole::Level(
-                    volumes.iter().position(|v| v.sop_instance_uid == i.sop_instance_uid).unwrap_or(0) as u32,
+                    volumes
+                        .iter()
+                        .position(|v| v.sop_instance_uid == i.sop_instance_uid)
+                        .unwrap_or(0) as u32,
                 ),
                 ImageFlavor::Associated(kind) => InstanceRole::Associated(kind),
             },
@@ -124,7 +152,10 @@ pub fn assemble(owner: &TrustCode, instances: &[ScannedInstance]) -> Result<Slid
         optical_paths,
         instances: metas,
     };
-    manifest.validate().map_err(|e| AssembleError::Invalid { series, detail: e.to_string() })?;
+    manifest.validate().map_err(|e| AssembleError::Invalid {
+        series,
+        detail: e.to_string(),
+    })?;
     Ok(manifest)
 }
 
@@ -152,15 +183,26 @@ pub fn summarise(manifest: &SlideManifest, origin: Origin) -> SlideSummary {
         height: base.height,
         tiles,
         bytes: manifest.instances.iter().map(|i| i.file_len).sum(),
-        has_label: manifest.associated(slidemesh_protocol::AssociatedKind::Label).is_some(),
-        has_overview: manifest.associated(slidemesh_protocol::AssociatedKind::Overview).is_some(),
-        has_thumbnail: manifest.associated(slidemesh_protocol::AssociatedKind::Thumbnail).is_some(),
+        has_label: manifest
+            .associated(slidemesh_protocol::AssociatedKind::Label)
+            .is_some(),
+        has_overview: manifest
+            .associated(slidemesh_protocol::AssociatedKind::Overview)
+            .is_some(),
+        has_thumbnail: manifest
+            .associated(slidemesh_protocol::AssociatedKind::Thumbnail)
+            .is_some(),
     }
 }
 
 /// Items of a sequence attribute in the DICOM JSON model.
 fn items<'a>(dataset: &'a Value, tag: &str) -> impl Iterator<Item = &'a Value> {
-    dataset.get(tag).and_then(|e| e.get("Value")).and_then(Value::as_array).into_iter().flatten()
+    dataset
+        .get(tag)
+        .and_then(|e| e.get("Value"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn first_string(dataset: &Value, tag: &str) -> Option<String> {
@@ -168,13 +210,18 @@ fn first_string(dataset: &Value, tag: &str) -> Option<String> {
     match value {
         Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
         Value::Number(n) => Some(n.to_string()),
-        Value::Object(o) => o.get("Alphabetic").and_then(Value::as_str).map(str::to_string),
+        Value::Object(o) => o
+            .get("Alphabetic")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         _ => None,
     }
 }
 
 fn code_meaning(item: &Value, sequence: &str) -> Option<String> {
-    items(item, sequence).next().and_then(|code| first_string(code, "00080104"))
+    items(item, sequence)
+        .next()
+        .and_then(|code| first_string(code, "00080104"))
 }
 
 /// The staining substances from the specimen preparation steps (SCT 424361007 "Using
@@ -184,7 +231,9 @@ fn stain(meta: &Value) -> Option<String> {
     for specimen in items(meta, "00400560") {
         for step in items(specimen, "00400610") {
             for content in items(step, "00400612") {
-                let concept = items(content, "0040A043").next().and_then(|c| first_string(c, "00080100"));
+                let concept = items(content, "0040A043")
+                    .next()
+                    .and_then(|c| first_string(c, "00080100"));
                 if concept.as_deref() == Some("424361007") {
                     if let Some(meaning) = code_meaning(content, "0040A168") {
                         if !substances.contains(&meaning) {
@@ -196,7 +245,9 @@ fn stain(meta: &Value) -> Option<String> {
         }
     }
     let lower: Vec<String> = substances.iter().map(|s| s.to_lowercase()).collect();
-    if lower.iter().any(|s| s.contains("hematoxylin") || s.contains("haematoxylin"))
+    if lower
+        .iter()
+        .any(|s| s.contains("hematoxylin") || s.contains("haematoxylin"))
         && lower.iter().any(|s| s.contains("eosin"))
     {
         return Some("H&E".into());
@@ -214,8 +265,20 @@ fn anatomic_site(meta: &Value) -> Option<String> {
 fn format_datetime(dt: &str) -> String {
     let digits: String = dt.chars().take_while(|c| c.is_ascii_digit()).collect();
     if digits.len() >= 12 {
-        let sec = if digits.len() >= 14 { &digits[12..14] } else { "00" };
-        format!("{}-{}-{}T{}:{}:{}", &digits[0..4], &digits[4..6], &digits[6..8], &digits[8..10], &digits[10..12], sec)
+        let sec = if digits.len() >= 14 {
+            &digits[12..14]
+        } else {
+            "00"
+        };
+        format!(
+            "{}-{}-{}T{}:{}:{}",
+            &digits[0..4],
+            &digits[4..6],
+            &digits[6..8],
+            &digits[8..10],
+            &digits[10..12],
+            sec
+        )
     } else if digits.len() == 8 {
         format!("{}-{}-{}", &digits[0..4], &digits[4..6], &digits[6..8])
     } else {

@@ -25,7 +25,9 @@ use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::{Deserialize, Serialize};
-use slidemesh_protocol::{AssociatedKind, DimensionOrganization, ObjectId, OpticalPath, TileId, TilePosition};
+use slidemesh_protocol::{
+    AssociatedKind, DimensionOrganization, ObjectId, OpticalPath, TileId, TilePosition,
+};
 
 /// SOP Class UID of VL Whole Slide Microscopy Image Storage.
 pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
@@ -47,7 +49,9 @@ pub enum ScanError {
     NotDicom(String),
     #[error("file is truncated: it ends inside {0}")]
     Truncated(&'static str),
-    #[error("not a whole-slide image: SOP class {found} (expected VL Whole Slide Microscopy Image Storage {WSI_SOP_CLASS})")]
+    #[error(
+        "not a whole-slide image: SOP class {found} (expected VL Whole Slide Microscopy Image Storage {WSI_SOP_CLASS})"
+    )]
     WrongSopClass { found: String },
     #[error("missing required attribute {0}")]
     MissingAttribute(&'static str),
@@ -127,7 +131,10 @@ impl ScannedInstance {
 
 /// Reads and indexes one file.
 pub fn scan_file(path: &Path) -> Result<ScannedInstance, InstanceError> {
-    scan(path).map_err(|error| InstanceError { path: path.to_path_buf(), error })
+    scan(path).map_err(|error| InstanceError {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
@@ -136,7 +143,10 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         .open_file(path)
         .map_err(|e| classify_open_error(path, e))?;
     let meta = header.meta();
-    let ts_uid = meta.transfer_syntax().trim_end_matches(['\0', ' ']).to_string();
+    let ts_uid = meta
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
     let dataset_start = 132 + 12 + meta.information_group_length as u64;
     let obj: &InMemDicomObject = &header;
 
@@ -150,7 +160,11 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         .to_multi_str()
         .map_err(|e| invalid("ImageType", e))?
         .to_vec();
-    let flavor = match image_type.get(2).map(|s| s.trim().to_ascii_uppercase()).as_deref() {
+    let flavor = match image_type
+        .get(2)
+        .map(|s| s.trim().to_ascii_uppercase())
+        .as_deref()
+    {
         Some("VOLUME") => ImageFlavor::Volume,
         Some("LABEL") => ImageFlavor::Associated(AssociatedKind::Label),
         Some("OVERVIEW") => ImageFlavor::Associated(AssociatedKind::Overview),
@@ -158,17 +172,32 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         other => {
             return Err(ScanError::InvalidAttribute {
                 name: "ImageType",
-                problem: format!("value 3 is {other:?}; expected VOLUME, LABEL, OVERVIEW or THUMBNAIL"),
+                problem: format!(
+                    "value 3 is {other:?}; expected VOLUME, LABEL, OVERVIEW or THUMBNAIL"
+                ),
             });
         }
     };
     let tile_height: u32 = int(obj, tags::ROWS, "Rows")?;
     let tile_width: u32 = int(obj, tags::COLUMNS, "Columns")?;
     let frames_declared: u32 = int_or(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", 1)?;
-    let width: u32 = int_or(obj, tags::TOTAL_PIXEL_MATRIX_COLUMNS, "TotalPixelMatrixColumns", tile_width)?;
-    let height: u32 = int_or(obj, tags::TOTAL_PIXEL_MATRIX_ROWS, "TotalPixelMatrixRows", tile_height)?;
+    let width: u32 = int_or(
+        obj,
+        tags::TOTAL_PIXEL_MATRIX_COLUMNS,
+        "TotalPixelMatrixColumns",
+        tile_width,
+    )?;
+    let height: u32 = int_or(
+        obj,
+        tags::TOTAL_PIXEL_MATRIX_ROWS,
+        "TotalPixelMatrixRows",
+        tile_height,
+    )?;
     if tile_width == 0 || tile_height == 0 || width == 0 || height == 0 {
-        return Err(ScanError::InvalidAttribute { name: "Rows/Columns", problem: "zero image size".into() });
+        return Err(ScanError::InvalidAttribute {
+            name: "Rows/Columns",
+            problem: "zero image size".into(),
+        });
     }
     let organization = match opt_text(obj, tags::DIMENSION_ORGANIZATION_TYPE).as_deref() {
         Some("TILED_SPARSE") => DimensionOrganization::TiledSparse,
@@ -185,7 +214,12 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
             });
         }
     };
-    let focal_planes: u32 = int_or(obj, tags::TOTAL_PIXEL_MATRIX_FOCAL_PLANES, "TotalPixelMatrixFocalPlanes", 1)?;
+    let focal_planes: u32 = int_or(
+        obj,
+        tags::TOTAL_PIXEL_MATRIX_FOCAL_PLANES,
+        "TotalPixelMatrixFocalPlanes",
+        1,
+    )?;
     let optical_path_list = optical_paths(obj);
     let optical_paths: u32 = int_or(
         obj,
@@ -195,13 +229,19 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
     )?;
     let positions = match organization {
         DimensionOrganization::TiledFull => Vec::new(),
-        DimensionOrganization::TiledSparse => {
-            sparse_positions(obj, tile_width, tile_height, &optical_path_list, frames_declared)?
-        }
+        DimensionOrganization::TiledSparse => sparse_positions(
+            obj,
+            tile_width,
+            tile_height,
+            &optical_path_list,
+            frames_declared,
+        )?,
     };
 
     if ts_uid == DEFLATED_TS {
-        return Err(ScanError::UnsupportedTransferSyntax(format!("{ts_uid} (deflated)")));
+        return Err(ScanError::UnsupportedTransferSyntax(format!(
+            "{ts_uid} (deflated)"
+        )));
     }
     let ts = TransferSyntaxRegistry
         .get(&ts_uid)
@@ -214,13 +254,21 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         Some((tile_width as u64 * tile_height as u64 * samples as u64 * bits as u64).div_ceil(8))
     };
     let extended_offsets = extended_offset_table(obj)?;
-    let plan = FramePlan { frames_declared, native_frame_len, extended_offsets, ts_uid: ts_uid.clone() };
+    let plan = FramePlan {
+        frames_declared,
+        native_frame_len,
+        extended_offsets,
+        ts_uid: ts_uid.clone(),
+    };
 
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let (frames, object) = index_pixel_data(file, dataset_start, ts, &plan)?;
     if frames.len() != frames_declared as usize {
-        return Err(ScanError::FrameCountMismatch { declared: frames_declared, found: frames.len() });
+        return Err(ScanError::FrameCountMismatch {
+            declared: frames_declared,
+            found: frames.len(),
+        });
     }
 
     let metadata_json = canonical_json(obj)?;
@@ -257,7 +305,9 @@ fn classify_open_error(path: &Path, e: dicom_object::ReadError) -> ScanError {
         .map(|_| &magic[128..132] == b"DICM")
         .unwrap_or(false);
     if !is_dicom {
-        return ScanError::NotDicom("no DICM marker at byte 128 (is it a DICOM Part 10 file?)".into());
+        return ScanError::NotDicom(
+            "no DICM marker at byte 128 (is it a DICOM Part 10 file?)".into(),
+        );
     }
     if error_chain_has_eof(&e) {
         return ScanError::Truncated("the header");
@@ -292,11 +342,16 @@ fn error_chain_has_eof(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn invalid(name: &'static str, e: impl std::fmt::Display) -> ScanError {
-    ScanError::InvalidAttribute { name, problem: e.to_string() }
+    ScanError::InvalidAttribute {
+        name,
+        problem: e.to_string(),
+    }
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<String, ScanError> {
-    opt_text(obj, tag).filter(|s| !s.is_empty()).ok_or(ScanError::MissingAttribute(name))
+    opt_text(obj, tag)
+        .filter(|s| !s.is_empty())
+        .ok_or(ScanError::MissingAttribute(name))
 }
 
 fn opt_text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
@@ -306,10 +361,18 @@ fn opt_text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag, name: &'static str) -> Result<u32, ScanError> {
-    obj.get(tag).ok_or(ScanError::MissingAttribute(name))?.to_int::<u32>().map_err(|e| invalid(name, e))
+    obj.get(tag)
+        .ok_or(ScanError::MissingAttribute(name))?
+        .to_int::<u32>()
+        .map_err(|e| invalid(name, e))
 }
 
-fn int_or(obj: &InMemDicomObject, tag: Tag, name: &'static str, default: u32) -> Result<u32, ScanError> {
+fn int_or(
+    obj: &InMemDicomObject,
+    tag: Tag,
+    name: &'static str,
+    default: u32,
+) -> Result<u32, ScanError> {
     match obj.get(tag) {
         None => Ok(default),
         Some(e) => e.to_int::<u32>().map_err(|err| invalid(name, err)),
@@ -317,8 +380,14 @@ fn int_or(obj: &InMemDicomObject, tag: Tag, name: &'static str, default: u32) ->
 }
 
 fn pixel_spacing(obj: &InMemDicomObject) -> Option<[f64; 2]> {
-    let shared = obj.get(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)?.items()?.first()?;
-    let measures = shared.get(tags::PIXEL_MEASURES_SEQUENCE)?.items()?.first()?;
+    let shared = obj
+        .get(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)?
+        .items()?
+        .first()?;
+    let measures = shared
+        .get(tags::PIXEL_MEASURES_SEQUENCE)?
+        .items()?
+        .first()?;
     let spacing = measures.get(tags::PIXEL_SPACING)?.to_multi_float64().ok()?;
     match spacing.as_slice() {
         [row, col] if row.is_finite() && col.is_finite() => Some([*row, *col]),
@@ -350,7 +419,9 @@ fn sparse_positions(
     let groups = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .and_then(|e| e.items())
-        .ok_or(ScanError::MissingAttribute("PerFrameFunctionalGroupsSequence (required for TILED_SPARSE)"))?;
+        .ok_or(ScanError::MissingAttribute(
+            "PerFrameFunctionalGroupsSequence (required for TILED_SPARSE)",
+        ))?;
     if groups.len() != frames as usize {
         return Err(ScanError::InvalidAttribute {
             name: "PerFrameFunctionalGroupsSequence",
@@ -367,12 +438,26 @@ fn sparse_positions(
             .and_then(|e| e.items())
             .and_then(|items| items.first())
             .ok_or(ScanError::MissingAttribute("PlanePositionSlideSequence"))?;
-        let column: u32 = int(plane, tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "ColumnPositionInTotalImagePixelMatrix")?;
-        let row: u32 = int(plane, tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, "RowPositionInTotalImagePixelMatrix")?;
+        let column: u32 = int(
+            plane,
+            tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+            "ColumnPositionInTotalImagePixelMatrix",
+        )?;
+        let row: u32 = int(
+            plane,
+            tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+            "RowPositionInTotalImagePixelMatrix",
+        )?;
         if column == 0 || row == 0 {
-            return Err(invalid("PlanePositionSlideSequence", format!("frame {} has a zero (1-based) position", i + 1)));
+            return Err(invalid(
+                "PlanePositionSlideSequence",
+                format!("frame {} has a zero (1-based) position", i + 1),
+            ));
         }
-        let z = plane.get(tags::Z_OFFSET_IN_SLIDE_COORDINATE_SYSTEM).and_then(|e| e.to_float64().ok()).unwrap_or(0.0);
+        let z = plane
+            .get(tags::Z_OFFSET_IN_SLIDE_COORDINATE_SYSTEM)
+            .and_then(|e| e.to_float64().ok())
+            .unwrap_or(0.0);
         if !z_values.contains(&z) {
             z_values.push(z);
         }
@@ -398,10 +483,13 @@ fn sparse_positions(
 }
 
 /// Extended Offset Table: (offsets, lengths) of each frame relative to the first fragment.
-fn extended_offset_table(obj: &InMemDicomObject) -> Result<Option<(Vec<u64>, Vec<u64>)>, ScanError> {
-    let (Some(offsets), Some(lengths)) =
-        (obj.get(tags::EXTENDED_OFFSET_TABLE), obj.get(tags::EXTENDED_OFFSET_TABLE_LENGTHS))
-    else {
+fn extended_offset_table(
+    obj: &InMemDicomObject,
+) -> Result<Option<(Vec<u64>, Vec<u64>)>, ScanError> {
+    let (Some(offsets), Some(lengths)) = (
+        obj.get(tags::EXTENDED_OFFSET_TABLE),
+        obj.get(tags::EXTENDED_OFFSET_TABLE_LENGTHS),
+    ) else {
         return Ok(None);
     };
     let read = |e: &dicom_object::mem::InMemElement, name| -> Result<Vec<u64>, ScanError> {
@@ -409,12 +497,18 @@ fn extended_offset_table(obj: &InMemDicomObject) -> Result<Option<(Vec<u64>, Vec
         if bytes.len() % 8 != 0 {
             return Err(invalid(name, "length is not a multiple of 8"));
         }
-        Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect())
     };
     let offsets = read(offsets, "ExtendedOffsetTable")?;
     let lengths = read(lengths, "ExtendedOffsetTableLengths")?;
     if offsets.len() != lengths.len() {
-        return Err(invalid("ExtendedOffsetTableLengths", "not as many entries as ExtendedOffsetTable"));
+        return Err(invalid(
+            "ExtendedOffsetTableLengths",
+            "not as many entries as ExtendedOffsetTable",
+        ));
     }
     Ok(Some((offsets, lengths)))
 }
@@ -422,7 +516,8 @@ fn extended_offset_table(obj: &InMemDicomObject) -> Result<Option<(Vec<u64>, Vec
 /// The data set as canonical DICOM JSON: dicom-json's model, keys sorted (serde_json's
 /// default map is ordered), no insignificant whitespace.
 fn canonical_json(obj: &InMemDicomObject) -> Result<String, ScanError> {
-    let value = dicom_json::to_value(obj).map_err(|e| invalid("data set", format!("cannot convert to DICOM JSON: {e}")))?;
+    let value = dicom_json::to_value(obj)
+        .map_err(|e| invalid("data set", format!("cannot convert to DICOM JSON: {e}")))?;
     serde_json::to_string(&value).map_err(|e| invalid("data set", e))
 }
 
@@ -441,7 +536,10 @@ fn index_pixel_data(
     ts: &dicom_encoding::TransferSyntax,
     plan: &FramePlan,
 ) -> Result<(Vec<FrameRef>, ObjectId), ScanError> {
-    let hashing = HashingReader { inner: file, hasher: blake3::Hasher::new() };
+    let hashing = HashingReader {
+        inner: file,
+        hasher: blake3::Hasher::new(),
+    };
     let mut reader = BufReader::with_capacity(1 << 20, hashing);
     let copied = io::copy(&mut (&mut reader).take(dataset_start), &mut io::sink())?;
     if copied != dataset_start {
@@ -462,24 +560,34 @@ fn index_pixel_data(
                 frames = Some(walk_fragments(&mut tokens, plan)?);
             }
             LazyDataToken::PixelSequenceStart => depth += 1,
-            LazyDataToken::LazyValue { header, decoder } if depth == 0 && header.tag == tags::PIXEL_DATA => {
+            LazyDataToken::LazyValue { header, decoder }
+                if depth == 0 && header.tag == tags::PIXEL_DATA =>
+            {
                 let frame_len = plan.native_frame_len.ok_or_else(|| {
-                    ScanError::MalformedPixelData("native pixel data in an encapsulated transfer syntax".into())
+                    ScanError::MalformedPixelData(
+                        "native pixel data in an encapsulated transfer syntax".into(),
+                    )
                 })?;
                 let start = decoder.position();
                 let len = header.len.get().ok_or_else(|| {
                     ScanError::MalformedPixelData("native pixel data with undefined length".into())
                 })?;
                 let mut splitter = FrameSplitter::new(start, frame_len, plan.frames_declared);
-                decoder.read_to(len, &mut splitter).map_err(|e| pixel_error(&e, "the pixel data"))?;
+                decoder
+                    .read_to(len, &mut splitter)
+                    .map_err(|e| pixel_error(&e, "the pixel data"))?;
                 frames = Some(splitter.finish()?);
             }
             LazyDataToken::LazyValue { decoder, header } => {
                 let len = header.len.get().unwrap_or(0);
-                decoder.skip_bytes(len).map_err(|e| pixel_error(&e, "a data element"))?;
+                decoder
+                    .skip_bytes(len)
+                    .map_err(|e| pixel_error(&e, "a data element"))?;
             }
             LazyDataToken::LazyItemValue { len, decoder } => {
-                decoder.skip_bytes(len).map_err(|e| pixel_error(&e, "a sequence item"))?;
+                decoder
+                    .skip_bytes(len)
+                    .map_err(|e| pixel_error(&e, "a sequence item"))?;
             }
             _ => {}
         }
@@ -493,7 +601,11 @@ fn index_pixel_data(
 }
 
 fn pixel_error(e: &(dyn std::error::Error + 'static), place: &'static str) -> ScanError {
-    if error_chain_has_eof(e) { ScanError::Truncated(place) } else { ScanError::MalformedPixelData(error_chain(e)) }
+    if error_chain_has_eof(e) {
+        ScanError::Truncated(place)
+    } else {
+        ScanError::MalformedPixelData(error_chain(e))
+    }
 }
 
 /// Consumes the item tokens of an encapsulated Pixel Data element and groups fragments
@@ -519,30 +631,45 @@ fn walk_fragments<S: StatefulDecode>(
                 let value_pos = decoder.position();
                 buf.clear();
                 if basic_offsets.is_none() {
-                    decoder.read_to(len, &mut buf).map_err(|e| pixel_error(&e, "the basic offset table"))?;
+                    decoder
+                        .read_to(len, &mut buf)
+                        .map_err(|e| pixel_error(&e, "the basic offset table"))?;
                     if buf.len() % 4 != 0 {
-                        return Err(ScanError::MalformedPixelData("basic offset table length is not a multiple of 4".into()));
+                        return Err(ScanError::MalformedPixelData(
+                            "basic offset table length is not a multiple of 4".into(),
+                        ));
                     }
-                    basic_offsets =
-                        Some(buf.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect());
+                    basic_offsets = Some(
+                        buf.chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64)
+                            .collect(),
+                    );
                     continue;
                 }
                 if len > MAX_FRAGMENT {
-                    return Err(ScanError::MalformedPixelData(format!("fragment of {len} bytes is larger than any tile")));
+                    return Err(ScanError::MalformedPixelData(format!(
+                        "fragment of {len} bytes is larger than any tile"
+                    )));
                 }
                 // Item header (tag + length) is 8 bytes before the value.
                 let item_pos = value_pos - 8;
                 let base = *first_item_pos.get_or_insert(item_pos);
-                decoder.read_to(len, &mut buf).map_err(|e| pixel_error(&e, "a pixel data fragment"))?;
+                decoder
+                    .read_to(len, &mut buf)
+                    .map_err(|e| pixel_error(&e, "a pixel data fragment"))?;
                 let starts_frame = match (&plan.extended_offsets, basic_offsets.as_deref()) {
                     (Some((offsets, _)), _) => offsets.binary_search(&(item_pos - base)).is_ok(),
-                    (None, Some(bot)) if !bot.is_empty() => bot.binary_search(&(item_pos - base)).is_ok(),
+                    (None, Some(bot)) if !bot.is_empty() => {
+                        bot.binary_search(&(item_pos - base)).is_ok()
+                    }
                     _ => starts_codestream(&buf) || assembler.is_empty(),
                 };
                 assembler.push(starts_frame, value_pos, &buf)?;
             }
             other => {
-                return Err(ScanError::MalformedPixelData(format!("unexpected {other:?} inside pixel data")));
+                return Err(ScanError::MalformedPixelData(format!(
+                    "unexpected {other:?} inside pixel data"
+                )));
             }
         }
     }
@@ -554,7 +681,9 @@ fn walk_fragments<S: StatefulDecode>(
 
 /// Whether a fragment begins a JPEG family (SOI) or JPEG 2000 (SOC, or a JP2 box) codestream.
 fn starts_codestream(bytes: &[u8]) -> bool {
-    bytes.starts_with(&[0xFF, 0xD8]) || bytes.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) || bytes.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50])
+    bytes.starts_with(&[0xFF, 0xD8])
+        || bytes.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+        || bytes.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50])
 }
 
 /// Collects fragments into frames, hashing each frame's bytes in order.
@@ -575,7 +704,9 @@ impl FrameAssembler {
             self.current = Some((blake3::Hasher::new(), Vec::new()));
         }
         let (hasher, ranges) = self.current.as_mut().ok_or_else(|| {
-            ScanError::MalformedPixelData("first fragment is not at a frame start listed in the offset table".into())
+            ScanError::MalformedPixelData(
+                "first fragment is not at a frame start listed in the offset table".into(),
+            )
         })?;
         hasher.update(bytes);
         ranges.push((value_pos, bytes.len() as u32));
@@ -584,7 +715,10 @@ impl FrameAssembler {
 
     fn close(&mut self) {
         if let Some((hasher, ranges)) = self.current.take() {
-            self.frames.push(FrameRef { tile: TileId::from(hasher.finalize()), ranges });
+            self.frames.push(FrameRef {
+                tile: TileId::from(hasher.finalize()),
+                ranges,
+            });
         }
     }
 
@@ -606,12 +740,22 @@ struct FrameSplitter {
 
 impl FrameSplitter {
     fn new(start: u64, frame_len: u64, frames_wanted: u32) -> Self {
-        Self { position: start, frame_len, frames_wanted, filled: 0, hasher: blake3::Hasher::new(), frames: Vec::new() }
+        Self {
+            position: start,
+            frame_len,
+            frames_wanted,
+            filled: 0,
+            hasher: blake3::Hasher::new(),
+            frames: Vec::new(),
+        }
     }
 
     fn finish(self) -> Result<Vec<FrameRef>, ScanError> {
         if self.frames.len() < self.frames_wanted as usize {
-            return Err(ScanError::FrameCountMismatch { declared: self.frames_wanted, found: self.frames.len() });
+            return Err(ScanError::FrameCountMismatch {
+                declared: self.frames_wanted,
+                found: self.frames.len(),
+            });
         }
         Ok(self.frames)
     }
@@ -627,8 +771,12 @@ impl io::Write for FrameSplitter {
             buf = &buf[take..];
             if self.filled == self.frame_len {
                 let start = self.position;
-                let len = u32::try_from(self.frame_len).map_err(|_| io::Error::other("native frame larger than 4 GiB"))?;
-                self.frames.push(FrameRef { tile: TileId::from(self.hasher.finalize()), ranges: vec![(start, len)] });
+                let len = u32::try_from(self.frame_len)
+                    .map_err(|_| io::Error::other("native frame larger than 4 GiB"))?;
+                self.frames.push(FrameRef {
+                    tile: TileId::from(self.hasher.finalize()),
+                    ranges: vec![(start, len)],
+                });
                 self.hasher = blake3::Hasher::new();
                 self.position += self.frame_len;
                 self.filled = 0;
@@ -665,12 +813,15 @@ mod tests;
 /// names them.
 pub fn tile_media_type(transfer_syntax_uid: &str) -> &'static str {
     match transfer_syntax_uid {
-        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => {
-            "image/jpeg"
-        }
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
         "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
-        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => "image/jphc",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
+            "image/jphc"
+        }
         "1.2.840.10008.1.2.5" => "image/dicom-rle",
         _ => "application/octet-stream",
     }

@@ -88,7 +88,11 @@ pub struct IngestTarget<'a> {
 }
 
 /// Ingests files and folders (recursively).
-pub fn ingest_paths(target: &IngestTarget<'_>, paths: &[PathBuf], progress: &dyn Progress) -> IngestReport {
+pub fn ingest_paths(
+    target: &IngestTarget<'_>,
+    paths: &[PathBuf],
+    progress: &dyn Progress,
+) -> IngestReport {
     let mut report = IngestReport::default();
     let files = collect_files(paths, &mut report.failures);
     report.files = files.len();
@@ -99,7 +103,10 @@ pub fn ingest_paths(target: &IngestTarget<'_>, paths: &[PathBuf], progress: &dyn
     let mut by_series: BTreeMap<String, Vec<ScannedInstance>> = BTreeMap::new();
     for result in scanned {
         match result {
-            Ok(instance) => by_series.entry(instance.series_uid.clone()).or_default().push(instance),
+            Ok(instance) => by_series
+                .entry(instance.series_uid.clone())
+                .or_default()
+                .push(instance),
             Err(e) => report.failures.push(Failure {
                 path: Some(e.path.clone()),
                 series_uid: None,
@@ -135,10 +142,18 @@ fn collect_files(paths: &[PathBuf], failures: &mut Vec<Failure>) -> Vec<(PathBuf
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => match std::fs::read_dir(&path) {
                 Ok(entries) => stack.extend(entries.flatten().map(|e| e.path())),
-                Err(e) => failures.push(Failure { path: Some(path), series_uid: None, error: format!("cannot list folder: {e}") }),
+                Err(e) => failures.push(Failure {
+                    path: Some(path),
+                    series_uid: None,
+                    error: format!("cannot list folder: {e}"),
+                }),
             },
             Ok(meta) => out.push((path, meta.len())),
-            Err(e) => failures.push(Failure { path: Some(path), series_uid: None, error: format!("cannot read: {e}") }),
+            Err(e) => failures.push(Failure {
+                path: Some(path),
+                series_uid: None,
+                error: format!("cannot read: {e}"),
+            }),
         }
     }
     out.sort();
@@ -146,17 +161,25 @@ fn collect_files(paths: &[PathBuf], failures: &mut Vec<Failure>) -> Vec<(PathBuf
 }
 
 /// Scans every file, on all cores.
-fn scan_all(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Vec<Result<ScannedInstance, InstanceError>> {
+fn scan_all(
+    files: &[(PathBuf, u64)],
+    progress: &dyn Progress,
+) -> Vec<Result<ScannedInstance, InstanceError>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<ScannedInstance, InstanceError>>>> =
         Mutex::new((0..files.len()).map(|_| None).collect());
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(files.len().max(1));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(files.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, len)) = files.get(i) else { break };
+                    let Some((path, len)) = files.get(i) else {
+                        break;
+                    };
                     let result = dicom::scan_file(path);
                     progress.file_done(*len, result.as_ref().map(|s| s.frames.len()).unwrap_or(0));
                     if let Ok(mut slots) = results.lock() {
@@ -166,16 +189,29 @@ fn scan_all(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Vec<Result<Sca
             });
         }
     });
-    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn series_failure(series: &str, paths: &[PathBuf], error: String) -> Vec<Failure> {
     if paths.is_empty() {
-        return vec![Failure { path: None, series_uid: Some(series.to_string()), error }];
+        return vec![Failure {
+            path: None,
+            series_uid: Some(series.to_string()),
+            error,
+        }];
     }
     paths
         .iter()
-        .map(|p| Failure { path: Some(p.clone()), series_uid: Some(series.to_string()), error: error.clone() })
+        .map(|p| Failure {
+            path: Some(p.clone()),
+            series_uid: Some(series.to_string()),
+            error: error.clone(),
+        })
         .collect()
 }
 
@@ -186,13 +222,21 @@ fn ingest_series(
 ) -> Result<SlideOutcome, Vec<Failure>> {
     let paths: Vec<PathBuf> = arrived.iter().map(|i| i.path.clone()).collect();
     let fail = |error: String| series_failure(series_uid, &paths, error);
-    let stored = target.store.series_instances(series_uid).map_err(|e| fail(e.to_string()))?;
-    let previous = target.store.series_slide(series_uid).map_err(|e| fail(e.to_string()))?;
+    let stored = target
+        .store
+        .series_instances(series_uid)
+        .map_err(|e| fail(e.to_string()))?;
+    let previous = target
+        .store
+        .series_slide(series_uid)
+        .map_err(|e| fail(e.to_string()))?;
 
     // Keep one copy of each instance; the same UID with other content is a conflict the
     // operator must resolve, not something to guess about.
-    let mut merged: BTreeMap<String, ScannedInstance> =
-        stored.into_iter().map(|i| (i.sop_instance_uid.clone(), i)).collect();
+    let mut merged: BTreeMap<String, ScannedInstance> = stored
+        .into_iter()
+        .map(|i| (i.sop_instance_uid.clone(), i))
+        .collect();
     let mut new_instances = Vec::new();
     for instance in arrived {
         match merged.get(&instance.sop_instance_uid) {
@@ -214,8 +258,15 @@ fn ingest_series(
     let all: Vec<ScannedInstance> = merged.into_values().collect();
     if new_instances.is_empty() {
         if let Some(slide_id) = previous {
-            let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
-            return Ok(outcome(slide_id, &manifest, SlideStatus::AlreadyPresent, None, all.len()));
+            let manifest =
+                assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
+            return Ok(outcome(
+                slide_id,
+                &manifest,
+                SlideStatus::AlreadyPresent,
+                None,
+                all.len(),
+            ));
         }
     }
 
@@ -226,15 +277,40 @@ fn ingest_series(
         target
             .objects
             .put(&instance.path, &instance.object, target.keep)
-            .map_err(|e| fail(if e.is_disk_full() { format!("disk full: {e}") } else { e.to_string() }))?;
+            .map_err(|e| {
+                fail(if e.is_disk_full() {
+                    format!("disk full: {e}")
+                } else {
+                    e.to_string()
+                })
+            })?;
     }
-    let record = SlideRecord { signed, origin: Origin::Local, stored_at: now_unix() };
+    let record = SlideRecord {
+        signed,
+        origin: Origin::Local,
+        stored_at: now_unix(),
+    };
     let slide_id = target
         .store
-        .commit_slide(SlideCommit { record, summary, instances: &new_instances, replaces: previous })
+        .commit_slide(SlideCommit {
+            record,
+            summary,
+            instances: &new_instances,
+            replaces: previous,
+        })
         .map_err(|e| fail(e.to_string()))?;
-    let status = if previous.is_some() { SlideStatus::Extended } else { SlideStatus::Added };
-    Ok(outcome(slide_id, &manifest, status, previous.filter(|p| *p != slide_id), all.len()))
+    let status = if previous.is_some() {
+        SlideStatus::Extended
+    } else {
+        SlideStatus::Added
+    };
+    Ok(outcome(
+        slide_id,
+        &manifest,
+        status,
+        previous.filter(|p| *p != slide_id),
+        all.len(),
+    ))
 }
 
 fn outcome(

@@ -42,9 +42,15 @@ const OBJECTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("objects_v1
 #[non_exhaustive]
 pub enum StoreError {
     #[error("store database {path}: {source}")]
-    Open { path: String, source: redb::DatabaseError },
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
     #[error("store: {op}: {source}")]
-    Redb { op: &'static str, source: redb::Error },
+    Redb {
+        op: &'static str,
+        source: redb::Error,
+    },
     #[error("store: corrupt record in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
 }
@@ -55,12 +61,21 @@ trait RedbContext<T> {
 
 impl<T, E: Into<redb::Error>> RedbContext<T> for Result<T, E> {
     fn op(self, op: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::Redb { op, source: e.into() })
+        self.map_err(|e| StoreError::Redb {
+            op,
+            source: e.into(),
+        })
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+fn decode<T: for<'de> Deserialize<'de>>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -139,7 +154,10 @@ impl Store {
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         // Create every table up front so read transactions never meet a missing table.
         let tx = db.begin_write().op("begin write")?;
         tx.open_table(SLIDES).op("create tables")?;
@@ -161,20 +179,36 @@ impl Store {
             let mut summaries = tx.open_table(SUMMARIES).op("open summaries")?;
             if let Some(old) = commit.replaces.filter(|old| *old != id) {
                 slides.remove(old.as_bytes()).op("remove replaced slide")?;
-                summaries.remove(old.as_bytes()).op("remove replaced summary")?;
+                summaries
+                    .remove(old.as_bytes())
+                    .op("remove replaced summary")?;
             }
-            slides.insert(id.as_bytes(), encode(&commit.record).as_slice()).op("insert slide")?;
-            summaries.insert(id.as_bytes(), encode(&commit.summary).as_slice()).op("insert summary")?;
+            slides
+                .insert(id.as_bytes(), encode(&commit.record).as_slice())
+                .op("insert slide")?;
+            summaries
+                .insert(id.as_bytes(), encode(&commit.summary).as_slice())
+                .op("insert summary")?;
             let mut series = tx.open_table(SERIES).op("open series")?;
-            series.insert(commit.summary.series_uid.as_str(), id.as_bytes()).op("insert series")?;
+            series
+                .insert(commit.summary.series_uid.as_str(), id.as_bytes())
+                .op("insert series")?;
             let mut instances = tx.open_table(INSTANCES).op("open instances")?;
             let mut tiles = tx.open_table(TILES).op("open tiles")?;
             let mut objects = tx.open_table(OBJECTS).op("open objects")?;
             for instance in commit.instances {
                 instances
-                    .insert((instance.series_uid.as_str(), instance.sop_instance_uid.as_str()), encode(instance).as_slice())
+                    .insert(
+                        (
+                            instance.series_uid.as_str(),
+                            instance.sop_instance_uid.as_str(),
+                        ),
+                        encode(instance).as_slice(),
+                    )
                     .op("insert instance")?;
-                objects.insert(instance.object.as_bytes(), instance.file_len).op("insert object")?;
+                objects
+                    .insert(instance.object.as_bytes(), instance.file_len)
+                    .op("insert object")?;
                 for frame in &instance.frames {
                     if tiles.get(frame.tile.as_bytes()).op("read tile")?.is_none() {
                         let location = TileLocation {
@@ -182,7 +216,9 @@ impl Store {
                             ranges: frame.ranges.clone(),
                             media_type: tile_media_type(&instance.transfer_syntax_uid).to_string(),
                         };
-                        tiles.insert(frame.tile.as_bytes(), encode(&location).as_slice()).op("insert tile")?;
+                        tiles
+                            .insert(frame.tile.as_bytes(), encode(&location).as_slice())
+                            .op("insert tile")?;
                     }
                 }
             }
@@ -194,7 +230,11 @@ impl Store {
     pub fn slide(&self, id: &SlideId) -> Result<Option<SlideRecord>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(SLIDES).op("open slides")?;
-        table.get(id.as_bytes()).op("read slide")?.map(|v| decode("slides_v1", v.value())).transpose()
+        table
+            .get(id.as_bytes())
+            .op("read slide")?
+            .map(|v| decode("slides_v1", v.value()))
+            .transpose()
     }
 
     pub fn summaries(&self) -> Result<Vec<(SlideId, SlideSummary)>, StoreError> {
@@ -203,7 +243,10 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter().op("list summaries")? {
             let (key, value) = entry.op("list summaries")?;
-            out.push((SlideId::from_bytes(key.value()), decode("slide_summaries_v1", value.value())?));
+            out.push((
+                SlideId::from_bytes(key.value()),
+                decode("slide_summaries_v1", value.value())?,
+            ));
         }
         Ok(out)
     }
@@ -211,13 +254,20 @@ impl Store {
     pub fn summary(&self, id: &SlideId) -> Result<Option<SlideSummary>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(SUMMARIES).op("open summaries")?;
-        table.get(id.as_bytes()).op("read summary")?.map(|v| decode("slide_summaries_v1", v.value())).transpose()
+        table
+            .get(id.as_bytes())
+            .op("read summary")?
+            .map(|v| decode("slide_summaries_v1", v.value()))
+            .transpose()
     }
 
     pub fn series_slide(&self, series_uid: &str) -> Result<Option<SlideId>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(SERIES).op("open series")?;
-        Ok(table.get(series_uid).op("read series")?.map(|v| SlideId::from_bytes(v.value())))
+        Ok(table
+            .get(series_uid)
+            .op("read series")?
+            .map(|v| SlideId::from_bytes(v.value())))
     }
 
     /// The instances already stored for a series, so ingest can merge newly arrived ones.
@@ -238,7 +288,11 @@ impl Store {
     pub fn tile_location(&self, tile: &TileId) -> Result<Option<TileLocation>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(TILES).op("open tiles")?;
-        table.get(tile.as_bytes()).op("read tile")?.map(|v| decode("tiles_v1", v.value())).transpose()
+        table
+            .get(tile.as_bytes())
+            .op("read tile")?
+            .map(|v| decode("tiles_v1", v.value()))
+            .transpose()
     }
 
     /// Whether the store references an original file (objects not referenced are orphans
@@ -252,5 +306,8 @@ impl Store {
 
 /// Seconds since the Unix epoch, for record timestamps.
 pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -33,7 +33,11 @@ impl ObjectError {
 }
 
 fn ctx<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ObjectError + 'a {
-    move |source| ObjectError { action, path: path.to_path_buf(), source }
+    move |source| ObjectError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// How an object got into the store.
@@ -71,7 +75,12 @@ impl ObjectStore {
     }
 
     /// Puts `source` (whose BLAKE3 is `id`, already computed by the caller) into the store.
-    pub fn put(&self, source: &Path, id: &ObjectId, keep: KeepOriginals) -> Result<Placement, ObjectError> {
+    pub fn put(
+        &self,
+        source: &Path,
+        id: &ObjectId,
+        keep: KeepOriginals,
+    ) -> Result<Placement, ObjectError> {
         let dest = self.path(id);
         if dest.is_file() {
             return Ok(Placement::AlreadyPresent);
@@ -79,7 +88,9 @@ impl ObjectStore {
         let dir = dest.parent().unwrap_or(&self.objects).to_path_buf();
         fs::create_dir_all(&dir).map_err(ctx("create", &dir))?;
         fs::create_dir_all(&self.staging).map_err(ctx("create", &self.staging))?;
-        let staged = self.staging.join(format!("{}.{}", id.to_hex(), std::process::id()));
+        let staged = self
+            .staging
+            .join(format!("{}.{}", id.to_hex(), std::process::id()));
         let _ = fs::remove_file(&staged);
         let placement = match keep {
             KeepOriginals::Link if fs::hard_link(source, &staged).is_ok() => Placement::Linked,
@@ -89,7 +100,9 @@ impl ObjectStore {
             }
         };
         fs::rename(&staged, &dest).map_err(ctx("move into place", &dest))?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(ctx("sync", &dir))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(ctx("sync", &dir))?;
         Ok(placement)
     }
 
@@ -97,10 +110,15 @@ impl ObjectStore {
     /// the process writing it; files of processes still running are left alone.
     pub fn sweep_staging(&self) -> io::Result<usize> {
         let mut removed = 0;
-        let Ok(entries) = fs::read_dir(&self.staging) else { return Ok(0) };
+        let Ok(entries) = fs::read_dir(&self.staging) else {
+            return Ok(0);
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let pid = name.to_str().and_then(|n| n.rsplit('.').next()).and_then(|p| p.parse::<u32>().ok());
+            let pid = name
+                .to_str()
+                .and_then(|n| n.rsplit('.').next())
+                .and_then(|p| p.parse::<u32>().ok());
             let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
             if !alive && fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
@@ -112,7 +130,9 @@ impl ObjectStore {
     /// Every object id present on disk (for the orphan sweep).
     pub fn list(&self) -> io::Result<Vec<ObjectId>> {
         let mut ids = Vec::new();
-        let Ok(prefixes) = fs::read_dir(&self.objects) else { return Ok(ids) };
+        let Ok(prefixes) = fs::read_dir(&self.objects) else {
+            return Ok(ids);
+        };
         for prefix in prefixes.flatten() {
             for entry in fs::read_dir(prefix.path())?.flatten() {
                 if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
@@ -133,7 +153,11 @@ fn copy_synced(source: &Path, dest: &Path) -> Result<(), ObjectError> {
     let mut to = File::create(dest).map_err(ctx("create", dest))?;
     io::copy(&mut from, &mut to).map_err(|e| {
         let _ = fs::remove_file(dest);
-        ObjectError { action: "copy into", path: dest.to_path_buf(), source: e }
+        ObjectError {
+            action: "copy into",
+            path: dest.to_path_buf(),
+            source: e,
+        }
     })?;
     to.sync_all().map_err(ctx("sync", dest))?;
     // Originals are never modified through the store.
@@ -154,13 +178,24 @@ mod tests {
         let src = dir.path().join("a.dcm");
         fs::write(&src, b"original bytes").unwrap();
         let id = ObjectId::of(b"original bytes");
-        assert_eq!(store.put(&src, &id, KeepOriginals::Copy).unwrap(), Placement::Copied);
-        assert_eq!(store.put(&src, &id, KeepOriginals::Link).unwrap(), Placement::AlreadyPresent);
+        assert_eq!(
+            store.put(&src, &id, KeepOriginals::Copy).unwrap(),
+            Placement::Copied
+        );
+        assert_eq!(
+            store.put(&src, &id, KeepOriginals::Link).unwrap(),
+            Placement::AlreadyPresent
+        );
         assert_eq!(fs::read(store.path(&id)).unwrap(), b"original bytes");
         assert_eq!(store.list().unwrap(), vec![id]);
         let other = ObjectId::of(b"x");
         fs::write(dir.path().join("b.dcm"), b"x").unwrap();
-        assert_eq!(store.put(&dir.path().join("b.dcm"), &other, KeepOriginals::Link).unwrap(), Placement::Linked);
+        assert_eq!(
+            store
+                .put(&dir.path().join("b.dcm"), &other, KeepOriginals::Link)
+                .unwrap(),
+            Placement::Linked
+        );
         assert_eq!(store.sweep_staging().unwrap(), 0);
     }
 }

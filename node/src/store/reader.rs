@@ -35,7 +35,10 @@ pub struct TileReader {
 
 impl TileReader {
     pub fn new(objects: ObjectStore) -> Self {
-        Self { objects, open: Mutex::new(HashMap::new()) }
+        Self {
+            objects,
+            open: Mutex::new(HashMap::new()),
+        }
     }
 
     fn file(&self, id: &ObjectId) -> Result<Arc<File>, ReadError> {
@@ -61,7 +64,10 @@ impl TileReader {
         for &(offset, len) in &location.ranges {
             let end = at + len as usize;
             file.read_exact_at(&mut out[at..end], offset)
-                .map_err(|source| ReadError::Io { object: location.object, source })?;
+                .map_err(|source| ReadError::Io {
+                    object: location.object,
+                    source,
+                })?;
             at = end;
         }
         Ok(out)

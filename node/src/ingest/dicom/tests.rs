@@ -32,21 +32,42 @@ fn base_object(frames: u32, sop_class: &str) -> InMemDicomObject {
     put(tags::SOP_INSTANCE_UID, VR::UI, "2.25.100".into());
     put(tags::STUDY_INSTANCE_UID, VR::UI, "2.25.1".into());
     put(tags::SERIES_INSTANCE_UID, VR::UI, "2.25.2".into());
-    put(tags::IMAGE_TYPE, VR::CS, dicom_value!(Strs, ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]));
+    put(
+        tags::IMAGE_TYPE,
+        VR::CS,
+        dicom_value!(Strs, ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]),
+    );
     put(tags::ROWS, VR::US, PrimitiveValue::from(16u16));
     put(tags::COLUMNS, VR::US, PrimitiveValue::from(16u16));
     put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16));
     put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16));
     put(tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string().into());
-    put(tags::TOTAL_PIXEL_MATRIX_COLUMNS, VR::UL, PrimitiveValue::from(16 * frames));
-    put(tags::TOTAL_PIXEL_MATRIX_ROWS, VR::UL, PrimitiveValue::from(16u32));
-    put(tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, "TILED_FULL".into());
+    put(
+        tags::TOTAL_PIXEL_MATRIX_COLUMNS,
+        VR::UL,
+        PrimitiveValue::from(16 * frames),
+    );
+    put(
+        tags::TOTAL_PIXEL_MATRIX_ROWS,
+        VR::UL,
+        PrimitiveValue::from(16u32),
+    );
+    put(
+        tags::DIMENSION_ORGANIZATION_TYPE,
+        VR::CS,
+        "TILED_FULL".into(),
+    );
     obj
 }
 
 /// Writes an encapsulated file with `frames` frames of `per_frame` fragments each; returns
 /// the path and each frame's expected bytes.
-fn write_encapsulated(dir: &Path, frames: usize, per_frame: usize, offsets: Offsets) -> (std::path::PathBuf, Vec<Vec<u8>>) {
+fn write_encapsulated(
+    dir: &Path,
+    frames: usize,
+    per_frame: usize,
+    offsets: Offsets,
+) -> (std::path::PathBuf, Vec<Vec<u8>>) {
     let mut obj = base_object(frames as u32, WSI_SOP_CLASS);
     let mut fragments: Vec<Vec<u8>> = Vec::new();
     let mut expected = Vec::new();
@@ -57,7 +78,11 @@ fn write_encapsulated(dir: &Path, frames: usize, per_frame: usize, offsets: Offs
         starts.push(pos);
         let mut frame = Vec::new();
         for p in 0..per_frame {
-            let bytes = if p == 0 { fake_jpeg(f, 40 + 2 * f) } else { vec![p as u8; 10] };
+            let bytes = if p == 0 {
+                fake_jpeg(f, 40 + 2 * f)
+            } else {
+                vec![p as u8; 10]
+            };
             pos += 8 + bytes.len() as u64;
             frame.extend_from_slice(&bytes);
             fragments.push(bytes);
@@ -71,10 +96,22 @@ fn write_encapsulated(dir: &Path, frames: usize, per_frame: usize, offsets: Offs
     };
     if let Offsets::Extended = offsets {
         let enc = |v: &[u64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        obj.put(DataElement::new(tags::EXTENDED_OFFSET_TABLE, VR::OV, PrimitiveValue::from(enc(&starts))));
-        obj.put(DataElement::new(tags::EXTENDED_OFFSET_TABLE_LENGTHS, VR::OV, PrimitiveValue::from(enc(&lengths))));
+        obj.put(DataElement::new(
+            tags::EXTENDED_OFFSET_TABLE,
+            VR::OV,
+            PrimitiveValue::from(enc(&starts)),
+        ));
+        obj.put(DataElement::new(
+            tags::EXTENDED_OFFSET_TABLE_LENGTHS,
+            VR::OV,
+            PrimitiveValue::from(enc(&lengths)),
+        ));
     }
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(bot, fragments)));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(bot, fragments),
+    ));
     let path = dir.join("enc.dcm");
     write(obj, JPEG_BASELINE, &path);
     (path, expected)
@@ -82,7 +119,12 @@ fn write_encapsulated(dir: &Path, frames: usize, per_frame: usize, offsets: Offs
 
 fn write(obj: InMemDicomObject, ts: &str, path: &Path) {
     let file = obj
-        .with_meta(FileMetaTableBuilder::new().transfer_syntax(ts).media_storage_sop_class_uid(WSI_SOP_CLASS).media_storage_sop_instance_uid("2.25.100"))
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid(WSI_SOP_CLASS)
+                .media_storage_sop_instance_uid("2.25.100"),
+        )
         .unwrap();
     file.write_to_file(path).unwrap();
 }
@@ -91,14 +133,22 @@ fn check_frames(path: &Path, scanned: &ScannedInstance, expected: &[Vec<u8>]) {
     let file = std::fs::read(path).unwrap();
     assert_eq!(scanned.frames.len(), expected.len());
     for (frame, bytes) in scanned.frames.iter().zip(expected) {
-        assert_eq!(frame.tile, TileId::of(bytes), "tile id is BLAKE3 of the frame bytes");
+        assert_eq!(
+            frame.tile,
+            TileId::of(bytes),
+            "tile id is BLAKE3 of the frame bytes"
+        );
         let mut read = Vec::new();
         for &(offset, len) in &frame.ranges {
             read.extend_from_slice(&file[offset as usize..offset as usize + len as usize]);
         }
         assert_eq!(&read, bytes, "ranges point at the frame bytes");
     }
-    assert_eq!(scanned.object, ObjectId::of(&file), "object id is BLAKE3 of the whole file");
+    assert_eq!(
+        scanned.object,
+        ObjectId::of(&file),
+        "object id is BLAKE3 of the whole file"
+    );
 }
 
 #[test]
@@ -107,10 +157,16 @@ fn basic_offset_table() {
     let (path, expected) = write_encapsulated(dir.path(), 5, 1, Offsets::Basic);
     let scanned = scan_file(&path).unwrap();
     check_frames(&path, &scanned, &expected);
-    assert_eq!((scanned.width, scanned.height, scanned.tile_width), (80, 16, 16));
+    assert_eq!(
+        (scanned.width, scanned.height, scanned.tile_width),
+        (80, 16, 16)
+    );
     assert_eq!(scanned.flavor, ImageFlavor::Volume);
     assert!(scanned.metadata_json.contains("\"00080016\""));
-    assert!(!scanned.metadata_json.contains("7FE00010"), "no pixel data in metadata");
+    assert!(
+        !scanned.metadata_json.contains("7FE00010"),
+        "no pixel data in metadata"
+    );
 }
 
 #[test]
@@ -143,13 +199,20 @@ fn native_pixel_data() {
     let frame_len = 16 * 16 * 3;
     let pixels: Vec<u8> = (0..frames * frame_len).map(|i| (i % 253) as u8).collect();
     let mut obj = base_object(frames as u32, WSI_SOP_CLASS);
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels.clone())));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pixels.clone()),
+    ));
     let path = dir.path().join("native.dcm");
     write(obj, EXPLICIT_LE, &path);
     let expected: Vec<Vec<u8>> = pixels.chunks(frame_len).map(<[u8]>::to_vec).collect();
     let scanned = scan_file(&path).unwrap();
     check_frames(&path, &scanned, &expected);
-    assert_eq!(tile_media_type(&scanned.transfer_syntax_uid), "application/octet-stream");
+    assert_eq!(
+        tile_media_type(&scanned.transfer_syntax_uid),
+        "application/octet-stream"
+    );
 }
 
 #[test]
@@ -161,12 +224,21 @@ fn truncated_files_are_named_as_truncated() {
         let short = dir.path().join(format!("cut{cut}.dcm"));
         std::fs::write(&short, &full[..cut]).unwrap();
         let err = scan_file(&short).unwrap_err();
-        assert!(err.to_string().contains(&short.display().to_string()), "error names the file: {err}");
         assert!(
-            matches!(err.error, ScanError::Truncated(_) | ScanError::NotDicom(_) | ScanError::MalformedPixelData(_)),
+            err.to_string().contains(&short.display().to_string()),
+            "error names the file: {err}"
+        );
+        assert!(
+            matches!(
+                err.error,
+                ScanError::Truncated(_) | ScanError::NotDicom(_) | ScanError::MalformedPixelData(_)
+            ),
             "cut at {cut}: {err}"
         );
-        assert!(!matches!(err.error, ScanError::FrameCountMismatch { .. }), "cut at {cut}: {err}");
+        assert!(
+            !matches!(err.error, ScanError::FrameCountMismatch { .. }),
+            "cut at {cut}: {err}"
+        );
     }
 }
 
@@ -175,18 +247,28 @@ fn not_dicom() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.txt");
     std::fs::write(&path, "this is not an image").unwrap();
-    assert!(matches!(scan_file(&path).unwrap_err().error, ScanError::NotDicom(_)));
+    assert!(matches!(
+        scan_file(&path).unwrap_err().error,
+        ScanError::NotDicom(_)
+    ));
 }
 
 #[test]
 fn wrong_sop_class() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = base_object(1, "1.2.840.10008.5.1.4.1.1.2");
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], vec![fake_jpeg(0, 20)])));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(vec![], vec![fake_jpeg(0, 20)]),
+    ));
     let path = dir.path().join("ct.dcm");
     write(obj, JPEG_BASELINE, &path);
     let err = scan_file(&path).unwrap_err();
-    assert!(matches!(err.error, ScanError::WrongSopClass { .. }), "{err}");
+    assert!(
+        matches!(err.error, ScanError::WrongSopClass { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("1.2.840.10008.5.1.4.1.1.2"));
 }
 
@@ -195,10 +277,20 @@ fn frame_count_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = base_object(3, WSI_SOP_CLASS);
     let fragments: Vec<Vec<u8>> = (0..2).map(|i| fake_jpeg(i, 20)).collect();
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], fragments)));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(vec![], fragments),
+    ));
     let path = dir.path().join("short.dcm");
     write(obj, JPEG_BASELINE, &path);
-    assert!(matches!(scan_file(&path).unwrap_err().error, ScanError::FrameCountMismatch { declared: 3, found: 2 }));
+    assert!(matches!(
+        scan_file(&path).unwrap_err().error,
+        ScanError::FrameCountMismatch {
+            declared: 3,
+            found: 2
+        }
+    ));
 }
 
 #[test]
@@ -206,24 +298,47 @@ fn missing_required_attribute() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = base_object(1, WSI_SOP_CLASS);
     obj.remove_element(tags::SERIES_INSTANCE_UID);
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], vec![fake_jpeg(0, 20)])));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(vec![], vec![fake_jpeg(0, 20)]),
+    ));
     let path = dir.path().join("noseries.dcm");
     write(obj, JPEG_BASELINE, &path);
     let err = scan_file(&path).unwrap_err();
-    assert!(matches!(err.error, ScanError::MissingAttribute("SeriesInstanceUID")), "{err}");
+    assert!(
+        matches!(err.error, ScanError::MissingAttribute("SeriesInstanceUID")),
+        "{err}"
+    );
 }
 
 #[test]
 fn sparse_positions_from_per_frame_groups() {
     let dir = tempfile::tempdir().unwrap();
     let mut obj = base_object(2, WSI_SOP_CLASS);
-    obj.put(DataElement::new(tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, "TILED_SPARSE"));
+    obj.put(DataElement::new(
+        tags::DIMENSION_ORGANIZATION_TYPE,
+        VR::CS,
+        "TILED_SPARSE",
+    ));
     let group = |col: u32, row: u32| {
         let mut plane = InMemDicomObject::new_empty();
-        plane.put(DataElement::new(tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, VR::SL, PrimitiveValue::from(col as i32)));
-        plane.put(DataElement::new(tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX, VR::SL, PrimitiveValue::from(row as i32)));
+        plane.put(DataElement::new(
+            tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+            VR::SL,
+            PrimitiveValue::from(col as i32),
+        ));
+        plane.put(DataElement::new(
+            tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX,
+            VR::SL,
+            PrimitiveValue::from(row as i32),
+        ));
         let mut item = InMemDicomObject::new_empty();
-        item.put(DataElement::new(tags::PLANE_POSITION_SLIDE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![plane])));
+        item.put(DataElement::new(
+            tags::PLANE_POSITION_SLIDE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![plane]),
+        ));
         item
     };
     obj.put(DataElement::new(
@@ -231,7 +346,11 @@ fn sparse_positions_from_per_frame_groups() {
         VR::SQ,
         DataSetSequence::from(vec![group(49, 1), group(17, 1)]),
     ));
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PixelFragmentSequence::new(vec![], vec![fake_jpeg(0, 20), fake_jpeg(1, 20)])));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(vec![], vec![fake_jpeg(0, 20), fake_jpeg(1, 20)]),
+    ));
     let path = dir.path().join("sparse.dcm");
     write(obj, JPEG_BASELINE, &path);
     let scanned = scan_file(&path).unwrap();

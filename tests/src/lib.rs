@@ -1,0 +1,277 @@
+//! Harness for end-to-end tests: real `slidemesh` and `slidemesh-tools` processes, real
+//! data directories, real HTTP on loopback (port 0, so tests run in parallel).
+//!
+//! The binaries are found beside the test executable (`target/<profile>/`), so
+//! `cargo build --workspace --bins` must run first; the README's test command does that.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// Path of a workspace binary built in the same profile as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a command to completion, failing with its output if it could not start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed, returning its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Generates synthetic slides with `slidemesh-tools synth` (with `--count K` one folder
+/// per slide); returns the tool's JSON line for each slide.
+pub fn synth(out: &Path, extra: &[&str]) -> Vec<Value> {
+    let stdout = run_ok(
+        Command::new(bin("slidemesh-tools"))
+            .arg("synth")
+            .arg("--out")
+            .arg(out)
+            .arg("--json")
+            .args(extra),
+    );
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("synth printed invalid JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// A small slide (48 level-0 tiles, 4 levels, label/overview/thumbnail) for fast tests.
+pub const SMALL: &[&str] = &["--width", "2048", "--height", "1536", "--tile", "256"];
+
+/// One node: a data directory and, once started, its `serve` process.
+pub struct Node {
+    _dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub url: Option<String>,
+    server: Option<Child>,
+}
+
+impl Node {
+    /// A freshly initialised node for `trust`.
+    pub fn init(trust: &str) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("node");
+        let node = Node {
+            _dir: dir,
+            data,
+            url: None,
+            server: None,
+        };
+        run_ok(
+            node.cmd()
+                .args(["init", "--trust", trust, "--http", "127.0.0.1:0"]),
+        );
+        node
+    }
+
+    /// `slidemesh --data <this node>`.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(bin("slidemesh"));
+        cmd.arg("--data").arg(&self.data);
+        cmd
+    }
+
+    /// `slidemesh ingest --json PATHS`: exit code and parsed report.
+    pub fn ingest(&self, paths: &[&Path]) -> (i32, Value) {
+        let out = run(self.cmd().arg("ingest").arg("--json").args(paths));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "ingest printed invalid JSON ({e}):\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
+    }
+
+    /// Starts `slidemesh serve` on a free loopback port and waits until it answers.
+    pub fn serve(&mut self) -> String {
+        let mut child = self
+            .cmd()
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .env(
+                "RUST_LOG",
+                std::env::var("SLIDEMESH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn slidemesh serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read serve banner");
+        let url = line
+            .trim()
+            .strip_prefix("slidemesh serving ")
+            .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
+            .to_string();
+        self.server = Some(child);
+        wait_until(Duration::from_secs(10), || {
+            ureq::get(&format!("{url}/api/v1/node")).call().is_ok()
+        })
+        .expect("server answers");
+        self.url = Some(url.clone());
+        url
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.server.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    fn base(&self) -> &str {
+        self.url.as_deref().expect("node is serving")
+    }
+
+    /// GET a path; any status is returned, not raised.
+    pub fn get(&self, path: &str) -> Response {
+        get(&format!("{}{path}", self.base()), &[])
+    }
+
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        get(&format!("{}{path}", self.base()), headers)
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path);
+        assert_eq!(
+            r.status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: invalid JSON: {e}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP response, whatever its status.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = ureq::get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = resp.header(&n).unwrap_or_default().to_string();
+            (n, v)
+        })
+        .collect();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).expect("read body");
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Polls `check` until it is true or the timeout passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("condition not met within {timeout:?}")
+}
+
+/// Every file under a folder, for asserting what a node keeps.
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(files_under(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,31 @@
+//! The subcommands of `slidemesh-tools`, one module each; `Command` lists them.
+
+mod dump_region;
+mod synth;
+
+use clap::{Parser, Subcommand};
+
+/// slidemesh operator and test tools.
+#[derive(Debug, Parser)]
+#[command(name = "slidemesh-tools", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate synthetic DICOM whole-slide images.
+    Synth(synth::SynthArgs),
+    /// Write the exact pixels the generator encoded for a region, as raw RGB8.
+    DumpRegion(dump_region::DumpRegionArgs),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Synth(args) => synth::run(args),
+            Command::DumpRegion(args) => dump_region::run(args),
+        }
+    }
+}

@@ -119,7 +119,9 @@ content_id!(
     SlideId
 );
 content_id!(
-    /// BLAKE3 of a whole original file kept in a node's object store.
+    /// The content id of an original file kept in a node's object store: a BLAKE3 digest
+    /// committing to every byte of the file (see the node's `ingest::frames::object_id`
+    /// for its exact input, built from the frames' tile ids so ingest reads each byte once).
     ObjectId
 );
 

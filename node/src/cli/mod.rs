@@ -6,6 +6,7 @@ mod ingest;
 mod init;
 mod serve;
 mod slides;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the slides this node holds.
     Slides(slides::SlidesArgs),
+    /// Re-read every tile from the original files and check it against its id.
+    Verify(verify::VerifyArgs),
 }
 
 impl Cli {
@@ -58,6 +61,7 @@ pub fn run() -> Result<()> {
         Command::Ingest(args) => ingest::run(data, args),
         Command::Serve(args) => serve::run(data, args),
         Command::Slides(args) => slides::run(data, args),
+        Command::Verify(args) => verify::run(data, args),
     }
 }
 

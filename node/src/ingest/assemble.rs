@@ -234,12 +234,11 @@ fn stain(meta: &Value) -> Option<String> {
                 let concept = items(content, "0040A043")
                     .next()
                     .and_then(|c| first_string(c, "00080100"));
-                if concept.as_deref() == Some("424361007") {
-                    if let Some(meaning) = code_meaning(content, "0040A168") {
-                        if !substances.contains(&meaning) {
-                            substances.push(meaning);
-                        }
-                    }
+                if concept.as_deref() == Some("424361007")
+                    && let Some(meaning) = code_meaning(content, "0040A168")
+                    && !substances.contains(&meaning)
+                {
+                    substances.push(meaning);
                 }
             }
         }

@@ -1,18 +1,14 @@
 //! Reading one DICOM WSI file: its metadata, and where each frame's bytes lie in the file.
 //!
-//! Two passes, neither holding pixel data in memory: dicom-object parses the data set up to
-//! Pixel Data (small), then dicom-parser's lazy token reader streams the file once from the
-//! start of the data set, recording each fragment's byte range and hashing each frame and
-//! the whole file as the bytes go past. Frame boundaries come from the Extended Offset
-//! Table, else the Basic Offset Table, else from where JPEG / JPEG 2000 codestreams start,
-//! else one fragment per frame.
+//! dicom-object parses the data set up to Pixel Data (small, never pixel data) for the
+//! metadata; [`super::frames`] then finds and hashes the frames.
 //!
 //! This module knows nothing of the store or of slides; it turns a path into a
 //! [`ScannedInstance`] or an [`InstanceError`] that names the file and the problem.
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use dicom_core::Tag;
@@ -20,11 +16,10 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
-use dicom_parser::dataset::LazyDataToken;
-use dicom_parser::dataset::lazy_read::LazyDataSetReader;
-use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::{Deserialize, Serialize};
+
+use super::frames::{self, ExtendedOffsets};
 use slidemesh_protocol::{
     AssociatedKind, DimensionOrganization, ObjectId, OpticalPath, TileId, TilePosition,
 };
@@ -34,9 +29,6 @@ pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
 /// Deflated Explicit VR Little Endian: byte positions in the file do not map to the data
 /// set, so frames cannot be served by positioned reads.
 const DEFLATED_TS: &str = "1.2.840.10008.1.2.1.99";
-/// Refuse single fragments larger than this: a tile is kilobytes to a few megabytes, and a
-/// fragment is buffered once while it is hashed.
-const MAX_FRAGMENT: u32 = 256 << 20;
 
 /// Why a file could not be indexed. Every variant names what is wrong in words an operator
 /// can act on; the path is added by [`InstanceError`].
@@ -90,7 +82,7 @@ pub struct FrameRef {
 }
 
 impl FrameRef {
-    pub fn len(&self) -> u64 {
+    pub fn byte_len(&self) -> u64 {
         self.ranges.iter().map(|r| r.1 as u64).sum()
     }
 }
@@ -125,7 +117,7 @@ pub struct ScannedInstance {
 
 impl ScannedInstance {
     pub fn pixel_bytes(&self) -> u64 {
-        self.frames.iter().map(FrameRef::len).sum()
+        self.frames.iter().map(FrameRef::byte_len).sum()
     }
 }
 
@@ -254,7 +246,7 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         Some((tile_width as u64 * tile_height as u64 * samples as u64 * bits as u64).div_ceil(8))
     };
     let extended_offsets = extended_offset_table(obj)?;
-    let plan = FramePlan {
+    let plan = frames::FramePlan {
         frames_declared,
         native_frame_len,
         extended_offsets,
@@ -263,7 +255,7 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
 
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
-    let (frames, object) = index_pixel_data(file, dataset_start, ts, &plan)?;
+    let (frames, object) = frames::index(&file, dataset_start, ts, &plan)?;
     if frames.len() != frames_declared as usize {
         return Err(ScanError::FrameCountMismatch {
             declared: frames_declared,
@@ -315,7 +307,7 @@ fn classify_open_error(path: &Path, e: dicom_object::ReadError) -> ScanError {
     ScanError::NotDicom(error_chain(&e))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -326,13 +318,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-fn error_chain_has_eof(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn error_chain_has_eof(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&dyn std::error::Error> = Some(e);
     while let Some(err) = current {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::UnexpectedEof {
-                return true;
-            }
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && io.kind() == io::ErrorKind::UnexpectedEof
+        {
+            return true;
         }
         current = err.source();
     }
@@ -482,10 +474,8 @@ fn sparse_positions(
         .collect())
 }
 
-/// Extended Offset Table: (offsets, lengths) of each frame relative to the first fragment.
-fn extended_offset_table(
-    obj: &InMemDicomObject,
-) -> Result<Option<(Vec<u64>, Vec<u64>)>, ScanError> {
+/// Reads the Extended Offset Table, if present.
+fn extended_offset_table(obj: &InMemDicomObject) -> Result<Option<ExtendedOffsets>, ScanError> {
     let (Some(offsets), Some(lengths)) = (
         obj.get(tags::EXTENDED_OFFSET_TABLE),
         obj.get(tags::EXTENDED_OFFSET_TABLE_LENGTHS),
@@ -519,291 +509,6 @@ fn canonical_json(obj: &InMemDicomObject) -> Result<String, ScanError> {
     let value = dicom_json::to_value(obj)
         .map_err(|e| invalid("data set", format!("cannot convert to DICOM JSON: {e}")))?;
     serde_json::to_string(&value).map_err(|e| invalid("data set", e))
-}
-
-/// What the pixel data walk needs to know in advance.
-struct FramePlan {
-    frames_declared: u32,
-    native_frame_len: Option<u64>,
-    extended_offsets: Option<(Vec<u64>, Vec<u64>)>,
-    ts_uid: String,
-}
-
-/// Streams the whole file once: hashes it, and returns every frame's ranges and tile id.
-fn index_pixel_data(
-    file: File,
-    dataset_start: u64,
-    ts: &dicom_encoding::TransferSyntax,
-    plan: &FramePlan,
-) -> Result<(Vec<FrameRef>, ObjectId), ScanError> {
-    let hashing = HashingReader {
-        inner: file,
-        hasher: blake3::Hasher::new(),
-    };
-    let mut reader = BufReader::with_capacity(1 << 20, hashing);
-    let copied = io::copy(&mut (&mut reader).take(dataset_start), &mut io::sink())?;
-    if copied != dataset_start {
-        return Err(ScanError::Truncated("the file meta information"));
-    }
-    let decoder = StatefulDecoder::new_with_ts(&mut reader, ts, dataset_start)
-        .map_err(|e| ScanError::UnsupportedTransferSyntax(format!("{}: {e}", plan.ts_uid)))?;
-    let mut tokens = LazyDataSetReader::new(decoder);
-    let mut depth = 0usize;
-    let mut frames: Option<Vec<FrameRef>> = None;
-    while let Some(token) = tokens.advance() {
-        let token = token.map_err(|e| pixel_error(&e, "the data set"))?;
-        match token {
-            LazyDataToken::SequenceStart { .. } => depth += 1,
-            LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
-            LazyDataToken::PixelSequenceStart if depth == 0 => {
-                // The fragments follow as tokens of this same reader; walk them here.
-                frames = Some(walk_fragments(&mut tokens, plan)?);
-            }
-            LazyDataToken::PixelSequenceStart => depth += 1,
-            LazyDataToken::LazyValue { header, decoder }
-                if depth == 0 && header.tag == tags::PIXEL_DATA =>
-            {
-                let frame_len = plan.native_frame_len.ok_or_else(|| {
-                    ScanError::MalformedPixelData(
-                        "native pixel data in an encapsulated transfer syntax".into(),
-                    )
-                })?;
-                let start = decoder.position();
-                let len = header.len.get().ok_or_else(|| {
-                    ScanError::MalformedPixelData("native pixel data with undefined length".into())
-                })?;
-                let mut splitter = FrameSplitter::new(start, frame_len, plan.frames_declared);
-                decoder
-                    .read_to(len, &mut splitter)
-                    .map_err(|e| pixel_error(&e, "the pixel data"))?;
-                frames = Some(splitter.finish()?);
-            }
-            LazyDataToken::LazyValue { decoder, header } => {
-                let len = header.len.get().unwrap_or(0);
-                decoder
-                    .skip_bytes(len)
-                    .map_err(|e| pixel_error(&e, "a data element"))?;
-            }
-            LazyDataToken::LazyItemValue { len, decoder } => {
-                decoder
-                    .skip_bytes(len)
-                    .map_err(|e| pixel_error(&e, "a sequence item"))?;
-            }
-            _ => {}
-        }
-    }
-    drop(tokens);
-    let frames = frames.ok_or(ScanError::MissingAttribute("PixelData"))?;
-    // Anything after the pixel data (trailing padding) is part of the original file too.
-    io::copy(&mut reader, &mut io::sink())?;
-    let object = ObjectId::from(reader.into_inner().hasher.finalize());
-    Ok((frames, object))
-}
-
-fn pixel_error(e: &(dyn std::error::Error + 'static), place: &'static str) -> ScanError {
-    if error_chain_has_eof(e) {
-        ScanError::Truncated(place)
-    } else {
-        ScanError::MalformedPixelData(error_chain(e))
-    }
-}
-
-/// Consumes the item tokens of an encapsulated Pixel Data element and groups fragments
-/// into frames.
-fn walk_fragments<S: StatefulDecode>(
-    tokens: &mut LazyDataSetReader<S>,
-    plan: &FramePlan,
-) -> Result<Vec<FrameRef>, ScanError> {
-    let mut basic_offsets: Option<Vec<u64>> = None;
-    let mut first_item_pos: Option<u64> = None;
-    let mut buf = Vec::new();
-    let mut assembler = FrameAssembler::default();
-    while let Some(token) = tokens.advance() {
-        let token = token.map_err(|e| pixel_error(&e, "the pixel data"))?;
-        match token {
-            // An empty Basic Offset Table arrives as an item with no value token at all.
-            LazyDataToken::ItemStart { len } if basic_offsets.is_none() && len.0 == 0 => {
-                basic_offsets = Some(Vec::new());
-            }
-            LazyDataToken::ItemStart { .. } | LazyDataToken::ItemEnd => {}
-            LazyDataToken::SequenceEnd => break,
-            LazyDataToken::LazyItemValue { len, decoder } => {
-                let value_pos = decoder.position();
-                buf.clear();
-                if basic_offsets.is_none() {
-                    decoder
-                        .read_to(len, &mut buf)
-                        .map_err(|e| pixel_error(&e, "the basic offset table"))?;
-                    if buf.len() % 4 != 0 {
-                        return Err(ScanError::MalformedPixelData(
-                            "basic offset table length is not a multiple of 4".into(),
-                        ));
-                    }
-                    basic_offsets = Some(
-                        buf.chunks_exact(4)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64)
-                            .collect(),
-                    );
-                    continue;
-                }
-                if len > MAX_FRAGMENT {
-                    return Err(ScanError::MalformedPixelData(format!(
-                        "fragment of {len} bytes is larger than any tile"
-                    )));
-                }
-                // Item header (tag + length) is 8 bytes before the value.
-                let item_pos = value_pos - 8;
-                let base = *first_item_pos.get_or_insert(item_pos);
-                decoder
-                    .read_to(len, &mut buf)
-                    .map_err(|e| pixel_error(&e, "a pixel data fragment"))?;
-                let starts_frame = match (&plan.extended_offsets, basic_offsets.as_deref()) {
-                    (Some((offsets, _)), _) => offsets.binary_search(&(item_pos - base)).is_ok(),
-                    (None, Some(bot)) if !bot.is_empty() => {
-                        bot.binary_search(&(item_pos - base)).is_ok()
-                    }
-                    _ => starts_codestream(&buf) || assembler.is_empty(),
-                };
-                assembler.push(starts_frame, value_pos, &buf)?;
-            }
-            other => {
-                return Err(ScanError::MalformedPixelData(format!(
-                    "unexpected {other:?} inside pixel data"
-                )));
-            }
-        }
-    }
-    let frames = assembler.finish();
-    // Without any offset table and with codestreams we cannot recognise, one fragment per
-    // frame is the only reading the standard allows when the counts agree.
-    Ok(frames)
-}
-
-/// Whether a fragment begins a JPEG family (SOI) or JPEG 2000 (SOC, or a JP2 box) codestream.
-fn starts_codestream(bytes: &[u8]) -> bool {
-    bytes.starts_with(&[0xFF, 0xD8])
-        || bytes.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
-        || bytes.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50])
-}
-
-/// Collects fragments into frames, hashing each frame's bytes in order.
-#[derive(Default)]
-struct FrameAssembler {
-    frames: Vec<FrameRef>,
-    current: Option<(blake3::Hasher, Vec<(u64, u32)>)>,
-}
-
-impl FrameAssembler {
-    fn is_empty(&self) -> bool {
-        self.frames.is_empty() && self.current.is_none()
-    }
-
-    fn push(&mut self, starts_frame: bool, value_pos: u64, bytes: &[u8]) -> Result<(), ScanError> {
-        if starts_frame {
-            self.close();
-            self.current = Some((blake3::Hasher::new(), Vec::new()));
-        }
-        let (hasher, ranges) = self.current.as_mut().ok_or_else(|| {
-            ScanError::MalformedPixelData(
-                "first fragment is not at a frame start listed in the offset table".into(),
-            )
-        })?;
-        hasher.update(bytes);
-        ranges.push((value_pos, bytes.len() as u32));
-        Ok(())
-    }
-
-    fn close(&mut self) {
-        if let Some((hasher, ranges)) = self.current.take() {
-            self.frames.push(FrameRef {
-                tile: TileId::from(hasher.finalize()),
-                ranges,
-            });
-        }
-    }
-
-    fn finish(mut self) -> Vec<FrameRef> {
-        self.close();
-        self.frames
-    }
-}
-
-/// A writer that cuts native pixel data into fixed-size frames as it streams past.
-struct FrameSplitter {
-    position: u64,
-    frame_len: u64,
-    frames_wanted: u32,
-    filled: u64,
-    hasher: blake3::Hasher,
-    frames: Vec<FrameRef>,
-}
-
-impl FrameSplitter {
-    fn new(start: u64, frame_len: u64, frames_wanted: u32) -> Self {
-        Self {
-            position: start,
-            frame_len,
-            frames_wanted,
-            filled: 0,
-            hasher: blake3::Hasher::new(),
-            frames: Vec::new(),
-        }
-    }
-
-    fn finish(self) -> Result<Vec<FrameRef>, ScanError> {
-        if self.frames.len() < self.frames_wanted as usize {
-            return Err(ScanError::FrameCountMismatch {
-                declared: self.frames_wanted,
-                found: self.frames.len(),
-            });
-        }
-        Ok(self.frames)
-    }
-}
-
-impl io::Write for FrameSplitter {
-    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
-        let total = buf.len();
-        while !buf.is_empty() && self.frames.len() < self.frames_wanted as usize {
-            let take = ((self.frame_len - self.filled) as usize).min(buf.len());
-            self.hasher.update(&buf[..take]);
-            self.filled += take as u64;
-            buf = &buf[take..];
-            if self.filled == self.frame_len {
-                let start = self.position;
-                let len = u32::try_from(self.frame_len)
-                    .map_err(|_| io::Error::other("native frame larger than 4 GiB"))?;
-                self.frames.push(FrameRef {
-                    tile: TileId::from(self.hasher.finalize()),
-                    ranges: vec![(start, len)],
-                });
-                self.hasher = blake3::Hasher::new();
-                self.position += self.frame_len;
-                self.filled = 0;
-            }
-        }
-        // Bytes after the last frame (a padding byte) are consumed but belong to no frame.
-        Ok(total)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Hashes every byte read through it: the original file's object id, computed in the same
-/// pass that indexes the frames.
-struct HashingReader {
-    inner: File,
-    hasher: blake3::Hasher,
-}
-
-impl Read for HashingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod assemble;
 pub mod dicom;
+pub mod frames;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -140,8 +141,15 @@ fn collect_files(paths: &[PathBuf], failures: &mut Vec<Failure>) -> Vec<(PathBuf
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(path) = stack.pop() {
         match std::fs::metadata(&path) {
+            // Hidden files inside folders (.DS_Store, editor and sync droppings) are not
+            // scanner output; a hidden file named explicitly is still ingested.
             Ok(meta) if meta.is_dir() => match std::fs::read_dir(&path) {
-                Ok(entries) => stack.extend(entries.flatten().map(|e| e.path())),
+                Ok(entries) => stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                        .map(|e| e.path()),
+                ),
                 Err(e) => failures.push(Failure {
                     path: Some(path),
                     series_uid: None,
@@ -256,18 +264,17 @@ fn ingest_series(
         }
     }
     let all: Vec<ScannedInstance> = merged.into_values().collect();
-    if new_instances.is_empty() {
-        if let Some(slide_id) = previous {
-            let manifest =
-                assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
-            return Ok(outcome(
-                slide_id,
-                &manifest,
-                SlideStatus::AlreadyPresent,
-                None,
-                all.len(),
-            ));
-        }
+    if new_instances.is_empty()
+        && let Some(slide_id) = previous
+    {
+        let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
+        return Ok(outcome(
+            slide_id,
+            &manifest,
+            SlideStatus::AlreadyPresent,
+            None,
+            all.len(),
+        ));
     }
 
     let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;

@@ -130,7 +130,7 @@ pub struct TileLocation {
 }
 
 impl TileLocation {
-    pub fn len(&self) -> u64 {
+    pub fn byte_len(&self) -> u64 {
         self.ranges.iter().map(|r| r.1 as u64).sum()
     }
 }

@@ -59,7 +59,7 @@ impl TileReader {
     /// The tile's bytes: its ranges read and concatenated.
     pub fn read(&self, location: &TileLocation) -> Result<Vec<u8>, ReadError> {
         let file = self.file(&location.object)?;
-        let mut out = vec![0u8; location.len() as usize];
+        let mut out = vec![0u8; location.byte_len() as usize];
         let mut at = 0usize;
         for &(offset, len) in &location.ranges {
             let end = at + len as usize;

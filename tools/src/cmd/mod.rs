@@ -1,5 +1,7 @@
 //! The subcommands of `slidemesh-tools`, one module each; `Command` lists them.
 
+mod bench;
+mod demo;
 mod dump_region;
 mod synth;
 
@@ -17,6 +19,10 @@ pub struct Cli {
 pub enum Command {
     /// Generate synthetic DICOM whole-slide images.
     Synth(synth::SynthArgs),
+    /// Run a local demo node with generated slides and the web UI.
+    Demo(demo::DemoArgs),
+    /// Benchmarks against reference tools measured in the same run.
+    Bench(bench::BenchArgs),
     /// Write the exact pixels the generator encoded for a region, as raw RGB8.
     DumpRegion(dump_region::DumpRegionArgs),
 }
@@ -26,6 +32,8 @@ impl Command {
         match self {
             Command::Synth(args) => synth::run(args),
             Command::DumpRegion(args) => dump_region::run(args),
+            Command::Bench(args) => bench::run(args),
+            Command::Demo(args) => demo::run(args),
         }
     }
 }

@@ -144,11 +144,23 @@ fn check_frames(path: &Path, scanned: &ScannedInstance, expected: &[Vec<u8>]) {
         }
         assert_eq!(&read, bytes, "ranges point at the frame bytes");
     }
-    assert_eq!(
-        scanned.object,
-        ObjectId::of(&file),
-        "object id is BLAKE3 of the whole file"
-    );
+    // The object id commits to every byte: change any one (in the header, an item header,
+    // a frame, the last byte) and the file either no longer indexes or gets another id.
+    let rescan = scan_file(path).unwrap();
+    assert_eq!(rescan.object, scanned.object, "object id is deterministic");
+    let first_frame = scanned.frames[0].ranges[0].0 as usize;
+    for at in [150, first_frame - 3, first_frame + 1, file.len() - 1] {
+        let mut changed = file.clone();
+        changed[at] ^= 0x01;
+        let other = path.with_extension(format!("flip{at}"));
+        std::fs::write(&other, &changed).unwrap();
+        if let Ok(s) = scan_file(&other) {
+            assert_ne!(
+                s.object, scanned.object,
+                "flipping byte {at} must change the object id"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,463 @@
+//! Where each frame's bytes lie in a DICOM file, and their hashes.
+//!
+//! Three steps, none holding pixel data in memory:
+//! 1. dicom-parser's lazy token reader walks the data set to the top-level Pixel Data
+//!    element (it handles nested sequences, undefined lengths and every transfer syntax's
+//!    element encoding) and reports where its value starts.
+//! 2. For encapsulated pixel data we walk the fragment items ourselves with positioned
+//!    reads of their 8-byte headers. dicom-parser can only skip a value by reading it, and
+//!    reading a gigabyte to learn where its items start would double the I/O of ingest; the
+//!    item layout (tag FFFE,E000 + 32-bit length, ended by FFFE,E0DD) is fixed by PS3.5
+//!    A.4. Fragments are grouped into frames by the Extended Offset Table, else the Basic
+//!    Offset Table, else where JPEG / JPEG 2000 codestreams start, else one per frame.
+//! 3. Frames are hashed on all cores with positioned reads (`pread`), each byte read once.
+//!
+//! The original file's [`ObjectId`] is a BLAKE3 digest that commits to every byte of the
+//! file without hashing frame bytes twice: it covers the file length, every frame's byte
+//! ranges and tile id, and BLAKE3 of all the bytes outside frames (header, item headers,
+//! trailing padding), in file order. See [`object_id`].
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dicom_dictionary_std::tags;
+use dicom_parser::dataset::LazyDataToken;
+use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
+use slidemesh_protocol::{ObjectId, TileId};
+
+use super::dicom::{FrameRef, ScanError};
+
+/// Refuse single fragments larger than this: a tile is kilobytes to a few megabytes.
+const MAX_FRAGMENT: u32 = 256 << 20;
+/// Item tags of encapsulated pixel data, as little-endian bytes (group FFFE).
+const ITEM: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+const SEQUENCE_DELIMITER: [u8; 4] = [0xFE, 0xFF, 0xDD, 0xE0];
+/// Domain separation for object ids.
+const OBJECT_DOMAIN: &[u8] = b"slidemesh/object/v1";
+
+/// Extended Offset Table entries: (offsets, lengths) of each frame, relative to the first
+/// fragment's item header.
+pub type ExtendedOffsets = (Vec<u64>, Vec<u64>);
+
+/// What the walk needs to know from the header.
+pub struct FramePlan {
+    pub frames_declared: u32,
+    /// Bytes per frame for native (uncompressed) pixel data; `None` when encapsulated.
+    pub native_frame_len: Option<u64>,
+    pub extended_offsets: Option<ExtendedOffsets>,
+    pub ts_uid: String,
+}
+
+/// Indexes and hashes the frames of `file`, returning them with the file's object id.
+pub fn index(
+    file: &File,
+    dataset_start: u64,
+    ts: &dicom_encoding::TransferSyntax,
+    plan: &FramePlan,
+) -> Result<(Vec<FrameRef>, ObjectId), ScanError> {
+    let file_len = file.metadata()?.len();
+    let ranges = match locate_pixel_data(file, dataset_start, ts, plan)? {
+        PixelData::Native { start, len } => native_frames(start, len, file_len, plan)?,
+        PixelData::Encapsulated { items_start } => {
+            encapsulated_frames(file, items_start, file_len, plan)?
+        }
+    };
+    let hashed = hash_frames(file, &ranges)?;
+    let object = object_id(file, file_len, &ranges, &hashed)?;
+    let frames = ranges
+        .into_iter()
+        .zip(hashed.tiles)
+        .map(|(ranges, tile)| FrameRef { tile, ranges })
+        .collect();
+    Ok((frames, object))
+}
+
+enum PixelData {
+    Native { start: u64, len: u64 },
+    Encapsulated { items_start: u64 },
+}
+
+/// Walks the data set with dicom-parser up to the top-level Pixel Data element.
+fn locate_pixel_data(
+    file: &File,
+    dataset_start: u64,
+    ts: &dicom_encoding::TransferSyntax,
+    plan: &FramePlan,
+) -> Result<PixelData, ScanError> {
+    let mut reader = BufReader::with_capacity(64 << 10, file);
+    std::io::Seek::seek(&mut reader, io::SeekFrom::Start(dataset_start))?;
+    let decoder = StatefulDecoder::new_with_ts(&mut reader, ts, dataset_start)
+        .map_err(|e| ScanError::UnsupportedTransferSyntax(format!("{}: {e}", plan.ts_uid)))?;
+    let mut tokens = LazyDataSetReader::new(decoder);
+    let mut depth = 0usize;
+    while let Some(token) = tokens.advance() {
+        let token = token.map_err(|e| parse_error(&e, "the data set"))?;
+        match token {
+            LazyDataToken::SequenceStart { .. } => depth += 1,
+            LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
+            LazyDataToken::PixelSequenceStart if depth == 0 => {
+                let items_start = tokens.into_decoder().position();
+                return Ok(PixelData::Encapsulated { items_start });
+            }
+            // Encapsulated pixel data nested in a sequence (an icon image) is not ours.
+            LazyDataToken::PixelSequenceStart => depth += 1,
+            LazyDataToken::LazyValue { header, decoder }
+                if depth == 0 && header.tag == tags::PIXEL_DATA =>
+            {
+                let len = header.len.get().ok_or_else(|| {
+                    ScanError::MalformedPixelData("native pixel data with undefined length".into())
+                })?;
+                return Ok(PixelData::Native {
+                    start: decoder.position(),
+                    len: len as u64,
+                });
+            }
+            LazyDataToken::LazyValue { decoder, header } => {
+                let len = header.len.get().unwrap_or(0);
+                decoder
+                    .skip_bytes(len)
+                    .map_err(|e| parse_error(&e, "a data element"))?;
+            }
+            LazyDataToken::LazyItemValue { len, decoder } => {
+                decoder
+                    .skip_bytes(len)
+                    .map_err(|e| parse_error(&e, "a sequence item"))?;
+            }
+            _ => {}
+        }
+    }
+    Err(ScanError::MissingAttribute("PixelData"))
+}
+
+pub(super) fn parse_error(e: &(dyn std::error::Error + 'static), place: &'static str) -> ScanError {
+    if super::dicom::error_chain_has_eof(e) {
+        ScanError::Truncated(place)
+    } else {
+        ScanError::MalformedPixelData(super::dicom::error_chain(e))
+    }
+}
+
+/// Byte ranges of each frame of a native Pixel Data value.
+fn native_frames(
+    start: u64,
+    len: u64,
+    file_len: u64,
+    plan: &FramePlan,
+) -> Result<Vec<Vec<(u64, u32)>>, ScanError> {
+    let frame_len = plan.native_frame_len.ok_or_else(|| {
+        ScanError::MalformedPixelData("native pixel data in an encapsulated transfer syntax".into())
+    })?;
+    let frame_len32 = u32::try_from(frame_len)
+        .map_err(|_| ScanError::MalformedPixelData("native frame larger than 4 GiB".into()))?;
+    if start + len > file_len {
+        return Err(ScanError::Truncated("the pixel data"));
+    }
+    let found = (len / frame_len.max(1)) as usize;
+    if found < plan.frames_declared as usize {
+        return Err(ScanError::FrameCountMismatch {
+            declared: plan.frames_declared,
+            found,
+        });
+    }
+    Ok((0..plan.frames_declared as u64)
+        .map(|i| vec![(start + i * frame_len, frame_len32)])
+        .collect())
+}
+
+/// Reads an item header (tag, length) at `pos`.
+fn item_header(file: &File, pos: u64, file_len: u64) -> Result<([u8; 4], u32), ScanError> {
+    if pos + 8 > file_len {
+        return Err(ScanError::Truncated("the pixel data"));
+    }
+    let mut header = [0u8; 8];
+    file.read_exact_at(&mut header, pos)?;
+    let tag = [header[0], header[1], header[2], header[3]];
+    Ok((
+        tag,
+        u32::from_le_bytes([header[4], header[5], header[6], header[7]]),
+    ))
+}
+
+/// Byte ranges of each frame of an encapsulated Pixel Data value whose items start at
+/// `items_start` (the Basic Offset Table item comes first).
+fn encapsulated_frames(
+    file: &File,
+    items_start: u64,
+    file_len: u64,
+    plan: &FramePlan,
+) -> Result<Vec<Vec<(u64, u32)>>, ScanError> {
+    let (tag, bot_len) = item_header(file, items_start, file_len)?;
+    if tag != ITEM {
+        return Err(ScanError::MalformedPixelData(
+            "encapsulated pixel data does not start with an item".into(),
+        ));
+    }
+    if bot_len % 4 != 0 || items_start + 8 + bot_len as u64 > file_len {
+        return Err(ScanError::MalformedPixelData(
+            "basic offset table has a bad length".into(),
+        ));
+    }
+    let mut bot_bytes = vec![0u8; bot_len as usize];
+    file.read_exact_at(&mut bot_bytes, items_start + 8)?;
+    let basic: Vec<u64> = bot_bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64)
+        .collect();
+    let first_item = items_start + 8 + bot_len as u64;
+
+    let mut frames: Vec<Vec<(u64, u32)>> = Vec::with_capacity(plan.frames_declared as usize);
+    let mut pos = first_item;
+    loop {
+        let (tag, len) = item_header(file, pos, file_len)?;
+        if tag == SEQUENCE_DELIMITER {
+            break;
+        }
+        if tag != ITEM {
+            return Err(ScanError::MalformedPixelData(format!(
+                "unexpected tag {tag:02X?} at byte {pos} inside pixel data"
+            )));
+        }
+        if len > MAX_FRAGMENT {
+            return Err(ScanError::MalformedPixelData(format!(
+                "fragment of {len} bytes at byte {pos} is larger than any tile"
+            )));
+        }
+        let value = pos + 8;
+        if value + len as u64 > file_len {
+            return Err(ScanError::Truncated("a pixel data fragment"));
+        }
+        let relative = pos - first_item;
+        let starts_frame = match (&plan.extended_offsets, basic.is_empty()) {
+            (Some((offsets, _)), _) => offsets.binary_search(&relative).is_ok(),
+            (None, false) => basic.binary_search(&relative).is_ok(),
+            (None, true) => {
+                frames.is_empty() || {
+                    let mut head = [0u8; 6];
+                    let n = (len as usize).min(6);
+                    file.read_exact_at(&mut head[..n], value)?;
+                    starts_codestream(&head[..n])
+                }
+            }
+        };
+        if starts_frame {
+            frames.push(Vec::with_capacity(1));
+        }
+        frames
+            .last_mut()
+            .ok_or_else(|| {
+                ScanError::MalformedPixelData(
+                    "first fragment is not at a frame start listed in the offset table".into(),
+                )
+            })?
+            .push((value, len));
+        pos = value + len as u64;
+    }
+    // Without offsets, fragments we could not tell apart may still be one per frame.
+    if plan.extended_offsets.is_none()
+        && basic.is_empty()
+        && frames.len() < plan.frames_declared as usize
+        && frames.iter().map(Vec::len).sum::<usize>() == plan.frames_declared as usize
+    {
+        frames = frames
+            .into_iter()
+            .flatten()
+            .map(|range| vec![range])
+            .collect();
+    }
+    Ok(frames)
+}
+
+/// Whether a fragment begins a JPEG family (SOI) or JPEG 2000 (SOC, or a JP2 box) codestream.
+fn starts_codestream(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8])
+        || bytes.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+        || bytes.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50])
+}
+
+/// Frames hashed per positioned read: consecutive frames are read as one span (their item
+/// headers included), so a gigabyte costs thousands of reads, not tens of thousands.
+const BATCH: usize = 64;
+
+/// What hashing produced: tile ids in frame order, and the bytes between ranges inside each
+/// batch's span (the fragments' item headers), batch by batch in file order.
+struct Hashed {
+    tiles: Vec<TileId>,
+    inner_gaps: Vec<Vec<u8>>,
+}
+
+/// Hashes every frame on all cores. Requires ranges in ascending file order without
+/// overlap, which every layout the walk produces satisfies.
+fn hash_frames(file: &File, frames: &[Vec<(u64, u32)>]) -> Result<Hashed, ScanError> {
+    let flat: Vec<(u64, u32)> = frames.iter().flatten().copied().collect();
+    if flat.windows(2).any(|w| w[0].0 + w[0].1 as u64 > w[1].0) {
+        return Err(ScanError::MalformedPixelData(
+            "frames are not stored in ascending, non-overlapping order".into(),
+        ));
+    }
+    let batches = frames.len().div_ceil(BATCH);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<(Vec<TileId>, Vec<u8>)>>> = Mutex::new(vec![None; batches]);
+    let failure: Mutex<Option<io::Error>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(batches)
+        .max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut span = Vec::new();
+                loop {
+                    let batch = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(group) = frames.chunks(BATCH).nth(batch) else {
+                        break;
+                    };
+                    match hash_batch(file, group, &mut span) {
+                        Ok(done) => {
+                            if let Ok(mut slots) = results.lock() {
+                                slots[batch] = Some(done);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut slot) = failure.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            ScanError::Truncated("a frame")
+        } else {
+            e.into()
+        });
+    }
+    let slots = results
+        .into_inner()
+        .map_err(|_| ScanError::MalformedPixelData("frame hashing thread panicked".into()))?;
+    let mut hashed = Hashed {
+        tiles: Vec::with_capacity(frames.len()),
+        inner_gaps: Vec::with_capacity(batches),
+    };
+    for slot in slots {
+        let (tiles, gaps) = slot
+            .ok_or_else(|| ScanError::MalformedPixelData("a frame batch was not hashed".into()))?;
+        hashed.tiles.extend(tiles);
+        hashed.inner_gaps.push(gaps);
+    }
+    Ok(hashed)
+}
+
+/// Reads one batch's span with a single positioned read and hashes its frames.
+fn hash_batch(
+    file: &File,
+    group: &[Vec<(u64, u32)>],
+    span: &mut Vec<u8>,
+) -> io::Result<(Vec<TileId>, Vec<u8>)> {
+    let start = group
+        .first()
+        .and_then(|f| f.first())
+        .map(|r| r.0)
+        .unwrap_or(0);
+    let end = group
+        .last()
+        .and_then(|f| f.last())
+        .map(|r| r.0 + r.1 as u64)
+        .unwrap_or(start);
+    span.resize((end - start) as usize, 0);
+    file.read_exact_at(span, start)?;
+    let mut tiles = Vec::with_capacity(group.len());
+    let mut gaps = Vec::new();
+    let mut at = start;
+    for ranges in group {
+        let mut hasher = blake3::Hasher::new();
+        for &(offset, len) in ranges {
+            gaps.extend_from_slice(&span[(at - start) as usize..(offset - start) as usize]);
+            let from = (offset - start) as usize;
+            hasher.update(&span[from..from + len as usize]);
+            at = offset + len as u64;
+        }
+        tiles.push(TileId::from(hasher.finalize()));
+    }
+    Ok((tiles, gaps))
+}
+
+/// The object id of a file with these frames: BLAKE3 of (domain, file length, frame count,
+/// for each frame its range count, ranges and tile id, then BLAKE3 of every byte not inside
+/// a frame, in file order: the header before the first frame, the item headers between
+/// fragments, and whatever follows the last frame). Two files share an id only if they
+/// share every byte.
+fn object_id(
+    file: &File,
+    file_len: u64,
+    frames: &[Vec<(u64, u32)>],
+    hashed: &Hashed,
+) -> Result<ObjectId, ScanError> {
+    let first = frames
+        .iter()
+        .flatten()
+        .next()
+        .map(|r| r.0)
+        .unwrap_or(file_len);
+    let last_end = frames
+        .iter()
+        .flatten()
+        .last()
+        .map(|r| r.0 + r.1 as u64)
+        .unwrap_or(file_len);
+    let read = |from: u64, to: u64| -> Result<Vec<u8>, ScanError> {
+        let mut buf = vec![0u8; to.saturating_sub(from) as usize];
+        file.read_exact_at(&mut buf, from).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                ScanError::Truncated("the file")
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(buf)
+    };
+    let mut rest = blake3::Hasher::new();
+    rest.update(&read(0, first)?);
+    // Within a batch the item headers were collected while hashing; between batches they
+    // are read here (one small read per batch).
+    let batches: Vec<&[Vec<(u64, u32)>]> = frames.chunks(BATCH).collect();
+    for (i, gaps) in hashed.inner_gaps.iter().enumerate() {
+        rest.update(gaps);
+        if let Some(next) = batches.get(i + 1) {
+            let end = batches[i]
+                .last()
+                .and_then(|f| f.last())
+                .map(|r| r.0 + r.1 as u64)
+                .unwrap_or(0);
+            let start = next
+                .first()
+                .and_then(|f| f.first())
+                .map(|r| r.0)
+                .unwrap_or(end);
+            rest.update(&read(end, start)?);
+        }
+    }
+    rest.update(&read(last_end, file_len)?);
+    let mut id = blake3::Hasher::new();
+    id.update(OBJECT_DOMAIN);
+    id.update(&file_len.to_le_bytes());
+    id.update(&(frames.len() as u64).to_le_bytes());
+    for (ranges, tile) in frames.iter().zip(&hashed.tiles) {
+        id.update(&(ranges.len() as u64).to_le_bytes());
+        for &(offset, len) in ranges {
+            id.update(&offset.to_le_bytes());
+            id.update(&len.to_le_bytes());
+        }
+        id.update(tile.as_bytes());
+    }
+    id.update(rest.finalize().as_bytes());
+    Ok(ObjectId::from(id.finalize()))
+}

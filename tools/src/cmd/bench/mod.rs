@@ -1,0 +1,81 @@
+//! `slidemesh-tools bench`: benchmarks that print our figures beside a reference tool
+//! measured in the same run, as a ratio. Nothing here asserts a time; the figures go to
+//! BENCHMARKS.md.
+//!
+//! - `bench ingest`: `slidemesh ingest` vs `b3sum` over the same files.
+//! - `bench serve`: random tiles over keep-alive HTTP with `wrk`: the node vs nginx serving
+//!   the same tile bytes as static files, and vs Orthanc + DICOMweb serving the frames.
+
+mod ingest;
+mod procs;
+mod serve;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use slidemesh_tools::synth;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// Ingest throughput vs b3sum over the same files.
+    Ingest(ingest::IngestBench),
+    /// Tile serving throughput vs nginx (static files) and Orthanc (DICOMweb frames).
+    Serve(serve::ServeBench),
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.which {
+        Which::Ingest(a) => ingest::run(a),
+        Which::Serve(a) => serve::run(a),
+    }
+}
+
+/// A generated slide for benchmarks, cached between runs under `work` (generation of a
+/// large slide takes minutes; the files are deterministic from the spec, so reuse is safe).
+fn cached_slide(work: &Path, bytes: u64, tile: u32, seed: u64) -> Result<PathBuf> {
+    let dir = work.join(format!("slide-{bytes}-t{tile}-s{seed}"));
+    // The marker sits beside the folder, not in it, so the folder holds only DICOM files.
+    let done = work.join(format!("slide-{bytes}-t{tile}-s{seed}.complete"));
+    if done.exists() {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "generating a {:.0} MB slide into {} (cached for later runs)",
+        bytes as f64 / 1e6,
+        dir.display()
+    );
+    let mut spec = synth::SynthSpec::new(seed, 1, 1);
+    spec.tile_size = tile;
+    spec.fit_to_bytes(bytes)?;
+    synth::generate_slide(&spec, &dir).with_context(|| format!("generating {}", dir.display()))?;
+    std::fs::write(&done, b"")?;
+    Ok(dir)
+}
+
+/// The DICOM files of a cached slide.
+fn slide_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}

@@ -289,6 +289,9 @@ struct Hashed {
     inner_gaps: Vec<Vec<u8>>,
 }
 
+/// One batch's tile ids and the item-header bytes between its frames.
+type BatchResult = (Vec<TileId>, Vec<u8>);
+
 /// Hashes every frame on all cores. Requires ranges in ascending file order without
 /// overlap, which every layout the walk produces satisfies.
 fn hash_frames(file: &File, frames: &[Vec<(u64, u32)>]) -> Result<Hashed, ScanError> {
@@ -300,7 +303,7 @@ fn hash_frames(file: &File, frames: &[Vec<(u64, u32)>]) -> Result<Hashed, ScanEr
     }
     let batches = frames.len().div_ceil(BATCH);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<(Vec<TileId>, Vec<u8>)>>> = Mutex::new(vec![None; batches]);
+    let results: Mutex<Vec<Option<BatchResult>>> = Mutex::new(vec![None; batches]);
     let failure: Mutex<Option<io::Error>> = Mutex::new(None);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -264,7 +264,7 @@ impl NucleusCache {
 /// evaluated. Between lattice points they are bilinearly interpolated: they vary over
 /// 140 px or more, so nothing visible is lost, and it makes the per-pixel cost a few
 /// multiply-adds instead of nine noise evaluations.
-const LATTICE: f32 = 8.0;
+const LATTICE: f32 = 16.0;
 
 /// The slowly varying quantities at one position.
 #[derive(Debug, Clone, Copy, PartialEq)]

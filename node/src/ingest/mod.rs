@@ -21,7 +21,7 @@ use slidemesh_protocol::{NodeKey, SignedManifest, SlideId, TrustCode};
 use tracing::{info, info_span, warn};
 
 use crate::config::KeepOriginals;
-use crate::store::objects::ObjectStore;
+use crate::store::objects::{ObjectStore, Placement};
 use crate::store::{Origin, SlideCommit, SlideRecord, Store, now_unix};
 use dicom::{InstanceError, ScannedInstance};
 
@@ -280,32 +280,51 @@ fn ingest_series(
     let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
     let signed = SignedManifest::sign(&manifest, target.key);
     let summary = assemble::summarise(&manifest, Origin::Local);
+    // Objects placed by this run are removed again if the slide does not commit, so a
+    // failed ingest leaves nothing behind (objects that were already there stay).
+    let mut placed = Vec::new();
+    let undo = |placed: &[slidemesh_protocol::ObjectId]| {
+        for id in placed {
+            if !target.store.references_object(id).unwrap_or(true) {
+                let _ = target.objects.remove(id);
+            }
+        }
+    };
     for instance in &new_instances {
-        target
+        match target
             .objects
             .put(&instance.path, &instance.object, target.keep)
-            .map_err(|e| {
-                fail(if e.is_disk_full() {
+        {
+            Ok(Placement::AlreadyPresent) => {}
+            Ok(_) => placed.push(instance.object),
+            Err(e) => {
+                undo(&placed);
+                return Err(fail(if e.is_disk_full() {
                     format!("disk full: {e}")
                 } else {
                     e.to_string()
-                })
-            })?;
+                }));
+            }
+        }
     }
     let record = SlideRecord {
         signed,
         origin: Origin::Local,
         stored_at: now_unix(),
     };
-    let slide_id = target
-        .store
-        .commit_slide(SlideCommit {
-            record,
-            summary,
-            instances: &new_instances,
-            replaces: previous,
-        })
-        .map_err(|e| fail(e.to_string()))?;
+    let commit = SlideCommit {
+        record,
+        summary,
+        instances: &new_instances,
+        replaces: previous,
+    };
+    let slide_id = match target.store.commit_slide(commit) {
+        Ok(id) => id,
+        Err(e) => {
+            undo(&placed);
+            return Err(fail(e.to_string()));
+        }
+    };
     let status = if previous.is_some() {
         SlideStatus::Extended
     } else {

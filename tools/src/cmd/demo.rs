@@ -54,7 +54,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     for i in 0..args.slides {
         let seed = 1 + i;
-        generate(&slides, seed, &args.trust, 15_000_000 * (1 + i % 3))?;
+        generate(
+            &args.dir,
+            &slides,
+            seed,
+            &args.trust,
+            15_000_000 * (1 + i % 3),
+        )?;
     }
     // Ingest is idempotent: on later runs it reports every slide as already present.
     let ingest = Command::new(&slidemesh)
@@ -76,9 +82,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
 }
 
 /// Generates one slide unless a previous run completed it.
-fn generate(slides: &Path, seed: u64, trust: &str, bytes: u64) -> Result<()> {
+fn generate(demo: &Path, slides: &Path, seed: u64, trust: &str, bytes: u64) -> Result<()> {
     let dir = slides.join(format!("seed-{seed}"));
-    let done = slides.join(format!("seed-{seed}.complete"));
+    // The marker stays outside the slides folder, which holds only DICOM files.
+    let done = demo.join(format!("seed-{seed}.generated"));
     if done.exists() {
         return Ok(());
     }

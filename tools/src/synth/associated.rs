@@ -233,16 +233,14 @@ pub(crate) fn render_overview(spec: &SynthSpec, field: &Field, label: &Canvas) -
             let mut px = glass;
             if vc >= 0.0 && vr >= 0.0 && vc < spec.width as f64 && vr < spec.height as f64 {
                 let t = sampler.sample(vc as f32, vr as f32, footprint);
-                for k in 0..3 {
-                    px[k] = glass[k] * (t[k] as f32 / 246.0).min(1.0);
-                }
+                px = std::array::from_fn(|k| glass[k] * (t[k] as f32 / 246.0).min(1.0));
             }
             // Darker rim where the glass edge refracts the light.
-            if r < 3 || r >= OVERVIEW_ROWS - 3 || col >= OVERVIEW_COLUMNS - 3 {
+            if !(3..OVERVIEW_ROWS - 3).contains(&r) || col >= OVERVIEW_COLUMNS - 3 {
                 px = [150.0, 156.0, 160.0];
             }
-            for k in 0..3 {
-                c.rgb[i + k] = (px[k] + 0.5) as u8;
+            for (out, v) in c.rgb[i..i + 3].iter_mut().zip(px) {
+                *out = (v + 0.5) as u8;
             }
         }
     }

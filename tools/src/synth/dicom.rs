@@ -17,6 +17,7 @@ use dicom_object::mem::InMemElement;
 use dicom_object::meta::FileMetaTableBuilder;
 
 use super::encode::Encapsulated;
+use super::icc;
 use super::meta::{Code, SlideMeta};
 
 /// Implementation Class UID of files written by slidemesh-tools (PS3.7 D.3.3.2), a
@@ -246,7 +247,7 @@ fn specimen_description(meta: &SlideMeta) -> InMemDicomObject {
         .build()
 }
 
-/// The one optical path: brightfield, full-spectrum illumination, 40x objective.
+/// The one optical path: brightfield, full-spectrum illumination, 40x objective, sRGB.
 fn optical_path() -> InMemDicomObject {
     Builder::new()
         .str(tags::OPTICAL_PATH_IDENTIFIER, "1")
@@ -260,6 +261,12 @@ fn optical_path() -> InMemDicomObject {
             vec![code_item(code("414298005", "SCT", "Full Spectrum"))],
         )
         .ds(tags::OBJECTIVE_LENS_POWER, &[40.0])
+        // The pixels are generated as sRGB; say so, for colour-managed viewers.
+        .put(
+            tags::ICC_PROFILE,
+            PrimitiveValue::U8(icc::srgb_profile().into()),
+        )
+        .str(tags::COLOR_SPACE, "SRGB")
         .build()
 }
 

@@ -37,6 +37,9 @@ pub(crate) fn encode_jpeg(
     Ok(out)
 }
 
+/// A tile's index in TILED_FULL order and its JPEG bytes.
+type EncodedTile = (usize, Vec<u8>);
+
 /// Render and encode every tile of one pyramid level, `tile` x `tile` pixels each, in
 /// TILED_FULL order (row by row, left to right), using `threads` worker threads.
 /// Edge tiles are full-size frames; the part outside the level is the field continued.
@@ -52,7 +55,7 @@ pub(crate) fn encode_level_tiles(
     let count = tiles_across as usize * tiles_down as usize;
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, count.max(1));
-    let results: Vec<anyhow::Result<Vec<(usize, Vec<u8>)>>> = std::thread::scope(|scope| {
+    let results: Vec<anyhow::Result<Vec<EncodedTile>>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {

@@ -478,6 +478,8 @@ impl Field {
         let mut slow = vec![NO_SLOW; n];
         let mut pre = vec![NO_PRE; n];
         let mut structure = vec![NO_STRUCTURE; n];
+        let mut colour = vec![[0.0f32; 3]; n];
+        let mut rounded = vec![[0u8; 3]; n];
 
         // Lattice bookkeeping for small downsamples: each pixel's lattice column and its
         // position in it never change from row to row.
@@ -577,12 +579,18 @@ impl Field {
                     }
                 }
             }
-            // Stage 3: colour (vectorised).
-            for ((px, p), st) in row_out.chunks_exact_mut(3).zip(&pre).zip(&structure) {
-                let c = composite(self.stain_shift, &lod, p, st);
-                px[0] = to_byte(c[0]);
-                px[1] = to_byte(c[1]);
-                px[2] = to_byte(c[2]);
+            // Stage 3: colour (vectorised), then interleaved into RGB bytes.
+            for (((c, p), st), r) in colour
+                .iter_mut()
+                .zip(&pre)
+                .zip(&structure)
+                .zip(&mut rounded)
+            {
+                *c = composite(self.stain_shift, &lod, p, st);
+                *r = c.map(to_byte);
+            }
+            for (px, r) in row_out.chunks_exact_mut(3).zip(&rounded) {
+                px.copy_from_slice(r);
             }
         }
     }
@@ -665,7 +673,7 @@ impl Sampler<'_> {
         m += 0.38 * (1.0 - (rx * rx + ry * ry));
         let (rx2, ry2) = (rx * rx, ry * ry);
         // A rounded-rectangle border (superellipse) keeps the outline organic.
-        m -= 0.6 * smoothstep(0.55, 0.92, rx2 * rx2 + ry2 * ry2);
+        m -= 0.9 * smoothstep(0.3, 1.0, rx2 * rx2 + ry2 * ry2);
         m += 0.07 * (self.ragged.at(x, y) - 0.5);
         Slow {
             mask: m,

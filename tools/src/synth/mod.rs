@@ -7,6 +7,7 @@
 //! - `associated`: slide geometry on the glass, LABEL and OVERVIEW rendering.
 //! - `meta`: patient, study, specimen and UIDs derived from the seed.
 //! - `encode`: JPEG tiles on all cores, fragments and offset tables.
+//! - `icc`: the sRGB ICC profile carried in the optical path.
 //! - `dicom`: the WSI data set and writing it as a Part 10 file.
 //!
 //! [`generate_slide`] writes one file per instance; [`render_region`] gives the exact
@@ -17,6 +18,7 @@ mod associated;
 mod dicom;
 mod encode;
 mod field;
+mod icc;
 mod meta;
 mod spec;
 
@@ -400,6 +402,91 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn offset_tables_read_back_with_dicom_object() {
+        use dicom_dictionary_std::tags;
+        for (kind, per) in [
+            (OffsetTableKind::Basic, 1),
+            (OffsetTableKind::Basic, 2),
+            (OffsetTableKind::Empty, 2),
+            (OffsetTableKind::Extended, 1),
+        ] {
+            let mut spec = SynthSpec::new(31, 700, 520);
+            spec.offset_table = kind;
+            spec.fragments_per_frame = per;
+            let dir = temp_dir(&format!("ot-{}-{per}", kind.as_str()));
+            let slide = generate_slide_with_threads(&spec, &dir, 2).unwrap();
+            let level0 = &slide.instances[0];
+            let obj = dicom_object::open_file(&level0.path).unwrap();
+            let pixel = obj.element(tags::PIXEL_DATA).unwrap().value();
+            let fragments = pixel.fragments().unwrap();
+            let frames = level0.frames as usize;
+            assert_eq!(fragments.len(), frames * per as usize);
+            assert!(fragments.iter().all(|f| f.len() % 2 == 0));
+            // Where each frame's first item starts, counted from the first fragment item.
+            let mut starts = Vec::new();
+            let mut position = 0u64;
+            for (i, f) in fragments.iter().enumerate() {
+                if i % per as usize == 0 {
+                    starts.push(position);
+                }
+                position += f.len() as u64 + 8;
+            }
+            let bot: Vec<u64> = pixel
+                .offset_table()
+                .unwrap()
+                .iter()
+                .map(|&o| o as u64)
+                .collect();
+            let eot = obj.element(tags::EXTENDED_OFFSET_TABLE).ok();
+            match kind {
+                OffsetTableKind::Basic => {
+                    assert_eq!(bot, starts);
+                    assert!(eot.is_none());
+                }
+                OffsetTableKind::Empty => {
+                    assert!(bot.is_empty());
+                    assert!(eot.is_none());
+                }
+                OffsetTableKind::Extended => {
+                    assert!(bot.is_empty());
+                    let offsets = eot.unwrap().uint64_slice().unwrap().to_vec();
+                    assert_eq!(offsets, starts);
+                    let lengths = obj
+                        .element(tags::EXTENDED_OFFSET_TABLE_LENGTHS)
+                        .unwrap()
+                        .uint64_slice()
+                        .unwrap()
+                        .to_vec();
+                    let want: Vec<u64> = fragments.iter().map(|f| f.len() as u64).collect();
+                    assert_eq!(lengths, want);
+                }
+            }
+            // Every frame is one JPEG: SOI at its start, EOI at its end (before padding).
+            for frame in fragments.chunks(per as usize) {
+                let bytes: Vec<u8> = frame.concat();
+                assert_eq!(&bytes[..2], &[0xff, 0xd8]);
+                let end = bytes.len() - usize::from(bytes[bytes.len() - 1] == 0);
+                assert_eq!(&bytes[end - 2..end], &[0xff, 0xd9]);
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[test]
+    fn target_size_is_roughly_met() {
+        let spec = SynthSpec::for_target_bytes(17, 2_000_000, 256).unwrap();
+        let dir = temp_dir("target-size");
+        let slide = generate_slide(&spec, &dir).unwrap();
+        let ratio = slide.total_bytes as f64 / 2_000_000.0;
+        assert!(
+            (0.75..1.25).contains(&ratio),
+            "got {} bytes",
+            slide.total_bytes
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

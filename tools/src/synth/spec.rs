@@ -216,7 +216,7 @@ impl SynthSpec {
     /// The checks that do not involve the slide size (used before sizing from bytes).
     fn validate_options(&self) -> anyhow::Result<()> {
         ensure!(
-            self.tile_size % 16 == 0 && (64..=4096).contains(&self.tile_size),
+            self.tile_size.is_multiple_of(16) && (64..=4096).contains(&self.tile_size),
             "tile size {} is not supported: use a multiple of 16 in 64..=4096 (256 or 512 \
              are typical)",
             self.tile_size

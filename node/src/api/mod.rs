@@ -66,9 +66,15 @@ impl ApiState {
         }
     }
 
-    /// The slide with this id, decoded and verified once, then cached.
+    /// The slide if it is already decoded in memory (no I/O, so callable from async code).
+    pub fn cached_slide(&self, id: &SlideId) -> Option<Arc<SlideView>> {
+        self.manifests.lock().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    /// The slide with this id, decoded and verified once, then cached. Reads the store on a
+    /// miss: call from a blocking context.
     pub fn slide(&self, id: &SlideId) -> Result<Arc<SlideView>, ApiError> {
-        if let Some(view) = self.manifests.lock().ok().and_then(|m| m.get(id).cloned()) {
+        if let Some(view) = self.cached_slide(id) {
             return Ok(view);
         }
         let record = self
@@ -97,6 +103,17 @@ impl ApiState {
         }
         Ok(view)
     }
+}
+
+/// The slide, from memory when cached, else loaded on the blocking pool.
+pub async fn load_slide(state: &Arc<ApiState>, id: SlideId) -> Result<Arc<SlideView>, ApiError> {
+    if let Some(view) = state.cached_slide(&id) {
+        return Ok(view);
+    }
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.slide(&id))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// Builds the router.

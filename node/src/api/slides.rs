@@ -66,10 +66,7 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiErr
 
 async fn load(state: &Arc<ApiState>, raw_id: &str) -> Result<Arc<SlideView>, ApiError> {
     let id: SlideId = parse_id("slide id", raw_id)?;
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || state.slide(&id))
-        .await
-        .map_err(ApiError::internal)?
+    super::load_slide(state, id).await
 }
 
 /// A JSON response for immutable, content-addressed data: strong ETag, cache forever.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use slidemesh_protocol::{AssociatedKind, SlideId, TileId};
 use tracing::Instrument;
 
-use super::{ApiError, ApiState, parse_id};
+use super::{ApiError, ApiState, load_slide, parse_id};
 
 /// Sends one tile, honouring `If-None-Match` against its strong ETag (the tile id).
 async fn send_tile(
@@ -76,10 +76,7 @@ pub async fn level_tile(
     let row: u32 = parse_id("row", &row)?;
     let span = tracing::debug_span!("level_tile", slide = %id, level, col, row);
     async move {
-        let lookup_state = state.clone();
-        let view = tokio::task::spawn_blocking(move || lookup_state.slide(&id))
-            .await
-            .map_err(ApiError::internal)??;
+        let view = load_slide(&state, id).await?;
         let grid = view.manifest.levels.get(level).ok_or_else(|| {
             ApiError::not_found(format!(
                 "slide {id} has {} levels; no level {level}",
@@ -115,10 +112,7 @@ pub async fn associated(
         }
     };
     let id: SlideId = parse_id("slide id", &slide_id)?;
-    let lookup_state = state.clone();
-    let view = tokio::task::spawn_blocking(move || lookup_state.slide(&id))
-        .await
-        .map_err(ApiError::internal)??;
+    let view = load_slide(&state, id).await?;
     let tile = view
         .manifest
         .associated(kind)

@@ -190,6 +190,22 @@ fn nhs_test_number(rng: &mut u64) -> String {
 impl SlideMeta {
     pub(crate) fn from_spec(spec: &SynthSpec) -> anyhow::Result<Self> {
         let seed = spec.seed;
+        // UIDs name these exact files: a slide of another size, tiling or encoding from the
+        // same seed is a different series, so everything that changes the bytes goes in.
+        let uid_seed = hash(
+            seed,
+            &format!(
+                "{}x{}/t{}/q{}/l{:?}/{}/f{}/{}",
+                spec.width,
+                spec.height,
+                spec.tile_size,
+                spec.jpeg_quality,
+                spec.levels,
+                spec.offset_table.as_str(),
+                spec.fragments_per_frame,
+                spec.trust_ods
+            ),
+        );
         let institution_name = institution_for(&spec.trust_ods)?;
         let mut rng = hash(seed, "meta");
         let mut pick = |n: usize| (splitmix(&mut rng) % n as u64) as usize;
@@ -235,13 +251,13 @@ impl SlideMeta {
             container_id,
             accession_number,
             site,
-            study_uid: uid(seed, "study"),
-            series_uid: uid(seed, "series"),
-            frame_of_reference_uid: uid(seed, "frame-of-reference"),
-            dimension_organization_uid: uid(seed, "dimension-organization"),
-            specimen_uid: uid(seed, "specimen"),
+            study_uid: uid(uid_seed, "study"),
+            series_uid: uid(uid_seed, "series"),
+            frame_of_reference_uid: uid(uid_seed, "frame-of-reference"),
+            dimension_organization_uid: uid(uid_seed, "dimension-organization"),
+            specimen_uid: uid(uid_seed, "specimen"),
             device_serial: format!("SYN-{:04}", hash(seed, "scanner") % 10_000),
-            uid_seed: seed,
+            uid_seed,
         })
     }
 

@@ -4,19 +4,11 @@
 //! The data is realistic in shape but obviously synthetic: every family name is SYNTH
 //! and patient ids are in the NHS test range (999...), which is never issued to people.
 
-use anyhow::{bail, ensure};
+use anyhow::bail;
+
+use slidemesh_protocol::TrustCode;
 
 use super::spec::SynthSpec;
-
-/// Trusts of the co-operative, by NHS ODS code.
-const TRUSTS: &[(&str, &str)] = &[
-    ("RR8", "Leeds Teaching Hospitals NHS Trust"),
-    ("RAE", "Bradford Teaching Hospitals NHS Foundation Trust"),
-    ("RCD", "Harrogate and District NHS Foundation Trust"),
-    ("RWY", "Calderdale and Huddersfield NHS Foundation Trust"),
-    ("RXF", "Mid Yorkshire Teaching NHS Trust"),
-    ("RCF", "Airedale NHS Foundation Trust"),
-];
 
 /// Given names with the sex recorded for them.
 const GIVEN_NAMES: &[(&str, &str)] = &[
@@ -104,18 +96,11 @@ pub(crate) struct SlideMeta {
 /// well-formed ODS code (3 to 5 upper-case letters or digits) generically, so testnets
 /// can add members.
 pub(crate) fn institution_for(ods: &str) -> anyhow::Result<String> {
-    ensure!(
-        (3..=5).contains(&ods.len())
-            && ods
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
-        "an ODS code is 3 to 5 upper-case letters or digits, like RR8"
-    );
-    Ok(TRUSTS
-        .iter()
-        .find(|(code, _)| *code == ods)
-        .map(|(_, name)| name.to_string())
-        .unwrap_or_else(|| format!("NHS organisation {ods}")))
+    let code: TrustCode = ods.parse()?;
+    Ok(code
+        .cooperative_name()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("NHS organisation {code}")))
 }
 
 /// SplitMix64 step: the deterministic random stream behind all metadata.
@@ -324,6 +309,11 @@ mod tests {
             institution_for("RAE").unwrap(),
             "Bradford Teaching Hospitals NHS Foundation Trust"
         );
-        assert!(institution_for("rr8").is_err());
+        // ODS codes are case-insensitive; malformed ones are refused.
+        assert_eq!(
+            institution_for("rr8").unwrap(),
+            "Leeds Teaching Hospitals NHS Trust"
+        );
+        assert!(institution_for("R-8").is_err());
     }
 }

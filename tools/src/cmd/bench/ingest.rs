@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::procs::{require_tool, run_ok, sibling};
+use super::procs::{init_node, require_tool, run_ok, sibling};
 use super::{cached_slide, median, slide_files};
 
 #[derive(Debug, Args)]
@@ -49,13 +49,7 @@ pub fn run(args: IngestBench) -> Result<()> {
         let mut times = Vec::new();
         for i in 0..args.runs {
             let data = args.work.join(format!("ingest-node-{keep}-{i}"));
-            let _ = std::fs::remove_dir_all(&data);
-            run_ok(
-                Command::new(&slidemesh)
-                    .arg("--data")
-                    .arg(&data)
-                    .args(["init", "--trust", "RR8"]),
-            )?;
+            init_node(&slidemesh, &data)?;
             let t = Instant::now();
             let report = run_ok(
                 Command::new(&slidemesh)

@@ -103,3 +103,15 @@ pub fn run_ok(cmd: &mut Command) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A fresh node in `data` (removed first) for trust RR8.
+pub fn init_node(slidemesh: &std::path::Path, data: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(data);
+    run_ok(
+        Command::new(slidemesh)
+            .arg("--data")
+            .arg(data)
+            .args(["init", "--trust", "RR8"]),
+    )?;
+    Ok(())
+}

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
 
-use super::procs::{Server, free_port, require_tool, run_ok, sibling, wait_http};
+use super::procs::{Server, free_port, init_node, require_tool, run_ok, sibling, wait_http};
 use super::{cached_slide, slide_files};
 
 #[derive(Debug, Args)]
@@ -60,12 +60,7 @@ pub fn run(args: ServeBench) -> Result<()> {
     // The node.
     let slidemesh = sibling("slidemesh")?;
     let data = run_dir.join("node");
-    run_ok(
-        Command::new(&slidemesh)
-            .arg("--data")
-            .arg(&data)
-            .args(["init", "--trust", "RR8"]),
-    )?;
+    init_node(&slidemesh, &data)?;
     run_ok(
         Command::new(&slidemesh)
             .arg("--data")

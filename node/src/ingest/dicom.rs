@@ -146,12 +146,18 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
     if sop_class != WSI_SOP_CLASS {
         return Err(ScanError::WrongSopClass { found: sop_class });
     }
-    let image_type = obj
-        .get(tags::IMAGE_TYPE)
-        .ok_or(ScanError::MissingAttribute("ImageType"))?
-        .to_multi_str()
-        .map_err(|e| invalid("ImageType", e))?
-        .to_vec();
+    // Image Type is Type 1 for WSI, but some converters (OrthancWSIDicomizer among them)
+    // leave it out; their instances are pyramid levels, so a missing value means VOLUME.
+    let image_type: Vec<String> = match obj.get(tags::IMAGE_TYPE) {
+        Some(e) => e
+            .to_multi_str()
+            .map_err(|e| invalid("ImageType", e))?
+            .to_vec(),
+        None => {
+            tracing::warn!(path = %path.display(), "no ImageType; treating the instance as a pyramid level (VOLUME)");
+            vec!["DERIVED".into(), "PRIMARY".into(), "VOLUME".into()]
+        }
+    };
     let flavor = match image_type
         .get(2)
         .map(|s| s.trim().to_ascii_uppercase())
@@ -191,14 +197,20 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
             problem: "zero image size".into(),
         });
     }
+    let has_frame_positions = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items())
+        .and_then(|items| items.first())
+        .is_some_and(|item| item.get(tags::PLANE_POSITION_SLIDE_SEQUENCE).is_some());
     let organization = match opt_text(obj, tags::DIMENSION_ORGANIZATION_TYPE).as_deref() {
         Some("TILED_SPARSE") => DimensionOrganization::TiledSparse,
+        Some("TILED_FULL") => DimensionOrganization::TiledFull,
+        // Without the attribute, per-frame positions (as OrthancWSIDicomizer writes them)
+        // say where each frame goes; otherwise frames fill the grid in order.
+        None | Some("") if has_frame_positions => DimensionOrganization::TiledSparse,
+        None | Some("") => DimensionOrganization::TiledFull,
         // A single-frame image (labels, small thumbnails) is trivially a full grid.
-        Some("TILED_FULL") | None | Some("") => DimensionOrganization::TiledFull,
-        Some(other) if frames_declared == 1 => {
-            let _ = other;
-            DimensionOrganization::TiledFull
-        }
+        Some(_) if frames_declared == 1 => DimensionOrganization::TiledFull,
         Some(other) => {
             return Err(ScanError::InvalidAttribute {
                 name: "DimensionOrganizationType",

@@ -68,8 +68,9 @@ pub struct Level {
     pub tiles: Vec<TileId>,
     /// For `TiledSparse`, one position per tile; empty for `TiledFull`.
     pub positions: Vec<TilePosition>,
-    /// The SOP Instance UID holding this level.
-    pub instance_uid: String,
+    /// The SOP Instance UIDs holding this level, in frame order: one, or the parts of a
+    /// concatenation.
+    pub instance_uids: Vec<String>,
 }
 
 impl Level {
@@ -340,7 +341,7 @@ mod tests {
                 organization: DimensionOrganization::TiledFull,
                 tiles,
                 positions: vec![],
-                instance_uid: "2.25.4".into(),
+                instance_uids: vec!["2.25.4".into()],
             }],
             associated: vec![],
             optical_paths: vec![OpticalPath {

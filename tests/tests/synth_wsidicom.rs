@@ -3,8 +3,8 @@
 //! `tests/python/check_wsidicom.py`, which compares decoded pixels with the generator's
 //! reference pixels (`slidemesh-tools dump-region`).
 //!
-//! Needs `SLIDEMESH_PYTHON`: a Python with wsidicom, pillow and numpy (`scripts/setup`
-//! makes `.venv`, `scripts/test` exports it). Missing is a failure, not a skip: these
+//! Needs a Python with wsidicom, pillow and numpy: the project's `.venv` (made by
+//! `scripts/setup`) or `SLIDEMESH_PYTHON`. Missing is a failure, not a skip: these
 //! tests are the only proof that other software reads our files.
 
 use std::path::{Path, PathBuf};
@@ -15,13 +15,16 @@ use slidemesh_e2e::{bin, run, synth};
 
 /// The Python interpreter to use, after checking it can import the readers.
 fn python() -> PathBuf {
-    let python = std::env::var_os("SLIDEMESH_PYTHON").unwrap_or_else(|| {
-        panic!(
-            "SLIDEMESH_PYTHON is not set: point it at a Python with wsidicom, pillow and numpy \
-             (scripts/setup creates .venv: export SLIDEMESH_PYTHON=$PWD/.venv/bin/python)"
-        )
+    // The project's venv (made by scripts/setup) unless SLIDEMESH_PYTHON names another.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = std::env::var_os("SLIDEMESH_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        assert!(
+            venv.is_file(),
+            "no Python with wsidicom: run scripts/setup (it creates .venv), or set SLIDEMESH_PYTHON \
+             to a Python with wsidicom, pillow and numpy"
+        );
+        venv
     });
-    let python = PathBuf::from(python);
     let probe = run(Command::new(&python).args(["-c", "import wsidicom, PIL, numpy, pydicom"]));
     assert!(
         probe.status.success(),

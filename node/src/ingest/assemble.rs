@@ -16,7 +16,7 @@ pub enum AssembleError {
     #[error("series {series} has no VOLUME instance (only label, overview or thumbnail images)")]
     NoPyramid { series: String },
     #[error(
-        "series {series} has two VOLUME instances of {width}x{height} ({a} and {b}); levels split over several instances are not supported yet"
+        "series {series} has two VOLUME instances of {width}x{height} ({a} and {b}) that are not parts of one concatenation"
     )]
     SplitLevel {
         series: String,
@@ -61,34 +61,27 @@ pub fn assemble(
             .cmp(&(a.width as u64 * a.height as u64))
             .then_with(|| a.sop_instance_uid.cmp(&b.sop_instance_uid))
     });
-    if let Some(pair) = volumes
-        .windows(2)
-        .find(|w| w[0].width == w[1].width && w[0].height == w[1].height)
-    {
-        return Err(AssembleError::SplitLevel {
-            series,
-            width: pair[0].width,
-            height: pair[0].height,
-            a: pair[0].sop_instance_uid.clone(),
-            b: pair[1].sop_instance_uid.clone(),
-        });
+    // Instances of equal size are one level split over several files (a DICOM
+    // concatenation, as converters write when they cap file sizes).
+    let mut groups: Vec<Vec<&ScannedInstance>> = Vec::new();
+    for v in volumes {
+        match groups.last_mut() {
+            Some(group) if group[0].width == v.width && group[0].height == v.height => {
+                group.push(v)
+            }
+            _ => groups.push(vec![v]),
+        }
     }
-    let levels: Vec<Level> = volumes
-        .iter()
-        .map(|v| Level {
-            width: v.width,
-            height: v.height,
-            tile_width: v.tile_width,
-            tile_height: v.tile_height,
-            pixel_spacing_mm: v.pixel_spacing_mm,
-            focal_planes: v.focal_planes,
-            optical_paths: v.optical_paths,
-            organization: v.organization,
-            tiles: v.frames.iter().map(|f| f.tile).collect(),
-            positions: v.positions.clone(),
-            instance_uid: v.sop_instance_uid.clone(),
-        })
-        .collect();
+    let levels: Vec<Level> = groups
+        .iter_mut()
+        .map(|group| merge_level(&series, group))
+        .collect::<Result<_, _>>()?;
+    let level_of = |uid: &str| {
+        levels
+            .iter()
+            .position(|l| l.instance_uids.iter().any(|u| u == uid))
+            .unwrap_or(0) as u32
+    };
 
     let mut associated: Vec<AssociatedImage> = instances
         .iter()
@@ -112,7 +105,11 @@ pub fn assemble(
     });
 
     let mut optical_paths: Vec<OpticalPath> = Vec::new();
-    for path in volumes.iter().flat_map(|v| v.optical_path_list.iter()) {
+    for path in groups
+        .iter()
+        .flatten()
+        .flat_map(|v| v.optical_path_list.iter())
+    {
         if !optical_paths
             .iter()
             .any(|p| p.identifier == path.identifier)
@@ -126,12 +123,7 @@ pub fn assemble(
         .map(|i| InstanceMeta {
             sop_instance_uid: i.sop_instance_uid.clone(),
             role: match i.flavor {
-                ImageFlavor::Volume => InstanceRole::Level(
-                    volumes
-                        .iter()
-                        .position(|v| v.sop_instance_uid == i.sop_instance_uid)
-                        .unwrap_or(0) as u32,
-                ),
+                ImageFlavor::Volume => InstanceRole::Level(level_of(&i.sop_instance_uid)),
                 ImageFlavor::Associated(kind) => InstanceRole::Associated(kind),
             },
             transfer_syntax_uid: i.transfer_syntax_uid.clone(),
@@ -146,7 +138,7 @@ pub fn assemble(
         owner: owner.clone(),
         study_uid: first.study_uid.clone(),
         series_uid: series.clone(),
-        frame_of_reference_uid: volumes[0].frame_of_reference_uid.clone(),
+        frame_of_reference_uid: groups[0][0].frame_of_reference_uid.clone(),
         levels,
         associated,
         optical_paths,
@@ -159,13 +151,74 @@ pub fn assemble(
     Ok(manifest)
 }
 
+/// One level from the instance(s) holding it. Several instances must form one
+/// concatenation: TILED_FULL parts are ordered by their frame offset and fill the grid in
+/// order; TILED_SPARSE parts carry their own positions.
+fn merge_level(series: &str, group: &mut [&ScannedInstance]) -> Result<Level, AssembleError> {
+    group.sort_by(|a, b| {
+        a.concatenation_offset
+            .cmp(&b.concatenation_offset)
+            .then_with(|| a.sop_instance_uid.cmp(&b.sop_instance_uid))
+    });
+    let first = group[0];
+    if group.len() > 1 {
+        let split = || AssembleError::SplitLevel {
+            series: series.to_string(),
+            width: first.width,
+            height: first.height,
+            a: first.sop_instance_uid.clone(),
+            b: group[1].sop_instance_uid.clone(),
+        };
+        if first.concatenation_uid.is_none()
+            || group
+                .iter()
+                .any(|i| i.concatenation_uid != first.concatenation_uid)
+            || group.iter().any(|i| i.organization != first.organization)
+            || group
+                .iter()
+                .any(|i| (i.tile_width, i.tile_height) != (first.tile_width, first.tile_height))
+        {
+            return Err(split());
+        }
+        // Full-grid parts must follow on from each other without gaps or overlaps.
+        let mut next = 0u64;
+        for part in group.iter() {
+            if first.organization == slidemesh_protocol::DimensionOrganization::TiledFull
+                && part.concatenation_offset as u64 != next
+            {
+                return Err(split());
+            }
+            next += part.frames.len() as u64;
+        }
+    }
+    Ok(Level {
+        width: first.width,
+        height: first.height,
+        tile_width: first.tile_width,
+        tile_height: first.tile_height,
+        pixel_spacing_mm: first.pixel_spacing_mm,
+        focal_planes: first.focal_planes,
+        optical_paths: first.optical_paths,
+        organization: first.organization,
+        tiles: group
+            .iter()
+            .flat_map(|i| i.frames.iter().map(|f| f.tile))
+            .collect(),
+        positions: group
+            .iter()
+            .flat_map(|i| i.positions.iter().copied())
+            .collect(),
+        instance_uids: group.iter().map(|i| i.sop_instance_uid.clone()).collect(),
+    })
+}
+
 /// Extracts the facts lists show from the manifest and the base level's metadata.
 pub fn summarise(manifest: &SlideManifest, origin: Origin) -> SlideSummary {
     let base = &manifest.levels[0];
     let base_meta: Value = manifest
         .instances
         .iter()
-        .find(|i| i.sop_instance_uid == base.instance_uid)
+        .find(|i| base.instance_uids.first() == Some(&i.sop_instance_uid))
         .and_then(|i| serde_json::from_str(&i.metadata_json).ok())
         .unwrap_or(Value::Null);
     let tiles = manifest.all_tiles().count() as u64;

@@ -107,6 +107,10 @@ pub struct ScannedInstance {
     pub focal_planes: u32,
     pub optical_paths: u32,
     pub organization: DimensionOrganization,
+    /// Concatenation UID when this instance is one part of a level split over files.
+    pub concatenation_uid: Option<String>,
+    /// Concatenation Frame Offset Number: frames of the level before this part's first.
+    pub concatenation_offset: u32,
     pub frames: Vec<FrameRef>,
     /// Grid positions, one per frame, for TILED_SPARSE; empty for TILED_FULL.
     pub positions: Vec<TilePosition>,
@@ -294,6 +298,13 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         focal_planes,
         optical_paths,
         organization,
+        concatenation_uid: opt_text(obj, tags::CONCATENATION_UID).filter(|s| !s.is_empty()),
+        concatenation_offset: int_or(
+            obj,
+            tags::CONCATENATION_FRAME_OFFSET_NUMBER,
+            "ConcatenationFrameOffsetNumber",
+            0,
+        )?,
         frames,
         positions,
         optical_path_list,

@@ -151,23 +151,58 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            Self::create(path)?;
+        }
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(path)
+            .open(path)
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
                 source,
             })?;
-        // Create every table up front so read transactions never meet a missing table.
-        let tx = db.begin_write().op("begin write")?;
-        tx.open_table(SLIDES).op("create tables")?;
-        tx.open_table(SUMMARIES).op("create tables")?;
-        tx.open_table(SERIES).op("create tables")?;
-        tx.open_table(INSTANCES).op("create tables")?;
-        tx.open_table(TILES).op("create tables")?;
-        tx.open_table(OBJECTS).op("create tables")?;
-        tx.commit().op("create tables")?;
         Ok(Self { db })
+    }
+
+    /// Creates the database beside its final name with every table, then links it into
+    /// place, so a crash during creation never leaves a half-written `store.redb`, and two
+    /// processes creating it at once agree on one file.
+    fn create(path: &Path) -> Result<(), StoreError> {
+        let staged = path.with_extension(format!("new.{}", std::process::id()));
+        let _ = std::fs::remove_file(&staged);
+        {
+            let db = Database::builder()
+                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                .create(&staged)
+                .map_err(|source| StoreError::Open {
+                    path: staged.display().to_string(),
+                    source,
+                })?;
+            let tx = db.begin_write().op("begin write")?;
+            tx.open_table(SLIDES).op("create tables")?;
+            tx.open_table(SUMMARIES).op("create tables")?;
+            tx.open_table(SERIES).op("create tables")?;
+            tx.open_table(INSTANCES).op("create tables")?;
+            tx.open_table(TILES).op("create tables")?;
+            tx.open_table(OBJECTS).op("create tables")?;
+            tx.commit().op("create tables")?;
+        }
+        let linked = std::fs::hard_link(&staged, path);
+        let _ = std::fs::remove_file(&staged);
+        match linked {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                }
+                Ok(())
+            }
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(StoreError::Redb {
+                op: "move new database into place",
+                source: redb::Error::Io(e),
+            }),
+        }
     }
 
     /// Commits a slide and everything it references in one transaction.

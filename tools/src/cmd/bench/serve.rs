@@ -365,7 +365,7 @@ fn orthanc(
             .with_context(|| format!("uploading {} to Orthanc", file.display()))?;
     }
     let m = &manifest["manifest"];
-    let instance = m["levels"][0]["instance_uid"]
+    let instance = m["levels"][0]["instance_uids"][0]
         .as_str()
         .context("level 0 instance")?;
     let base = format!(

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use slidemesh_protocol::{NodePublicKey, SlideId, SlideManifest, TrustCode};
 
+use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{SlideSummary, Store};
 
@@ -33,6 +34,7 @@ const MANIFEST_CACHE: usize = 64;
 /// Shared state of the HTTP server.
 pub struct ApiState {
     pub store: Arc<Store>,
+    pub locations: LocationCache,
     pub reader: TileReader,
     pub trust: TrustCode,
     pub trust_name: String,
@@ -57,6 +59,7 @@ impl ApiState {
         node_key: NodePublicKey,
     ) -> Self {
         Self {
+            locations: LocationCache::new(store.clone()),
             store,
             reader,
             trust,

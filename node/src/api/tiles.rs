@@ -30,12 +30,12 @@ async fn send_tile(
     let (bytes, media_type) = tokio::task::spawn_blocking(move || {
         let _guard = span.enter();
         let location = state
-            .store
-            .tile_location(&tile)
+            .locations
+            .get(&tile)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(format!("no tile {tile}")))?;
         let bytes = state.reader.read(&location).map_err(ApiError::internal)?;
-        Ok::<_, ApiError>((bytes, location.media_type))
+        Ok::<_, ApiError>((bytes, location.media_type.clone()))
     })
     .await
     .map_err(ApiError::internal)??;

@@ -100,7 +100,13 @@ pub fn ingest_paths(
     report.bytes = files.iter().map(|(_, len)| *len).sum();
     progress.files_found(report.files, report.bytes);
 
+    let started = std::time::Instant::now();
     let scanned = scan_all(&files, progress);
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        files = files.len(),
+        "scanned"
+    );
     let mut by_series: BTreeMap<String, Vec<ScannedInstance>> = BTreeMap::new();
     for result in scanned {
         match result {
@@ -118,7 +124,13 @@ pub fn ingest_paths(
     for (series_uid, instances) in by_series {
         let span = info_span!("ingest_series", series = %series_uid);
         let _guard = span.enter();
-        match ingest_series(target, &series_uid, instances) {
+        let series_started = std::time::Instant::now();
+        let result = ingest_series(target, &series_uid, instances);
+        tracing::debug!(
+            ms = series_started.elapsed().as_millis() as u64,
+            "assembled, signed, placed and committed"
+        );
+        match result {
             Ok(outcome) => {
                 info!(slide = %outcome.slide_id, status = ?outcome.status, tiles = outcome.tiles, "slide ingested");
                 progress.slide_done(&outcome);
@@ -277,8 +289,10 @@ fn ingest_series(
         ));
     }
 
+    let t = std::time::Instant::now();
     let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
     let signed = SignedManifest::sign(&manifest, target.key);
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "assembled and signed");
     let summary = assemble::summarise(&manifest, Origin::Local);
     // Objects placed by this run are removed again if the slide does not commit, so a
     // failed ingest leaves nothing behind (objects that were already there stay).
@@ -307,6 +321,7 @@ fn ingest_series(
             }
         }
     }
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "originals placed");
     let record = SlideRecord {
         signed,
         origin: Origin::Local,

@@ -12,6 +12,7 @@
 //! Tables are declared once, here, with a version in their names; a change of value layout
 //! gets a new table name and a migration.
 
+pub mod locations;
 pub mod objects;
 pub mod reader;
 
@@ -244,17 +245,32 @@ impl Store {
                 objects
                     .insert(instance.object.as_bytes(), instance.file_len)
                     .op("insert object")?;
-                for frame in &instance.frames {
-                    if tiles.get(frame.tile.as_bytes()).op("read tile")?.is_none() {
+            }
+            // Tile locations in key order: B-tree inserts in order touch each page once.
+            // A tile already known (the same bytes in another frame or slide) keeps its
+            // first location; both are valid places to read it from.
+            let mut locations: Vec<(&TileId, TileLocation)> = commit
+                .instances
+                .iter()
+                .flat_map(|instance| {
+                    let media_type = tile_media_type(&instance.transfer_syntax_uid);
+                    instance.frames.iter().map(move |frame| {
                         let location = TileLocation {
                             object: instance.object,
                             ranges: frame.ranges.clone(),
-                            media_type: tile_media_type(&instance.transfer_syntax_uid).to_string(),
+                            media_type: media_type.to_string(),
                         };
-                        tiles
-                            .insert(frame.tile.as_bytes(), encode(&location).as_slice())
-                            .op("insert tile")?;
-                    }
+                        (&frame.tile, location)
+                    })
+                })
+                .collect();
+            locations.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            locations.dedup_by(|a, b| a.0 == b.0);
+            for (tile, location) in locations {
+                if tiles.get(tile.as_bytes()).op("read tile")?.is_none() {
+                    tiles
+                        .insert(tile.as_bytes(), encode(&location).as_slice())
+                        .op("insert tile")?;
                 }
             }
         }

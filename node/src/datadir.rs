@@ -2,8 +2,7 @@
 //! "was this directory ever initialised?" check every other command makes.
 //!
 //! Layout (see ARCHITECTURE.md):
-//! `config.toml` (operator settings), `node.key` (ed25519 secret, mode 0600),
-//! `admin.token` (bearer token for local admin calls, mode 0600), `store.redb` (all
+//! `config.toml` (operator settings), `node.key` (ed25519 secret, mode 0600), `store.redb` (all
 //! metadata and indexes), `objects/` (original DICOM files by BLAKE3), `tmp/` (staging).
 
 use std::fs;
@@ -46,9 +45,6 @@ impl DataDir {
     pub fn key_path(&self) -> PathBuf {
         self.root.join("node.key")
     }
-    pub fn admin_token_path(&self) -> PathBuf {
-        self.root.join("admin.token")
-    }
     pub fn store_path(&self) -> PathBuf {
         self.root.join("store.redb")
     }
@@ -63,7 +59,7 @@ impl DataDir {
         self.root.join("serve.json")
     }
 
-    /// Creates a new node: identity, admin token, commented config, empty folders.
+    /// Creates a new node: identity, store, commented config, empty folders.
     /// Refuses to touch a directory that already holds a node.
     pub fn init(&self, trust: &TrustCode, trust_name: &str, http_listen: &str) -> Result<NodeKey> {
         if self.config_path().exists() {
@@ -79,8 +75,6 @@ impl DataDir {
         }
         let key = NodeKey::generate();
         write_private(&self.key_path(), &key.secret_bytes())?;
-        let token: [u8; 32] = rand::random();
-        write_private(&self.admin_token_path(), hex::encode(token).as_bytes())?;
         let config = NodeConfig::new(
             trust.clone(),
             trust_name.to_string(),
@@ -121,13 +115,6 @@ impl DataDir {
             )
         })?;
         Ok(NodeKey::from_secret_bytes(secret))
-    }
-
-    pub fn load_admin_token(&self) -> Result<String> {
-        let path = self.admin_token_path();
-        let token =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(token.trim().to_string())
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a node's data directory: identity key, admin token, commented config.
+    /// Create a node's data directory: identity key, store, commented config.
     Init(init::InitArgs),
     /// Ingest DICOM whole-slide image files and folders into the node.
     Ingest(ingest::IngestArgs),

@@ -215,40 +215,27 @@ fn wrk(
          done = function(summary, latency, requests) io.write(string.format(\"P99_US %d\\n\", latency:percentile(99))) end\n",
     );
     std::fs::write(&script, lua)?;
+    // One wrk invocation; a long timeout so that slow servers are measured, not counted
+    // as errors.
+    let load = |seconds: u32| {
+        let mut cmd = Command::new("wrk");
+        cmd.args([
+            "-t",
+            &connections.min(2).to_string(),
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+        ])
+        .args(["--timeout", "30s", "-s"])
+        .arg(&script)
+        .arg(base);
+        if let Some(h) = header {
+            cmd.args(["-H", h]);
+        }
+        cmd
+    };
     // Warm-up pass so every server starts with its caches (and the page cache) warm.
-    let mut warm = Command::new("wrk");
-    let threads = connections.min(2).to_string();
-    warm.args([
-        "-t",
-        &threads,
-        &format!("-c{connections}"),
-        "-d2s",
-        "--timeout",
-        "30s",
-        "-s",
-    ])
-    .arg(&script)
-    .arg(base);
-    if let Some(h) = header {
-        warm.args(["-H", h]);
-    }
-    run_ok(&mut warm)?;
-    let mut cmd = Command::new("wrk");
-    // A long timeout so that slow servers are measured, not counted as errors.
-    cmd.args([
-        "-t",
-        &connections.min(2).to_string(),
-        &format!("-c{connections}"),
-        &format!("-d{duration}s"),
-        "--timeout",
-        "30s",
-        "-s",
-    ])
-    .arg(&script)
-    .arg(base);
-    if let Some(h) = header {
-        cmd.args(["-H", h]);
-    }
+    run_ok(&mut load(2))?;
+    let mut cmd = load(duration);
     let out = run_ok(&mut cmd)?;
     let field = |prefix: &str| {
         out.lines()

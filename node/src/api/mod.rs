@@ -48,6 +48,9 @@ pub struct SlideView {
     pub id: SlideId,
     pub manifest: SlideManifest,
     pub summary: SlideSummary,
+    /// The owner's signature over the manifest, as stored, for `/manifest`.
+    pub signer: NodePublicKey,
+    pub signature: Vec<u8>,
 }
 
 impl ApiState {
@@ -97,6 +100,8 @@ impl ApiState {
             id: *id,
             manifest,
             summary,
+            signer: record.signed.signer,
+            signature: record.signed.signature,
         });
         if let Ok(mut cache) = self.manifests.lock() {
             if cache.len() >= MANIFEST_CACHE {

@@ -132,18 +132,12 @@ pub async fn manifest(
     Path(slide_id): Path<String>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id: SlideId = parse_id("slide id", &slide_id)?;
-    let store = state.store.clone();
-    let record = tokio::task::spawn_blocking(move || store.slide(&id))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
     let view = load(&state, &slide_id).await?;
+    let id = view.id;
     let body = json!({
         "slide_id": id,
-        "signer": record.signed.signer,
-        "signature": hex::encode(&record.signed.signature),
+        "signer": view.signer,
+        "signature": hex::encode(&view.signature),
         "canonical_version": slidemesh_protocol::CANONICAL_VERSION,
         "manifest": view.manifest,
     });

@@ -81,12 +81,6 @@ pub struct FrameRef {
     pub ranges: Vec<(u64, u32)>,
 }
 
-impl FrameRef {
-    pub fn byte_len(&self) -> u64 {
-        self.ranges.iter().map(|r| r.1 as u64).sum()
-    }
-}
-
 /// Everything ingest needs from one instance file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScannedInstance {
@@ -117,12 +111,6 @@ pub struct ScannedInstance {
     pub optical_path_list: Vec<OpticalPath>,
     /// Canonical DICOM JSON of the data set without pixel data.
     pub metadata_json: String,
-}
-
-impl ScannedInstance {
-    pub fn pixel_bytes(&self) -> u64 {
-        self.frames.iter().map(FrameRef::byte_len).sum()
-    }
 }
 
 /// Reads and indexes one file.

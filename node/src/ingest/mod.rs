@@ -289,10 +289,8 @@ fn ingest_series(
         ));
     }
 
-    let t = std::time::Instant::now();
     let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
     let signed = SignedManifest::sign(&manifest, target.key);
-    tracing::debug!(ms = t.elapsed().as_millis() as u64, "assembled and signed");
     let summary = assemble::summarise(&manifest, Origin::Local);
     // Objects placed by this run are removed again if the slide does not commit, so a
     // failed ingest leaves nothing behind (objects that were already there stay).
@@ -321,7 +319,6 @@ fn ingest_series(
             }
         }
     }
-    tracing::debug!(ms = t.elapsed().as_millis() as u64, "originals placed");
     let record = SlideRecord {
         signed,
         origin: Origin::Local,

@@ -187,70 +187,73 @@ pub fn generate_slide_with_threads(
         write(&name, desc, Some(geometry.level), geometry.downsample)?;
     }
 
-    // The associated images are single frames: each is at most 1536 px wide.
-    let single = |rgb: &[u8], w: u32, h: u32| -> anyhow::Result<encode::Encapsulated> {
-        let jpeg = encode_jpeg(rgb, w, h, spec.jpeg_quality)?;
-        encapsulate(vec![jpeg], spec.offset_table, spec.fragments_per_frame)
+    // The associated images are single frames (each at most 1536 px wide); they differ
+    // only in pixels, size and where on the glass they sit.
+    let mut single = |flavor: ImageFlavor,
+                      name: &str,
+                      rgb: &[u8],
+                      (w, h): (u32, u32),
+                      (pixel_spacing_mm, origin_mm, imaged_mm): (f64, (f64, f64), (f64, f64))|
+     -> anyhow::Result<InstanceDesc> {
+        let jpeg = encode_jpeg(rgb, w, h, spec.jpeg_quality)
+            .with_context(|| format!("encoding the {name}"))?;
+        let pixels = encapsulate(vec![jpeg], spec.offset_table, spec.fragments_per_frame)?;
+        instance_number += 1;
+        Ok(InstanceDesc {
+            flavor,
+            level: 0,
+            instance_number,
+            sop_instance_uid: meta.instance_uid(name),
+            total_columns: w,
+            total_rows: h,
+            tile_columns: w,
+            tile_rows: h,
+            frames: 1,
+            pixel_spacing_mm,
+            origin_mm,
+            imaged_mm,
+            pixels,
+        })
     };
-    let label = associated::render_label(&meta);
     let glass_origin = associated::glass_origin_mm();
-    instance_number += 1;
-    let desc = InstanceDesc {
-        flavor: ImageFlavor::Label,
-        level: 0,
-        instance_number,
-        sop_instance_uid: meta.instance_uid("label"),
-        total_columns: LABEL_PX,
-        total_rows: LABEL_PX,
-        tile_columns: LABEL_PX,
-        tile_rows: LABEL_PX,
-        frames: 1,
-        pixel_spacing_mm: ASSOCIATED_SPACING_MM,
-        origin_mm: glass_origin,
-        imaged_mm: (LABEL_MM, LABEL_MM),
-        pixels: single(&label.rgb, LABEL_PX, LABEL_PX).context("encoding the label")?,
-    };
+    let label = associated::render_label(&meta);
+    let desc = single(
+        ImageFlavor::Label,
+        "label",
+        &label.rgb,
+        (LABEL_PX, LABEL_PX),
+        (ASSOCIATED_SPACING_MM, glass_origin, (LABEL_MM, LABEL_MM)),
+    )?;
     write("label", desc, None, 0)?;
 
     let overview = associated::render_overview(spec, &field, &label);
-    instance_number += 1;
-    let desc = InstanceDesc {
-        flavor: ImageFlavor::Overview,
-        level: 0,
-        instance_number,
-        sop_instance_uid: meta.instance_uid("overview"),
-        total_columns: OVERVIEW_COLUMNS,
-        total_rows: OVERVIEW_ROWS,
-        tile_columns: OVERVIEW_COLUMNS,
-        tile_rows: OVERVIEW_ROWS,
-        frames: 1,
-        pixel_spacing_mm: ASSOCIATED_SPACING_MM,
-        origin_mm: glass_origin,
-        imaged_mm: (GLASS_LONG_MM, GLASS_SHORT_MM),
-        pixels: single(&overview.rgb, OVERVIEW_COLUMNS, OVERVIEW_ROWS)
-            .context("encoding the overview")?,
-    };
+    let desc = single(
+        ImageFlavor::Overview,
+        "overview",
+        &overview.rgb,
+        (OVERVIEW_COLUMNS, OVERVIEW_ROWS),
+        (
+            ASSOCIATED_SPACING_MM,
+            glass_origin,
+            (GLASS_LONG_MM, GLASS_SHORT_MM),
+        ),
+    )?;
     write("overview", desc, None, 0)?;
 
     let d = spec.thumbnail_downsample();
     let (tw, th) = (spec.width.div_ceil(d), spec.height.div_ceil(d));
     let thumb = render_region(spec, d, 0, 0, tw, th);
-    instance_number += 1;
-    let desc = InstanceDesc {
-        flavor: ImageFlavor::Thumbnail,
-        level: 0,
-        instance_number,
-        sop_instance_uid: meta.instance_uid("thumbnail"),
-        total_columns: tw,
-        total_rows: th,
-        tile_columns: tw,
-        tile_rows: th,
-        frames: 1,
-        pixel_spacing_mm: LEVEL0_PIXEL_SPACING_MM * d as f64,
-        origin_mm: (volume_x, volume_y),
-        imaged_mm: volume_mm,
-        pixels: single(&thumb, tw, th).context("encoding the thumbnail")?,
-    };
+    let desc = single(
+        ImageFlavor::Thumbnail,
+        "thumbnail",
+        &thumb,
+        (tw, th),
+        (
+            LEVEL0_PIXEL_SPACING_MM * d as f64,
+            (volume_x, volume_y),
+            volume_mm,
+        ),
+    )?;
     write("thumbnail", desc, None, d)?;
 
     Ok(GeneratedSlide {

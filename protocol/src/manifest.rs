@@ -17,8 +17,10 @@ use crate::ids::{ObjectId, SlideId, TileId};
 use crate::sign::{NodeKey, NodePublicKey, SignatureError};
 use crate::trust::TrustCode;
 
-/// Signature domain for manifests.
-pub const MANIFEST_DOMAIN: &str = "slidemesh/manifest/v1";
+/// Signature domain for manifests. The owner signs the slide id (BLAKE3 of the canonical
+/// bytes), not the bytes themselves: the id already commits to every byte, and ed25519 over
+/// a megabyte-sized manifest would hash it twice with SHA-512 at a fraction of BLAKE3's speed.
+pub const MANIFEST_DOMAIN: &str = "slidemesh/slide-id/v1";
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -296,7 +298,9 @@ impl SignedManifest {
     /// Signs `manifest` with the owner's node key.
     pub fn sign(manifest: &SlideManifest, key: &NodeKey) -> Self {
         let bytes = manifest.canonical_bytes();
-        let signature = key.sign(MANIFEST_DOMAIN, &bytes).to_vec();
+        let signature = key
+            .sign(MANIFEST_DOMAIN, SlideId::of(&bytes).as_bytes())
+            .to_vec();
         Self {
             bytes,
             signer: key.public(),
@@ -312,7 +316,7 @@ impl SignedManifest {
     /// may speak for `manifest.owner` is the caller's question (it needs the roster).
     pub fn verify(&self) -> Result<SlideManifest, ManifestError> {
         self.signer
-            .verify(MANIFEST_DOMAIN, &self.bytes, &self.signature)?;
+            .verify(MANIFEST_DOMAIN, self.slide_id().as_bytes(), &self.signature)?;
         let manifest: SlideManifest = canonical::decode(&self.bytes)?;
         manifest.validate()?;
         Ok(manifest)

@@ -26,17 +26,17 @@ use slidemesh_protocol::{ObjectId, SignedManifest, SlideId, TileId, TrustCode};
 use crate::ingest::dicom::{ScannedInstance, tile_media_type};
 
 /// SlideId -> postcard([`SlideRecord`]).
-const SLIDES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("slides_v1");
+const SLIDES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("slides_v1");
 /// SlideId -> postcard([`SlideSummary`]): what lists need, without decoding manifests.
-const SUMMARIES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("slide_summaries_v1");
+const SUMMARIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("slide_summaries_v1");
 /// Series Instance UID -> the SlideId currently representing that series.
-const SERIES: TableDefinition<&str, [u8; 32]> = TableDefinition::new("series_v1");
+const SERIES: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("series_v1");
 /// (Series UID, SOP Instance UID) -> postcard([`ScannedInstance`]).
 const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances_v1");
 /// TileId -> postcard([`TileLocation`]).
-const TILES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tiles_v1");
+const TILES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tiles_v1");
 /// ObjectId -> file length: the originals this store references.
-const OBJECTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("objects_v1");
+const OBJECTS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("objects_v1");
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -267,10 +267,16 @@ impl Store {
             locations.sort_unstable_by(|a, b| a.0.cmp(b.0));
             locations.dedup_by(|a, b| a.0 == b.0);
             for (tile, location) in locations {
-                if tiles.get(tile.as_bytes()).op("read tile")?.is_none() {
+                // One descent per tile: insert, and in the rare case the tile was already
+                // known, put its first location back.
+                let previous = tiles
+                    .insert(tile.as_bytes(), encode(&location).as_slice())
+                    .op("insert tile")?
+                    .map(|old| old.value().to_vec());
+                if let Some(previous) = previous {
                     tiles
-                        .insert(tile.as_bytes(), encode(&location).as_slice())
-                        .op("insert tile")?;
+                        .insert(tile.as_bytes(), previous.as_slice())
+                        .op("restore tile")?;
                 }
             }
         }
@@ -295,7 +301,7 @@ impl Store {
         for entry in table.iter().op("list summaries")? {
             let (key, value) = entry.op("list summaries")?;
             out.push((
-                SlideId::from_bytes(key.value()),
+                SlideId::from_bytes(*key.value()),
                 decode("slide_summaries_v1", value.value())?,
             ));
         }
@@ -318,7 +324,7 @@ impl Store {
         Ok(table
             .get(series_uid)
             .op("read series")?
-            .map(|v| SlideId::from_bytes(v.value())))
+            .map(|v| SlideId::from_bytes(*v.value())))
     }
 
     /// The instances already stored for a series, so ingest can merge newly arrived ones.

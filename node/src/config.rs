@@ -14,6 +14,40 @@ pub struct NodeConfig {
     pub http: HttpSection,
     #[serde(default)]
     pub ingest: IngestSection,
+    #[serde(default)]
+    pub network: NetworkSection,
+}
+
+/// How the node reaches its peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// libp2p listen addresses (QUIC and TCP).
+    #[serde(default = "default_p2p_listen")]
+    pub listen: Vec<String>,
+    /// Bytes of tiles fetched from peers kept on disk (least recently used go first).
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            listen: default_p2p_listen(),
+            cache_bytes: default_cache_bytes(),
+        }
+    }
+}
+
+fn default_p2p_listen() -> Vec<String> {
+    vec![
+        "/ip4/0.0.0.0/udp/7400/quic-v1".into(),
+        "/ip4/0.0.0.0/tcp/7400".into(),
+    ]
+}
+
+fn default_cache_bytes() -> u64 {
+    4 << 30
 }
 
 /// Who this node is.
@@ -72,6 +106,7 @@ impl NodeConfig {
             node: NodeSection { trust, trust_name },
             http: HttpSection { listen },
             ingest: IngestSection::default(),
+            network: NetworkSection::default(),
         }
     }
 
@@ -107,7 +142,22 @@ listen = {listen}
 # How original DICOM files are kept in objects/: "link" hard-links them when they are on the
 # same file system (falls back to copying), "copy" always copies.
 keep_originals = "{keep}"
+
+[network]
+# libp2p addresses peers reach this node on: QUIC first, TCP (Noise + Yamux) as fallback.
+# The same addresses go into this trust's roster entry (`slidemesh federation member`).
+listen = [{listen_p2p}]
+# Disk space for tiles of slides other trusts shared with us (least recently used go first).
+cache_bytes = {cache}
 "#,
+            listen_p2p = self
+                .network
+                .listen
+                .iter()
+                .map(|a| toml_string(a))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cache = self.network.cache_bytes,
             trust = toml_string(self.node.trust.as_str()),
             name = toml_string(&self.node.trust_name),
             listen = toml_string(&self.http.listen),

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use slidemesh_protocol::{NodeKey, TrustCode};
+use slidemesh_protocol::NodeKey;
 
 use crate::config::NodeConfig;
 
@@ -54,6 +54,10 @@ impl DataDir {
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+    /// Tiles fetched from peers.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
     /// Written by a running `serve` so that other commands can find its HTTP address.
     pub fn serve_info_path(&self) -> PathBuf {
         self.root.join("serve.json")
@@ -61,7 +65,7 @@ impl DataDir {
 
     /// Creates a new node: identity, store, commented config, empty folders.
     /// Refuses to touch a directory that already holds a node.
-    pub fn init(&self, trust: &TrustCode, trust_name: &str, http_listen: &str) -> Result<NodeKey> {
+    pub fn init(&self, mut config: NodeConfig) -> Result<NodeKey> {
         if self.config_path().exists() {
             bail!(
                 "{} already holds a slidemesh node (config.toml exists); choose another --data directory",
@@ -75,11 +79,7 @@ impl DataDir {
         }
         let key = NodeKey::generate();
         write_private(&self.key_path(), &key.secret_bytes())?;
-        let config = NodeConfig::new(
-            trust.clone(),
-            trust_name.to_string(),
-            http_listen.to_string(),
-        );
+        config.network.listen.sort_by_key(|a| !a.contains("/quic"));
         // The config is written last: its presence is what marks the directory initialised.
         write_atomic(&self.config_path(), config.to_commented_toml().as_bytes())?;
         Ok(key)
@@ -163,12 +163,25 @@ mod tests {
                 .to_string()
                 .contains("slidemesh init")
         );
-        let trust: TrustCode = "RR8".parse().unwrap();
-        let key = data.init(&trust, "Leeds", "127.0.0.1:0").unwrap();
+        let trust: slidemesh_protocol::TrustCode = "RR8".parse().unwrap();
+        let key = data
+            .init(NodeConfig::new(
+                trust.clone(),
+                "Leeds".into(),
+                "127.0.0.1:0".into(),
+            ))
+            .unwrap();
         data.require_initialised().unwrap();
         assert_eq!(data.load_key().unwrap().public(), key.public());
         assert_eq!(data.load_config().unwrap().node.trust, trust);
-        assert!(data.init(&trust, "Leeds", "127.0.0.1:0").is_err());
+        assert!(
+            data.init(NodeConfig::new(
+                trust.clone(),
+                "Leeds".into(),
+                "127.0.0.1:0".into()
+            ))
+            .is_err()
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(data.key_path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -3,6 +3,11 @@
 //! Layout, one module per concern (dependencies point down this list):
 //! - [`cli`]: the `slidemesh` operator commands; parses, validates, calls services.
 //! - [`api`]: the HTTP API and embedded web UI (axum); reads the store, never writes it.
+//! - [`federation`]: what the node does for peers and for shared slides (grants checked,
+//!   manifests and tiles served, remote tiles fetched through the cache), and its
+//!   background loops (roster, outbox).
+//! - [`policy`]: consent decisions (default deny).
+//! - [`net`]: the libp2p swarm task and its handle; knows nothing of the store.
 //! - [`ingest`]: DICOM WSI files in, signed slides in the store out.
 //! - [`context`]: an opened node (config, key, store) and start-up housekeeping.
 //! - [`store`]: redb tables and the object store of original files; tile reads.
@@ -16,5 +21,8 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod datadir;
+pub mod federation;
 pub mod ingest;
+pub mod net;
+pub mod policy;
 pub mod store;

@@ -125,6 +125,15 @@ content_id!(
     ObjectId
 );
 
+content_id!(
+    /// BLAKE3 of a grant's canonical encoding (see [`crate::grant`]).
+    GrantId
+);
+content_id!(
+    /// BLAKE3 of one roster version's canonical encoding (see [`crate::roster`]).
+    RosterId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,22 +6,31 @@
 //! - [`canonical`]: the versioned canonical encoding used for everything hashed or signed.
 //! - [`manifest`]: `SlideManifest`, a slide's levels, tiles and metadata, and its signed form.
 //! - [`sign`]: node signing keys and the domain-separated signatures over canonical bytes.
+//! - [`roster`]: the federation's signed, versioned membership list (k-of-n changes).
+//! - [`grant`]: an owner's signed permission for another trust to view a slide, and its
+//!   revocation.
+//! - [`wire`]: protocol names, control messages and the tile stream's framing.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of tokio, libp2p, redb
 //! or DICOM parsing. It is the API boundary between nodes: changing how a type encodes
 //! changes every id, so such changes bump the canonical version.
 
 pub mod canonical;
+pub mod grant;
 pub mod ids;
 pub mod manifest;
+pub mod roster;
 pub mod sign;
 pub mod trust;
+pub mod wire;
 
 pub use canonical::{CANONICAL_VERSION, CanonicalError};
-pub use ids::{IdParseError, ObjectId, SlideId, TileId};
+pub use grant::{Action, Grant, GrantError, Purpose, Revocation, SignedGrant, SignedRevocation};
+pub use ids::{GrantId, IdParseError, ObjectId, RosterId, SlideId, TileId};
 pub use manifest::{
     AssociatedImage, AssociatedKind, DimensionOrganization, InstanceMeta, InstanceRole, Level,
     ManifestError, OpticalPath, SignedManifest, SlideManifest, TilePosition,
 };
+pub use roster::{Member, Roster, RosterError, RosterSignature, SignedRoster};
 pub use sign::{NodeKey, NodePublicKey, SignatureError};
 pub use trust::{COOPERATIVE_TRUSTS, TrustCode, TrustCodeError};

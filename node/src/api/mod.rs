@@ -2,7 +2,7 @@
 //! store and never write it.
 //!
 //! Routes (all JSON unless stated):
-//! - `GET /api/v1/node`: who this node is.
+//! - `GET /api/v1/node`: who this node is; `GET /api/v1/network`: peers and cache.
 //! - `GET /api/v1/slides`, `GET /api/v1/slides/{slide_id}`, `.../manifest` ([`slides`]).
 //! - `GET /api/v1/slides/{slide_id}/{thumbnail|label|overview}`: associated image bytes.
 //! - `GET /api/v1/tiles/{tile_id}` and
@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use slidemesh_protocol::{NodePublicKey, SlideId, SlideManifest, TrustCode};
 
+use crate::federation::Federation;
 use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{SlideSummary, Store};
@@ -39,6 +40,8 @@ pub struct ApiState {
     pub trust: TrustCode,
     pub trust_name: String,
     pub node_key: NodePublicKey,
+    /// Grants, shared slides, remote tiles and the network.
+    pub federation: Arc<Federation>,
     /// Decoded manifests by slide id; manifests are immutable, so entries never go stale.
     manifests: Mutex<HashMap<SlideId, Arc<SlideView>>>,
 }
@@ -60,6 +63,7 @@ impl ApiState {
         trust: TrustCode,
         trust_name: String,
         node_key: NodePublicKey,
+        federation: Arc<Federation>,
     ) -> Self {
         Self {
             locations: LocationCache::new(store.clone()),
@@ -68,6 +72,7 @@ impl ApiState {
             trust,
             trust_name,
             node_key,
+            federation,
             manifests: Mutex::new(HashMap::new()),
         }
     }
@@ -83,16 +88,26 @@ impl ApiState {
         if let Some(view) = self.cached_slide(id) {
             return Ok(view);
         }
-        let record = self
-            .store
-            .slide(id)
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
-        let summary = self
-            .store
-            .summary(id)
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+        let local = self.store.slide(id).map_err(ApiError::internal)?;
+        let (signed, summary) = match local {
+            Some(record) => {
+                let summary = self
+                    .store
+                    .summary(id)
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+                (record.signed, summary)
+            }
+            None => {
+                let remote = self
+                    .store
+                    .remote_slide(id)
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
+                (remote.signed, remote.summary)
+            }
+        };
+        let record = Record { signed };
         let manifest = record.signed.verify().map_err(|e| {
             ApiError::internal(format!("stored manifest of {id} does not verify: {e}"))
         })?;
@@ -113,6 +128,10 @@ impl ApiState {
     }
 }
 
+struct Record {
+    signed: slidemesh_protocol::SignedManifest,
+}
+
 /// The slide, from memory when cached, else loaded on the blocking pool.
 pub async fn load_slide(state: &Arc<ApiState>, id: SlideId) -> Result<Arc<SlideView>, ApiError> {
     if let Some(view) = state.cached_slide(&id) {
@@ -128,6 +147,7 @@ pub async fn load_slide(state: &Arc<ApiState>, id: SlideId) -> Result<Arc<SlideV
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/v1/node", get(slides::node_info))
+        .route("/api/v1/network", get(slides::network_status))
         .route("/api/v1/slides", get(slides::list))
         .route("/api/v1/slides/{slide_id}", get(slides::detail))
         .route("/api/v1/slides/{slide_id}/manifest", get(slides::manifest))
@@ -164,6 +184,13 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+    /// A peer could not provide what a shared slide needs (down, refused, or sent wrong bytes).
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_GATEWAY,
             message: message.into(),
         }
     }

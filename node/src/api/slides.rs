@@ -18,7 +18,21 @@ pub async fn node_info(State(state): State<Arc<ApiState>>) -> Json<Value> {
         "trust_name": state.trust_name,
         "node_key": state.node_key,
         "version": env!("CARGO_PKG_VERSION"),
+        "peer_id": state.federation.network().map(|n| n.local_peer_id().to_string()),
     }))
+}
+
+/// The swarm's view (peers, listen addresses), the roster version and the cache.
+pub async fn network_status(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let network = match state.federation.network() {
+        Some(n) => Some(n.status().await.map_err(ApiError::internal)?),
+        None => None,
+    };
+    Ok(Json(json!({
+        "network": network,
+        "roster_version": state.federation.roster().map(|r| r.version),
+        "cache": state.federation.cache.stats(),
+    })))
 }
 
 fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
@@ -28,7 +42,7 @@ fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
     json!({
         "slide_id": id,
         "owner": s.owner,
-        "origin": match s.origin { Origin::Local => "local" },
+        "origin": match s.origin { Origin::Local => "local", Origin::Shared => "shared" },
         "series_uid": s.series_uid,
         "study_uid": s.study_uid,
         "container_id": s.container_id,
@@ -48,10 +62,14 @@ fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
 
 pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    let mut summaries = tokio::task::spawn_blocking(move || store.summaries())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let mut summaries = tokio::task::spawn_blocking(move || {
+        let mut all = store.summaries()?;
+        all.extend(store.remote_summaries()?);
+        Ok::<_, crate::store::StoreError>(all)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     summaries.sort_by(|a, b| b.1.acquired.cmp(&a.1.acquired).then_with(|| a.0.cmp(&b.0)));
     let slides: Vec<Value> = summaries
         .iter()

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use slidemesh_protocol::{AssociatedKind, SlideId, TileId};
 use tracing::Instrument;
 
-use super::{ApiError, ApiState, load_slide, parse_id};
+use super::{ApiError, ApiState, SlideView, load_slide, parse_id};
+use crate::store::Origin;
 
 /// Sends one tile, honouring `If-None-Match` against its strong ETag (the tile id).
 async fn send_tile(
@@ -39,21 +40,7 @@ async fn send_tile(
     })
     .await
     .map_err(ApiError::internal)??;
-    let mut response = Response::new(Body::from(bytes));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&media_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        headers.insert(header::ETAG, value);
-    }
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    Ok(response)
+    tile_response(bytes, &media_type, &etag)
 }
 
 pub async fn by_id(
@@ -88,6 +75,12 @@ pub async fn level_tile(
                 "no tile at column {col}, row {row} of level {level}"
             ))
         })?;
+        if view.summary.origin == Origin::Shared {
+            state
+                .federation
+                .prefetch(id, &prefetch_around(&view, level, col, row));
+            return send_remote_tile(&state, &view, tile, &request).await;
+        }
         send_tile(&state, tile, &request).await
     }
     .instrument(span)
@@ -118,5 +111,85 @@ pub async fn associated(
         .associated(kind)
         .and_then(|a| a.tiles.first().copied())
         .ok_or_else(|| ApiError::not_found(format!("slide {id} has no {} image", kind.as_str())))?;
+    if view.summary.origin == Origin::Shared {
+        return send_remote_tile(&state, &view, tile, &request).await;
+    }
     send_tile(&state, tile, &request).await
+}
+
+/// The eight neighbours on the same level and the four tiles under this one on the next
+/// finer level: what a viewer asks for next when it pans or zooms in.
+fn prefetch_around(view: &SlideView, level: usize, col: u32, row: u32) -> Vec<TileId> {
+    let levels = &view.manifest.levels;
+    let mut out = Vec::new();
+    let grid = &levels[level];
+    for dr in -1i64..=1 {
+        for dc in -1i64..=1 {
+            let (c, r) = (col as i64 + dc, row as i64 + dr);
+            if (dc, dr) != (0, 0) && c >= 0 && r >= 0 {
+                out.extend(grid.tile_at(c as u32, r as u32));
+            }
+        }
+    }
+    if level > 0 {
+        let finer = &levels[level - 1];
+        let scale_x = (finer.width as f64 / grid.width as f64).round().max(1.0) as u32;
+        let scale_y = (finer.height as f64 / grid.height as f64).round().max(1.0) as u32;
+        let (fc, fr) = (
+            col * grid.tile_width * scale_x / finer.tile_width.max(1),
+            row * grid.tile_height * scale_y / finer.tile_height.max(1),
+        );
+        for r in fr..fr + scale_y.min(4) {
+            for c in fc..fc + scale_x.min(4) {
+                out.extend(finer.tile_at(c, r));
+            }
+        }
+    }
+    out
+}
+
+/// A tile of a shared slide: from the cache or fetched from peers, verified either way.
+async fn send_remote_tile(
+    state: &Arc<ApiState>,
+    view: &SlideView,
+    tile: TileId,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let etag = format!("\"{tile}\"");
+    if request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let bytes = state
+        .federation
+        .remote_tile(view.id, tile)
+        .await
+        .map_err(|e| ApiError::bad_gateway(e.to_string()))?;
+    let media_type = view
+        .manifest
+        .instances
+        .first()
+        .map(|i| crate::ingest::dicom::tile_media_type(&i.transfer_syntax_uid))
+        .unwrap_or("application/octet-stream");
+    tile_response(bytes, media_type, &etag)
+}
+
+fn tile_response(bytes: Vec<u8>, media_type: &str, etag: &str) -> Result<Response, ApiError> {
+    let mut response = Response::new(Body::from(bytes));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(media_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    Ok(response)
 }

@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use slidemesh_protocol::TrustCode;
 
+use crate::config::NodeConfig;
 use crate::datadir::DataDir;
 
 #[derive(Debug, Args)]
@@ -17,6 +18,10 @@ pub struct InitArgs {
     /// Address for the HTTP API and web UI
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     http: String,
+    /// libp2p listen address for peers (repeat for several) [default: QUIC and TCP on
+    /// port 7400, all interfaces]
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p: Vec<String>,
 }
 
 pub fn run(data: &DataDir, args: InitArgs) -> Result<()> {
@@ -36,7 +41,18 @@ pub fn run(data: &DataDir, args: InitArgs) -> Result<()> {
             }
         },
     };
-    let key = data.init(&trust, &name, &args.http)?;
+    let mut config = NodeConfig::new(trust.clone(), name.clone(), args.http.clone());
+    for addr in &args.p2p {
+        if addr.parse::<libp2p::Multiaddr>().is_err() {
+            bail!(
+                "invalid --p2p {addr:?}: expected a multiaddr, e.g. /ip4/127.0.0.1/udp/7400/quic-v1"
+            );
+        }
+    }
+    if !args.p2p.is_empty() {
+        config.network.listen = args.p2p.clone();
+    }
+    let key = data.init(config)?;
     println!(
         "initialised slidemesh node for {trust} ({name}) in {}",
         data.root().display()

@@ -2,9 +2,11 @@
 //! raw flags ([`Cli`]), then each command validates them into settings before acting.
 //! One file per command.
 
+mod federation;
 mod ingest;
 mod init;
 mod serve;
+mod share;
 mod slides;
 mod verify;
 
@@ -43,6 +45,14 @@ enum Command {
     Slides(slides::SlidesArgs),
     /// Re-read every tile from the original files and check it against its id.
     Verify(verify::VerifyArgs),
+    /// The federation roster: member entries, proposals, co-signing, publishing.
+    Federation(federation::FederationArgs),
+    /// Let another member trust view one of this node's slides (signed grant).
+    Share(share::ShareArgs),
+    /// Withdraw a grant; effective at once at this node.
+    Revoke(share::RevokeArgs),
+    /// List grants issued and received.
+    Grants(share::GrantsArgs),
 }
 
 impl Cli {
@@ -62,6 +72,10 @@ pub fn run() -> Result<()> {
         Command::Serve(args) => serve::run(data, args),
         Command::Slides(args) => slides::run(data, args),
         Command::Verify(args) => verify::run(data, args),
+        Command::Federation(args) => federation::run(data, args),
+        Command::Share(args) => share::share(data, args),
+        Command::Revoke(args) => share::revoke(data, args),
+        Command::Grants(args) => share::grants(data, args),
     }
 }
 

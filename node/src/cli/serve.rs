@@ -10,7 +10,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::federation::{Federation, Handlers, tasks};
+use crate::net::{NetConfig, Network};
+use crate::store::cache::TileCache;
+
+/// Fault injection for tests and the testnet: when set, tiles served to peers have a byte
+/// flipped, so requesters must detect and bypass this node.
+pub const CORRUPT_TILES_ENV: &str = "SLIDEMESH_FAULT_CORRUPT_TILES";
 
 use crate::api::{self, ApiState};
 use crate::context::NodeContext;
@@ -22,6 +30,9 @@ pub struct ServeArgs {
     /// Where the HTTP API listens, overriding config.toml (port 0 picks a free port)
     #[arg(long, value_name = "ADDR:PORT")]
     http: Option<String>,
+    /// libp2p listen address for peers, overriding config.toml (repeat for several)
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p: Vec<String>,
 }
 
 pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
@@ -37,10 +48,22 @@ pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(node, addr))
+    let p2p = if args.p2p.is_empty() {
+        node.config.network.listen.clone()
+    } else {
+        args.p2p.clone()
+    };
+    let p2p = p2p
+        .iter()
+        .map(|a| {
+            a.parse::<libp2p::Multiaddr>()
+                .with_context(|| format!("invalid p2p listen address {a:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    runtime.block_on(serve(node, addr, p2p))
 }
 
-async fn serve(node: NodeContext, addr: SocketAddr) -> Result<()> {
+async fn serve(node: NodeContext, addr: SocketAddr, p2p: Vec<libp2p::Multiaddr>) -> Result<()> {
     let NodeContext {
         data,
         config,
@@ -48,12 +71,38 @@ async fn serve(node: NodeContext, addr: SocketAddr) -> Result<()> {
         store,
         objects,
     } = node;
+    let store = Arc::new(store);
+    let cache = TileCache::open(&data.cache_dir(), config.network.cache_bytes)
+        .with_context(|| format!("cannot open tile cache in {}", data.cache_dir().display()))?;
+    let corrupt = std::env::var_os(CORRUPT_TILES_ENV).is_some();
+    if corrupt {
+        warn!(
+            "{CORRUPT_TILES_ENV} is set: this node serves corrupted tiles to peers (fault injection)"
+        );
+    }
+    let federation = Federation::new(
+        store.clone(),
+        config.node.trust.clone(),
+        TileReader::new(objects.clone()),
+        cache,
+        corrupt,
+    )?;
+    let (network, network_task) = Network::start(
+        &key,
+        NetConfig { listen: p2p },
+        Arc::new(Handlers(federation.clone())),
+    )
+    .await?;
+    println!("slidemesh peer id {}", network.local_peer_id());
+    federation.attach_network(network.clone());
+    let background = tokio::spawn(tasks::run(federation.clone()));
     let state = Arc::new(ApiState::new(
-        Arc::new(store),
+        store,
         TileReader::new(objects),
         config.node.trust.clone(),
         config.node.trust_name.clone(),
         key.public(),
+        federation,
     ));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -68,6 +117,9 @@ async fn serve(node: NodeContext, addr: SocketAddr) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed");
+    background.abort();
+    network.shutdown().await;
+    let _ = network_task.await;
     let _ = std::fs::remove_file(&info_path);
     info!("stopped");
     result

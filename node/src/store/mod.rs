@@ -12,6 +12,8 @@
 //! Tables are declared once, here, with a version in their names; a change of value layout
 //! gets a new table name and a migration.
 
+pub mod cache;
+pub mod federation;
 pub mod locations;
 pub mod objects;
 pub mod reader;
@@ -89,6 +91,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub enum Origin {
     /// Ingested at this node from original files.
     Local,
+    /// Owned by another trust and shared with this one under a grant; tiles come from peers.
+    Shared,
 }
 
 /// A slide as this node holds it.
@@ -162,7 +166,9 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(Self { db })
+        let store = Self { db };
+        store.ensure_tables()?;
+        Ok(store)
     }
 
     /// Creates the database beside its final name with every table, then links it into
@@ -180,12 +186,7 @@ impl Store {
                     source,
                 })?;
             let tx = db.begin_write().op("begin write")?;
-            tx.open_table(SLIDES).op("create tables")?;
-            tx.open_table(SUMMARIES).op("create tables")?;
-            tx.open_table(SERIES).op("create tables")?;
-            tx.open_table(INSTANCES).op("create tables")?;
-            tx.open_table(TILES).op("create tables")?;
-            tx.open_table(OBJECTS).op("create tables")?;
+            create_tables(&tx)?;
             tx.commit().op("create tables")?;
         }
         let linked = std::fs::hard_link(&staged, path);
@@ -204,6 +205,20 @@ impl Store {
                 source: redb::Error::Io(e),
             }),
         }
+    }
+
+    /// Creates tables added since the database was made (a data directory of an older
+    /// version), so that readers never meet a missing table.
+    fn ensure_tables(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let have = tx.list_tables().op("list tables")?.count();
+        drop(tx);
+        if have >= TABLE_COUNT {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().op("begin write")?;
+        create_tables(&tx)?;
+        tx.commit().op("create tables")
     }
 
     /// Commits a slide and everything it references in one transaction.
@@ -359,6 +374,25 @@ impl Store {
         let table = tx.open_table(OBJECTS).op("open objects")?;
         Ok(table.get(id.as_bytes()).op("read object")?.is_some())
     }
+}
+
+/// How many tables [`create_tables`] makes.
+const TABLE_COUNT: usize = 11;
+
+fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(SLIDES).op("create tables")?;
+    tx.open_table(SUMMARIES).op("create tables")?;
+    tx.open_table(SERIES).op("create tables")?;
+    tx.open_table(INSTANCES).op("create tables")?;
+    tx.open_table(TILES).op("create tables")?;
+    tx.open_table(OBJECTS).op("create tables")?;
+    tx.open_table(federation::ROSTERS).op("create tables")?;
+    tx.open_table(federation::GRANTS).op("create tables")?;
+    tx.open_table(federation::REVOCATIONS).op("create tables")?;
+    tx.open_table(federation::REMOTE_SLIDES)
+        .op("create tables")?;
+    tx.open_table(federation::OUTBOX).op("create tables")?;
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, for record timestamps.

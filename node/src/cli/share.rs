@@ -1,0 +1,227 @@
+//! `slidemesh share`, `revoke` and `grants`: consent to another trust viewing a slide.
+//!
+//! The grant is signed with this node's key and committed together with an outbox entry;
+//! the running node delivers it to the grantee's node (retrying while that node is down).
+//! A revocation is effective here the moment it commits: the serving node reads the
+//! revocation table on every manifest and tile batch request.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+use slidemesh_protocol::wire::ControlRequest;
+use slidemesh_protocol::{
+    Action, Grant, GrantId, Purpose, Revocation, SignedGrant, SignedRevocation, SlideId, TrustCode,
+};
+
+use crate::context::NodeContext;
+use crate::datadir::DataDir;
+use crate::store::federation::{OutboxItem, StoredGrant};
+use crate::store::now_unix;
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// The slide id (see `slidemesh slides`)
+    slide: String,
+    /// The ODS code of the trust to share with
+    #[arg(long = "with", value_name = "ODS")]
+    with: String,
+    /// direct-care, second-opinion, mdt, research, education or audit-qa
+    #[arg(long)]
+    purpose: String,
+    /// When the grant ends: a duration from now (7d, 12h) or a date/time (2026-12-31,
+    /// 2026-12-31T17:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    until: String,
+    /// Free text kept with the grant, e.g. a referral number
+    #[arg(long)]
+    reference: Option<String>,
+    /// Print the grant as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The grant id printed by `share` or listed by `grants`
+    grant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantsArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `--until` into seconds since the epoch.
+fn parse_until(text: &str, now: u64) -> Result<u64> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(now + d.as_secs());
+    }
+    let full = if text.len() == 10 {
+        format!("{text}T23:59:59Z")
+    } else {
+        text.to_string()
+    };
+    let time = humantime::parse_rfc3339_weak(full.trim_end_matches('Z')).with_context(|| {
+        format!("invalid --until {text:?}: give a duration (7d, 12h) or a date (2026-12-31)")
+    })?;
+    Ok(time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0))
+}
+
+pub fn share(data: DataDir, args: ShareArgs) -> Result<()> {
+    let node = NodeContext::open(data)?;
+    let slide: SlideId = args
+        .slide
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid slide id {:?}: {e}", args.slide))?;
+    let grantee: TrustCode = args.with.parse()?;
+    let purpose: Purpose = args.purpose.parse().map_err(anyhow::Error::msg)?;
+    let now = now_unix();
+    let expires_at = parse_until(&args.until, now)?;
+    if expires_at <= now {
+        bail!("--until {} is in the past", args.until);
+    }
+    let owner = node.config.node.trust.clone();
+    if node.store.slide(&slide)?.is_none() {
+        bail!("slide {slide} is not held by this node (only an owner shares its slides)");
+    }
+    let (roster, _) = node
+        .store
+        .current_roster()?
+        .context("this node has no roster; join a federation first")?;
+    if roster.member(&grantee).is_none() {
+        bail!("{grantee} is not a member of {}", roster.federation);
+    }
+    let grant = Grant {
+        slide,
+        owner: owner.clone(),
+        grantee: grantee.clone(),
+        action: Action::View,
+        purpose,
+        reference: args.reference,
+        issued_at: now,
+        expires_at,
+    };
+    let signed = SignedGrant::sign(&grant, &node.key)?;
+    let id = signed.id();
+    node.store.put_grant(
+        &StoredGrant {
+            signed: signed.clone(),
+            grant: grant.clone(),
+            issued_here: true,
+            stored_at: now,
+        },
+        Some(OutboxItem {
+            to: grantee.clone(),
+            message: ControlRequest::DeliverGrant(signed),
+            created_at: now,
+        }),
+    )?;
+    if args.json {
+        println!("{}", json!({ "grant_id": id, "grant": grant }));
+    } else {
+        println!(
+            "granted {grantee} view of {slide} for {purpose} until {}; grant {id}",
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires_at)
+            )
+        );
+        println!("the running node delivers it to {grantee}'s node");
+    }
+    Ok(())
+}
+
+pub fn revoke(data: DataDir, args: RevokeArgs) -> Result<()> {
+    let node = NodeContext::open(data)?;
+    let id: GrantId = args
+        .grant
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid grant id {:?}: {e}", args.grant))?;
+    let stored = node
+        .store
+        .grant(&id)?
+        .with_context(|| format!("no grant {id} here"))?;
+    if !stored.issued_here {
+        bail!(
+            "grant {id} was issued by {}; only its owner can revoke it",
+            stored.grant.owner
+        );
+    }
+    let now = now_unix();
+    let signed = SignedRevocation::sign(
+        &Revocation {
+            grant: id,
+            owner: stored.grant.owner.clone(),
+            revoked_at: now,
+        },
+        &node.key,
+    );
+    node.store.put_revocation(
+        &id,
+        &signed.clone(),
+        Some(OutboxItem {
+            to: stored.grant.grantee.clone(),
+            message: ControlRequest::DeliverRevocation(signed),
+            created_at: now,
+        }),
+    )?;
+    println!(
+        "revoked grant {id}: {} can no longer view {} (effective now at this node)",
+        stored.grant.grantee, stored.grant.slide
+    );
+    Ok(())
+}
+
+pub fn grants(data: DataDir, args: GrantsArgs) -> Result<()> {
+    let node = NodeContext::open(data)?;
+    let now = now_unix();
+    let mut rows = Vec::new();
+    for g in node.store.grants()? {
+        let id = g.signed.id();
+        let state = if node.store.is_revoked(&id)? {
+            "revoked"
+        } else if g.grant.expires_at <= now {
+            "expired"
+        } else {
+            "active"
+        };
+        rows.push(json!({
+            "grant_id": id,
+            "direction": if g.issued_here { "issued" } else { "received" },
+            "state": state,
+            "grant": g.grant,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in rows {
+            println!(
+                "{} {} {} {} -> {} {} {}",
+                r["grant_id"].as_str().unwrap_or(""),
+                r["direction"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+                r["grant"]["owner"].as_str().unwrap_or(""),
+                r["grant"]["grantee"].as_str().unwrap_or(""),
+                r["grant"]["slide"].as_str().unwrap_or(""),
+                r["grant"]["purpose"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_accepts_durations_and_dates() {
+        assert_eq!(parse_until("7d", 1000).unwrap(), 1000 + 7 * 86400);
+        assert_eq!(parse_until("1970-01-02", 0).unwrap(), 86400 + 86399);
+        assert!(parse_until("next tuesday", 0).is_err());
+    }
+}

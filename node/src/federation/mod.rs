@@ -1,0 +1,420 @@
+//! The node's federation services: what it does for peers (answers control requests,
+//! serves tile batches under grants) and what it does for its own users (shared slides,
+//! remote tiles through the cache). Sits between the HTTP API / CLI and the store / net.
+//!
+//! Layout:
+//! - this file: [`Federation`], the shared state, and the [`Inbound`] answers to peers.
+//! - [`remote`]: remote tiles for the grantee's viewer: cache, single flight, batching,
+//!   several sources, prefetch.
+//! - [`tasks`]: background loops: roster updates, outbox delivery.
+//!
+//! Architecture invariant: every manifest or tile that leaves this node passed
+//! [`crate::policy::check_grant`]; every tile that enters it was hashed against its id.
+
+pub mod remote;
+pub mod tasks;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use libp2p::{Multiaddr, PeerId};
+use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
+use slidemesh_protocol::{
+    Action, Roster, SignedGrant, SignedRevocation, SlideId, TileId, TrustCode,
+};
+use tracing::{info, warn};
+
+use crate::ingest::assemble::summarise;
+use crate::net::{Inbound, Network, identity};
+use crate::policy::check_grant;
+use crate::store::cache::TileCache;
+use crate::store::federation::{RemoteSlide, StoredGrant};
+use crate::store::locations::LocationCache;
+use crate::store::reader::TileReader;
+use crate::store::{Origin, Store, now_unix};
+
+/// The node's federation state, shared by the network handlers, background tasks and the
+/// HTTP API.
+pub struct Federation {
+    pub store: Arc<Store>,
+    pub trust: TrustCode,
+    locations: LocationCache,
+    reader: TileReader,
+    pub cache: TileCache,
+    /// The roster in force (None until this node joined a federation).
+    roster: RwLock<Option<Roster>>,
+    /// Set once the swarm runs; handlers that need the network wait for nothing else.
+    network: OnceLock<Network>,
+    /// Tile ids of each local slide, for checking that a batch asks only for that slide.
+    slide_tiles: Mutex<HashMap<SlideId, Arc<HashSet<TileId>>>>,
+    remote: remote::RemoteState,
+    /// Test and testnet fault switch: serve tiles with one byte flipped.
+    corrupt_tiles: bool,
+}
+
+impl Federation {
+    pub fn new(
+        store: Arc<Store>,
+        trust: TrustCode,
+        reader: TileReader,
+        cache: TileCache,
+        corrupt_tiles: bool,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        let roster = store.current_roster()?.map(|(r, _)| r);
+        Ok(Arc::new(Self {
+            locations: LocationCache::new(store.clone()),
+            store,
+            trust,
+            reader,
+            cache,
+            roster: RwLock::new(roster),
+            network: OnceLock::new(),
+            slide_tiles: Mutex::new(HashMap::new()),
+            remote: remote::RemoteState::default(),
+            corrupt_tiles,
+        }))
+    }
+
+    pub fn attach_network(&self, network: Network) {
+        let _ = self.network.set(network);
+    }
+
+    pub fn network(&self) -> Option<&Network> {
+        self.network.get()
+    }
+
+    pub fn roster(&self) -> Option<Roster> {
+        self.roster.read().ok().and_then(|r| r.clone())
+    }
+
+    fn set_roster(&self, roster: Roster) {
+        if let Ok(mut current) = self.roster.write() {
+            *current = Some(roster);
+        }
+    }
+
+    /// The members' PeerIds and addresses, as the network's member gate needs them.
+    pub fn member_peers(roster: &Roster) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        roster
+            .members
+            .iter()
+            .filter_map(|m| {
+                let peer = identity::peer_id(&m.node)?;
+                let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                Some((peer, addrs))
+            })
+            .collect()
+    }
+
+    /// The member trust a connected peer speaks for.
+    pub fn trust_of(&self, peer: &PeerId) -> Option<TrustCode> {
+        let roster = self.roster()?;
+        roster
+            .members
+            .iter()
+            .find(|m| identity::peer_id(&m.node).as_ref() == Some(peer))
+            .map(|m| m.trust.clone())
+    }
+
+    /// The PeerId of a member trust's node.
+    pub fn peer_of(&self, trust: &TrustCode) -> Option<PeerId> {
+        let roster = self.roster()?;
+        identity::peer_id(&roster.member(trust)?.node)
+    }
+
+    /// Tile ids of a local slide (cached).
+    fn local_slide_tiles(&self, slide: &SlideId) -> Result<Arc<HashSet<TileId>>, String> {
+        if let Some(tiles) = self
+            .slide_tiles
+            .lock()
+            .ok()
+            .and_then(|m| m.get(slide).cloned())
+        {
+            return Ok(tiles);
+        }
+        let record = self
+            .store
+            .slide(slide)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no slide {slide} here"))?;
+        let manifest = record.signed.verify().map_err(|e| e.to_string())?;
+        let tiles: Arc<HashSet<TileId>> = Arc::new(manifest.all_tiles().copied().collect());
+        if let Ok(mut map) = self.slide_tiles.lock() {
+            map.insert(*slide, tiles.clone());
+        }
+        Ok(tiles)
+    }
+
+    /// The policy check for `peer` acting on `slide` under `grant`.
+    fn authorize(&self, peer: &PeerId, slide: &SlideId, grant: &SignedGrant) -> Result<(), String> {
+        let roster = self.roster().ok_or("this node has no roster")?;
+        let requester = self
+            .trust_of(peer)
+            .ok_or_else(|| format!("{peer} is not a member"))?;
+        check_grant(
+            &self.store,
+            &roster,
+            &requester,
+            slide,
+            grant,
+            Action::View,
+            now_unix(),
+        )
+        .map(|_| ())
+    }
+
+    fn answer_manifest(&self, peer: PeerId, slide: SlideId, grant: SignedGrant) -> ControlResponse {
+        if let Err(reason) = self.authorize(&peer, &slide, &grant) {
+            warn!(%peer, %slide, reason, "manifest request denied");
+            return ControlResponse::Denied { reason };
+        }
+        match self.store.slide(&slide) {
+            Ok(Some(record)) => {
+                info!(%peer, %slide, "manifest sent");
+                ControlResponse::Manifest(record.signed)
+            }
+            Ok(None) => ControlResponse::NotFound,
+            Err(e) => ControlResponse::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// A grant delivered by its owner: check it names us and is signed by the owner's
+    /// roster key, store it, then fetch the manifest in the background.
+    fn accept_grant(self: &Arc<Self>, peer: PeerId, signed: SignedGrant) -> ControlResponse {
+        let grant = match signed.verify() {
+            Ok(g) => g,
+            Err(e) => {
+                return ControlResponse::Denied {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let from_owner = self.trust_of(&peer).as_ref() == Some(&grant.owner)
+            && self
+                .roster()
+                .and_then(|r| r.member(&grant.owner).map(|m| m.node))
+                == Some(signed.signer);
+        if !from_owner || grant.grantee != self.trust {
+            return ControlResponse::Denied {
+                reason: "grant not from its owner's node, or not for this trust".into(),
+            };
+        }
+        let stored = StoredGrant {
+            grant: grant.clone(),
+            signed: signed.clone(),
+            issued_here: false,
+            stored_at: now_unix(),
+        };
+        if let Err(e) = self.store.put_grant(&stored, None) {
+            return ControlResponse::Failed {
+                reason: e.to_string(),
+            };
+        }
+        info!(owner = %grant.owner, slide = %grant.slide, purpose = %grant.purpose, "grant received");
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.fetch_manifest(&signed).await {
+                warn!(slide = %grant.slide, error = %e, "cannot fetch shared slide's manifest yet");
+            }
+        });
+        ControlResponse::Accepted
+    }
+
+    /// Fetches, verifies and stores the manifest a received grant covers.
+    pub async fn fetch_manifest(&self, signed: &SignedGrant) -> anyhow::Result<()> {
+        let grant = signed.verify()?;
+        let network = self
+            .network()
+            .ok_or_else(|| anyhow::anyhow!("network not started"))?;
+        let owner = self
+            .peer_of(&grant.owner)
+            .ok_or_else(|| anyhow::anyhow!("owner {} is not on the roster", grant.owner))?;
+        let response = network
+            .request(
+                owner,
+                ControlRequest::Manifest {
+                    slide: grant.slide,
+                    grant: signed.clone(),
+                },
+            )
+            .await?;
+        let manifest_signed = match response {
+            ControlResponse::Manifest(m) => m,
+            other => anyhow::bail!("owner answered {other:?}"),
+        };
+        if manifest_signed.slide_id() != grant.slide {
+            anyhow::bail!("owner sent a manifest for another slide");
+        }
+        let manifest = manifest_signed.verify()?;
+        if Some(manifest_signed.signer)
+            != self
+                .roster()
+                .and_then(|r| r.member(&grant.owner).map(|m| m.node))
+            || manifest.owner != grant.owner
+        {
+            anyhow::bail!("manifest not signed by the owner's roster key");
+        }
+        let summary = summarise(&manifest, Origin::Shared);
+        let store = self.store.clone();
+        let remote = RemoteSlide {
+            signed: manifest_signed,
+            summary,
+            grant: signed.id(),
+            stored_at: now_unix(),
+        };
+        let slide = grant.slide;
+        tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
+        info!(%slide, owner = %grant.owner, "shared slide available");
+        Ok(())
+    }
+
+    fn accept_revocation(&self, signed: SignedRevocation) -> ControlResponse {
+        let revocation = match signed.verify() {
+            Ok(r) => r,
+            Err(e) => {
+                return ControlResponse::Denied {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let owner_key = self
+            .roster()
+            .and_then(|r| r.member(&revocation.owner).map(|m| m.node));
+        if owner_key != Some(signed.signer) {
+            return ControlResponse::Denied {
+                reason: "revocation not signed by the owner's roster key".into(),
+            };
+        }
+        // Only the owner's own grants can be revoked by the owner.
+        match self.store.grant(&revocation.grant) {
+            Ok(Some(g)) if g.grant.owner != revocation.owner => {
+                return ControlResponse::Denied {
+                    reason: "revocation by a trust that did not issue the grant".into(),
+                };
+            }
+            Err(e) => {
+                return ControlResponse::Failed {
+                    reason: e.to_string(),
+                };
+            }
+            _ => {}
+        }
+        match self.store.put_revocation(&revocation.grant, &signed, None) {
+            Ok(()) => {
+                info!(grant = %revocation.grant, owner = %revocation.owner, "grant revoked by its owner");
+                ControlResponse::Accepted
+            }
+            Err(e) => ControlResponse::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// Reads a tile this node can serve: from an original file, else from the cache.
+    fn read_local_tile(&self, tile: &TileId) -> Option<Vec<u8>> {
+        let from_files = self
+            .locations
+            .get(tile)
+            .ok()
+            .flatten()
+            .and_then(|location| self.reader.read(&location).ok());
+        let mut bytes = from_files.or_else(|| self.cache.get(tile))?;
+        if self.corrupt_tiles
+            && let Some(b) = bytes.last_mut()
+        {
+            *b ^= 0xff;
+        }
+        Some(bytes)
+    }
+}
+
+/// Network handlers, each answered on its own task (store reads are blocking).
+pub struct Handlers(pub Arc<Federation>);
+
+impl Inbound for Handlers {
+    fn control(
+        &self,
+        peer: PeerId,
+        request: ControlRequest,
+    ) -> BoxFuture<'static, ControlResponse> {
+        let fed = self.0.clone();
+        async move {
+            let span = tracing::info_span!("control", peer = %peer);
+            let _enter = span.enter();
+            match request {
+                ControlRequest::Manifest { slide, grant } => {
+                    tokio::task::block_in_place(|| fed.answer_manifest(peer, slide, grant))
+                }
+                ControlRequest::DeliverGrant(signed) => {
+                    tokio::task::block_in_place(|| fed.accept_grant(peer, signed))
+                }
+                ControlRequest::DeliverRevocation(signed) => {
+                    tokio::task::block_in_place(|| fed.accept_revocation(signed))
+                }
+                ControlRequest::RosterAfter { version } => match fed.store.rosters_after(version) {
+                    Ok(rosters) => ControlResponse::Rosters(rosters),
+                    Err(e) => ControlResponse::Failed {
+                        reason: e.to_string(),
+                    },
+                },
+            }
+        }
+        .boxed()
+    }
+
+    fn announcement(&self, from: PeerId, announcement: Announcement) {
+        let fed = self.0.clone();
+        tokio::spawn(async move {
+            match announcement {
+                Announcement::Roster(signed) => {
+                    if let Err(e) = tasks::offer_roster(&fed, signed).await {
+                        warn!(peer = %from, error = %e, "announced roster refused");
+                    }
+                }
+                Announcement::Revocation(signed) => {
+                    let _ =
+                        tokio::task::spawn_blocking(move || fed.accept_revocation(signed)).await;
+                }
+            }
+        });
+    }
+
+    fn authorize_tiles(
+        &self,
+        peer: PeerId,
+        request: &TileRequest,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let fed = self.0.clone();
+        let slide = request.slide;
+        let grant = request.grant.clone();
+        let tiles = request.tiles.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                fed.authorize(&peer, &slide, &grant)?;
+                let known = fed.local_slide_tiles(&slide)?;
+                if let Some(stray) = tiles.iter().find(|t| !known.contains(t)) {
+                    return Err(format!("tile {stray} is not part of slide {slide}"));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+        .boxed()
+    }
+
+    fn read_tile(&self, tile: TileId) -> BoxFuture<'static, Option<Vec<u8>>> {
+        let fed = self.0.clone();
+        async move {
+            tokio::task::spawn_blocking(move || fed.read_local_tile(&tile))
+                .await
+                .ok()
+                .flatten()
+        }
+        .boxed()
+    }
+}

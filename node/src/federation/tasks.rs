@@ -1,0 +1,191 @@
+//! Background loops of a serving node:
+//! - roster: picks up versions the CLI published into the store, pulls newer versions from
+//!   members, and keeps the network's member gate in step; announces what it adopted.
+//! - outbox: delivers grants and revocations to their grantees until acknowledged.
+//! - shared slides: fetches manifests for received grants that have none yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse};
+use slidemesh_protocol::{RosterError, SignedRoster};
+use tracing::{debug, info, warn};
+
+use super::Federation;
+
+/// How often the store is checked for work the CLI left (rosters, outbox).
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often members are asked for newer roster versions.
+const ROSTER_PULL_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the loops until the runtime stops.
+pub async fn run(fed: Arc<Federation>) {
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    let mut pull = tokio::time::interval(ROSTER_PULL_EVERY);
+    let mut announced = 0u64;
+    if let Some(roster) = fed.roster() {
+        apply_members(&fed, &roster).await;
+    }
+    provide_local_slides(&fed).await;
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {
+                adopt_stored_roster(&fed, &mut announced).await;
+                deliver_outbox(&fed).await;
+                fetch_missing_manifests(&fed).await;
+            }
+            _ = pull.tick() => pull_rosters(&fed).await,
+        }
+    }
+}
+
+async fn apply_members(fed: &Federation, roster: &slidemesh_protocol::Roster) {
+    if let Some(network) = fed.network() {
+        let _ = network.set_members(Federation::member_peers(roster)).await;
+    }
+}
+
+async fn provide_local_slides(fed: &Federation) {
+    let Some(network) = fed.network() else { return };
+    let store = fed.store.clone();
+    let Ok(Ok(slides)) = tokio::task::spawn_blocking(move || store.summaries()).await else {
+        return;
+    };
+    for (id, _) in slides {
+        let _ = network.provide(id).await;
+    }
+}
+
+/// Adopts a roster version newer than the one in force if the store has it (published by
+/// the CLI or accepted from a peer), and announces it once.
+async fn adopt_stored_roster(fed: &Arc<Federation>, announced: &mut u64) {
+    let store = fed.store.clone();
+    let Ok(Ok(Some((roster, signed)))) =
+        tokio::task::spawn_blocking(move || store.current_roster()).await
+    else {
+        return;
+    };
+    let current = fed.roster().map(|r| r.version).unwrap_or(0);
+    if roster.version > current {
+        info!(
+            version = roster.version,
+            members = roster.members.len(),
+            "roster adopted"
+        );
+        fed.set_roster(roster.clone());
+        apply_members(fed, &roster).await;
+    }
+    if roster.version > *announced {
+        if let Some(network) = fed.network() {
+            let _ = network.publish(Announcement::Roster(signed)).await;
+        }
+        *announced = roster.version;
+    }
+}
+
+/// Verifies a roster version offered by a peer against the one in force and stores it.
+/// Versions are accepted one at a time, each signed by a quorum of its predecessor.
+pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result<(), RosterError> {
+    let current = fed.roster();
+    let roster = match &current {
+        Some(current) if signed.roster()?.version <= current.version => return Ok(()),
+        Some(current) => signed.verify_successor(current)?,
+        // A node that joined no federation adopts nothing from the network: the operator
+        // publishes the genesis it was given.
+        None => return Ok(()),
+    };
+    let store = fed.store.clone();
+    let version = roster.version;
+    let stored = signed.clone();
+    match tokio::task::spawn_blocking(move || store.put_roster(version, &stored)).await {
+        Ok(Ok(_)) => {
+            info!(version, "roster version accepted from a peer");
+            fed.set_roster(roster.clone());
+            apply_members(fed, &roster).await;
+        }
+        Ok(Err(e)) => warn!(error = %e, "cannot store roster"),
+        Err(e) => warn!(error = %e, "cannot store roster"),
+    }
+    Ok(())
+}
+
+/// Asks every member for roster versions newer than ours.
+async fn pull_rosters(fed: &Arc<Federation>) {
+    let (Some(network), Some(roster)) = (fed.network(), fed.roster()) else {
+        return;
+    };
+    for (peer, _) in Federation::member_peers(&roster) {
+        if peer == network.local_peer_id() {
+            continue;
+        }
+        let request = ControlRequest::RosterAfter {
+            version: roster.version,
+        };
+        if let Ok(ControlResponse::Rosters(newer)) = network.request(peer, request).await {
+            for signed in newer {
+                if let Err(e) = offer_roster(fed, signed).await {
+                    warn!(%peer, error = %e, "roster version from peer refused");
+                    break;
+                }
+            }
+            return;
+        }
+    }
+}
+
+async fn deliver_outbox(fed: &Arc<Federation>) {
+    let Some(network) = fed.network() else { return };
+    let store = fed.store.clone();
+    let Ok(Ok(items)) = tokio::task::spawn_blocking(move || store.outbox()).await else {
+        return;
+    };
+    for (seq, item) in items {
+        let Some(peer) = fed.peer_of(&item.to) else {
+            debug!(to = %item.to, "outbox entry for a trust not on the roster; keeping it");
+            continue;
+        };
+        match network.request(peer, item.message.clone()).await {
+            Ok(ControlResponse::Accepted) => {
+                info!(to = %item.to, "delivered");
+                let store = fed.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.outbox_done(seq)).await;
+            }
+            Ok(ControlResponse::Denied { reason }) => {
+                // The grantee will never accept it; keeping it would retry forever.
+                warn!(to = %item.to, reason, "grantee refused the message; dropping it");
+                let store = fed.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.outbox_done(seq)).await;
+            }
+            Ok(other) => debug!(to = %item.to, answer = ?other, "not delivered yet"),
+            Err(e) => debug!(to = %item.to, error = %e, "not delivered yet"),
+        }
+    }
+}
+
+/// Received grants whose manifest is not here yet (the owner was down when the grant came).
+async fn fetch_missing_manifests(fed: &Arc<Federation>) {
+    let store = fed.store.clone();
+    let Ok(Ok(grants)) = tokio::task::spawn_blocking(move || store.grants()).await else {
+        return;
+    };
+    let now = crate::store::now_unix();
+    for stored in grants {
+        if stored.issued_here || stored.grant.expires_at <= now {
+            continue;
+        }
+        let slide = stored.grant.slide;
+        let store = fed.store.clone();
+        let id = stored.signed.id();
+        let have = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>(
+                store.remote_slide(&slide)?.is_some() || store.is_revoked(&id)?,
+            )
+        })
+        .await;
+        if matches!(have, Ok(Ok(false)))
+            && let Err(e) = fed.fetch_manifest(&stored.signed).await
+        {
+            debug!(%slide, error = %e, "manifest still unavailable");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The event loop: sole owner of the swarm. It turns commands into swarm calls, swarm
+//! events into replies, and hands inbound requests to [`Inbound`] on their own tasks, so a
+//! slow answer never stalls the loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, kad, request_response};
+use slidemesh_protocol::NodeKey;
+use slidemesh_protocol::wire::{ANNOUNCE_TOPIC, Announcement, ControlResponse};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+use super::{Command, Inbound, NetConfig, NetError, NetStatus, identity};
+
+/// How often members that are not connected are dialled again.
+const REDIAL_EVERY: Duration = Duration::from_secs(5);
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    inbound: Arc<dyn Inbound>,
+    /// Answers to inbound control requests come back here from their tasks.
+    responses: mpsc::Sender<(
+        request_response::ResponseChannel<ControlResponse>,
+        ControlResponse,
+    )>,
+    responses_rx: mpsc::Receiver<(
+        request_response::ResponseChannel<ControlResponse>,
+        ControlResponse,
+    )>,
+    members: HashMap<PeerId, Vec<Multiaddr>>,
+    pending_requests: HashMap<
+        request_response::OutboundRequestId,
+        oneshot::Sender<Result<ControlResponse, NetError>>,
+    >,
+    pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    topic: gossipsub::IdentTopic,
+    listening: Vec<Multiaddr>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        key: &NodeKey,
+        config: &NetConfig,
+        commands: mpsc::Receiver<Command>,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<(Self, libp2p_stream::Control, PeerId), NetError> {
+        let keypair = identity::keypair(key);
+        let local = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NetError::Listen {
+                addr: "gossipsub".into(),
+                reason: e.to_string(),
+            })?;
+        let streams = swarm.behaviour().streams.new_control();
+        let (responses, responses_rx) = mpsc::channel(256);
+        Ok((
+            Self {
+                swarm,
+                commands,
+                inbound,
+                responses,
+                responses_rx,
+                members: HashMap::new(),
+                pending_requests: HashMap::new(),
+                pending_providers: HashMap::new(),
+                topic,
+                listening: Vec::new(),
+            },
+            streams,
+            local,
+        ))
+    }
+
+    pub async fn run(mut self) {
+        let mut redial = tokio::time::interval(REDIAL_EVERY);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(command) => self.on_command(command),
+                },
+                Some((channel, response)) = self.responses_rx.recv() => {
+                    if self.swarm.behaviour_mut().control.send_response(channel, response).is_err() {
+                        debug!("peer went away before its control answer was sent");
+                    }
+                }
+                _ = redial.tick() => self.dial_members(),
+            }
+        }
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        info!("network stopped");
+    }
+
+    fn dial_members(&mut self) {
+        let local = *self.swarm.local_peer_id();
+        let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .members
+            .iter()
+            .filter(|(peer, addrs)| {
+                **peer != local && !addrs.is_empty() && !self.swarm.is_connected(peer)
+            })
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in targets {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::SetMembers { members } => {
+                let local = *self.swarm.local_peer_id();
+                let new: HashMap<PeerId, Vec<Multiaddr>> = members.into_iter().collect();
+                let gate = &mut self.swarm.behaviour_mut().members;
+                for gone in self.members.keys().filter(|p| !new.contains_key(p)) {
+                    // Disallowing also closes the peer's open connections.
+                    gate.disallow_peer(*gone);
+                    info!(peer = %gone, "no longer a member: disconnected");
+                }
+                for peer in new.keys() {
+                    gate.allow_peer(*peer);
+                }
+                for (peer, addrs) in &new {
+                    if *peer == local {
+                        continue;
+                    }
+                    for addr in addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(peer, addr.clone());
+                    }
+                }
+                self.members = new;
+                self.dial_members();
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.members.contains_key(&peer) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        reason: "not a federation member".into(),
+                    }));
+                    return;
+                }
+                let addrs = self.members.get(&peer).cloned().unwrap_or_default();
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Provide { slide } => {
+                let key = kad::RecordKey::new(slide.as_bytes());
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    warn!(%slide, error = %e, "cannot announce as provider");
+                }
+            }
+            Command::Providers { slide, reply } => {
+                let key = kad::RecordKey::new(slide.as_bytes());
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Publish { announcement } => {
+                let Ok(bytes) = postcard::to_stdvec(&announcement) else {
+                    return;
+                };
+                let topic = self.topic.clone();
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                    // No peers subscribed yet is normal for a lone node.
+                    debug!(error = %e, "announcement not published");
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(NetStatus {
+                    peer_id: self.swarm.local_peer_id().to_string(),
+                    listen: self.listening.iter().map(|a| a.to_string()).collect(),
+                    connected: self
+                        .swarm
+                        .connected_peers()
+                        .map(|p| p.to_string())
+                        .collect(),
+                    members: self.members.len(),
+                });
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening for peers");
+                self.listening.push(address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                debug!(peer = %peer_id, cause = ?cause, "connection closed");
+            }
+            SwarmEvent::IncomingConnectionError {
+                peer_id,
+                error,
+                send_back_addr,
+                ..
+            } => {
+                // The member gate refuses non-members here, before any protocol runs.
+                // Other errors are mostly both sides dialling each other at once.
+                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                    warn!(peer = ?peer_id, from = %send_back_addr, error = %error, "refused connection from a non-member");
+                } else {
+                    debug!(peer = ?peer_id, from = %send_back_addr, error = %error, "incoming connection failed");
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Control(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        let answer = self.inbound.control(peer, request);
+                        let responses = self.responses.clone();
+                        tokio::spawn(async move {
+                            let response = answer.await;
+                            let _ = responses.send((channel, response)).await;
+                        });
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(reply) = self.pending_requests.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Control(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            BehaviourEvent::Control(request_response::Event::InboundFailure {
+                peer,
+                error,
+                ..
+            }) => {
+                debug!(%peer, %error, "inbound control request failed");
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            }) => {
+                let from = message.source.unwrap_or(propagation_source);
+                if !self.members.contains_key(&from) {
+                    warn!(peer = %from, "announcement from a non-member ignored");
+                    return;
+                }
+                match postcard::from_bytes::<Announcement>(&message.data) {
+                    Ok(announcement) => self.inbound.announcement(from, announcement),
+                    Err(e) => warn!(peer = %from, error = %e, "malformed announcement ignored"),
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => {
+                if let Some((found, _)) = self.pending_providers.get_mut(&id)
+                    && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
+                {
+                    found.extend(providers);
+                }
+                // Answer as soon as someone was found; the caller tries them in turn.
+                let found_some = self
+                    .pending_providers
+                    .get(&id)
+                    .is_some_and(|(found, _)| !found.is_empty());
+                if (step.last || found_some)
+                    && let Some((found, reply)) = self.pending_providers.remove(&id)
+                {
+                    let _ = reply.send(found);
+                }
+            }
+            _ => {}
+        }
+    }
+}

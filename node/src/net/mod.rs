@@ -1,0 +1,206 @@
+//! The node's libp2p networking: one swarm task ([`event_loop`]) driven through a command
+//! channel by a cloneable handle ([`Network`]).
+//!
+//! Layout:
+//! - [`identity`]: the node key as a libp2p keypair and PeerId.
+//! - [`behaviour`]: the composed behaviour (member gate, limits, identify, ping, Kademlia,
+//!   gossipsub, control request-response, tile streams) and how it is built.
+//! - [`event_loop`]: the only owner of the swarm.
+//! - [`codec`]: the length-prefixed postcard codec of the control protocol.
+//! - [`tiles`]: the tile stream protocol, server loop and verified batch fetch.
+//!
+//! What the node *does* with inbound requests is not here: the event loop hands them to an
+//! [`Inbound`] implementation (the node's federation services) and sends back its answer.
+//! Architecture invariant: net knows nothing of the store, grants' meaning or HTTP.
+
+pub mod behaviour;
+pub mod codec;
+pub mod event_loop;
+pub mod identity;
+pub mod tiles;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use libp2p::{Multiaddr, PeerId};
+use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
+use slidemesh_protocol::{NodeKey, SlideId, TileId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use tiles::FetchError;
+
+/// What the network asks of the rest of the node when peers talk to it.
+pub trait Inbound: Send + Sync + 'static {
+    /// Answers a control request from a member's node.
+    fn control(&self, peer: PeerId, request: ControlRequest)
+    -> BoxFuture<'static, ControlResponse>;
+    /// Acts on a gossiped announcement (already checked to come from a member).
+    fn announcement(&self, from: PeerId, announcement: Announcement);
+    /// Decides whether `peer` may have the tiles of this batch. `Err` carries the reason.
+    fn authorize_tiles(
+        &self,
+        peer: PeerId,
+        request: &TileRequest,
+    ) -> BoxFuture<'static, Result<(), String>>;
+    /// The bytes of a tile this node holds (original file or cache), if any.
+    fn read_tile(&self, tile: TileId) -> BoxFuture<'static, Option<Vec<u8>>>;
+}
+
+/// Why a network call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: PeerId, reason: String },
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// Settings the swarm starts with.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub listen: Vec<Multiaddr>,
+}
+
+/// Commands to the event loop. Each that expects an answer carries a oneshot for it.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Replaces the member set: only these peers may connect; dial those not connected.
+    SetMembers {
+        members: Vec<(PeerId, Vec<Multiaddr>)>,
+    },
+    Request {
+        peer: PeerId,
+        request: ControlRequest,
+        reply: oneshot::Sender<Result<ControlResponse, NetError>>,
+    },
+    Provide {
+        slide: SlideId,
+    },
+    Providers {
+        slide: SlideId,
+        reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    Publish {
+        announcement: Announcement,
+    },
+    Status {
+        reply: oneshot::Sender<NetStatus>,
+    },
+    Shutdown,
+}
+
+/// What the swarm is doing now, for the node status endpoint and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NetStatus {
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub connected: Vec<String>,
+    pub members: usize,
+}
+
+/// A cloneable handle to the network task.
+#[derive(Clone)]
+pub struct Network {
+    commands: mpsc::Sender<Command>,
+    streams: libp2p_stream::Control,
+    local: PeerId,
+}
+
+impl Network {
+    /// Builds the swarm, starts listening, and spawns the event loop and the tile server on
+    /// the current tokio runtime.
+    pub async fn start(
+        key: &NodeKey,
+        config: NetConfig,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<(Network, tokio::task::JoinHandle<()>), NetError> {
+        let (commands, receiver) = mpsc::channel(256);
+        let (event_loop, streams, local) =
+            event_loop::EventLoop::new(key, &config, receiver, inbound.clone())?;
+        tokio::spawn(tiles::serve(streams.clone(), inbound));
+        let task = tokio::spawn(event_loop.run());
+        Ok((
+            Network {
+                commands,
+                streams,
+                local,
+            },
+            task,
+        ))
+    }
+
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    async fn send(&self, command: Command) -> Result<(), NetError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+
+    pub async fn set_members(
+        &self,
+        members: Vec<(PeerId, Vec<Multiaddr>)>,
+    ) -> Result<(), NetError> {
+        self.send(Command::SetMembers { members }).await
+    }
+
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: ControlRequest,
+    ) -> Result<ControlResponse, NetError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| NetError::Stopped)?
+    }
+
+    pub async fn provide(&self, slide: SlideId) -> Result<(), NetError> {
+        self.send(Command::Provide { slide }).await
+    }
+
+    /// Peers that announced (through Kademlia) that they hold tiles of `slide`.
+    pub async fn providers(&self, slide: SlideId) -> Result<HashSet<PeerId>, NetError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Providers { slide, reply }).await?;
+        answer.await.map_err(|_| NetError::Stopped)
+    }
+
+    pub async fn publish(&self, announcement: Announcement) -> Result<(), NetError> {
+        self.send(Command::Publish { announcement }).await
+    }
+
+    pub async fn status(&self) -> Result<NetStatus, NetError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Status { reply }).await?;
+        answer.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Fetches one batch of tiles from `peer` on its own stream (see [`tiles::fetch_batch`]).
+    pub async fn fetch_tiles(
+        &self,
+        peer: PeerId,
+        request: &TileRequest,
+        on_tile: impl FnMut(TileId, Vec<u8>),
+    ) -> Result<(), FetchError> {
+        let mut streams = self.streams.clone();
+        tiles::fetch_batch(&mut streams, peer, request, on_tile).await
+    }
+
+    /// Asks the event loop to close every connection and stop. In-flight tile streams run
+    /// on their own tasks and finish first when the caller waits for them.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+    }
+}

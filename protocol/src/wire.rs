@@ -1,0 +1,101 @@
+//! What nodes say to each other: protocol names, control messages and the tile stream's
+//! framing. Encoding is postcard (the node's codecs add a length prefix and cap every read
+//! at the limits below); this module does no I/O.
+//!
+//! Tile stream (`/slidemesh/tiles/1`), one batch per stream:
+//! - requester: `u32` little-endian length, then postcard([`TileRequest`]).
+//! - server, for each requested tile in order: one status byte ([`TileStatus`]); for `Ok`
+//!   a `u32` little-endian length and the tile's bytes follow. `Denied` ends the stream.
+//!
+//! The requester hashes every tile and compares it with the id it asked for before it
+//! uses or caches it; a server is never trusted with content.
+
+use serde::{Deserialize, Serialize};
+
+use crate::grant::{SignedGrant, SignedRevocation};
+use crate::ids::{SlideId, TileId};
+use crate::manifest::SignedManifest;
+use crate::roster::SignedRoster;
+
+/// Request-response protocol for manifests, grants, revocations and rosters.
+pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/1";
+/// Stream protocol for batches of tiles.
+pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/1";
+/// Kademlia protocol name: private to the federation, so the node never joins a public DHT.
+pub const KAD_PROTOCOL: &str = "/slidemesh/kad/1";
+/// Identify protocol version string.
+pub const IDENTIFY_VERSION: &str = "slidemesh/1";
+/// Gossipsub topic for federation-wide announcements.
+pub const ANNOUNCE_TOPIC: &str = "slidemesh/announce/v1";
+
+/// Largest control message either side reads (a manifest of a very large slide fits).
+pub const MAX_CONTROL_MESSAGE: usize = 64 << 20;
+/// Largest tile request header.
+pub const MAX_TILE_REQUEST: usize = 1 << 20;
+/// Most tile ids in one batch.
+pub const MAX_TILES_PER_REQUEST: usize = 4096;
+/// Largest single tile a requester accepts.
+pub const MAX_TILE_BYTES: u32 = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// The signed manifest of a slide, under a grant (which travels with the request, so
+    /// any node holding the slide can check it without asking the owner).
+    Manifest { slide: SlideId, grant: SignedGrant },
+    /// The owner hands a new grant to its grantee.
+    DeliverGrant(SignedGrant),
+    /// The owner withdraws a grant.
+    DeliverRevocation(SignedRevocation),
+    /// Every roster version newer than `version` the server holds, oldest first.
+    RosterAfter { version: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Manifest(SignedManifest),
+    Accepted,
+    Rosters(Vec<SignedRoster>),
+    /// Policy said no. The reason is for logs; it names no patient data.
+    Denied {
+        reason: String,
+    },
+    NotFound,
+    Failed {
+        reason: String,
+    },
+}
+
+/// Gossiped to every member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Announcement {
+    Roster(SignedRoster),
+    Revocation(SignedRevocation),
+}
+
+/// One batch of tiles of one slide, under one grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TileRequest {
+    pub slide: SlideId,
+    pub grant: SignedGrant,
+    pub tiles: Vec<TileId>,
+}
+
+/// Per-tile status byte on the tile stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TileStatus {
+    Ok = 0,
+    Missing = 1,
+    Denied = 2,
+}
+
+impl TileStatus {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::Ok),
+            1 => Some(Self::Missing),
+            2 => Some(Self::Denied),
+            _ => None,
+        }
+    }
+}

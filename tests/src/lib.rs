@@ -81,8 +81,29 @@ pub struct Node {
 }
 
 impl Node {
-    /// A freshly initialised node for `trust`.
+    /// A freshly initialised node for `trust`, listening for peers on free loopback ports.
     pub fn init(trust: &str) -> Node {
+        Self::init_with(
+            trust,
+            &[
+                "--p2p",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+                "--p2p",
+                "/ip4/127.0.0.1/tcp/0",
+            ],
+        )
+    }
+
+    /// A node whose peers can dial it at a fixed loopback port (QUIC and TCP), as a roster
+    /// entry needs.
+    pub fn init_peer(trust: &str) -> Node {
+        let port = free_port();
+        let quic = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+        let tcp = format!("/ip4/127.0.0.1/tcp/{port}");
+        Self::init_with(trust, &["--p2p", &quic, "--p2p", &tcp])
+    }
+
+    fn init_with(trust: &str, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("node");
         let node = Node {
@@ -93,9 +114,19 @@ impl Node {
         };
         run_ok(
             node.cmd()
-                .args(["init", "--trust", trust, "--http", "127.0.0.1:0"]),
+                .args(["init", "--trust", trust, "--http", "127.0.0.1:0"])
+                .args(extra),
         );
         node
+    }
+
+    /// The peer id the running server wrote to `serve.json`.
+    pub fn peer_id(&self) -> String {
+        let info: Value = serde_json::from_slice(
+            &std::fs::read(self.data.join("serve.json")).expect("serve.json of a running node"),
+        )
+        .expect("serve.json is JSON");
+        info["peer_id"].as_str().expect("peer_id").to_string()
     }
 
     /// `slidemesh --data <this node>`.
@@ -120,9 +151,15 @@ impl Node {
 
     /// Starts `slidemesh serve` on a free loopback port and waits until it answers.
     pub fn serve(&mut self) -> String {
+        self.serve_env(&[])
+    }
+
+    /// `serve` with extra environment variables (fault switches).
+    pub fn serve_env(&mut self, env: &[(&str, &str)]) -> String {
         let mut child = self
             .cmd()
             .args(["serve", "--http", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("SLIDEMESH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -198,6 +235,17 @@ impl Drop for Node {
         if let Some(mut child) = self.server.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A port free on loopback for both TCP and UDP right now.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct ApiState {
     pub federation: Arc<Federation>,
     /// Decoded manifests by slide id; manifests are immutable, so entries never go stale.
     manifests: Mutex<HashMap<SlideId, Arc<SlideView>>>,
+    /// The federation's withdrawal count when `manifests` was last valid.
+    withdrawals_seen: std::sync::atomic::AtomicU64,
 }
 
 /// A slide as handlers use it.
@@ -74,12 +76,20 @@ impl ApiState {
             node_key,
             federation,
             manifests: Mutex::new(HashMap::new()),
+            withdrawals_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The slide if it is already decoded in memory (no I/O, so callable from async code).
     pub fn cached_slide(&self, id: &SlideId) -> Option<Arc<SlideView>> {
-        self.manifests.lock().ok().and_then(|m| m.get(id).cloned())
+        use std::sync::atomic::Ordering;
+        let mut cache = self.manifests.lock().ok()?;
+        // A shared slide was withdrawn (grant revoked): forget every decoded manifest.
+        let now = self.federation.withdrawals.load(Ordering::SeqCst);
+        if self.withdrawals_seen.swap(now, Ordering::SeqCst) != now {
+            cache.clear();
+        }
+        cache.get(id).cloned()
     }
 
     /// The slide with this id, decoded and verified once, then cached. Reads the store on a

@@ -93,7 +93,6 @@ async fn serve(node: NodeContext, addr: SocketAddr, p2p: Vec<libp2p::Multiaddr>)
         Arc::new(Handlers(federation.clone())),
     )
     .await?;
-    println!("slidemesh peer id {}", network.local_peer_id());
     federation.attach_network(network.clone());
     let background = tokio::spawn(tasks::run(federation.clone()));
     let state = Arc::new(ApiState::new(
@@ -109,10 +108,14 @@ async fn serve(node: NodeContext, addr: SocketAddr, p2p: Vec<libp2p::Multiaddr>)
         .with_context(|| format!("cannot listen on {addr} (is another node using it?)"))?;
     let bound = listener.local_addr()?;
     let info_path = data.serve_info_path();
-    let info = serde_json::json!({ "http": format!("http://{bound}"), "pid": std::process::id() });
+    let info = serde_json::json!({
+        "http": format!("http://{bound}"),
+        "pid": std::process::id(),
+        "peer_id": network.local_peer_id().to_string(),
+    });
     write_atomic(&info_path, info.to_string().as_bytes())?;
     println!("slidemesh serving http://{bound}");
-    info!(trust = %config.node.trust, %bound, "serving");
+    info!(trust = %config.node.trust, %bound, peer_id = %network.local_peer_id(), "serving");
     let result = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

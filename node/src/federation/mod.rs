@@ -47,9 +47,13 @@ pub struct Federation {
     roster: RwLock<Option<Roster>>,
     /// Set once the swarm runs; handlers that need the network wait for nothing else.
     network: OnceLock<Network>,
-    /// Tile ids of each local slide, for checking that a batch asks only for that slide.
+    /// Tile ids of each slide this node serves (its own, and shared ones it has cached), for
+    /// checking that a batch asks only for tiles of the slide its grant covers.
     slide_tiles: Mutex<HashMap<SlideId, Arc<HashSet<TileId>>>>,
     remote: remote::RemoteState,
+    /// Bumped whenever a shared slide is withdrawn, so readers holding decoded manifests
+    /// (the HTTP API's cache) drop them.
+    pub withdrawals: std::sync::atomic::AtomicU64,
     /// Test and testnet fault switch: serve tiles with one byte flipped.
     corrupt_tiles: bool,
 }
@@ -73,6 +77,7 @@ impl Federation {
             network: OnceLock::new(),
             slide_tiles: Mutex::new(HashMap::new()),
             remote: remote::RemoteState::default(),
+            withdrawals: std::sync::atomic::AtomicU64::new(0),
             corrupt_tiles,
         }))
     }
@@ -124,8 +129,8 @@ impl Federation {
         identity::peer_id(&roster.member(trust)?.node)
     }
 
-    /// Tile ids of a local slide (cached).
-    fn local_slide_tiles(&self, slide: &SlideId) -> Result<Arc<HashSet<TileId>>, String> {
+    /// Tile ids of a slide this node holds or caches (memoised).
+    fn served_slide_tiles(&self, slide: &SlideId) -> Result<Arc<HashSet<TileId>>, String> {
         if let Some(tiles) = self
             .slide_tiles
             .lock()
@@ -134,12 +139,17 @@ impl Federation {
         {
             return Ok(tiles);
         }
-        let record = self
-            .store
-            .slide(slide)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no slide {slide} here"))?;
-        let manifest = record.signed.verify().map_err(|e| e.to_string())?;
+        let signed = match self.store.slide(slide).map_err(|e| e.to_string())? {
+            Some(record) => record.signed,
+            None => {
+                self.store
+                    .remote_slide(slide)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no slide {slide} here"))?
+                    .signed
+            }
+        };
+        let manifest = signed.verify().map_err(|e| e.to_string())?;
         let tiles: Arc<HashSet<TileId>> = Arc::new(manifest.all_tiles().copied().collect());
         if let Ok(mut map) = self.slide_tiles.lock() {
             map.insert(*slide, tiles.clone());
@@ -305,6 +315,8 @@ impl Federation {
         }
         match self.store.put_revocation(&revocation.grant, &signed, None) {
             Ok(()) => {
+                self.withdrawals
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 info!(grant = %revocation.grant, owner = %revocation.owner, "grant revoked by its owner");
                 ControlResponse::Accepted
             }
@@ -395,7 +407,7 @@ impl Inbound for Handlers {
         async move {
             tokio::task::spawn_blocking(move || {
                 fed.authorize(&peer, &slide, &grant)?;
-                let known = fed.local_slide_tiles(&slide)?;
+                let known = fed.served_slide_tiles(&slide)?;
                 if let Some(stray) = tiles.iter().find(|t| !known.contains(t)) {
                     return Err(format!("tile {stray} is not part of slide {slide}"));
                 }

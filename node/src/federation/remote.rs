@@ -41,6 +41,8 @@ pub struct RemoteState {
     /// Seconds per batch of the last batch from each peer (smaller is faster).
     speed: Mutex<HashMap<PeerId, f64>>,
     permits: Arc<Semaphore>,
+    /// Shared slides this node announced itself as a source for.
+    providing: Mutex<std::collections::HashSet<SlideId>>,
 }
 
 impl Default for RemoteState {
@@ -50,6 +52,7 @@ impl Default for RemoteState {
             queued: Mutex::new(HashMap::new()),
             speed: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            providing: Mutex::new(std::collections::HashSet::new()),
         }
     }
 }
@@ -253,6 +256,7 @@ impl Federation {
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(peer, started.elapsed().as_secs_f64());
                     debug!(%peer, %slide, "batch fetched");
+                    self.announce_source(&network, slide).await;
                 }
                 Ok(Err(e)) => {
                     if e.is_corrupt() {
@@ -273,6 +277,20 @@ impl Federation {
             }
         }
         self.fail_all(&missing, &last_error);
+    }
+
+    /// Once this node caches tiles of a shared slide it can serve them to other grantees
+    /// (they present their own grant): say so through Kademlia, once per slide and run.
+    async fn announce_source(&self, network: &crate::net::Network, slide: SlideId) {
+        let first = self
+            .remote
+            .providing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slide);
+        if first {
+            let _ = network.provide(slide).await;
+        }
     }
 
     fn fail_all(&self, tiles: &[TileId], reason: &str) {

@@ -77,6 +77,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .arg("--data")
         .arg(&node)
         .args(["serve", "--http", &args.http])
+        // A lone demo node talks to no peers: keep its p2p ports on loopback and free.
+        .args([
+            "--p2p",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--p2p",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
         .exec();
     Err(error).context("cannot start slidemesh serve")
 }

@@ -3,7 +3,9 @@
 mod bench;
 mod demo;
 mod dump_region;
+mod probe;
 mod synth;
+mod testnet;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write the exact pixels the generator encoded for a region, as raw RGB8.
     DumpRegion(dump_region::DumpRegionArgs),
+    /// Speak the federation protocols to one node as a chosen peer; print the outcome.
+    Probe(probe::ProbeArgs),
+    /// Start the co-operative on this machine: six real nodes, roster, slides, grants.
+    Testnet(testnet::TestnetArgs),
 }
 
 impl Command {
@@ -34,6 +40,8 @@ impl Command {
             Command::DumpRegion(args) => dump_region::run(args),
             Command::Bench(args) => bench::run(args),
             Command::Demo(args) => demo::run(args),
+            Command::Probe(args) => probe::run(args),
+            Command::Testnet(args) => testnet::run(args),
         }
     }
 }

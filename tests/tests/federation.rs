@@ -1,0 +1,254 @@
+//! Scenario tests of the federation: real node processes talking libp2p over loopback.
+//!
+//! - remote view: a slide shared by its owner appears at the grantee and its tiles arrive
+//!   byte-identical, verified, cached; the viewer keeps working while an unrelated member
+//!   is down.
+//! - consent: a member without a grant gets nothing, a non-member cannot even connect, and
+//!   a revocation takes effect at the owner at once.
+//! - corruption: a source that sends wrong bytes is detected and bypassed.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use slidemesh_e2e::{Node, SMALL, bin, run, run_ok, synth, wait_until};
+
+/// Three members with fixed loopback ports, a co-signed roster (quorum 2), and one slide
+/// ingested at the first (the owner).
+struct Federation {
+    nodes: Vec<Node>,
+    slide: String,
+    _work: tempfile::TempDir,
+}
+
+fn federation(trusts: &[&str]) -> Federation {
+    let work = tempfile::tempdir().unwrap();
+    let nodes: Vec<Node> = trusts.iter().map(|t| Node::init_peer(t)).collect();
+    let slide_dir = work.path().join("slide");
+    synth(&slide_dir, SMALL);
+    let (code, report) = nodes[0].ingest(&[&slide_dir]);
+    assert_eq!(code, 0, "{report}");
+    let slide = report["slides"][0]["slide_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut members = Vec::new();
+    for (node, trust) in nodes.iter().zip(trusts) {
+        let path = work.path().join(format!("{trust}.json"));
+        std::fs::write(&path, run_ok(node.cmd().args(["federation", "member"]))).unwrap();
+        members.push(path);
+    }
+    let roster = work.path().join("roster.json");
+    let mut create = nodes[0].cmd();
+    create.args([
+        "federation",
+        "create",
+        "--name",
+        "test co-op",
+        "--quorum",
+        "2",
+        "--out",
+    ]);
+    create.arg(&roster);
+    for m in &members {
+        create.arg("--member").arg(m);
+    }
+    run_ok(&mut create);
+    // One signature of two: publishing must be refused.
+    let early = run(nodes[1].cmd().args(["federation", "publish"]).arg(&roster));
+    assert!(
+        !early.status.success(),
+        "a roster short of its quorum was published"
+    );
+    run_ok(nodes[1].cmd().args(["federation", "sign"]).arg(&roster));
+    for node in &nodes {
+        run_ok(node.cmd().args(["federation", "publish"]).arg(&roster));
+    }
+    Federation {
+        nodes,
+        slide,
+        _work: work,
+    }
+}
+
+fn share(owner: &Node, slide: &str, with: &str) -> String {
+    let out = run_ok(owner.cmd().args([
+        "share",
+        slide,
+        "--with",
+        with,
+        "--purpose",
+        "second-opinion",
+        "--until",
+        "2h",
+        "--json",
+    ]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["grant_id"].as_str().unwrap().to_string()
+}
+
+fn wait_for_shared(node: &Node, slide: &str) {
+    wait_until(Duration::from_secs(30), || {
+        node.get_json("/api/v1/slides")["slides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["slide_id"] == slide && s["origin"] == "shared")
+    })
+    .expect("the shared slide appears at the grantee");
+}
+
+/// The probe's JSON outcome when `as_node` asks `target` for the slide under the grant
+/// held in `grant_from`'s store.
+fn probe(target: &Node, as_node: Option<&Node>, slide: &str, grant_from: &Node) -> Value {
+    let addr = format!(
+        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+        tcp_port(target),
+        target.peer_id()
+    );
+    let mut cmd = std::process::Command::new(bin("slidemesh-tools"));
+    cmd.args(["probe", "--peer", &addr, "--slide", slide, "--tiles", "4"])
+        .arg("--grant-from")
+        .arg(&grant_from.data);
+    if let Some(n) = as_node {
+        cmd.arg("--as-node").arg(&n.data);
+    }
+    serde_json::from_str(&run_ok(&mut cmd)).expect("probe prints JSON")
+}
+
+fn tcp_port(node: &Node) -> u16 {
+    let config = std::fs::read_to_string(node.data.join("config.toml")).unwrap();
+    let at = config.find("/tcp/").expect("a tcp listen address");
+    config[at + 5..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// All tile URLs of the slide's levels, as the owner's API lists them.
+fn tile_paths(owner: &Node, slide: &str) -> Vec<String> {
+    let detail = owner.get_json(&format!("/api/v1/slides/{slide}"));
+    let mut out = Vec::new();
+    for level in detail["levels"].as_array().unwrap() {
+        let i = level["index"].as_u64().unwrap();
+        for row in 0..level["rows"].as_u64().unwrap() {
+            for col in 0..level["cols"].as_u64().unwrap() {
+                out.push(format!(
+                    "/api/v1/slides/{slide}/levels/{i}/tiles/{col}/{row}"
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn shared_slide_is_viewed_remotely_and_consent_is_enforced() {
+    let mut fed = federation(&["RR8", "RAE", "RCD"]);
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let slide = fed.slide.clone();
+    let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
+
+    // Before any grant the would-be grantee sees nothing.
+    assert_eq!(grantee.get(&format!("/api/v1/slides/{slide}")).status, 404);
+
+    let grant = share(owner, &slide, "RAE");
+    wait_for_shared(grantee, &slide);
+
+    // The grantee's API serves the remote slide like a local one, byte for byte.
+    let detail = grantee.get_json(&format!("/api/v1/slides/{slide}"));
+    assert_eq!(detail["owner"], "RR8");
+    let paths = tile_paths(owner, &slide);
+    assert!(paths.len() > 20);
+    // The unrelated member going down changes nothing for the viewer.
+    fed.nodes[2].stop();
+    let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
+    for path in &paths {
+        let remote = grantee.get(path);
+        assert_eq!(
+            remote.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&remote.body)
+        );
+        assert_eq!(
+            remote.body,
+            owner.get(path).body,
+            "{path} differs from the owner's"
+        );
+    }
+    let status = grantee.get_json("/api/v1/network");
+    assert!(
+        status["cache"]["tiles"].as_u64().unwrap() >= paths.len() as u64 / 2,
+        "{status}"
+    );
+
+    // A member without a grant gets nothing: not with the grantee's grant either.
+    let stolen = probe(owner, Some(&fed.nodes[2]), &slide, grantee);
+    assert_eq!(stolen["manifest"]["outcome"], "denied", "{stolen}");
+    assert!(
+        stolen["tiles"]["received"] == 0
+            && stolen["tiles"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("refused"),
+        "{stolen}"
+    );
+    // The grantee itself is allowed (so the denials above are the policy, not the probe).
+    let allowed = probe(owner, Some(grantee), &slide, grantee);
+    assert_eq!(allowed["manifest"]["outcome"], "manifest", "{allowed}");
+    assert_eq!(allowed["tiles"]["received"], 4, "{allowed}");
+    // A non-member cannot even connect.
+    let stranger = probe(owner, None, &slide, grantee);
+    assert_eq!(stranger["manifest"]["outcome"], "error", "{stranger}");
+
+    // Revocation: effective at the owner at once, then the grantee forgets the slide.
+    run_ok(owner.cmd().args(["revoke", &grant]));
+    let after = probe(owner, Some(grantee), &slide, grantee);
+    assert_eq!(after["manifest"]["outcome"], "denied", "{after}");
+    assert!(
+        after["manifest"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    wait_until(Duration::from_secs(30), || {
+        grantee.get(&format!("/api/v1/slides/{slide}")).status == 404
+    })
+    .expect("the grantee drops a revoked slide");
+}
+
+#[test]
+fn corrupted_tiles_are_detected_and_fetched_from_another_source() {
+    let mut fed = federation(&["RR8", "RAE", "RCD"]);
+    let slide = fed.slide.clone();
+    fed.nodes[1].serve();
+    fed.nodes[2].serve();
+    // The owner first serves honestly so that RCD can cache the slide and become a source.
+    fed.nodes[0].serve();
+    share(&fed.nodes[0], &slide, "RCD");
+    wait_for_shared(&fed.nodes[2], &slide);
+    let paths = tile_paths(&fed.nodes[0], &slide);
+    let expected: Vec<Vec<u8>> = paths.iter().map(|p| fed.nodes[0].get(p).body).collect();
+    for path in &paths {
+        assert_eq!(fed.nodes[2].get(path).status, 200);
+    }
+    // Now the owner turns bad: every tile it sends has a flipped byte.
+    fed.nodes[0].stop();
+    fed.nodes[0].serve_env(&[("SLIDEMESH_FAULT_CORRUPT_TILES", "1")]);
+    share(&fed.nodes[0], &slide, "RAE");
+    wait_for_shared(&fed.nodes[1], &slide);
+    for (path, want) in paths.iter().zip(&expected) {
+        let got = fed.nodes[1].get(path);
+        assert_eq!(
+            got.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(&got.body, want, "{path}: the grantee served wrong bytes");
+    }
+}

@@ -1,0 +1,170 @@
+//! `slidemesh-tools probe`: speak the federation protocols to one node as a chosen peer,
+//! and print what happened as JSON. For tests, the testnet and operators checking a link:
+//! "is a non-member refused?", "does a member without a grant get anything?".
+//!
+//! The probe runs a real libp2p node with the key of a data directory (a member), or a
+//! fresh key (a non-member), asks for a slide's manifest under a grant taken from some
+//! node's store, and optionally fetches tiles of it on the tile stream.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use serde_json::json;
+use slidemesh_node::datadir::DataDir;
+use slidemesh_node::net::{Inbound, NetConfig, Network};
+use slidemesh_node::store::Store;
+use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
+use slidemesh_protocol::{NodeKey, SlideId, TileId};
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The node to probe: a multiaddr ending in /p2p/<peer id>
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: String,
+    /// Act as the node of this data directory (its key); without it, a fresh key that no
+    /// roster lists
+    #[arg(long, value_name = "DIR")]
+    as_node: Option<PathBuf>,
+    /// The slide to ask for
+    #[arg(long)]
+    slide: String,
+    /// Take the grant for the slide from this node's store (any grant for the slide)
+    #[arg(long, value_name = "DIR")]
+    grant_from: PathBuf,
+    /// Also fetch up to this many tiles of the slide's first level on the tile stream
+    #[arg(long, default_value_t = 0)]
+    tiles: usize,
+}
+
+/// A probe answers nobody.
+struct Silent;
+
+impl Inbound for Silent {
+    fn control(&self, _: PeerId, _: ControlRequest) -> BoxFuture<'static, ControlResponse> {
+        async {
+            ControlResponse::Denied {
+                reason: "probe".into(),
+            }
+        }
+        .boxed()
+    }
+    fn announcement(&self, _: PeerId, _: Announcement) {}
+    fn authorize_tiles(
+        &self,
+        _: PeerId,
+        _: &TileRequest,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        async { Err("probe".to_string()) }.boxed()
+    }
+    fn read_tile(&self, _: TileId) -> BoxFuture<'static, Option<Vec<u8>>> {
+        async { None }.boxed()
+    }
+}
+
+pub fn run(args: ProbeArgs) -> Result<()> {
+    let addr: Multiaddr = args.peer.parse().context("invalid --peer multiaddr")?;
+    let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+        bail!("--peer must end in /p2p/<peer id>");
+    };
+    let slide: SlideId = args
+        .slide
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid slide id: {e}"))?;
+    let key = match &args.as_node {
+        Some(dir) => DataDir::new(dir.clone()).load_key()?,
+        None => NodeKey::generate(),
+    };
+    let grant = {
+        let store = Store::open(&DataDir::new(args.grant_from.clone()).store_path())?;
+        store
+            .grants()?
+            .into_iter()
+            .find(|g| g.grant.slide == slide)
+            .context("no grant for that slide in --grant-from")?
+            .signed
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let (network, _task) = Network::start(
+            &key,
+            NetConfig {
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            },
+            Arc::new(Silent),
+        )
+        .await?;
+        network
+            .set_members(vec![(peer, vec![addr.clone()])])
+            .await?;
+        let request = ControlRequest::Manifest {
+            slide,
+            grant: grant.clone(),
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(15), network.request(peer, request))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))
+            .and_then(|r| r.map_err(anyhow::Error::from));
+        let (manifest, first_tiles) = match answer {
+            Ok(ControlResponse::Manifest(signed)) => match signed.verify() {
+                Ok(m) => (
+                    json!({ "outcome": "manifest", "slide_id": signed.slide_id() }),
+                    m.levels[0].tiles.clone(),
+                ),
+                Err(e) => (
+                    json!({ "outcome": "invalid", "error": e.to_string() }),
+                    vec![],
+                ),
+            },
+            Ok(ControlResponse::Denied { reason }) => {
+                (json!({ "outcome": "denied", "reason": reason }), vec![])
+            }
+            Ok(other) => (
+                json!({ "outcome": "other", "answer": format!("{other:?}") }),
+                vec![],
+            ),
+            Err(e) => (
+                json!({ "outcome": "error", "error": e.to_string() }),
+                vec![],
+            ),
+        };
+        let mut tiles_json = json!(null);
+        if args.tiles > 0 {
+            // Without a manifest the probe still asks for tiles, by the slide's id only.
+            let tiles: Vec<TileId> = first_tiles.into_iter().take(args.tiles).collect();
+            let request = TileRequest {
+                slide,
+                grant,
+                tiles: if tiles.is_empty() {
+                    vec![TileId::of(b"probe")]
+                } else {
+                    tiles
+                },
+            };
+            let mut received = 0usize;
+            let result = network
+                .fetch_tiles(peer, &request, |_, _| received += 1)
+                .await;
+            tiles_json = json!({
+                "received": received,
+                "error": result.err().map(|e| e.to_string()),
+            });
+        }
+        println!(
+            "{}",
+            json!({
+                "as": network.local_peer_id().to_string(),
+                "manifest": manifest,
+                "tiles": tiles_json,
+            })
+        );
+        network.shutdown().await;
+        Ok(())
+    })
+}

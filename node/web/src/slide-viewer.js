@@ -8,7 +8,11 @@ import { formatAcquired, formatBytes, formatCount, formatDimensions, formatSpaci
 import { createTileSource, pyramidLevels } from './tile-source.js';
 
 /** How the API's `origin` values read to a person; unknown values are shown as sent. */
-const ORIGINS = { local: 'On this node (original)', replica: 'Replica on this node' };
+const ORIGINS = {
+  local: 'On this node (original)',
+  replica: 'Replica on this node',
+  shared: 'Shared with this trust; tiles stream from peers',
+};
 
 /** Where OpenSeadragon's button images are served (node/build.rs embeds them there). */
 const OSD_IMAGES = '/assets/osd-images/';

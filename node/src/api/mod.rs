@@ -5,6 +5,8 @@
 //! - `GET /api/v1/node`: who this node is; `GET /api/v1/network`: peers and cache.
 //! - `GET /api/v1/slides`, `GET /api/v1/slides/{slide_id}`, `.../manifest` ([`slides`]).
 //! - `GET /api/v1/slides/{slide_id}/{thumbnail|label|overview}`: associated image bytes.
+//! - `POST /api/v1/slides/{slide_id}/cache`: fetch every tile of a shared slide into the
+//!   cache now (verified), answering when done ([`tiles`]).
 //! - `GET /api/v1/tiles/{tile_id}` and
 //!   `GET /api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}`: tile bytes ([`tiles`]).
 //! - everything else: the embedded web UI ([`web`]).
@@ -161,6 +163,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/slides", get(slides::list))
         .route("/api/v1/slides/{slide_id}", get(slides::detail))
         .route("/api/v1/slides/{slide_id}/manifest", get(slides::manifest))
+        .route(
+            "/api/v1/slides/{slide_id}/cache",
+            axum::routing::post(tiles::cache_whole_slide),
+        )
         .route("/api/v1/slides/{slide_id}/{image}", get(tiles::associated))
         .route(
             "/api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}",

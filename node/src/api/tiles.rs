@@ -193,3 +193,36 @@ fn tile_response(bytes: Vec<u8>, media_type: &str, etag: &str) -> Result<Respons
     );
     Ok(response)
 }
+
+/// Fetches every tile of a shared slide into this node's cache and reports how long it
+/// took. For local slides there is nothing to do.
+pub async fn cache_whole_slide(
+    State(state): State<Arc<ApiState>>,
+    Path(slide_id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let id: SlideId = parse_id("slide id", &slide_id)?;
+    let view = load_slide(&state, id).await?;
+    if view.summary.origin != Origin::Shared {
+        return Ok(axum::Json(serde_json::json!({
+            "slide_id": id, "tiles": 0, "bytes": 0, "seconds": 0.0, "local": true,
+        })));
+    }
+    let mut tiles: Vec<TileId> = view.manifest.all_tiles().copied().collect();
+    tiles.sort_unstable();
+    tiles.dedup();
+    let total = tiles.len();
+    let started = std::time::Instant::now();
+    let (fetched, bytes) = state
+        .federation
+        .fetch_whole_slide(id, tiles)
+        .await
+        .map_err(|e| ApiError::bad_gateway(e.to_string()))?;
+    Ok(axum::Json(serde_json::json!({
+        "slide_id": id,
+        "tiles": total,
+        "fetched": fetched,
+        "bytes": bytes,
+        "seconds": started.elapsed().as_secs_f64(),
+        "local": false,
+    })))
+}

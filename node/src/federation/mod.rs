@@ -419,13 +419,15 @@ impl Inbound for Handlers {
         .boxed()
     }
 
-    fn read_tile(&self, tile: TileId) -> BoxFuture<'static, Option<Vec<u8>>> {
+    fn read_tiles(&self, tiles: Vec<TileId>) -> BoxFuture<'static, Vec<Option<Vec<u8>>>> {
         let fed = self.0.clone();
+        let count = tiles.len();
         async move {
-            tokio::task::spawn_blocking(move || fed.read_local_tile(&tile))
-                .await
-                .ok()
-                .flatten()
+            tokio::task::spawn_blocking(move || {
+                tiles.iter().map(|t| fed.read_local_tile(t)).collect()
+            })
+            .await
+            .unwrap_or_else(|_| vec![None; count])
         }
         .boxed()
     }

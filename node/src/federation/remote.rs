@@ -25,8 +25,16 @@ use super::Federation;
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 /// Largest batch sent to one peer.
 const BATCH_MAX: usize = 128;
-/// Batches in flight at once, across slides and peers.
+/// Batches someone waits for, in flight at once, across slides and peers.
 const MAX_IN_FLIGHT: usize = 16;
+/// Prefetch batches in flight at once.
+const MAX_PREFETCH_IN_FLIGHT: usize = 2;
+/// Tries of one source when its stream breaks (not when it refuses or sends wrong bytes).
+const ATTEMPTS_PER_SOURCE: u32 = 3;
+/// Pause before retrying a broken stream, times the attempt number.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a Kademlia provider lookup for a slide is reused.
+const PROVIDERS_TTL: Duration = Duration::from_secs(30);
 /// How long one batch may take before the next source is tried.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,11 +44,19 @@ type Waiter = oneshot::Sender<Result<Vec<u8>, String>>;
 pub struct RemoteState {
     /// Tiles being fetched, with everyone waiting for each.
     in_flight: Mutex<HashMap<TileId, Vec<Waiter>>>,
-    /// Tiles waiting to join a batch, per slide.
-    queued: Mutex<HashMap<SlideId, Vec<TileId>>>,
+    /// Tiles waiting to join a batch, per slide and priority (true: someone waits).
+    queued: Mutex<HashMap<(SlideId, bool), Vec<TileId>>>,
     /// Seconds per batch of the last batch from each peer (smaller is faster).
     speed: Mutex<HashMap<PeerId, f64>>,
     permits: Arc<Semaphore>,
+    /// Prefetch batches in flight are bounded apart, so they never hold up tiles a viewer
+    /// is waiting for.
+    prefetch_permits: Arc<Semaphore>,
+    /// The grant held for each shared slide, with the withdrawal count it was read at (a
+    /// revocation invalidates it); reading it from the store decodes the whole manifest.
+    grants: Mutex<HashMap<SlideId, (u64, SignedGrant)>>,
+    /// Recent provider lookups per slide (a lookup per batch would cost a DHT query each).
+    providers: Mutex<HashMap<SlideId, (Instant, Vec<PeerId>)>>,
     /// Shared slides this node announced itself as a source for.
     providing: Mutex<std::collections::HashSet<SlideId>>,
 }
@@ -52,6 +68,9 @@ impl Default for RemoteState {
             queued: Mutex::new(HashMap::new()),
             speed: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            prefetch_permits: Arc::new(Semaphore::new(MAX_PREFETCH_IN_FLIGHT)),
+            grants: Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::new()),
             providing: Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -82,10 +101,57 @@ impl Federation {
             return Ok(bytes);
         }
         let (tx, rx) = oneshot::channel();
-        self.enqueue(slide, &[tile], Some((tile, tx)));
+        self.enqueue(slide, &[tile], vec![(tile, tx)], true);
         rx.await
             .map_err(|_| RemoteError::Unavailable("fetch abandoned".into()))?
             .map_err(RemoteError::Unavailable)
+    }
+
+    /// Fetches every tile of a shared slide not yet cached (a pathologist making a slide
+    /// available before a meeting, or a whole-slide copy), waiting for all. Returns how
+    /// many tiles were fetched now and their bytes; fails if any tile could not be had.
+    pub async fn fetch_whole_slide(
+        self: &Arc<Self>,
+        slide: SlideId,
+        tiles: Vec<TileId>,
+    ) -> Result<(usize, u64), RemoteError> {
+        let mut waiting = Vec::new();
+        for tile in tiles {
+            if self.cache.contains(&tile) {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            waiting.push((tile, tx, rx));
+        }
+        let count = waiting.len();
+        let mut receivers = Vec::with_capacity(count);
+        let mut ids = Vec::with_capacity(count);
+        let mut waiters = Vec::with_capacity(count);
+        for (tile, tx, rx) in waiting {
+            ids.push(tile);
+            receivers.push(rx);
+            waiters.push((tile, tx));
+        }
+        self.enqueue(slide, &ids, waiters, true);
+        let mut bytes = 0u64;
+        let mut failed = 0usize;
+        let mut last = String::new();
+        for rx in receivers {
+            match rx.await {
+                Ok(Ok(b)) => bytes += b.len() as u64,
+                Ok(Err(e)) => {
+                    failed += 1;
+                    last = e;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        if failed > 0 {
+            return Err(RemoteError::Unavailable(format!(
+                "{failed} of {count} tiles could not be fetched: {last}"
+            )));
+        }
+        Ok((count, bytes))
     }
 
     /// Starts fetching tiles nobody waits for yet (neighbours, the next zoom level).
@@ -96,7 +162,7 @@ impl Federation {
             .filter(|t| !self.cache.contains(t))
             .collect();
         if !wanted.is_empty() {
-            self.enqueue(slide, &wanted, None);
+            self.enqueue(slide, &wanted, Vec::new(), false);
         }
     }
 
@@ -104,7 +170,8 @@ impl Federation {
         self: &Arc<Self>,
         slide: SlideId,
         tiles: &[TileId],
-        waiter: Option<(TileId, Waiter)>,
+        waiters: Vec<(TileId, Waiter)>,
+        demanded: bool,
     ) {
         let mut fresh = Vec::new();
         {
@@ -119,7 +186,7 @@ impl Federation {
                     fresh.push(*tile);
                 }
             }
-            if let Some((tile, tx)) = waiter {
+            for (tile, tx) in waiters {
                 in_flight.entry(tile).or_default().push(tx);
             }
         }
@@ -128,7 +195,7 @@ impl Federation {
         }
         let start_batch = {
             let mut queued = self.remote.queued.lock().unwrap_or_else(|e| e.into_inner());
-            let queue = queued.entry(slide).or_default();
+            let queue = queued.entry((slide, demanded)).or_default();
             let first = queue.is_empty();
             queue.extend(fresh);
             first
@@ -143,12 +210,12 @@ impl Federation {
                         .queued
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(&slide)
+                        .remove(&(slide, demanded))
                         .unwrap_or_default();
                     for chunk in tiles.chunks(BATCH_MAX.min(MAX_TILES_PER_REQUEST)) {
                         let fed = fed.clone();
                         let chunk = chunk.to_vec();
-                        tokio::spawn(async move { fed.fetch_batch(slide, chunk).await });
+                        tokio::spawn(async move { fed.fetch_batch(slide, chunk, demanded).await });
                     }
                 }
                 .instrument(info_span!("remote_batch", slide = %slide)),
@@ -156,7 +223,44 @@ impl Federation {
         }
     }
 
-    /// Resolves everyone waiting for `tile`.
+    /// Forgets prefetched tiles that found no free slot; any that a viewer started waiting
+    /// for meanwhile are fetched as demanded instead.
+    fn drop_prefetch(self: &Arc<Self>, slide: SlideId, tiles: Vec<TileId>) {
+        let mut promoted = Vec::new();
+        {
+            let mut in_flight = self
+                .remote
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for tile in tiles {
+                if let Some(waiters) = in_flight.remove(&tile) {
+                    promoted.extend(waiters.into_iter().map(|w| (tile, w)));
+                }
+            }
+        }
+        if !promoted.is_empty() {
+            let ids: Vec<TileId> = promoted.iter().map(|(t, _)| *t).collect();
+            self.enqueue(slide, &ids, promoted, true);
+        }
+    }
+
+    /// Answers everyone waiting for `tile` so far, leaving it marked in flight.
+    fn answer(&self, tile: &TileId, bytes: &[u8]) {
+        let waiters = self
+            .remote
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(tile)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(Ok(bytes.to_vec()));
+        }
+    }
+
+    /// Resolves everyone waiting for `tile` and marks it no longer in flight.
     fn finish(&self, tile: &TileId, result: Result<Vec<u8>, String>) {
         let waiters = self
             .remote
@@ -170,8 +274,19 @@ impl Federation {
         }
     }
 
-    /// The grant this node holds for a shared slide.
+    /// The grant this node holds for a shared slide (memoised until a withdrawal).
     fn grant_for(&self, slide: &SlideId) -> Result<SignedGrant, String> {
+        let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((at, grant)) = self
+            .remote
+            .grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(slide)
+            && *at == generation
+        {
+            return Ok(grant.clone());
+        }
         let remote = self
             .store
             .remote_slide(slide)
@@ -182,21 +297,35 @@ impl Federation {
             .grant(&remote.grant)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("grant {} is missing", remote.grant))?;
+        self.remote
+            .grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*slide, (generation, stored.signed.clone()));
         Ok(stored.signed)
     }
 
-    /// Candidate sources for a slide, fastest first: the owner, then Kademlia providers.
-    async fn sources(&self, slide: &SlideId, owner: Option<PeerId>) -> Vec<PeerId> {
+    /// Candidate sources for a slide, fastest first: the owner, then the providers a recent
+    /// Kademlia lookup found. Never waits for the DHT: a stale or missing lookup is started
+    /// in the background for later batches ([`Self::lookup_providers`] waits when needed).
+    fn sources(self: &Arc<Self>, slide: &SlideId, owner: Option<PeerId>) -> Vec<PeerId> {
         let mut peers: Vec<PeerId> = owner.into_iter().collect();
-        if let Some(network) = self.network() {
-            let lookup = tokio::time::timeout(Duration::from_secs(2), network.providers(*slide));
-            if let Ok(Ok(found)) = lookup.await {
-                let local = network.local_peer_id();
-                for p in found {
-                    if p != local && !peers.contains(&p) {
-                        peers.push(p);
-                    }
-                }
+        let cached = self
+            .remote
+            .providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(slide)
+            .map(|(at, p)| (at.elapsed() < PROVIDERS_TTL, p.clone()));
+        let (fresh, found) = cached.unwrap_or((false, Vec::new()));
+        if !fresh {
+            let fed = self.clone();
+            let slide = *slide;
+            tokio::spawn(async move { fed.lookup_providers(slide).await });
+        }
+        for p in found {
+            if !peers.contains(&p) {
+                peers.push(p);
             }
         }
         let speed = self.remote.speed.lock().unwrap_or_else(|e| e.into_inner());
@@ -208,9 +337,37 @@ impl Federation {
         peers
     }
 
-    async fn fetch_batch(self: Arc<Self>, slide: SlideId, tiles: Vec<TileId>) {
-        let Ok(_permit) = self.remote.permits.clone().acquire_owned().await else {
-            return;
+    /// Asks Kademlia who provides the slide, remembers and returns the answer.
+    async fn lookup_providers(&self, slide: SlideId) -> Vec<PeerId> {
+        let mut found = Vec::new();
+        if let Some(network) = self.network() {
+            let lookup = tokio::time::timeout(Duration::from_secs(2), network.providers(slide));
+            if let Ok(Ok(set)) = lookup.await {
+                let local = network.local_peer_id();
+                found.extend(set.into_iter().filter(|p| *p != local));
+            }
+        }
+        self.remote
+            .providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slide, (Instant::now(), found.clone()));
+        found
+    }
+
+    async fn fetch_batch(self: Arc<Self>, slide: SlideId, tiles: Vec<TileId>, demanded: bool) {
+        let _permit = if demanded {
+            let Ok(permit) = self.remote.permits.clone().acquire_owned().await else {
+                return;
+            };
+            permit
+        } else {
+            // Prefetch is opportunistic: with no slot free it is dropped rather than queued,
+            // so it never stands between a viewer and the tiles it is waiting for.
+            match self.remote.prefetch_permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => return self.drop_prefetch(slide, tiles),
+            }
         };
         let fed = self.clone();
         let grant = match tokio::task::spawn_blocking(move || fed.grant_for(&slide)).await {
@@ -224,59 +381,103 @@ impl Federation {
         };
         let mut missing: Vec<TileId> = tiles;
         let mut last_error = String::from("no peer holds this slide");
-        for peer in self.sources(&slide, owner).await {
-            if missing.is_empty() {
-                break;
-            }
-            let request = TileRequest {
-                slide,
-                grant: grant.clone(),
-                tiles: missing.clone(),
+        let mut candidates = self.sources(&slide, owner);
+        let mut tried: Vec<PeerId> = Vec::new();
+        let mut looked_up = false;
+        'sources: loop {
+            let Some(peer) = next_untried(&mut candidates, &tried) else {
+                // Every known source failed: wait for a fresh DHT answer, once.
+                if looked_up || missing.is_empty() {
+                    break;
+                }
+                looked_up = true;
+                let fresh = self.lookup_providers(slide).await;
+                candidates.extend(fresh.into_iter().filter(|p| !tried.contains(p)));
+                continue;
             };
-            let started = Instant::now();
-            let mut got: Vec<(TileId, Vec<u8>)> = Vec::new();
-            let outcome = tokio::time::timeout(
-                BATCH_TIMEOUT,
-                network.fetch_tiles(peer, &request, |tile, bytes| got.push((tile, bytes))),
-            )
-            .await;
-            // Tiles verified before any failure are good whatever came after.
-            for (tile, bytes) in got {
-                if let Err(e) = self.cache.put(&tile, &bytes) {
-                    warn!(%tile, error = %e, "cannot cache tile");
+            tried.push(peer);
+            for attempt in 0..ATTEMPTS_PER_SOURCE {
+                if missing.is_empty() {
+                    break 'sources;
                 }
-                missing.retain(|t| *t != tile);
-                self.finish(&tile, Ok(bytes));
-            }
-            match outcome {
-                Ok(Ok(())) => {
-                    self.remote
-                        .speed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(peer, started.elapsed().as_secs_f64());
-                    debug!(%peer, %slide, "batch fetched");
-                    self.announce_source(&network, slide).await;
+                let request = TileRequest {
+                    slide,
+                    grant: grant.clone(),
+                    tiles: missing.clone(),
+                };
+                let started = Instant::now();
+                let mut got: Vec<(TileId, Vec<u8>)> = Vec::new();
+                let outcome = tokio::time::timeout(
+                    BATCH_TIMEOUT,
+                    network.fetch_tiles(peer, &request, |tile, bytes| got.push((tile, bytes))),
+                )
+                .await;
+                // Tiles verified before any failure are good whatever came after. Waiters
+                // are answered at once; each tile stays "in flight" until it is cached (on
+                // the blocking pool), so a request in between waits instead of refetching.
+                let arrived: std::collections::HashSet<TileId> =
+                    got.iter().map(|(t, _)| *t).collect();
+                missing.retain(|t| !arrived.contains(t));
+                for (tile, bytes) in &got {
+                    self.answer(tile, bytes);
                 }
-                Ok(Err(e)) => {
-                    if e.is_corrupt() {
-                        warn!(%peer, %slide, error = %e, "peer sent wrong bytes; trying another source");
-                    } else {
-                        debug!(%peer, %slide, error = %e, "batch failed; trying another source");
+                if !got.is_empty() {
+                    let fed = self.clone();
+                    let got = tokio::task::spawn_blocking(move || {
+                        for (tile, bytes) in &got {
+                            if let Err(e) = fed.cache.put(tile, bytes) {
+                                warn!(%tile, error = %e, "cannot cache tile");
+                            }
+                        }
+                        got
+                    })
+                    .await
+                    .unwrap_or_default();
+                    for (tile, bytes) in got {
+                        self.finish(&tile, Ok(bytes));
                     }
-                    last_error = e.to_string();
                 }
-                Err(_) => {
-                    last_error = format!("{peer} timed out");
-                    self.remote
-                        .speed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(peer, BATCH_TIMEOUT.as_secs_f64());
+                match outcome {
+                    Ok(Ok(())) => {
+                        self.record_speed(peer, started.elapsed().as_secs_f64());
+                        debug!(%peer, %slide, "batch fetched");
+                        self.announce_source(&network, slide).await;
+                        continue 'sources;
+                    }
+                    Ok(Err(e)) if e.is_corrupt() => {
+                        warn!(%peer, %slide, error = %e, "peer sent wrong bytes; trying another source");
+                        last_error = e.to_string();
+                        continue 'sources;
+                    }
+                    Ok(Err(e)) if e.is_transient() => {
+                        // A connection closing under the stream (peers that dialled each
+                        // other at once keep one of two): the same peer, shortly.
+                        debug!(%peer, %slide, attempt, error = %e, "batch interrupted; retrying");
+                        last_error = e.to_string();
+                        tokio::time::sleep(RETRY_PAUSE * (attempt + 1)).await;
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%peer, %slide, error = %e, "batch refused; trying another source");
+                        last_error = e.to_string();
+                        continue 'sources;
+                    }
+                    Err(_) => {
+                        last_error = format!("{peer} timed out");
+                        self.record_speed(peer, BATCH_TIMEOUT.as_secs_f64());
+                        continue 'sources;
+                    }
                 }
             }
         }
         self.fail_all(&missing, &last_error);
+    }
+
+    fn record_speed(&self, peer: PeerId, seconds: f64) {
+        self.remote
+            .speed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, seconds);
     }
 
     /// Once this node caches tiles of a shared slide it can serve them to other grantees
@@ -298,4 +499,15 @@ impl Federation {
             self.finish(tile, Err(reason.to_string()));
         }
     }
+}
+
+/// The next candidate not tried yet in this fetch.
+fn next_untried(candidates: &mut Vec<PeerId>, tried: &[PeerId]) -> Option<PeerId> {
+    while !candidates.is_empty() {
+        let peer = candidates.remove(0);
+        if !tried.contains(&peer) {
+            return Some(peer);
+        }
+    }
+    None
 }

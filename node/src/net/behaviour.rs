@@ -90,7 +90,12 @@ pub fn build_swarm(keypair: Keypair) -> Result<Swarm<Behaviour>, NetError> {
             })
         })
         .map_err(|e| failed(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_TIMEOUT)
+                // Try a member's addresses one at a time, QUIC first: dialling QUIC and TCP at
+                // once leaves a second connection that is torn down under the first streams.
+                .with_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+        })
         .build();
     Ok(swarm)
 }

@@ -114,13 +114,16 @@ impl EventLoop {
         info!("network stopped");
     }
 
+    /// Keeps a connection to every member. Of each pair, only the node with the smaller
+    /// PeerId dials on this timer (the other waits to be dialled, or dials on demand when
+    /// it has a request), so two members coming up together do not race two connections.
     fn dial_members(&mut self) {
         let local = *self.swarm.local_peer_id();
         let targets: Vec<(PeerId, Vec<Multiaddr>)> = self
             .members
             .iter()
             .filter(|(peer, addrs)| {
-                **peer != local && !addrs.is_empty() && !self.swarm.is_connected(peer)
+                **peer > local && !addrs.is_empty() && !self.swarm.is_connected(peer)
             })
             .map(|(p, a)| (*p, a.clone()))
             .collect();

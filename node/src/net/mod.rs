@@ -43,8 +43,9 @@ pub trait Inbound: Send + Sync + 'static {
         peer: PeerId,
         request: &TileRequest,
     ) -> BoxFuture<'static, Result<(), String>>;
-    /// The bytes of a tile this node holds (original file or cache), if any.
-    fn read_tile(&self, tile: TileId) -> BoxFuture<'static, Option<Vec<u8>>>;
+    /// The bytes of tiles this node holds (original file or cache), in order; `None` for a
+    /// tile it does not hold.
+    fn read_tiles(&self, tiles: Vec<TileId>) -> BoxFuture<'static, Vec<Option<Vec<u8>>>>;
 }
 
 /// Why a network call failed.

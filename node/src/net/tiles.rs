@@ -22,6 +22,9 @@ use super::codec::{read_message, write_message};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(TILES_PROTOCOL);
 
+/// Tiles read from disk per trip to the blocking pool.
+const READ_CHUNK: usize = 16;
+
 /// How many tile batches this node serves at once, across all peers.
 const MAX_CONCURRENT_BATCHES: usize = 64;
 
@@ -44,6 +47,11 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// Whether the stream broke (connection closed or not yet open): worth another try.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Open { .. } | Self::Io { .. })
+    }
+
     /// Whether the peer misbehaved (as opposed to being unreachable or unwilling).
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Self::Corrupt { .. } | Self::Protocol { .. })
@@ -93,17 +101,25 @@ async fn serve_batch(
         stream.write_all(&[TileStatus::Denied as u8]).await?;
         return stream.close().await;
     }
-    for tile in request.tiles {
-        match inbound.read_tile(tile).await {
-            Some(bytes) => {
-                let mut header = [0u8; 5];
-                header[0] = TileStatus::Ok as u8;
-                header[1..].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-                stream.write_all(&header).await?;
-                stream.write_all(&bytes).await?;
+    // Reads go to the blocking pool a chunk at a time: one hop per chunk, not per tile,
+    // and the next chunk is read while this one is being sent.
+    let mut chunks = request.tiles.chunks(READ_CHUNK).map(|c| c.to_vec());
+    let mut next = chunks.next().map(|c| inbound.read_tiles(c));
+    while let Some(reading) = next.take() {
+        let tiles = reading.await;
+        next = chunks.next().map(|c| inbound.read_tiles(c));
+        let mut out = Vec::new();
+        for bytes in tiles {
+            match bytes {
+                Some(bytes) => {
+                    out.push(TileStatus::Ok as u8);
+                    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&bytes);
+                }
+                None => out.push(TileStatus::Missing as u8),
             }
-            None => stream.write_all(&[TileStatus::Missing as u8]).await?,
         }
+        stream.write_all(&out).await?;
     }
     stream.close().await
 }

@@ -63,8 +63,8 @@ impl Inbound for Silent {
     ) -> BoxFuture<'static, Result<(), String>> {
         async { Err("probe".to_string()) }.boxed()
     }
-    fn read_tile(&self, _: TileId) -> BoxFuture<'static, Option<Vec<u8>>> {
-        async { None }.boxed()
+    fn read_tiles(&self, tiles: Vec<TileId>) -> BoxFuture<'static, Vec<Option<Vec<u8>>>> {
+        async move { vec![None; tiles.len()] }.boxed()
     }
 }
 
@@ -148,11 +148,13 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                 },
             };
             let mut received = 0usize;
+            let started = std::time::Instant::now();
             let result = network
                 .fetch_tiles(peer, &request, |_, _| received += 1)
                 .await;
             tiles_json = json!({
                 "received": received,
+                "seconds": started.elapsed().as_secs_f64(),
                 "error": result.err().map(|e| e.to_string()),
             });
         }

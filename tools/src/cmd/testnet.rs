@@ -9,13 +9,17 @@
 //! `SLIDEMESH_FAULT_CORRUPT_TILES` that tests use; network namespaces with netem.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use slidemesh_protocol::COOPERATIVE_TRUSTS;
 use slidemesh_tools::synth::{self, SynthSpec};
+
+use super::federation_setup::{
+    MemberSpec, first_slide, init_member, make_roster, share, slidemesh, status,
+};
 
 #[derive(Debug, Args)]
 pub struct TestnetArgs {
@@ -45,7 +49,7 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         bail!("--nodes must be between 1 and {}", COOPERATIVE_TRUSTS.len());
     }
     let exe = std::env::current_exe()?;
-    let slidemesh = exe.parent().context("executable folder")?.join("slidemesh");
+    let bin = exe.parent().context("executable folder")?.join("slidemesh");
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let members: Vec<Member> = COOPERATIVE_TRUSTS[..args.nodes]
@@ -58,27 +62,19 @@ pub fn run(args: TestnetArgs) -> Result<()> {
             http: format!("127.0.0.1:{}", args.http_port + i as u16),
         })
         .collect();
-    let sm = |m: &Member| {
-        let mut c = Command::new(&slidemesh);
-        c.arg("--data").arg(&m.data);
-        c
-    };
+    let sm = |m: &Member| slidemesh(&bin, &m.data);
     // Identities and slides.
     for (i, m) in members.iter().enumerate() {
-        if !m.data.join("config.toml").exists() {
-            let port = args.p2p_port + i as u16;
-            status(sm(m).args([
-                "init",
-                "--trust",
-                m.trust,
-                "--http",
-                &m.http,
-                "--p2p",
-                &format!("/ip4/127.0.0.1/udp/{port}/quic-v1"),
-                "--p2p",
-                &format!("/ip4/127.0.0.1/tcp/{port}"),
-            ]))?;
-        }
+        init_member(
+            &bin,
+            &MemberSpec {
+                trust: m.trust.to_string(),
+                data: m.data.clone(),
+                http: m.http.clone(),
+                p2p_ip: "127.0.0.1".into(),
+                p2p_port: args.p2p_port + i as u16,
+            },
+        )?;
         let slides = dir.join("slides").join(m.trust);
         let marker = dir.join(format!("{}.ingested", m.trust));
         if !marker.exists() {
@@ -96,32 +92,16 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         }
     }
     // The roster: proposed by the first trust, co-signed by a two-thirds quorum.
-    let roster = dir.join("roster.json");
     if !dir.join("roster.published").exists() {
         let quorum = (2 * members.len()).div_ceil(3).max(1);
-        let mut create = sm(&members[0]);
-        create.args([
-            "federation",
-            "create",
-            "--name",
+        let datas: Vec<&std::path::Path> = members.iter().map(|m| m.data.as_path()).collect();
+        make_roster(
+            &bin,
             "Yorkshire pathology co-operative",
-        ]);
-        create
-            .args(["--quorum", &quorum.to_string(), "--out"])
-            .arg(&roster);
-        for m in &members {
-            let entry = dir.join(format!("{}.member.json", m.trust));
-            let out = output(sm(m).args(["federation", "member"]))?;
-            std::fs::write(&entry, out)?;
-            create.arg("--member").arg(&entry);
-        }
-        status(&mut create)?;
-        for m in members.iter().take(quorum).skip(1) {
-            status(sm(m).args(["federation", "sign"]).arg(&roster))?;
-        }
-        for m in &members {
-            status(sm(m).args(["federation", "publish"]).arg(&roster))?;
-        }
+            &datas,
+            quorum,
+            &dir,
+        )?;
         std::fs::write(dir.join("roster.published"), b"")?;
     }
     // Serve.
@@ -144,29 +124,10 @@ pub fn run(args: TestnetArgs) -> Result<()> {
     if members.len() > 1 && !dir.join("grants.made").exists() {
         for (i, m) in members.iter().enumerate() {
             let next = &members[(i + 1) % members.len()];
-            let slides: serde_json::Value =
-                serde_json::from_str(&output(sm(m).args(["slides", "--json"]))?)?;
-            let Some(slide) = slides
-                .as_array()
-                .and_then(|a| a.first())
-                .or_else(|| slides["slides"].as_array().and_then(|a| a.first()))
-                .and_then(|s| s["slide_id"].as_str())
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            status(sm(m).args([
-                "share",
-                &slide,
-                "--with",
-                next.trust,
-                "--purpose",
-                "second-opinion",
-                "--until",
-                "30d",
-                "--reference",
-                &format!("REF-{}-{}", m.trust, next.trust),
-            ]))?;
+            if let Some(slide) = first_slide(&bin, &m.data)? {
+                let reference = format!("REF-{}-{}", m.trust, next.trust);
+                share(&bin, &m.data, &slide, next.trust, &reference)?;
+            }
         }
         std::fs::write(dir.join("grants.made"), b"")?;
     }
@@ -197,28 +158,4 @@ fn wait_http(addr: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("the node at {addr} did not start (see its log)")
-}
-
-fn status(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
 }

@@ -5,7 +5,10 @@
 //! - `bench ingest`: `slidemesh ingest` vs `b3sum` over the same files.
 //! - `bench serve`: random tiles over keep-alive HTTP with `wrk`: the node vs nginx serving
 //!   the same tile bytes as static files, and vs Orthanc + DICOMweb serving the frames.
+//! - `bench federation`: whole-slide fetch between two nodes vs `sendme`, time to first
+//!   screen of a remote slide, and the nodes' memory.
 
+mod federation;
 mod ingest;
 mod procs;
 mod serve;
@@ -29,12 +32,15 @@ enum Which {
     Ingest(ingest::IngestBench),
     /// Tile serving throughput vs nginx (static files) and Orthanc (DICOMweb frames).
     Serve(serve::ServeBench),
+    /// Peer to peer: whole-slide fetch vs sendme, time to first screen, node memory.
+    Federation(federation::FederationBench),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.which {
         Which::Ingest(a) => ingest::run(a),
         Which::Serve(a) => serve::run(a),
+        Which::Federation(a) => federation::run(a),
     }
 }
 

@@ -111,7 +111,14 @@ pub fn init_node(slidemesh: &std::path::Path, data: &std::path::Path) -> Result<
         Command::new(slidemesh)
             .arg("--data")
             .arg(data)
-            .args(["init", "--trust", "RR8"]),
+            .args(["init", "--trust", "RR8"])
+            // A benchmark node has no peers: keep its p2p ports on loopback and free.
+            .args([
+                "--p2p",
+                "/ip4/127.0.0.1/udp/0/quic-v1",
+                "--p2p",
+                "/ip4/127.0.0.1/tcp/0",
+            ]),
     )?;
     Ok(())
 }

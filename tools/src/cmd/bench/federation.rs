@@ -1,0 +1,409 @@
+//! `bench federation`: two real nodes, an owner and a grantee, over loopback, or with WAN
+//! delay added by a TCP relay in front of each node ([`delay_proxy`]).
+//!
+//! - Whole-slide fetch: every tile of a slide from the owner into the grantee's empty cache,
+//!   each verified (`POST /api/v1/slides/{id}/cache`), tiles/s, against `sendme` (iroh)
+//!   moving the same tiles as files between two local processes.
+//! - Time to first screen: the slide detail plus the first ~40 tiles of a viewport from the
+//!   grantee's API with an empty cache, fetched six at a time like a browser; p50 and p99.
+//!   The manifest itself arrived with the grant (before anyone opened the slide), so it is
+//!   not a network round trip here.
+//! - Peak RSS of both nodes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::Value;
+
+use super::cached_slide;
+use super::median;
+use super::procs::{Server, free_port, sibling, wait_http};
+use crate::cmd::delay_proxy;
+use crate::cmd::federation_setup::{
+    MemberSpec, first_slide, init_member, make_roster_with_addrs, share, slidemesh, status,
+};
+
+#[derive(Debug, Args)]
+pub struct FederationBench {
+    /// Slide size to generate (200MB of 256 px tiles is about 20,000 tiles)
+    #[arg(long, default_value = "200MB", value_parser = crate::cmd::synth::parse_byte_size)]
+    size: u64,
+    /// Whole-slide fetches (and sendme transfers) to take the median of
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// First-screen measurements (each with an empty cache)
+    #[arg(long, default_value_t = 20)]
+    screens: usize,
+    /// Round-trip delay added between the nodes in ms, by a TCP relay in front of each node
+    /// (works without root; this machine's kernel has no netem)
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u32,
+    /// Skip the sendme reference
+    #[arg(long)]
+    no_sendme: bool,
+    /// Path of the sendme binary [default: sendme on PATH, else
+    /// /var/cache/slidemesh-bench/bin/sendme]
+    #[arg(long)]
+    sendme: Option<PathBuf>,
+    /// Working folder for the slide and node data
+    #[arg(long, default_value = "target/bench")]
+    work: PathBuf,
+}
+
+fn serve(bin: &Path, data: &Path, http: &str) -> Result<Server> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data")
+        .arg(data)
+        .args(["serve", "--http", http])
+        .env(
+            "RUST_LOG",
+            std::env::var("SLIDEMESH_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null());
+    Ok(Server {
+        child: cmd.spawn().context("cannot start slidemesh serve")?,
+    })
+}
+
+pub fn run(args: FederationBench) -> Result<()> {
+    std::fs::create_dir_all(&args.work)?;
+    let work = std::fs::canonicalize(&args.work)?;
+    let slide_dir = cached_slide(&work, args.size, 256, 2)?;
+    let run_dir = work.join("federation-run");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir)?;
+    let bin = sibling("slidemesh")?;
+
+    let owner = MemberSpec {
+        trust: "RR8".into(),
+        data: run_dir.join("RR8"),
+        http: format!("127.0.0.1:{}", free_port()?),
+        p2p_ip: "127.0.0.1".into(),
+        p2p_port: free_port()?,
+    };
+    let grantee = MemberSpec {
+        trust: "RAE".into(),
+        data: run_dir.join("RAE"),
+        http: format!("127.0.0.1:{}", free_port()?),
+        p2p_ip: "127.0.0.1".into(),
+        p2p_port: free_port()?,
+    };
+    init_member(&bin, &owner)?;
+    init_member(&bin, &grantee)?;
+    status(slidemesh(&bin, &owner.data).arg("ingest").arg(&slide_dir))?;
+    let slide = first_slide(&bin, &owner.data)?.context("the owner holds the slide")?;
+    // With a delay, each node is reachable only through a relay that adds half the round
+    // trip per direction, so whichever side dials, the connection crosses one relay.
+    let addrs = if args.delay_ms > 0 {
+        let one_way = Duration::from_micros(args.delay_ms as u64 * 500);
+        [&owner, &grantee]
+            .iter()
+            .map(|m| {
+                let upstream = format!("127.0.0.1:{}", m.p2p_port).parse()?;
+                let relay = delay_proxy::spawn(upstream, one_way)?;
+                Ok(vec![format!("/ip4/127.0.0.1/tcp/{}", relay.port())])
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    make_roster_with_addrs(
+        &bin,
+        "benchmark",
+        &[owner.data.as_path(), grantee.data.as_path()],
+        &addrs,
+        1,
+        &run_dir,
+    )?;
+    let owner_node = serve(&bin, &owner.data, &owner.http)?;
+    let mut grantee_node = serve(&bin, &grantee.data, &grantee.http)?;
+    let base = format!("http://{}", grantee.http);
+    wait_http(&format!("{base}/api/v1/node"), Duration::from_secs(20))?;
+    share(&bin, &owner.data, &slide, "RAE", "benchmark")?;
+    wait_for(Duration::from_secs(60), || {
+        get_json(&format!("{base}/api/v1/slides"))
+            .map(|v| v.to_string().contains(&slide))
+            .unwrap_or(false)
+    })
+    .context("the shared slide did not reach the grantee")?;
+    let detail = get_json(&format!("{base}/api/v1/slides/{slide}"))?;
+    let total_tiles = detail["tiles"].as_u64().unwrap_or(0);
+    eprintln!("slide {slide}: {total_tiles} tiles");
+
+    // Whole-slide fetch, each run into an empty cache.
+    let mut ours = Vec::new();
+    let mut fetched_tiles = 0u64;
+    for run in 0..args.runs {
+        if run > 0 {
+            grantee_node = restart_empty(&bin, &grantee, grantee_node, &base)?;
+        }
+        settle_disk();
+        let answer: Value = match ureq::post(&format!("{base}/api/v1/slides/{slide}/cache"))
+            .timeout(Duration::from_secs(600))
+            .call()
+        {
+            Ok(r) => r.into_json()?,
+            Err(ureq::Error::Status(code, r)) => {
+                bail!("whole-slide fetch failed ({code}): {}", r.into_string()?)
+            }
+            Err(e) => return Err(e).context("whole-slide fetch"),
+        };
+        fetched_tiles = answer["fetched"].as_u64().unwrap_or(0);
+        let secs = answer["seconds"].as_f64().unwrap_or(f64::NAN);
+        eprintln!(
+            "  whole-slide fetch {}: {fetched_tiles} tiles in {secs:.2} s",
+            run + 1
+        );
+        ours.push(fetched_tiles as f64 / secs);
+    }
+    let ours_tps = median(&mut ours);
+
+    // The reference: the same tiles as files, sent with sendme.
+    let sendme_tps = if args.no_sendme {
+        None
+    } else {
+        match sendme_reference(&args, &grantee.data, &run_dir) {
+            Ok(tps) => Some(tps),
+            Err(e) => {
+                eprintln!("sendme skipped: {e:#}");
+                None
+            }
+        }
+    };
+
+    // Time to first screen, each with an empty cache.
+    let levels = detail["levels"].as_array().context("levels")?;
+    let level = levels
+        .iter()
+        .rev()
+        .find(|l| l["tiles"].as_u64().unwrap_or(0) >= 40)
+        .unwrap_or(&levels[0]);
+    let (li, cols) = (
+        level["index"].as_u64().unwrap_or(0),
+        level["cols"].as_u64().unwrap_or(1),
+    );
+    let viewport: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "{base}/api/v1/slides/{slide}/levels/{li}/tiles/{}/{}",
+                i % cols,
+                i / cols
+            )
+        })
+        .collect();
+    let mut screens = Vec::new();
+    for _ in 0..args.screens {
+        grantee_node = restart_empty(&bin, &grantee, grantee_node, &base)?;
+        let started = Instant::now();
+        get_json(&format!("{base}/api/v1/slides/{slide}"))?;
+        fetch_parallel(&viewport, 6)?;
+        screens.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    screens.sort_by(f64::total_cmp);
+    let p = |q: f64| screens[((screens.len() as f64 - 1.0) * q).round() as usize];
+
+    let delay = if args.delay_ms > 0 {
+        format!("{} ms round trip added (TCP delay relay)", args.delay_ms)
+    } else {
+        "loopback".into()
+    };
+    println!("federation: owner and grantee nodes, {delay}, slide of {total_tiles} tiles");
+    println!();
+    println!("| what | tiles/s | ratio to sendme |");
+    println!("| --- | ---: | ---: |");
+    match sendme_tps {
+        Some(s) => {
+            println!("| sendme (reference, tiles as files) | {s:.0} | 1.00x |");
+            println!(
+                "| slidemesh whole-slide fetch, verified, into cache | {ours_tps:.0} | {:.2}x |",
+                ours_tps / s
+            );
+        }
+        None => {
+            println!("| slidemesh whole-slide fetch, verified, into cache | {ours_tps:.0} | n/a |")
+        }
+    }
+    println!();
+    println!(
+        "time to first screen (detail + 40 tiles of level {li}, 6 at a time, empty cache, {} runs): p50 {:.1} ms, p99 {:.1} ms",
+        screens.len(),
+        p(0.5),
+        p(0.99)
+    );
+    println!(
+        "peak RSS: owner {:.1} MiB, grantee {:.1} MiB",
+        owner_node.peak_rss().unwrap_or(0) as f64 / 1048576.0,
+        grantee_node.peak_rss().unwrap_or(0) as f64 / 1048576.0
+    );
+    if fetched_tiles == 0 {
+        bail!("no tiles were fetched");
+    }
+    Ok(())
+}
+
+/// Stops the grantee, empties its tile cache, starts it again and waits until it is
+/// connected to the owner (as it would be while a user works).
+fn restart_empty(bin: &Path, grantee: &MemberSpec, node: Server, base: &str) -> Result<Server> {
+    drop(node);
+    let _ = std::fs::remove_dir_all(grantee.data.join("cache"));
+    let node = serve(bin, &grantee.data, &grantee.http)?;
+    wait_http(&format!("{base}/api/v1/node"), Duration::from_secs(20))?;
+    wait_for(Duration::from_secs(30), || {
+        get_json(&format!("{base}/api/v1/network"))
+            .map(|v| {
+                v["network"]["connected"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            })
+            .unwrap_or(false)
+    })
+    .context("the grantee did not reconnect to the owner")?;
+    Ok(node)
+}
+
+/// Flushes dirty pages left by the previous run, so that run's writeback does not land
+/// in the next measurement (both sides write ~20,000 small files per run).
+fn settle_disk() {
+    let _ = Command::new("sync").status();
+}
+
+fn fetch_parallel(urls: &[String], connections: usize) -> Result<()> {
+    let chunks: Vec<Vec<String>> = (0..connections)
+        .map(|c| urls.iter().skip(c).step_by(connections).cloned().collect())
+        .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|urls| {
+                s.spawn(move || -> Result<()> {
+                    let agent = ureq::AgentBuilder::new().build();
+                    for url in urls {
+                        let response = agent.get(&url).call().with_context(|| url.clone())?;
+                        let mut body = Vec::new();
+                        response.into_reader().read_to_end(&mut body)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("fetch thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+use std::io::Read;
+
+fn get_json(url: &str) -> Result<Value> {
+    Ok(ureq::get(url)
+        .timeout(Duration::from_secs(30))
+        .call()?
+        .into_json()?)
+}
+
+fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("condition not met within {timeout:?}")
+}
+
+/// Copies the grantee's cached tiles into one folder of files and times `sendme receive`
+/// of that folder from a `sendme send` process; returns tiles/s (median of the runs).
+/// Without delay only: sendme talks QUIC over UDP, which the TCP delay relay cannot carry.
+fn sendme_reference(args: &FederationBench, grantee: &Path, run_dir: &Path) -> Result<f64> {
+    if args.delay_ms > 0 {
+        bail!("no sendme reference with --delay-ms (its QUIC does not cross the TCP relay)");
+    }
+    let sendme = match &args.sendme {
+        Some(p) => p.clone(),
+        None => which("sendme")
+            .unwrap_or_else(|| PathBuf::from("/var/cache/slidemesh-bench/bin/sendme")),
+    };
+    if !sendme.is_file() {
+        bail!(
+            "{} not found: cargo install sendme --root /var/cache/slidemesh-bench",
+            sendme.display()
+        );
+    }
+    let tiles_dir = run_dir.join("sendme-tiles");
+    let _ = std::fs::remove_dir_all(&tiles_dir);
+    std::fs::create_dir_all(&tiles_dir)?;
+    let mut count = 0usize;
+    for shard in std::fs::read_dir(grantee.join("cache"))? {
+        for file in std::fs::read_dir(shard?.path())? {
+            let file = file?;
+            std::fs::copy(file.path(), tiles_dir.join(file.file_name()))?;
+            count += 1;
+        }
+    }
+    let mut rates = Vec::new();
+    for run in 0..args.runs {
+        let send_dir = run_dir.join("sendme-send");
+        let _ = std::fs::remove_dir_all(&send_dir);
+        std::fs::create_dir_all(&send_dir)?;
+        let mut sender = Command::new(&sendme)
+            // No relays (this machine has no internet): direct addresses only.
+            .args([
+                "send",
+                "--ticket-type",
+                "addresses",
+                "--relay",
+                "disabled",
+                "--no-progress",
+            ])
+            .arg(&tiles_dir)
+            .current_dir(&send_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let ticket = read_ticket(sender.stdout.take().context("sendme stdout")?)?;
+        let sender = Server { child: sender };
+        let recv_dir = run_dir.join(format!("sendme-recv-{run}"));
+        let _ = std::fs::remove_dir_all(&recv_dir);
+        std::fs::create_dir_all(&recv_dir)?;
+        settle_disk();
+        let started = Instant::now();
+        status(
+            Command::new(&sendme)
+                .args(["receive", "--relay", "disabled", "--no-progress", &ticket])
+                .current_dir(&recv_dir)
+                .stderr(Stdio::null()),
+        )?;
+        let secs = started.elapsed().as_secs_f64();
+        drop(sender);
+        eprintln!("  sendme {}: {count} tiles in {secs:.2} s", run + 1);
+        rates.push(count as f64 / secs);
+        let _ = std::fs::remove_dir_all(&recv_dir);
+    }
+    Ok(median(&mut rates))
+}
+
+/// The ticket from `sendme send` output: the first word starting with "blob".
+fn read_ticket(stdout: std::process::ChildStdout) -> Result<String> {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(t) = line.split_whitespace().find(|w| w.starts_with("blob")) {
+            return Ok(t.to_string());
+        }
+    }
+    bail!("sendme send printed no ticket")
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}

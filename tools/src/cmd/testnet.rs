@@ -5,8 +5,10 @@
 //! Idempotent like the demo: identities, slides, roster and grants are made on the first run
 //! only (markers in the folder); later runs start serving at once. Ctrl-C stops every node.
 //!
-//! Not yet here (issue 3): fault commands (kill/pause/cut/delay) beyond the fault switch
-//! `SLIDEMESH_FAULT_CORRUPT_TILES` that tests use; network namespaces with netem.
+//! Faults on command: while it runs, `kill`, `restart`, `pause` and `resume` a trust's node
+//! by typing on stdin (see [`faults`]). Not yet here (issue 3): cutting the link between two
+//! running nodes and WAN delay between them (the benchmark's TCP delay relay is the start
+//! of that), and scripted fault scenarios.
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -105,17 +107,23 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         std::fs::write(dir.join("roster.published"), b"")?;
     }
     // Serve.
-    let mut children: Vec<Child> = Vec::new();
-    for m in &members {
-        let log = std::fs::File::create(dir.join(format!("{}.log", m.trust)))?;
-        let child = sm(m)
+    let start = |m: &Member| -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}.log", m.trust)))?;
+        sm(m)
             .arg("serve")
             .env("RUST_LOG", "info,libp2p=warn")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot start {}'s node", m.trust))?;
-        children.push(child);
+            .with_context(|| format!("cannot start {}'s node", m.trust))
+    };
+    let mut children: Vec<Option<Child>> = Vec::new();
+    for m in &members {
+        children.push(Some(start(m)?));
     }
     for m in &members {
         wait_http(&m.http)?;
@@ -140,8 +148,77 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         println!("  {:<4} {:<45} http://{}", m.trust, m.name, m.http);
     }
     println!("each trust shared one slide with the next; Ctrl-C stops every node");
-    for mut child in children {
+    println!("faults, typed here: kill|restart|pause|resume TRUST (e.g. `pause RAE`), status");
+    faults(&members, &mut children, start)?;
+    for child in children.iter_mut().flatten() {
         let _ = child.wait();
+    }
+    Ok(())
+}
+
+/// Reads fault commands from stdin until it closes: kill (SIGKILL, no clean shutdown),
+/// restart (start a killed node again, or kill and start a running one), pause and resume
+/// (SIGSTOP and SIGCONT: the node keeps its connections but answers nothing, as a hung
+/// machine would). Not here yet: cutting one link, WAN delay between two running nodes.
+fn faults(
+    members: &[Member],
+    children: &mut [Option<Child>],
+    start: impl Fn(&Member) -> Result<Child>,
+) -> Result<()> {
+    use std::io::BufRead;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (verb, trust) = match words.as_slice() {
+            [] => continue,
+            ["status"] => {
+                for (m, c) in members.iter().zip(children.iter_mut()) {
+                    let up = c.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+                    println!("  {:<4} {}", m.trust, if up { "running" } else { "down" });
+                }
+                continue;
+            }
+            [verb, trust] => (*verb, trust.to_ascii_uppercase()),
+            _ => {
+                println!("usage: kill|restart|pause|resume TRUST, or status");
+                continue;
+            }
+        };
+        let Some(i) = members.iter().position(|m| m.trust == trust) else {
+            println!("no node for {trust}");
+            continue;
+        };
+        let signal = |c: &Child, sig: &str| {
+            let _ = std::process::Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+        };
+        match verb {
+            "kill" => {
+                if let Some(mut c) = children[i].take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                println!("{trust} killed");
+            }
+            "restart" => {
+                if let Some(mut c) = children[i].take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                children[i] = Some(start(&members[i])?);
+                wait_http(&members[i].http)?;
+                println!("{trust} restarted");
+            }
+            "pause" | "resume" => match &children[i] {
+                Some(c) => {
+                    signal(c, if verb == "pause" { "-STOP" } else { "-CONT" });
+                    println!("{trust} {verb}d");
+                }
+                None => println!("{trust} is down; restart it first"),
+            },
+            _ => println!("unknown fault {verb:?}: kill, restart, pause, resume or status"),
+        }
     }
     Ok(())
 }

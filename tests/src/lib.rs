@@ -323,3 +323,98 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     out.sort();
     Ok(out)
 }
+
+/// A small federation of real nodes for scenario tests.
+pub mod federation {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::{Node, SMALL, run, run_ok, synth, wait_until};
+
+    /// Members with fixed loopback ports, a co-signed roster (quorum 2), and one slide
+    /// ingested at the first (the owner).
+    pub struct Federation {
+        pub nodes: Vec<Node>,
+        /// The slide ingested at the first node (the owner).
+        pub slide: String,
+        _work: tempfile::TempDir,
+    }
+
+    pub fn federation(trusts: &[&str]) -> Federation {
+        let work = tempfile::tempdir().unwrap();
+        let nodes: Vec<Node> = trusts.iter().map(|t| Node::init_peer(t)).collect();
+        let slide_dir = work.path().join("slide");
+        synth(&slide_dir, SMALL);
+        let (code, report) = nodes[0].ingest(&[&slide_dir]);
+        assert_eq!(code, 0, "{report}");
+        let slide = report["slides"][0]["slide_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut members = Vec::new();
+        for (node, trust) in nodes.iter().zip(trusts) {
+            let path = work.path().join(format!("{trust}.json"));
+            std::fs::write(&path, run_ok(node.cmd().args(["federation", "member"]))).unwrap();
+            members.push(path);
+        }
+        let roster = work.path().join("roster.json");
+        let mut create = nodes[0].cmd();
+        create.args([
+            "federation",
+            "create",
+            "--name",
+            "test co-op",
+            "--quorum",
+            "2",
+            "--out",
+        ]);
+        create.arg(&roster);
+        for m in &members {
+            create.arg("--member").arg(m);
+        }
+        run_ok(&mut create);
+        // One signature of two: publishing must be refused.
+        let early = run(nodes[1].cmd().args(["federation", "publish"]).arg(&roster));
+        assert!(
+            !early.status.success(),
+            "a roster short of its quorum was published"
+        );
+        run_ok(nodes[1].cmd().args(["federation", "sign"]).arg(&roster));
+        for node in &nodes {
+            run_ok(node.cmd().args(["federation", "publish"]).arg(&roster));
+        }
+        Federation {
+            nodes,
+            slide,
+            _work: work,
+        }
+    }
+
+    pub fn share(owner: &Node, slide: &str, with: &str) -> String {
+        let out = run_ok(owner.cmd().args([
+            "share",
+            slide,
+            "--with",
+            with,
+            "--purpose",
+            "second-opinion",
+            "--until",
+            "2h",
+            "--json",
+        ]));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["grant_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn wait_for_shared(node: &Node, slide: &str) {
+        wait_until(Duration::from_secs(30), || {
+            node.get_json("/api/v1/slides")["slides"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["slide_id"] == slide && s["origin"] == "shared")
+        })
+        .expect("the shared slide appears at the grantee");
+    }
+}

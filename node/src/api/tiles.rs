@@ -76,9 +76,9 @@ pub async fn level_tile(
             ))
         })?;
         if view.summary.origin == Origin::Shared {
-            state
-                .federation
-                .prefetch(id, &prefetch_around(&view, level, col, row));
+            let (screen, deeper) = prefetch_around(&view, level, col, row);
+            state.federation.prefetch(id, &screen, true);
+            state.federation.prefetch(id, &deeper, false);
             return send_remote_tile(&state, &view, tile, &request).await;
         }
         send_tile(&state, tile, &request).await
@@ -117,17 +117,24 @@ pub async fn associated(
     send_tile(&state, tile, &request).await
 }
 
-/// The eight neighbours on the same level and the four tiles under this one on the next
-/// finer level: what a viewer asks for next when it pans or zooms in.
-fn prefetch_around(view: &SlideView, level: usize, col: u32, row: u32) -> Vec<TileId> {
+/// What a viewer asks for next: the tiles around this one on the same level (a 7 x 7
+/// window, which holds a first screen) and the four under it on the next finer level.
+fn prefetch_around(
+    view: &SlideView,
+    level: usize,
+    col: u32,
+    row: u32,
+) -> (Vec<TileId>, Vec<TileId>) {
+    const RADIUS: i64 = 3;
     let levels = &view.manifest.levels;
+    let mut screen = Vec::new();
     let mut out = Vec::new();
     let grid = &levels[level];
-    for dr in -1i64..=1 {
-        for dc in -1i64..=1 {
+    for dr in -RADIUS..=RADIUS {
+        for dc in -RADIUS..=RADIUS {
             let (c, r) = (col as i64 + dc, row as i64 + dr);
             if (dc, dr) != (0, 0) && c >= 0 && r >= 0 {
-                out.extend(grid.tile_at(c as u32, r as u32));
+                screen.extend(grid.tile_at(c as u32, r as u32));
             }
         }
     }
@@ -145,7 +152,7 @@ fn prefetch_around(view: &SlideView, level: usize, col: u32, row: u32) -> Vec<Ti
             }
         }
     }
-    out
+    (screen, out)
 }
 
 /// A tile of a shared slide: from the cache or fetched from peers, verified either way.

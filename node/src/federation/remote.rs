@@ -154,15 +154,18 @@ impl Federation {
         Ok((count, bytes))
     }
 
-    /// Starts fetching tiles nobody waits for yet (neighbours, the next zoom level).
-    pub fn prefetch(self: &Arc<Self>, slide: SlideId, tiles: &[TileId]) {
+    /// Starts fetching tiles nobody waits for yet. `urgent` tiles (the rest of the screen a
+    /// viewer is about to ask for) join the batches of tiles being waited for, so a first
+    /// screen goes out as one batch instead of one per wave of browser requests; the others
+    /// (the next zoom level) are opportunistic.
+    pub fn prefetch(self: &Arc<Self>, slide: SlideId, tiles: &[TileId], urgent: bool) {
         let wanted: Vec<TileId> = tiles
             .iter()
             .copied()
             .filter(|t| !self.cache.contains(t))
             .collect();
         if !wanted.is_empty() {
-            self.enqueue(slide, &wanted, Vec::new(), false);
+            self.enqueue(slide, &wanted, Vec::new(), urgent);
         }
     }
 
@@ -409,18 +412,21 @@ impl Federation {
                 let mut got: Vec<(TileId, Vec<u8>)> = Vec::new();
                 let outcome = tokio::time::timeout(
                     BATCH_TIMEOUT,
-                    network.fetch_tiles(peer, &request, |tile, bytes| got.push((tile, bytes))),
+                    // Each tile goes to its waiters the moment it arrived and hashed right,
+                    // not when the whole batch is in.
+                    network.fetch_tiles(peer, &request, |tile, bytes| {
+                        self.answer(&tile, &bytes);
+                        got.push((tile, bytes));
+                    }),
                 )
                 .await;
-                // Tiles verified before any failure are good whatever came after. Waiters
-                // are answered at once; each tile stays "in flight" until it is cached (on
-                // the blocking pool), so a request in between waits instead of refetching.
+                // Tiles verified before any failure are good whatever came after. Their
+                // waiters were answered as they arrived; each stays "in flight" until it is
+                // cached (on the blocking pool), so a request in between waits for the
+                // cache instead of fetching it again.
                 let arrived: std::collections::HashSet<TileId> =
                     got.iter().map(|(t, _)| *t).collect();
                 missing.retain(|t| !arrived.contains(t));
-                for (tile, bytes) in &got {
-                    self.answer(tile, bytes);
-                }
                 if !got.is_empty() {
                     let fed = self.clone();
                     let got = tokio::task::spawn_blocking(move || {

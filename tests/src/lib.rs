@@ -338,7 +338,8 @@ pub mod federation {
         pub nodes: Vec<Node>,
         /// The slide ingested at the first node (the owner).
         pub slide: String,
-        _work: tempfile::TempDir,
+        /// Holds `roster.json` (the genesis) and the member entries.
+        pub work: tempfile::TempDir,
     }
 
     pub fn federation(trusts: &[&str]) -> Federation {
@@ -384,11 +385,7 @@ pub mod federation {
         for node in &nodes {
             run_ok(node.cmd().args(["federation", "publish"]).arg(&roster));
         }
-        Federation {
-            nodes,
-            slide,
-            _work: work,
-        }
+        Federation { nodes, slide, work }
     }
 
     pub fn share(owner: &Node, slide: &str, with: &str) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use slidemesh_e2e::federation::{federation, share, wait_for_shared};
-use slidemesh_e2e::{Node, bin, run_ok, wait_until};
+use slidemesh_e2e::{Node, bin, run, run_ok, wait_until};
 
 /// The probe's JSON outcome when `as_node` asks `target` for the slide under the grant
 /// held in `grant_from`'s store.
@@ -167,4 +167,55 @@ fn corrupted_tiles_are_detected_and_fetched_from_another_source() {
         );
         assert_eq!(&got.body, want, "{path}: the grantee served wrong bytes");
     }
+}
+
+#[test]
+fn a_member_admitted_by_quorum_spreads_to_running_nodes_and_can_be_shared_with() {
+    let mut fed = federation(&["RR8", "RAE", "RCD"]);
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let mut newcomer = Node::init_peer("RWY");
+    let entry = fed.work.path().join("RWY.json");
+    std::fs::write(
+        &entry,
+        run_ok(newcomer.cmd().args(["federation", "member"])),
+    )
+    .unwrap();
+    let next = fed.work.path().join("next.json");
+    run_ok(
+        fed.nodes[0]
+            .cmd()
+            .args(["federation", "propose", "--add"])
+            .arg(&entry)
+            .arg("--out")
+            .arg(&next),
+    );
+    // The proposer's own signature is one of the two the current roster needs.
+    let early = run(fed.nodes[0]
+        .cmd()
+        .args(["federation", "publish"])
+        .arg(&next));
+    assert!(!early.status.success(), "published below quorum");
+    run_ok(fed.nodes[1].cmd().args(["federation", "sign"]).arg(&next));
+    run_ok(
+        fed.nodes[0]
+            .cmd()
+            .args(["federation", "publish"])
+            .arg(&next),
+    );
+    // The other running members adopt version 2 from the network, not from the operator.
+    for node in &fed.nodes[1..] {
+        wait_until(Duration::from_secs(40), || {
+            node.get_json("/api/v1/network")["roster_version"] == 2
+        })
+        .expect("a running member adopts the new roster version");
+    }
+    // The newcomer starts from the same two versions and can be shared with at once.
+    let genesis = fed.work.path().join("roster.json");
+    run_ok(newcomer.cmd().args(["federation", "publish"]).arg(&genesis));
+    run_ok(newcomer.cmd().args(["federation", "publish"]).arg(&next));
+    newcomer.serve();
+    share(&fed.nodes[0], &fed.slide, "RWY");
+    wait_for_shared(&newcomer, &fed.slide);
 }

@@ -197,16 +197,22 @@ impl SignedRoster {
                 found: roster.version,
             });
         }
-        let have = self.count_signers(&roster)?;
-        let need = roster.quorum as usize;
+        self.require_quorum(&roster, &roster)?;
+        Ok(roster)
+    }
+
+    /// Fails unless a quorum of `signing`'s members signed this version (`proposed`).
+    fn require_quorum(&self, proposed: &Roster, signing: &Roster) -> Result<(), RosterError> {
+        let have = self.count_signers(signing)?;
+        let need = signing.quorum as usize;
         if have < need {
             return Err(RosterError::Quorum {
-                version: roster.version,
+                version: proposed.version,
                 have,
                 need,
             });
         }
-        Ok(roster)
+        Ok(())
     }
 
     /// Verifies that this version may replace `current`: same federation, the next version,
@@ -225,15 +231,7 @@ impl SignedRoster {
                 found: roster.version,
             });
         }
-        let have = self.count_signers(current)?;
-        let need = current.quorum as usize;
-        if have < need {
-            return Err(RosterError::Quorum {
-                version: roster.version,
-                have,
-                need,
-            });
-        }
+        self.require_quorum(&roster, current)?;
         Ok(roster)
     }
 

@@ -324,6 +324,45 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Runs the headless-Chromium viewer test (tests/browser/viewer.test.mjs) against the web
+/// UI at `url`, opening `slide` (or the first slide with a thumbnail), and fails with its
+/// output unless it passed. Screenshots go to `$SLIDEMESH_ARTIFACTS/<folder>` (default
+/// target/test-artifacts/<folder>), which is returned.
+pub fn run_viewer_test(url: &str, slide: Option<&str>, folder: &str) -> PathBuf {
+    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run scripts/setup (the README's test command does)"
+    );
+    let artifacts = std::env::var("SLIDEMESH_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts")
+        })
+        .join(folder);
+    std::fs::create_dir_all(&artifacts).expect("artifacts folder");
+    let mut cmd = Command::new("node");
+    cmd.arg("--test")
+        .arg("viewer.test.mjs")
+        .current_dir(&browser_dir)
+        .env("SLIDEMESH_URL", url)
+        .env("SLIDEMESH_ARTIFACTS", &artifacts);
+    if let Some(slide) = slide {
+        cmd.env("SLIDEMESH_SLIDE_ID", slide);
+    }
+    let out = cmd
+        .output()
+        .expect("run node (Node.js) for the browser test");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}\nscreenshots in {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        artifacts.display()
+    );
+    artifacts
+}
+
 /// A small federation of real nodes for scenario tests.
 pub mod federation {
     use std::time::Duration;

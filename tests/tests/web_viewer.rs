@@ -3,18 +3,10 @@
 //! OpenSeadragon viewer, zooms to full resolution, and checks tiles loaded and rendered.
 //! Screenshots are kept in $SLIDEMESH_ARTIFACTS (default target/test-artifacts).
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use slidemesh_e2e::{Node, synth};
+use slidemesh_e2e::{Node, run_viewer_test, synth};
 
 #[test]
 fn viewer_opens_zooms_and_renders_tiles_in_headless_chromium() {
-    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run scripts/setup (the README's test command does)"
-    );
     let work = tempfile::tempdir().unwrap();
     synth(
         &work.path().join("slide"),
@@ -27,27 +19,7 @@ fn viewer_opens_zooms_and_renders_tiles_in_headless_chromium() {
     assert_eq!(code, 0, "{report:#}");
     let url = node.serve();
 
-    let artifacts = std::env::var("SLIDEMESH_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts")
-        });
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let out = Command::new("node")
-        .arg("--test")
-        .arg("viewer.test.mjs")
-        .current_dir(&browser_dir)
-        .env("SLIDEMESH_URL", &url)
-        .env("SLIDEMESH_ARTIFACTS", &artifacts)
-        .output()
-        .expect("run node (Node.js) for the browser test");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}\nscreenshots in {}",
-        String::from_utf8_lossy(&out.stderr),
-        artifacts.display()
-    );
+    let artifacts = run_viewer_test(&url, None, "");
     assert!(
         artifacts.join("viewer-zoomed.png").is_file(),
         "screenshot kept"

@@ -119,16 +119,15 @@ impl ApiState {
                 (remote.signed, remote.summary)
             }
         };
-        let record = Record { signed };
-        let manifest = record.signed.verify().map_err(|e| {
+        let manifest = signed.verify().map_err(|e| {
             ApiError::internal(format!("stored manifest of {id} does not verify: {e}"))
         })?;
         let view = Arc::new(SlideView {
             id: *id,
             manifest,
             summary,
-            signer: record.signed.signer,
-            signature: record.signed.signature,
+            signer: signed.signer,
+            signature: signed.signature,
         });
         if let Ok(mut cache) = self.manifests.lock() {
             if cache.len() >= MANIFEST_CACHE {
@@ -140,8 +139,11 @@ impl ApiState {
     }
 }
 
-struct Record {
-    signed: slidemesh_protocol::SignedManifest,
+/// Whether the request's `If-None-Match` names `etag` (already quoted), so a 304 will do.
+pub fn etag_matches(request: &axum::http::HeaderMap, etag: &str) -> bool {
+    request
+        .get(axum::http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
 }
 
 /// The slide, from memory when cached, else loaded on the blocking pool.

@@ -90,10 +90,7 @@ async fn load(state: &Arc<ApiState>, raw_id: &str) -> Result<Arc<SlideView>, Api
 /// A JSON response for immutable, content-addressed data: strong ETag, cache forever.
 pub fn immutable_json(etag: &str, request: &HeaderMap, body: Value) -> Response {
     let etag = format!("\"{etag}\"");
-    if request
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
+    if super::etag_matches(request, &etag) {
         return StatusCode::NOT_MODIFIED.into_response();
     }
     let mut response = Json(body).into_response();

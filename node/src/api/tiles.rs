@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use slidemesh_protocol::{AssociatedKind, SlideId, TileId};
 use tracing::Instrument;
 
-use super::{ApiError, ApiState, SlideView, load_slide, parse_id};
+use super::{ApiError, ApiState, SlideView, etag_matches, load_slide, parse_id};
 use crate::store::Origin;
 
 /// Sends one tile, honouring `If-None-Match` against its strong ETag (the tile id).
@@ -20,10 +20,7 @@ async fn send_tile(
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let etag = format!("\"{tile}\"");
-    if request
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
+    if etag_matches(request, &etag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let state = state.clone();
@@ -163,10 +160,7 @@ async fn send_remote_tile(
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let etag = format!("\"{tile}\"");
-    if request
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
+    if etag_matches(request, &etag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let bytes = state

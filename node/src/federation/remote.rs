@@ -76,6 +76,12 @@ impl Default for RemoteState {
     }
 }
 
+/// Locks one of the fetch maps. A panic while one was held leaves only bookkeeping behind,
+/// so a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Why a remote tile could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -115,23 +121,18 @@ impl Federation {
         slide: SlideId,
         tiles: Vec<TileId>,
     ) -> Result<(usize, u64), RemoteError> {
-        let mut waiting = Vec::new();
-        for tile in tiles {
-            if self.cache.contains(&tile) {
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            waiting.push((tile, tx, rx));
-        }
-        let count = waiting.len();
-        let mut receivers = Vec::with_capacity(count);
-        let mut ids = Vec::with_capacity(count);
-        let mut waiters = Vec::with_capacity(count);
-        for (tile, tx, rx) in waiting {
-            ids.push(tile);
-            receivers.push(rx);
-            waiters.push((tile, tx));
-        }
+        let ids: Vec<TileId> = tiles
+            .into_iter()
+            .filter(|t| !self.cache.contains(t))
+            .collect();
+        let count = ids.len();
+        let (waiters, receivers): (Vec<_>, Vec<_>) = ids
+            .iter()
+            .map(|&tile| {
+                let (tx, rx) = oneshot::channel();
+                ((tile, tx), rx)
+            })
+            .unzip();
         self.enqueue(slide, &ids, waiters, true);
         let mut bytes = 0u64;
         let mut failed = 0usize;
@@ -178,11 +179,7 @@ impl Federation {
     ) {
         let mut fresh = Vec::new();
         {
-            let mut in_flight = self
-                .remote
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut in_flight = lock(&self.remote.in_flight);
             for tile in tiles {
                 if !in_flight.contains_key(tile) {
                     in_flight.insert(*tile, Vec::new());
@@ -197,7 +194,7 @@ impl Federation {
             return;
         }
         let start_batch = {
-            let mut queued = self.remote.queued.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queued = lock(&self.remote.queued);
             let queue = queued.entry((slide, demanded)).or_default();
             let first = queue.is_empty();
             queue.extend(fresh);
@@ -208,11 +205,7 @@ impl Federation {
             tokio::spawn(
                 async move {
                     tokio::time::sleep(BATCH_WINDOW).await;
-                    let tiles = fed
-                        .remote
-                        .queued
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
+                    let tiles = lock(&fed.remote.queued)
                         .remove(&(slide, demanded))
                         .unwrap_or_default();
                     for chunk in tiles.chunks(BATCH_MAX.min(MAX_TILES_PER_REQUEST)) {
@@ -231,11 +224,7 @@ impl Federation {
     fn drop_prefetch(self: &Arc<Self>, slide: SlideId, tiles: Vec<TileId>) {
         let mut promoted = Vec::new();
         {
-            let mut in_flight = self
-                .remote
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut in_flight = lock(&self.remote.in_flight);
             for tile in tiles {
                 if let Some(waiters) = in_flight.remove(&tile) {
                     promoted.extend(waiters.into_iter().map(|w| (tile, w)));
@@ -250,11 +239,7 @@ impl Federation {
 
     /// Answers everyone waiting for `tile` so far, leaving it marked in flight.
     fn answer(&self, tile: &TileId, bytes: &[u8]) {
-        let waiters = self
-            .remote
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let waiters = lock(&self.remote.in_flight)
             .get_mut(tile)
             .map(std::mem::take)
             .unwrap_or_default();
@@ -265,11 +250,7 @@ impl Federation {
 
     /// Resolves everyone waiting for `tile` and marks it no longer in flight.
     fn finish(&self, tile: &TileId, result: Result<Vec<u8>, String>) {
-        let waiters = self
-            .remote
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let waiters = lock(&self.remote.in_flight)
             .remove(tile)
             .unwrap_or_default();
         for w in waiters {
@@ -280,12 +261,7 @@ impl Federation {
     /// The grant this node holds for a shared slide (memoised until a withdrawal).
     fn grant_for(&self, slide: &SlideId) -> Result<SignedGrant, String> {
         let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
-        if let Some((at, grant)) = self
-            .remote
-            .grants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(slide)
+        if let Some((at, grant)) = lock(&self.remote.grants).get(slide)
             && *at == generation
         {
             return Ok(grant.clone());
@@ -300,11 +276,7 @@ impl Federation {
             .grant(&remote.grant)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("grant {} is missing", remote.grant))?;
-        self.remote
-            .grants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(*slide, (generation, stored.signed.clone()));
+        lock(&self.remote.grants).insert(*slide, (generation, stored.signed.clone()));
         Ok(stored.signed)
     }
 
@@ -313,11 +285,7 @@ impl Federation {
     /// in the background for later batches ([`Self::lookup_providers`] waits when needed).
     fn sources(self: &Arc<Self>, slide: &SlideId, owner: Option<PeerId>) -> Vec<PeerId> {
         let mut peers: Vec<PeerId> = owner.into_iter().collect();
-        let cached = self
-            .remote
-            .providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let cached = lock(&self.remote.providers)
             .get(slide)
             .map(|(at, p)| (at.elapsed() < PROVIDERS_TTL, p.clone()));
         let (fresh, found) = cached.unwrap_or((false, Vec::new()));
@@ -331,7 +299,7 @@ impl Federation {
                 peers.push(p);
             }
         }
-        let speed = self.remote.speed.lock().unwrap_or_else(|e| e.into_inner());
+        let speed = lock(&self.remote.speed);
         peers.sort_by(|a, b| {
             let sa = speed.get(a).copied().unwrap_or(0.0);
             let sb = speed.get(b).copied().unwrap_or(0.0);
@@ -350,11 +318,7 @@ impl Federation {
                 found.extend(set.into_iter().filter(|p| *p != local));
             }
         }
-        self.remote
-            .providers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(slide, (Instant::now(), found.clone()));
+        lock(&self.remote.providers).insert(slide, (Instant::now(), found.clone()));
         found
     }
 
@@ -479,22 +443,13 @@ impl Federation {
     }
 
     fn record_speed(&self, peer: PeerId, seconds: f64) {
-        self.remote
-            .speed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer, seconds);
+        lock(&self.remote.speed).insert(peer, seconds);
     }
 
     /// Once this node caches tiles of a shared slide it can serve them to other grantees
     /// (they present their own grant): say so through Kademlia, once per slide and run.
     async fn announce_source(&self, network: &crate::net::Network, slide: SlideId) {
-        let first = self
-            .remote
-            .providing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(slide);
+        let first = lock(&self.remote.providing).insert(slide);
         if first {
             let _ = network.provide(slide).await;
         }

@@ -67,6 +67,10 @@ pub struct HttpSection {
     /// Address and port; loopback by default, since users reach the node through the trust's
     /// own network and a reverse proxy, never directly from outside.
     pub listen: String,
+    /// Web origins (e.g. `https://viewer.trust.nhs.uk`) whose pages may call this node's API
+    /// and DICOMweb from a browser; `*` allows any. Empty: only the node's own web UI.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 /// How ingest keeps original files.
@@ -104,7 +108,10 @@ impl NodeConfig {
     pub fn new(trust: TrustCode, trust_name: String, listen: String) -> Self {
         Self {
             node: NodeSection { trust, trust_name },
-            http: HttpSection { listen },
+            http: HttpSection {
+                listen,
+                cors_origins: Vec::new(),
+            },
             ingest: IngestSection::default(),
             network: NetworkSection::default(),
         }
@@ -137,6 +144,9 @@ trust_name = {name}
 # Address of the HTTP API and web UI. Keep it on loopback or a private interface and put the
 # trust's reverse proxy in front; `slidemesh serve --http` overrides it for one run.
 listen = {listen}
+# Web origins whose pages may call this node's API and DICOMweb (/dicomweb) from a browser,
+# e.g. ["https://viewer.trust.nhs.uk"]; "*" allows any page. Empty: only the node's own UI.
+cors_origins = {cors}
 
 [ingest]
 # How original DICOM files are kept in objects/: "link" hard-links them when they are on the
@@ -161,6 +171,13 @@ cache_bytes = {cache}
             trust = toml_string(self.node.trust.as_str()),
             name = toml_string(&self.node.trust_name),
             listen = toml_string(&self.http.listen),
+            cors = toml::Value::Array(
+                self.http
+                    .cors_origins
+                    .iter()
+                    .map(|o| toml::Value::String(o.clone()))
+                    .collect()
+            ),
         )
     }
 }

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod datadir;
+pub mod dicom_json;
 pub mod federation;
 pub mod ingest;
 pub mod net;

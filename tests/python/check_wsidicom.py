@@ -12,9 +12,14 @@ Table it refuses them, and with a Basic Offset Table it silently returns corrupt
 read with pydicom's encapsulation support (which follows the offset table across
 fragments) and decoded with Pillow; wsidicom still checks structure and metadata.
 
+With `--dicomweb URL` the slide is opened through a DICOMweb server instead of from files
+(wsidicom's web client: QIDO-RS to find the instances, WADO-RS metadata and frames), and
+dicomweb-client's searches must find it; the per-file checks are skipped.
+
 Usage:
     slidemesh-tools synth --out DIR --seed 7 --size 4MB --json > slide.json
     check_wsidicom.py --tools path/to/slidemesh-tools --manifest slide.json DIR
+    check_wsidicom.py --tools ... --manifest slide.json --dicomweb http://127.0.0.1:8080/dicomweb
 
 Exits 0 when every check passes, 1 with one line per failed check otherwise, 2 when the
 environment is unusable (missing module, bad arguments).
@@ -168,9 +173,48 @@ def check_files(checks: Checks, manifest: dict, slide_dir: Path) -> dict[str, py
     return datasets
 
 
+def check_searches(checks: Checks, manifest: dict, url: str) -> None:
+    """QIDO-RS through dicomweb-client (an independent client): the slide's study, series
+    and instances are found by the usual matching, and non-matching queries find nothing."""
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url)
+    study, series = manifest["study_uid"], manifest["series_uid"]
+    count = len(manifest["instances"])
+
+    def uids(results: list, tag: str) -> set:
+        return {r[tag]["Value"][0] for r in results if tag in r and "Value" in r[tag]}
+
+    studies = client.search_for_studies(search_filters={"PatientID": manifest["patient_id"]})
+    checks.expect(uids(studies, "0020000D") == {study}, f"QIDO studies by PatientID: {uids(studies, '0020000D')}")
+    if studies:
+        got = studies[0].get("00201208", {}).get("Value", [None])[0]
+        checks.expect(got is not None and int(got) >= count, f"NumberOfStudyRelatedInstances {got}, expected >= {count}")
+    wildcard = client.search_for_studies(search_filters={"AccessionNumber": manifest["accession_number"][:4] + "*"})
+    checks.expect(study in uids(wildcard, "0020000D"), "QIDO wildcard on AccessionNumber misses the study")
+    none = client.search_for_studies(search_filters={"PatientID": "no-such-patient"})
+    checks.expect(none == [], f"QIDO for an unknown patient found {len(none)} studies")
+    dated = client.search_for_studies(search_filters={"StudyDate": "19000101-20991231"})
+    checks.expect(study in uids(dated, "0020000D"), "QIDO date range misses the study")
+    later = client.search_for_studies(search_filters={"StudyDate": "20990101-"})
+    checks.expect(study not in uids(later, "0020000D"), "QIDO open date range matched a past study")
+    series_found = client.search_for_series(study, search_filters={"Modality": "SM"})
+    checks.expect(uids(series_found, "0020000E") == {series}, f"QIDO series in study: {uids(series_found, '0020000E')}")
+    instances = client.search_for_instances(study, series, fields=["AvailableTransferSyntaxUID"])
+    checks.expect(len(instances) == count, f"QIDO found {len(instances)} instances, expected {count}")
+    syntaxes = {v for r in instances for v in r.get("00083002", {}).get("Value", [])}
+    checks.expect(syntaxes == {JPEG_BASELINE}, f"AvailableTransferSyntaxUID {syntaxes}")
+    page = client.search_for_instances(study, series, limit=3, offset=2)
+    checks.expect(len(page) == min(3, max(0, count - 2)), f"limit=3 offset=2 gave {len(page)} instances")
+    every = client.search_for_instances(study, series, get_remaining=True, limit=2)
+    checks.expect(len(every) == count, f"paging through instances 2 at a time gave {len(every)}")
+    print(f"  QIDO-RS via dicomweb-client: study, series, {len(instances)} instances found; filters and paging hold")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("slide_dir", type=Path, help="directory holding one generated slide")
+    parser.add_argument("slide_dir", type=Path, nargs="?", help="directory holding one generated slide")
+    parser.add_argument("--dicomweb", help="read the slide through this DICOMweb base URL instead of files")
     parser.add_argument("--tools", type=Path, required=True, help="path to the slidemesh-tools binary")
     parser.add_argument("--manifest", type=Path, required=True, help="JSON printed by `slidemesh-tools synth --json`")
     # JPEG q80 with 4:2:0 chroma measures 4-6 at level 0 and 5-7.5 at level 2 on this
@@ -187,12 +231,19 @@ def main() -> int:
     spec = manifest["spec"]
     fragmented = spec["fragments_per_frame"] > 1
     checks = Checks()
-    print(f"checking {args.slide_dir} (seed {spec['seed']}, {spec['width']}x{spec['height']}, "
+    print(f"checking {args.dicomweb or args.slide_dir} (seed {spec['seed']}, {spec['width']}x{spec['height']}, "
           f"offset table {spec['offset_table']}, {spec['fragments_per_frame']} fragment(s) per frame)")
 
-    datasets = check_files(checks, manifest, args.slide_dir)
-
-    wsi = WsiDicom.open(args.slide_dir)
+    if args.dicomweb:
+        check_searches(checks, manifest, args.dicomweb)
+        from wsidicom import WsiDicomWebClient
+        client = WsiDicomWebClient.create_client(args.dicomweb)
+        wsi = WsiDicom.open_web(client, manifest["study_uid"], manifest["series_uid"])
+    elif args.slide_dir is None:
+        parser.error("give a slide directory or --dicomweb URL")
+    else:
+        check_files(checks, manifest, args.slide_dir)
+        wsi = WsiDicom.open(args.slide_dir)
     levels = manifest["levels"]
     checks.expect(len(wsi.levels) == len(levels), f"wsidicom sees {len(wsi.levels)} levels, generator wrote {len(levels)}")
     for level, want in zip(wsi.levels, levels):
@@ -244,11 +295,11 @@ def main() -> int:
     wsi.close()
 
     if checks.failures:
-        print(f"FAILED {len(checks.failures)} of {len(checks.failures) + checks.passed} checks for {args.slide_dir}:", file=sys.stderr)
+        print(f"FAILED {len(checks.failures)} of {len(checks.failures) + checks.passed} checks for {args.dicomweb or args.slide_dir}:", file=sys.stderr)
         for failure in checks.failures:
             print(f"  - {failure}", file=sys.stderr)
         return 1
-    print(f"ok: {checks.passed} checks passed for {args.slide_dir}")
+    print(f"ok: {checks.passed} checks passed for {args.dicomweb or args.slide_dir}")
     return 0
 
 

@@ -29,6 +29,53 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The Python interpreter with the independent readers (wsidicom, pydicom, pillow, numpy,
+/// dicomweb-client): the project's `.venv` (made by `scripts/setup`) unless
+/// `SLIDEMESH_PYTHON` names another. Missing is a failure, not a skip: these tests are the
+/// proof that other software reads what we write and serve.
+pub fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = std::env::var_os("SLIDEMESH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            assert!(
+                venv.is_file(),
+                "no Python with wsidicom: run scripts/setup (it creates .venv), or set \
+                 SLIDEMESH_PYTHON to a Python with wsidicom, pillow, numpy and dicomweb-client"
+            );
+            venv
+        });
+    let probe = run(Command::new(&python).args([
+        "-c",
+        "import wsidicom, PIL, numpy, pydicom, dicomweb_client",
+    ]));
+    assert!(
+        probe.status.success(),
+        "{} cannot import wsidicom/pillow/numpy/dicomweb-client: run scripts/setup\n{}",
+        python.display(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    python
+}
+
+/// Runs `tests/python/check_wsidicom.py`, which opens a generated slide with wsidicom and
+/// compares its pixels with the generator's. `generated` is what `synth --json` printed for
+/// the slide; `source` is the slide directory, or `--dicomweb URL`.
+pub fn wsidicom_check(generated: &Value, work: &Path, source: &[&std::ffi::OsStr]) -> Output {
+    let manifest = work.join(format!(
+        "check-{}.json",
+        generated["series_uid"].as_str().unwrap_or("slide")
+    ));
+    std::fs::write(&manifest, generated.to_string()).expect("write manifest");
+    run(Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_wsidicom.py"))
+        .arg("--tools")
+        .arg(bin("slidemesh-tools"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(source))
+}
+
 /// Runs a command to completion, failing with its output if it could not start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
@@ -377,6 +424,8 @@ pub mod federation {
         pub nodes: Vec<Node>,
         /// The slide ingested at the first node (the owner).
         pub slide: String,
+        /// What `slidemesh-tools synth --json` said about that slide (UIDs, spec).
+        pub generated: Value,
         /// Holds `roster.json` (the genesis) and the member entries.
         pub work: tempfile::TempDir,
     }
@@ -385,7 +434,7 @@ pub mod federation {
         let work = tempfile::tempdir().unwrap();
         let nodes: Vec<Node> = trusts.iter().map(|t| Node::init_peer(t)).collect();
         let slide_dir = work.path().join("slide");
-        synth(&slide_dir, SMALL);
+        let generated = synth(&slide_dir, SMALL).remove(0);
         let (code, report) = nodes[0].ingest(&[&slide_dir]);
         assert_eq!(code, 0, "{report}");
         let slide = report["slides"][0]["slide_id"]
@@ -424,7 +473,12 @@ pub mod federation {
         for node in &nodes {
             run_ok(node.cmd().args(["federation", "publish"]).arg(&roster));
         }
-        Federation { nodes, slide, work }
+        Federation {
+            nodes,
+            slide,
+            generated,
+            work,
+        }
     }
 
     pub fn share(owner: &Node, slide: &str, with: &str) -> String {

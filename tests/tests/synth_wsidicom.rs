@@ -7,51 +7,16 @@
 //! `scripts/setup`) or `SLIDEMESH_PYTHON`. Missing is a failure, not a skip: these
 //! tests are the only proof that other software reads our files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
-use slidemesh_e2e::{bin, run, synth};
-
-/// The Python interpreter to use, after checking it can import the readers.
-fn python() -> PathBuf {
-    // The project's venv (made by scripts/setup) unless SLIDEMESH_PYTHON names another.
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let python = std::env::var_os("SLIDEMESH_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        assert!(
-            venv.is_file(),
-            "no Python with wsidicom: run scripts/setup (it creates .venv), or set SLIDEMESH_PYTHON \
-             to a Python with wsidicom, pillow and numpy"
-        );
-        venv
-    });
-    let probe = run(Command::new(&python).args(["-c", "import wsidicom, PIL, numpy, pydicom"]));
-    assert!(
-        probe.status.success(),
-        "{} cannot import wsidicom/pillow/numpy: install them with `{} -m pip install wsidicom \
-         pillow numpy`\n{}",
-        python.display(),
-        python.display(),
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    python
-}
-
-fn checker() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_wsidicom.py")
-}
+use slidemesh_e2e::{synth, wsidicom_check};
 
 /// Run the checker on one slide directory with its manifest.
 fn check(slide_dir: &Path, manifest: &Value) -> Output {
-    let manifest_path = slide_dir.with_extension("json");
-    std::fs::write(&manifest_path, manifest.to_string()).expect("write manifest");
-    run(Command::new(python())
-        .arg(checker())
-        .arg("--tools")
-        .arg(bin("slidemesh-tools"))
-        .arg("--manifest")
-        .arg(&manifest_path)
-        .arg(slide_dir))
+    let work = slide_dir.parent().expect("slide dir has a parent");
+    wsidicom_check(manifest, work, &[slide_dir.as_os_str()])
 }
 
 fn assert_passes(out: &Output, what: &str) {

@@ -9,10 +9,12 @@
 //!   cache now (verified), answering when done ([`tiles`]).
 //! - `GET /api/v1/tiles/{tile_id}` and
 //!   `GET /api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}`: tile bytes ([`tiles`]).
+//! - `/dicomweb/...`: QIDO-RS and WADO-RS ([`dicomweb`]).
 //! - everything else: the embedded web UI ([`web`]).
 //!
 //! Content-addressed responses carry strong ETags (the id) and immutable cache headers.
 
+pub mod dicomweb;
 pub mod slides;
 pub mod tiles;
 pub mod web;
@@ -48,6 +50,8 @@ pub struct ApiState {
     manifests: Mutex<HashMap<SlideId, Arc<SlideView>>>,
     /// The federation's withdrawal count when `manifests` was last valid.
     withdrawals_seen: std::sync::atomic::AtomicU64,
+    /// Slides as DICOM studies, series and instances, for DICOMweb.
+    pub dicomweb: dicomweb::catalogue::Catalogue,
 }
 
 /// A slide as handlers use it.
@@ -79,6 +83,7 @@ impl ApiState {
             federation,
             manifests: Mutex::new(HashMap::new()),
             withdrawals_seen: std::sync::atomic::AtomicU64::new(0),
+            dicomweb: Default::default(),
         }
     }
 
@@ -157,8 +162,9 @@ pub async fn load_slide(state: &Arc<ApiState>, id: SlideId) -> Result<Arc<SlideV
         .map_err(ApiError::internal)?
 }
 
-/// Builds the router.
-pub fn router(state: Arc<ApiState>) -> Router {
+/// Builds the router. `cors_origins` lists the web origins allowed to call the API from a
+/// browser (a DICOMweb viewer served elsewhere); `*` allows any. Empty: same origin only.
+pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
     Router::new()
         .route("/api/v1/node", get(slides::node_info))
         .route("/api/v1/network", get(slides::network_status))
@@ -176,9 +182,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/tiles/{tile_id}", get(tiles::by_id))
         .route("/api/{*rest}", get(api_not_found))
+        .nest(dicomweb::urls::PREFIX, dicomweb::routes())
         .fallback(web::asset)
         .with_state(state)
+        .layer(cors(cors_origins))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::ACCEPT, header::CONTENT_TYPE, header::IF_NONE_MATCH])
+        .expose_headers([header::CONTENT_TYPE, header::ETAG, header::WARNING])
 }
 
 async fn api_not_found() -> ApiError {

@@ -116,7 +116,7 @@ async fn serve(node: NodeContext, addr: SocketAddr, p2p: Vec<libp2p::Multiaddr>)
     write_atomic(&info_path, info.to_string().as_bytes())?;
     println!("slidemesh serving http://{bound}");
     info!(trust = %config.node.trust, %bound, peer_id = %network.local_peer_id(), "serving");
-    let result = axum::serve(listener, api::router(state))
+    let result = axum::serve(listener, api::router(state, &config.http.cors_origins))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed");

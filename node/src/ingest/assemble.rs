@@ -260,15 +260,9 @@ fn items<'a>(dataset: &'a Value, tag: &str) -> impl Iterator<Item = &'a Value> {
 
 fn first_string(dataset: &Value, tag: &str) -> Option<String> {
     let value = dataset.get(tag)?.get("Value")?.as_array()?.first()?;
-    match value {
-        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Object(o) => o
-            .get("Alphabetic")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        _ => None,
-    }
+    crate::dicom_json::value_string(value)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn code_meaning(item: &Value, sequence: &str) -> Option<String> {

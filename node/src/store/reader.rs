@@ -41,6 +41,11 @@ impl TileReader {
         }
     }
 
+    /// Where the original files are.
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
     fn file(&self, id: &ObjectId) -> Result<Arc<File>, ReadError> {
         if let Some(file) = self.open.lock().ok().and_then(|m| m.get(id).cloned()) {
             return Ok(file);

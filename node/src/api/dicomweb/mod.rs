@@ -1,0 +1,174 @@
+//! DICOMweb (PS3.18) on the node's HTTP server, under `/dicomweb`: QIDO-RS searches,
+//! WADO-RS retrieval (metadata, frames, bulk data, instances, rendered images), for local
+//! slides and slides other trusts shared with this one alike, so a standard viewer pointed
+//! at a trust's own node sees both.
+//!
+//! - [`catalogue`]: slides as studies, series and instances, with each frame's tile id.
+//! - [`qido`]: matching and result attributes. [`wado`]: retrieval.
+//! - [`accept`]: content negotiation (the node never transcodes: other syntaxes are 406).
+//! - [`urls`]: links as the client sees the node; `crate::dicom_json`: the DICOM JSON model.
+
+pub mod accept;
+pub mod catalogue;
+pub mod qido;
+pub mod urls;
+pub mod wado;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::Value;
+
+use super::{ApiError, ApiState};
+use qido::Level;
+
+/// The DICOMweb routes, relative to [`urls::PREFIX`].
+pub fn routes() -> Router<Arc<ApiState>> {
+    const INSTANCE: &str = "/studies/{study}/series/{series}/instances/{instance}";
+    Router::new()
+        .route("/studies", get(search_studies))
+        .route("/series", get(search_all_series))
+        .route("/instances", get(search_all_instances))
+        .route("/studies/{study}", get(wado::retrieve_study))
+        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/thumbnail", get(wado::study_thumbnail))
+        .route("/studies/{study}/series", get(search_series))
+        .route("/studies/{study}/instances", get(search_study_instances))
+        .route(
+            "/studies/{study}/series/{series}",
+            get(wado::retrieve_series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(wado::series_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(search_series_instances),
+        )
+        .route(INSTANCE, get(wado::retrieve_instance))
+        .route(
+            &format!("{INSTANCE}/metadata"),
+            get(wado::instance_metadata_route),
+        )
+        .route(
+            &format!("{INSTANCE}/rendered"),
+            get(wado::rendered_instance),
+        )
+        .route(
+            &format!("{INSTANCE}/thumbnail"),
+            get(wado::rendered_instance),
+        )
+        .route(&format!("{INSTANCE}/frames/{{frames}}"), get(wado::frames))
+        .route(
+            &format!("{INSTANCE}/frames/{{frames}}/rendered"),
+            get(wado::rendered_frame_route),
+        )
+        .route(&format!("{INSTANCE}/bulkdata/{{tag}}"), get(wado::bulkdata))
+        .fallback(not_a_resource)
+}
+
+async fn not_a_resource() -> ApiError {
+    ApiError::not_found("no such DICOMweb resource; see /dicomweb/studies")
+}
+
+type Pairs = Query<Vec<(String, String)>>;
+
+async fn search(
+    state: &Arc<ApiState>,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    level: Level,
+    study: Option<&str>,
+    series: Option<&str>,
+) -> Result<Response, ApiError> {
+    accept::json(&accept::ranges(headers))?;
+    let query = qido::Query::parse(pairs)?;
+    let catalogue = catalogue::load(state).await?;
+    let urls = urls::Urls::from_headers(headers);
+    let results = query.run(&catalogue, level, study, series, &urls);
+    let mut response = axum::Json(Value::Array(results)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/dicom+json"),
+    );
+    // Results change as slides are ingested, shared and withdrawn.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+async fn search_studies(
+    State(state): State<Arc<ApiState>>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(&state, &headers, &pairs, Level::Study, None, None).await
+}
+
+async fn search_all_series(
+    State(state): State<Arc<ApiState>>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(&state, &headers, &pairs, Level::Series, None, None).await
+}
+
+async fn search_all_instances(
+    State(state): State<Arc<ApiState>>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(&state, &headers, &pairs, Level::Instance, None, None).await
+}
+
+async fn search_series(
+    State(state): State<Arc<ApiState>>,
+    Path(study): Path<String>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(&state, &headers, &pairs, Level::Series, Some(&study), None).await
+}
+
+async fn search_study_instances(
+    State(state): State<Arc<ApiState>>,
+    Path(study): Path<String>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(
+        &state,
+        &headers,
+        &pairs,
+        Level::Instance,
+        Some(&study),
+        None,
+    )
+    .await
+}
+
+async fn search_series_instances(
+    State(state): State<Arc<ApiState>>,
+    Path((study, series)): Path<(String, String)>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(
+        &state,
+        &headers,
+        &pairs,
+        Level::Instance,
+        Some(&study),
+        Some(&series),
+    )
+    .await
+}

@@ -1,0 +1,238 @@
+//! DICOMweb against independent clients and by the standard's rules.
+//!
+//! - wsidicom (through its DICOMweb client) opens a slide from the owner's node and from a
+//!   grantee's node (tiles streamed from the owner), reads regions, label, overview and
+//!   thumbnail, and the pixels match what the generator encoded; dicomweb-client's QIDO-RS
+//!   searches find the slide by the usual matching (`tests/python/check_wsidicom.py`).
+//! - WADO-RS details: frames are the stored bytes, whole instances are the original files,
+//!   unavailable transfer syntaxes are 406, bad frame lists 400/404, links follow the Host
+//!   the client used, rendered thumbnails, CORS only for configured origins.
+
+use serde_json::Value;
+use slidemesh_e2e::federation::{federation, share, wait_for_shared};
+use slidemesh_e2e::{Node, Response, SMALL, synth, wsidicom_check};
+
+fn check_through_dicomweb(generated: &Value, base: &str, work: &std::path::Path, what: &str) {
+    let url = format!("{base}/dicomweb");
+    let out = wsidicom_check(generated, work, &["--dicomweb".as_ref(), url.as_ref()]);
+    assert!(
+        out.status.success(),
+        "{what}: wsidicom through DICOMweb failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn wsidicom_reads_local_and_shared_slides_through_dicomweb() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let owner = fed.nodes[0].url.clone().unwrap();
+    check_through_dicomweb(&fed.generated, &owner, fed.work.path(), "local");
+
+    // Before the grant, Bradford's DICOMweb knows nothing of the slide.
+    let study = fed.generated["study_uid"].as_str().unwrap();
+    let before = fed.nodes[1].get(&format!("/dicomweb/studies?StudyInstanceUID={study}"));
+    assert_eq!(before.status, 200);
+    assert_eq!(json(&before), Value::Array(vec![]));
+
+    share(&fed.nodes[0], &fed.slide, "RAE");
+    wait_for_shared(&fed.nodes[1], &fed.slide);
+    let grantee = fed.nodes[1].url.clone().unwrap();
+    check_through_dicomweb(&fed.generated, &grantee, fed.work.path(), "shared");
+    let cached = fed.nodes[1].get_json("/api/v1/network")["cache"]["tiles"]
+        .as_u64()
+        .unwrap();
+    assert!(cached > 0, "the grantee served frames without fetching any");
+}
+
+fn json(r: &Response) -> Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(&r.body)))
+}
+
+/// The parts of a `multipart/related` body, headers stripped.
+fn parts(r: &Response) -> Vec<Vec<u8>> {
+    let content_type = r.header("content-type").expect("content type");
+    assert!(
+        content_type.starts_with("multipart/related"),
+        "not multipart: {content_type}"
+    );
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .expect("boundary")
+        .trim_matches('"');
+    let delimiter = format!("--{boundary}");
+    let body = &r.body;
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while let Some(at) = find(&body[i..], delimiter.as_bytes()) {
+        starts.push(i + at);
+        i += at + delimiter.len();
+    }
+    let mut out = Vec::new();
+    for pair in starts.windows(2) {
+        let part = &body[pair[0] + delimiter.len()..pair[1]];
+        let header_end = find(part, b"\r\n\r\n").expect("part headers end") + 4;
+        let payload = &part[header_end..part.len() - 2]; // the CRLF before the delimiter
+        out.push(payload.to_vec());
+    }
+    let last = &body[*starts.last().unwrap()..];
+    assert!(
+        last.starts_with(format!("{delimiter}--").as_bytes()),
+        "no closing delimiter"
+    );
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn wado_rs_follows_the_standard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slide_dir = tmp.path().join("slide");
+    let generated = synth(&slide_dir, SMALL).remove(0);
+    let mut node = Node::init("RR8");
+    // Allow one viewer origin from a browser.
+    let config_path = node.data.join("config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains("cors_origins = []"), "{config}");
+    std::fs::write(
+        &config_path,
+        config.replace(
+            "cors_origins = []",
+            "cors_origins = [\"http://viewer.example\"]",
+        ),
+    )
+    .unwrap();
+    let (code, report) = node.ingest(&[&slide_dir]);
+    assert_eq!(code, 0, "{report}");
+    let slide = report["slides"][0]["slide_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    node.serve();
+
+    let study = generated["study_uid"].as_str().unwrap();
+    let series = generated["series_uid"].as_str().unwrap();
+    let level0 = generated["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["flavor"] == "volume" && i["frames"].as_u64().unwrap() > 1)
+        .expect("a tiled level");
+    let uid = level0["sop_instance_uid"].as_str().unwrap();
+    let instance = format!("/dicomweb/studies/{study}/series/{series}/instances/{uid}");
+
+    // Frames: the stored bytes, the same the tile API serves for the manifest's tile ids.
+    let manifest = node.get_json(&format!("/api/v1/slides/{slide}/manifest"))["manifest"].clone();
+    let level = manifest["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["instance_uids"][0] == uid)
+        .expect("level of the instance");
+    let jpeg = "multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.50";
+    let frames = node.get_with(&format!("{instance}/frames/3,1"), &[("Accept", jpeg)]);
+    assert_eq!(
+        frames.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&frames.body)
+    );
+    let got = parts(&frames);
+    assert_eq!(got.len(), 2);
+    for (bytes, index) in got.iter().zip([2usize, 0]) {
+        let tile = level["tiles"][index].as_str().unwrap();
+        assert_eq!(
+            blake3::hash(bytes).to_hex().as_str(),
+            tile,
+            "frame {} is not the stored tile",
+            index + 1
+        );
+    }
+
+    // A syntax the node would have to transcode to: 406 naming what it has.
+    let j2k = "multipart/related; type=\"image/jp2\"; transfer-syntax=1.2.840.10008.1.2.4.90";
+    let refused = node.get_with(&format!("{instance}/frames/1"), &[("Accept", j2k)]);
+    assert_eq!(refused.status, 406);
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("1.2.840.10008.1.2.4.50"),
+        "406 should say which syntax exists"
+    );
+    assert_eq!(node.get(&format!("{instance}/frames/0")).status, 404);
+    assert_eq!(node.get(&format!("{instance}/frames/1,x")).status, 400);
+    assert_eq!(node.get(&format!("{instance}/frames/99999")).status, 404);
+
+    // Whole instance: the original file, byte for byte.
+    let retrieved = node.get_with(
+        &instance,
+        &[("Accept", "multipart/related; type=\"application/dicom\"")],
+    );
+    assert_eq!(retrieved.status, 200);
+    let files = parts(&retrieved);
+    let original = std::fs::read(level0["path"].as_str().unwrap()).unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(
+        files[0] == original,
+        "retrieved instance differs from the original file"
+    );
+    let series_files = parts(&node.get(&format!("/dicomweb/studies/{study}/series/{series}")));
+    assert_eq!(
+        series_files.len(),
+        generated["instances"].as_array().unwrap().len()
+    );
+
+    // Metadata: the instance's attributes, pixel data as a link under the Host asked for.
+    let metadata = node.get_with(
+        &format!("{instance}/metadata"),
+        &[("Host", "pacs.example:8443")],
+    );
+    assert_eq!(metadata.status, 200);
+    assert_eq!(
+        metadata.header("content-type"),
+        Some("application/dicom+json")
+    );
+    let metadata = json(&metadata);
+    assert_eq!(metadata[0]["00080018"]["Value"][0], uid);
+    let bulk = metadata[0]["7FE00010"]["BulkDataURI"].as_str().unwrap();
+    assert_eq!(
+        bulk,
+        format!("http://pacs.example:8443{instance}/bulkdata/7FE00010")
+    );
+
+    // QIDO errors name the problem.
+    let typo = node.get("/dicomweb/studies?PatientNmae=X");
+    assert_eq!(typo.status, 400);
+    assert!(String::from_utf8_lossy(&typo.body).contains("PatientNmae"));
+    let xml = node.get_with("/dicomweb/studies", &[("Accept", "application/dicom+xml")]);
+    assert_eq!(xml.status, 406);
+
+    // Rendered: the slide's thumbnail as JPEG.
+    let thumb = node.get(&format!(
+        "/dicomweb/studies/{study}/series/{series}/thumbnail"
+    ));
+    assert_eq!(thumb.status, 200);
+    assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
+    assert!(thumb.body.starts_with(&[0xFF, 0xD8]));
+    let tiled = node.get(&format!("{instance}/rendered"));
+    assert_eq!(
+        tiled.status, 406,
+        "a tiled level cannot render without decoding"
+    );
+
+    // CORS: the configured viewer origin may read; any other origin is not told it may.
+    let allowed = node.get_with("/dicomweb/studies", &[("Origin", "http://viewer.example")]);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://viewer.example")
+    );
+    let other = node.get_with("/dicomweb/studies", &[("Origin", "http://evil.example")]);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}

@@ -16,6 +16,37 @@ pub struct NodeConfig {
     pub ingest: IngestSection,
     #[serde(default)]
     pub network: NetworkSection,
+    #[serde(default)]
+    pub dimse: DimseSection,
+}
+
+/// The DICOM C-STORE / C-ECHO receiver for scanners and PACS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimseSection {
+    /// Address and port (`slidemesh serve --dimse` overrides); empty: no DICOM receiver.
+    #[serde(default)]
+    pub listen: String,
+    /// This node's AE title; associations calling another title are refused.
+    #[serde(default = "default_ae_title")]
+    pub ae_title: String,
+    /// AE titles of senders (scanners, PACS) allowed to associate; empty admits any.
+    #[serde(default)]
+    pub calling_ae_titles: Vec<String>,
+}
+
+impl Default for DimseSection {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            ae_title: default_ae_title(),
+            calling_ae_titles: Vec::new(),
+        }
+    }
+}
+
+fn default_ae_title() -> String {
+    "SLIDEMESH".into()
 }
 
 /// How the node reaches its peers.
@@ -114,6 +145,7 @@ impl NodeConfig {
             },
             ingest: IngestSection::default(),
             network: NetworkSection::default(),
+            dimse: DimseSection::default(),
         }
     }
 
@@ -159,7 +191,26 @@ keep_originals = "{keep}"
 listen = [{listen_p2p}]
 # Disk space for tiles of slides other trusts shared with us (least recently used go first).
 cache_bytes = {cache}
+
+[dimse]
+# DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.
+# "127.0.0.1:11112"; empty: off. `slidemesh serve --dimse` overrides it for one run.
+# Received instances are ingested when the sender releases the association.
+listen = {dimse_listen}
+# This node's AE title: associations calling another title are refused.
+ae_title = {ae_title}
+# AE titles allowed to send (your scanners and PACS); empty admits any caller.
+calling_ae_titles = {callers}
 "#,
+            dimse_listen = toml_string(&self.dimse.listen),
+            ae_title = toml_string(&self.dimse.ae_title),
+            callers = toml::Value::Array(
+                self.dimse
+                    .calling_ae_titles
+                    .iter()
+                    .map(|o| toml::Value::String(o.clone()))
+                    .collect()
+            ),
             listen_p2p = self
                 .network
                 .listen

@@ -22,6 +22,7 @@ pub mod config;
 pub mod context;
 pub mod datadir;
 pub mod dicom_json;
+pub mod dimse;
 pub mod federation;
 pub mod ingest;
 pub mod net;

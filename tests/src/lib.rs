@@ -116,6 +116,16 @@ pub fn synth(out: &Path, extra: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The file of every instance of a slide `synth` generated.
+pub fn instance_files(generated: &Value) -> Vec<String> {
+    generated["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["path"].as_str().expect("path").to_string())
+        .collect()
+}
+
 /// A small slide (48 level-0 tiles, 4 levels, label/overview/thumbnail) for fast tests.
 pub const SMALL: &[&str] = &["--width", "2048", "--height", "1536", "--tile", "256"];
 
@@ -203,9 +213,15 @@ impl Node {
 
     /// `serve` with extra environment variables (fault switches).
     pub fn serve_env(&mut self, env: &[(&str, &str)]) -> String {
+        self.serve_with(env, &[])
+    }
+
+    /// `serve` with extra environment variables and arguments.
+    pub fn serve_with(&mut self, env: &[(&str, &str)], args: &[&str]) -> String {
         let mut child = self
             .cmd()
             .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
             .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
@@ -252,6 +268,23 @@ impl Node {
         child.wait().ok()
     }
 
+    /// Replaces one line of `config.toml` (as `init` wrote it) before the node starts.
+    pub fn edit_config(&self, line: &str, replacement: &str) {
+        let path = self.data.join("config.toml");
+        let config = std::fs::read_to_string(&path).expect("config.toml");
+        assert!(
+            config.contains(line),
+            "config.toml has no {line:?}:\n{config}"
+        );
+        std::fs::write(&path, config.replace(line, replacement)).expect("write config.toml");
+    }
+
+    /// What the running server wrote to `serve.json` (addresses, pid, peer id).
+    pub fn serve_info(&self) -> Value {
+        let text = std::fs::read_to_string(self.data.join("serve.json")).expect("serve.json");
+        serde_json::from_str(&text).expect("serve.json is JSON")
+    }
+
     fn base(&self) -> &str {
         self.url.as_deref().expect("node is serving")
     }
@@ -263,6 +296,10 @@ impl Node {
 
     pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         get(&format!("{}{path}", self.base()), headers)
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        post(&format!("{}{path}", self.base()), headers, body)
     }
 
     pub fn get_json(&self, path: &str) -> Value {
@@ -314,14 +351,27 @@ impl Response {
 }
 
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
-    let mut req = ureq::get(url);
+    send(ureq::get(url), headers, None)
+}
+
+/// POSTs `body`; any status is returned, not raised.
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    send(ureq::post(url), headers, Some(body))
+}
+
+fn send(mut req: ureq::Request, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    let url = req.url().to_string();
     for (k, v) in headers {
         req = req.set(k, v);
     }
-    let resp = match req.call() {
+    let result = match body {
+        Some(body) => req.send_bytes(body),
+        None => req.call(),
+    };
+    let resp = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("GET {url}: {e}"),
+        Err(e) => panic!("{url}: {e}"),
     };
     let status = resp.status();
     let headers = resp

@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 use slidemesh_e2e::federation::{federation, share, wait_for_shared};
-use slidemesh_e2e::{Node, Response, SMALL, synth, wsidicom_check};
+use slidemesh_e2e::{Node, Response, SMALL, instance_files, synth, wsidicom_check};
 
 fn check_through_dicomweb(generated: &Value, base: &str, work: &std::path::Path, what: &str) {
     let url = format!("{base}/dicomweb");
@@ -100,17 +100,10 @@ fn wado_rs_follows_the_standard() {
     let generated = synth(&slide_dir, SMALL).remove(0);
     let mut node = Node::init("RR8");
     // Allow one viewer origin from a browser.
-    let config_path = node.data.join("config.toml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    assert!(config.contains("cors_origins = []"), "{config}");
-    std::fs::write(
-        &config_path,
-        config.replace(
-            "cors_origins = []",
-            "cors_origins = [\"http://viewer.example\"]",
-        ),
-    )
-    .unwrap();
+    node.edit_config(
+        "cors_origins = []",
+        "cors_origins = [\"http://viewer.example\"]",
+    );
     let (code, report) = node.ingest(&[&slide_dir]);
     assert_eq!(code, 0, "{report}");
     let slide = report["slides"][0]["slide_id"]
@@ -235,4 +228,109 @@ fn wado_rs_follows_the_standard() {
     );
     let other = node.get_with("/dicomweb/studies", &[("Origin", "http://evil.example")]);
     assert_eq!(other.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn stow_rs_ingests_what_a_client_sends_and_refuses_bad_parts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slide_dir = tmp.path().join("slide");
+    let generated = synth(&slide_dir, SMALL).remove(0);
+    let mut node = Node::init("RR8");
+    let base = node.serve();
+
+    // An independent client (dicomweb-client) stores every file of the slide.
+    let files = instance_files(&generated);
+    let script = "import sys, json, pydicom\n\
+                  from dicomweb_client.api import DICOMwebClient\n\
+                  c = DICOMwebClient(sys.argv[1])\n\
+                  r = c.store_instances([pydicom.dcmread(p) for p in sys.argv[2:]])\n\
+                  print(json.dumps({'stored': len(r.get('ReferencedSOPSequence', [])), \
+                  'failed': len(r.get('FailedSOPSequence', []))}))";
+    let out = slidemesh_e2e::run_ok(
+        std::process::Command::new(slidemesh_e2e::python())
+            .args(["-c", script, &format!("{base}/dicomweb")])
+            .args(&files),
+    );
+    let counts: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(counts["stored"], files.len(), "{out}");
+    assert_eq!(counts["failed"], 0, "{out}");
+    let slides = node.get_json("/api/v1/slides")["slides"].clone();
+    assert_eq!(slides.as_array().unwrap().len(), 1, "{slides}");
+    assert_eq!(slides[0]["series_uid"], generated["series_uid"]);
+    let study = generated["study_uid"].as_str().unwrap();
+    let found = json(&node.get(&format!("/dicomweb/studies/{study}/instances")));
+    assert_eq!(found.as_array().unwrap().len(), files.len());
+
+    // A truncated file is refused with a reason, and nothing of it is stored.
+    let other = synth(&tmp.path().join("other"), &["--seed", "9", "--size", "2MB"]).remove(0);
+    let level = other["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["flavor"] == "volume")
+        .unwrap();
+    let whole = std::fs::read(level["path"].as_str().unwrap()).unwrap();
+    let truncated = &whole[..whole.len() * 2 / 3];
+    let boundary = "test-boundary-7f3a";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend_from_slice(truncated);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let content_type =
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    let refused = node.post(
+        "/dicomweb/studies",
+        &[("Content-Type", &content_type)],
+        &body,
+    );
+    assert_eq!(
+        refused.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let answer = json(&refused);
+    assert_eq!(
+        answer["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xC000
+    );
+    let warning = refused.header("warning").unwrap_or_default().to_string();
+    assert!(
+        warning.contains("truncated") || warning.contains("end"),
+        "{warning}"
+    );
+    assert_eq!(
+        node.get_json("/api/v1/slides")["slides"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The wrong study in the path: refused as a mismatch.
+    let mut good = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    good.extend_from_slice(&whole);
+    good.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mismatch = node.post(
+        "/dicomweb/studies/1.2.3.4",
+        &[("Content-Type", &content_type)],
+        &good,
+    );
+    assert_eq!(mismatch.status, 409);
+    assert_eq!(
+        json(&mismatch)["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xA900
+    );
+    // Not multipart at all (a small body: the node answers before reading it).
+    let plain = node.post(
+        "/dicomweb/studies",
+        &[("Content-Type", "application/dicom")],
+        &whole[..1024],
+    );
+    assert_eq!(plain.status, 415);
+    // Staging folders are gone once each request is answered.
+    let leftovers: Vec<_> = std::fs::read_dir(node.data.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }

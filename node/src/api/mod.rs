@@ -52,6 +52,8 @@ pub struct ApiState {
     withdrawals_seen: std::sync::atomic::AtomicU64,
     /// Slides as DICOM studies, series and instances, for DICOMweb.
     pub dicomweb: dicomweb::catalogue::Catalogue,
+    /// Ingest of files received over the network (STOW-RS).
+    pub incoming: Option<Arc<crate::ingest::incoming::Incoming>>,
 }
 
 /// A slide as handlers use it.
@@ -84,6 +86,7 @@ impl ApiState {
             manifests: Mutex::new(HashMap::new()),
             withdrawals_seen: std::sync::atomic::AtomicU64::new(0),
             dicomweb: Default::default(),
+            incoming: None,
         }
     }
 

@@ -13,6 +13,7 @@ use clap::Args;
 use tracing::{info, warn};
 
 use crate::federation::{Federation, Handlers, tasks};
+use crate::ingest::incoming::Incoming;
 use crate::net::{NetConfig, Network};
 use crate::store::cache::TileCache;
 
@@ -33,6 +34,10 @@ pub struct ServeArgs {
     /// libp2p listen address for peers, overriding config.toml (repeat for several)
     #[arg(long, value_name = "MULTIADDR")]
     p2p: Vec<String>,
+    /// Where the DICOM C-STORE/C-ECHO receiver listens, overriding config.toml's
+    /// dimse.listen (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR:PORT")]
+    dimse: Option<String>,
 }
 
 pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
@@ -60,10 +65,16 @@ pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
                 .with_context(|| format!("invalid p2p listen address {a:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    runtime.block_on(serve(node, addr, p2p))
+    let dimse = args.dimse.clone();
+    runtime.block_on(serve(node, addr, p2p, dimse))
 }
 
-async fn serve(node: NodeContext, addr: SocketAddr, p2p: Vec<libp2p::Multiaddr>) -> Result<()> {
+async fn serve(
+    node: NodeContext,
+    addr: SocketAddr,
+    p2p: Vec<libp2p::Multiaddr>,
+    dimse: Option<String>,
+) -> Result<()> {
     let NodeContext {
         data,
         config,
@@ -95,14 +106,35 @@ async fn serve(node: NodeContext, addr: SocketAddr, p2p: Vec<libp2p::Multiaddr>)
     .await?;
     federation.attach_network(network.clone());
     let background = tokio::spawn(tasks::run(federation.clone()));
-    let state = Arc::new(ApiState::new(
+    let node_key = key.public();
+    let incoming = Arc::new(Incoming::new(
+        config.node.trust.clone(),
+        key,
+        store.clone(),
+        objects.clone(),
+        config.ingest.keep_originals,
+        data.tmp_dir(),
+    ));
+    let mut state = ApiState::new(
         store,
         TileReader::new(objects),
         config.node.trust.clone(),
         config.node.trust_name.clone(),
-        key.public(),
+        node_key,
         federation,
-    ));
+    );
+    state.incoming = Some(incoming.clone());
+    let dimse_listen = dimse.unwrap_or_else(|| config.dimse.listen.clone());
+    let dimse_bound = if dimse_listen.is_empty() {
+        None
+    } else {
+        Some(crate::dimse::start(
+            &config.dimse,
+            &dimse_listen,
+            incoming.clone(),
+        )?)
+    };
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (is another node using it?)"))?;
@@ -112,6 +144,8 @@ async fn serve(node: NodeContext, addr: SocketAddr, p2p: Vec<libp2p::Multiaddr>)
         "http": format!("http://{bound}"),
         "pid": std::process::id(),
         "peer_id": network.local_peer_id().to_string(),
+        "dimse": dimse_bound.map(|a| a.to_string()),
+        "ae_title": config.dimse.ae_title,
     });
     write_atomic(&info_path, info.to_string().as_bytes())?;
     println!("slidemesh serving http://{bound}");

@@ -10,6 +10,7 @@
 pub mod assemble;
 pub mod dicom;
 pub mod frames;
+pub mod incoming;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -106,8 +106,9 @@ impl ObjectStore {
         Ok(placement)
     }
 
-    /// Removes staging files left by interrupted ingests. A staging name ends in the pid of
-    /// the process writing it; files of processes still running are left alone.
+    /// Removes staging files (and folders of files received over the network) left by
+    /// interrupted ingests. A staging name ends in the pid of the process writing it; those
+    /// of processes still running are left alone.
     pub fn sweep_staging(&self) -> io::Result<usize> {
         let mut removed = 0;
         let Ok(entries) = fs::read_dir(&self.staging) else {
@@ -120,7 +121,15 @@ impl ObjectStore {
                 .and_then(|n| n.rsplit('.').next())
                 .and_then(|p| p.parse::<u32>().ok());
             let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-            if !alive && fs::remove_file(entry.path()).is_ok() {
+            if alive {
+                continue;
+            }
+            let gone = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(entry.path())
+            } else {
+                fs::remove_file(entry.path())
+            };
+            if gone.is_ok() {
                 removed += 1;
             }
         }

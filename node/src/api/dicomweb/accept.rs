@@ -38,33 +38,8 @@ pub fn ranges(headers: &HeaderMap) -> Vec<MediaRange> {
         .collect::<Vec<_>>()
         .join(",");
     let mut out: Vec<MediaRange> = split_outside_quotes(&raw, ',')
-        .into_iter()
-        .filter_map(|range| {
-            let mut pieces = split_outside_quotes(&range, ';').into_iter();
-            let media_type = pieces.next()?.trim().to_ascii_lowercase();
-            if media_type.is_empty() {
-                return None;
-            }
-            let mut params = Vec::new();
-            let mut q = 1.0;
-            for piece in pieces {
-                let Some((k, v)) = piece.split_once('=') else {
-                    continue;
-                };
-                let k = k.trim().to_ascii_lowercase();
-                let v = v.trim().trim_matches('"').to_string();
-                if k == "q" {
-                    q = v.parse().unwrap_or(0.0);
-                } else {
-                    params.push((k, v));
-                }
-            }
-            Some(MediaRange {
-                media_type,
-                params,
-                q,
-            })
-        })
+        .iter()
+        .filter_map(|range| parse_media_type(range))
         .filter(|r| r.q > 0.0)
         .collect();
     out.sort_by(|a, b| b.q.total_cmp(&a.q));
@@ -76,6 +51,35 @@ pub fn ranges(headers: &HeaderMap) -> Vec<MediaRange> {
         });
     }
     out
+}
+
+/// One media type with its parameters (`multipart/related; type="..."; boundary=...`);
+/// `q` is taken out of the parameters.
+pub fn parse_media_type(text: &str) -> Option<MediaRange> {
+    let mut pieces = split_outside_quotes(text, ';').into_iter();
+    let media_type = pieces.next()?.trim().to_ascii_lowercase();
+    if media_type.is_empty() {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut q = 1.0;
+    for piece in pieces {
+        let Some((k, v)) = piece.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.trim().trim_matches('"').to_string();
+        if k == "q" {
+            q = v.parse().unwrap_or(0.0);
+        } else {
+            params.push((k, v));
+        }
+    }
+    Some(MediaRange {
+        media_type,
+        params,
+        q,
+    })
 }
 
 fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! DICOMweb (PS3.18) on the node's HTTP server, under `/dicomweb`: QIDO-RS searches,
 //! WADO-RS retrieval (metadata, frames, bulk data, instances, rendered images), for local
 //! slides and slides other trusts shared with this one alike, so a standard viewer pointed
-//! at a trust's own node sees both.
+//! at a trust's own node sees both; STOW-RS into the node's ingest ([`stow`]).
 //!
 //! - [`catalogue`]: slides as studies, series and instances, with each frame's tile id.
 //! - [`qido`]: matching and result attributes. [`wado`]: retrieval.
@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod catalogue;
 pub mod qido;
+pub mod stow;
 pub mod urls;
 pub mod wado;
 
@@ -30,10 +31,13 @@ use qido::Level;
 pub fn routes() -> Router<Arc<ApiState>> {
     const INSTANCE: &str = "/studies/{study}/series/{series}/instances/{instance}";
     Router::new()
-        .route("/studies", get(search_studies))
+        .route("/studies", get(search_studies).post(stow::store_any))
         .route("/series", get(search_all_series))
         .route("/instances", get(search_all_instances))
-        .route("/studies/{study}", get(wado::retrieve_study))
+        .route(
+            "/studies/{study}",
+            get(wado::retrieve_study).post(stow::store_in_study),
+        )
         .route("/studies/{study}/metadata", get(wado::study_metadata))
         .route("/studies/{study}/thumbnail", get(wado::study_thumbnail))
         .route("/studies/{study}/series", get(search_series))

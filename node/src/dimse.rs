@@ -1,0 +1,459 @@
+//! A DICOM C-ECHO and C-STORE SCP (dicom-ul), so scanners and PACS can push slides.
+//!
+//! Each association runs on its own thread. A C-STORE's data set is streamed to a staging
+//! file as its PDUs arrive (preamble, file meta, then the received bytes unchanged, so the
+//! stored file is exactly what the sender encoded); the instance is acknowledged once the
+//! file is on disk. When the association is released (or aborted after some instances were
+//! acknowledged), everything received goes through ingest as one batch, so a scanner that
+//! sends a slide in one association gets one slide, committed whole.
+//!
+//! Only Verification and VL Whole Slide Microscopy Image Storage are negotiated: a PACS
+//! offering other images has those presentation contexts rejected, as the standard intends.
+//! Called and calling AE titles are checked before anything else.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dicom_core::{DataElement, VR, dicom_value};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+use dicom_ul::association::Association;
+use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
+    UserIdentity,
+};
+use dicom_ul::{Pdu, ServerAssociation, ServerAssociationOptions};
+use tracing::{info, info_span, warn};
+
+use crate::config::DimseSection;
+use crate::ingest::incoming::{Batch, Incoming};
+
+const C_STORE_RQ: u16 = 0x0001;
+const C_ECHO_RQ: u16 = 0x0030;
+const RESPONSE_BIT: u16 = 0x8000;
+const NO_DATA_SET: u16 = 0x0101;
+const SUCCESS: u16 = 0x0000;
+const OUT_OF_RESOURCES: u16 = 0xA700;
+const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+/// PDUs up to this size are accepted from senders (larger means fewer round trips).
+const MAX_PDU: u32 = 65536;
+
+/// Who may associate: the called AE title must be ours, and the calling one listed (an
+/// empty list admits any caller, for a node on a private network segment).
+#[derive(Clone)]
+struct Callers {
+    allowed: Vec<String>,
+}
+
+impl AccessControl for Callers {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if called_ae_title.trim() != this_ae_title.trim() {
+            warn!(
+                called = called_ae_title,
+                "association for another AE title refused"
+            );
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|a| a == calling_ae_title.trim()) {
+            warn!(
+                calling = calling_ae_title,
+                "association from an unlisted AE title refused"
+            );
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+/// Binds the SCP and serves associations on background threads. Returns the bound address.
+pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen for DICOM associations on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let options = ServerAssociationOptions::new()
+        .ae_title(config.ae_title.clone())
+        .ae_access_control(Callers {
+            allowed: config.calling_ae_titles.clone(),
+        })
+        .with_abstract_syntax(uids::VERIFICATION)
+        .with_abstract_syntax(uids::VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE)
+        .max_pdu_length(MAX_PDU)
+        .strict(false)
+        .read_timeout(Duration::from_secs(120));
+    info!(%bound, ae_title = %config.ae_title, "DICOM C-STORE SCP listening");
+    std::thread::Builder::new()
+        .name("dimse-accept".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "cannot accept a DICOM connection");
+                        continue;
+                    }
+                };
+                let options = options.clone();
+                let incoming = incoming.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("dimse-association".into())
+                    .spawn(move || serve_association(stream, &options, &incoming));
+                if let Err(e) = spawned {
+                    warn!(error = %e, "cannot start a thread for a DICOM association");
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+/// One C-STORE in progress: the staging file its data set is written to.
+struct Receiving {
+    message_id: u16,
+    presentation_context: u8,
+    sop_class: String,
+    sop_instance: String,
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    error: Option<String>,
+}
+
+fn serve_association(
+    stream: TcpStream,
+    options: &ServerAssociationOptions<'static, Callers, DefaultNegotiation>,
+    incoming: &Incoming,
+) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut association = match options.establish(stream) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(%peer, error = %e, "DICOM association not established");
+            return;
+        }
+    };
+    let calling = association.peer_ae_title().trim().to_string();
+    let span = info_span!("dimse_association", %peer, calling = %calling);
+    let _guard = span.enter();
+    let mut batch = match incoming.batch() {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = %e, "cannot create a staging folder; aborting the association");
+            let _ = association.abort();
+            return;
+        }
+    };
+    let outcome = receive_all(&mut association, &mut batch, &calling);
+    match outcome {
+        Ok(()) => {}
+        Err(reason) => {
+            warn!(%reason, "association ended early");
+            let _ = association.abort();
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let received = batch.len();
+    let report = incoming.ingest(batch);
+    for slide in &report.slides {
+        info!(slide = %slide.slide_id, series = %slide.series_uid, status = ?slide.status, instances = slide.instances, "slide received over DICOM");
+    }
+    for failure in &report.failures {
+        warn!(error = %failure.error, series = ?failure.series_uid, "received instance not ingested");
+    }
+    info!(
+        received,
+        slides = report.slides.len(),
+        failed = report.failures.len(),
+        "association done"
+    );
+}
+
+/// Runs the association until the peer releases it (Ok) or it breaks (Err). Instances
+/// acknowledged before a break stay in the batch; a half-received one is removed.
+fn receive_all(
+    association: &mut ServerAssociation<TcpStream>,
+    batch: &mut Batch,
+    calling: &str,
+) -> Result<(), String> {
+    let mut command = Vec::new();
+    let mut current: Option<Receiving> = None;
+    let result = 'receive: loop {
+        let pdu = match association.receive() {
+            Ok(pdu) => pdu,
+            Err(e) => break Err(format!("connection lost: {e}")),
+        };
+        match pdu {
+            Pdu::PData { data } => {
+                for pdv in data {
+                    if let Err(e) =
+                        handle_pdv(association, batch, calling, pdv, &mut command, &mut current)
+                    {
+                        break 'receive Err(e);
+                    }
+                }
+            }
+            Pdu::ReleaseRQ => {
+                let _ = association.send(&Pdu::ReleaseRP);
+                break Ok(());
+            }
+            Pdu::AbortRQ { .. } => break Err("aborted by the peer".into()),
+            other => break Err(format!("unexpected {}", other.short_description())),
+        }
+    };
+    if let Some(partial) = current {
+        let _ = std::fs::remove_file(&partial.path);
+    }
+    result
+}
+
+fn handle_pdv(
+    association: &mut ServerAssociation<TcpStream>,
+    batch: &mut Batch,
+    calling: &str,
+    pdv: PDataValue,
+    command: &mut Vec<u8>,
+    current: &mut Option<Receiving>,
+) -> Result<(), String> {
+    let context = association
+        .presentation_contexts()
+        .iter()
+        .find(|pc| {
+            pc.id == pdv.presentation_context_id
+                && pc.reason == PresentationContextResultReason::Acceptance
+        })
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "data on presentation context {} that was not accepted",
+                pdv.presentation_context_id
+            )
+        })?;
+    match pdv.value_type {
+        PDataValueType::Command => {
+            command.extend_from_slice(&pdv.data);
+            if !pdv.is_last {
+                return Ok(());
+            }
+            let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+            let cmd = InMemDicomObject::read_dataset_with_ts(&command[..], &ts)
+                .map_err(|e| format!("unreadable command set: {e}"))?;
+            command.clear();
+            let u16_of = |tag| cmd.element(tag).ok().and_then(|e| e.uint16().ok());
+            let text_of = |tag| {
+                cmd.element(tag)
+                    .ok()
+                    .and_then(|e| e.to_str().ok())
+                    .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+                    .unwrap_or_default()
+            };
+            let field = u16_of(tags::COMMAND_FIELD).ok_or("command without a command field")?;
+            let message_id = u16_of(tags::MESSAGE_ID).unwrap_or(0);
+            match field {
+                C_ECHO_RQ => send_response(
+                    association,
+                    context.id,
+                    C_ECHO_RQ | RESPONSE_BIT,
+                    message_id,
+                    uids::VERIFICATION,
+                    None,
+                    SUCCESS,
+                ),
+                C_STORE_RQ => {
+                    let sop_class = text_of(tags::AFFECTED_SOP_CLASS_UID);
+                    let sop_instance = text_of(tags::AFFECTED_SOP_INSTANCE_UID);
+                    let path = batch.next_path();
+                    let transfer_syntax = context.transfer_syntax.trim_end_matches('\0');
+                    let (file, error) = match open_part10(
+                        &path,
+                        &sop_class,
+                        &sop_instance,
+                        transfer_syntax,
+                        calling,
+                    ) {
+                        Ok(f) => (Some(f), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    *current = Some(Receiving {
+                        message_id,
+                        presentation_context: context.id,
+                        sop_class,
+                        sop_instance,
+                        path,
+                        file,
+                        error,
+                    });
+                    if u16_of(tags::COMMAND_DATA_SET_TYPE) == Some(NO_DATA_SET) {
+                        return finish_store(association, current);
+                    }
+                    Ok(())
+                }
+                other => {
+                    warn!(
+                        command = format!("{other:#06X}"),
+                        "unsupported DIMSE command"
+                    );
+                    send_response(
+                        association,
+                        context.id,
+                        other | RESPONSE_BIT,
+                        message_id,
+                        &text_of(tags::AFFECTED_SOP_CLASS_UID),
+                        None,
+                        UNRECOGNIZED_OPERATION,
+                    )
+                }
+            }
+        }
+        PDataValueType::Data => {
+            let receiving = current
+                .as_mut()
+                .ok_or("data set without a C-STORE command")?;
+            if receiving.error.is_none()
+                && let Some(file) = receiving.file.as_mut()
+                && let Err(e) = file.write_all(&pdv.data)
+            {
+                receiving.error = Some(format!("cannot write: {e}"));
+            }
+            if pdv.is_last {
+                return finish_store(association, current);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes the preamble and file meta group of a Part 10 file; the data set follows as
+/// received.
+fn open_part10(
+    path: &std::path::Path,
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+    calling: &str,
+) -> Result<BufWriter<File>, String> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(transfer_syntax)
+        .source_application_entity_title(calling)
+        .build()
+        .map_err(|e| format!("cannot build file meta: {e}"))?;
+    let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&[0u8; 128])
+        .and_then(|_| out.write_all(b"DICM"))
+        .map_err(|e| format!("cannot write: {e}"))?;
+    meta.write(&mut out)
+        .map_err(|e| format!("cannot write file meta: {e}"))?;
+    Ok(out)
+}
+
+/// Completes the current C-STORE: the file is flushed and synced before success is sent,
+/// so an acknowledged instance survives a crash.
+fn finish_store(
+    association: &mut ServerAssociation<TcpStream>,
+    current: &mut Option<Receiving>,
+) -> Result<(), String> {
+    let Some(mut receiving) = current.take() else {
+        return Ok(());
+    };
+    if receiving.error.is_none()
+        && let Some(file) = receiving.file.take()
+    {
+        let synced = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all());
+        if let Err(e) = synced {
+            receiving.error = Some(format!("cannot write: {e}"));
+        }
+    }
+    let status = match &receiving.error {
+        None => SUCCESS,
+        Some(e) => {
+            warn!(instance = %receiving.sop_instance, error = %e, "instance not stored");
+            let _ = std::fs::remove_file(&receiving.path);
+            OUT_OF_RESOURCES
+        }
+    };
+    send_response(
+        association,
+        receiving.presentation_context,
+        C_STORE_RQ | RESPONSE_BIT,
+        receiving.message_id,
+        &receiving.sop_class,
+        Some(&receiving.sop_instance),
+        status,
+    )
+}
+
+fn send_response(
+    association: &mut ServerAssociation<TcpStream>,
+    presentation_context: u8,
+    command_field: u16,
+    message_id: u16,
+    sop_class: &str,
+    sop_instance: Option<&str>,
+    status: u16,
+) -> Result<(), String> {
+    let mut elements = vec![
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            dicom_value!(U16, [command_field]),
+        ),
+        DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            dicom_value!(U16, [message_id]),
+        ),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [NO_DATA_SET]),
+        ),
+        DataElement::new(tags::STATUS, VR::US, dicom_value!(U16, [status])),
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            dicom_value!(Str, sop_class),
+        ),
+    ];
+    if let Some(instance) = sop_instance {
+        elements.push(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            dicom_value!(Str, instance),
+        ));
+    }
+    let response = InMemDicomObject::command_from_element_iter(elements);
+    let mut bytes = Vec::new();
+    response
+        .write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| format!("cannot encode a response: {e}"))?;
+    association
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: presentation_context,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: bytes,
+            }],
+        })
+        .map_err(|e| format!("cannot send a response: {e}"))
+}

@@ -1,0 +1,128 @@
+//! DIMSE with a real, independent toolkit: dcmtk's `echoscu` and `storescu` associate with
+//! a node's C-ECHO/C-STORE SCP. Only the configured AE titles get in; a slide pushed by
+//! `storescu` is ingested when the association is released, with exactly the frames the
+//! same files give through `slidemesh ingest`.
+
+use std::process::Command;
+
+use serde_json::Value;
+use slidemesh_e2e::{Node, SMALL, instance_files, run, synth};
+
+fn dcmtk(tool: &str) -> Command {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} (dcmtk) is missing: run scripts/setup, or apt-get install dcmtk"
+    );
+    Command::new(tool)
+}
+
+fn tiles_of(manifest: &Value) -> Vec<Value> {
+    manifest["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["tiles"].clone())
+        .collect()
+}
+
+#[test]
+fn dcmtk_echoes_and_pushes_a_slide_that_is_ingested() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slide_dir = tmp.path().join("slide");
+    let generated = synth(&slide_dir, SMALL).remove(0);
+    let files = instance_files(&generated);
+
+    let mut node = Node::init("RR8");
+    let config_path = node.data.join("config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains("calling_ae_titles = []"), "{config}");
+    std::fs::write(
+        &config_path,
+        config.replace(
+            "calling_ae_titles = []",
+            "calling_ae_titles = [\"SCANNER1\"]",
+        ),
+    )
+    .unwrap();
+    node.serve_with(&[], &["--dimse", "127.0.0.1:0"]);
+    let info = node.serve_info();
+    let address = info["dimse"].as_str().expect("dimse address in serve.json");
+    let (host, port) = address.rsplit_once(':').unwrap();
+    assert_eq!(info["ae_title"], "SLIDEMESH");
+
+    let echo = |calling: &str, called: &str| {
+        run(dcmtk("echoscu").args(["-aet", calling, "-aec", called, host, port]))
+            .status
+            .success()
+    };
+    assert!(
+        echo("SCANNER1", "SLIDEMESH"),
+        "C-ECHO from a listed scanner"
+    );
+    assert!(
+        !echo("SCANNER1", "OTHERNODE"),
+        "another called AE title was accepted"
+    );
+    assert!(
+        !echo("INTRUDER", "SLIDEMESH"),
+        "an unlisted calling AE title was accepted"
+    );
+
+    // Push the slide: the files' own transfer syntax (JPEG baseline) is proposed.
+    let pushed = run(dcmtk("storescu")
+        .args([
+            "-R",
+            "-xy",
+            "-aet",
+            "SCANNER1",
+            "-aec",
+            "SLIDEMESH",
+            host,
+            port,
+        ])
+        .args(&files));
+    assert!(
+        pushed.status.success(),
+        "storescu failed:\n{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    slidemesh_e2e::wait_until(std::time::Duration::from_secs(20), || {
+        !node.get_json("/api/v1/slides")["slides"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .expect("the pushed slide is ingested after the association is released");
+    let slides = node.get_json("/api/v1/slides")["slides"].clone();
+    assert_eq!(slides.as_array().unwrap().len(), 1, "{slides}");
+    assert_eq!(slides[0]["series_uid"], generated["series_uid"]);
+    let received = node.get_json(&format!(
+        "/api/v1/slides/{}/manifest",
+        slides[0]["slide_id"].as_str().unwrap()
+    ))["manifest"]
+        .clone();
+    assert_eq!(received["instances"].as_array().unwrap().len(), files.len());
+
+    // The same files through the CLI give the same frames (tile ids), level by level.
+    let reference = Node::init("RR8");
+    let (code, report) = reference.ingest(&[&slide_dir]);
+    assert_eq!(code, 0, "{report}");
+    let mut reference_node = reference;
+    reference_node.serve();
+    let id = report["slides"][0]["slide_id"].as_str().unwrap();
+    let expected =
+        reference_node.get_json(&format!("/api/v1/slides/{id}/manifest"))["manifest"].clone();
+    assert_eq!(tiles_of(&received), tiles_of(&expected));
+
+    // Nothing is left in staging.
+    let leftovers: Vec<_> = std::fs::read_dir(node.data.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}

@@ -279,6 +279,16 @@ impl Node {
         std::fs::write(&path, config.replace(line, replacement)).expect("write config.toml");
     }
 
+    /// The tile ids of each pyramid level of a slide, from its manifest.
+    pub fn level_tiles(&self, slide: &str) -> Vec<Value> {
+        self.get_json(&format!("/api/v1/slides/{slide}/manifest"))["manifest"]["levels"]
+            .as_array()
+            .expect("levels")
+            .iter()
+            .map(|l| l["tiles"].clone())
+            .collect()
+    }
+
     /// What the running server wrote to `serve.json` (addresses, pid, peer id).
     pub fn serve_info(&self) -> Value {
         let text = std::fs::read_to_string(self.data.join("serve.json")).expect("serve.json");

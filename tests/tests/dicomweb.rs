@@ -47,6 +47,34 @@ fn wsidicom_reads_local_and_shared_slides_through_dicomweb() {
         .as_u64()
         .unwrap();
     assert!(cached > 0, "the grantee served frames without fetching any");
+
+    // Whole instances of the shared slide, rebuilt by the grantee from the signed metadata
+    // and verified frames, are DICOM files that ingest into a fresh node with exactly the
+    // owner's frames.
+    let series = fed.generated["series_uid"].as_str().unwrap();
+    let retrieved = fed.nodes[1].get(&format!("/dicomweb/studies/{study}/series/{series}"));
+    assert_eq!(
+        retrieved.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&retrieved.body)
+    );
+    let files = parts(&retrieved);
+    assert_eq!(
+        files.len(),
+        fed.generated["instances"].as_array().unwrap().len()
+    );
+    let rebuilt = fed.work.path().join("rebuilt");
+    std::fs::create_dir_all(&rebuilt).unwrap();
+    for (i, bytes) in files.iter().enumerate() {
+        std::fs::write(rebuilt.join(format!("{i}.dcm")), bytes).unwrap();
+    }
+    let mut fresh = Node::init("RWY");
+    let (code, report) = fresh.ingest(&[&rebuilt]);
+    assert_eq!(code, 0, "rebuilt instances do not ingest: {report}");
+    fresh.serve();
+    let id = report["slides"][0]["slide_id"].as_str().unwrap();
+    assert_eq!(fresh.level_tiles(id), fed.nodes[0].level_tiles(&fed.slide));
 }
 
 fn json(r: &Response) -> Value {

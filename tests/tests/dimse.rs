@@ -5,7 +5,6 @@
 
 use std::process::Command;
 
-use serde_json::Value;
 use slidemesh_e2e::{Node, SMALL, instance_files, run, synth};
 
 fn dcmtk(tool: &str) -> Command {
@@ -18,15 +17,6 @@ fn dcmtk(tool: &str) -> Command {
         "{tool} (dcmtk) is missing: run scripts/setup, or apt-get install dcmtk"
     );
     Command::new(tool)
-}
-
-fn tiles_of(manifest: &Value) -> Vec<Value> {
-    manifest["levels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["tiles"].clone())
-        .collect()
 }
 
 #[test]
@@ -100,23 +90,18 @@ fn dcmtk_echoes_and_pushes_a_slide_that_is_ingested() {
     let slides = node.get_json("/api/v1/slides")["slides"].clone();
     assert_eq!(slides.as_array().unwrap().len(), 1, "{slides}");
     assert_eq!(slides[0]["series_uid"], generated["series_uid"]);
-    let received = node.get_json(&format!(
-        "/api/v1/slides/{}/manifest",
-        slides[0]["slide_id"].as_str().unwrap()
-    ))["manifest"]
-        .clone();
+    let received_id = slides[0]["slide_id"].as_str().unwrap();
+    let received =
+        node.get_json(&format!("/api/v1/slides/{received_id}/manifest"))["manifest"].clone();
     assert_eq!(received["instances"].as_array().unwrap().len(), files.len());
 
     // The same files through the CLI give the same frames (tile ids), level by level.
-    let reference = Node::init("RR8");
+    let mut reference = Node::init("RR8");
     let (code, report) = reference.ingest(&[&slide_dir]);
     assert_eq!(code, 0, "{report}");
-    let mut reference_node = reference;
-    reference_node.serve();
+    reference.serve();
     let id = report["slides"][0]["slide_id"].as_str().unwrap();
-    let expected =
-        reference_node.get_json(&format!("/api/v1/slides/{id}/manifest"))["manifest"].clone();
-    assert_eq!(tiles_of(&received), tiles_of(&expected));
+    assert_eq!(node.level_tiles(received_id), reference.level_tiles(id));
 
     // Nothing is left in staging.
     let leftovers: Vec<_> = std::fs::read_dir(node.data.join("tmp"))

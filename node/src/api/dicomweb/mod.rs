@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod catalogue;
 pub mod qido;
+pub mod rebuild;
 pub mod stow;
 pub mod urls;
 pub mod wado;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::super::{ApiError, ApiState};
 use super::accept::{self, FrameFormat};
 use super::catalogue::{self, InstanceEntry, SeriesEntry};
+use super::rebuild;
 use super::urls::Urls;
 use crate::dicom_json::PIXEL_DATA;
 use crate::store::Origin;
@@ -288,7 +289,7 @@ pub async fn retrieve_study(
     if series.is_empty() {
         return Err(ApiError::not_found(format!("no study {study}")));
     }
-    retrieve_instances(&state, &headers, &series, None)
+    retrieve_instances(&state, &headers, &series, None).await
 }
 
 /// `GET /studies/{study}/series/{series}`.
@@ -298,7 +299,7 @@ pub async fn retrieve_series(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let entry = catalogue::series(&state, &study, &series).await?;
-    retrieve_instances(&state, &headers, &[entry], None)
+    retrieve_instances(&state, &headers, &[entry], None).await
 }
 
 /// `GET /studies/{study}/series/{series}/instances/{instance}`.
@@ -308,68 +309,82 @@ pub async fn retrieve_instance(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (entry, _) = find_instance(&state, &study, &series, &instance).await?;
-    retrieve_instances(&state, &headers, &[entry], Some(&instance))
+    retrieve_instances(&state, &headers, &[entry], Some(&instance)).await
 }
 
-/// Streams original files as `multipart/related; type="application/dicom"`, unchanged (so
-/// in their stored transfer syntax).
-fn retrieve_instances(
+/// One instance in a retrieve answer.
+enum InstanceBody {
+    /// A local instance: the original file, streamed unchanged.
+    Original(PathBuf),
+    /// A shared instance, rebuilt from its metadata and verified frames.
+    Rebuilt(Vec<u8>),
+}
+
+/// Answers `multipart/related; type="application/dicom"`: local instances as their original
+/// files (unchanged, so in their stored transfer syntax), shared ones rebuilt.
+async fn retrieve_instances(
     state: &Arc<ApiState>,
     headers: &HeaderMap,
     series: &[Arc<SeriesEntry>],
     only: Option<&str>,
 ) -> Result<Response, ApiError> {
     let ranges = accept::ranges(headers);
-    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    let mut parts: Vec<(InstanceBody, String)> = Vec::new();
     for entry in series {
         for inst in &entry.instances {
             if only.is_some_and(|uid| uid != inst.sop_instance_uid) {
                 continue;
             }
-            if entry.origin == Origin::Shared {
-                return Err(ApiError {
-                    status: StatusCode::NOT_IMPLEMENTED,
-                    message: format!(
-                        "instance {} belongs to a slide shared by {}: its original file stays \
-                         with the owner, and rebuilding Part 10 files from shared frames is \
-                         not built yet; retrieve its metadata and frames instead",
-                        inst.sop_instance_uid, entry.slide
-                    ),
-                });
-            }
             accept::instances(&ranges, &inst.transfer_syntax_uid)?;
-            files.push((
-                state.reader.objects().path(&inst.object),
-                inst.transfer_syntax_uid.clone(),
-            ));
+            let body = if entry.origin == Origin::Shared {
+                let frames = frame_bytes(state, entry, inst.frames.clone()).await?;
+                let (entry, uid) = (entry.clone(), inst.sop_instance_uid.clone());
+                let rebuilt = tokio::task::spawn_blocking(move || {
+                    let inst = entry.instance(&uid).ok_or("instance vanished")?;
+                    rebuild::part10(inst, frames)
+                })
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+                InstanceBody::Rebuilt(rebuilt)
+            } else {
+                InstanceBody::Original(state.reader.objects().path(&inst.object))
+            };
+            parts.push((body, inst.transfer_syntax_uid.clone()));
         }
     }
     let boundary = new_boundary();
     let content_type =
         format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
     let closing = Bytes::from(format!("--{boundary}--\r\n"));
-    let parts = stream::iter(files)
-        .then(move |(path, ts)| {
+    let stream = stream::iter(parts)
+        .then(move |(body, ts)| {
             let head = Bytes::from(format!(
                 "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\n\r\n"
             ));
+            let tail = Bytes::from_static(b"\r\n");
             async move {
-                match tokio::fs::File::open(&path).await {
-                    Ok(file) => stream::once(async { Ok(head) })
-                        .chain(tokio_util::io::ReaderStream::new(file))
-                        .chain(stream::once(async { Ok(Bytes::from_static(b"\r\n")) }))
+                match body {
+                    InstanceBody::Rebuilt(bytes) => {
+                        stream::iter([Ok(head), Ok(Bytes::from(bytes)), Ok(tail)]).boxed()
+                    }
+                    InstanceBody::Original(path) => match tokio::fs::File::open(&path).await {
+                        Ok(file) => stream::once(async { Ok(head) })
+                            .chain(tokio_util::io::ReaderStream::new(file))
+                            .chain(stream::once(async { Ok(tail) }))
+                            .boxed(),
+                        Err(e) => stream::once(async move {
+                            tracing::error!(path = %path.display(), error = %e, "original file unreadable");
+                            Err(e)
+                        })
                         .boxed(),
-                    Err(e) => stream::once(async move {
-                        tracing::error!(path = %path.display(), error = %e, "original file unreadable");
-                        Err(e)
-                    })
-                    .boxed(),
+                    },
                 }
             }
         })
         .flatten()
         .chain(stream::once(async { Ok::<_, std::io::Error>(closing) }));
-    let mut response = Response::new(Body::from_stream(parts));
+    let mut response = Response::new(Body::from_stream(stream));
     set_header(&mut response, header::CONTENT_TYPE, &content_type);
     Ok(response)
 }

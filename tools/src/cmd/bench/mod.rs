@@ -7,9 +7,14 @@
 //!   the same tile bytes as static files, and vs Orthanc + DICOMweb serving the frames.
 //! - `bench federation`: whole-slide fetch between two nodes vs `sendme`, time to first
 //!   screen of a remote slide, and the nodes' memory.
+//! - `bench dicomweb`: the node's DICOMweb vs Orthanc + orthanc-dicomweb on the same slide
+//!   and client: frames (single and 8 per request), QIDO-RS latency, STOW-RS ingest time.
 
+mod dicomweb;
 mod federation;
 mod ingest;
+mod load;
+mod orthanc;
 mod procs;
 mod serve;
 
@@ -34,6 +39,8 @@ enum Which {
     Serve(serve::ServeBench),
     /// Peer to peer: whole-slide fetch vs sendme, time to first screen, node memory.
     Federation(federation::FederationBench),
+    /// DICOMweb vs Orthanc on the same slide: frames, QIDO-RS latency, STOW-RS ingest.
+    Dicomweb(dicomweb::DicomwebBench),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -41,6 +48,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Ingest(a) => ingest::run(a),
         Which::Serve(a) => serve::run(a),
         Which::Federation(a) => federation::run(a),
+        Which::Dicomweb(a) => dicomweb::run(a),
     }
 }
 

@@ -9,7 +9,6 @@
 //! All three get the same request mix (the level-0 tiles in random order), connections,
 //! duration and client, on this machine, in one run. The node's peak RSS is reported.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,6 +17,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
 
+use super::load::{FRAMES_ACCEPT, Load, ratio, shuffled, wrk};
+use super::orthanc::Orthanc;
 use super::procs::{Server, free_port, init_node, require_tool, run_ok, sibling, wait_http};
 use super::{cached_slide, slide_files};
 
@@ -45,15 +46,6 @@ pub struct ServeBench {
     /// Working folder for the slide, node data and server files
     #[arg(long, default_value = "target/bench")]
     work: PathBuf,
-}
-
-struct Load {
-    name: String,
-    connections: u32,
-    requests_per_sec: f64,
-    mib_per_sec: f64,
-    p99_ms: Option<f64>,
-    errors: String,
 }
 
 pub fn run(args: ServeBench) -> Result<()> {
@@ -168,122 +160,6 @@ pub fn run(args: ServeBench) -> Result<()> {
     Ok(())
 }
 
-/// "0.52x" or "4120x": two decimals where they matter.
-fn ratio(ours: f64, theirs: f64) -> String {
-    if theirs <= 0.0 {
-        return "no request completed".into();
-    }
-    let r = ours / theirs;
-    if r < 10.0 {
-        format!("{r:.2}x")
-    } else {
-        format!("{r:.0}x")
-    }
-}
-
-/// A fixed pseudo-random permutation, so every server sees the same request order.
-fn shuffled(n: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..n).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        v.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    v
-}
-
-/// Runs wrk over `paths` (cycled in order by each thread) and parses its summary.
-fn wrk(
-    (connections, duration): (u32, u32),
-    dir: &Path,
-    name: &str,
-    base: &str,
-    paths: &[String],
-    header: Option<&str>,
-) -> Result<Load> {
-    let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
-    let mut lua = String::from("local paths = {\n");
-    for p in paths {
-        writeln!(lua, "  {p:?},")?;
-    }
-    lua.push_str(
-        "}\nlocal i = 0\nsetup = function(thread) thread:set(\"offset\", math.random(#paths)) end\n\
-         init = function() i = (offset or 0) end\n\
-         request = function() i = (i % #paths) + 1; return wrk.format(\"GET\", paths[i]) end\n\
-         done = function(summary, latency, requests) io.write(string.format(\"P99_US %d\\n\", latency:percentile(99))) end\n",
-    );
-    std::fs::write(&script, lua)?;
-    // One wrk invocation; a long timeout so that slow servers are measured, not counted
-    // as errors.
-    let load = |seconds: u32| {
-        let mut cmd = Command::new("wrk");
-        cmd.args([
-            "-t",
-            &connections.min(2).to_string(),
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-        ])
-        .args(["--timeout", "30s", "-s"])
-        .arg(&script)
-        .arg(base);
-        if let Some(h) = header {
-            cmd.args(["-H", h]);
-        }
-        cmd
-    };
-    // Warm-up pass so every server starts with its caches (and the page cache) warm.
-    run_ok(&mut load(2))?;
-    let mut cmd = load(duration);
-    let out = run_ok(&mut cmd)?;
-    let field = |prefix: &str| {
-        out.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-    };
-    let requests_per_sec: f64 = field("Requests/sec:")
-        .context("wrk printed no Requests/sec")?
-        .parse()?;
-    let transfer = field("Transfer/sec:").unwrap_or_default();
-    let mib_per_sec = parse_rate(&transfer);
-    let p99_ms = field("P99_US")
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|us| us / 1000.0);
-    let errors = out
-        .lines()
-        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .map(|l| l.trim().to_string())
-        .collect::<Vec<_>>()
-        .join("; ");
-    Ok(Load {
-        name: name.to_string(),
-        connections,
-        requests_per_sec,
-        mib_per_sec,
-        p99_ms,
-        errors: if errors.is_empty() {
-            "none".into()
-        } else {
-            errors
-        },
-    })
-}
-
-/// wrk's "12.34MB" transfer rate in MiB/s (wrk uses binary units).
-fn parse_rate(s: &str) -> f64 {
-    let s = s.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().unwrap_or(0.0);
-    match unit {
-        "GB" => n * 1024.0,
-        "MB" => n,
-        "KB" => n / 1024.0,
-        "B" => n / 1048576.0,
-        _ => 0.0,
-    }
-}
-
 fn nginx(
     args: &ServeBench,
     dir: &Path,
@@ -350,47 +226,8 @@ fn orthanc(
     manifest: &Value,
     order: &[usize],
 ) -> Result<Load> {
-    require_tool("Orthanc", "orthanc orthanc-dicomweb")?;
-    let plugin = Path::new("/usr/share/orthanc/plugins/libOrthancDicomWeb.so");
-    if !plugin.exists() {
-        bail!(
-            "{} missing: apt-get install orthanc-dicomweb",
-            plugin.display()
-        );
-    }
-    let root = dir.join("orthanc");
-    std::fs::create_dir_all(&root)?;
-    let port = free_port()?;
-    let config = serde_json::json!({
-        "Name": "slidemesh-bench",
-        "StorageDirectory": root.join("storage"),
-        "IndexDirectory": root.join("index"),
-        "HttpPort": port,
-        "DicomServerEnabled": false,
-        "RemoteAccessAllowed": false,
-        "AuthenticationEnabled": false,
-        "HttpCompressionEnabled": false,
-        "Plugins": [plugin],
-        "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
-    });
-    let conf = root.join("orthanc.json");
-    std::fs::write(&conf, serde_json::to_vec_pretty(&config)?)?;
-    let _server = Server {
-        child: Command::new("Orthanc")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    wait_http(&format!("{url}/system"), Duration::from_secs(30))?;
-    for file in slide_files(slide)? {
-        let bytes = std::fs::read(&file)?;
-        ureq::post(&format!("{url}/instances"))
-            .set("Content-Type", "application/dicom")
-            .send_bytes(&bytes)
-            .with_context(|| format!("uploading {} to Orthanc", file.display()))?;
-    }
+    let orthanc = Orthanc::start(&dir.join("orthanc"))?;
+    orthanc.upload(&slide_files(slide)?)?;
     let m = &manifest["manifest"];
     let instance = m["levels"][0]["instance_uids"][0]
         .as_str()
@@ -400,10 +237,9 @@ fn orthanc(
         m["study_uid"].as_str().unwrap_or_default(),
         m["series_uid"].as_str().unwrap_or_default()
     );
-    let accept = "Accept: multipart/related; type=\"application/octet-stream\"; transfer-syntax=*";
     // Check one frame is served before loading it.
-    let probe = ureq::get(&format!("{url}{base}/1"))
-        .set("Accept", accept.trim_start_matches("Accept: "))
+    let probe = ureq::get(&format!("{}{base}/1", orthanc.url))
+        .set("Accept", FRAMES_ACCEPT)
         .call()?;
     if probe.status() != 200 {
         bail!("Orthanc answered {} for a frame", probe.status());
@@ -413,8 +249,8 @@ fn orthanc(
         (args.orthanc_connections, args.orthanc_duration),
         dir,
         "Orthanc DICOMweb frames",
-        &url,
+        &orthanc.url,
         &paths,
-        Some(accept),
+        Some(&format!("Accept: {FRAMES_ACCEPT}")),
     )
 }

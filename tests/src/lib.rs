@@ -436,10 +436,44 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 /// output unless it passed. Screenshots go to `$SLIDEMESH_ARTIFACTS/<folder>` (default
 /// target/test-artifacts/<folder>), which is returned.
 pub fn run_viewer_test(url: &str, slide: Option<&str>, folder: &str) -> PathBuf {
+    let mut env = vec![("SLIDEMESH_URL", url)];
+    if let Some(slide) = slide {
+        env.push(("SLIDEMESH_SLIDE_ID", slide));
+    }
+    run_browser_script(&["--test", "viewer.test.mjs"], &env, folder)
+}
+
+/// Runs `tests/browser/dicomweb-viewer.test.mjs`: dicom-microscopy-viewer, served from
+/// another origin, renders the series from `dicomweb` (a node's `/dicomweb` URL) in
+/// headless Chromium. Returns the screenshot folder.
+pub fn run_dicomweb_viewer_test(
+    dicomweb: &str,
+    study: &str,
+    series: &str,
+    folder: &str,
+) -> PathBuf {
+    run_browser_script(
+        &["dicomweb-viewer.test.mjs"],
+        &[
+            ("SLIDEMESH_DICOMWEB", dicomweb),
+            ("SLIDEMESH_STUDY", study),
+            ("SLIDEMESH_SERIES", series),
+        ],
+        folder,
+    )
+}
+
+/// Runs a Node.js script in `tests/browser` with screenshots going to
+/// `$SLIDEMESH_ARTIFACTS/<folder>`; fails the test with its output if it fails.
+fn run_browser_script(args: &[&str], env: &[(&str, &str)], folder: &str) -> PathBuf {
     let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run scripts/setup (the README's test command does)"
+        browser_dir.join("node_modules/playwright-core").is_dir()
+            && browser_dir
+                .join("node_modules/dicom-microscopy-viewer")
+                .is_dir(),
+        "tests/browser/node_modules is missing or stale: run scripts/setup (the README's test \
+         command does)"
     );
     let artifacts = std::env::var("SLIDEMESH_ARTIFACTS")
         .map(PathBuf::from)
@@ -448,16 +482,11 @@ pub fn run_viewer_test(url: &str, slide: Option<&str>, folder: &str) -> PathBuf 
         })
         .join(folder);
     std::fs::create_dir_all(&artifacts).expect("artifacts folder");
-    let mut cmd = Command::new("node");
-    cmd.arg("--test")
-        .arg("viewer.test.mjs")
+    let out = Command::new("node")
+        .args(args)
         .current_dir(&browser_dir)
-        .env("SLIDEMESH_URL", url)
-        .env("SLIDEMESH_ARTIFACTS", &artifacts);
-    if let Some(slide) = slide {
-        cmd.env("SLIDEMESH_SLIDE_ID", slide);
-    }
-    let out = cmd
+        .envs(env.iter().copied())
+        .env("SLIDEMESH_ARTIFACTS", &artifacts)
         .output()
         .expect("run node (Node.js) for the browser test");
     assert!(

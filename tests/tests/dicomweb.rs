@@ -4,6 +4,8 @@
 //!   grantee's node (tiles streamed from the owner), reads regions, label, overview and
 //!   thumbnail, and the pixels match what the generator encoded; dicomweb-client's QIDO-RS
 //!   searches find the slide by the usual matching (`tests/python/check_wsidicom.py`).
+//! - dicom-microscopy-viewer (npm), served from its own origin, renders a slide shared with
+//!   the node in headless Chromium, overview and label included (CORS, rendered PNG).
 //! - WADO-RS details: frames are the stored bytes, whole instances are the original files,
 //!   unavailable transfer syntaxes are 406, bad frame lists 400/404, links follow the Host
 //!   the client used, rendered thumbnails, CORS only for configured origins.
@@ -361,4 +363,24 @@ fn stow_rs_ingests_what_a_client_sends_and_refuses_bad_parts() {
         .map(|e| e.file_name())
         .collect();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_dicomweb_viewer_renders_a_shared_slide_from_the_grantees_node() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    // The viewer is served from its own origin (a random port): allow any.
+    fed.nodes[1].edit_config("cors_origins = []", "cors_origins = [\"*\"]");
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    share(&fed.nodes[0], &fed.slide, "RAE");
+    wait_for_shared(&fed.nodes[1], &fed.slide);
+    let dicomweb = format!("{}/dicomweb", fed.nodes[1].url.clone().unwrap());
+    let artifacts = slidemesh_e2e::run_dicomweb_viewer_test(
+        &dicomweb,
+        fed.generated["study_uid"].as_str().unwrap(),
+        fed.generated["series_uid"].as_str().unwrap(),
+        "dicomweb-viewer",
+    );
+    assert!(artifacts.join("dicomweb-viewer-zoomed.png").is_file());
 }

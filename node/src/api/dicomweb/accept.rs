@@ -235,20 +235,6 @@ pub fn json(ranges: &[MediaRange]) -> Result<(), ApiError> {
     }
 }
 
-/// Whether a rendered JPEG is acceptable.
-pub fn rendered_jpeg(ranges: &[MediaRange]) -> Result<(), ApiError> {
-    if ranges
-        .iter()
-        .any(|r| matches!(r.media_type.as_str(), "*/*" | "image/*" | "image/jpeg"))
-    {
-        Ok(())
-    } else {
-        Err(not_acceptable(
-            "rendered images are available as image/jpeg only",
-        ))
-    }
-}
-
 pub fn not_acceptable(message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::NOT_ACCEPTABLE,

@@ -12,6 +12,7 @@ pub mod accept;
 pub mod catalogue;
 pub mod qido;
 pub mod rebuild;
+pub mod render;
 pub mod stow;
 pub mod urls;
 pub mod wado;

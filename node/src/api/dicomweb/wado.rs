@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
@@ -17,8 +17,8 @@ use tracing::Instrument;
 use super::super::{ApiError, ApiState};
 use super::accept::{self, FrameFormat};
 use super::catalogue::{self, InstanceEntry, SeriesEntry};
-use super::rebuild;
 use super::urls::Urls;
+use super::{rebuild, render};
 use crate::dicom_json::PIXEL_DATA;
 use crate::store::Origin;
 
@@ -389,27 +389,16 @@ async fn retrieve_instances(
     Ok(response)
 }
 
-/// JPEG baseline frames are already images a browser shows; anything else would need a
-/// decoder, which this node does not have.
-fn renderable(ts: &str) -> bool {
-    matches!(ts, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51")
-}
-
+/// A frame as a rendered image (see [`render`]).
 async fn rendered_frame(
     state: &Arc<ApiState>,
-    headers: &HeaderMap,
+    request: &Rendering<'_>,
     series: &SeriesEntry,
     instance: &InstanceEntry,
     frame: usize,
 ) -> Result<Response, ApiError> {
-    accept::rendered_jpeg(&accept::ranges(headers))?;
-    if !renderable(&instance.transfer_syntax_uid) {
-        return Err(accept::not_acceptable(format!(
-            "instance {} is stored as {}; rendering it needs a decoder, which this node does \
-             not have (JPEG baseline instances render as stored)",
-            instance.sop_instance_uid, instance.transfer_syntax_uid
-        )));
-    }
+    let format = render::negotiate(&accept::ranges(request.headers))?;
+    let viewport = render::viewport(request.query)?;
     let tile = *instance.frames.get(frame - 1).ok_or_else(|| {
         ApiError::not_found(format!(
             "no frame {frame}: the instance has frames 1 to {}",
@@ -417,8 +406,14 @@ async fn rendered_frame(
         ))
     })?;
     let mut bytes = frame_bytes(state, series, vec![tile]).await?;
-    let mut response = Response::new(Body::from(bytes.remove(0)));
-    set_header(&mut response, header::CONTENT_TYPE, "image/jpeg");
+    let frame_bytes = bytes.remove(0);
+    let ts = instance.transfer_syntax_uid.clone();
+    let image =
+        tokio::task::spawn_blocking(move || render::render(frame_bytes, &ts, format, viewport))
+            .await
+            .map_err(ApiError::internal)??;
+    let mut response = Response::new(Body::from(image));
+    set_header(&mut response, header::CONTENT_TYPE, format.media_type());
     set_header(
         &mut response,
         header::CACHE_CONTROL,
@@ -427,12 +422,23 @@ async fn rendered_frame(
     Ok(response)
 }
 
+/// What a rendered request asks for: its headers (Accept) and query (`viewport`).
+struct Rendering<'a> {
+    headers: &'a HeaderMap,
+    query: &'a [(String, String)],
+}
+
 /// `.../frames/{n}/rendered`.
 pub async fn rendered_frame_route(
     State(state): State<Arc<ApiState>>,
     Path((study, series, instance, frame)): Path<(String, String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let request = Rendering {
+        headers: &headers,
+        query: &query,
+    };
     let (entry, index) = find_instance(&state, &study, &series, &instance).await?;
     let inst = &entry.instances[index];
     let numbers = parse_frame_list(&frame, inst.frames.len())?;
@@ -441,7 +447,7 @@ pub async fn rendered_frame_route(
             "rendered frames are one image per request",
         ));
     }
-    rendered_frame(&state, &headers, &entry, inst, numbers[0]).await
+    rendered_frame(&state, &request, &entry, inst, numbers[0]).await
 }
 
 /// `.../instances/{uid}/rendered` and `.../thumbnail`: single-frame instances (label,
@@ -450,12 +456,17 @@ pub async fn rendered_frame_route(
 pub async fn rendered_instance(
     State(state): State<Arc<ApiState>>,
     Path((study, series, instance)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let request = Rendering {
+        headers: &headers,
+        query: &query,
+    };
     let (entry, index) = find_instance(&state, &study, &series, &instance).await?;
     let inst = &entry.instances[index];
     if inst.frames.len() == 1 {
-        return rendered_frame(&state, &headers, &entry, inst, 1).await;
+        return rendered_frame(&state, &request, &entry, inst, 1).await;
     }
     Err(accept::not_acceptable(format!(
         "instance {instance} is a tiled level of {} frames; rendering it whole needs \
@@ -470,29 +481,39 @@ pub async fn rendered_instance(
 pub async fn series_thumbnail(
     State(state): State<Arc<ApiState>>,
     Path((study, series)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let entry = catalogue::series(&state, &study, &series).await?;
-    series_thumbnail_of(&state, &headers, &entry).await
+    let request = Rendering {
+        headers: &headers,
+        query: &query,
+    };
+    series_thumbnail_of(&state, &request, &entry).await
 }
 
 /// `/studies/{study}/thumbnail`: the thumbnail of the study's first slide.
 pub async fn study_thumbnail(
     State(state): State<Arc<ApiState>>,
     Path(study): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let request = Rendering {
+        headers: &headers,
+        query: &query,
+    };
     let entry = catalogue::load(&state)
         .await?
         .into_iter()
         .find(|s| s.study_uid == study)
         .ok_or_else(|| ApiError::not_found(format!("no study {study}")))?;
-    series_thumbnail_of(&state, &headers, &entry).await
+    series_thumbnail_of(&state, &request, &entry).await
 }
 
 async fn series_thumbnail_of(
     state: &Arc<ApiState>,
-    headers: &HeaderMap,
+    request: &Rendering<'_>,
     entry: &SeriesEntry,
 ) -> Result<Response, ApiError> {
     let view = super::super::load_slide(state, entry.slide).await?;
@@ -514,5 +535,5 @@ async fn series_thumbnail_of(
     let inst = entry
         .instance(&uid)
         .ok_or_else(|| ApiError::internal(format!("thumbnail instance {uid} not catalogued")))?;
-    rendered_frame(state, headers, entry, inst, 1).await
+    rendered_frame(state, request, entry, inst, 1).await
 }

@@ -88,7 +88,10 @@ pub fn run(args: DicomwebBench) -> Result<()> {
         prefix: "/dicomweb",
         duration: args.duration,
     };
-    wait_http(&format!("{}/api/v1/node", node.url), Duration::from_secs(20))?;
+    wait_http(
+        &format!("{}/api/v1/node", node.url),
+        Duration::from_secs(20),
+    )?;
     let node_stow = stow(&node, &body)?;
 
     let orthanc = Orthanc::start(&run_dir.join("orthanc"))?;
@@ -129,7 +132,11 @@ pub fn run(args: DicomwebBench) -> Result<()> {
     let a = first_part(&get_frames(&node, &frames_path, "1")?)?;
     let b = first_part(&get_frames(&reference, &frames_path, "1")?)?;
     if a != b {
-        bail!("frame 1 differs between the node and Orthanc ({} vs {} bytes)", a.len(), b.len());
+        bail!(
+            "frame 1 differs between the node and Orthanc ({} vs {} bytes)",
+            a.len(),
+            b.len()
+        );
     }
 
     let order = shuffled(frames);
@@ -164,7 +171,10 @@ pub fn run(args: DicomwebBench) -> Result<()> {
     }
 
     let queries = [
-        ("studies by PatientID", format!("/studies?PatientID={patient}")),
+        (
+            "studies by PatientID",
+            format!("/studies?PatientID={patient}"),
+        ),
         (
             "instances of the series",
             format!("/studies/{study}/series/{series}/instances"),
@@ -185,7 +195,10 @@ pub fn run(args: DicomwebBench) -> Result<()> {
     println!();
     println!("| STOW-RS, whole slide in one request | seconds | slidemesh / this |");
     println!("| --- | ---: | ---: |");
-    println!("| slidemesh node | {:.2} | 1.00x |", node_stow.as_secs_f64());
+    println!(
+        "| slidemesh node | {:.2} | 1.00x |",
+        node_stow.as_secs_f64()
+    );
     println!(
         "| {} | {:.2} | {} |",
         reference.name,
@@ -273,11 +286,17 @@ fn stow(target: &Target, (content_type, body): &(String, Vec<u8>)) -> Result<Dur
 }
 
 fn get_frames(target: &Target, frames_path: &str, list: &str) -> Result<(String, Vec<u8>)> {
-    let response = ureq::get(&format!("{}{}{frames_path}/{list}", target.url, target.prefix))
-        .set("Accept", FRAMES_ACCEPT)
-        .call()
-        .with_context(|| format!("frames from {}", target.name))?;
-    let content_type = response.header("Content-Type").unwrap_or_default().to_string();
+    let response = ureq::get(&format!(
+        "{}{}{frames_path}/{list}",
+        target.url, target.prefix
+    ))
+    .set("Accept", FRAMES_ACCEPT)
+    .call()
+    .with_context(|| format!("frames from {}", target.name))?;
+    let content_type = response
+        .header("Content-Type")
+        .unwrap_or_default()
+        .to_string();
     let mut body = Vec::new();
     std::io::Read::read_to_end(&mut response.into_reader(), &mut body)?;
     Ok((content_type, body))

@@ -138,4 +138,3 @@ fn parse_rate(s: &str) -> f64 {
         _ => 0.0,
     }
 }
-

@@ -49,7 +49,7 @@ impl Orthanc {
         let url = format!("http://127.0.0.1:{port}");
         let probe = format!("{url}/system");
         wait_until(Duration::from_secs(30), || ureq::get(&probe).call().is_ok())
-        .expect("Orthanc answers");
+            .expect("Orthanc answers");
         Orthanc { child, url }
     }
 }
@@ -99,7 +99,10 @@ fn parts(r: &Response) -> Vec<Vec<u8>> {
 fn files_exported_by_orthanc_ingest_with_the_same_frames() {
     let tmp = tempfile::tempdir().unwrap();
     let generated = synth(&tmp.path().join("slide"), SMALL).remove(0);
-    let files: Vec<PathBuf> = instance_files(&generated).into_iter().map(PathBuf::from).collect();
+    let files: Vec<PathBuf> = instance_files(&generated)
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
     let orthanc = Orthanc::start(tmp.path());
     let mut orthanc_study = String::new();
     for file in &files {
@@ -117,7 +120,12 @@ fn files_exported_by_orthanc_ingest_with_the_same_frames() {
         &[("Content-Type", "application/json")],
         br#"{"Force": true}"#,
     );
-    assert_eq!(anonymised.status, 200, "{}", String::from_utf8_lossy(&anonymised.body));
+    assert_eq!(
+        anonymised.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&anonymised.body)
+    );
     let copy: serde_json::Value = serde_json::from_slice(&anonymised.body).unwrap();
     let copy = get(
         &format!("{}/studies/{}", orthanc.url, copy["ID"].as_str().unwrap()),
@@ -133,7 +141,12 @@ fn files_exported_by_orthanc_ingest_with_the_same_frames() {
             "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
         )],
     );
-    assert_eq!(exported.status, 200, "{}", String::from_utf8_lossy(&exported.body));
+    assert_eq!(
+        exported.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&exported.body)
+    );
     let exported = parts(&exported);
     assert_eq!(exported.len(), files.len());
     let export_dir = tmp.path().join("exported");

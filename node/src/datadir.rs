@@ -58,6 +58,11 @@ impl DataDir {
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
     }
+    /// The trust's consent policy (cedar); `init` writes the default.
+    pub fn policy_path(&self) -> PathBuf {
+        self.root.join("policy.cedar")
+    }
+
     /// Written by a running `serve` so that other commands can find its HTTP address.
     pub fn serve_info_path(&self) -> PathBuf {
         self.root.join("serve.json")
@@ -80,6 +85,10 @@ impl DataDir {
         let key = NodeKey::generate();
         write_private(&self.key_path(), &key.secret_bytes())?;
         config.network.listen.sort_by_key(|a| !a.contains("/quic"));
+        write_atomic(
+            &self.policy_path(),
+            crate::consent::DEFAULT_POLICY.as_bytes(),
+        )?;
         // The config is written last: its presence is what marks the directory initialised.
         write_atomic(&self.config_path(), config.to_commented_toml().as_bytes())?;
         Ok(key)

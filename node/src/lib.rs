@@ -19,6 +19,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod context;
 pub mod datadir;
 pub mod dicom_json;

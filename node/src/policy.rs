@@ -1,9 +1,8 @@
-//! Consent decisions: may this peer have this slide? Default deny.
-//!
-//! Today the only rule is the grant: a valid, unexpired, unrevoked grant signed by the
-//! slide owner's roster key, naming the requester's trust, for this slide and action.
-//! (The consent issue replaces this with cedar policies; callers already go through
-//! [`check_grant`] for every manifest and every tile batch.)
+//! The grant half of consent: does the requester hold a valid, unexpired, unrevoked grant
+//! signed by the slide owner's roster key, naming the requester's trust, for this slide?
+//! Default deny. The owner's written policy ([`crate::consent`]) then decides whether the
+//! grant's purpose is acceptable for the slide's recorded consent; the federation calls both
+//! for every manifest and every tile batch.
 
 use slidemesh_protocol::{Action, Grant, Roster, SignedGrant, SlideId, TrustCode};
 

@@ -5,6 +5,7 @@
 mod federation;
 mod ingest;
 mod init;
+mod policy;
 mod serve;
 mod share;
 mod slides;
@@ -53,6 +54,10 @@ enum Command {
     Revoke(share::RevokeArgs),
     /// List grants issued and received.
     Grants(share::GrantsArgs),
+    /// The trust's consent policy (cedar): check, show, test a request against it.
+    Policy(policy::PolicyArgs),
+    /// Show or set a slide's recorded consent (DUO codes, national data opt-out, end date).
+    Consent(policy::ConsentArgs),
 }
 
 impl Cli {
@@ -76,6 +81,8 @@ pub fn run() -> Result<()> {
         Command::Share(args) => share::share(data, args),
         Command::Revoke(args) => share::revoke(data, args),
         Command::Grants(args) => share::grants(data, args),
+        Command::Policy(args) => policy::run(data, args),
+        Command::Consent(args) => policy::consent(data, args),
     }
 }
 

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracing::{info, warn};
 
+use crate::consent::PolicyHandle;
 use crate::federation::{Federation, Handlers, tasks};
 use crate::ingest::incoming::Incoming;
 use crate::net::{NetConfig, Network};
@@ -91,11 +92,19 @@ async fn serve(
             "{CORRUPT_TILES_ENV} is set: this node serves corrupted tiles to peers (fault injection)"
         );
     }
+    let policy = PolicyHandle::load(data.policy_path()).with_context(|| {
+        format!(
+            "cannot start with the consent policy in {} (check it with `slidemesh policy check`)",
+            data.policy_path().display()
+        )
+    })?;
+    info!(hash = policy.current().hash(), "consent policy loaded");
     let federation = Federation::new(
         store.clone(),
         config.node.trust.clone(),
         TileReader::new(objects.clone()),
         cache,
+        Arc::new(policy),
         corrupt,
     )?;
     let (network, network_task) = Network::start(

@@ -53,7 +53,7 @@ pub struct GrantsArgs {
 }
 
 /// Parses `--until` into seconds since the epoch.
-fn parse_until(text: &str, now: u64) -> Result<u64> {
+pub(super) fn parse_until(text: &str, now: u64) -> Result<u64> {
     if let Ok(d) = humantime::parse_duration(text) {
         return Ok(now + d.as_secs());
     }

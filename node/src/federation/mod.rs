@@ -22,18 +22,31 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    Action, Roster, SignedGrant, SignedRevocation, SlideId, TileId, TrustCode,
+    Action, AssociatedKind, Roster, SignedGrant, SignedRevocation, SlideId, TileId, TrustCode,
 };
 use tracing::{info, warn};
 
+use crate::consent::{ConsentAction, ConsentRequest, PolicyHandle};
 use crate::ingest::assemble::summarise;
 use crate::net::{Inbound, Network, identity};
 use crate::policy::check_grant;
 use crate::store::cache::TileCache;
+use crate::store::consent::SlideConsent;
 use crate::store::federation::{RemoteSlide, StoredGrant};
 use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{Origin, Store, now_unix};
+
+/// What consent decisions need of a slide this node serves.
+struct ServedSlide {
+    tiles: HashSet<TileId>,
+    /// Tiles of the LABEL and OVERVIEW images (they show the patient's label).
+    label_tiles: HashSet<TileId>,
+    series_uid: String,
+    owner: TrustCode,
+    /// This node owns the slide (else it serves a cached copy).
+    local: bool,
+}
 
 /// The node's federation state, shared by the network handlers, background tasks and the
 /// HTTP API.
@@ -47,9 +60,12 @@ pub struct Federation {
     roster: RwLock<Option<Roster>>,
     /// Set once the swarm runs; handlers that need the network wait for nothing else.
     network: OnceLock<Network>,
-    /// Tile ids of each slide this node serves (its own, and shared ones it has cached), for
-    /// checking that a batch asks only for tiles of the slide its grant covers.
-    slide_tiles: Mutex<HashMap<SlideId, Arc<HashSet<TileId>>>>,
+    /// What the policy check needs to know of each slide this node serves (its own, and
+    /// shared ones it has cached): its tiles (a batch may ask only for tiles of the slide
+    /// its grant covers), which of them show the label, its series and owner.
+    served: Mutex<HashMap<SlideId, Arc<ServedSlide>>>,
+    /// The owner's consent policy, decided on every manifest and tile batch.
+    pub policy: Arc<PolicyHandle>,
     remote: remote::RemoteState,
     /// Bumped whenever a shared slide is withdrawn, so readers holding decoded manifests
     /// (the HTTP API's cache) drop them.
@@ -64,6 +80,7 @@ impl Federation {
         trust: TrustCode,
         reader: TileReader,
         cache: TileCache,
+        policy: Arc<PolicyHandle>,
         corrupt_tiles: bool,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let roster = store.current_roster()?.map(|(r, _)| r);
@@ -75,7 +92,8 @@ impl Federation {
             cache,
             roster: RwLock::new(roster),
             network: OnceLock::new(),
-            slide_tiles: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
+            policy,
             remote: remote::RemoteState::default(),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
             corrupt_tiles,
@@ -129,54 +147,104 @@ impl Federation {
         identity::peer_id(&roster.member(trust)?.node)
     }
 
-    /// Tile ids of a slide this node holds or caches (memoised).
-    fn served_slide_tiles(&self, slide: &SlideId) -> Result<Arc<HashSet<TileId>>, String> {
-        if let Some(tiles) = self
-            .slide_tiles
-            .lock()
-            .ok()
-            .and_then(|m| m.get(slide).cloned())
-        {
-            return Ok(tiles);
+    /// What the policy check needs of a slide this node holds or caches (memoised).
+    fn served_slide(&self, slide: &SlideId) -> Result<Arc<ServedSlide>, String> {
+        if let Some(served) = self.served.lock().ok().and_then(|m| m.get(slide).cloned()) {
+            return Ok(served);
         }
-        let signed = match self.store.slide(slide).map_err(|e| e.to_string())? {
-            Some(record) => record.signed,
-            None => {
+        let (signed, local) = match self.store.slide(slide).map_err(|e| e.to_string())? {
+            Some(record) => (record.signed, true),
+            None => (
                 self.store
                     .remote_slide(slide)
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("no slide {slide} here"))?
-                    .signed
-            }
+                    .signed,
+                false,
+            ),
         };
         let manifest = signed.verify().map_err(|e| e.to_string())?;
-        let tiles: Arc<HashSet<TileId>> = Arc::new(manifest.all_tiles().copied().collect());
-        if let Ok(mut map) = self.slide_tiles.lock() {
-            map.insert(*slide, tiles.clone());
+        let label_tiles = manifest
+            .associated
+            .iter()
+            .filter(|a| matches!(a.kind, AssociatedKind::Label | AssociatedKind::Overview))
+            .flat_map(|a| a.tiles.iter().copied())
+            .collect();
+        let served = Arc::new(ServedSlide {
+            tiles: manifest.all_tiles().copied().collect(),
+            label_tiles,
+            series_uid: manifest.series_uid.clone(),
+            owner: manifest.owner.clone(),
+            local,
+        });
+        if let Ok(mut map) = self.served.lock() {
+            map.insert(*slide, served.clone());
         }
-        Ok(tiles)
+        Ok(served)
     }
 
-    /// The policy check for `peer` acting on `slide` under `grant`.
-    fn authorize(&self, peer: &PeerId, slide: &SlideId, grant: &SignedGrant) -> Result<(), String> {
+    /// May `peer` do each of `actions` on `slide` under `grant`? The grant is checked first
+    /// (signature, grantee, slide, time, revocation), then the owner's consent policy for
+    /// each action. `Err` says why not.
+    fn authorize(
+        &self,
+        peer: &PeerId,
+        slide: &SlideId,
+        grant: &SignedGrant,
+        actions: &[ConsentAction],
+    ) -> Result<(), String> {
         let roster = self.roster().ok_or("this node has no roster")?;
         let requester = self
             .trust_of(peer)
             .ok_or_else(|| format!("{peer} is not a member"))?;
-        check_grant(
+        let now = now_unix();
+        let granted = check_grant(
             &self.store,
             &roster,
             &requester,
             slide,
             grant,
             Action::View,
-            now_unix(),
-        )
-        .map(|_| ())
+            now,
+        )?;
+        let served = self.served_slide(slide)?;
+        // Consent is recorded by the owner. A node serving a copy has no record and decides
+        // with the most restrictive one (clinical care only).
+        let consent = if served.local {
+            self.store
+                .consent(&served.series_uid)
+                .map_err(|e| format!("cannot read the slide's consent: {e}"))?
+        } else {
+            SlideConsent::default()
+        };
+        let policy = self.policy.current();
+        for &action in actions {
+            let decision = policy.decide(&ConsentRequest {
+                requester: &requester,
+                action,
+                slide: *slide,
+                owner: &served.owner,
+                consent: &consent,
+                purpose: granted.purpose,
+                reference: granted.reference.as_deref(),
+                grant_expires: granted.expires_at,
+                now,
+            });
+            info!(%peer, %slide, trust = %requester, action = action.as_str(), purpose = granted.purpose.as_str(), allowed = decision.allowed, rules = ?decision.rules, policy = %decision.policy_hash, "consent decision");
+            if !decision.allowed {
+                return Err(format!(
+                    "{} for {}: {}",
+                    action.as_str(),
+                    granted.purpose.as_str(),
+                    decision.explain()
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn answer_manifest(&self, peer: PeerId, slide: SlideId, grant: SignedGrant) -> ControlResponse {
-        if let Err(reason) = self.authorize(&peer, &slide, &grant) {
+        if let Err(reason) = self.authorize(&peer, &slide, &grant, &[ConsentAction::View]) {
             warn!(%peer, %slide, reason, "manifest request denied");
             return ControlResponse::Denied { reason };
         }
@@ -406,12 +474,15 @@ impl Inbound for Handlers {
         let tiles = request.tiles.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                fed.authorize(&peer, &slide, &grant)?;
-                let known = fed.served_slide_tiles(&slide)?;
-                if let Some(stray) = tiles.iter().find(|t| !known.contains(t)) {
+                let served = fed.served_slide(&slide)?;
+                if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
                     return Err(format!("tile {stray} is not part of slide {slide}"));
                 }
-                Ok(())
+                let mut actions = vec![ConsentAction::FetchTiles];
+                if tiles.iter().any(|t| served.label_tiles.contains(t)) {
+                    actions.push(ConsentAction::SeeLabel);
+                }
+                fed.authorize(&peer, &slide, &grant, &actions)
             })
             .await
             .map_err(|e| e.to_string())?

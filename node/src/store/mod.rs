@@ -13,6 +13,7 @@
 //! gets a new table name and a migration.
 
 pub mod cache;
+pub mod consent;
 pub mod federation;
 pub mod locations;
 pub mod objects;
@@ -377,7 +378,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 11;
+const TABLE_COUNT: usize = 12;
 
 fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SLIDES).op("create tables")?;
@@ -387,6 +388,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(TILES).op("create tables")?;
     tx.open_table(OBJECTS).op("create tables")?;
     tx.open_table(federation::ROSTERS).op("create tables")?;
+    tx.open_table(consent::CONSENT).op("create tables")?;
     tx.open_table(federation::GRANTS).op("create tables")?;
     tx.open_table(federation::REVOCATIONS).op("create tables")?;
     tx.open_table(federation::REMOTE_SLIDES)

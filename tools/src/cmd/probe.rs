@@ -38,9 +38,39 @@ pub struct ProbeArgs {
     /// Take the grant for the slide from this node's store (any grant for the slide)
     #[arg(long, value_name = "DIR")]
     grant_from: PathBuf,
+    /// Use these grants (ids in --grant-from's store), one after the other, printing one
+    /// JSON line each, instead of any grant for the slide
+    #[arg(long = "grant", value_name = "ID")]
+    grants: Vec<String>,
     /// Also fetch up to this many tiles of the slide's first level on the tile stream
     #[arg(long, default_value_t = 0)]
     tiles: usize,
+    /// Also ask for the slide's label image tile, in a batch of its own
+    #[arg(long)]
+    label: bool,
+    /// Take the tile ids to ask for from this node's copy of the manifest (e.g. the
+    /// owner's), so tiles are asked for even when the manifest is refused
+    #[arg(long, value_name = "DIR")]
+    tiles_from: Option<PathBuf>,
+}
+
+/// Level-0 and label tile ids of a slide, from a node's stored manifest.
+fn tiles_from(dir: &std::path::Path, slide: &SlideId) -> Result<(Vec<TileId>, Option<TileId>)> {
+    let store = Store::open(&DataDir::new(dir.to_path_buf()).store_path())?;
+    let signed = match store.slide(slide)? {
+        Some(record) => record.signed,
+        None => {
+            store
+                .remote_slide(slide)?
+                .context("--tiles-from holds no such slide")?
+                .signed
+        }
+    };
+    let manifest = signed.verify()?;
+    let label = manifest
+        .associated(slidemesh_protocol::AssociatedKind::Label)
+        .and_then(|a| a.tiles.first().copied());
+    Ok((manifest.levels[0].tiles.clone(), label))
 }
 
 /// A probe answers nobody.
@@ -68,6 +98,31 @@ impl Inbound for Silent {
     }
 }
 
+/// Asks for `tiles` in one batch and reports how many arrived, or why not.
+async fn fetch(
+    network: &Network,
+    peer: PeerId,
+    slide: SlideId,
+    grant: &slidemesh_protocol::SignedGrant,
+    tiles: Vec<TileId>,
+) -> serde_json::Value {
+    let request = TileRequest {
+        slide,
+        grant: grant.clone(),
+        tiles,
+    };
+    let mut received = 0usize;
+    let started = std::time::Instant::now();
+    let result = network
+        .fetch_tiles(peer, &request, |_, _| received += 1)
+        .await;
+    json!({
+        "received": received,
+        "seconds": started.elapsed().as_secs_f64(),
+        "error": result.err().map(|e| e.to_string()),
+    })
+}
+
 pub fn run(args: ProbeArgs) -> Result<()> {
     let addr: Multiaddr = args.peer.parse().context("invalid --peer multiaddr")?;
     let Some(Protocol::P2p(peer)) = addr.iter().last() else {
@@ -81,14 +136,31 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         Some(dir) => DataDir::new(dir.clone()).load_key()?,
         None => NodeKey::generate(),
     };
-    let grant = {
+    let grants = {
         let store = Store::open(&DataDir::new(args.grant_from.clone()).store_path())?;
-        store
-            .grants()?
-            .into_iter()
-            .find(|g| g.grant.slide == slide)
-            .context("no grant for that slide in --grant-from")?
-            .signed
+        let all = store.grants()?;
+        if args.grants.is_empty() {
+            vec![
+                all.into_iter()
+                    .find(|g| g.grant.slide == slide)
+                    .context("no grant for that slide in --grant-from")?
+                    .signed,
+            ]
+        } else {
+            args.grants
+                .iter()
+                .map(|id| {
+                    all.iter()
+                        .find(|g| g.signed.id().to_string() == *id)
+                        .map(|g| g.signed.clone())
+                        .with_context(|| format!("no grant {id} in --grant-from"))
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
+    let known = match &args.tiles_from {
+        Some(dir) => Some(tiles_from(dir, &slide)?),
+        None => None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -103,69 +175,72 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         network
             .set_members(vec![(peer, vec![addr.clone()])])
             .await?;
-        let request = ControlRequest::Manifest {
-            slide,
-            grant: grant.clone(),
-        };
-        let answer = tokio::time::timeout(Duration::from_secs(15), network.request(peer, request))
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out"))
-            .and_then(|r| r.map_err(anyhow::Error::from));
-        let (manifest, first_tiles) = match answer {
-            Ok(ControlResponse::Manifest(signed)) => match signed.verify() {
-                Ok(m) => (
-                    json!({ "outcome": "manifest", "slide_id": signed.slide_id() }),
-                    m.levels[0].tiles.clone(),
-                ),
-                Err(e) => (
-                    json!({ "outcome": "invalid", "error": e.to_string() }),
+        for grant in grants {
+            let request = ControlRequest::Manifest {
+                slide,
+                grant: grant.clone(),
+            };
+            let answer =
+                tokio::time::timeout(Duration::from_secs(15), network.request(peer, request))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("timed out"))
+                    .and_then(|r| r.map_err(anyhow::Error::from));
+            let (manifest, first_tiles) = match answer {
+                Ok(ControlResponse::Manifest(signed)) => match signed.verify() {
+                    Ok(m) => (
+                        json!({ "outcome": "manifest", "slide_id": signed.slide_id() }),
+                        m.levels[0].tiles.clone(),
+                    ),
+                    Err(e) => (
+                        json!({ "outcome": "invalid", "error": e.to_string() }),
+                        vec![],
+                    ),
+                },
+                Ok(ControlResponse::Denied { reason }) => {
+                    (json!({ "outcome": "denied", "reason": reason }), vec![])
+                }
+                Ok(other) => (
+                    json!({ "outcome": "other", "answer": format!("{other:?}") }),
                     vec![],
                 ),
-            },
-            Ok(ControlResponse::Denied { reason }) => {
-                (json!({ "outcome": "denied", "reason": reason }), vec![])
-            }
-            Ok(other) => (
-                json!({ "outcome": "other", "answer": format!("{other:?}") }),
-                vec![],
-            ),
-            Err(e) => (
-                json!({ "outcome": "error", "error": e.to_string() }),
-                vec![],
-            ),
-        };
-        let mut tiles_json = json!(null);
-        if args.tiles > 0 {
-            // Without a manifest the probe still asks for tiles, by the slide's id only.
-            let tiles: Vec<TileId> = first_tiles.into_iter().take(args.tiles).collect();
-            let request = TileRequest {
-                slide,
-                grant,
-                tiles: if tiles.is_empty() {
+                Err(e) => (
+                    json!({ "outcome": "error", "error": e.to_string() }),
+                    vec![],
+                ),
+            };
+            let first_tiles = match &known {
+                Some((level0, _)) => level0.clone(),
+                None => first_tiles,
+            };
+            let mut tiles_json = json!(null);
+            if args.tiles > 0 {
+                // Without a manifest the probe still asks for tiles, by the slide's id only.
+                let tiles: Vec<TileId> = first_tiles.into_iter().take(args.tiles).collect();
+                let tiles = if tiles.is_empty() {
                     vec![TileId::of(b"probe")]
                 } else {
                     tiles
-                },
-            };
-            let mut received = 0usize;
-            let started = std::time::Instant::now();
-            let result = network
-                .fetch_tiles(peer, &request, |_, _| received += 1)
-                .await;
-            tiles_json = json!({
-                "received": received,
-                "seconds": started.elapsed().as_secs_f64(),
-                "error": result.err().map(|e| e.to_string()),
-            });
+                };
+                tiles_json = fetch(&network, peer, slide, &grant, tiles).await;
+            }
+            let mut label_json = json!(null);
+            if args.label {
+                let label = known.as_ref().and_then(|(_, label)| *label).context(
+                    "--label needs --tiles-from naming a node with the slide's manifest",
+                )?;
+                label_json = fetch(&network, peer, slide, &grant, vec![label]).await;
+            }
+            println!(
+                "{}",
+                json!({
+                    "as": network.local_peer_id().to_string(),
+                    "grant": grant.id().to_string(),
+                    "manifest": manifest,
+                    "tiles": tiles_json,
+                    "label": label_json,
+                })
+            );
         }
-        println!(
-            "{}",
-            json!({
-                "as": network.local_peer_id().to_string(),
-                "manifest": manifest,
-                "tiles": tiles_json,
-            })
-        );
         network.shutdown().await;
         Ok(())
     })

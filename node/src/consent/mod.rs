@@ -1,0 +1,356 @@
+//! Consent decisions by the owning trust's written policy, evaluated with cedar-policy.
+//!
+//! The policy (`policy.cedar` in the data directory, from [`DEFAULT_POLICY`] at `init`) is
+//! validated against [`SCHEMA`] when it is loaded, so a misspelt attribute, an unknown action
+//! or a type error is refused with a message naming the rule. Decisions are default deny:
+//! allowed only when a `permit` matches and no `forbid` does. Each decision names the rules
+//! that decided it (their `@id`) and the BLAKE3 hash of the policy text, for the audit trail.
+//!
+//! The cryptographic part of consent (a grant signed by the owner, for this requester and
+//! slide, unexpired, unrevoked) is checked before the policy by [`crate::policy`]; the policy
+//! decides whether the grant's purpose is acceptable for this slide's recorded consent.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicySet, Request,
+    Schema, ValidationMode, Validator,
+};
+use serde::Serialize;
+use serde_json::json;
+use slidemesh_protocol::{Purpose, SlideId, TrustCode};
+
+use crate::store::consent::SlideConsent;
+
+/// The vocabulary policies are written in.
+pub const SCHEMA: &str = include_str!("schema.cedarschema");
+/// The policy a new node starts with: readable, commented, default deny.
+pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
+
+/// What a requester wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentAction {
+    View,
+    FetchTiles,
+    SeeLabel,
+    Query,
+    ReceiveCohort,
+    Replicate,
+    Export,
+}
+
+impl ConsentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::View => "view",
+            Self::FetchTiles => "fetch_tiles",
+            Self::SeeLabel => "see_label",
+            Self::Query => "query",
+            Self::ReceiveCohort => "receive_cohort",
+            Self::Replicate => "replicate",
+            Self::Export => "export",
+        }
+    }
+}
+
+/// One request to decide.
+#[derive(Debug, Clone)]
+pub struct ConsentRequest<'a> {
+    pub requester: &'a TrustCode,
+    pub action: ConsentAction,
+    pub slide: SlideId,
+    pub owner: &'a TrustCode,
+    pub consent: &'a SlideConsent,
+    pub purpose: Purpose,
+    /// The grant's reference: a referral id for care purposes, an ethics approval for
+    /// research.
+    pub reference: Option<&'a str>,
+    pub grant_expires: u64,
+    pub now: u64,
+}
+
+/// The outcome, with what decided it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The `@id`s of the rules that decided: the matching permits when allowed, the
+    /// matching forbids when denied by one, empty when nothing permitted (default deny).
+    pub rules: Vec<String>,
+    /// Evaluation errors (a rule that could not be evaluated counts as not matching).
+    pub errors: Vec<String>,
+    /// BLAKE3 of the policy text that decided.
+    pub policy_hash: String,
+}
+
+impl Decision {
+    /// A sentence for logs and denial messages.
+    pub fn explain(&self) -> String {
+        match (self.allowed, self.rules.is_empty()) {
+            (true, _) => format!("allowed by {}", self.rules.join(", ")),
+            (false, true) => "no rule of the owner's policy permits it (default deny)".into(),
+            (false, false) => format!("forbidden by {}", self.rules.join(", ")),
+        }
+    }
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the policy does not parse:\n{0}")]
+    Parse(String),
+    #[error("the policy does not fit the schema:\n{0}")]
+    Invalid(String),
+    #[error("the built-in schema does not parse: {0}")]
+    Schema(String),
+}
+
+/// A loaded, validated policy.
+#[derive(Debug)]
+pub struct Policy {
+    schema: Schema,
+    set: PolicySet,
+    text: String,
+    hash: String,
+}
+
+impl Policy {
+    /// Parses and validates policy text against the schema (strict mode).
+    pub fn from_text(text: &str) -> Result<Self, PolicyError> {
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(SCHEMA).map_err(|e| PolicyError::Schema(e.to_string()))?;
+        let set = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(render(&e)))?;
+        // Every rule needs an @id: decisions name rules by it in logs and the audit trail.
+        let missing: Vec<String> = set
+            .policies()
+            .filter(|p| p.annotation("id").is_none())
+            .map(|p| {
+                format!(
+                    "  a rule has no @id(\"...\"): {}",
+                    first_line(&p.to_string())
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(PolicyError::Invalid(missing.join("\n")));
+        }
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let errors: Vec<String> = result
+                .validation_errors()
+                .map(|e| {
+                    let rule = set
+                        .policy(e.policy_id())
+                        .and_then(|p| p.annotation("id"))
+                        .unwrap_or("?");
+                    format!("  rule {rule:?}: {}", render(e))
+                })
+                .collect();
+            return Err(PolicyError::Invalid(errors.join("\n")));
+        }
+        Ok(Self {
+            schema,
+            set,
+            hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            text: text.to_string(),
+        })
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_text(&text)
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Decides one request.
+    pub fn decide(&self, request: &ConsentRequest<'_>) -> Decision {
+        let denied = |error: String| Decision {
+            allowed: false,
+            rules: Vec::new(),
+            errors: vec![error],
+            policy_hash: self.hash.clone(),
+        };
+        let uid = |kind: &str, id: &str| {
+            EntityUid::from_str(&format!("Slidemesh::{kind}::{}", json!(id)))
+                .map_err(|e| e.to_string())
+        };
+        let built = (|| -> Result<(Request, Entities), String> {
+            let principal = uid("Trust", request.requester.as_str())?;
+            let action = uid("Action", request.action.as_str())?;
+            let resource = uid("Slide", &request.slide.to_hex())?;
+            let owner =
+                json!({"__entity": {"type": "Slidemesh::Trust", "id": request.owner.as_str()}});
+            let entities = json!([
+                {"uid": {"type": "Slidemesh::Trust", "id": request.requester.as_str()}, "attrs": {}, "parents": []},
+                {"uid": {"type": "Slidemesh::Trust", "id": request.owner.as_str()}, "attrs": {}, "parents": []},
+                {
+                    "uid": {"type": "Slidemesh::Slide", "id": request.slide.to_hex()},
+                    "attrs": {
+                        "owner": owner,
+                        "consent_codes": request.consent.codes,
+                        "opted_out": request.consent.opted_out,
+                        "consent_expires": request.consent.expires.unwrap_or(0) as i64,
+                    },
+                    "parents": [],
+                },
+            ]);
+            let entities = Entities::from_json_value(entities, Some(&self.schema))
+                .map_err(|e| format!("entities: {e}"))?;
+            let mut context = json!({
+                "purpose": request.purpose.as_str(),
+                "now": request.now as i64,
+                "grant_expires": request.grant_expires as i64,
+            });
+            if let Some(reference) = request.reference.filter(|r| !r.is_empty()) {
+                let key = if request.purpose == Purpose::Research {
+                    "ethics_approval"
+                } else {
+                    "referral"
+                };
+                context[key] = json!(reference);
+            }
+            let context = Context::from_json_value(context, Some((&self.schema, &action)))
+                .map_err(|e| format!("context: {e}"))?;
+            let request = Request::new(principal, action, resource, context, Some(&self.schema))
+                .map_err(|e| format!("request: {e}"))?;
+            Ok((request, entities))
+        })();
+        let (cedar_request, entities) = match built {
+            Ok(b) => b,
+            Err(e) => return denied(e),
+        };
+        let response = Authorizer::new().is_authorized(&cedar_request, &self.set, &entities);
+        let rules: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| {
+                self.set
+                    .policy(id)
+                    .and_then(|p| p.annotation("id"))
+                    .unwrap_or(id.as_ref())
+                    .to_string()
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Decision {
+            allowed: response.decision() == CedarDecision::Allow,
+            rules,
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(|e| e.to_string())
+                .collect(),
+            policy_hash: self.hash.clone(),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// An error with its cause chain and help, on one line per part.
+fn render(e: &(dyn miette::Diagnostic + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if let Some(help) = e.help() {
+        out.push_str(&format!(" (help: {help})"));
+    }
+    out
+}
+
+/// The node's policy as the running server uses it: loaded from the data directory, and
+/// reloaded when the file changes (checked at most once a second). An invalid new version
+/// is logged and refused; the last valid one stays in force.
+pub struct PolicyHandle {
+    path: PathBuf,
+    current: RwLock<Arc<Policy>>,
+    checked: Mutex<(Instant, Option<SystemTime>)>,
+}
+
+impl PolicyHandle {
+    /// Loads the node's policy (the built-in default when the data directory has none).
+    pub fn load(path: PathBuf) -> Result<Self, PolicyError> {
+        let policy = if path.exists() {
+            Policy::from_file(&path)?
+        } else {
+            Policy::from_text(DEFAULT_POLICY)?
+        };
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        Ok(Self {
+            path,
+            current: RwLock::new(Arc::new(policy)),
+            checked: Mutex::new((Instant::now(), modified)),
+        })
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<Policy> {
+        self.reload_if_changed();
+        self.current
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn reload_if_changed(&self) {
+        let Ok(mut checked) = self.checked.try_lock() else {
+            return;
+        };
+        if checked.0.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        checked.0 = Instant::now();
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if modified == checked.1 {
+            return;
+        }
+        checked.1 = modified;
+        match Policy::from_file(&self.path) {
+            Ok(policy) => {
+                tracing::info!(hash = policy.hash(), "consent policy reloaded");
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(policy);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new consent policy refused; the previous one stays in force")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

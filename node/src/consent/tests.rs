@@ -1,0 +1,135 @@
+use super::*;
+
+fn trust(code: &str) -> TrustCode {
+    code.parse().unwrap()
+}
+
+fn decide(
+    policy: &Policy,
+    action: ConsentAction,
+    purpose: Purpose,
+    consent: &SlideConsent,
+    reference: Option<&str>,
+) -> Decision {
+    let (requester, owner) = (trust("RAE"), trust("RR8"));
+    policy.decide(&ConsentRequest {
+        requester: &requester,
+        action,
+        slide: SlideId::of(b"slide"),
+        owner: &owner,
+        consent,
+        purpose,
+        reference,
+        grant_expires: 2_000_000_000,
+        now: 1_800_000_000,
+    })
+}
+
+fn consent(codes: &[&str], opted_out: bool, expires: Option<u64>) -> SlideConsent {
+    SlideConsent {
+        codes: codes.iter().map(|c| c.to_string()).collect(),
+        opted_out,
+        expires,
+    }
+}
+
+#[test]
+fn the_default_policy_fits_the_schema() {
+    let policy = Policy::from_text(DEFAULT_POLICY).unwrap();
+    assert_eq!(policy.hash().len(), 64);
+}
+
+#[test]
+fn care_is_allowed_whatever_the_consent_for_research() {
+    let policy = Policy::from_text(DEFAULT_POLICY).unwrap();
+    let opted_out = consent(&["CC"], true, Some(1));
+    for purpose in [Purpose::DirectCare, Purpose::SecondOpinion, Purpose::Mdt] {
+        for action in [
+            ConsentAction::View,
+            ConsentAction::FetchTiles,
+            ConsentAction::SeeLabel,
+        ] {
+            let d = decide(&policy, action, purpose, &opted_out, None);
+            assert!(d.allowed, "{purpose:?} {action:?}: {}", d.explain());
+            assert_eq!(d.rules, vec!["care"]);
+        }
+    }
+}
+
+#[test]
+fn research_needs_consent_and_respects_the_opt_out() {
+    let policy = Policy::from_text(DEFAULT_POLICY).unwrap();
+    let view = ConsentAction::View;
+    let d = decide(
+        &policy,
+        view,
+        Purpose::Research,
+        &SlideConsent::default(),
+        None,
+    );
+    assert!(!d.allowed);
+    assert!(
+        d.rules.is_empty(),
+        "default deny names no rule: {:?}",
+        d.rules
+    );
+    let gru = consent(&["GRU"], false, None);
+    assert!(decide(&policy, view, Purpose::Research, &gru, None).allowed);
+    let opted_out = consent(&["GRU"], true, None);
+    let d = decide(&policy, view, Purpose::Research, &opted_out, None);
+    assert!(!d.allowed);
+    assert_eq!(d.rules, vec!["national-data-opt-out"]);
+    let irb = consent(&["HMB", "IRB"], false, None);
+    assert!(!decide(&policy, view, Purpose::Research, &irb, None).allowed);
+    assert!(
+        decide(
+            &policy,
+            view,
+            Purpose::Research,
+            &irb,
+            Some("REC 24/YH/0001")
+        )
+        .allowed
+    );
+    let expired = consent(&["GRU"], false, Some(1_700_000_000));
+    let d = decide(&policy, view, Purpose::Research, &expired, None);
+    assert_eq!(d.rules, vec!["consent-expired"]);
+}
+
+#[test]
+fn labels_are_for_care_only() {
+    let policy = Policy::from_text(DEFAULT_POLICY).unwrap();
+    let gru = consent(&["GRU"], false, None);
+    for purpose in [Purpose::Research, Purpose::Education, Purpose::AuditQa] {
+        let d = decide(&policy, ConsentAction::SeeLabel, purpose, &gru, None);
+        assert!(!d.allowed, "{purpose:?}");
+    }
+}
+
+#[test]
+fn mistakes_in_a_policy_are_refused_naming_the_rule() {
+    let misspelt = DEFAULT_POLICY.replace("resource.opted_out", "resource.opted_uot");
+    let err = Policy::from_text(&misspelt).unwrap_err().to_string();
+    assert!(err.contains("national-data-opt-out"), "{err}");
+    assert!(err.contains("opted_uot"), "{err}");
+    let type_error =
+        r#"@id("bad") permit (principal, action, resource) when { context.purpose > 3 };"#;
+    assert!(matches!(
+        Policy::from_text(type_error),
+        Err(PolicyError::Invalid(_))
+    ));
+    let unknown_action =
+        r#"@id("x") permit (principal, action == Slidemesh::Action::"delete", resource);"#;
+    assert!(Policy::from_text(unknown_action).is_err());
+    let no_id = r#"permit (principal, action, resource);"#;
+    assert!(
+        Policy::from_text(no_id)
+            .unwrap_err()
+            .to_string()
+            .contains("@id")
+    );
+    assert!(matches!(
+        Policy::from_text("permit ("),
+        Err(PolicyError::Parse(_))
+    ));
+}

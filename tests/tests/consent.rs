@@ -1,0 +1,149 @@
+//! The access matrix, against real nodes: the owner (Leeds) serves a slide under its default
+//! cedar policy; a probe speaking the real protocol as Bradford's node asks for the manifest,
+//! level tiles and the label image under grants of every purpose, while the owner's recorded
+//! consent for the slide changes between columns (`slidemesh consent`, effective at once).
+//! Every cell asserts exactly what was served: manifest and tiles, the label, or nothing.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use slidemesh_e2e::federation::federation;
+use slidemesh_e2e::{Node, bin, run_ok};
+
+/// What a cell expects: the manifest and level tiles (`V`), the label tile (`L`).
+fn outcome(probe: &Value) -> String {
+    let manifest = probe["manifest"]["outcome"] == "manifest";
+    let tiles = probe["tiles"]["received"].as_u64() == Some(4);
+    let label = probe["label"]["received"].as_u64() == Some(1);
+    assert_eq!(
+        manifest, tiles,
+        "manifest and tiles decided differently: {probe}"
+    );
+    format!(
+        "{}{}",
+        if manifest { "V" } else { "-" },
+        if label { "L" } else { "-" }
+    )
+}
+
+fn grant(owner: &Node, slide: &str, purpose: &str, reference: Option<&str>) -> String {
+    let mut cmd = owner.cmd();
+    cmd.args([
+        "share",
+        slide,
+        "--with",
+        "RAE",
+        "--purpose",
+        purpose,
+        "--until",
+        "2h",
+        "--json",
+    ]);
+    if let Some(r) = reference {
+        cmd.args(["--reference", r]);
+    }
+    let out: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    out["grant_id"].as_str().unwrap().to_string()
+}
+
+fn tcp_address(node: &Node) -> String {
+    let config = std::fs::read_to_string(node.data.join("config.toml")).unwrap();
+    let at = config.find("/tcp/").expect("a tcp listen address");
+    let port: String = config[at + 5..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", node.peer_id())
+}
+
+#[test]
+fn the_access_matrix_holds_on_real_nodes() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    let slide = fed.slide.clone();
+    // Only the owner serves: the probe is Bradford (its key), with grants from the owner.
+    fed.nodes[0].serve();
+    let (owner, bradford) = (&fed.nodes[0], &fed.nodes[1]);
+
+    let rows: Vec<(&str, &str, Option<&str>)> = vec![
+        ("direct care", "direct-care", None),
+        ("second opinion", "second-opinion", Some("REF-2026-0042")),
+        ("MDT", "mdt", None),
+        ("research, no ethics ref", "research", None),
+        ("research, ethics ref", "research", Some("REC 24/YH/0001")),
+        ("education", "education", None),
+        ("audit/QA", "audit-qa", None),
+        ("second opinion, revoked", "second-opinion", None),
+    ];
+    let grants: Vec<String> = rows
+        .iter()
+        .map(|(_, purpose, reference)| grant(owner, &slide, purpose, *reference))
+        .collect();
+    run_ok(owner.cmd().args(["revoke", grants.last().unwrap()]));
+
+    // Columns: the slide's recorded consent.
+    let columns: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "care only (CC)",
+            vec!["--codes", "CC", "--opt-out", "no", "--expires", "never"],
+        ),
+        ("GRU", vec!["--codes", "GRU"]),
+        ("GRU, opted out", vec!["--codes", "GRU", "--opt-out", "yes"]),
+        ("HMB+IRB", vec!["--codes", "HMB,IRB", "--opt-out", "no"]),
+        (
+            "GRU, consent ended",
+            vec!["--codes", "GRU", "--expires", "2020-01-01"],
+        ),
+    ];
+    // Expected, row by row, one cell per column: V = manifest and tiles, L = label image.
+    let expected: BTreeMap<&str, [&str; 5]> = BTreeMap::from([
+        ("direct care", ["VL", "VL", "VL", "VL", "VL"]),
+        ("second opinion", ["VL", "VL", "VL", "VL", "VL"]),
+        ("MDT", ["VL", "VL", "VL", "VL", "VL"]),
+        ("research, no ethics ref", ["--", "V-", "--", "--", "--"]),
+        ("research, ethics ref", ["--", "V-", "--", "V-", "--"]),
+        ("education", ["--", "V-", "--", "--", "--"]),
+        ("audit/QA", ["V-", "V-", "V-", "V-", "--"]),
+        ("second opinion, revoked", ["--", "--", "--", "--", "--"]),
+    ]);
+
+    let peer = tcp_address(owner);
+    let mut mismatches = Vec::new();
+    let mut table = String::new();
+    for (c, (column, args)) in columns.iter().enumerate() {
+        run_ok(owner.cmd().arg("consent").arg(&slide).args(args));
+        let mut probe = std::process::Command::new(bin("slidemesh-tools"));
+        probe
+            .args([
+                "probe", "--peer", &peer, "--slide", &slide, "--tiles", "4", "--label",
+            ])
+            .arg("--as-node")
+            .arg(&bradford.data)
+            .arg("--grant-from")
+            .arg(&owner.data)
+            .arg("--tiles-from")
+            .arg(&owner.data);
+        for g in &grants {
+            probe.args(["--grant", g]);
+        }
+        let out = run_ok(&mut probe);
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("probe prints JSON lines"))
+            .collect();
+        assert_eq!(lines.len(), rows.len(), "{out}");
+        for ((row, _, _), line) in rows.iter().zip(&lines) {
+            let got = outcome(line);
+            let want = expected[row][c];
+            table.push_str(&format!("{row:>26} | {column:<20} | {got} (want {want})\n"));
+            if got != want {
+                mismatches.push(format!("{row} / {column}: got {got}, want {want}: {line}"));
+            }
+        }
+    }
+    println!("{table}");
+    assert!(
+        mismatches.is_empty(),
+        "cells that differ from the table:\n{}",
+        mismatches.join("\n")
+    );
+}

@@ -17,6 +17,7 @@
 //! transaction per slide; HTTP handlers and the CLI hold handles, never raw tables.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod consent;

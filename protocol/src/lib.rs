@@ -15,6 +15,7 @@
 //! or DICOM parsing. It is the API boundary between nodes: changing how a type encodes
 //! changes every id, so such changes bump the canonical version.
 
+pub mod audit;
 pub mod canonical;
 pub mod grant;
 pub mod ids;

@@ -146,4 +146,48 @@ fn the_access_matrix_holds_on_real_nodes() {
         "cells that differ from the table:\n{}",
         mismatches.join("\n")
     );
+
+    // Every decision is in the owner's audit log: three requests per cell at least
+    // (manifest, tiles, label), with the deciding rule and the policy's hash.
+    let cells = rows.len() * columns.len();
+    let mut entries: Vec<Value> = Vec::new();
+    slidemesh_e2e::wait_until(std::time::Duration::from_secs(10), || {
+        entries = run_ok(owner.cmd().args(["audit", "show", "--json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        entries.len() >= 3 * cells
+    })
+    .unwrap_or_else(|_| panic!("{} audit entries for {cells} cells", entries.len()));
+    let opted_out = entries
+        .iter()
+        .filter(|e| e["entry"]["rules"][0] == "national-data-opt-out")
+        .count();
+    assert!(opted_out >= 2, "opt-out denials not audited");
+    assert!(entries.iter().all(|e| e["entry"]["peer"] == "RAE"));
+    assert!(
+        entries.iter().any(|e| e["entry"]["rules"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("revoked")),
+        "the revoked grant's refusals are not audited"
+    );
+    run_ok(owner.cmd().args(["audit", "checkpoint"]));
+    let verified = run_ok(owner.cmd().args(["audit", "verify"]));
+    assert!(verified.contains("ok:"), "{verified}");
+    let bundle: Value = serde_json::from_str(&run_ok(owner.cmd().args([
+        "audit",
+        "export",
+        "--purpose",
+        "research",
+    ])))
+    .unwrap();
+    let events = bundle["entry"].as_array().unwrap();
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e["resource"]["resourceType"] == "AuditEvent"
+                && e["resource"]["purposeOfEvent"][0]["coding"][0]["code"] == "research")
+    );
 }

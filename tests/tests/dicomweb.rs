@@ -49,6 +49,26 @@ fn wsidicom_reads_local_and_shared_slides_through_dicomweb() {
         .as_u64()
         .unwrap();
     assert!(cached > 0, "the grantee served frames without fetching any");
+    // Each access is on both sides' audit logs: the owner's decisions, the grantee's receipts.
+    let log = |node: &Node| -> Vec<Value> {
+        slidemesh_e2e::run_ok(node.cmd().args(["audit", "show", "--json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    slidemesh_e2e::wait_until(std::time::Duration::from_secs(10), || {
+        log(&fed.nodes[1])
+            .iter()
+            .any(|e| e["entry"]["side"] == "received" && e["entry"]["action"] == "fetch_tiles")
+    })
+    .expect("the grantee logs the tiles it received");
+    assert!(
+        log(&fed.nodes[0])
+            .iter()
+            .any(|e| e["entry"]["side"] == "served"
+                && e["entry"]["peer"] == "RAE"
+                && e["entry"]["allowed"] == true)
+    );
 
     // Whole instances of the shared slide, rebuilt by the grantee from the signed metadata
     // and verified frames, are DICOM files that ingest into a fresh node with exactly the

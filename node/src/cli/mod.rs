@@ -2,6 +2,7 @@
 //! raw flags ([`Cli`]), then each command validates them into settings before acting.
 //! One file per command.
 
+mod audit;
 mod federation;
 mod ingest;
 mod init;
@@ -58,6 +59,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Show or set a slide's recorded consent (DUO codes, national data opt-out, end date).
     Consent(policy::ConsentArgs),
+    /// The audit trail: show, verify (Merkle log, signed checkpoints), export (FHIR).
+    Audit(audit::AuditArgs),
 }
 
 impl Cli {
@@ -83,6 +86,7 @@ pub fn run() -> Result<()> {
         Command::Grants(args) => share::grants(data, args),
         Command::Policy(args) => policy::run(data, args),
         Command::Consent(args) => policy::consent(data, args),
+        Command::Audit(args) => audit::run(data, args),
     }
 }
 

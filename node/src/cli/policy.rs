@@ -202,7 +202,7 @@ pub fn consent(data: DataDir, args: ConsentArgs) -> Result<()> {
     let mut consent = node.store.consent(&series)?;
     let changing = args.codes.is_some() || args.opt_out.is_some() || args.expires.is_some();
     if let Some(codes) = args.codes {
-        consent.codes = normalise_codes(&codes)?;
+        consent.codes = crate::ingest::consent::normalise(&codes).map_err(anyhow::Error::msg)?;
     }
     if let Some(flag) = args.opt_out {
         consent.opted_out = match flag.as_str() {
@@ -230,29 +230,4 @@ pub fn consent(data: DataDir, args: ConsentArgs) -> Result<()> {
         println!("{slide}: {}", consent_line(&consent));
     }
     Ok(())
-}
-
-/// The GA4GH DUO codes this node knows, upper case, sorted, without duplicates.
-fn normalise_codes(codes: &[String]) -> Result<Vec<String>> {
-    const KNOWN: &[&str] = &[
-        "CC", "GRU", "HMB", "DS", "POA", "NRES", "NCU", "NPU", "NMDS", "GSO", "IRB", "PS", "IS",
-        "COL", "RTN", "TS", "US", "PUB", "GS", "MOR",
-    ];
-    let mut out: Vec<String> = Vec::new();
-    for code in codes
-        .iter()
-        .map(|c| c.trim().to_ascii_uppercase())
-        .filter(|c| !c.is_empty())
-    {
-        if !KNOWN.contains(&code.as_str()) {
-            bail!(
-                "unknown DUO consent code {code:?}; known: {}",
-                KNOWN.join(", ")
-            );
-        }
-        out.push(code);
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
 }

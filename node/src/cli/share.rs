@@ -57,18 +57,8 @@ pub(super) fn parse_until(text: &str, now: u64) -> Result<u64> {
     if let Ok(d) = humantime::parse_duration(text) {
         return Ok(now + d.as_secs());
     }
-    let full = if text.len() == 10 {
-        format!("{text}T23:59:59Z")
-    } else {
-        text.to_string()
-    };
-    let time = humantime::parse_rfc3339_weak(full.trim_end_matches('Z')).with_context(|| {
-        format!("invalid --until {text:?}: give a duration (7d, 12h) or a date (2026-12-31)")
-    })?;
-    Ok(time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0))
+    crate::ingest::consent::parse_date(text)
+        .map_err(|e| anyhow::anyhow!("{e}, or a duration (7d, 12h)"))
 }
 
 pub fn share(data: DataDir, args: ShareArgs) -> Result<()> {

@@ -22,10 +22,12 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    Action, AssociatedKind, Roster, SignedGrant, SignedRevocation, SlideId, TileId, TrustCode,
+    Action, AssociatedKind, Grant, Roster, SignedGrant, SignedRevocation, SlideId, TileId,
+    TrustCode,
 };
 use tracing::{info, warn};
 
+use crate::audit::{AuditEntry, AuditLog, Side};
 use crate::consent::{ConsentAction, ConsentRequest, PolicyHandle};
 use crate::ingest::assemble::summarise;
 use crate::net::{Inbound, Network, identity};
@@ -66,6 +68,8 @@ pub struct Federation {
     served: Mutex<HashMap<SlideId, Arc<ServedSlide>>>,
     /// The owner's consent policy, decided on every manifest and tile batch.
     pub policy: Arc<PolicyHandle>,
+    /// Where every decision (served) and access (received) is recorded.
+    pub audit: AuditLog,
     remote: remote::RemoteState,
     /// Bumped whenever a shared slide is withdrawn, so readers holding decoded manifests
     /// (the HTTP API's cache) drop them.
@@ -81,6 +85,7 @@ impl Federation {
         reader: TileReader,
         cache: TileCache,
         policy: Arc<PolicyHandle>,
+        audit: AuditLog,
         corrupt_tiles: bool,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let roster = store.current_roster()?.map(|(r, _)| r);
@@ -94,6 +99,7 @@ impl Federation {
             network: OnceLock::new(),
             served: Mutex::new(HashMap::new()),
             policy,
+            audit,
             remote: remote::RemoteState::default(),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
             corrupt_tiles,
@@ -147,6 +153,29 @@ impl Federation {
         identity::peer_id(&roster.member(trust)?.node)
     }
 
+    /// Records an access this node made as a requester (the owner decided and logged it
+    /// too, so each access is on both sides' logs).
+    pub(crate) fn record_received(&self, grant: &Grant, peer: &PeerId, action: &str, what: &str) {
+        let Some(source) = self.trust_of(peer) else {
+            return;
+        };
+        self.audit.record(AuditEntry {
+            time: now_unix(),
+            side: Side::Received,
+            peer: source,
+            peer_id: peer.to_string(),
+            user: None,
+            purpose: grant.purpose.as_str().to_string(),
+            slide: grant.slide,
+            action: action.to_string(),
+            what: what.to_string(),
+            allowed: true,
+            rules: Vec::new(),
+            policy_hash: String::new(),
+            grant: None,
+        });
+    }
+
     /// What the policy check needs of a slide this node holds or caches (memoised).
     fn served_slide(&self, slide: &SlideId) -> Result<Arc<ServedSlide>, String> {
         if let Some(served) = self.served.lock().ok().and_then(|m| m.get(slide).cloned()) {
@@ -192,13 +221,34 @@ impl Federation {
         slide: &SlideId,
         grant: &SignedGrant,
         actions: &[ConsentAction],
+        what: &str,
     ) -> Result<(), String> {
         let roster = self.roster().ok_or("this node has no roster")?;
         let requester = self
             .trust_of(peer)
             .ok_or_else(|| format!("{peer} is not a member"))?;
         let now = now_unix();
-        let granted = check_grant(
+        let entry = |action: ConsentAction,
+                     allowed: bool,
+                     rules: Vec<String>,
+                     purpose: &str,
+                     policy_hash: String| AuditEntry {
+            time: now,
+            side: Side::Served,
+            peer: requester.clone(),
+            peer_id: peer.to_string(),
+            user: None,
+            purpose: purpose.to_string(),
+            slide: *slide,
+            action: action.as_str().to_string(),
+            what: what.to_string(),
+            allowed,
+            rules,
+            policy_hash,
+            grant: Some(grant.id()),
+        };
+        let first = actions.first().copied().unwrap_or(ConsentAction::View);
+        let granted = match check_grant(
             &self.store,
             &roster,
             &requester,
@@ -206,7 +256,23 @@ impl Federation {
             grant,
             Action::View,
             now,
-        )?;
+        ) {
+            Ok(g) => g,
+            Err(reason) => {
+                let purpose = grant
+                    .verify()
+                    .map(|g| g.purpose.as_str())
+                    .unwrap_or("unknown");
+                self.audit.record(entry(
+                    first,
+                    false,
+                    vec![format!("grant: {reason}")],
+                    purpose,
+                    String::new(),
+                ));
+                return Err(reason);
+            }
+        };
         let served = self.served_slide(slide)?;
         // Consent is recorded by the owner. A node serving a copy has no record and decides
         // with the most restrictive one (clinical care only).
@@ -231,6 +297,13 @@ impl Federation {
                 now,
             });
             info!(%peer, %slide, trust = %requester, action = action.as_str(), purpose = granted.purpose.as_str(), allowed = decision.allowed, rules = ?decision.rules, policy = %decision.policy_hash, "consent decision");
+            self.audit.record(entry(
+                action,
+                decision.allowed,
+                decision.rules.clone(),
+                granted.purpose.as_str(),
+                decision.policy_hash.clone(),
+            ));
             if !decision.allowed {
                 return Err(format!(
                     "{} for {}: {}",
@@ -244,7 +317,9 @@ impl Federation {
     }
 
     fn answer_manifest(&self, peer: PeerId, slide: SlideId, grant: SignedGrant) -> ControlResponse {
-        if let Err(reason) = self.authorize(&peer, &slide, &grant, &[ConsentAction::View]) {
+        if let Err(reason) =
+            self.authorize(&peer, &slide, &grant, &[ConsentAction::View], "manifest")
+        {
             warn!(%peer, %slide, reason, "manifest request denied");
             return ControlResponse::Denied { reason };
         }
@@ -347,6 +422,7 @@ impl Federation {
         let slide = grant.slide;
         tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
         info!(%slide, owner = %grant.owner, "shared slide available");
+        self.record_received(&grant, &owner, "view", "manifest");
         Ok(())
     }
 
@@ -482,7 +558,13 @@ impl Inbound for Handlers {
                 if tiles.iter().any(|t| served.label_tiles.contains(t)) {
                     actions.push(ConsentAction::SeeLabel);
                 }
-                fed.authorize(&peer, &slide, &grant, &actions)
+                fed.authorize(
+                    &peer,
+                    &slide,
+                    &grant,
+                    &actions,
+                    &format!("{} tiles", tiles.len()),
+                )
             })
             .await
             .map_err(|e| e.to_string())?

@@ -342,7 +342,8 @@ impl Federation {
             Ok(Err(reason)) => return self.fail_all(&tiles, &reason),
             Err(e) => return self.fail_all(&tiles, &e.to_string()),
         };
-        let owner = grant.verify().ok().and_then(|g| self.peer_of(&g.owner));
+        let granted = grant.verify().ok();
+        let owner = granted.as_ref().and_then(|g| self.peer_of(&g.owner));
         let Some(network) = self.network().cloned() else {
             return self.fail_all(&tiles, "network not started");
         };
@@ -390,6 +391,11 @@ impl Federation {
                 // cache instead of fetching it again.
                 let arrived: std::collections::HashSet<TileId> =
                     got.iter().map(|(t, _)| *t).collect();
+                if let Some(g) = &granted
+                    && !got.is_empty()
+                {
+                    self.record_received(g, &peer, "fetch_tiles", &format!("{} tiles", got.len()));
+                }
                 missing.retain(|t| !arrived.contains(t));
                 if !got.is_empty() {
                     let fed = self.clone();

@@ -8,6 +8,7 @@
 //! half-made). Re-ingesting files already stored changes nothing and says so.
 
 pub mod assemble;
+pub mod consent;
 pub mod dicom;
 pub mod frames;
 pub mod incoming;
@@ -169,6 +170,8 @@ fn collect_files(paths: &[PathBuf], failures: &mut Vec<Failure>) -> Vec<(PathBuf
                     error: format!("cannot list folder: {e}"),
                 }),
             },
+            // The LIMS's consent sidecar sits beside the DICOM files; it is read per series.
+            Ok(_) if path.file_name().is_some_and(|n| n == consent::SIDECAR) => {}
             Ok(meta) => out.push((path, meta.len())),
             Err(e) => failures.push(Failure {
                 path: Some(path),
@@ -291,6 +294,14 @@ fn ingest_series(
     }
 
     let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
+    // Consent is read before anything is placed, so a bad sidecar stops the series whole.
+    let sidecar = new_instances
+        .first()
+        .and_then(|i| i.path.parent())
+        .map(|dir| consent::from_sidecar(dir, series_uid))
+        .transpose()
+        .map_err(fail)?
+        .flatten();
     let signed = SignedManifest::sign(&manifest, target.key);
     let summary = assemble::summarise(&manifest, Origin::Local);
     // Objects placed by this run are removed again if the slide does not commit, so a
@@ -338,6 +349,24 @@ fn ingest_series(
             return Err(fail(e.to_string()));
         }
     };
+    // Recorded after the slide commits: a crash in between leaves no record, and the
+    // default (clinical care only) is the most restrictive consent there is.
+    let recorded = match sidecar {
+        Some(c) => target.store.put_consent(series_uid, &c),
+        None => match (
+            target.store.consent_recorded(series_uid),
+            new_instances
+                .first()
+                .and_then(|i| consent::from_dicom(&i.metadata_json)),
+        ) {
+            (Ok(None), Some(c)) => target.store.put_consent(series_uid, &c),
+            (Err(e), _) => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(e) = recorded {
+        warn!(error = %e, "slide stored, but its consent could not be recorded (clinical care only applies)");
+    }
     let status = if previous.is_some() {
         SlideStatus::Extended
     } else {

@@ -36,11 +36,16 @@ impl Default for SlideConsent {
 impl Store {
     /// The recorded consent of a series, or the default (clinical care only).
     pub fn consent(&self, series_uid: &str) -> Result<SlideConsent, StoreError> {
+        Ok(self.consent_recorded(series_uid)?.unwrap_or_default())
+    }
+
+    /// The recorded consent of a series, if any was recorded.
+    pub fn consent_recorded(&self, series_uid: &str) -> Result<Option<SlideConsent>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(CONSENT).op("open consent")?;
         match table.get(series_uid).op("read consent")? {
-            Some(value) => decode("consent_v1", value.value()),
-            None => Ok(SlideConsent::default()),
+            Some(value) => decode("consent_v1", value.value()).map(Some),
+            None => Ok(None),
         }
     }
 

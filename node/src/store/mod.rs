@@ -59,7 +59,7 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
 }
 
-trait RedbContext<T> {
+pub(crate) trait RedbContext<T> {
     fn op(self, op: &'static str) -> Result<T, StoreError>;
 }
 
@@ -72,7 +72,7 @@ impl<T, E: Into<redb::Error>> RedbContext<T> for Result<T, E> {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     table: &'static str,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
@@ -82,7 +82,7 @@ fn decode<T: for<'de> Deserialize<'de>>(
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Our record types contain only postcard-supported serde shapes.
     postcard::to_stdvec(value).expect("store records serialise with postcard")
 }
@@ -152,7 +152,7 @@ pub struct SlideCommit<'a> {
 
 /// The node's redb database.
 pub struct Store {
-    db: Database,
+    pub(crate) db: Database,
 }
 
 impl Store {
@@ -378,7 +378,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 12;
+const TABLE_COUNT: usize = 15;
 
 fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SLIDES).op("create tables")?;
@@ -389,6 +389,10 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(OBJECTS).op("create tables")?;
     tx.open_table(federation::ROSTERS).op("create tables")?;
     tx.open_table(consent::CONSENT).op("create tables")?;
+    tx.open_table(crate::audit::ENTRIES).op("create tables")?;
+    tx.open_table(crate::audit::LEAVES).op("create tables")?;
+    tx.open_table(crate::audit::CHECKPOINTS)
+        .op("create tables")?;
     tx.open_table(federation::GRANTS).op("create tables")?;
     tx.open_table(federation::REVOCATIONS).op("create tables")?;
     tx.open_table(federation::REMOTE_SLIDES)

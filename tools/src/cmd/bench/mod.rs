@@ -9,7 +9,10 @@
 //!   screen of a remote slide, and the nodes' memory.
 //! - `bench dicomweb`: the node's DICOMweb vs Orthanc + orthanc-dicomweb on the same slide
 //!   and client: frames (single and 8 per request), QIDO-RS latency, STOW-RS ingest time.
+//! - `bench consent`: cedar policy decisions per second and per tile batch, beside the
+//!   grant signature check every request already pays.
 
+mod consent;
 mod dicomweb;
 mod federation;
 mod ingest;
@@ -41,6 +44,8 @@ enum Which {
     Federation(federation::FederationBench),
     /// DICOMweb vs Orthanc on the same slide: frames, QIDO-RS latency, STOW-RS ingest.
     Dicomweb(dicomweb::DicomwebBench),
+    /// Consent policy decisions per second and the latency they add to a tile batch.
+    Consent(consent::ConsentBench),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -49,6 +54,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Serve(a) => serve::run(a),
         Which::Federation(a) => federation::run(a),
         Which::Dicomweb(a) => dicomweb::run(a),
+        Which::Consent(a) => consent::run(a),
     }
 }
 

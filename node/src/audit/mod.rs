@@ -1,0 +1,330 @@
+//! The audit trail: every consent decision this node makes when serving a peer, and every
+//! access it makes as a requester, appended to a Merkle log (RFC 6962 shape, BLAKE3; see
+//! `slidemesh_protocol::audit`) in the store, with checkpoints signed by the node's key.
+//!
+//! Entries carry who (trust, peer id, user when known), why (purpose), what (slide id,
+//! action, what was served), the decision, the deciding rules and the policy's hash, and the
+//! grant: never patient data. A checkpoint commits to every entry before it; `slidemesh
+//! audit verify` recomputes the tree from the entries and checks every signed checkpoint
+//! against it, so an entry changed or removed after a checkpoint is detected.
+//!
+//! Appends are cheap for the serving path: decisions go through a channel to one writer
+//! thread that commits them in groups (within 200 ms of each other).
+
+pub mod export;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use slidemesh_protocol::audit::{
+    Checkpoint, Hash, SignedCheckpoint, consistency_proof, leaf_hash, root, verify_consistency,
+};
+use slidemesh_protocol::{GrantId, NodeKey, NodePublicKey, SlideId, TrustCode, canonical};
+
+use crate::store::{RedbContext, Store, StoreError, decode, encode, now_unix};
+
+/// Sequence number -> canonical([`AuditEntry`]).
+pub(crate) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_entries_v1");
+/// Sequence number -> leaf hash of the entry as written.
+pub(crate) const LEAVES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("audit_leaves_v1");
+/// Tree size -> postcard([`SignedCheckpoint`]).
+pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("audit_checkpoints_v1");
+
+/// Which side of an access this node was on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A peer asked this node; this node decided.
+    Served,
+    /// This node asked a peer and was answered.
+    Received,
+}
+
+/// One audited access. No patient data: ids, codes and names of rules only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub time: u64,
+    pub side: Side,
+    /// The other trust: the requester when served, the source when received.
+    pub peer: TrustCode,
+    pub peer_id: String,
+    /// The person, when the request names one.
+    pub user: Option<String>,
+    pub purpose: String,
+    pub slide: SlideId,
+    /// view, fetch_tiles, see_label, ...
+    pub action: String,
+    /// What crossed: "manifest", "12 tiles".
+    pub what: String,
+    pub allowed: bool,
+    /// The `@id`s of the deciding rules, or why it was refused before the policy ran.
+    pub rules: Vec<String>,
+    /// BLAKE3 of the policy text that decided (empty on the receiving side).
+    pub policy_hash: String,
+    pub grant: Option<GrantId>,
+}
+
+/// The log's handle for the running node: appends go to a writer thread.
+#[derive(Clone)]
+pub struct AuditLog {
+    sender: mpsc::SyncSender<AuditEntry>,
+}
+
+impl AuditLog {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: std::sync::Arc<Store>) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::sync_channel::<AuditEntry>(65536);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    // Group what arrives within 200 ms into one transaction.
+                    let mut batch = vec![first];
+                    let deadline = Instant::now() + Duration::from_millis(200);
+                    while batch.len() < 4096 {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match receiver.recv_timeout(left) {
+                            Ok(entry) => batch.push(entry),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = store.append_audit(&batch) {
+                        tracing::error!(error = %e, entries = batch.len(), "audit entries could not be written");
+                    }
+                }
+            })?;
+        Ok(Self { sender })
+    }
+
+    /// Queues an entry. When the writer is far behind (65,536 queued) the caller waits for
+    /// room rather than losing entries.
+    pub fn record(&self, entry: AuditEntry) {
+        if self.sender.send(entry).is_err() {
+            tracing::error!("audit writer stopped; entry lost");
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    pub entries: u64,
+    pub checkpoints: usize,
+    pub cosignatures: usize,
+    pub problems: Vec<String>,
+}
+
+impl Store {
+    /// Appends entries in one transaction, with their leaf hashes.
+    pub fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().op("begin audit write")?;
+        {
+            let mut table = tx.open_table(ENTRIES).op("open audit entries")?;
+            let mut leaves = tx.open_table(LEAVES).op("open audit leaves")?;
+            let first = table
+                .last()
+                .op("read audit size")?
+                .map(|(k, _)| k.value() + 1)
+                .unwrap_or(0);
+            for (seq, entry) in (first..).zip(entries) {
+                let bytes = canonical::encode(entry);
+                table
+                    .insert(seq, bytes.as_slice())
+                    .op("append audit entry")?;
+                leaves
+                    .insert(seq, &leaf_hash(&bytes))
+                    .op("append audit leaf")?;
+            }
+        }
+        tx.commit().op("commit audit entries")
+    }
+
+    /// Every entry, oldest first, with its sequence number.
+    pub fn audit_entries(&self) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(ENTRIES).op("open audit entries")?;
+        let mut out = Vec::new();
+        for row in table.iter().op("iterate audit entries")? {
+            let (k, v) = row.op("read audit entry")?;
+            let entry = canonical::decode(v.value()).map_err(|e| StoreError::Corrupt {
+                table: "audit_entries_v1",
+                detail: format!("entry {}: {e}", k.value()),
+            })?;
+            out.push((k.value(), entry));
+        }
+        Ok(out)
+    }
+
+    /// Signs a checkpoint of the log as it is now (none when empty or unchanged).
+    pub fn audit_checkpoint(
+        &self,
+        log: &TrustCode,
+        key: &NodeKey,
+    ) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let tx = self.db.begin_write().op("begin checkpoint")?;
+        let signed = {
+            let leaves = tx.open_table(LEAVES).op("open audit leaves")?;
+            let mut hashes: Vec<Hash> = Vec::new();
+            for row in leaves.iter().op("iterate audit leaves")? {
+                hashes.push(*row.op("read audit leaf")?.1.value());
+            }
+            let mut checkpoints = tx.open_table(CHECKPOINTS).op("open checkpoints")?;
+            let size = hashes.len() as u64;
+            let latest = checkpoints
+                .last()
+                .op("read checkpoints")?
+                .map(|(k, _)| k.value());
+            if size == 0 || latest == Some(size) {
+                None
+            } else {
+                let signed = SignedCheckpoint::sign(
+                    &Checkpoint {
+                        log: log.clone(),
+                        size,
+                        root: root(&hashes),
+                        time: now_unix(),
+                    },
+                    key,
+                );
+                checkpoints
+                    .insert(size, encode(&signed).as_slice())
+                    .op("store checkpoint")?;
+                Some(signed)
+            }
+        };
+        tx.commit().op("commit checkpoint")?;
+        Ok(signed)
+    }
+
+    pub fn audit_checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(CHECKPOINTS).op("open checkpoints")?;
+        let mut out = Vec::new();
+        for row in table.iter().op("iterate checkpoints")? {
+            out.push(decode(
+                "audit_checkpoints_v1",
+                row.op("read checkpoint")?.1.value(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the tree from the entries and checks it against the recorded leaves and
+    /// every signed checkpoint (signatures, roots, consistency between checkpoints).
+    pub fn verify_audit(&self, node_key: &NodePublicKey) -> Result<Verification, StoreError> {
+        let entries = {
+            let tx = self.db.begin_read().op("begin read")?;
+            let table = tx.open_table(ENTRIES).op("open audit entries")?;
+            let leaves = tx.open_table(LEAVES).op("open audit leaves")?;
+            let mut out: Vec<(u64, Hash, Option<Hash>)> = Vec::new();
+            for row in table.iter().op("iterate audit entries")? {
+                let (k, v) = row.op("read audit entry")?;
+                let recorded = leaves
+                    .get(k.value())
+                    .op("read audit leaf")?
+                    .map(|l| *l.value());
+                out.push((k.value(), leaf_hash(v.value()), recorded));
+            }
+            out
+        };
+        let mut problems = Vec::new();
+        if let Some((i, (seq, _, _))) = entries
+            .iter()
+            .enumerate()
+            .find(|(i, (seq, _, _))| *seq != *i as u64)
+        {
+            problems.push(format!(
+                "entry {i} is missing (the log jumps to {seq}): entries were removed"
+            ));
+        }
+        for (seq, computed, recorded) in &entries {
+            if Some(*computed) != *recorded {
+                problems.push(format!(
+                    "entry {seq} is not what was written (its hash differs from the recorded one)"
+                ));
+            }
+        }
+        let leaves: Vec<Hash> = entries.iter().map(|(_, h, _)| *h).collect();
+        let checkpoints = self.audit_checkpoints()?;
+        let mut cosignatures = 0;
+        let mut previous: Option<Checkpoint> = None;
+        for signed in &checkpoints {
+            let checkpoint = match signed.verify() {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("a checkpoint's signature does not verify: {e}"));
+                    continue;
+                }
+            };
+            if signed.signer != *node_key {
+                problems.push(format!(
+                    "checkpoint of size {} is not signed by this node's key",
+                    checkpoint.size
+                ));
+            }
+            cosignatures += signed.cosignatures.len();
+            let size = checkpoint.size as usize;
+            if size > leaves.len() {
+                problems.push(format!(
+                    "checkpoint of size {size} covers more entries than the log holds ({}): \
+                     entries were removed",
+                    leaves.len()
+                ));
+                continue;
+            }
+            if root(&leaves[..size]) != checkpoint.root {
+                problems.push(format!(
+                    "checkpoint of size {size}: the entries before it are not the ones it \
+                     signed (the log was rewritten)"
+                ));
+            }
+            if let Some(prev) = &previous {
+                let proof = consistency_proof(prev.size as usize, &leaves[..size]);
+                if !verify_consistency(
+                    prev.size,
+                    checkpoint.size,
+                    &prev.root,
+                    &checkpoint.root,
+                    &proof,
+                ) {
+                    problems.push(format!(
+                        "checkpoint of size {size} does not extend the one of size {} (a forked log)",
+                        prev.size
+                    ));
+                }
+            }
+            previous = Some(checkpoint);
+        }
+        Ok(Verification {
+            entries: leaves.len() as u64,
+            checkpoints: checkpoints.len(),
+            cosignatures,
+            problems,
+        })
+    }
+
+    /// Overwrites an entry in place, leaving its recorded leaf hash: what someone rewriting
+    /// the log behind the node's back would do. For tests of `verify_audit` only.
+    #[cfg(test)]
+    pub(crate) fn tamper_audit_entry(
+        &self,
+        seq: u64,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().op("begin")?;
+        {
+            let mut table = tx.open_table(ENTRIES).op("open")?;
+            table
+                .insert(seq, canonical::encode(entry).as_slice())
+                .op("tamper")?;
+        }
+        tx.commit().op("commit")
+    }
+}
+
+#[cfg(test)]
+mod tests;

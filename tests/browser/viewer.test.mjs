@@ -201,6 +201,17 @@ describe('slidemesh web UI', () => {
     t.diagnostic(`screenshot: ${await screenshot('viewer.png')}`);
   });
 
+  step('shows the slide\'s access history', async (t) => {
+    // The panel loads the node's audit trail about the slide: a table, or "No access recorded."
+    await page.waitForFunction(
+      () => document.querySelector('.access table, .access .status:not(:empty)')
+        && !document.querySelector('.access')?.textContent.includes('Loading'),
+      null, { timeout: WAIT_MS });
+    const text = await page.locator('.access').innerText();
+    t.diagnostic(`access history: ${text.replace(/\s+/g, ' ').slice(0, 200)}`);
+    assert.ok(!text.includes('unavailable'), `access history failed to load: ${text}`);
+  });
+
   step('loads a deeper pyramid level after zooming in', async (t) => {
     const levels = await page.evaluate(() => window.slidemeshViewer.world.getItemAt(0).source.maxLevel + 1);
     // A slide small enough to show at full resolution from the start has nothing deeper to load.

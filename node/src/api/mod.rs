@@ -4,6 +4,7 @@
 //! Routes (all JSON unless stated):
 //! - `GET /api/v1/node`: who this node is; `GET /api/v1/network`: peers and cache.
 //! - `GET /api/v1/slides`, `GET /api/v1/slides/{slide_id}`, `.../manifest` ([`slides`]).
+//! - `GET /api/v1/slides/{slide_id}/access`: the audit trail about the slide, newest first.
 //! - `GET /api/v1/slides/{slide_id}/{thumbnail|label|overview}`: associated image bytes.
 //! - `POST /api/v1/slides/{slide_id}/cache`: fetch every tile of a shared slide into the
 //!   cache now (verified), answering when done ([`tiles`]).
@@ -174,6 +175,10 @@ pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
         .route("/api/v1/slides", get(slides::list))
         .route("/api/v1/slides/{slide_id}", get(slides::detail))
         .route("/api/v1/slides/{slide_id}/manifest", get(slides::manifest))
+        .route(
+            "/api/v1/slides/{slide_id}/access",
+            get(slides::access_history),
+        )
         .route(
             "/api/v1/slides/{slide_id}/cache",
             axum::routing::post(tiles::cache_whole_slide),

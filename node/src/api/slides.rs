@@ -158,3 +158,45 @@ pub async fn manifest(
     });
     Ok(immutable_json(&format!("{id}.manifest"), &request, body))
 }
+
+/// Most entries the access history returns (newest first).
+const ACCESS_HISTORY_LIMIT: usize = 200;
+
+/// The audit trail about one slide, newest first: at the owner, who was allowed or refused
+/// what and why; at a grantee, what this node fetched. From this node's own log.
+pub async fn access_history(
+    State(state): State<Arc<ApiState>>,
+    Path(slide_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: SlideId = parse_id("slide id", &slide_id)?;
+    let store = state.store.clone();
+    let entries = tokio::task::spawn_blocking(move || store.audit_entries())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let total = entries.iter().filter(|(_, e)| e.slide == id).count();
+    let entries: Vec<Value> = entries
+        .iter()
+        .rev()
+        .filter(|(_, e)| e.slide == id)
+        .take(ACCESS_HISTORY_LIMIT)
+        .map(|(seq, e)| {
+            json!({
+                "seq": seq,
+                "time": e.time,
+                "side": e.side,
+                "peer": e.peer,
+                "purpose": e.purpose,
+                "action": e.action,
+                "what": e.what,
+                "allowed": e.allowed,
+                "rules": e.rules,
+            })
+        })
+        .collect();
+    Ok((
+        [(header::CACHE_CONTROL, "no-cache")],
+        Json(json!({ "slide_id": id, "total": total, "entries": entries })),
+    )
+        .into_response())
+}

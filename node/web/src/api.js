@@ -37,6 +37,11 @@ export function getSlide(slideId) {
   return getJson(`/api/v1/slides/${encodeURIComponent(slideId)}`);
 }
 
+/** The audit trail about a slide, newest first: { total, entries: [{ time, side, peer, purpose, action, allowed, rules }] }. */
+export function getAccessHistory(slideId) {
+  return getJson(`/api/v1/slides/${encodeURIComponent(slideId)}/access`);
+}
+
 /** URL of one tile; `level` is the DICOM level index (0 = full resolution). */
 export function tileUrl(slideId, level, col, row) {
   return `/api/v1/slides/${encodeURIComponent(slideId)}/levels/${level}/tiles/${col}/${row}`;

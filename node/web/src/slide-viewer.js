@@ -2,7 +2,7 @@
 // over one slide's tiles, the side panel with the slide's metadata and label/overview images, the
 // scale bar, and the tile statistics that the browser test reads (window.slidemeshStats).
 
-import { ApiError, getSlide } from './api.js';
+import { ApiError, getAccessHistory, getSlide } from './api.js';
 import { h, metaRows, notice } from './dom.js';
 import { formatAcquired, formatBytes, formatCount, formatDimensions, formatSpacing, slideTitle } from './format.js';
 import { createTileSource, pyramidLevels } from './tile-source.js';
@@ -96,7 +96,32 @@ function sidePanel(slide, node, tileStatus) {
       associatedImage(slide.label_url, 'Label', 'assoc--label'),
       associatedImage(slide.overview_url, 'Overview', 'assoc--overview')),
     levelTable(slide),
-    tileStatus);
+    tileStatus,
+    accessHistory(slide.slide_id, ours));
+}
+
+/** Who had what of this slide and why (the owner's decisions, or this node's own fetches). */
+function accessHistory(slideId, ours) {
+  const section = h('section', { class: 'access', 'aria-label': 'Access history' },
+    h('h2', { class: 'access__title' }, ours ? 'Access by other trusts' : 'Fetched by this node'),
+    h('p', { class: 'status' }, 'Loading…'));
+  getAccessHistory(slideId).then((history) => {
+    const rows = history.entries.slice(0, 20).map((e) => h('tr', { class: e.allowed ? '' : 'access--denied' },
+      h('td', {}, new Date(e.time * 1000).toLocaleString('en-GB')),
+      h('td', {}, e.peer),
+      h('td', {}, e.purpose),
+      h('td', {}, e.action.replace('_', ' ')),
+      h('td', { title: e.rules.join(', ') }, e.allowed ? 'allowed' : 'refused')));
+    section.replaceChildren(section.firstChild, history.entries.length
+      ? h('table', { class: 'access__table' },
+        h('thead', {}, h('tr', {}, ['When', 'Trust', 'Purpose', 'Action', 'Decision'].map((c) => h('th', {}, c)))),
+        h('tbody', {}, rows))
+      : h('p', { class: 'status' }, 'No access recorded.'),
+      history.total > 20 ? h('p', { class: 'status' }, `${history.total} entries in all (slidemesh audit show).`) : null);
+  }).catch((err) => {
+    section.replaceChildren(section.firstChild, h('p', { class: 'status' }, `Access history unavailable: ${err.message ?? err}`));
+  });
+  return section;
 }
 
 function describeStats(stats) {

@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::SignedCheckpoint;
+
 use crate::grant::{SignedGrant, SignedRevocation};
 use crate::ids::{SlideId, TileId};
 use crate::manifest::SignedManifest;
@@ -48,6 +50,14 @@ pub enum ControlRequest {
     DeliverRevocation(SignedRevocation),
     /// Every roster version newer than `version` the server holds, oldest first.
     RosterAfter { version: u64 },
+    /// A member asks the server to co-sign its audit log checkpoint. `proof` shows the
+    /// checkpoint extends the last one the server co-signed for that log (`since` entries);
+    /// empty when the server never co-signed one.
+    Cosign {
+        checkpoint: SignedCheckpoint,
+        since: u64,
+        proof: Vec<crate::audit::Hash>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +71,14 @@ pub enum ControlResponse {
     },
     NotFound,
     Failed {
+        reason: String,
+    },
+    /// The server's co-signature over the checkpoint's bytes.
+    Cosignature(Vec<u8>),
+    /// The server co-signed a checkpoint of `since` entries that the new one does not extend
+    /// (or it co-signed a bigger one): the log was rewritten or forked.
+    Inconsistent {
+        since: u64,
         reason: String,
     },
 }

@@ -30,7 +30,8 @@ fn check_through_dicomweb(generated: &Value, base: &str, work: &std::path::Path,
 fn wsidicom_reads_local_and_shared_slides_through_dicomweb() {
     let mut fed = federation(&["RR8", "RAE"]);
     for node in fed.nodes.iter_mut() {
-        node.serve();
+        // Checkpoint and co-sign audit logs every second rather than every minute.
+        node.serve_env(&[("SLIDEMESH_AUDIT_CHECKPOINT_SECS", "1")]);
     }
     let owner = fed.nodes[0].url.clone().unwrap();
     check_through_dicomweb(&fed.generated, &owner, fed.work.path(), "local");

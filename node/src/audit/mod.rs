@@ -11,6 +11,7 @@
 //! Appends are cheap for the serving path: decisions go through a channel to one writer
 //! thread that commits them in groups (within 200 ms of each other).
 
+pub mod cosign;
 pub mod export;
 
 use std::sync::mpsc;
@@ -32,6 +33,8 @@ pub(crate) const LEAVES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new(
 /// Tree size -> postcard([`SignedCheckpoint`]).
 pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("audit_checkpoints_v1");
+/// Other members' logs: trust -> postcard([`Checkpoint`]) this node last co-signed.
+pub(crate) const COSIGNED: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_cosigned_v1");
 
 /// Which side of an access this node was on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +214,65 @@ impl Store {
             )?);
         }
         Ok(out)
+    }
+
+    /// The leaf hashes of the first `size` entries.
+    pub fn audit_leaves(&self, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let leaves = tx.open_table(LEAVES).op("open audit leaves")?;
+        let mut out = Vec::new();
+        for row in leaves.range(0..size).op("iterate audit leaves")? {
+            out.push(*row.op("read audit leaf")?.1.value());
+        }
+        Ok(out)
+    }
+
+    /// Adds a peer's co-signature to one of this node's checkpoints.
+    pub fn add_cosignature(
+        &self,
+        size: u64,
+        trust: TrustCode,
+        key: NodePublicKey,
+        signature: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        {
+            let mut table = tx.open_table(CHECKPOINTS).op("open checkpoints")?;
+            let current = table
+                .get(size)
+                .op("read checkpoint")?
+                .map(|v| v.value().to_vec());
+            if let Some(bytes) = current {
+                let mut signed: SignedCheckpoint = decode("audit_checkpoints_v1", &bytes)?;
+                signed.cosignatures.retain(|(t, _, _)| *t != trust);
+                signed.cosignatures.push((trust, key, signature));
+                table
+                    .insert(size, encode(&signed).as_slice())
+                    .op("store co-signature")?;
+            }
+        }
+        tx.commit().op("commit co-signature")
+    }
+
+    /// The checkpoint of `log` (another member) this node last co-signed.
+    pub fn last_cosigned(&self, log: &TrustCode) -> Result<Option<Checkpoint>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(COSIGNED).op("open co-signed")?;
+        match table.get(log.as_str()).op("read co-signed")? {
+            Some(v) => Ok(Some(decode("audit_cosigned_v1", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_cosigned(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        {
+            let mut table = tx.open_table(COSIGNED).op("open co-signed")?;
+            table
+                .insert(checkpoint.log.as_str(), encode(checkpoint).as_slice())
+                .op("store co-signed")?;
+        }
+        tx.commit().op("commit co-signed")
     }
 
     /// Recomputes the tree from the entries and checks it against the recorded leaves and

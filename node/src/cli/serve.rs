@@ -101,7 +101,6 @@ async fn serve(
     })?;
     info!(hash = policy.current().hash(), "consent policy loaded");
     let audit = AuditLog::start(store.clone()).context("cannot start the audit log writer")?;
-    let store_for_audit = store.clone();
     let federation = Federation::new(
         store.clone(),
         config.node.trust.clone(),
@@ -109,6 +108,7 @@ async fn serve(
         cache,
         Arc::new(policy),
         audit,
+        Arc::new(data.load_key()?),
         corrupt,
     )?;
     let (network, network_task) = Network::start(
@@ -119,11 +119,7 @@ async fn serve(
     .await?;
     federation.attach_network(network.clone());
     let background = tokio::spawn(tasks::run(federation.clone()));
-    let checkpoints = tokio::spawn(sign_checkpoints(
-        store_for_audit,
-        config.node.trust.clone(),
-        data.load_key()?,
-    ));
+
     let node_key = key.public();
     let incoming = Arc::new(Incoming::new(
         config.node.trust.clone(),
@@ -173,35 +169,11 @@ async fn serve(
         .await
         .context("HTTP server failed");
     background.abort();
-    checkpoints.abort();
     network.shutdown().await;
     let _ = network_task.await;
     let _ = std::fs::remove_file(&info_path);
     info!("stopped");
     result
-}
-
-/// Signs a checkpoint of the audit log every minute while it grows.
-async fn sign_checkpoints(
-    store: Arc<crate::store::Store>,
-    trust: slidemesh_protocol::TrustCode,
-    key: slidemesh_protocol::NodeKey,
-) {
-    let key = Arc::new(key);
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        let (store, trust, key) = (store.clone(), trust.clone(), key.clone());
-        match tokio::task::spawn_blocking(move || store.audit_checkpoint(&trust, &key)).await {
-            Ok(Ok(Some(signed))) => {
-                if let Ok(c) = signed.verify() {
-                    info!(size = c.size, "audit checkpoint signed");
-                }
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => warn!(error = %e, "cannot sign an audit checkpoint"),
-            Err(e) => warn!(error = %e, "audit checkpoint task failed"),
-        }
-    }
 }
 
 async fn shutdown_signal() {

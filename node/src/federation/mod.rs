@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    Action, AssociatedKind, Grant, Roster, SignedGrant, SignedRevocation, SlideId, TileId,
+    Action, AssociatedKind, Grant, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, TileId,
     TrustCode,
 };
 use tracing::{info, warn};
@@ -70,6 +70,8 @@ pub struct Federation {
     pub policy: Arc<PolicyHandle>,
     /// Where every decision (served) and access (received) is recorded.
     pub audit: AuditLog,
+    /// This node's key, for co-signing other members' audit checkpoints and its own.
+    pub(crate) key: Arc<NodeKey>,
     remote: remote::RemoteState,
     /// Bumped whenever a shared slide is withdrawn, so readers holding decoded manifests
     /// (the HTTP API's cache) drop them.
@@ -79,6 +81,7 @@ pub struct Federation {
 }
 
 impl Federation {
+    #[allow(clippy::too_many_arguments)] // one call site (serve), each argument a distinct part
     pub fn new(
         store: Arc<Store>,
         trust: TrustCode,
@@ -86,6 +89,7 @@ impl Federation {
         cache: TileCache,
         policy: Arc<PolicyHandle>,
         audit: AuditLog,
+        key: Arc<NodeKey>,
         corrupt_tiles: bool,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let roster = store.current_roster()?.map(|(r, _)| r);
@@ -100,6 +104,7 @@ impl Federation {
             served: Mutex::new(HashMap::new()),
             policy,
             audit,
+            key,
             remote: remote::RemoteState::default(),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
             corrupt_tiles,
@@ -510,6 +515,34 @@ impl Inbound for Handlers {
                 }
                 ControlRequest::DeliverRevocation(signed) => {
                     tokio::task::block_in_place(|| fed.accept_revocation(signed))
+                }
+                ControlRequest::Cosign {
+                    checkpoint,
+                    since,
+                    proof,
+                } => {
+                    let Some(log) = fed.trust_of(&peer) else {
+                        return ControlResponse::Denied {
+                            reason: "not a member".into(),
+                        };
+                    };
+                    let Some(log_key) = fed.roster().and_then(|r| r.member(&log).map(|m| m.node))
+                    else {
+                        return ControlResponse::Denied {
+                            reason: "not a member".into(),
+                        };
+                    };
+                    tokio::task::block_in_place(|| {
+                        crate::audit::cosign::answer(
+                            &fed.store,
+                            &fed.key,
+                            &log,
+                            &log_key,
+                            &checkpoint,
+                            since,
+                            &proof,
+                        )
+                    })
                 }
                 ControlRequest::RosterAfter { version } => match fed.store.rosters_after(version) {
                     Ok(rosters) => ControlResponse::Rosters(rosters),

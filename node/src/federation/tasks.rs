@@ -22,6 +22,8 @@ const ROSTER_PULL_EVERY: Duration = Duration::from_secs(10);
 pub async fn run(fed: Arc<Federation>) {
     let mut poll = tokio::time::interval(POLL_EVERY);
     let mut pull = tokio::time::interval(ROSTER_PULL_EVERY);
+    let mut checkpoint = tokio::time::interval(checkpoint_every());
+    checkpoint.tick().await;
     let mut announced = 0u64;
     if let Some(roster) = fed.roster() {
         apply_members(&fed, &roster).await;
@@ -35,6 +37,118 @@ pub async fn run(fed: Arc<Federation>) {
                 fetch_missing_manifests(&fed).await;
             }
             _ = pull.tick() => pull_rosters(&fed).await,
+            _ = checkpoint.tick() => checkpoint_and_cosign(&fed).await,
+        }
+    }
+}
+
+/// How often the audit log is checkpointed and co-signed: a minute, or
+/// `SLIDEMESH_AUDIT_CHECKPOINT_SECS` (tests and the testnet use a shorter period).
+fn checkpoint_every() -> Duration {
+    std::env::var("SLIDEMESH_AUDIT_CHECKPOINT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// Signs a checkpoint when the log grew, then asks every other member to co-sign the
+/// newest one, proving it extends the last one each co-signed.
+async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
+    let f = fed.clone();
+    let signed = tokio::task::spawn_blocking(move || {
+        f.store.audit_checkpoint(&f.trust, &f.key)?;
+        f.store.audit_checkpoints()
+    })
+    .await;
+    let checkpoints = match signed {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return warn!(error = %e, "cannot checkpoint the audit log"),
+        Err(_) => return,
+    };
+    let Some(latest) = checkpoints.last().cloned() else {
+        return;
+    };
+    let Ok(latest_checkpoint) = latest.verify() else {
+        return;
+    };
+    let (Some(roster), Some(network)) = (fed.roster(), fed.network().cloned()) else {
+        return;
+    };
+    for member in roster.members.iter().filter(|m| m.trust != fed.trust) {
+        if latest
+            .cosignatures
+            .iter()
+            .any(|(t, _, _)| *t == member.trust)
+        {
+            continue;
+        }
+        let Some(peer) = fed.peer_of(&member.trust) else {
+            continue;
+        };
+        // The last of our checkpoints this member co-signed, to prove we extend it.
+        let mut since = checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.cosignatures.iter().any(|(t, _, _)| *t == member.trust))
+            .and_then(|c| c.verify().ok())
+            .map(|c| c.size)
+            .unwrap_or(0);
+        for _ in 0..2 {
+            let proof = match fed.store.audit_leaves(latest_checkpoint.size) {
+                Ok(leaves) => slidemesh_protocol::audit::consistency_proof(since as usize, &leaves),
+                Err(e) => return warn!(error = %e, "cannot read audit leaves"),
+            };
+            let request = ControlRequest::Cosign {
+                checkpoint: latest.clone(),
+                since,
+                proof,
+            };
+            match network.request(peer, request).await {
+                Ok(ControlResponse::Cosignature(signature)) => {
+                    let valid = member
+                        .node
+                        .verify(
+                            slidemesh_protocol::audit::CHECKPOINT_DOMAIN,
+                            &latest.bytes,
+                            &signature,
+                        )
+                        .is_ok();
+                    if valid {
+                        let (store, trust, key, size) = (
+                            fed.store.clone(),
+                            member.trust.clone(),
+                            member.node,
+                            latest_checkpoint.size,
+                        );
+                        let _ = tokio::task::spawn_blocking(move || {
+                            store.add_cosignature(size, trust, key, signature)
+                        })
+                        .await;
+                        info!(trust = %member.trust, size = latest_checkpoint.size, "audit checkpoint co-signed");
+                    } else {
+                        warn!(trust = %member.trust, "co-signature does not verify");
+                    }
+                    break;
+                }
+                // The member co-signed another size than we thought (e.g. our record of its
+                // co-signature was lost): prove from that one, once.
+                Ok(ControlResponse::Inconsistent {
+                    since: theirs,
+                    reason,
+                }) if theirs != since && theirs <= latest_checkpoint.size => {
+                    debug!(trust = %member.trust, reason, "retrying co-signing from the member's last");
+                    since = theirs;
+                }
+                Ok(other) => {
+                    warn!(trust = %member.trust, answer = ?other, "member did not co-sign the audit checkpoint");
+                    break;
+                }
+                Err(e) => {
+                    debug!(trust = %member.trust, error = %e, "cannot reach member for co-signing");
+                    break;
+                }
+            }
         }
     }
 }

@@ -378,7 +378,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 15;
+const TABLE_COUNT: usize = 16;
 
 fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SLIDES).op("create tables")?;
@@ -393,6 +393,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(crate::audit::LEAVES).op("create tables")?;
     tx.open_table(crate::audit::CHECKPOINTS)
         .op("create tables")?;
+    tx.open_table(crate::audit::COSIGNED).op("create tables")?;
     tx.open_table(federation::GRANTS).op("create tables")?;
     tx.open_table(federation::REVOCATIONS).op("create tables")?;
     tx.open_table(federation::REMOTE_SLIDES)

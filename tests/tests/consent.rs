@@ -191,3 +191,65 @@ fn the_access_matrix_holds_on_real_nodes() {
                 && e["resource"]["purposeOfEvent"][0]["coding"][0]["code"] == "research")
     );
 }
+
+#[test]
+fn consent_arrives_with_the_slide_from_the_lims_sidecar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("slide");
+    slidemesh_e2e::synth(&dir, slidemesh_e2e::SMALL);
+    std::fs::write(
+        dir.join("consent.json"),
+        r#"{"codes": ["hmb", "IRB"], "opted_out": true, "expires": "2031-03-31"}"#,
+    )
+    .unwrap();
+    let node = Node::init("RR8");
+    let (code, report) = node.ingest(&[&dir]);
+    assert_eq!(
+        code, 0,
+        "the sidecar must not be taken for a bad DICOM file: {report}"
+    );
+    let slide = report["slides"][0]["slide_id"].as_str().unwrap();
+    let consent: Value =
+        serde_json::from_str(&run_ok(node.cmd().args(["consent", slide, "--json"]))).unwrap();
+    assert_eq!(
+        consent["consent"]["codes"],
+        serde_json::json!(["HMB", "IRB"])
+    );
+    assert_eq!(consent["consent"]["opted_out"], true);
+    // The policy sees it: research is refused (opted out), care is not.
+    let research = run_ok(node.cmd().args([
+        "policy",
+        "test",
+        "--trust",
+        "RAE",
+        "--purpose",
+        "research",
+        "--slide",
+        slide,
+        "--reference",
+        "REC 1",
+    ]));
+    assert!(
+        research.starts_with("DENY") && research.contains("national-data-opt-out"),
+        "{research}"
+    );
+    let care = run_ok(node.cmd().args([
+        "policy",
+        "test",
+        "--trust",
+        "RAE",
+        "--purpose",
+        "direct-care",
+        "--slide",
+        slide,
+    ]));
+    assert!(care.starts_with("ALLOW"), "{care}");
+
+    // A malformed sidecar stops the series whole, naming the file.
+    let bad = tmp.path().join("bad");
+    slidemesh_e2e::synth(&bad, &["--seed", "4", "--width", "1024", "--height", "768"]);
+    std::fs::write(bad.join("consent.json"), r#"{"codes": ["NOPE"]}"#).unwrap();
+    let (code, report) = node.ingest(&[&bad]);
+    assert_eq!(code, 2, "{report}");
+    assert!(report.to_string().contains("NOPE"), "{report}");
+}

@@ -1,3 +1,6 @@
+//! Audit log tests on real redb files: honest logs verify; rewritten entries and forked
+//! checkpoints are reported; the export is FHIR.
+
 use super::*;
 use crate::store::Store;
 

@@ -1,3 +1,6 @@
+//! The default consent policy decides as its comments say, and mistakes in a policy are
+//! refused at load naming the rule.
+
 use super::*;
 
 fn trust(code: &str) -> TrustCode {

@@ -21,7 +21,6 @@ use cedar_policy::{
     Schema, ValidationMode, Validator,
 };
 use serde::Serialize;
-use serde_json::json;
 use slidemesh_protocol::{Purpose, SlideId, TrustCode};
 
 use crate::store::consent::SlideConsent;
@@ -181,6 +180,79 @@ impl Policy {
         &self.hash
     }
 
+    /// The cedar request and entities for `request`, built with cedar's typed constructors
+    /// (JSON parsing of entities cost more than the decision itself; BENCHMARKS.md).
+    /// Decisions skip the schema check: the policy was validated against the schema at load
+    /// and requests are built here with the schema's types. Tests build with `validate` to
+    /// keep this code and the schema in step.
+    fn build(
+        &self,
+        request: &ConsentRequest<'_>,
+        validate: bool,
+    ) -> Result<(Request, Entities), String> {
+        use cedar_policy::{Entity, RestrictedExpression as Value};
+        let schema = validate.then_some(&self.schema);
+        let uid = |kind: &str, id: &str| -> Result<EntityUid, String> {
+            Ok(EntityUid::from_type_name_and_id(
+                cedar_policy::EntityTypeName::from_str(kind).map_err(|e| e.to_string())?,
+                cedar_policy::EntityId::new(id),
+            ))
+        };
+        let principal = uid("Slidemesh::Trust", request.requester.as_str())?;
+        let owner = uid("Slidemesh::Trust", request.owner.as_str())?;
+        let action = uid("Slidemesh::Action", request.action.as_str())?;
+        let resource = uid("Slidemesh::Slide", &request.slide.to_hex())?;
+        let slide = Entity::new(
+            resource.clone(),
+            std::collections::HashMap::from([
+                ("owner".to_string(), Value::new_entity_uid(owner.clone())),
+                (
+                    "consent_codes".to_string(),
+                    Value::new_set(request.consent.codes.iter().cloned().map(Value::new_string)),
+                ),
+                (
+                    "opted_out".to_string(),
+                    Value::new_bool(request.consent.opted_out),
+                ),
+                (
+                    "consent_expires".to_string(),
+                    Value::new_long(request.consent.expires.unwrap_or(0) as i64),
+                ),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| format!("slide entity: {e}"))?;
+        let mut entities = vec![slide, Entity::with_uid(owner.clone())];
+        if principal != owner {
+            entities.push(Entity::with_uid(principal.clone()));
+        }
+        let entities =
+            Entities::from_entities(entities, schema).map_err(|e| format!("entities: {e}"))?;
+        let mut context = vec![
+            (
+                "purpose".to_string(),
+                Value::new_string(request.purpose.as_str().to_string()),
+            ),
+            ("now".to_string(), Value::new_long(request.now as i64)),
+            (
+                "grant_expires".to_string(),
+                Value::new_long(request.grant_expires as i64),
+            ),
+        ];
+        if let Some(reference) = request.reference.filter(|r| !r.is_empty()) {
+            let key = if request.purpose == Purpose::Research {
+                "ethics_approval"
+            } else {
+                "referral"
+            };
+            context.push((key.to_string(), Value::new_string(reference.to_string())));
+        }
+        let context = Context::from_pairs(context).map_err(|e| format!("context: {e}"))?;
+        let request = Request::new(principal, action, resource, context, schema)
+            .map_err(|e| format!("request: {e}"))?;
+        Ok((request, entities))
+    }
+
     /// Decides one request.
     pub fn decide(&self, request: &ConsentRequest<'_>) -> Decision {
         let denied = |error: String| Decision {
@@ -189,51 +261,7 @@ impl Policy {
             errors: vec![error],
             policy_hash: self.hash.clone(),
         };
-        let uid = |kind: &str, id: &str| {
-            EntityUid::from_str(&format!("Slidemesh::{kind}::{}", json!(id)))
-                .map_err(|e| e.to_string())
-        };
-        let built = (|| -> Result<(Request, Entities), String> {
-            let principal = uid("Trust", request.requester.as_str())?;
-            let action = uid("Action", request.action.as_str())?;
-            let resource = uid("Slide", &request.slide.to_hex())?;
-            let owner =
-                json!({"__entity": {"type": "Slidemesh::Trust", "id": request.owner.as_str()}});
-            let entities = json!([
-                {"uid": {"type": "Slidemesh::Trust", "id": request.requester.as_str()}, "attrs": {}, "parents": []},
-                {"uid": {"type": "Slidemesh::Trust", "id": request.owner.as_str()}, "attrs": {}, "parents": []},
-                {
-                    "uid": {"type": "Slidemesh::Slide", "id": request.slide.to_hex()},
-                    "attrs": {
-                        "owner": owner,
-                        "consent_codes": request.consent.codes,
-                        "opted_out": request.consent.opted_out,
-                        "consent_expires": request.consent.expires.unwrap_or(0) as i64,
-                    },
-                    "parents": [],
-                },
-            ]);
-            let entities = Entities::from_json_value(entities, Some(&self.schema))
-                .map_err(|e| format!("entities: {e}"))?;
-            let mut context = json!({
-                "purpose": request.purpose.as_str(),
-                "now": request.now as i64,
-                "grant_expires": request.grant_expires as i64,
-            });
-            if let Some(reference) = request.reference.filter(|r| !r.is_empty()) {
-                let key = if request.purpose == Purpose::Research {
-                    "ethics_approval"
-                } else {
-                    "referral"
-                };
-                context[key] = json!(reference);
-            }
-            let context = Context::from_json_value(context, Some((&self.schema, &action)))
-                .map_err(|e| format!("context: {e}"))?;
-            let request = Request::new(principal, action, resource, context, Some(&self.schema))
-                .map_err(|e| format!("request: {e}"))?;
-            Ok((request, entities))
-        })();
+        let built = self.build(request, false);
         let (cedar_request, entities) = match built {
             Ok(b) => b,
             Err(e) => return denied(e),

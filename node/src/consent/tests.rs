@@ -136,3 +136,45 @@ fn mistakes_in_a_policy_are_refused_naming_the_rule() {
         Err(PolicyError::Parse(_))
     ));
 }
+
+#[test]
+fn requests_are_built_as_the_schema_says() {
+    // Decisions skip the per-request schema check; this keeps the request building and the
+    // schema in step for every action, purpose and kind of consent.
+    let policy = Policy::from_text(DEFAULT_POLICY).unwrap();
+    let (requester, owner) = (trust("RAE"), trust("RR8"));
+    let consents = [
+        SlideConsent::default(),
+        consent(&["GRU", "IRB"], true, Some(1_900_000_000)),
+    ];
+    for c in &consents {
+        for purpose in Purpose::ALL {
+            for action in [
+                ConsentAction::View,
+                ConsentAction::FetchTiles,
+                ConsentAction::SeeLabel,
+                ConsentAction::Query,
+                ConsentAction::ReceiveCohort,
+                ConsentAction::Replicate,
+                ConsentAction::Export,
+            ] {
+                for reference in [None, Some("REF-1")] {
+                    let request = ConsentRequest {
+                        requester: &requester,
+                        action,
+                        slide: SlideId::of(b"slide"),
+                        owner: &owner,
+                        consent: c,
+                        purpose,
+                        reference,
+                        grant_expires: 2_000_000_000,
+                        now: 1_800_000_000,
+                    };
+                    policy
+                        .build(&request, true)
+                        .unwrap_or_else(|e| panic!("{action:?} {purpose:?} {reference:?}: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -106,7 +106,9 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         )?;
         std::fs::write(dir.join("roster.published"), b"")?;
     }
-    // Serve.
+    // Serve. Every node's pid is remembered so that a SIGTERM to the testnet (from
+    // `timeout`, a service manager or `kill`) stops the nodes too, as Ctrl-C does.
+    let pids = stop_nodes_on_sigterm()?;
     let start = |m: &Member| -> Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -120,6 +122,11 @@ pub fn run(args: TestnetArgs) -> Result<()> {
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {}'s node", m.trust))
+            .inspect(|child| {
+                if let Ok(mut pids) = pids.lock() {
+                    pids.push(child.id());
+                }
+            })
     };
     let mut children: Vec<Option<Child>> = Vec::new();
     for m in &members {
@@ -221,6 +228,50 @@ fn faults(
         }
     }
     Ok(())
+}
+
+/// On SIGTERM, sends SIGTERM to every node started (each shuts down cleanly), waits for
+/// them a few seconds, then exits. Ctrl-C needs no help: the terminal signals the whole
+/// process group.
+fn stop_nodes_on_sigterm() -> Result<std::sync::Arc<std::sync::Mutex<Vec<u32>>>> {
+    let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered before any node starts, so no SIGTERM can kill the testnet unhandled.
+    let mut terminate = runtime.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    })?;
+    let watched = pids.clone();
+    std::thread::Builder::new()
+        .name("testnet-sigterm".into())
+        .spawn(move || {
+            runtime.block_on(terminate.recv());
+            let pids: Vec<u32> = watched.lock().map(|p| p.clone()).unwrap_or_default();
+            for pid in &pids {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // A node that exited is a zombie until reaped: it counts as stopped.
+            let running = |pid: &u32| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .map(|r| !r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(false)
+            };
+            while Instant::now() < deadline && pids.iter().any(running) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("testnet: stopped every node (SIGTERM)");
+            std::process::exit(0);
+        })?;
+    Ok(pids)
 }
 
 fn wait_http(addr: &str) -> Result<()> {

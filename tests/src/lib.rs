@@ -186,6 +186,27 @@ impl Node {
         info["peer_id"].as_str().expect("peer_id").to_string()
     }
 
+    /// The node's TCP libp2p address (from its config) with its peer id, for dialling it.
+    pub fn tcp_multiaddr(&self) -> String {
+        let config = std::fs::read_to_string(self.data.join("config.toml")).expect("config.toml");
+        let at = config.find("/tcp/").expect("a tcp listen address");
+        let port: String = config[at + 5..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", self.peer_id())
+    }
+
+    /// What is left in the node's staging folder (`tmp/`): empty once every ingest, STOW-RS
+    /// request and DICOM association has finished.
+    pub fn staging_leftovers(&self) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(self.data.join("tmp"))
+            .expect("tmp/ of the node")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect()
+    }
+
     /// `slidemesh --data <this node>`.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(bin("slidemesh"));
@@ -357,6 +378,49 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The payloads of a `multipart/related` body (part headers stripped), checking it is
+    /// multipart and properly closed.
+    pub fn multipart_parts(&self) -> Vec<Vec<u8>> {
+        let content_type = self.header("content-type").expect("content type");
+        assert!(
+            content_type.starts_with("multipart/related"),
+            "not multipart: {content_type}"
+        );
+        let boundary = content_type
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("boundary="))
+            .expect("boundary")
+            .trim_matches('"');
+        // A delimiter is CRLF "--" boundary; the body is read as if it began after a CRLF so
+        // the first one looks like the others.
+        let delimiter = format!("\r\n--{boundary}");
+        let mut body = b"\r\n".to_vec();
+        body.extend_from_slice(&self.body);
+        let find = |from: usize| {
+            body[from..]
+                .windows(delimiter.len())
+                .position(|w| w == delimiter.as_bytes())
+                .map(|p| p + from)
+        };
+        let mut out = Vec::new();
+        let mut at = find(0).expect("first delimiter");
+        while let Some(next) = find(at + delimiter.len()) {
+            let part = &body[at + delimiter.len()..next];
+            let headers_end = part
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("part headers end")
+                + 4;
+            out.push(part[headers_end..].to_vec());
+            at = next;
+        }
+        assert!(
+            body[at + delimiter.len()..].starts_with(b"--"),
+            "no closing delimiter"
+        );
+        out
     }
 }
 
@@ -570,19 +634,35 @@ pub mod federation {
         }
     }
 
+    /// A second-opinion grant for two hours; returns the grant id.
     pub fn share(owner: &Node, slide: &str, with: &str) -> String {
-        let out = run_ok(owner.cmd().args([
+        share_for(owner, slide, with, "second-opinion", None)
+    }
+
+    /// A grant for `purpose` (with an optional reference) for two hours; returns its id.
+    pub fn share_for(
+        owner: &Node,
+        slide: &str,
+        with: &str,
+        purpose: &str,
+        reference: Option<&str>,
+    ) -> String {
+        let mut cmd = owner.cmd();
+        cmd.args([
             "share",
             slide,
             "--with",
             with,
             "--purpose",
-            "second-opinion",
+            purpose,
             "--until",
             "2h",
             "--json",
-        ]));
-        let v: Value = serde_json::from_str(&out).unwrap();
+        ]);
+        if let Some(r) = reference {
+            cmd.args(["--reference", r]);
+        }
+        let v: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
         v["grant_id"].as_str().unwrap().to_string()
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use slidemesh_e2e::federation::federation;
+use slidemesh_e2e::federation::{federation, share_for};
 use slidemesh_e2e::{Node, bin, run_ok};
 
 /// What a cell expects: the manifest and level tiles (`V`), the label tile (`L`).
@@ -24,36 +24,6 @@ fn outcome(probe: &Value) -> String {
         if manifest { "V" } else { "-" },
         if label { "L" } else { "-" }
     )
-}
-
-fn grant(owner: &Node, slide: &str, purpose: &str, reference: Option<&str>) -> String {
-    let mut cmd = owner.cmd();
-    cmd.args([
-        "share",
-        slide,
-        "--with",
-        "RAE",
-        "--purpose",
-        purpose,
-        "--until",
-        "2h",
-        "--json",
-    ]);
-    if let Some(r) = reference {
-        cmd.args(["--reference", r]);
-    }
-    let out: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
-    out["grant_id"].as_str().unwrap().to_string()
-}
-
-fn tcp_address(node: &Node) -> String {
-    let config = std::fs::read_to_string(node.data.join("config.toml")).unwrap();
-    let at = config.find("/tcp/").expect("a tcp listen address");
-    let port: String = config[at + 5..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", node.peer_id())
 }
 
 #[test]
@@ -76,7 +46,7 @@ fn the_access_matrix_holds_on_real_nodes() {
     ];
     let grants: Vec<String> = rows
         .iter()
-        .map(|(_, purpose, reference)| grant(owner, &slide, purpose, *reference))
+        .map(|(_, purpose, reference)| share_for(owner, &slide, "RAE", purpose, *reference))
         .collect();
     run_ok(owner.cmd().args(["revoke", grants.last().unwrap()]));
 
@@ -106,7 +76,7 @@ fn the_access_matrix_holds_on_real_nodes() {
         ("second opinion, revoked", ["--", "--", "--", "--", "--"]),
     ]);
 
-    let peer = tcp_address(owner);
+    let peer = owner.tcp_multiaddr();
     let mut mismatches = Vec::new();
     let mut table = String::new();
     for (c, (column, args)) in columns.iter().enumerate() {

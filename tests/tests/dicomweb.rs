@@ -82,7 +82,7 @@ fn wsidicom_reads_local_and_shared_slides_through_dicomweb() {
         "{}",
         String::from_utf8_lossy(&retrieved.body)
     );
-    let files = parts(&retrieved);
+    let files = retrieved.multipart_parts();
     assert_eq!(
         files.len(),
         fed.generated["instances"].as_array().unwrap().len()
@@ -103,45 +103,6 @@ fn wsidicom_reads_local_and_shared_slides_through_dicomweb() {
 fn json(r: &Response) -> Value {
     serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(&r.body)))
-}
-
-/// The parts of a `multipart/related` body, headers stripped.
-fn parts(r: &Response) -> Vec<Vec<u8>> {
-    let content_type = r.header("content-type").expect("content type");
-    assert!(
-        content_type.starts_with("multipart/related"),
-        "not multipart: {content_type}"
-    );
-    let boundary = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .expect("boundary")
-        .trim_matches('"');
-    let delimiter = format!("--{boundary}");
-    let body = &r.body;
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while let Some(at) = find(&body[i..], delimiter.as_bytes()) {
-        starts.push(i + at);
-        i += at + delimiter.len();
-    }
-    let mut out = Vec::new();
-    for pair in starts.windows(2) {
-        let part = &body[pair[0] + delimiter.len()..pair[1]];
-        let header_end = find(part, b"\r\n\r\n").expect("part headers end") + 4;
-        let payload = &part[header_end..part.len() - 2]; // the CRLF before the delimiter
-        out.push(payload.to_vec());
-    }
-    let last = &body[*starts.last().unwrap()..];
-    assert!(
-        last.starts_with(format!("{delimiter}--").as_bytes()),
-        "no closing delimiter"
-    );
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[test]
@@ -190,7 +151,7 @@ fn wado_rs_follows_the_standard() {
         "{}",
         String::from_utf8_lossy(&frames.body)
     );
-    let got = parts(&frames);
+    let got = frames.multipart_parts();
     assert_eq!(got.len(), 2);
     for (bytes, index) in got.iter().zip([2usize, 0]) {
         let tile = level["tiles"][index].as_str().unwrap();
@@ -220,14 +181,16 @@ fn wado_rs_follows_the_standard() {
         &[("Accept", "multipart/related; type=\"application/dicom\"")],
     );
     assert_eq!(retrieved.status, 200);
-    let files = parts(&retrieved);
+    let files = retrieved.multipart_parts();
     let original = std::fs::read(level0["path"].as_str().unwrap()).unwrap();
     assert_eq!(files.len(), 1);
     assert!(
         files[0] == original,
         "retrieved instance differs from the original file"
     );
-    let series_files = parts(&node.get(&format!("/dicomweb/studies/{study}/series/{series}")));
+    let series_files = node
+        .get(&format!("/dicomweb/studies/{study}/series/{series}"))
+        .multipart_parts();
     assert_eq!(
         series_files.len(),
         generated["instances"].as_array().unwrap().len()
@@ -378,11 +341,7 @@ fn stow_rs_ingests_what_a_client_sends_and_refuses_bad_parts() {
     );
     assert_eq!(plain.status, 415);
     // Staging folders are gone once each request is answered.
-    let leftovers: Vec<_> = std::fs::read_dir(node.data.join("tmp"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let leftovers = node.staging_leftovers();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
 

@@ -104,10 +104,6 @@ fn dcmtk_echoes_and_pushes_a_slide_that_is_ingested() {
     assert_eq!(node.level_tiles(received_id), reference.level_tiles(id));
 
     // Nothing is left in staging.
-    let leftovers: Vec<_> = std::fs::read_dir(node.data.join("tmp"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let leftovers = node.staging_leftovers();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }

@@ -16,11 +16,7 @@ use slidemesh_e2e::{Node, bin, run, run_ok, wait_until};
 /// The probe's JSON outcome when `as_node` asks `target` for the slide under the grant
 /// held in `grant_from`'s store.
 fn probe(target: &Node, as_node: Option<&Node>, slide: &str, grant_from: &Node) -> Value {
-    let addr = format!(
-        "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-        tcp_port(target),
-        target.peer_id()
-    );
+    let addr = target.tcp_multiaddr();
     let mut cmd = std::process::Command::new(bin("slidemesh-tools"));
     cmd.args(["probe", "--peer", &addr, "--slide", slide, "--tiles", "4"])
         .arg("--grant-from")
@@ -29,17 +25,6 @@ fn probe(target: &Node, as_node: Option<&Node>, slide: &str, grant_from: &Node) 
         cmd.arg("--as-node").arg(&n.data);
     }
     serde_json::from_str(&run_ok(&mut cmd)).expect("probe prints JSON")
-}
-
-fn tcp_port(node: &Node) -> u16 {
-    let config = std::fs::read_to_string(node.data.join("config.toml")).unwrap();
-    let at = config.find("/tcp/").expect("a tcp listen address");
-    config[at + 5..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .unwrap()
 }
 
 /// All tile URLs of the slide's levels, as the owner's API lists them.

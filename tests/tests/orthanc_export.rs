@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use slidemesh_e2e::{Node, Response, SMALL, free_port, get, instance_files, synth, wait_until};
+use slidemesh_e2e::{Node, SMALL, free_port, get, instance_files, synth, wait_until};
 
 const ORTHANC: &str = "/usr/sbin/Orthanc";
 const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
@@ -59,40 +59,6 @@ impl Drop for Orthanc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The payloads of a multipart response.
-fn parts(r: &Response) -> Vec<Vec<u8>> {
-    let content_type = r.header("content-type").expect("content type");
-    let boundary = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .expect("boundary")
-        .trim_matches('"')
-        .to_string();
-    let delimiter = format!("\r\n--{boundary}");
-    // Treat the body as starting after a CRLF so every delimiter looks alike.
-    let mut body = b"\r\n".to_vec();
-    body.extend_from_slice(&r.body);
-    let find = |hay: &[u8], from: usize| {
-        hay[from..]
-            .windows(delimiter.len())
-            .position(|w| w == delimiter.as_bytes())
-            .map(|p| p + from)
-    };
-    let mut out = Vec::new();
-    let mut at = find(&body, 0).expect("first delimiter");
-    while let Some(next) = find(&body, at + delimiter.len()) {
-        let part = &body[at + delimiter.len()..next];
-        let headers_end = part
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("part headers")
-            + 4;
-        out.push(part[headers_end..].to_vec());
-        at = next;
-    }
-    out
 }
 
 #[test]
@@ -147,7 +113,7 @@ fn files_exported_by_orthanc_ingest_with_the_same_frames() {
         "{}",
         String::from_utf8_lossy(&exported.body)
     );
-    let exported = parts(&exported);
+    let exported = exported.multipart_parts();
     assert_eq!(exported.len(), files.len());
     let export_dir = tmp.path().join("exported");
     std::fs::create_dir_all(&export_dir).unwrap();

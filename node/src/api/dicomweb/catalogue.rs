@@ -58,15 +58,28 @@ impl SeriesEntry {
 
     fn build(view: &SlideView) -> Result<Self, ApiError> {
         let m = &view.manifest;
-        let mut instances = Vec::with_capacity(m.instances.len());
-        for meta in &m.instances {
-            let metadata: Map<String, Value> =
-                serde_json::from_str(&meta.metadata_json).map_err(|e| {
+        // Each data set is parsed once; concatenation parts need each other's frame counts.
+        let metadata = m
+            .instances
+            .iter()
+            .map(|meta| {
+                serde_json::from_str::<Map<String, Value>>(&meta.metadata_json).map_err(|e| {
                     ApiError::internal(format!(
                         "slide {}: metadata of instance {} is not DICOM JSON: {e}",
                         view.id, meta.sop_instance_uid
                     ))
-                })?;
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let frames_of = |uid: &str| {
+            m.instances
+                .iter()
+                .position(|i| i.sop_instance_uid == uid)
+                .and_then(|i| json::first_u64(&metadata[i], json::NUMBER_OF_FRAMES))
+                .unwrap_or(0) as usize
+        };
+        let mut instances = Vec::with_capacity(m.instances.len());
+        for (meta, metadata) in m.instances.iter().zip(&metadata) {
             let frames = match meta.role {
                 InstanceRole::Level(index) => {
                     let level = m.levels.get(index as usize).ok_or_else(|| {
@@ -79,17 +92,7 @@ impl SeriesEntry {
                         &level.instance_uids,
                         &level.tiles,
                         &meta.sop_instance_uid,
-                        |uid| {
-                            m.instances
-                                .iter()
-                                .find(|i| i.sop_instance_uid == uid)
-                                .and_then(|i| {
-                                    serde_json::from_str::<Map<String, Value>>(&i.metadata_json)
-                                        .ok()
-                                })
-                                .and_then(|j| json::first_u64(&j, json::NUMBER_OF_FRAMES))
-                                .unwrap_or(0) as usize
-                        },
+                        frames_of,
                     )
                 }
                 InstanceRole::Associated(kind) => m
@@ -103,7 +106,7 @@ impl SeriesEntry {
                 sop_instance_uid: meta.sop_instance_uid.clone(),
                 transfer_syntax_uid: meta.transfer_syntax_uid.clone(),
                 object: meta.object,
-                metadata,
+                metadata: metadata.clone(),
                 frames,
             });
         }

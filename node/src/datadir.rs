@@ -89,6 +89,10 @@ impl DataDir {
             &self.policy_path(),
             crate::consent::DEFAULT_POLICY.as_bytes(),
         )?;
+        // The store is created now rather than by the first command that opens it, so a
+        // node's first ingest or serve starts on a ready database.
+        crate::store::Store::open(&self.store_path())
+            .with_context(|| format!("cannot create {}", self.store_path().display()))?;
         // The config is written last: its presence is what marks the directory initialised.
         write_atomic(&self.config_path(), config.to_commented_toml().as_bytes())?;
         Ok(key)

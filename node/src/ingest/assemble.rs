@@ -34,7 +34,7 @@ pub enum AssembleError {
 /// Builds the manifest of one series from all its instances (in any order, no duplicates).
 pub fn assemble(
     owner: &TrustCode,
-    instances: &[ScannedInstance],
+    instances: &[&ScannedInstance],
 ) -> Result<SlideManifest, AssembleError> {
     let first = instances.first().ok_or_else(|| AssembleError::Invalid {
         series: String::new(),
@@ -50,6 +50,7 @@ pub fn assemble(
 
     let mut volumes: Vec<&ScannedInstance> = instances
         .iter()
+        .copied()
         .filter(|i| i.flavor == ImageFlavor::Volume)
         .collect();
     if volumes.is_empty() {

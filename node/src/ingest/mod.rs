@@ -24,7 +24,9 @@ use tracing::{info, info_span, warn};
 
 use crate::config::KeepOriginals;
 use crate::store::objects::{ObjectStore, Placement};
-use crate::store::{Origin, SlideCommit, SlideRecord, Store, now_unix};
+use crate::store::{
+    ConsentUpdate, Origin, PreparedInstance, SlideCommit, SlideRecord, Store, now_unix,
+};
 use dicom::{InstanceError, ScannedInstance};
 
 /// What ingest reports as it goes (a progress bar, or nothing).
@@ -109,13 +111,13 @@ pub fn ingest_paths(
         files = files.len(),
         "scanned"
     );
-    let mut by_series: BTreeMap<String, Vec<ScannedInstance>> = BTreeMap::new();
+    let mut by_series: BTreeMap<String, Vec<PreparedInstance>> = BTreeMap::new();
     for result in scanned {
         match result {
-            Ok(instance) => by_series
-                .entry(instance.series_uid.clone())
+            Ok(prepared) => by_series
+                .entry(prepared.instance.series_uid.clone())
                 .or_default()
-                .push(instance),
+                .push(prepared),
             Err(e) => report.failures.push(Failure {
                 path: Some(e.path.clone()),
                 series_uid: None,
@@ -184,13 +186,13 @@ fn collect_files(paths: &[PathBuf], failures: &mut Vec<Failure>) -> Vec<(PathBuf
     out
 }
 
-/// Scans every file, on all cores.
+/// Scans every file on all cores, and encodes each one's store rows on the same thread.
 fn scan_all(
     files: &[(PathBuf, u64)],
     progress: &dyn Progress,
-) -> Vec<Result<ScannedInstance, InstanceError>> {
+) -> Vec<Result<PreparedInstance, InstanceError>> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<ScannedInstance, InstanceError>>>> =
+    let results: Mutex<Vec<Option<Result<PreparedInstance, InstanceError>>>> =
         Mutex::new((0..files.len()).map(|_| None).collect());
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -204,8 +206,14 @@ fn scan_all(
                     let Some((path, len)) = files.get(i) else {
                         break;
                     };
-                    let result = dicom::scan_file(path);
-                    progress.file_done(*len, result.as_ref().map(|s| s.frames.len()).unwrap_or(0));
+                    let result = dicom::scan_file(path).map(PreparedInstance::new);
+                    progress.file_done(
+                        *len,
+                        result
+                            .as_ref()
+                            .map(|p| p.instance.frames.len())
+                            .unwrap_or(0),
+                    );
                     if let Ok(mut slots) = results.lock() {
                         slots[i] = Some(result);
                     }
@@ -242,9 +250,9 @@ fn series_failure(series: &str, paths: &[PathBuf], error: String) -> Vec<Failure
 fn ingest_series(
     target: &IngestTarget<'_>,
     series_uid: &str,
-    arrived: Vec<ScannedInstance>,
+    arrived: Vec<PreparedInstance>,
 ) -> Result<SlideOutcome, Vec<Failure>> {
-    let paths: Vec<PathBuf> = arrived.iter().map(|i| i.path.clone()).collect();
+    let paths: Vec<PathBuf> = arrived.iter().map(|p| p.instance.path.clone()).collect();
     let fail = |error: String| series_failure(series_uid, &paths, error);
     let stored = target
         .store
@@ -257,13 +265,14 @@ fn ingest_series(
 
     // Keep one copy of each instance; the same UID with other content is a conflict the
     // operator must resolve, not something to guess about.
-    let mut merged: BTreeMap<String, ScannedInstance> = stored
-        .into_iter()
-        .map(|i| (i.sop_instance_uid.clone(), i))
+    let mut merged: BTreeMap<&str, &ScannedInstance> = stored
+        .iter()
+        .map(|i| (i.sop_instance_uid.as_str(), i))
         .collect();
-    let mut new_instances = Vec::new();
-    for instance in arrived {
-        match merged.get(&instance.sop_instance_uid) {
+    let mut new_instances: Vec<&PreparedInstance> = Vec::new();
+    for prepared in &arrived {
+        let instance = &prepared.instance;
+        match merged.get(instance.sop_instance_uid.as_str()) {
             Some(existing) if existing.object == instance.object => {}
             Some(existing) => {
                 return Err(fail(format!(
@@ -274,12 +283,12 @@ fn ingest_series(
                 )));
             }
             None => {
-                merged.insert(instance.sop_instance_uid.clone(), instance.clone());
-                new_instances.push(instance);
+                merged.insert(&instance.sop_instance_uid, instance);
+                new_instances.push(prepared);
             }
         }
     }
-    let all: Vec<ScannedInstance> = merged.into_values().collect();
+    let all: Vec<&ScannedInstance> = merged.into_values().collect();
     if new_instances.is_empty()
         && let Some(slide_id) = previous
     {
@@ -297,7 +306,7 @@ fn ingest_series(
     // Consent is read before anything is placed, so a bad sidecar stops the series whole.
     let sidecar = new_instances
         .first()
-        .and_then(|i| i.path.parent())
+        .and_then(|p| p.instance.path.parent())
         .map(|dir| consent::from_sidecar(dir, series_uid))
         .transpose()
         .map_err(fail)?
@@ -314,7 +323,7 @@ fn ingest_series(
             }
         }
     };
-    for instance in &new_instances {
+    for instance in new_instances.iter().map(|p| &p.instance) {
         match target
             .objects
             .put(&instance.path, &instance.object, target.keep)
@@ -331,6 +340,18 @@ fn ingest_series(
             }
         }
     }
+    // A sidecar replaces what is recorded; consent coded in the header only fills a gap.
+    // Either way it commits with the slide, so a crash never leaves one without the other.
+    let consent = match sidecar {
+        Some(c) => ConsentUpdate::Replace(c),
+        None => match new_instances
+            .first()
+            .and_then(|p| consent::from_dicom(&p.instance.metadata_json))
+        {
+            Some(c) => ConsentUpdate::IfAbsent(c),
+            None => ConsentUpdate::Keep,
+        },
+    };
     let record = SlideRecord {
         signed,
         origin: Origin::Local,
@@ -341,6 +362,7 @@ fn ingest_series(
         summary,
         instances: &new_instances,
         replaces: previous,
+        consent,
     };
     let slide_id = match target.store.commit_slide(commit) {
         Ok(id) => id,
@@ -349,24 +371,6 @@ fn ingest_series(
             return Err(fail(e.to_string()));
         }
     };
-    // Recorded after the slide commits: a crash in between leaves no record, and the
-    // default (clinical care only) is the most restrictive consent there is.
-    let recorded = match sidecar {
-        Some(c) => target.store.put_consent(series_uid, &c),
-        None => match (
-            target.store.consent_recorded(series_uid),
-            new_instances
-                .first()
-                .and_then(|i| consent::from_dicom(&i.metadata_json)),
-        ) {
-            (Ok(None), Some(c)) => target.store.put_consent(series_uid, &c),
-            (Err(e), _) => Err(e),
-            _ => Ok(()),
-        },
-    };
-    if let Err(e) = recorded {
-        warn!(error = %e, "slide stored, but its consent could not be recorded (clinical care only applies)");
-    }
     let status = if previous.is_some() {
         SlideStatus::Extended
     } else {

@@ -59,6 +59,10 @@ pub struct NetworkSection {
     /// Bytes of tiles fetched from peers kept on disk (least recently used go first).
     #[serde(default = "default_cache_bytes")]
     pub cache_bytes: u64,
+    /// Addresses to dial a member trust at instead of the ones in its roster entry, by ODS
+    /// code: a site-to-site tunnel's endpoint, or the testnet's link relays.
+    #[serde(default)]
+    pub peer_addresses: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for NetworkSection {
@@ -66,6 +70,7 @@ impl Default for NetworkSection {
         Self {
             listen: default_p2p_listen(),
             cache_bytes: default_cache_bytes(),
+            peer_addresses: Default::default(),
         }
     }
 }
@@ -191,6 +196,10 @@ keep_originals = "{keep}"
 listen = [{listen_p2p}]
 # Disk space for tiles of slides other trusts shared with us (least recently used go first).
 cache_bytes = {cache}
+# Addresses to dial a member at instead of those in the roster, by ODS code, e.g.
+# {{ RAE = ["/ip4/10.20.0.2/tcp/7400"] }} through a site-to-site tunnel. Empty: the roster's.
+# `slidemesh serve --peer-address RAE=/ip4/...` overrides it for one run.
+peer_addresses = {peer_addresses}
 
 [dimse]
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.
@@ -219,6 +228,23 @@ calling_ae_titles = {callers}
                 .collect::<Vec<_>>()
                 .join(", "),
             cache = self.network.cache_bytes,
+            peer_addresses = toml::Value::Table(
+                self.network
+                    .peer_addresses
+                    .iter()
+                    .map(|(trust, addrs)| {
+                        (
+                            trust.clone(),
+                            toml::Value::Array(
+                                addrs
+                                    .iter()
+                                    .map(|a| toml::Value::String(a.clone()))
+                                    .collect(),
+                            ),
+                        )
+                    })
+                    .collect()
+            ),
             trust = toml_string(self.node.trust.as_str()),
             name = toml_string(&self.node.trust_name),
             listen = toml_string(&self.http.listen),
@@ -248,7 +274,13 @@ mod tests {
             "Bradford \"BTHFT\"".into(),
             "127.0.0.1:8080".into(),
         );
+        let mut config = config;
+        config
+            .network
+            .peer_addresses
+            .insert("RR8".into(), vec!["/ip4/10.20.0.2/tcp/7400".into()]);
         let parsed: NodeConfig = toml::from_str(&config.to_commented_toml()).unwrap();
+        assert_eq!(parsed.network.peer_addresses, config.network.peer_addresses);
         assert_eq!(parsed.node.trust.as_str(), "RAE");
         assert_eq!(parsed.node.trust_name, "Bradford \"BTHFT\"");
         assert_eq!(parsed.ingest.keep_originals, KeepOriginals::Link);

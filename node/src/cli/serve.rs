@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::audit::AuditLog;
 use crate::consent::PolicyHandle;
-use crate::federation::{Federation, Handlers, tasks};
+use crate::federation::{Federation, Handlers, PeerAddresses, tasks};
 use crate::ingest::incoming::Incoming;
 use crate::net::{NetConfig, Network};
 use crate::store::cache::TileCache;
@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// dimse.listen (port 0 picks a free port)
     #[arg(long, value_name = "ADDR:PORT")]
     dimse: Option<String>,
+    /// Dial a member trust at this address instead of its roster entry's, for this run,
+    /// replacing config.toml's network.peer_addresses for that trust (repeat for several)
+    #[arg(long, value_name = "TRUST=MULTIADDR")]
+    peer_address: Vec<String>,
 }
 
 pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
@@ -67,14 +71,57 @@ pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
                 .with_context(|| format!("invalid p2p listen address {a:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let peer_addresses = peer_addresses(&node.config.network.peer_addresses, &args.peer_address)?;
     let dimse = args.dimse.clone();
-    runtime.block_on(serve(node, addr, p2p, dimse))
+    runtime.block_on(serve(node, addr, p2p, peer_addresses, dimse))
+}
+
+/// Where to dial member trusts instead of their roster addresses: config.toml's table, with
+/// `--peer-address` flags replacing a trust's entry for this run.
+fn peer_addresses(
+    configured: &std::collections::BTreeMap<String, Vec<String>>,
+    flags: &[String],
+) -> Result<PeerAddresses> {
+    let mut table: std::collections::BTreeMap<String, Vec<String>> = configured.clone();
+    let mut flagged = std::collections::HashSet::new();
+    for flag in flags {
+        let (trust, addr) = flag.split_once('=').with_context(|| {
+            format!(
+                "--peer-address {flag:?}: expected TRUST=MULTIADDR, e.g. RAE=/ip4/10.0.0.2/tcp/7400"
+            )
+        })?;
+        if flagged.insert(trust.to_string()) {
+            table.insert(trust.to_string(), Vec::new());
+        }
+        table
+            .entry(trust.to_string())
+            .or_default()
+            .push(addr.to_string());
+    }
+    table
+        .into_iter()
+        .map(|(trust, addrs)| {
+            let code: slidemesh_protocol::TrustCode = trust
+                .parse()
+                .map_err(|e| anyhow::anyhow!("peer address for {trust:?}: {e}"))?;
+            let addrs = addrs
+                .iter()
+                .map(|a| {
+                    a.parse::<libp2p::Multiaddr>().with_context(|| {
+                        format!("peer address for {trust}: invalid multiaddr {a:?}")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((code, addrs))
+        })
+        .collect()
 }
 
 async fn serve(
     node: NodeContext,
     addr: SocketAddr,
     p2p: Vec<libp2p::Multiaddr>,
+    peer_addresses: PeerAddresses,
     dimse: Option<String>,
 ) -> Result<()> {
     let NodeContext {
@@ -117,7 +164,10 @@ async fn serve(
         Arc::new(Handlers(federation.clone())),
     )
     .await?;
-    federation.attach_network(network.clone());
+    for (trust, addrs) in &peer_addresses {
+        info!(%trust, ?addrs, "dialling this member at configured addresses, not the roster's");
+    }
+    federation.attach_network(network.clone(), peer_addresses);
     let background = tokio::spawn(tasks::run(federation.clone()));
 
     let node_key = key.public();

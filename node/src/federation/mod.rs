@@ -40,6 +40,9 @@ use crate::store::reader::TileReader;
 use crate::store::{Origin, Store, now_unix};
 
 /// What consent decisions need of a slide this node serves.
+/// Addresses to dial member trusts at instead of their roster entries'.
+pub type PeerAddresses = HashMap<TrustCode, Vec<Multiaddr>>;
+
 struct ServedSlide {
     tiles: HashSet<TileId>,
     /// Tiles of the LABEL and OVERVIEW images (they show the patient's label).
@@ -62,6 +65,7 @@ pub struct Federation {
     roster: RwLock<Option<Roster>>,
     /// Set once the swarm runs; handlers that need the network wait for nothing else.
     network: OnceLock<Network>,
+    peer_addresses: OnceLock<PeerAddresses>,
     /// What the policy check needs to know of each slide this node serves (its own, and
     /// shared ones it has cached): its tiles (a batch may ask only for tiles of the slide
     /// its grant covers), which of them show the label, its series and owner.
@@ -101,6 +105,7 @@ impl Federation {
             cache,
             roster: RwLock::new(roster),
             network: OnceLock::new(),
+            peer_addresses: OnceLock::new(),
             served: Mutex::new(HashMap::new()),
             policy,
             audit,
@@ -111,7 +116,10 @@ impl Federation {
         }))
     }
 
-    pub fn attach_network(&self, network: Network) {
+    /// Connects the federation to the running network; `peer_addresses` replace roster
+    /// addresses for the trusts they name (see `network.peer_addresses` in config.toml).
+    pub fn attach_network(&self, network: Network, peer_addresses: PeerAddresses) {
+        let _ = self.peer_addresses.set(peer_addresses);
         let _ = self.network.set(network);
     }
 
@@ -129,14 +137,19 @@ impl Federation {
         }
     }
 
-    /// The members' PeerIds and addresses, as the network's member gate needs them.
-    pub fn member_peers(roster: &Roster) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    /// The members' PeerIds and the addresses to dial them at, as the network's member gate
+    /// needs them: the roster's, unless config names others for that trust.
+    pub fn member_peers(&self, roster: &Roster) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let configured = self.peer_addresses.get();
         roster
             .members
             .iter()
             .filter_map(|m| {
                 let peer = identity::peer_id(&m.node)?;
-                let addrs = m.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                let addrs = match configured.and_then(|c| c.get(&m.trust)) {
+                    Some(addrs) => addrs.clone(),
+                    None => m.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+                };
                 Some((peer, addrs))
             })
             .collect()

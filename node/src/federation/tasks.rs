@@ -155,7 +155,7 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
 
 async fn apply_members(fed: &Federation, roster: &slidemesh_protocol::Roster) {
     if let Some(network) = fed.network() {
-        let _ = network.set_members(Federation::member_peers(roster)).await;
+        let _ = network.set_members(fed.member_peers(roster)).await;
     }
 }
 
@@ -228,7 +228,7 @@ async fn pull_rosters(fed: &Arc<Federation>) {
     let (Some(network), Some(roster)) = (fed.network(), fed.roster()) else {
         return;
     };
-    for (peer, _) in Federation::member_peers(&roster) {
+    for (peer, _) in fed.member_peers(&roster) {
         if peer == network.local_peer_id() {
             continue;
         }

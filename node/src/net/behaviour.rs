@@ -72,10 +72,12 @@ pub fn build_swarm(keypair: Keypair) -> Result<Swarm<Behaviour>, NetError> {
             Ok(Behaviour {
                 members: allow_block_list::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(limits),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    IDENTIFY_VERSION.into(),
-                    key.public(),
-                )),
+                // No cache of the addresses peers report listening on: members are dialled
+                // only where the roster (or config's peer_addresses) says, and a cached
+                // listen address would be tried too, around a configured tunnel or relay.
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_VERSION.into(), key.public()).with_cache_size(0),
+                ),
                 ping: ping::Behaviour::default(),
                 kad,
                 gossipsub,

@@ -1,10 +1,10 @@
 //! The subcommands of `slidemesh-tools`, one module each; `Command` lists them.
 
 mod bench;
-mod delay_proxy;
 mod demo;
 mod dump_region;
 mod federation_setup;
+mod link_relay;
 mod probe;
 mod synth;
 mod testnet;

@@ -5,10 +5,17 @@
 //! Idempotent like the demo: identities, slides, roster and grants are made on the first run
 //! only (markers in the folder); later runs start serving at once. Ctrl-C stops every node.
 //!
-//! Faults on command: while it runs, `kill`, `restart`, `pause` and `resume` a trust's node
-//! by typing on stdin (see [`faults`]). Not yet here (issue 3): cutting the link between two
-//! running nodes and WAN delay between them (the benchmark's TCP delay relay is the start
-//! of that), and scripted fault scenarios.
+//! Links: unless `--direct-links`, every path from one node to another runs through a relay
+//! in this process ([`link_relay`]: each node dials its peers at their relays, given with
+//! `serve --peer-address`), so a link can be cut, healed, delayed and made lossy while the
+//! nodes run. This is the no-root fallback the issue asks for; network namespaces with
+//! `tc netem` are not used because this machine's kernel has no netem. Links carry TCP
+//! only (QUIC still listens, but peers dial the relays).
+//!
+//! Faults on command: while it runs, type on stdin (see [`faults`]): `kill`, `restart`,
+//! `pause`, `resume` a trust's node; `cut`, `heal` the link between two trusts; `delay` it
+//! (round trip, ms) and make it lossy (`loss`, percent); `links` and `status` show the state.
+//! Each command answers with one line, so scripts and tests can drive the testnet.
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -22,6 +29,7 @@ use slidemesh_tools::synth::{self, SynthSpec};
 use super::federation_setup::{
     MemberSpec, first_slide, init_member, make_roster, share, slidemesh, status,
 };
+use super::link_relay::{Link, Relays};
 
 #[derive(Debug, Args)]
 pub struct TestnetArgs {
@@ -37,6 +45,10 @@ pub struct TestnetArgs {
     /// libp2p port of the first node (QUIC and TCP, loopback); node i uses this + i
     #[arg(long, default_value_t = 7401)]
     p2p_port: u16,
+    /// Let nodes dial each other directly (QUIC first) instead of through this process's
+    /// link relays; links then cannot be cut, delayed or made lossy
+    #[arg(long)]
+    direct_links: bool,
 }
 
 struct Member {
@@ -44,6 +56,47 @@ struct Member {
     name: &'static str,
     data: PathBuf,
     http: String,
+    /// `serve --peer-address` flags: this node's peers at their relays.
+    peer_addresses: Vec<String>,
+}
+
+/// The relays between every pair of nodes; `links[(i, j)]` with i < j controls both
+/// directions of the link between members i and j.
+struct Links {
+    _relays: Relays,
+    links: std::collections::BTreeMap<(usize, usize), Link>,
+}
+
+impl Links {
+    /// A relay for each direction of each pair; sets every member's `peer_addresses`.
+    fn start(members: &mut [Member], p2p_port: u16) -> Result<Self> {
+        let relays = Relays::start()?;
+        let mut links = std::collections::BTreeMap::new();
+        let port = |i: usize| p2p_port + i as u16;
+        for i in 0..members.len() {
+            for j in 0..members.len() {
+                if i == j {
+                    continue;
+                }
+                let link: &Link = links.entry((i.min(j), i.max(j))).or_insert_with(Link::new);
+                let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port(j)));
+                let relay = relays.relay_from(upstream, link, Some(port(i)))?;
+                members[i].peer_addresses.push(format!(
+                    "{}=/ip4/127.0.0.1/tcp/{}",
+                    members[j].trust,
+                    relay.port()
+                ));
+            }
+        }
+        Ok(Self {
+            _relays: relays,
+            links,
+        })
+    }
+
+    fn get(&self, a: usize, b: usize) -> Option<&Link> {
+        self.links.get(&(a.min(b), a.max(b)))
+    }
 }
 
 pub fn run(args: TestnetArgs) -> Result<()> {
@@ -54,7 +107,7 @@ pub fn run(args: TestnetArgs) -> Result<()> {
     let bin = exe.parent().context("executable folder")?.join("slidemesh");
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
-    let members: Vec<Member> = COOPERATIVE_TRUSTS[..args.nodes]
+    let mut members: Vec<Member> = COOPERATIVE_TRUSTS[..args.nodes]
         .iter()
         .enumerate()
         .map(|(i, (trust, name))| Member {
@@ -62,6 +115,7 @@ pub fn run(args: TestnetArgs) -> Result<()> {
             name,
             data: dir.join(trust),
             http: format!("127.0.0.1:{}", args.http_port + i as u16),
+            peer_addresses: Vec::new(),
         })
         .collect();
     let sm = |m: &Member| slidemesh(&bin, &m.data);
@@ -106,6 +160,11 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         )?;
         std::fs::write(dir.join("roster.published"), b"")?;
     }
+    let links = if args.direct_links {
+        None
+    } else {
+        Some(Links::start(&mut members, args.p2p_port)?)
+    };
     // Serve. Every node's pid is remembered so that a SIGTERM to the testnet (from
     // `timeout`, a service manager or `kill`) stops the nodes too, as Ctrl-C does.
     let pids = stop_nodes_on_sigterm()?;
@@ -114,8 +173,12 @@ pub fn run(args: TestnetArgs) -> Result<()> {
             .create(true)
             .append(true)
             .open(dir.join(format!("{}.log", m.trust)))?;
-        sm(m)
-            .arg("serve")
+        let mut command = sm(m);
+        command.arg("serve");
+        for address in &m.peer_addresses {
+            command.arg("--peer-address").arg(address);
+        }
+        command
             .env("RUST_LOG", "info,libp2p=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -155,77 +218,158 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         println!("  {:<4} {:<45} http://{}", m.trust, m.name, m.http);
     }
     println!("each trust shared one slide with the next; Ctrl-C stops every node");
-    println!("faults, typed here: kill|restart|pause|resume TRUST (e.g. `pause RAE`), status");
-    faults(&members, &mut children, start)?;
+    match &links {
+        Some(_) => println!(
+            "links between nodes run through relays here; faults, typed here:\n  \
+             kill|restart|pause|resume TRUST, cut|heal TRUST TRUST, delay TRUST TRUST RTT_MS,\n  \
+             loss TRUST TRUST PERCENT, links, status (e.g. `cut RR8 RAE`)"
+        ),
+        None => println!(
+            "faults, typed here: kill|restart|pause|resume TRUST (e.g. `pause RAE`), status \
+             (links are direct: --direct-links)"
+        ),
+    }
+    faults(&members, &mut children, links.as_ref(), start)?;
     for child in children.iter_mut().flatten() {
         let _ = child.wait();
     }
     Ok(())
 }
 
-/// Reads fault commands from stdin until it closes: kill (SIGKILL, no clean shutdown),
-/// restart (start a killed node again, or kill and start a running one), pause and resume
-/// (SIGSTOP and SIGCONT: the node keeps its connections but answers nothing, as a hung
-/// machine would). Not here yet: cutting one link, WAN delay between two running nodes.
+/// Reads fault commands from stdin until it closes, answering each with one line. Nodes:
+/// kill (SIGKILL, no clean shutdown), restart (start a killed node again, or kill and start a
+/// running one), pause and resume (SIGSTOP and SIGCONT: the node keeps its connections but
+/// answers nothing, as a hung machine would). Links (see [`Links`]): cut, heal, delay,
+/// loss, links.
 fn faults(
     members: &[Member],
     children: &mut [Option<Child>],
+    links: Option<&Links>,
     start: impl Fn(&Member) -> Result<Child>,
 ) -> Result<()> {
     use std::io::BufRead;
+    let find = |trust: &str| {
+        let trust = trust.to_ascii_uppercase();
+        members.iter().position(|m| m.trust == trust)
+    };
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let words: Vec<&str> = line.split_whitespace().collect();
-        let (verb, trust) = match words.as_slice() {
-            [] => continue,
+        match words.as_slice() {
+            [] => {}
             ["status"] => {
                 for (m, c) in members.iter().zip(children.iter_mut()) {
                     let up = c.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
                     println!("  {:<4} {}", m.trust, if up { "running" } else { "down" });
                 }
-                continue;
+                println!("status: {} nodes", members.len());
             }
-            [verb, trust] => (*verb, trust.to_ascii_uppercase()),
-            _ => {
-                println!("usage: kill|restart|pause|resume TRUST, or status");
-                continue;
-            }
-        };
-        let Some(i) = members.iter().position(|m| m.trust == trust) else {
-            println!("no node for {trust}");
-            continue;
-        };
-        let signal = |c: &Child, sig: &str| {
-            let _ = std::process::Command::new("kill")
-                .args([sig, &c.id().to_string()])
-                .status();
-        };
-        match verb {
-            "kill" => {
-                if let Some(mut c) = children[i].take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
+            ["links"] => match links {
+                Some(links) => {
+                    for ((a, b), link) in &links.links {
+                        let c = link.conditions();
+                        println!(
+                            "  {}-{}: {}, round trip +{} ms, loss {}%",
+                            members[*a].trust,
+                            members[*b].trust,
+                            if c.cut { "cut" } else { "up" },
+                            (c.one_way * 2).as_millis(),
+                            c.loss * 100.0
+                        );
+                    }
+                    println!("links: {}", links.links.len());
                 }
-                println!("{trust} killed");
-            }
-            "restart" => {
-                if let Some(mut c) = children[i].take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                children[i] = Some(start(&members[i])?);
-                wait_http(&members[i].http)?;
-                println!("{trust} restarted");
-            }
-            "pause" | "resume" => match &children[i] {
-                Some(c) => {
-                    signal(c, if verb == "pause" { "-STOP" } else { "-CONT" });
-                    println!("{trust} {verb}d");
-                }
-                None => println!("{trust} is down; restart it first"),
+                None => println!("links are direct (--direct-links): nothing to show"),
             },
-            _ => println!("unknown fault {verb:?}: kill, restart, pause, resume or status"),
+            [verb @ ("cut" | "heal" | "delay" | "loss"), a, b, rest @ ..] => {
+                let Some(links) = links else {
+                    println!("links are direct (--direct-links): they cannot be {verb}");
+                    continue;
+                };
+                let (Some(i), Some(j)) = (find(a), find(b)) else {
+                    println!("no node for {a} or {b}");
+                    continue;
+                };
+                let Some(link) = links.get(i, j) else {
+                    println!("{a} and {b} are the same node");
+                    continue;
+                };
+                let (a, b) = (members[i].trust, members[j].trust);
+                let value = rest.first().and_then(|v| v.parse::<f64>().ok());
+                match (*verb, value) {
+                    ("cut", None) => {
+                        link.cut();
+                        println!("link {a}-{b} cut");
+                    }
+                    ("heal", None) => {
+                        link.heal();
+                        println!("link {a}-{b} healed");
+                    }
+                    ("delay", Some(ms)) if ms >= 0.0 => {
+                        link.set_one_way_delay(Duration::from_secs_f64(ms / 2000.0));
+                        println!("link {a}-{b} round trip +{ms} ms");
+                    }
+                    ("loss", Some(percent)) if (0.0..=100.0).contains(&percent) => {
+                        link.set_loss(percent / 100.0);
+                        println!("link {a}-{b} loss {percent}%");
+                    }
+                    _ => println!(
+                        "usage: cut|heal TRUST TRUST, delay TRUST TRUST RTT_MS, loss TRUST TRUST PERCENT"
+                    ),
+                }
+            }
+            [verb @ ("kill" | "restart" | "pause" | "resume"), trust] => {
+                let Some(i) = find(trust) else {
+                    println!("no node for {trust}");
+                    continue;
+                };
+                node_fault(verb, &members[i], &mut children[i], &start)?;
+            }
+            _ => println!(
+                "unknown command {line:?}: kill|restart|pause|resume TRUST, cut|heal TRUST TRUST, \
+                 delay TRUST TRUST RTT_MS, loss TRUST TRUST PERCENT, links, status"
+            ),
         }
+    }
+    Ok(())
+}
+
+fn node_fault(
+    verb: &str,
+    member: &Member,
+    child: &mut Option<Child>,
+    start: impl Fn(&Member) -> Result<Child>,
+) -> Result<()> {
+    let trust = member.trust;
+    let signal = |c: &Child, sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &c.id().to_string()])
+            .status();
+    };
+    match verb {
+        "kill" => {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            println!("{trust} killed");
+        }
+        "restart" => {
+            if let Some(mut c) = child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            *child = Some(start(member)?);
+            wait_http(&member.http)?;
+            println!("{trust} restarted");
+        }
+        _ => match child {
+            Some(c) => {
+                signal(c, if verb == "pause" { "-STOP" } else { "-CONT" });
+                println!("{trust} {verb}d");
+            }
+            None => println!("{trust} is down; restart it first"),
+        },
     }
     Ok(())
 }

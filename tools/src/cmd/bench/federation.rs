@@ -1,5 +1,5 @@
 //! `bench federation`: two real nodes, an owner and a grantee, over loopback, or with WAN
-//! delay added by a TCP relay in front of each node ([`delay_proxy`]).
+//! delay added by a TCP relay in front of each node ([`link_relay`]).
 //!
 //! - Whole-slide fetch: every tile of a slide from the owner into the grantee's empty cache,
 //!   each verified (`POST /api/v1/slides/{id}/cache`), tiles/s, against `sendme` (iroh)
@@ -21,10 +21,10 @@ use serde_json::Value;
 use super::cached_slide;
 use super::median;
 use super::procs::{Server, free_port, sibling, wait_http};
-use crate::cmd::delay_proxy;
 use crate::cmd::federation_setup::{
     MemberSpec, first_slide, init_member, make_roster_with_addrs, share, slidemesh, status,
 };
+use crate::cmd::link_relay;
 
 #[derive(Debug, Args)]
 pub struct FederationBench {
@@ -97,13 +97,15 @@ pub fn run(args: FederationBench) -> Result<()> {
     let slide = first_slide(&bin, &owner.data)?.context("the owner holds the slide")?;
     // With a delay, each node is reachable only through a relay that adds half the round
     // trip per direction, so whichever side dials, the connection crosses one relay.
+    let relays = link_relay::Relays::start()?;
+    let link = link_relay::Link::new();
+    link.set_one_way_delay(Duration::from_micros(args.delay_ms as u64 * 500));
     let addrs = if args.delay_ms > 0 {
-        let one_way = Duration::from_micros(args.delay_ms as u64 * 500);
         [&owner, &grantee]
             .iter()
             .map(|m| {
                 let upstream = format!("127.0.0.1:{}", m.p2p_port).parse()?;
-                let relay = delay_proxy::spawn(upstream, one_way)?;
+                let relay = relays.relay(upstream, &link)?;
                 Ok(vec![format!("/ip4/127.0.0.1/tcp/{}", relay.port())])
             })
             .collect::<Result<Vec<_>>>()?

@@ -1,0 +1,213 @@
+//! Link faults in a running testnet: `slidemesh-tools testnet` with three real nodes whose
+//! links run through its relays, driven on stdin as an operator would. Cutting the link
+//! between an owner and a grantee stops remote viewing with a clear error; healing it
+//! brings it back without restarting anything; a delayed link still delivers verified
+//! tiles, and the delay is really there.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use slidemesh_e2e::{bin, get, wait_until};
+
+/// Three consecutive ports free for TCP and UDP on loopback (the testnet numbers its nodes'
+/// ports from a base).
+fn free_port_run(len: u16) -> u16 {
+    'search: loop {
+        let base = slidemesh_e2e::free_port();
+        if base > u16::MAX - len {
+            continue;
+        }
+        for port in base..base + len {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+                || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+            {
+                continue 'search;
+            }
+        }
+        return base;
+    }
+}
+
+struct Testnet {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl Testnet {
+    fn start(dir: &std::path::Path, http: u16, p2p: u16) -> Testnet {
+        let mut child = Command::new(bin("slidemesh-tools"))
+            .arg("testnet")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--nodes", "3"])
+            .args(["--http-port", &http.to_string()])
+            .args(["--p2p-port", &p2p.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the testnet");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("testnet: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut net = Testnet {
+            child,
+            stdin,
+            lines,
+        };
+        net.expect(
+            "links between nodes run through relays",
+            Duration::from_secs(600),
+        );
+        net
+    }
+
+    /// Waits for a line starting with `prefix`.
+    fn expect(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("the testnet never printed {prefix:?}: {e}"),
+            }
+        }
+    }
+
+    /// Types a fault command and waits for its answer.
+    fn command(&mut self, command: &str, answer: &str) {
+        writeln!(self.stdin, "{command}").expect("write to the testnet");
+        self.stdin.flush().expect("flush");
+        self.expect(answer, Duration::from_secs(30));
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        // SIGTERM: the testnet stops its nodes cleanly before it exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn slides(base: &str) -> Vec<Value> {
+    let list: Value = serde_json::from_slice(&get(&format!("{base}/api/v1/slides"), &[]).body)
+        .expect("slide list");
+    list["slides"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn cut_heal_and_delay_the_link_between_owner_and_grantee() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (http, p2p) = (free_port_run(3), free_port_run(3));
+    let mut net = Testnet::start(dir.path(), http, p2p);
+    // Leeds (RR8, node 0) shared its slide with Bradford (RAE, node 1).
+    let leeds = format!("http://127.0.0.1:{http}");
+    let bradford = format!("http://127.0.0.1:{}", http + 1);
+    let mut shared = None;
+    wait_until(Duration::from_secs(60), || {
+        shared = slides(&bradford)
+            .into_iter()
+            .find(|s| s["origin"] == "shared" && s["owner"] == "RR8");
+        shared.is_some()
+    })
+    .expect("Leeds's slide reaches Bradford");
+    let slide = shared.unwrap()["slide_id"].as_str().unwrap().to_string();
+    let detail: Value =
+        serde_json::from_slice(&get(&format!("{bradford}/api/v1/slides/{slide}"), &[]).body)
+            .unwrap();
+    let levels = detail["levels"].as_array().expect("levels");
+    assert!(
+        levels.len() >= 3,
+        "a pyramid deep enough to keep prefetch away: {detail}"
+    );
+    let (cols, rows) = (
+        levels[0]["cols"].as_u64().unwrap(),
+        levels[0]["rows"].as_u64().unwrap(),
+    );
+    let tile = |base: &str, level: usize, col: u64, row: u64| {
+        get(
+            &format!("{base}/api/v1/slides/{slide}/levels/{level}/tiles/{col}/{row}"),
+            &[],
+        )
+    };
+    let owners = |level: usize, col: u64, row: u64| {
+        let r = tile(&leeds, level, col, row);
+        assert_eq!(r.status, 200, "Leeds serves its own tile");
+        r.body
+    };
+
+    // The link works: the coarsest tile arrives, byte-identical to the owner's.
+    let coarsest = levels.len() - 1;
+    let first = tile(&bradford, coarsest, 0, 0);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, owners(coarsest, 0, 0));
+
+    // Cut: an uncached tile cannot come from anywhere (no other node holds the slide), and
+    // the viewer gets an error saying so, not a hang or wrong bytes.
+    net.command("cut RR8 RAE", "link RR8-RAE cut");
+    let (far_col, far_row) = (cols - 1, rows - 1);
+    let cut = tile(&bradford, 0, far_col, far_row);
+    assert!(
+        (500..600).contains(&cut.status),
+        "a tile across a cut link fails as a gateway error, got {}",
+        cut.status
+    );
+    assert!(
+        String::from_utf8_lossy(&cut.body).contains("error"),
+        "the failure says why: {}",
+        String::from_utf8_lossy(&cut.body)
+    );
+    // The cut isolates only that link: Leeds and Bradford still serve their own slides.
+    assert_eq!(tile(&leeds, 0, far_col, far_row).status, 200);
+    assert!(!slides(&bradford).is_empty());
+
+    // Heal: the nodes reconnect on their own and the same tile arrives intact.
+    net.command("heal RR8 RAE", "link RR8-RAE healed");
+    let mut healed = None;
+    wait_until(Duration::from_secs(30), || {
+        let r = tile(&bradford, 0, far_col, far_row);
+        let ok = r.status == 200;
+        healed = Some(r);
+        ok
+    })
+    .expect("remote viewing works again after the link heals");
+    assert_eq!(healed.unwrap().body, owners(0, far_col, far_row));
+
+    // Delay: a 300 ms round trip is added; a tile still arrives verified, and no sooner
+    // than one round trip (a lower bound, which a slow machine cannot break).
+    net.command("delay RR8 RAE 300", "link RR8-RAE round trip +300 ms");
+    let started = Instant::now();
+    let delayed = tile(&bradford, 0, 0, rows - 1);
+    let took = started.elapsed();
+    assert_eq!(delayed.status, 200);
+    assert_eq!(delayed.body, owners(0, 0, rows - 1));
+    assert!(
+        took >= Duration::from_millis(300),
+        "a tile over a link with 300 ms round trip came in {took:?}"
+    );
+    net.command("links", "links: 3");
+}

@@ -250,6 +250,14 @@ mod tests {
         addr
     }
 
+    fn connect(addr: SocketAddr) -> std::net::TcpStream {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    }
+
     fn round_trip(stream: &mut std::net::TcpStream) -> std::io::Result<Duration> {
         let started = std::time::Instant::now();
         stream.write_all(b"ping")?;
@@ -264,10 +272,7 @@ mod tests {
         let relays = Relays::start().unwrap();
         let link = Link::new();
         let addr = relays.relay(echo_server(), &link).unwrap();
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let mut stream = connect(addr);
         round_trip(&mut stream).unwrap();
 
         link.set_one_way_delay(Duration::from_millis(60));
@@ -280,10 +285,7 @@ mod tests {
             round_trip(&mut stream).is_err(),
             "a cut closes open connections"
         );
-        let mut refused = std::net::TcpStream::connect(addr).unwrap();
-        refused
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let mut refused = connect(addr);
         assert!(
             round_trip(&mut refused).is_err(),
             "a cut link admits no one"
@@ -291,10 +293,7 @@ mod tests {
         assert!(link.conditions().cut);
 
         link.heal();
-        let mut healed = std::net::TcpStream::connect(addr).unwrap();
-        healed
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let mut healed = connect(addr);
         round_trip(&mut healed).unwrap();
     }
 
@@ -303,10 +302,7 @@ mod tests {
         let relays = Relays::start().unwrap();
         let link = Link::new();
         let addr = relays.relay(echo_server(), &link).unwrap();
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let mut stream = connect(addr);
         link.set_loss(1.0);
         assert!(round_trip(&mut stream).unwrap() >= MIN_RTO);
         assert_eq!(link.conditions().loss, 1.0);

@@ -647,6 +647,18 @@ pub mod federation {
         purpose: &str,
         reference: Option<&str>,
     ) -> String {
+        share_until(owner, slide, with, purpose, reference, "2h")
+    }
+
+    /// A grant for `purpose` ending `until` (a duration such as `20s`, or a date).
+    pub fn share_until(
+        owner: &Node,
+        slide: &str,
+        with: &str,
+        purpose: &str,
+        reference: Option<&str>,
+        until: &str,
+    ) -> String {
         let mut cmd = owner.cmd();
         cmd.args([
             "share",
@@ -656,7 +668,7 @@ pub mod federation {
             "--purpose",
             purpose,
             "--until",
-            "2h",
+            until,
             "--json",
         ]);
         if let Some(r) = reference {

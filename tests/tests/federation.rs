@@ -6,11 +6,13 @@
 //! - consent: a member without a grant gets nothing, a non-member cannot even connect, and
 //!   a revocation takes effect at the owner at once.
 //! - corruption: a source that sends wrong bytes is detected and bypassed.
+//! - expiry: when a grant ends, the grantee's own node stops showing the slide, cached
+//!   tiles included, without being told.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use slidemesh_e2e::federation::{federation, share, wait_for_shared};
+use slidemesh_e2e::federation::{federation, share, share_until, wait_for_shared};
 use slidemesh_e2e::{Node, bin, run, run_ok, wait_until};
 
 /// The probe's JSON outcome when `as_node` asks `target` for the slide under the grant
@@ -203,4 +205,52 @@ fn a_member_admitted_by_quorum_spreads_to_running_nodes_and_can_be_shared_with()
     newcomer.serve();
     share(&fed.nodes[0], &fed.slide, "RWY");
     wait_for_shared(&newcomer, &fed.slide);
+}
+
+#[test]
+fn an_expired_grant_ends_viewing_at_the_grantee_even_from_its_cache() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let slide = fed.slide.clone();
+    let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
+    share_until(owner, &slide, "RAE", "second-opinion", None, "20s");
+    wait_for_shared(grantee, &slide);
+    let path = tile_paths(owner, &slide).pop().expect("a tile");
+    let before = grantee.get(&path);
+    assert_eq!(
+        before.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&before.body)
+    );
+    assert_eq!(before.body, owner.get(&path).body);
+
+    // The tile is in the grantee's cache now, and the owner is still up; neither matters
+    // once the grant's time is over: the tile is refused (403, saying why) until the
+    // node's sweep withdraws the slide, then the slide is gone (404).
+    let mut refused = None;
+    wait_until(Duration::from_secs(60), || {
+        let r = grantee.get(&path);
+        let done = r.status != 200;
+        refused = Some(r);
+        done
+    })
+    .expect("the grantee refuses the tile once the grant expired");
+    let refused = refused.unwrap();
+    let reason = String::from_utf8_lossy(&refused.body);
+    match refused.status {
+        403 => assert!(reason.contains("expired"), "{reason}"),
+        404 => {}
+        other => panic!("an expired grant's tile answered {other}: {reason}"),
+    }
+    assert!(
+        owner.get(&path).status == 200,
+        "the owner still serves its own users"
+    );
+    wait_until(Duration::from_secs(30), || {
+        grantee.get(&format!("/api/v1/slides/{slide}")).status == 404
+    })
+    .expect("the expired slide leaves the grantee's list");
 }

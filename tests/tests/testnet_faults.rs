@@ -2,7 +2,9 @@
 //! links run through its relays, driven on stdin as an operator would. Cutting the link
 //! between an owner and a grantee stops remote viewing with a clear error; healing it
 //! brings it back without restarting anything; a delayed link still delivers verified
-//! tiles, and the delay is really there.
+//! tiles, and the delay is really there. A revocation made while the grantee is cut off
+//! reaches it when its links heal; with only the owner's link cut, it arrives by way of
+//! another member.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -10,16 +12,23 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use slidemesh_e2e::{bin, get, wait_until};
+use slidemesh_e2e::{bin, get, run_ok, wait_until};
 
-/// Three consecutive ports free for TCP and UDP on loopback (the testnet numbers its nodes'
-/// ports from a base).
+/// `len` consecutive ports free for TCP and UDP on loopback (the testnet numbers its
+/// nodes' ports from a base), below Linux's ephemeral range (32768 and up), where the
+/// testnet's relays and every outgoing connection take their ports.
 fn free_port_run(len: u16) -> u16 {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id();
     'search: loop {
-        let base = slidemesh_e2e::free_port();
-        if base > u16::MAX - len {
-            continue;
-        }
+        // A cheap xorshift: tests running at once start from different places.
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let base = 20000 + (seed % 12000) as u16;
         for port in base..base + len {
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
                 || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
@@ -209,5 +218,85 @@ fn cut_heal_and_delay_the_link_between_owner_and_grantee() {
         took >= Duration::from_millis(300),
         "a tile over a link with 300 ms round trip came in {took:?}"
     );
+    net.command("delay RR8 RAE 0", "link RR8-RAE round trip +0 ms");
+
+    // Partition: Bradford cut off from everyone while Leeds revokes. Bradford keeps the
+    // slide (it cannot know), and drops it once its links heal and the revocation, kept in
+    // Leeds's outbox, is delivered.
+    let leeds = |args: &[&str]| {
+        run_ok(
+            Command::new(bin("slidemesh"))
+                .arg("--data")
+                .arg(dir.path().join("RR8"))
+                .args(args),
+        )
+    };
+    let listed = || {
+        slides(&bradford)
+            .iter()
+            .any(|s| s["slide_id"] == slide.as_str())
+    };
+    let grant_to_bradford = || -> String {
+        let grants: Value = serde_json::from_str(&leeds(&["grants", "--json"])).unwrap();
+        grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| {
+                g["direction"] == "issued"
+                    && g["state"] == "active"
+                    && g["grant"]["slide"] == slide.as_str()
+            })
+            .expect("an active grant from Leeds to Bradford")["grant_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    net.command("cut RR8 RAE", "link RR8-RAE cut");
+    net.command("cut RCD RAE", "link RCD-RAE cut");
+    leeds(&["revoke", &grant_to_bradford()]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        listed(),
+        "an isolated node cannot have heard of the revocation"
+    );
+    net.command("heal RR8 RAE", "link RR8-RAE healed");
+    net.command("heal RCD RAE", "link RCD-RAE healed");
+    wait_until(Duration::from_secs(30), || !listed())
+        .expect("the revocation arrives once the links heal, and Bradford drops the slide");
+
+    // Around a broken link: Leeds shares again, then revokes while only the Leeds-Bradford
+    // link is down. The revocation reaches Bradford through Harrogate (gossipsub), once
+    // the healed links have rejoined every node's announcement mesh.
+    let nodes: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{}", http + i))
+        .collect();
+    wait_until(Duration::from_secs(60), || {
+        nodes.iter().all(|base| {
+            let status: Value =
+                serde_json::from_slice(&get(&format!("{base}/api/v1/network"), &[]).body)
+                    .unwrap_or_default();
+            status["network"]["announce_mesh"]
+                .as_array()
+                .is_some_and(|m| m.len() == 2)
+        })
+    })
+    .expect("the announcement mesh re-forms after the links heal");
+    leeds(&[
+        "share",
+        &slide,
+        "--with",
+        "RAE",
+        "--purpose",
+        "second-opinion",
+        "--until",
+        "2h",
+    ]);
+    wait_until(Duration::from_secs(30), listed).expect("the new grant reaches Bradford");
+    net.command("cut RR8 RAE", "link RR8-RAE cut");
+    leeds(&["revoke", &grant_to_bradford()]);
+    wait_until(Duration::from_secs(30), || !listed())
+        .expect("the revocation travels around the cut link by way of Harrogate");
+    net.command("heal RR8 RAE", "link RR8-RAE healed");
     net.command("links", "links: 3");
 }

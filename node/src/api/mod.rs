@@ -236,6 +236,12 @@ impl ApiError {
             message: message.into(),
         }
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
+    }
     /// A peer could not provide what a shared slide needs (down, refused, or sent wrong bytes).
     pub fn bad_gateway(message: impl Into<String>) -> Self {
         Self {

@@ -11,6 +11,7 @@ use slidemesh_protocol::{AssociatedKind, SlideId, TileId};
 use tracing::Instrument;
 
 use super::{ApiError, ApiState, SlideView, etag_matches, load_slide, parse_id};
+use crate::federation::remote::RemoteError;
 use crate::store::Origin;
 
 /// Sends one tile, honouring `If-None-Match` against its strong ETag (the tile id).
@@ -167,7 +168,7 @@ async fn send_remote_tile(
         .federation
         .remote_tile(view.id, tile)
         .await
-        .map_err(|e| ApiError::bad_gateway(e.to_string()))?;
+        .map_err(remote_error)?;
     let media_type = view
         .manifest
         .instances
@@ -175,6 +176,16 @@ async fn send_remote_tile(
         .map(|i| crate::ingest::dicom::tile_media_type(&i.transfer_syntax_uid))
         .unwrap_or("application/octet-stream");
     tile_response(bytes, media_type, &etag)
+}
+
+/// 403 when the grant ended, 404 when the slide is not shared here, 502 when no peer could
+/// provide the tile.
+pub(crate) fn remote_error(e: RemoteError) -> ApiError {
+    match e {
+        RemoteError::Withdrawn(reason) => ApiError::forbidden(reason),
+        RemoteError::NotShared(_) => ApiError::not_found(e.to_string()),
+        RemoteError::Unavailable(reason) => ApiError::bad_gateway(reason),
+    }
 }
 
 fn tile_response(bytes: Vec<u8>, media_type: &str, etag: &str) -> Result<Response, ApiError> {

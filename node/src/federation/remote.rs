@@ -17,7 +17,7 @@ use libp2p::PeerId;
 use slidemesh_protocol::wire::{MAX_TILES_PER_REQUEST, TileRequest};
 use slidemesh_protocol::{SignedGrant, SlideId, TileId};
 use tokio::sync::{Semaphore, oneshot};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Federation;
 
@@ -54,7 +54,9 @@ pub struct RemoteState {
     prefetch_permits: Arc<Semaphore>,
     /// The grant held for each shared slide, with the withdrawal count it was read at (a
     /// revocation invalidates it); reading it from the store decodes the whole manifest.
-    grants: Mutex<HashMap<SlideId, (u64, SignedGrant)>>,
+    grants: Mutex<HashMap<SlideId, (u64, SignedGrant, u64)>>,
+    /// Received grants found expired whose slides were withdrawn (each is swept once).
+    expired: Mutex<std::collections::HashSet<slidemesh_protocol::GrantId>>,
     /// Recent provider lookups per slide (a lookup per batch would cost a DHT query each).
     providers: Mutex<HashMap<SlideId, (Instant, Vec<PeerId>)>>,
     /// Shared slides this node announced itself as a source for.
@@ -70,6 +72,7 @@ impl Default for RemoteState {
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             prefetch_permits: Arc::new(Semaphore::new(MAX_PREFETCH_IN_FLIGHT)),
             grants: Mutex::new(HashMap::new()),
+            expired: Mutex::new(std::collections::HashSet::new()),
             providers: Mutex::new(HashMap::new()),
             providing: Mutex::new(std::collections::HashSet::new()),
         }
@@ -87,6 +90,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub enum RemoteError {
     #[error("slide {0} is not shared with this trust")]
     NotShared(SlideId),
+    /// The grant for the slide ended (expired or revoked): nothing of it may be shown,
+    /// not even tiles already cached here.
+    #[error("{0}")]
+    Withdrawn(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -98,11 +105,15 @@ impl Federation {
         slide: SlideId,
         tile: TileId,
     ) -> Result<Vec<u8>, RemoteError> {
+        // The grantee's node honours the grant's end itself: a cached tile of a slide whose
+        // grant expired is not shown, whether or not the owner can be reached to say so.
         let fed = self.clone();
-        let cached = tokio::task::spawn_blocking(move || fed.cache.get(&tile))
-            .await
-            .ok()
-            .flatten();
+        let cached = tokio::task::spawn_blocking(move || {
+            fed.grant_for(&slide)?;
+            Ok::<_, RemoteError>(fed.cache.get(&tile))
+        })
+        .await
+        .map_err(|e| RemoteError::Unavailable(e.to_string()))??;
         if let Some(bytes) = cached {
             return Ok(bytes);
         }
@@ -258,26 +269,80 @@ impl Federation {
         }
     }
 
-    /// The grant this node holds for a shared slide (memoised until a withdrawal).
-    fn grant_for(&self, slide: &SlideId) -> Result<SignedGrant, String> {
+    /// The grant this node holds for a shared slide, if it has not expired (memoised until
+    /// a withdrawal). Reads the store on a miss: call from a blocking context.
+    fn grant_for(&self, slide: &SlideId) -> Result<SignedGrant, RemoteError> {
         let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
-        if let Some((at, grant)) = lock(&self.remote.grants).get(slide)
-            && *at == generation
-        {
-            return Ok(grant.clone());
+        let memo = lock(&self.remote.grants)
+            .get(slide)
+            .filter(|(at, _, _)| *at == generation)
+            .map(|(_, grant, expires_at)| (grant.clone(), *expires_at));
+        let (grant, expires_at) = match memo {
+            Some(memo) => memo,
+            None => {
+                let unavailable =
+                    |e: crate::store::StoreError| RemoteError::Unavailable(e.to_string());
+                let remote = self
+                    .store
+                    .remote_slide(slide)
+                    .map_err(unavailable)?
+                    .ok_or(RemoteError::NotShared(*slide))?;
+                let stored = self
+                    .store
+                    .grant(&remote.grant)
+                    .map_err(unavailable)?
+                    .ok_or_else(|| {
+                        RemoteError::Unavailable(format!("grant {} is missing", remote.grant))
+                    })?;
+                let expires_at = stored.grant.expires_at;
+                lock(&self.remote.grants)
+                    .insert(*slide, (generation, stored.signed.clone(), expires_at));
+                (stored.signed, expires_at)
+            }
+        };
+        if expires_at <= crate::store::now_unix() {
+            return Err(RemoteError::Withdrawn(format!(
+                "the grant for slide {slide} expired at {}; ask its owner to share it again",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(expires_at)
+                )
+            )));
         }
-        let remote = self
-            .store
-            .remote_slide(slide)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("slide {slide} is not shared with this trust"))?;
-        let stored = self
-            .store
-            .grant(&remote.grant)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("grant {} is missing", remote.grant))?;
-        lock(&self.remote.grants).insert(*slide, (generation, stored.signed.clone()));
-        Ok(stored.signed)
+        Ok(grant)
+    }
+
+    /// Withdraws the shared slides of received grants that have expired, as a revocation
+    /// would: they leave the slide list and the viewer. Each expired grant is swept once per
+    /// run of the node.
+    pub(super) async fn withdraw_expired(&self, grants: &[crate::store::federation::StoredGrant]) {
+        let now = crate::store::now_unix();
+        for stored in grants {
+            if stored.issued_here || stored.grant.expires_at > now {
+                continue;
+            }
+            let id = stored.signed.id();
+            if !lock(&self.remote.expired).insert(id) {
+                continue;
+            }
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.withdraw_grant(&id)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(_)) => {
+                    self.withdrawals
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    info!(grant = %id, slide = %stored.grant.slide, owner = %stored.grant.owner,
+                        "grant expired: shared slide withdrawn");
+                }
+                Ok(Err(e)) => {
+                    lock(&self.remote.expired).remove(&id);
+                    warn!(grant = %id, error = %e, "cannot withdraw the slide of an expired grant");
+                }
+                Err(e) => {
+                    lock(&self.remote.expired).remove(&id);
+                    warn!(grant = %id, error = %e, "cannot withdraw the slide of an expired grant");
+                }
+            }
+        }
     }
 
     /// Candidate sources for a slide, fastest first: the owner, then the providers a recent
@@ -339,7 +404,7 @@ impl Federation {
         let fed = self.clone();
         let grant = match tokio::task::spawn_blocking(move || fed.grant_for(&slide)).await {
             Ok(Ok(grant)) => grant,
-            Ok(Err(reason)) => return self.fail_all(&tiles, &reason),
+            Ok(Err(reason)) => return self.fail_all(&tiles, &reason.to_string()),
             Err(e) => return self.fail_all(&tiles, &e.to_string()),
         };
         let granted = grant.verify().ok();
@@ -416,7 +481,14 @@ impl Federation {
                 match outcome {
                     Ok(Ok(())) => {
                         self.record_speed(peer, started.elapsed().as_secs_f64());
-                        debug!(%peer, %slide, "batch fetched");
+                        debug!(
+                            %peer,
+                            %slide,
+                            tiles = arrived.len(),
+                            demanded,
+                            ms = started.elapsed().as_secs_f64() * 1000.0,
+                            "batch fetched"
+                        );
                         self.announce_source(&network, slide).await;
                         continue 'sources;
                     }

@@ -1,8 +1,10 @@
 //! Background loops of a serving node:
 //! - roster: picks up versions the CLI published into the store, pulls newer versions from
 //!   members, and keeps the network's member gate in step; announces what it adopted.
-//! - outbox: delivers grants and revocations to their grantees until acknowledged.
-//! - shared slides: fetches manifests for received grants that have none yet.
+//! - outbox: delivers grants and revocations to their grantees until acknowledged, and
+//!   announces revocations on gossipsub so they also travel around a broken link.
+//! - shared slides: fetches manifests for received grants that have none yet, and
+//!   withdraws those whose grant expired.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ pub async fn run(fed: Arc<Federation>) {
     let mut checkpoint = tokio::time::interval(checkpoint_every());
     checkpoint.tick().await;
     let mut announced = 0u64;
+    let mut gossiped = std::collections::HashSet::new();
     if let Some(roster) = fed.roster() {
         apply_members(&fed, &roster).await;
     }
@@ -33,7 +36,7 @@ pub async fn run(fed: Arc<Federation>) {
         tokio::select! {
             _ = poll.tick() => {
                 adopt_stored_roster(&fed, &mut announced).await;
-                deliver_outbox(&fed).await;
+                deliver_outbox(&fed, &mut gossiped).await;
                 fetch_missing_manifests(&fed).await;
             }
             _ = pull.tick() => pull_rosters(&fed).await,
@@ -247,13 +250,28 @@ async fn pull_rosters(fed: &Arc<Federation>) {
     }
 }
 
-async fn deliver_outbox(fed: &Arc<Federation>) {
+async fn deliver_outbox(
+    fed: &Arc<Federation>,
+    gossiped: &mut std::collections::HashSet<slidemesh_protocol::GrantId>,
+) {
     let Some(network) = fed.network() else { return };
     let store = fed.store.clone();
     let Ok(Ok(items)) = tokio::task::spawn_blocking(move || store.outbox()).await else {
         return;
     };
     for (seq, item) in items {
+        // A revocation is also announced to every member at once, so it reaches the
+        // grantee by way of others when the direct path is down; the outbox entry stays
+        // until the grantee itself acknowledges it.
+        // (Keyed by the revoked grant: outbox sequence numbers are reused once delivered.)
+        if let ControlRequest::DeliverRevocation(signed) = &item.message
+            && let Ok(revocation) = signed.verify()
+            && gossiped.insert(revocation.grant)
+        {
+            let _ = network
+                .publish(Announcement::Revocation(signed.clone()))
+                .await;
+        }
         let Some(peer) = fed.peer_of(&item.to) else {
             debug!(to = %item.to, "outbox entry for a trust not on the roster; keeping it");
             continue;
@@ -276,12 +294,14 @@ async fn deliver_outbox(fed: &Arc<Federation>) {
     }
 }
 
-/// Received grants whose manifest is not here yet (the owner was down when the grant came).
+/// Received grants: withdraws the slides of expired ones, and fetches the manifests not here
+/// yet (the owner was down when the grant came).
 async fn fetch_missing_manifests(fed: &Arc<Federation>) {
     let store = fed.store.clone();
     let Ok(Ok(grants)) = tokio::task::spawn_blocking(move || store.grants()).await else {
         return;
     };
+    fed.withdraw_expired(&grants).await;
     let now = crate::store::now_unix();
     for stored in grants {
         if stored.issued_here || stored.grant.expires_at <= now {

@@ -215,6 +215,13 @@ impl EventLoop {
                         .connected_peers()
                         .map(|p| p.to_string())
                         .collect(),
+                    announce_mesh: self
+                        .swarm
+                        .behaviour()
+                        .gossipsub
+                        .mesh_peers(&self.topic.hash())
+                        .map(|p| p.to_string())
+                        .collect(),
                     members: self.members.len(),
                 });
             }

@@ -100,6 +100,9 @@ pub struct NetStatus {
     pub peer_id: String,
     pub listen: Vec<String>,
     pub connected: Vec<String>,
+    /// Peers this node exchanges federation announcements with directly (its gossipsub
+    /// mesh): roster versions and revocations reach the others through them.
+    pub announce_mesh: Vec<String>,
     pub members: usize,
 }
 

@@ -160,25 +160,21 @@ impl Store {
             table
                 .insert(grant.as_bytes(), encode(signed).as_slice())
                 .op("insert revocation")?;
-            let mut remote = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
-            let covered: Vec<[u8; 32]> = remote
-                .iter()
-                .op("list remote slides")?
-                .filter_map(|e| e.ok())
-                .filter_map(|(k, v)| {
-                    let slide: RemoteSlide = decode("remote_slides_v1", v.value()).ok()?;
-                    (slide.grant == *grant).then_some(*k.value())
-                })
-                .collect();
-            for key in covered {
-                remote.remove(&key).op("remove remote slide")?;
-            }
+            remove_remote_slides_of(&tx, grant)?;
             if let Some(item) = outbox {
                 push_outbox(&tx, &item)?;
             }
         }
         tx.commit().op("commit revocation")?;
         Ok(())
+    }
+
+    /// Forgets the shared slides a received grant covered (it expired); returns how many.
+    pub fn withdraw_grant(&self, grant: &GrantId) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        let removed = remove_remote_slides_of(&tx, grant)?;
+        tx.commit().op("commit withdrawal")?;
+        Ok(removed)
     }
 
     pub fn is_revoked(&self, grant: &GrantId) -> Result<bool, StoreError> {
@@ -256,4 +252,25 @@ fn push_outbox(tx: &redb::WriteTransaction, item: &OutboxItem) -> Result<(), Sto
         .insert(next, encode(item).as_slice())
         .op("insert outbox entry")?;
     Ok(())
+}
+
+/// Removes the shared slides held under `grant`; returns how many.
+fn remove_remote_slides_of(
+    tx: &redb::WriteTransaction,
+    grant: &GrantId,
+) -> Result<usize, StoreError> {
+    let mut remote = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+    let covered: Vec<[u8; 32]> = remote
+        .iter()
+        .op("list remote slides")?
+        .filter_map(|e| e.ok())
+        .filter_map(|(k, v)| {
+            let slide: RemoteSlide = decode("remote_slides_v1", v.value()).ok()?;
+            (slide.grant == *grant).then_some(*k.value())
+        })
+        .collect();
+    for key in &covered {
+        remote.remove(key).op("remove remote slide")?;
+    }
+    Ok(covered.len())
 }

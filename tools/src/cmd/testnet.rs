@@ -196,7 +196,7 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         children.push(Some(start(m)?));
     }
     for m in &members {
-        wait_http(&m.http)?;
+        wait_http(&m.http).with_context(|| log_tail(&dir.join(format!("{}.log", m.trust))))?;
     }
     // Grants: each trust asks the next for a second opinion on its slide.
     if members.len() > 1 && !dir.join("grants.made").exists() {
@@ -416,6 +416,17 @@ fn stop_nodes_on_sigterm() -> Result<std::sync::Arc<std::sync::Mutex<Vec<u32>>>>
             std::process::exit(0);
         })?;
     Ok(pids)
+}
+
+/// The last lines of a node's log, for an error saying why it did not start.
+fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "{} ends with:\n{}",
+        path.display(),
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    )
 }
 
 fn wait_http(addr: &str) -> Result<()> {

@@ -202,7 +202,7 @@ async fn frame_bytes(
             .map(|tile| state.federation.remote_tile(slide, tile));
         return futures::future::try_join_all(fetches)
             .await
-            .map_err(|e| ApiError::bad_gateway(e.to_string()));
+            .map_err(crate::api::tiles::remote_error);
     }
     let state = state.clone();
     tokio::task::spawn_blocking(move || {

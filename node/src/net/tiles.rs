@@ -96,7 +96,10 @@ async fn serve_batch(
         return stream.close().await;
     }
     let slide = request.slide;
-    if let Err(reason) = inbound.authorize_tiles(peer, &request).await {
+    let started = std::time::Instant::now();
+    let authorized = inbound.authorize_tiles(peer, &request).await;
+    let authorize_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Err(reason) = authorized {
         warn!(%slide, reason, "tile request denied");
         stream.write_all(&[TileStatus::Denied as u8]).await?;
         return stream.close().await;
@@ -121,6 +124,13 @@ async fn serve_batch(
         }
         stream.write_all(&out).await?;
     }
+    debug!(
+        %slide,
+        tiles = request.tiles.len(),
+        authorize_ms,
+        total_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "tile batch served"
+    );
     stream.close().await
 }
 

@@ -517,7 +517,23 @@ impl Federation {
                 }
             }
         }
+        if !missing.is_empty() && !tried.is_empty() {
+            let tried: Vec<String> = tried.iter().map(|p| self.describe_peer(p)).collect();
+            last_error = format!(
+                "{} tile(s) of slide {slide} could not be had from any source (tried {}); last error: {last_error}",
+                missing.len(),
+                tried.join(", ")
+            );
+        }
         self.fail_all(&missing, &last_error);
+    }
+
+    /// A peer as people know it: its trust's ODS code, with the PeerId for the logs.
+    fn describe_peer(&self, peer: &PeerId) -> String {
+        match self.trust_of(peer) {
+            Some(trust) => format!("{trust}'s node"),
+            None => format!("peer {peer}"),
+        }
     }
 
     fn record_speed(&self, peer: PeerId, seconds: f64) {

@@ -191,9 +191,11 @@ pub fn run(args: TestnetArgs) -> Result<()> {
                 }
             })
     };
-    let mut children: Vec<Option<Child>> = Vec::new();
+    // Nodes started are stopped again if the testnet fails part-way (a node that does not
+    // start, a share that fails): none is left running without its launcher.
+    let mut nodes = Nodes(Vec::new());
     for m in &members {
-        children.push(Some(start(m)?));
+        nodes.0.push(Some(start(m)?));
     }
     for m in &members {
         wait_http(&m.http).with_context(|| log_tail(&dir.join(format!("{}.log", m.trust))))?;
@@ -229,11 +231,40 @@ pub fn run(args: TestnetArgs) -> Result<()> {
              (links are direct: --direct-links)"
         ),
     }
-    faults(&members, &mut children, links.as_ref(), start)?;
-    for child in children.iter_mut().flatten() {
+    faults(&members, &mut nodes.0, links.as_ref(), start)?;
+    for child in nodes.0.iter_mut().flatten() {
         let _ = child.wait();
     }
     Ok(())
+}
+
+/// The node processes of a testnet; dropping it stops those still running (SIGTERM, then
+/// SIGKILL after a few seconds).
+struct Nodes(Vec<Option<Child>>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        let mut running: Vec<&mut Child> = self
+            .0
+            .iter_mut()
+            .flatten()
+            .filter_map(|c| matches!(c.try_wait(), Ok(None)).then_some(c))
+            .collect();
+        for child in &running {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !running.is_empty() {
+            running.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for child in running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Reads fault commands from stdin until it closes, answering each with one line. Nodes:

@@ -105,8 +105,12 @@ mod tests {
         let (me, log) = (NodeKey::generate(), NodeKey::generate());
         let trust: TrustCode = "RR8".parse().unwrap();
         let leaves: Vec<Hash> = (0..10u8).map(|i| leaf_hash(&[i])).collect();
+        // This node (`me`) is asked to co-sign checkpoints of RR8's log.
+        let ask = |checkpoint: &SignedCheckpoint, since: u64, proof: &[Hash]| {
+            answer(&store, &me, &trust, &log.public(), checkpoint, since, proof)
+        };
         let first = signed(&log, &leaves[..4]);
-        let answer1 = answer(&store, &me, &trust, &log.public(), &first, 0, &[]);
+        let answer1 = ask(&first, 0, &[]);
         let ControlResponse::Cosignature(sig) = answer1 else {
             panic!("{answer1:?}")
         };
@@ -116,7 +120,7 @@ mod tests {
         let second = signed(&log, &leaves);
         let proof = consistency_proof(4, &leaves);
         assert!(matches!(
-            answer(&store, &me, &trust, &log.public(), &second, 4, &proof),
+            ask(&second, 4, &proof),
             ControlResponse::Cosignature(_)
         ));
         // A rewritten history of 12 entries cannot prove it extends the 10 co-signed.
@@ -125,29 +129,13 @@ mod tests {
         forked.extend([leaf_hash(b"a"), leaf_hash(b"b")]);
         let proof = consistency_proof(10, &forked);
         assert!(matches!(
-            answer(
-                &store,
-                &me,
-                &trust,
-                &log.public(),
-                &signed(&log, &forked),
-                10,
-                &proof
-            ),
+            ask(&signed(&log, &forked), 10, &proof),
             ControlResponse::Inconsistent { since: 10, .. }
         ));
         // Signed by someone else's key: refused.
         let stranger = NodeKey::generate();
         assert!(matches!(
-            answer(
-                &store,
-                &me,
-                &trust,
-                &log.public(),
-                &signed(&stranger, &leaves),
-                10,
-                &[]
-            ),
+            ask(&signed(&stranger, &leaves), 10, &[]),
             ControlResponse::Denied { .. }
         ));
     }

@@ -82,22 +82,21 @@ fn peer_addresses(
     configured: &std::collections::BTreeMap<String, Vec<String>>,
     flags: &[String],
 ) -> Result<PeerAddresses> {
-    let mut table: std::collections::BTreeMap<String, Vec<String>> = configured.clone();
-    let mut flagged = std::collections::HashSet::new();
+    let mut flagged: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for flag in flags {
         let (trust, addr) = flag.split_once('=').with_context(|| {
             format!(
                 "--peer-address {flag:?}: expected TRUST=MULTIADDR, e.g. RAE=/ip4/10.0.0.2/tcp/7400"
             )
         })?;
-        if flagged.insert(trust.to_string()) {
-            table.insert(trust.to_string(), Vec::new());
-        }
-        table
+        flagged
             .entry(trust.to_string())
             .or_default()
             .push(addr.to_string());
     }
+    // A trust named by flags gets exactly the flagged addresses.
+    let mut table = configured.clone();
+    table.extend(flagged);
     table
         .into_iter()
         .map(|(trust, addrs)| {

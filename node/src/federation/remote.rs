@@ -90,8 +90,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub enum RemoteError {
     #[error("slide {0} is not shared with this trust")]
     NotShared(SlideId),
-    /// The grant for the slide ended (expired or revoked): nothing of it may be shown,
-    /// not even tiles already cached here.
+    /// The grant for the slide expired: nothing of it may be shown, not even tiles already
+    /// cached here. (A revoked grant's slide is gone from the store: `NotShared`.)
     #[error("{0}")]
     Withdrawn(String),
     #[error("{0}")]
@@ -325,21 +325,22 @@ impl Federation {
                 continue;
             }
             let store = self.store.clone();
-            match tokio::task::spawn_blocking(move || store.withdraw_grant(&id)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(_)) => {
+            let withdrawn = tokio::task::spawn_blocking(move || store.withdraw_grant(&id))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match withdrawn {
+                Ok(0) => {}
+                Ok(_) => {
                     self.withdrawals
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     info!(grant = %id, slide = %stored.grant.slide, owner = %stored.grant.owner,
                         "grant expired: shared slide withdrawn");
                 }
-                Ok(Err(e)) => {
+                Err(error) => {
+                    // Swept again on the next round.
                     lock(&self.remote.expired).remove(&id);
-                    warn!(grant = %id, error = %e, "cannot withdraw the slide of an expired grant");
-                }
-                Err(e) => {
-                    lock(&self.remote.expired).remove(&id);
-                    warn!(grant = %id, error = %e, "cannot withdraw the slide of an expired grant");
+                    warn!(grant = %id, error, "cannot withdraw the slide of an expired grant");
                 }
             }
         }

@@ -37,7 +37,7 @@ pub async fn run(fed: Arc<Federation>) {
             _ = poll.tick() => {
                 adopt_stored_roster(&fed, &mut announced).await;
                 deliver_outbox(&fed, &mut gossiped).await;
-                fetch_missing_manifests(&fed).await;
+                review_received_grants(&fed).await;
             }
             _ = pull.tick() => pull_rosters(&fed).await,
             _ = checkpoint.tick() => checkpoint_and_cosign(&fed).await,
@@ -296,7 +296,7 @@ async fn deliver_outbox(
 
 /// Received grants: withdraws the slides of expired ones, and fetches the manifests not here
 /// yet (the owner was down when the grant came).
-async fn fetch_missing_manifests(fed: &Arc<Federation>) {
+async fn review_received_grants(fed: &Arc<Federation>) {
     let store = fed.store.clone();
     let Ok(Ok(grants)) = tokio::task::spawn_blocking(move || store.grants()).await else {
         return;

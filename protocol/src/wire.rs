@@ -2,10 +2,14 @@
 //! framing. Encoding is postcard (the node's codecs add a length prefix and cap every read
 //! at the limits below); this module does no I/O.
 //!
-//! Tile stream (`/slidemesh/tiles/1`), one batch per stream:
-//! - requester: `u32` little-endian length, then postcard([`TileRequest`]).
-//! - server, for each requested tile in order: one status byte ([`TileStatus`]); for `Ok`
-//!   a `u32` little-endian length and the tile's bytes follow. `Denied` ends the stream.
+//! Tile stream (`/slidemesh/tiles/2`): a long-lived stream carrying any number of batches,
+//! requests pipelined, answers in the order of the requests.
+//! - server, once when it accepts the stream: [`TILE_SESSION_READY`]. A stream that ends
+//!   before it was never served (the server refused or dropped it) and may be retried.
+//! - requester, per batch: `u32` little-endian length, then postcard([`TileRequest`]).
+//! - server, per batch: either one `Denied` status byte (nothing else for that batch), or
+//!   for each requested tile in order one status byte ([`TileStatus`]); for `Ok` a `u32`
+//!   little-endian length and the tile's bytes follow.
 //!
 //! The requester hashes every tile and compares it with the id it asked for before it
 //! uses or caches it; a server is never trusted with content.
@@ -21,8 +25,8 @@ use crate::roster::SignedRoster;
 
 /// Request-response protocol for manifests, grants, revocations and rosters.
 pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/1";
-/// Stream protocol for batches of tiles.
-pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/1";
+/// Stream protocol for batches of tiles (2: several batches per stream, in order).
+pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/2";
 /// Kademlia protocol name: private to the federation, so the node never joins a public DHT.
 pub const KAD_PROTOCOL: &str = "/slidemesh/kad/1";
 /// Identify protocol version string.
@@ -97,6 +101,9 @@ pub struct TileRequest {
     pub grant: SignedGrant,
     pub tiles: Vec<TileId>,
 }
+
+/// The server's first byte on a tile stream it accepted.
+pub const TILE_SESSION_READY: u8 = 0x53;
 
 /// Per-tile status byte on the tile stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -115,8 +115,14 @@ pub async fn associated(
     send_tile(&state, tile, &request).await
 }
 
-/// What a viewer asks for next: the tiles around this one on the same level (a 7 x 7
-/// window, which holds a first screen) and the four under it on the next finer level.
+/// Levels with at most this many tiles are fetched whole when any of their tiles is asked
+/// for: a viewer opening a slide shows the whole slide, one coarse level of a few dozen
+/// tiles, and a screen in one batch is one round trip to the peer instead of several.
+const WHOLE_LEVEL_TILES: usize = 128;
+
+/// What a viewer asks for next: the tiles around this one on the same level (the whole
+/// level when it is small, else a 7 x 7 window, which holds most of a screen) and the four
+/// under it on the next finer level.
 fn prefetch_around(
     view: &SlideView,
     level: usize,
@@ -128,11 +134,16 @@ fn prefetch_around(
     let mut screen = Vec::new();
     let mut out = Vec::new();
     let grid = &levels[level];
-    for dr in -RADIUS..=RADIUS {
-        for dc in -RADIUS..=RADIUS {
-            let (c, r) = (col as i64 + dc, row as i64 + dr);
-            if (dc, dr) != (0, 0) && c >= 0 && r >= 0 {
-                screen.extend(grid.tile_at(c as u32, r as u32));
+    if grid.tiles.len() <= WHOLE_LEVEL_TILES {
+        let this = grid.tile_at(col, row);
+        screen.extend(grid.tiles.iter().filter(|t| Some(**t) != this));
+    } else {
+        for dr in -RADIUS..=RADIUS {
+            for dc in -RADIUS..=RADIUS {
+                let (c, r) = (col as i64 + dc, row as i64 + dr);
+                if (dc, dr) != (0, 0) && c >= 0 && r >= 0 {
+                    screen.extend(grid.tile_at(c as u32, r as u32));
+                }
             }
         }
     }

@@ -40,10 +40,19 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Waiter = oneshot::Sender<Result<Vec<u8>, String>>;
 
+/// One tile being fetched: who waits for it, and its bytes once they arrived verified (kept
+/// until the tile is in the cache, so askers in between are answered at once instead of
+/// waiting for the rest of the batch to be written).
+#[derive(Default)]
+struct Flight {
+    waiters: Vec<Waiter>,
+    arrived: Option<Vec<u8>>,
+}
+
 /// Fetch bookkeeping shared by every request.
 pub struct RemoteState {
     /// Tiles being fetched, with everyone waiting for each.
-    in_flight: Mutex<HashMap<TileId, Vec<Waiter>>>,
+    in_flight: Mutex<HashMap<TileId, Flight>>,
     /// Tiles waiting to join a batch, per slide and priority (true: someone waits).
     queued: Mutex<HashMap<(SlideId, bool), Vec<TileId>>>,
     /// Seconds per batch of the last batch from each peer (smaller is faster).
@@ -193,12 +202,18 @@ impl Federation {
             let mut in_flight = lock(&self.remote.in_flight);
             for tile in tiles {
                 if !in_flight.contains_key(tile) {
-                    in_flight.insert(*tile, Vec::new());
+                    in_flight.insert(*tile, Flight::default());
                     fresh.push(*tile);
                 }
             }
             for (tile, tx) in waiters {
-                in_flight.entry(tile).or_default().push(tx);
+                let flight = in_flight.entry(tile).or_default();
+                match &flight.arrived {
+                    Some(bytes) => {
+                        let _ = tx.send(Ok(bytes.clone()));
+                    }
+                    None => flight.waiters.push(tx),
+                }
             }
         }
         if fresh.is_empty() {
@@ -237,8 +252,8 @@ impl Federation {
         {
             let mut in_flight = lock(&self.remote.in_flight);
             for tile in tiles {
-                if let Some(waiters) = in_flight.remove(&tile) {
-                    promoted.extend(waiters.into_iter().map(|w| (tile, w)));
+                if let Some(flight) = in_flight.remove(&tile) {
+                    promoted.extend(flight.waiters.into_iter().map(|w| (tile, w)));
                 }
             }
         }
@@ -248,11 +263,15 @@ impl Federation {
         }
     }
 
-    /// Answers everyone waiting for `tile` so far, leaving it marked in flight.
+    /// Answers everyone waiting for `tile` so far and keeps its bytes for later askers,
+    /// leaving it in flight until it is cached.
     fn answer(&self, tile: &TileId, bytes: &[u8]) {
         let waiters = lock(&self.remote.in_flight)
             .get_mut(tile)
-            .map(std::mem::take)
+            .map(|flight| {
+                flight.arrived = Some(bytes.to_vec());
+                std::mem::take(&mut flight.waiters)
+            })
             .unwrap_or_default();
         for w in waiters {
             let _ = w.send(Ok(bytes.to_vec()));
@@ -263,6 +282,7 @@ impl Federation {
     fn finish(&self, tile: &TileId, result: Result<Vec<u8>, String>) {
         let waiters = lock(&self.remote.in_flight)
             .remove(tile)
+            .map(|flight| flight.waiters)
             .unwrap_or_default();
         for w in waiters {
             let _ = w.send(result.clone());
@@ -358,7 +378,8 @@ impl Federation {
         if !fresh {
             let fed = self.clone();
             let slide = *slide;
-            tokio::spawn(async move { fed.lookup_providers(slide).await });
+            let known: Vec<PeerId> = peers.clone();
+            tokio::spawn(async move { fed.lookup_providers(slide, &known).await });
         }
         for p in found {
             if !peers.contains(&p) {
@@ -374,15 +395,23 @@ impl Federation {
         peers
     }
 
-    /// Asks Kademlia who provides the slide, remembers and returns the answer.
-    async fn lookup_providers(&self, slide: SlideId) -> Vec<PeerId> {
+    /// Asks Kademlia who provides the slide, remembers and returns the answer. The lookup
+    /// ends early once it found a provider not in `known`.
+    async fn lookup_providers(&self, slide: SlideId, known: &[PeerId]) -> Vec<PeerId> {
         let mut found = Vec::new();
         if let Some(network) = self.network() {
-            let lookup = tokio::time::timeout(Duration::from_secs(2), network.providers(slide));
-            if let Ok(Ok(set)) = lookup.await {
-                let local = network.local_peer_id();
-                found.extend(set.into_iter().filter(|p| *p != local));
+            let besides = known.iter().copied().collect();
+            let lookup =
+                tokio::time::timeout(Duration::from_secs(2), network.providers(slide, besides));
+            match lookup.await {
+                Ok(Ok(set)) => {
+                    let local = network.local_peer_id();
+                    found.extend(set.into_iter().filter(|p| *p != local));
+                }
+                Ok(Err(e)) => debug!(%slide, error = %e, "provider lookup failed"),
+                Err(_) => debug!(%slide, "provider lookup timed out"),
             }
+            debug!(%slide, providers = found.len(), "providers looked up");
         }
         lock(&self.remote.providers).insert(slide, (Instant::now(), found.clone()));
         found
@@ -413,6 +442,11 @@ impl Federation {
         let Some(network) = self.network().cloned() else {
             return self.fail_all(&tiles, "network not started");
         };
+        let lane = if demanded {
+            crate::net::Lane::Demanded
+        } else {
+            crate::net::Lane::Prefetch
+        };
         let mut missing: Vec<TileId> = tiles;
         let mut last_error = String::from("no peer holds this slide");
         let mut candidates = self.sources(&slide, owner);
@@ -425,7 +459,7 @@ impl Federation {
                     break;
                 }
                 looked_up = true;
-                let fresh = self.lookup_providers(slide).await;
+                let fresh = self.lookup_providers(slide, &tried).await;
                 candidates.extend(fresh.into_iter().filter(|p| !tried.contains(p)));
                 continue;
             };
@@ -445,16 +479,16 @@ impl Federation {
                     BATCH_TIMEOUT,
                     // Each tile goes to its waiters the moment it arrived and hashed right,
                     // not when the whole batch is in.
-                    network.fetch_tiles(peer, &request, |tile, bytes| {
+                    network.fetch_tiles(peer, lane, &request, |tile, bytes| {
                         self.answer(&tile, &bytes);
                         got.push((tile, bytes));
                     }),
                 )
                 .await;
                 // Tiles verified before any failure are good whatever came after. Their
-                // waiters were answered as they arrived; each stays "in flight" until it is
-                // cached (on the blocking pool), so a request in between waits for the
-                // cache instead of fetching it again.
+                // waiters were answered as they arrived; each stays "in flight", with its
+                // bytes, until it is cached (on the blocking pool), so a request in between
+                // is answered from memory instead of fetching it again.
                 let arrived: std::collections::HashSet<TileId> =
                     got.iter().map(|(t, _)| *t).collect();
                 if let Some(g) = &granted

@@ -97,6 +97,11 @@ pub fn build_swarm(keypair: Keypair) -> Result<Swarm<Behaviour>, NetError> {
                 // Try a member's addresses one at a time, QUIC first: dialling QUIC and TCP at
                 // once leaves a second connection that is torn down under the first streams.
                 .with_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+                // Outbound streams name one protocol each, which every member's node
+                // speaks: send the request with the protocol proposal instead of waiting a
+                // round trip for its confirmation (a tile batch costs one round trip, not
+                // two). A peer that refuses the protocol still fails the stream cleanly.
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
         .build();
     Ok(swarm)

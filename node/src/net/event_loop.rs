@@ -38,7 +38,7 @@ pub(crate) struct EventLoop {
         request_response::OutboundRequestId,
         oneshot::Sender<Result<ControlResponse, NetError>>,
     >,
-    pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    pending_providers: HashMap<kad::QueryId, ProviderLookup>,
     topic: gossipsub::IdentTopic,
     listening: Vec<Multiaddr>,
 }
@@ -191,10 +191,22 @@ impl EventLoop {
                     warn!(%slide, error = %e, "cannot announce as provider");
                 }
             }
-            Command::Providers { slide, reply } => {
+            Command::Providers {
+                slide,
+                mut besides,
+                reply,
+            } => {
                 let key = kad::RecordKey::new(slide.as_bytes());
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
-                self.pending_providers.insert(id, (HashSet::new(), reply));
+                besides.insert(*self.swarm.local_peer_id());
+                self.pending_providers.insert(
+                    id,
+                    ProviderLookup {
+                        found: HashSet::new(),
+                        besides,
+                        reply,
+                    },
+                );
             }
             Command::Publish { announcement } => {
                 let Ok(bytes) = postcard::to_stdvec(&announcement) else {
@@ -330,23 +342,33 @@ impl EventLoop {
                 step,
                 ..
             }) => {
-                if let Some((found, _)) = self.pending_providers.get_mut(&id)
+                if let Some(lookup) = self.pending_providers.get_mut(&id)
                     && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
                 {
-                    found.extend(providers);
+                    lookup.found.extend(providers);
                 }
-                // Answer as soon as someone was found; the caller tries them in turn.
-                let found_some = self
+                // Answer as soon as a provider the caller does not know yet was found (it
+                // tries them in turn), else when the query ends.
+                let found_new = self
                     .pending_providers
                     .get(&id)
-                    .is_some_and(|(found, _)| !found.is_empty());
-                if (step.last || found_some)
-                    && let Some((found, reply)) = self.pending_providers.remove(&id)
+                    .is_some_and(|lookup| lookup.found.iter().any(|p| !lookup.besides.contains(p)));
+                if (step.last || found_new)
+                    && let Some(lookup) = self.pending_providers.remove(&id)
                 {
-                    let _ = reply.send(found);
+                    let _ = lookup.reply.send(lookup.found);
                 }
             }
             _ => {}
         }
     }
+}
+
+/// A Kademlia provider lookup in progress.
+struct ProviderLookup {
+    found: HashSet<PeerId>,
+    /// Providers the caller already knows of (and this node): finding only these does not
+    /// end the lookup early.
+    besides: HashSet<PeerId>,
+    reply: oneshot::Sender<HashSet<PeerId>>,
 }

@@ -28,7 +28,7 @@ use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, Ti
 use slidemesh_protocol::{NodeKey, SlideId, TileId};
 use tokio::sync::{mpsc, oneshot};
 
-pub use tiles::FetchError;
+pub use tiles::{FetchError, Lane};
 
 /// What the network asks of the rest of the node when peers talk to it.
 pub trait Inbound: Send + Sync + 'static {
@@ -83,6 +83,7 @@ pub(crate) enum Command {
     },
     Providers {
         slide: SlideId,
+        besides: HashSet<PeerId>,
         reply: oneshot::Sender<HashSet<PeerId>>,
     },
     Publish {
@@ -110,7 +111,7 @@ pub struct NetStatus {
 #[derive(Clone)]
 pub struct Network {
     commands: mpsc::Sender<Command>,
-    streams: libp2p_stream::Control,
+    tiles: tiles::TileClient,
     local: PeerId,
 }
 
@@ -130,7 +131,7 @@ impl Network {
         Ok((
             Network {
                 commands,
-                streams,
+                tiles: tiles::TileClient::new(streams),
                 local,
             },
             task,
@@ -174,10 +175,20 @@ impl Network {
         self.send(Command::Provide { slide }).await
     }
 
-    /// Peers that announced (through Kademlia) that they hold tiles of `slide`.
-    pub async fn providers(&self, slide: SlideId) -> Result<HashSet<PeerId>, NetError> {
+    /// Peers that announced (through Kademlia) that they hold tiles of `slide`. Answers as
+    /// soon as one not in `besides` (sources the caller knows already) is found.
+    pub async fn providers(
+        &self,
+        slide: SlideId,
+        besides: HashSet<PeerId>,
+    ) -> Result<HashSet<PeerId>, NetError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Providers { slide, reply }).await?;
+        self.send(Command::Providers {
+            slide,
+            besides,
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| NetError::Stopped)
     }
 
@@ -191,15 +202,16 @@ impl Network {
         answer.await.map_err(|_| NetError::Stopped)
     }
 
-    /// Fetches one batch of tiles from `peer` on its own stream (see [`tiles::fetch_batch`]).
+    /// Fetches one batch of tiles from `peer` on one of its tile sessions in `lane` (see
+    /// [`tiles::TileClient::fetch`]).
     pub async fn fetch_tiles(
         &self,
         peer: PeerId,
+        lane: Lane,
         request: &TileRequest,
         on_tile: impl FnMut(TileId, Vec<u8>),
     ) -> Result<(), FetchError> {
-        let mut streams = self.streams.clone();
-        tiles::fetch_batch(&mut streams, peer, request, on_tile).await
+        self.tiles.fetch(peer, lane, request, on_tile).await
     }
 
     /// Asks the event loop to close every connection and stop. In-flight tile streams run

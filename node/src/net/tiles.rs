@@ -1,20 +1,31 @@
-//! The tile stream protocol (`/slidemesh/tiles/1`, framing in `slidemesh_protocol::wire`):
-//! the server loop that answers batches, and the client call that fetches one batch and
-//! verifies every tile against its id.
+//! The tile stream protocol (`/slidemesh/tiles/2`, framing in `slidemesh_protocol::wire`):
+//! the server loop that answers batches, and the client that fetches batches and verifies
+//! every tile against its id.
 //!
-//! Tile bytes never pass through the swarm's event loop: each batch is its own libp2p
-//! stream, served by its own task.
+//! A requester keeps a few long-lived streams ("sessions") to each peer, in two lanes
+//! (tiles someone waits for, and prefetch), and pipelines batch requests on them, a bounded
+//! number in flight per session; the server answers each stream's batches in order. Why not
+//! a stream per batch: libp2p-stream hands inbound streams to the server over a one-slot
+//! channel and drops any that arrive while it is full, so a burst of batches lost some of
+//! them; and every new stream costs a protocol negotiation.
+//!
+//! Tile bytes never pass through the swarm's event loop: each session is served by its own
+//! task on the server, and read by its own task on the client.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use slidemesh_protocol::TileId;
 use slidemesh_protocol::wire::{
-    MAX_TILE_BYTES, MAX_TILE_REQUEST, MAX_TILES_PER_REQUEST, TILES_PROTOCOL, TileRequest,
-    TileStatus,
+    MAX_TILE_BYTES, MAX_TILE_REQUEST, MAX_TILES_PER_REQUEST, TILE_SESSION_READY, TILES_PROTOCOL,
+    TileRequest, TileStatus,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Inbound;
@@ -25,14 +36,39 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new(TILES_PROTOCOL);
 /// Tiles read from disk per trip to the blocking pool.
 const READ_CHUNK: usize = 16;
 
-/// How many tile batches this node serves at once, across all peers.
-const MAX_CONCURRENT_BATCHES: usize = 64;
+/// Tile sessions this node serves at once, across all peers.
+const MAX_SESSIONS: usize = 128;
+/// Tile sessions one peer may hold open with this node.
+const MAX_SESSIONS_PER_PEER: usize = 8;
+
+/// Sessions a requester opens per peer and lane.
+const SESSIONS_PER_LANE: usize = 4;
+/// Batches requested and not yet answered, per session.
+const MAX_PENDING_PER_SESSION: usize = 4;
+/// New streams tried for one batch when the peer drops them unserved.
+const OPEN_TRIES: u32 = 4;
+/// A session waiting for an answer that sees no byte for this long is closed.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which sessions a batch travels on: prefetch never queues in front of tiles a viewer is
+/// waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Someone waits for these tiles.
+    Demanded,
+    /// Prefetch: nobody waits yet.
+    Prefetch,
+}
 
 /// Why fetching a batch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("cannot open a tile stream to {peer}: {reason}")]
     Open { peer: PeerId, reason: String },
+    /// The peer's node closed a new tile stream without serving it (it was over a limit,
+    /// or libp2p dropped it while handing it over): the batch is sent again on a new one.
+    #[error("{peer} did not accept a tile stream")]
+    NotAccepted { peer: PeerId },
     #[error("tile stream with {peer} failed: {source}")]
     Io {
         peer: PeerId,
@@ -49,16 +85,25 @@ pub enum FetchError {
 impl FetchError {
     /// Whether the stream broke (connection closed or not yet open): worth another try.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Open { .. } | Self::Io { .. })
+        matches!(
+            self,
+            Self::Open { .. } | Self::Io { .. } | Self::NotAccepted { .. }
+        )
     }
 
     /// Whether the peer misbehaved (as opposed to being unreachable or unwilling).
     pub fn is_corrupt(&self) -> bool {
         matches!(self, Self::Corrupt { .. } | Self::Protocol { .. })
     }
+
+    /// Whether the session can carry on after this batch (the peer refused it in good
+    /// order); otherwise the stream is out of step or broken and is closed.
+    fn keeps_session(&self) -> bool {
+        matches!(self, Self::Denied { .. })
+    }
 }
 
-/// Accepts tile streams until the swarm goes away; one task per batch.
+/// Accepts tile sessions until the swarm goes away; one task per session.
 pub async fn serve(mut control: libp2p_stream::Control, inbound: Arc<dyn Inbound>) {
     let mut incoming = match control.accept(PROTOCOL) {
         Ok(incoming) => incoming,
@@ -67,16 +112,37 @@ pub async fn serve(mut control: libp2p_stream::Control, inbound: Arc<dyn Inbound
             return;
         }
     };
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_BATCHES));
+    let permits = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
     while let Some((peer, stream)) = incoming.next().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        // Never wait here: streams that arrive while this loop is busy are dropped by
+        // libp2p-stream. Over the limits, the stream is closed at once instead.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%peer, "too many tile sessions; refusing one");
+            continue;
         };
+        {
+            let mut counts = lock(&per_peer);
+            let count = counts.entry(peer).or_default();
+            if *count >= MAX_SESSIONS_PER_PEER {
+                warn!(%peer, "peer holds too many tile sessions; refusing one");
+                continue;
+            }
+            *count += 1;
+        }
         let inbound = inbound.clone();
+        let per_peer = per_peer.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = serve_batch(peer, stream, inbound).await {
-                    debug!(error = %e, "tile batch ended early");
+                if let Err(e) = serve_session(peer, stream, inbound).await {
+                    debug!(error = %e, "tile session ended early");
+                }
+                let mut counts = lock(&per_peer);
+                if let Some(count) = counts.get_mut(&peer) {
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(&peer);
+                    }
                 }
                 drop(permit);
             }
@@ -85,24 +151,46 @@ pub async fn serve(mut control: libp2p_stream::Control, inbound: Arc<dyn Inbound
     }
 }
 
-async fn serve_batch(
+/// Answers one session's batches in order until the requester closes it.
+async fn serve_session(
     peer: PeerId,
     mut stream: Stream,
     inbound: Arc<dyn Inbound>,
 ) -> std::io::Result<()> {
-    let request: TileRequest = read_message(&mut stream, MAX_TILE_REQUEST).await?;
-    if request.tiles.len() > MAX_TILES_PER_REQUEST {
-        stream.write_all(&[TileStatus::Denied as u8]).await?;
-        return stream.close().await;
+    stream.write_all(&[TILE_SESSION_READY]).await?;
+    stream.flush().await?;
+    loop {
+        let request: TileRequest = match read_message(&mut stream, MAX_TILE_REQUEST).await {
+            Ok(request) => request,
+            // The requester closed the session between batches.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return stream.close().await;
+            }
+            Err(e) => return Err(e),
+        };
+        serve_batch(peer, &mut stream, &*inbound, request).await?;
     }
+}
+
+async fn serve_batch(
+    peer: PeerId,
+    stream: &mut Stream,
+    inbound: &dyn Inbound,
+    request: TileRequest,
+) -> std::io::Result<()> {
     let slide = request.slide;
-    let started = std::time::Instant::now();
+    if request.tiles.len() > MAX_TILES_PER_REQUEST {
+        warn!(%slide, tiles = request.tiles.len(), "tile request too large; denied");
+        stream.write_all(&[TileStatus::Denied as u8]).await?;
+        return stream.flush().await;
+    }
+    let started = Instant::now();
     let authorized = inbound.authorize_tiles(peer, &request).await;
     let authorize_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Err(reason) = authorized {
         warn!(%slide, reason, "tile request denied");
         stream.write_all(&[TileStatus::Denied as u8]).await?;
-        return stream.close().await;
+        return stream.flush().await;
     }
     // Reads go to the blocking pool a chunk at a time: one hop per chunk, not per tile,
     // and the next chunk is read while this one is being sent.
@@ -124,6 +212,7 @@ async fn serve_batch(
         }
         stream.write_all(&out).await?;
     }
+    stream.flush().await?;
     debug!(
         %slide,
         tiles = request.tiles.len(),
@@ -131,33 +220,299 @@ async fn serve_batch(
         total_ms = started.elapsed().as_secs_f64() * 1000.0,
         "tile batch served"
     );
-    stream.close().await
+    Ok(())
 }
 
-/// Fetches one batch from `peer`, calling `on_tile` with each tile as soon as it arrived
-/// and hashed to its id. Missing tiles are skipped. Stops at the first wrong byte.
-pub async fn fetch_batch(
-    control: &mut libp2p_stream::Control,
+/// The requesting side: sessions per peer and lane, opened on first use and replaced when
+/// they break. Cheap to clone.
+#[derive(Clone)]
+pub struct TileClient {
+    control: libp2p_stream::Control,
+    lanes: Arc<Mutex<HashMap<(PeerId, Lane), LaneSessions>>>,
+}
+
+/// The sessions of one peer and lane; locked while one is chosen or opened.
+type LaneSessions = Arc<tokio::sync::Mutex<Vec<Arc<Session>>>>;
+
+/// One long-lived tile stream: requests are written under `writer`'s lock, and queued for
+/// the session's reader task in the same order, which matches answers to requests.
+struct Session {
+    writer: tokio::sync::Mutex<WriteHalf<Stream>>,
+    pending: mpsc::UnboundedSender<Pending>,
+    slots: Arc<Semaphore>,
+    /// Batches requested and not yet answered (picks the least busy session).
+    load: AtomicUsize,
+    /// Set when the stream broke; the session is replaced on next use.
+    dead: AtomicBool,
+    /// Set when the server's ready byte arrived.
+    accepted: AtomicBool,
+}
+
+/// Marks a session dead when dropped before [`Self::done`].
+struct DeadUnlessDone<'a>(&'a AtomicBool, bool);
+
+impl DeadUnlessDone<'_> {
+    fn done(mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for DeadUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A batch waiting for its answer, with where its tiles go.
+struct Pending {
+    tiles: Vec<TileId>,
+    sink: mpsc::UnboundedSender<Event>,
+}
+
+enum Event {
+    Tile(TileId, Vec<u8>),
+    Done(Result<(), FetchError>),
+}
+
+impl TileClient {
+    pub fn new(control: libp2p_stream::Control) -> Self {
+        Self {
+            control,
+            lanes: Arc::default(),
+        }
+    }
+
+    /// Fetches one batch from `peer`, calling `on_tile` with each tile as soon as it
+    /// arrived and hashed to its id. Missing tiles are skipped. Stops at the first wrong
+    /// byte.
+    pub async fn fetch(
+        &self,
+        peer: PeerId,
+        lane: Lane,
+        request: &TileRequest,
+        mut on_tile: impl FnMut(TileId, Vec<u8>),
+    ) -> Result<(), FetchError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.fetch_once(peer, lane, request, &mut on_tile).await {
+                // Nothing arrived on that stream: send the batch again on a new one.
+                Err(FetchError::NotAccepted { .. }) if tries < OPEN_TRIES => {
+                    debug!(%peer, ?lane, tries, "tile stream not accepted; opening another");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        peer: PeerId,
+        lane: Lane,
+        request: &TileRequest,
+        on_tile: &mut impl FnMut(TileId, Vec<u8>),
+    ) -> Result<(), FetchError> {
+        let started = Instant::now();
+        let session = self.session(peer, lane).await?;
+        let _slot = session.slots.acquire().await.map_err(|_| FetchError::Io {
+            peer,
+            source: std::io::Error::other("tile session closed"),
+        })?;
+        let queued_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (sink, mut events) = mpsc::unbounded_channel();
+        {
+            let mut writer = session.writer.lock().await;
+            if session.dead.load(Ordering::SeqCst) {
+                return Err(FetchError::Io {
+                    peer,
+                    source: std::io::Error::other("tile session closed"),
+                });
+            }
+            let pending = Pending {
+                tiles: request.tiles.clone(),
+                sink,
+            };
+            if session.pending.send(pending).is_err() {
+                session.dead.store(true, Ordering::SeqCst);
+                return Err(FetchError::Io {
+                    peer,
+                    source: std::io::Error::other("tile session closed"),
+                });
+            }
+            session.load.fetch_add(1, Ordering::SeqCst);
+            // A request written in part (the caller gave up mid-write, or the write
+            // failed) leaves the stream out of step: the session is not used again.
+            let unfinished = DeadUnlessDone(&session.dead, false);
+            let written = write_message(&mut *writer, request).await;
+            if let Err(source) = written {
+                // The reader fails any batch behind this one when the stream ends.
+                debug!(%peer, error = %source, "cannot write a tile request");
+                if !session.accepted.load(Ordering::SeqCst) {
+                    // Lazy negotiation: a stream the server dropped unserved fails the
+                    // first write.
+                    return Err(FetchError::NotAccepted { peer });
+                }
+                return Err(FetchError::Io { peer, source });
+            }
+            unfinished.done();
+        }
+        let mut first_tile_ms = None;
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Tile(tile, bytes) => {
+                    first_tile_ms.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
+                    on_tile(tile, bytes);
+                }
+                Event::Done(result) => {
+                    debug!(
+                        %peer,
+                        ?lane,
+                        tiles = request.tiles.len(),
+                        queued_ms,
+                        first_tile_ms,
+                        total_ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "tile batch read"
+                    );
+                    return result;
+                }
+            }
+        }
+        Err(FetchError::Io {
+            peer,
+            source: std::io::Error::other("tile session closed"),
+        })
+    }
+
+    /// The least busy live session to `peer` in `lane`, opening one while there are fewer
+    /// than [`SESSIONS_PER_LANE`] and all are busy.
+    async fn session(&self, peer: PeerId, lane: Lane) -> Result<Arc<Session>, FetchError> {
+        let slot = lock(&self.lanes).entry((peer, lane)).or_default().clone();
+        let mut sessions = slot.lock().await;
+        sessions.retain(|s| !s.dead.load(Ordering::SeqCst));
+        let idle = sessions
+            .iter()
+            .min_by_key(|s| s.load.load(Ordering::SeqCst))
+            .filter(|s| s.load.load(Ordering::SeqCst) == 0 || sessions.len() >= SESSIONS_PER_LANE)
+            .cloned();
+        if let Some(session) = idle {
+            return Ok(session);
+        }
+        let stream = self
+            .control
+            .clone()
+            .open_stream(peer, PROTOCOL)
+            .await
+            .map_err(|e| FetchError::Open {
+                peer,
+                reason: e.to_string(),
+            })?;
+        let (reader, writer) = stream.split();
+        let (pending, queue) = mpsc::unbounded_channel();
+        let session = Arc::new(Session {
+            writer: tokio::sync::Mutex::new(writer),
+            pending,
+            slots: Arc::new(Semaphore::new(MAX_PENDING_PER_SESSION)),
+            load: AtomicUsize::new(0),
+            dead: AtomicBool::new(false),
+            accepted: AtomicBool::new(false),
+        });
+        tokio::spawn(
+            read_answers(peer, reader, queue, Arc::downgrade(&session))
+                .instrument(info_span!("tile_session", %peer, ?lane)),
+        );
+        sessions.push(session.clone());
+        Ok(session)
+    }
+}
+
+/// A session's reader: answers arrive in the order the batches were requested. On a
+/// broken or misbehaving stream every batch still waiting fails, and the session is marked
+/// dead so the next batch opens a new one.
+async fn read_answers(
     peer: PeerId,
-    request: &TileRequest,
-    mut on_tile: impl FnMut(TileId, Vec<u8>),
+    mut reader: ReadHalf<Stream>,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    session: std::sync::Weak<Session>,
+) {
+    let mut accepted = false;
+    while let Some(pending) = queue.recv().await {
+        let result = if accepted {
+            read_batch(peer, &mut reader, &pending).await
+        } else {
+            match read_ready(peer, &mut reader).await {
+                Ok(()) => {
+                    accepted = true;
+                    if let Some(session) = session.upgrade() {
+                        session.accepted.store(true, Ordering::SeqCst);
+                    }
+                    read_batch(peer, &mut reader, &pending).await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let keep = result
+            .as_ref()
+            .map_or_else(FetchError::keeps_session, |_| true);
+        let _ = pending.sink.send(Event::Done(result));
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        session.load.fetch_sub(1, Ordering::SeqCst);
+        if !keep {
+            session.dead.store(true, Ordering::SeqCst);
+            session.slots.close();
+            queue.close();
+            while let Some(behind) = queue.recv().await {
+                let error = if accepted {
+                    FetchError::Io {
+                        peer,
+                        source: std::io::Error::other("tile session closed after an earlier error"),
+                    }
+                } else {
+                    FetchError::NotAccepted { peer }
+                };
+                let _ = behind.sink.send(Event::Done(Err(error)));
+            }
+            return;
+        }
+    }
+}
+
+/// Reads the server's first byte: the stream was accepted and will be served.
+async fn read_ready(peer: PeerId, reader: &mut ReadHalf<Stream>) -> Result<(), FetchError> {
+    let mut ready = [0u8; 1];
+    match read_exact(reader, &mut ready).await {
+        Ok(()) if ready[0] == TILE_SESSION_READY => Ok(()),
+        Ok(()) => Err(FetchError::Protocol {
+            peer,
+            detail: format!("tile session began with byte {}", ready[0]),
+        }),
+        // Closed or reset before the first byte: dropped unserved (QUIC resets a dropped
+        // stream, Yamux closes it).
+        Err(e) if e.kind() != std::io::ErrorKind::TimedOut => {
+            debug!(%peer, error = %e, "tile stream ended before it was served");
+            Err(FetchError::NotAccepted { peer })
+        }
+        Err(source) => Err(FetchError::Io { peer, source }),
+    }
+}
+
+/// Reads one batch's answer, sending each verified tile to the batch's sink.
+async fn read_batch(
+    peer: PeerId,
+    reader: &mut ReadHalf<Stream>,
+    pending: &Pending,
 ) -> Result<(), FetchError> {
     let io = |source| FetchError::Io { peer, source };
-    let mut stream = control
-        .open_stream(peer, PROTOCOL)
-        .await
-        .map_err(|e| FetchError::Open {
-            peer,
-            reason: e.to_string(),
-        })?;
-    write_message(&mut stream, request).await.map_err(io)?;
-    for &tile in &request.tiles {
+    for (index, &tile) in pending.tiles.iter().enumerate() {
         let mut status = [0u8; 1];
-        stream.read_exact(&mut status).await.map_err(io)?;
+        read_exact(reader, &mut status).await.map_err(io)?;
         match TileStatus::from_byte(status[0]) {
             Some(TileStatus::Ok) => {
                 let mut len = [0u8; 4];
-                stream.read_exact(&mut len).await.map_err(io)?;
+                read_exact(reader, &mut len).await.map_err(io)?;
                 let len = u32::from_le_bytes(len);
                 if len > MAX_TILE_BYTES {
                     return Err(FetchError::Protocol {
@@ -166,14 +521,21 @@ pub async fn fetch_batch(
                     });
                 }
                 let mut bytes = vec![0u8; len as usize];
-                stream.read_exact(&mut bytes).await.map_err(io)?;
+                read_exact(reader, &mut bytes).await.map_err(io)?;
                 if TileId::of(&bytes) != tile {
                     return Err(FetchError::Corrupt { peer, tile });
                 }
-                on_tile(tile, bytes);
+                let _ = pending.sink.send(Event::Tile(tile, bytes));
             }
             Some(TileStatus::Missing) => {}
-            Some(TileStatus::Denied) => return Err(FetchError::Denied { peer }),
+            // Only as a batch's first byte: the whole batch is refused.
+            Some(TileStatus::Denied) if index == 0 => return Err(FetchError::Denied { peer }),
+            Some(TileStatus::Denied) => {
+                return Err(FetchError::Protocol {
+                    peer,
+                    detail: "a refusal in the middle of a batch".into(),
+                });
+            }
             None => {
                 return Err(FetchError::Protocol {
                     peer,
@@ -183,4 +545,20 @@ pub async fn fetch_batch(
         }
     }
     Ok(())
+}
+
+/// `read_exact` that gives up when the peer sends nothing for [`STALL_TIMEOUT`].
+async fn read_exact(reader: &mut ReadHalf<Stream>, buf: &mut [u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(STALL_TIMEOUT, reader.read_exact(buf)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no data for {} s", STALL_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// Locks bookkeeping maps; a panic while one was held leaves only counts behind.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -18,7 +18,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::json;
 use slidemesh_node::datadir::DataDir;
-use slidemesh_node::net::{Inbound, NetConfig, Network};
+use slidemesh_node::net::{Inbound, Lane, NetConfig, Network};
 use slidemesh_node::store::Store;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{NodeKey, SlideId, TileId};
@@ -114,7 +114,7 @@ async fn fetch(
     let mut received = 0usize;
     let started = std::time::Instant::now();
     let result = network
-        .fetch_tiles(peer, &request, |_, _| received += 1)
+        .fetch_tiles(peer, Lane::Demanded, &request, |_, _| received += 1)
         .await;
     json!({
         "received": received,

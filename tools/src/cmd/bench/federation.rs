@@ -44,6 +44,9 @@ pub struct FederationBench {
     /// Skip the sendme reference
     #[arg(long)]
     no_sendme: bool,
+    /// Connect the nodes over TCP (Noise, Yamux) instead of QUIC, on loopback
+    #[arg(long)]
+    tcp: bool,
     /// Path of the sendme binary [default: sendme on PATH, else
     /// /var/cache/slidemesh-bench/bin/sendme]
     #[arg(long)]
@@ -109,6 +112,11 @@ pub fn run(args: FederationBench) -> Result<()> {
                 Ok(vec![format!("/ip4/127.0.0.1/tcp/{}", relay.port())])
             })
             .collect::<Result<Vec<_>>>()?
+    } else if args.tcp {
+        [&owner, &grantee]
+            .iter()
+            .map(|m| vec![format!("/ip4/127.0.0.1/tcp/{}", m.p2p_port)])
+            .collect()
     } else {
         Vec::new()
     };
@@ -201,8 +209,13 @@ pub fn run(args: FederationBench) -> Result<()> {
         grantee_node = restart_empty(&bin, &grantee, grantee_node, &base)?;
         let started = Instant::now();
         get_json(&format!("{base}/api/v1/slides/{slide}"))?;
+        let detail_ms = started.elapsed().as_secs_f64() * 1000.0;
         fetch_parallel(&viewport, 6)?;
         screens.push(started.elapsed().as_secs_f64() * 1000.0);
+        eprintln!(
+            "  screen: detail {detail_ms:.1} ms, total {:.1} ms",
+            screens.last().unwrap_or(&0.0)
+        );
     }
     screens.sort_by(f64::total_cmp);
     let p = |q: f64| screens[((screens.len() as f64 - 1.0) * q).round() as usize];

@@ -38,7 +38,19 @@ const PROVIDERS_TTL: Duration = Duration::from_secs(30);
 /// How long one batch may take before the next source is tried.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a prefetch batch waits for the batches someone waits for to finish.
+const PREFETCH_HOLD: Duration = Duration::from_secs(1);
+
 type Waiter = oneshot::Sender<Result<Vec<u8>, String>>;
+
+/// Wakes everyone waiting on the `Notify` when dropped (a batch ended, however it ended).
+struct NotifyOnDrop(Arc<tokio::sync::Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
 
 /// One tile being fetched: who waits for it, and its bytes once they arrived verified (kept
 /// until the tile is in the cache, so askers in between are answered at once instead of
@@ -61,6 +73,8 @@ pub struct RemoteState {
     /// Prefetch batches in flight are bounded apart, so they never hold up tiles a viewer
     /// is waiting for.
     prefetch_permits: Arc<Semaphore>,
+    /// Signalled whenever a batch someone waits for ends (prefetch waits for a quiet link).
+    demanded_done: Arc<tokio::sync::Notify>,
     /// The grant held for each shared slide, with the withdrawal count it was read at (a
     /// revocation invalidates it); reading it from the store decodes the whole manifest.
     grants: Mutex<HashMap<SlideId, (u64, SignedGrant, u64)>>,
@@ -80,6 +94,7 @@ impl Default for RemoteState {
             speed: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             prefetch_permits: Arc::new(Semaphore::new(MAX_PREFETCH_IN_FLIGHT)),
+            demanded_done: Arc::new(tokio::sync::Notify::new()),
             grants: Mutex::new(HashMap::new()),
             expired: Mutex::new(std::collections::HashSet::new()),
             providers: Mutex::new(HashMap::new()),
@@ -418,6 +433,8 @@ impl Federation {
     }
 
     async fn fetch_batch(self: Arc<Self>, slide: SlideId, tiles: Vec<TileId>, demanded: bool) {
+        // Declared before the permit, so dropped after it: waiters see the slot free.
+        let _done = demanded.then(|| NotifyOnDrop(self.remote.demanded_done.clone()));
         let _permit = if demanded {
             let Ok(permit) = self.remote.permits.clone().acquire_owned().await else {
                 return;
@@ -431,6 +448,9 @@ impl Federation {
                 Err(_) => return self.drop_prefetch(slide, tiles),
             }
         };
+        if !demanded {
+            self.wait_for_quiet_link().await;
+        }
         let fed = self.clone();
         let grant = match tokio::task::spawn_blocking(move || fed.grant_for(&slide)).await {
             Ok(Ok(grant)) => grant,
@@ -561,6 +581,22 @@ impl Federation {
             );
         }
         self.fail_all(&missing, &last_error);
+    }
+
+    /// Holds prefetch back while batches someone waits for are in flight (up to
+    /// [`PREFETCH_HOLD`]): on a fresh connection the congestion window is small, and the
+    /// next zoom level would share it with the screen the viewer is waiting for.
+    async fn wait_for_quiet_link(&self) {
+        let deadline = tokio::time::Instant::now() + PREFETCH_HOLD;
+        loop {
+            let notified = self.remote.demanded_done.notified();
+            if self.remote.permits.available_permits() == MAX_IN_FLIGHT {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// A peer as people know it: its trust's ODS code, with the PeerId for the logs.

@@ -13,6 +13,10 @@
 //! - Cut: open connections are closed at once (both ends see the stream end), and new
 //!   connections are accepted and closed, as a dead route or a firewall's reset would show.
 //!   Heal: new connections go through again; the nodes reconnect on their own.
+//!
+//! A UDP relay ([`Relays::udp_relay_from`]) carries QUIC the same way: each datagram is
+//! sent on `one_way` later; loss drops datagrams (QUIC sees real loss and recovers on its
+//! own); a cut drops every datagram until healed, which QUIC notices at its idle timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -163,6 +167,100 @@ impl Relays {
     }
 }
 
+impl Relays {
+    /// A UDP relay on a free loopback port forwarding datagrams to `upstream` under
+    /// `link`'s conditions, admitting only datagrams from `source_port` when given (libp2p's
+    /// QUIC sends from its listening port too). Each client address gets its own upstream
+    /// socket, so answers find their way back. Returns the relay's address.
+    pub fn udp_relay_from(
+        &self,
+        upstream: SocketAddr,
+        link: &Link,
+        source_port: Option<u16>,
+    ) -> std::io::Result<SocketAddr> {
+        let front = Arc::new(self.runtime.block_on(UdpSocket::bind("127.0.0.1:0"))?);
+        let addr = front.local_addr()?;
+        let link = link.clone();
+        self.runtime.spawn(async move {
+            let mut clients: std::collections::HashMap<SocketAddr, DelayedSender> =
+                std::collections::HashMap::new();
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                if source_port.is_some_and(|port| port != from.port()) {
+                    continue;
+                }
+                if !clients.contains_key(&from) {
+                    let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else {
+                        continue;
+                    };
+                    if back.connect(upstream).await.is_err() {
+                        continue;
+                    }
+                    let back = Arc::new(back);
+                    // Answers from upstream go back to this client through the front socket.
+                    let (front_out, link_back) = (front.clone(), link.clone());
+                    let reply = delayed_sender(move |bytes: Vec<u8>| {
+                        let front = front_out.clone();
+                        async move {
+                            let _ = front.send_to(&bytes, from).await;
+                        }
+                    });
+                    let back_in = back.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(n) = back_in.recv(&mut buf).await {
+                            reply.send(&link_back, &buf[..n]);
+                        }
+                    });
+                    let forward = delayed_sender(move |bytes: Vec<u8>| {
+                        let back = back.clone();
+                        async move {
+                            let _ = back.send(&bytes).await;
+                        }
+                    });
+                    clients.insert(from, forward);
+                }
+                if let Some(forward) = clients.get(&from) {
+                    forward.send(&link, &buf[..n]);
+                }
+            }
+        });
+        Ok(addr)
+    }
+}
+
+/// Datagrams in one direction, each sent when the link's delay says (in order); dropped
+/// while the link is cut, or at the loss rate.
+struct DelayedSender {
+    queue: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
+}
+
+impl DelayedSender {
+    fn send(&self, link: &Link, bytes: &[u8]) {
+        if link.state.cut.load(Ordering::SeqCst) || link.lost() {
+            return;
+        }
+        let _ = self
+            .queue
+            .send((Instant::now() + link.one_way(), bytes.to_vec()));
+    }
+}
+
+fn delayed_sender<F, Fut>(deliver: F) -> DelayedSender
+where
+    F: Fn(Vec<u8>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (queue, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            deliver(bytes).await;
+        }
+    });
+    DelayedSender { queue }
+}
+
 async fn relay(client: TcpStream, upstream: SocketAddr, link: Link) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
@@ -295,6 +393,52 @@ mod tests {
         link.heal();
         let mut healed = connect(addr);
         round_trip(&mut healed).unwrap();
+    }
+
+    #[test]
+    fn udp_relay_delays_cuts_and_heals_datagrams() {
+        let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        });
+        let relays = Relays::start().unwrap();
+        let link = Link::new();
+        link.set_one_way_delay(Duration::from_millis(40));
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = client.local_addr().unwrap().port();
+        let relay = relays.udp_relay_from(echo_addr, &link, Some(port)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let ping = |payload: &[u8]| -> Option<Duration> {
+            let started = std::time::Instant::now();
+            client.send_to(payload, relay).unwrap();
+            let mut buf = [0u8; 1500];
+            let (n, _) = client.recv_from(&mut buf).ok()?;
+            assert_eq!(&buf[..n], payload);
+            Some(started.elapsed())
+        };
+        let rtt = ping(b"one").expect("an answer through the relay");
+        assert!(rtt >= Duration::from_millis(80), "round trip {rtt:?}");
+        link.cut();
+        assert_eq!(ping(b"two"), None, "nothing crosses a cut link");
+        link.heal();
+        assert!(
+            ping(b"three").is_some(),
+            "a healed link carries datagrams again"
+        );
+        // Another sender (a third node) is not let through.
+        let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        stranger
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        stranger.send_to(b"four", relay).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(stranger.recv_from(&mut buf).is_err());
     }
 
     #[test]

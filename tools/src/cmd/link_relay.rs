@@ -189,36 +189,13 @@ impl Relays {
                 if source_port.is_some_and(|port| port != from.port()) {
                     continue;
                 }
-                if !clients.contains_key(&from) {
-                    let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else {
-                        continue;
-                    };
-                    if back.connect(upstream).await.is_err() {
-                        continue;
+                if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(from) {
+                    match open_udp_client(&front, from, upstream, &link).await {
+                        Some(forward) => {
+                            slot.insert(forward);
+                        }
+                        None => continue,
                     }
-                    let back = Arc::new(back);
-                    // Answers from upstream go back to this client through the front socket.
-                    let (front_out, link_back) = (front.clone(), link.clone());
-                    let reply = delayed_sender(move |bytes: Vec<u8>| {
-                        let front = front_out.clone();
-                        async move {
-                            let _ = front.send_to(&bytes, from).await;
-                        }
-                    });
-                    let back_in = back.clone();
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 65536];
-                        while let Ok(n) = back_in.recv(&mut buf).await {
-                            reply.send(&link_back, &buf[..n]);
-                        }
-                    });
-                    let forward = delayed_sender(move |bytes: Vec<u8>| {
-                        let back = back.clone();
-                        async move {
-                            let _ = back.send(&bytes).await;
-                        }
-                    });
-                    clients.insert(from, forward);
                 }
                 if let Some(forward) = clients.get(&from) {
                     forward.send(&link, &buf[..n]);
@@ -227,6 +204,39 @@ impl Relays {
         });
         Ok(addr)
     }
+}
+
+/// A new client of a UDP relay: its own socket to `upstream`, and a task carrying the
+/// answers back to `client` through `front`. Returns the sender towards upstream.
+async fn open_udp_client(
+    front: &Arc<UdpSocket>,
+    client: SocketAddr,
+    upstream: SocketAddr,
+    link: &Link,
+) -> Option<DelayedSender> {
+    let back = UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    back.connect(upstream).await.ok()?;
+    let back = Arc::new(back);
+    let front = front.clone();
+    let reply = delayed_sender(move |bytes: Vec<u8>| {
+        let front = front.clone();
+        async move {
+            let _ = front.send_to(&bytes, client).await;
+        }
+    });
+    let (back_in, link_back) = (back.clone(), link.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = back_in.recv(&mut buf).await {
+            reply.send(&link_back, &buf[..n]);
+        }
+    });
+    Some(delayed_sender(move |bytes: Vec<u8>| {
+        let back = back.clone();
+        async move {
+            let _ = back.send(&bytes).await;
+        }
+    }))
 }
 
 /// Datagrams in one direction, each sent when the link's delay says (in order); dropped

@@ -12,7 +12,7 @@
 //! Tile bytes never pass through the swarm's event loop: each session is served by its own
 //! task on the server, and read by its own task on the client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use slidemesh_protocol::wire::{
     TileRequest, TileStatus,
 };
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Inbound;
@@ -38,7 +39,8 @@ const READ_CHUNK: usize = 16;
 
 /// Tile sessions this node serves at once, across all peers.
 const MAX_SESSIONS: usize = 128;
-/// Tile sessions one peer may hold open with this node.
+/// Tile sessions one peer may hold open with this node (a new one beyond this closes its
+/// oldest).
 const MAX_SESSIONS_PER_PEER: usize = 8;
 
 /// Sessions a requester opens per peer and lane.
@@ -113,43 +115,54 @@ pub async fn serve(mut control: libp2p_stream::Control, inbound: Arc<dyn Inbound
         }
     };
     let permits = Arc::new(Semaphore::new(MAX_SESSIONS));
-    let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    let held: Arc<Mutex<HeldSessions>> = Arc::default();
+    let mut next_id = 0u64;
     while let Some((peer, stream)) = incoming.next().await {
         // Never wait here: streams that arrive while this loop is busy are dropped by
-        // libp2p-stream. Over the limits, the stream is closed at once instead.
+        // libp2p-stream. Over the limit, the stream is closed at once instead.
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             warn!(%peer, "too many tile sessions; refusing one");
             continue;
         };
-        {
-            let mut counts = lock(&per_peer);
-            let count = counts.entry(peer).or_default();
-            if *count >= MAX_SESSIONS_PER_PEER {
-                warn!(%peer, "peer holds too many tile sessions; refusing one");
-                continue;
-            }
-            *count += 1;
-        }
+        let id = next_id;
+        next_id += 1;
+        // Locked across the spawn, so the session cannot end (and deregister) before it
+        // is registered.
+        let mut sessions = lock(&held);
         let inbound = inbound.clone();
-        let per_peer = per_peer.clone();
-        tokio::spawn(
+        let deregister = held.clone();
+        let task = tokio::spawn(
             async move {
                 if let Err(e) = serve_session(peer, stream, inbound).await {
                     debug!(error = %e, "tile session ended early");
                 }
-                let mut counts = lock(&per_peer);
-                if let Some(count) = counts.get_mut(&peer) {
-                    *count -= 1;
-                    if *count == 0 {
-                        counts.remove(&peer);
+                let mut sessions = lock(&deregister);
+                if let Some(of_peer) = sessions.get_mut(&peer) {
+                    of_peer.retain(|(held, _)| *held != id);
+                    if of_peer.is_empty() {
+                        sessions.remove(&peer);
                     }
                 }
                 drop(permit);
             }
             .instrument(info_span!("serve_tiles", peer = %peer)),
         );
+        let of_peer = sessions.entry(peer).or_default();
+        of_peer.push_back((id, task.abort_handle()));
+        // A peer over its share replaces its oldest session rather than being refused: a
+        // node that restarted opens new sessions before this side has noticed that the old
+        // connection (and its sessions) died.
+        if of_peer.len() > MAX_SESSIONS_PER_PEER
+            && let Some((_, oldest)) = of_peer.pop_front()
+        {
+            debug!(%peer, "peer opened more tile sessions than its share; closing its oldest");
+            oldest.abort();
+        }
     }
 }
+
+/// The sessions being served, per peer, oldest first: an id and a handle to end each.
+type HeldSessions = HashMap<PeerId, VecDeque<(u64, AbortHandle)>>;
 
 /// Answers one session's batches in order until the requester closes it.
 async fn serve_session(

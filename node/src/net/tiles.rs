@@ -329,19 +329,17 @@ impl TileClient {
     ) -> Result<(), FetchError> {
         let started = Instant::now();
         let session = self.session(peer, lane).await?;
-        let _slot = session.slots.acquire().await.map_err(|_| FetchError::Io {
-            peer,
-            source: std::io::Error::other("tile session closed"),
-        })?;
+        let _slot = session
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| session_closed(peer))?;
         let queued_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (sink, mut events) = mpsc::unbounded_channel();
         {
             let mut writer = session.writer.lock().await;
             if session.dead.load(Ordering::SeqCst) {
-                return Err(FetchError::Io {
-                    peer,
-                    source: std::io::Error::other("tile session closed"),
-                });
+                return Err(session_closed(peer));
             }
             let pending = Pending {
                 tiles: request.tiles.clone(),
@@ -349,10 +347,7 @@ impl TileClient {
             };
             if session.pending.send(pending).is_err() {
                 session.dead.store(true, Ordering::SeqCst);
-                return Err(FetchError::Io {
-                    peer,
-                    source: std::io::Error::other("tile session closed"),
-                });
+                return Err(session_closed(peer));
             }
             session.load.fetch_add(1, Ordering::SeqCst);
             // A request written in part (the caller gave up mid-write, or the write
@@ -392,10 +387,7 @@ impl TileClient {
                 }
             }
         }
-        Err(FetchError::Io {
-            peer,
-            source: std::io::Error::other("tile session closed"),
-        })
+        Err(session_closed(peer))
     }
 
     /// The least busy live session to `peer` in `lane`, opening one while there are fewer
@@ -568,6 +560,14 @@ async fn read_exact(reader: &mut ReadHalf<Stream>, buf: &mut [u8]) -> std::io::R
             std::io::ErrorKind::TimedOut,
             format!("no data for {} s", STALL_TIMEOUT.as_secs()),
         )),
+    }
+}
+
+/// The session a batch was sent on ended before its answer was complete.
+fn session_closed(peer: PeerId) -> FetchError {
+    FetchError::Io {
+        peer,
+        source: std::io::Error::other("tile session closed"),
     }
 }
 

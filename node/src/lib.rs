@@ -23,6 +23,7 @@ pub mod config;
 pub mod consent;
 pub mod context;
 pub mod datadir;
+pub mod deidentify;
 pub mod dicom_json;
 pub mod dimse;
 pub mod federation;

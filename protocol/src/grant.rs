@@ -56,6 +56,12 @@ impl Purpose {
         Purpose::AuditQa,
     ];
 
+    /// Purposes that never receive the patient's identity, whatever a trust's policy says:
+    /// their users get a de-identified view of the slide's metadata and no label images.
+    pub fn requires_deidentification(self) -> bool {
+        matches!(self, Purpose::Research | Purpose::Education)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::DirectCare => "direct-care",

@@ -5,6 +5,8 @@
 //! - [`trust`]: `TrustCode`, an NHS ODS organisation code naming a member trust.
 //! - [`canonical`]: the versioned canonical encoding used for everything hashed or signed.
 //! - [`manifest`]: `SlideManifest`, a slide's levels, tiles and metadata, and its signed form.
+//! - [`deidentified`]: the owner's signed statement that a de-identified manifest is a view
+//!   of a slide, made for one project.
 //! - [`sign`]: node signing keys and the domain-separated signatures over canonical bytes.
 //! - [`roster`]: the federation's signed, versioned membership list (k-of-n changes).
 //! - [`grant`]: an owner's signed permission for another trust to view a slide, and its
@@ -17,6 +19,7 @@
 
 pub mod audit;
 pub mod canonical;
+pub mod deidentified;
 pub mod grant;
 pub mod ids;
 pub mod manifest;
@@ -26,6 +29,7 @@ pub mod trust;
 pub mod wire;
 
 pub use canonical::{CANONICAL_VERSION, CanonicalError};
+pub use deidentified::{DeidentifiedView, SignedDeidentifiedView, ViewError};
 pub use grant::{Action, Grant, GrantError, Purpose, Revocation, SignedGrant, SignedRevocation};
 pub use ids::{GrantId, IdParseError, ObjectId, RosterId, SlideId, TileId};
 pub use manifest::{

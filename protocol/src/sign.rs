@@ -39,6 +39,13 @@ impl NodeKey {
         self.0.to_bytes()
     }
 
+    /// A secret for another purpose than signing (e.g. keyed pseudonyms), derived from this
+    /// key with BLAKE3's key derivation under `context`: one secret per context, none of them
+    /// revealing the signing key or each other.
+    pub fn derive_secret(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.0.to_bytes())
+    }
+
     pub fn public(&self) -> NodePublicKey {
         NodePublicKey(self.0.verifying_key().to_bytes())
     }

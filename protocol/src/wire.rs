@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::SignedCheckpoint;
+use crate::deidentified::SignedDeidentifiedView;
 
 use crate::grant::{SignedGrant, SignedRevocation};
 use crate::ids::{SlideId, TileId};
@@ -84,6 +85,12 @@ pub enum ControlResponse {
     Inconsistent {
         since: u64,
         reason: String,
+    },
+    /// The slide's de-identified view, sent instead of its manifest when the grant's
+    /// purpose does not allow the patient's identity to leave the owner.
+    DeidentifiedManifest {
+        manifest: SignedManifest,
+        view: SignedDeidentifiedView,
     },
 }
 

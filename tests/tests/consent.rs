@@ -2,7 +2,8 @@
 //! cedar policy; a probe speaking the real protocol as Bradford's node asks for the manifest,
 //! level tiles and the label image under grants of every purpose, while the owner's recorded
 //! consent for the slide changes between columns (`slidemesh consent`, effective at once).
-//! Every cell asserts exactly what was served: manifest and tiles, the label, or nothing.
+//! Every cell asserts exactly what was served: the manifest (identified, or the owner's
+//! de-identified view with per-project pseudonyms) and tiles, the label, or nothing.
 
 use std::collections::BTreeMap;
 
@@ -10,9 +11,11 @@ use serde_json::Value;
 use slidemesh_e2e::federation::{federation, share_for};
 use slidemesh_e2e::{Node, bin, run_ok};
 
-/// What a cell expects: the manifest and level tiles (`V`), the label tile (`L`).
+/// What a cell expects: the identified manifest and level tiles (`V`) or the de-identified
+/// view and level tiles (`P`, for pseudonymised), the label tile (`L`).
 fn outcome(probe: &Value) -> String {
     let manifest = probe["manifest"]["outcome"] == "manifest";
+    let pseudonymised = !probe["manifest"]["deidentified"].is_null();
     let tiles = probe["tiles"]["received"].as_u64() == Some(4);
     let label = probe["label"]["received"].as_u64() == Some(1);
     assert_eq!(
@@ -21,7 +24,11 @@ fn outcome(probe: &Value) -> String {
     );
     format!(
         "{}{}",
-        if manifest { "V" } else { "-" },
+        match (manifest, pseudonymised) {
+            (false, _) => "-",
+            (true, false) => "V",
+            (true, true) => "P",
+        },
         if label { "L" } else { "-" }
     )
 }
@@ -69,16 +76,20 @@ fn the_access_matrix_holds_on_real_nodes() {
         ("direct care", ["VL", "VL", "VL", "VL", "VL"]),
         ("second opinion", ["VL", "VL", "VL", "VL", "VL"]),
         ("MDT", ["VL", "VL", "VL", "VL", "VL"]),
-        ("research, no ethics ref", ["--", "V-", "--", "--", "--"]),
-        ("research, ethics ref", ["--", "V-", "--", "V-", "--"]),
-        ("education", ["--", "V-", "--", "--", "--"]),
-        ("audit/QA", ["V-", "V-", "V-", "V-", "--"]),
+        ("research, no ethics ref", ["--", "P-", "--", "--", "--"]),
+        ("research, ethics ref", ["--", "P-", "--", "P-", "--"]),
+        ("education", ["--", "P-", "--", "--", "--"]),
+        // The default policy shows audit/QA no label, so no identity in the metadata either.
+        ("audit/QA", ["P-", "P-", "P-", "P-", "--"]),
         ("second opinion, revoked", ["--", "--", "--", "--", "--"]),
     ]);
 
     let peer = owner.tcp_multiaddr();
     let mut mismatches = Vec::new();
     let mut table = String::new();
+    // The patient id each row's manifest carried, per column: the owner's own in identified
+    // manifests, a pseudonym per project in de-identified ones.
+    let mut patient_ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (c, (column, args)) in columns.iter().enumerate() {
         run_ok(owner.cmd().arg("consent").arg(&slide).args(args));
         let mut probe = std::process::Command::new(bin("slidemesh-tools"));
@@ -108,6 +119,14 @@ fn the_access_matrix_holds_on_real_nodes() {
             if got != want {
                 mismatches.push(format!("{row} / {column}: got {got}, want {want}: {line}"));
             }
+            if let Some(id) = line["manifest"]["patient_id"].as_str() {
+                patient_ids.entry(row).or_default().push(id.to_string());
+            }
+            if got.starts_with('P') && line["manifest"]["lists_label"] != false {
+                mismatches.push(format!(
+                    "{row} / {column}: the view lists the label: {line}"
+                ));
+            }
         }
     }
     println!("{table}");
@@ -115,6 +134,29 @@ fn the_access_matrix_holds_on_real_nodes() {
         mismatches.is_empty(),
         "cells that differ from the table:\n{}",
         mismatches.join("\n")
+    );
+
+    // Pseudonyms: one per row (a row is one grant, so one project) across every column,
+    // none equal to the patient's own id, and no two projects sharing one.
+    let identified = &patient_ids["direct care"][0];
+    let mut pseudonyms = Vec::new();
+    for (row, ids) in &patient_ids {
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{row}: {ids:?}");
+        if ["direct care", "second opinion", "MDT"].contains(row) {
+            assert_eq!(&ids[0], identified, "{row} is not identified");
+        } else {
+            assert_ne!(&ids[0], identified, "{row} carries the patient's own id");
+            assert!(ids[0].starts_with("SMP"), "{row}: {}", ids[0]);
+            pseudonyms.push(ids[0].clone());
+        }
+    }
+    assert_eq!(pseudonyms.len(), 4, "{patient_ids:?}");
+    pseudonyms.sort();
+    pseudonyms.dedup();
+    assert_eq!(
+        pseudonyms.len(),
+        4,
+        "two projects share a pseudonym: {patient_ids:?}"
     );
 
     // Every decision is in the owner's audit log: three requests per cell at least

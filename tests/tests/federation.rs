@@ -254,3 +254,100 @@ fn an_expired_grant_ends_viewing_at_the_grantee_even_from_its_cache() {
     })
     .expect("the expired slide leaves the grantee's list");
 }
+
+/// The patient's id in a manifest as `/api/v1/slides/{id}/manifest` serves it: from the
+/// full-resolution level's instance.
+fn patient_id_in(manifest: &Value) -> String {
+    let m = &manifest["manifest"];
+    let uid = &m["levels"][0]["instance_uids"][0];
+    let instance = m["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| &i["sop_instance_uid"] == uid)
+        .expect("the level's instance");
+    let data: Value = serde_json::from_str(instance["metadata_json"].as_str().unwrap()).unwrap();
+    data["00100020"]["Value"][0].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_research_grant_gets_a_deidentified_view_that_still_views_and_speaks_dicomweb() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let slide = fed.slide.clone();
+    let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
+    // Research needs research consent (the default records clinical care only).
+    run_ok(owner.cmd().args(["consent", &slide, "--codes", "GRU"]));
+    slidemesh_e2e::federation::share_for(owner, &slide, "RAE", "research", Some("REC 26/YH/0042"));
+    wait_for_shared(grantee, &slide);
+
+    let identified = owner.get_json(&format!("/api/v1/slides/{slide}/manifest"));
+    let view = grantee.get_json(&format!("/api/v1/slides/{slide}/manifest"));
+    let patient = patient_id_in(&identified);
+    let study = identified["manifest"]["study_uid"].as_str().unwrap();
+    let view_text = view.to_string();
+    for secret in [patient.as_str(), study] {
+        assert!(!view_text.contains(secret), "{secret} reached the grantee");
+    }
+    assert!(patient_id_in(&view).starts_with("SMP"), "{view}");
+    assert_eq!(view["deidentified_project"], "REC 26/YH/0042");
+    assert_ne!(view["manifest_id"], view["slide_id"]);
+
+    // The viewer's data: marked de-identified, no label or overview, tiles as the owner's.
+    let detail = grantee.get_json(&format!("/api/v1/slides/{slide}"));
+    assert_eq!(
+        detail["deidentified"]["project"], "REC 26/YH/0042",
+        "{detail}"
+    );
+    assert!(detail["label_url"].is_null() && detail["overview_url"].is_null());
+    assert_eq!(
+        grantee.get(&format!("/api/v1/slides/{slide}/label")).status,
+        404
+    );
+    let path = tile_paths(owner, &slide).pop().unwrap();
+    let tile = grantee.get(&path);
+    assert_eq!(tile.status, 200, "{}", String::from_utf8_lossy(&tile.body));
+    assert_eq!(tile.body, owner.get(&path).body);
+
+    // DICOMweb at the grantee finds the study by its pseudonyms only, and serves frames.
+    let pseudonym = patient_id_in(&view);
+    let by_patient = grantee.get_json(&format!("/dicomweb/studies?PatientID={pseudonym}"));
+    let found = by_patient.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{by_patient}");
+    assert_eq!(
+        found[0]["00100010"]["Value"][0]["Alphabetic"],
+        pseudonym.as_str()
+    );
+    assert_eq!(
+        grantee.get_json(&format!("/dicomweb/studies?PatientID={patient}")),
+        Value::Array(vec![])
+    );
+    let m = &view["manifest"];
+    let (view_study, series) = (&m["study_uid"], &m["series_uid"]);
+    let instance = m["levels"][0]["instance_uids"][0].as_str().unwrap();
+    let frame = grantee.get(&format!(
+        "/dicomweb/studies/{}/series/{}/instances/{instance}/frames/1",
+        view_study.as_str().unwrap(),
+        series.as_str().unwrap()
+    ));
+    assert_eq!(
+        frame.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&frame.body)
+    );
+    let metadata = grantee.get(&format!(
+        "/dicomweb/studies/{}/series/{}/metadata",
+        view_study.as_str().unwrap(),
+        series.as_str().unwrap()
+    ));
+    assert_eq!(metadata.status, 200);
+    let metadata = String::from_utf8_lossy(&metadata.body);
+    assert!(!metadata.contains(&patient) && !metadata.contains(study));
+    assert!(
+        metadata.contains("\"00120062\""),
+        "Patient Identity Removed is missing"
+    );
+}

@@ -27,12 +27,12 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use slidemesh_protocol::{NodePublicKey, SlideId, SlideManifest, TrustCode};
+use slidemesh_protocol::{DeidentifiedView, NodePublicKey, SlideId, SlideManifest, TrustCode};
 
 use crate::federation::Federation;
 use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
-use crate::store::{SlideSummary, Store};
+use crate::store::{Origin, SlideSummary, Store};
 
 /// How many decoded manifests the server keeps in memory.
 const MANIFEST_CACHE: usize = 64;
@@ -65,6 +65,21 @@ pub struct SlideView {
     /// The owner's signature over the manifest, as stored, for `/manifest`.
     pub signer: NodePublicKey,
     pub signature: Vec<u8>,
+    /// For a shared slide its owner de-identified for this trust's grant: the owner's
+    /// statement (which project the pseudonyms are for, and the view's own id).
+    pub deidentified: Option<DeidentifiedView>,
+}
+
+impl SlideView {
+    /// The id of the manifest this view shows: the slide's own, or its de-identified view's.
+    pub fn manifest_id(&self) -> SlideId {
+        self.deidentified.as_ref().map_or(self.id, |d| d.view)
+    }
+
+    /// The slide is this node's own: what it shows for this id can never change.
+    pub fn is_local(&self) -> bool {
+        self.summary.origin == Origin::Local
+    }
 }
 
 impl ApiState {
@@ -110,14 +125,14 @@ impl ApiState {
             return Ok(view);
         }
         let local = self.store.slide(id).map_err(ApiError::internal)?;
-        let (signed, summary) = match local {
+        let (signed, summary, deidentified) = match local {
             Some(record) => {
                 let summary = self
                     .store
                     .summary(id)
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
-                (record.signed, summary)
+                (record.signed, summary, None)
             }
             None => {
                 let remote = self
@@ -125,7 +140,16 @@ impl ApiState {
                     .remote_slide(id)
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::not_found(format!("no slide {id}")))?;
-                (remote.signed, remote.summary)
+                let deidentified = remote
+                    .deidentified
+                    .map(|statement| statement.verify())
+                    .transpose()
+                    .map_err(|e| {
+                        ApiError::internal(format!(
+                            "stored de-identified view of {id} does not verify: {e}"
+                        ))
+                    })?;
+                (remote.signed, remote.summary, deidentified)
             }
         };
         let manifest = signed.verify().map_err(|e| {
@@ -137,6 +161,7 @@ impl ApiState {
             summary,
             signer: signed.signer,
             signature: signed.signature,
+            deidentified,
         });
         if let Ok(mut cache) = self.manifests.lock() {
             if cache.len() >= MANIFEST_CACHE {

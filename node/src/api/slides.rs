@@ -87,8 +87,10 @@ async fn load(state: &Arc<ApiState>, raw_id: &str) -> Result<Arc<SlideView>, Api
     super::load_slide(state, id).await
 }
 
-/// A JSON response for immutable, content-addressed data: strong ETag, cache forever.
-pub fn immutable_json(etag: &str, request: &HeaderMap, body: Value) -> Response {
+/// A JSON response about one slide, with a strong ETag. A local slide's data is content
+/// addressed and cached forever; a shared slide's can change under the same id (the
+/// grantee's grant changes, or the owner withdraws it), so clients revalidate.
+pub fn slide_json(view: &SlideView, etag: &str, request: &HeaderMap, body: Value) -> Response {
     let etag = format!("\"{etag}\"");
     if super::etag_matches(request, &etag) {
         return StatusCode::NOT_MODIFIED.into_response();
@@ -100,7 +102,11 @@ pub fn immutable_json(etag: &str, request: &HeaderMap, body: Value) -> Response 
     }
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
+        HeaderValue::from_static(if view.is_local() {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        }),
     );
     response
 }
@@ -139,7 +145,17 @@ pub async fn detail(
     // `levels` in the list is a count; in the detail it is the level array the viewer needs.
     body["level_count"] = body["levels"].clone();
     body["levels"] = json!(levels);
-    Ok(immutable_json(&view.id.to_hex(), &request, body))
+    body["deidentified"] = json!(view.deidentified.as_ref().map(|d| json!({
+        "project": d.project,
+        "view_id": d.view,
+        "profile": slidemesh_protocol::deidentified::PROFILE,
+    })));
+    Ok(slide_json(
+        &view,
+        &view.manifest_id().to_hex(),
+        &request,
+        body,
+    ))
 }
 
 pub async fn manifest(
@@ -151,12 +167,16 @@ pub async fn manifest(
     let id = view.id;
     let body = json!({
         "slide_id": id,
+        // The id the signature covers: the slide id, or the de-identified view's.
+        "manifest_id": view.manifest_id(),
+        "deidentified_project": view.deidentified.as_ref().map(|d| &d.project),
         "signer": view.signer,
         "signature": hex::encode(&view.signature),
         "canonical_version": slidemesh_protocol::CANONICAL_VERSION,
         "manifest": view.manifest,
     });
-    Ok(immutable_json(&format!("{id}.manifest"), &request, body))
+    let etag = format!("{}.manifest", view.manifest_id());
+    Ok(slide_json(&view, &etag, &request, body))
 }
 
 /// Most entries the access history returns (newest first).

@@ -32,7 +32,10 @@ pub struct ShareArgs {
     /// 2026-12-31T17:00:00Z)
     #[arg(long, value_name = "TIME")]
     until: String,
-    /// Free text kept with the grant, e.g. a referral number
+    /// Free text kept with the grant: a referral number for care, the ethics approval or
+    /// study reference for research. For research and education it also names the project
+    /// the slide's pseudonyms are made for: grants with the same reference see the same
+    /// patient under the same pseudonym; a grant without one is a project of its own
     #[arg(long)]
     reference: Option<String>,
     /// Print the grant as JSON

@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - this file: [`Federation`], the shared state, and the [`Inbound`] answers to peers.
+//! - `manifests`: a slide's manifest, or its de-identified view, from owner to grantee.
 //! - [`remote`]: remote tiles for the grantee's viewer: cache, single flight, batching,
 //!   several sources, prefetch.
 //! - [`tasks`]: background loops: roster updates, outbox delivery.
@@ -11,6 +12,7 @@
 //! Architecture invariant: every manifest or tile that leaves this node passed
 //! [`crate::policy::check_grant`]; every tile that enters it was hashed against its id.
 
+mod manifests;
 pub mod remote;
 pub mod tasks;
 
@@ -29,15 +31,14 @@ use tracing::{info, warn};
 
 use crate::audit::{AuditEntry, AuditLog, Side};
 use crate::consent::{ConsentAction, ConsentRequest, PolicyHandle};
-use crate::ingest::assemble::summarise;
 use crate::net::{Inbound, Network, identity};
 use crate::policy::check_grant;
 use crate::store::cache::TileCache;
 use crate::store::consent::SlideConsent;
-use crate::store::federation::{RemoteSlide, StoredGrant};
+use crate::store::federation::StoredGrant;
 use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
-use crate::store::{Origin, Store, now_unix};
+use crate::store::{Store, now_unix};
 
 /// What consent decisions need of a slide this node serves.
 /// Addresses to dial member trusts at instead of their roster entries'.
@@ -334,25 +335,6 @@ impl Federation {
         Ok(())
     }
 
-    fn answer_manifest(&self, peer: PeerId, slide: SlideId, grant: SignedGrant) -> ControlResponse {
-        if let Err(reason) =
-            self.authorize(&peer, &slide, &grant, &[ConsentAction::View], "manifest")
-        {
-            warn!(%peer, %slide, reason, "manifest request denied");
-            return ControlResponse::Denied { reason };
-        }
-        match self.store.slide(&slide) {
-            Ok(Some(record)) => {
-                info!(%peer, %slide, "manifest sent");
-                ControlResponse::Manifest(record.signed)
-            }
-            Ok(None) => ControlResponse::NotFound,
-            Err(e) => ControlResponse::Failed {
-                reason: e.to_string(),
-            },
-        }
-    }
-
     /// A grant delivered by its owner: check it names us and is signed by the owner's
     /// roster key, store it, then fetch the manifest in the background.
     fn accept_grant(self: &Arc<Self>, peer: PeerId, signed: SignedGrant) -> ControlResponse {
@@ -393,55 +375,6 @@ impl Federation {
             }
         });
         ControlResponse::Accepted
-    }
-
-    /// Fetches, verifies and stores the manifest a received grant covers.
-    pub async fn fetch_manifest(&self, signed: &SignedGrant) -> anyhow::Result<()> {
-        let grant = signed.verify()?;
-        let network = self
-            .network()
-            .ok_or_else(|| anyhow::anyhow!("network not started"))?;
-        let owner = self
-            .peer_of(&grant.owner)
-            .ok_or_else(|| anyhow::anyhow!("owner {} is not on the roster", grant.owner))?;
-        let response = network
-            .request(
-                owner,
-                ControlRequest::Manifest {
-                    slide: grant.slide,
-                    grant: signed.clone(),
-                },
-            )
-            .await?;
-        let manifest_signed = match response {
-            ControlResponse::Manifest(m) => m,
-            other => anyhow::bail!("owner answered {other:?}"),
-        };
-        if manifest_signed.slide_id() != grant.slide {
-            anyhow::bail!("owner sent a manifest for another slide");
-        }
-        let manifest = manifest_signed.verify()?;
-        if Some(manifest_signed.signer)
-            != self
-                .roster()
-                .and_then(|r| r.member(&grant.owner).map(|m| m.node))
-            || manifest.owner != grant.owner
-        {
-            anyhow::bail!("manifest not signed by the owner's roster key");
-        }
-        let summary = summarise(&manifest, Origin::Shared);
-        let store = self.store.clone();
-        let remote = RemoteSlide {
-            signed: manifest_signed,
-            summary,
-            grant: signed.id(),
-            stored_at: now_unix(),
-        };
-        let slide = grant.slide;
-        tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
-        info!(%slide, owner = %grant.owner, "shared slide available");
-        self.record_received(&grant, &owner, "view", "manifest");
-        Ok(())
     }
 
     fn accept_revocation(&self, signed: SignedRevocation) -> ControlResponse {

@@ -10,8 +10,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use slidemesh_protocol::wire::ControlRequest;
 use slidemesh_protocol::{
-    Grant, GrantId, Roster, SignedGrant, SignedManifest, SignedRevocation, SignedRoster, SlideId,
-    TrustCode,
+    Grant, GrantId, Roster, SignedDeidentifiedView, SignedGrant, SignedManifest, SignedRevocation,
+    SignedRoster, SlideId, TrustCode,
 };
 
 use super::{RedbContext, SlideSummary, Store, StoreError, decode, encode};
@@ -23,9 +23,12 @@ pub(super) const GRANTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::ne
 /// GrantId -> postcard([`SignedRevocation`]).
 pub(super) const REVOCATIONS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("revocations_v1");
-/// SlideId -> postcard([`RemoteSlide`]).
+/// SlideId -> postcard([`RemoteSlide`]). v2 added the de-identified view; v1 rows are
+/// left behind unread, and the node fetches those slides' manifests again because their
+/// grants have no stored slide.
+const REMOTE_SLIDES_NAME: &str = "remote_slides_v2";
 pub(super) const REMOTE_SLIDES: TableDefinition<&[u8; 32], &[u8]> =
-    TableDefinition::new("remote_slides_v1");
+    TableDefinition::new(REMOTE_SLIDES_NAME);
 /// Sequence number -> postcard([`OutboxItem`]).
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_v1");
 
@@ -43,11 +46,15 @@ pub struct StoredGrant {
 /// A slide another trust shared with this node's trust.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RemoteSlide {
+    /// The manifest as the owner sent it: the slide's own, or its de-identified view.
     pub signed: SignedManifest,
     pub summary: SlideSummary,
     /// The grant this node shows when it asks the owner for tiles.
     pub grant: GrantId,
     pub stored_at: u64,
+    /// Present when `signed` is a de-identified view: the owner's statement binding it to
+    /// the granted slide and naming the project its pseudonyms are for.
+    pub deidentified: Option<SignedDeidentifiedView>,
 }
 
 /// A message waiting to be delivered to a member trust's node.
@@ -201,7 +208,7 @@ impl Store {
         table
             .get(id.as_bytes())
             .op("read remote slide")?
-            .map(|v| decode("remote_slides_v1", v.value()))
+            .map(|v| decode(REMOTE_SLIDES_NAME, v.value()))
             .transpose()
     }
 
@@ -211,7 +218,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter().op("list remote slides")? {
             let (key, value) = entry.op("list remote slides")?;
-            let slide: RemoteSlide = decode("remote_slides_v1", value.value())?;
+            let slide: RemoteSlide = decode(REMOTE_SLIDES_NAME, value.value())?;
             out.push((SlideId::from_bytes(*key.value()), slide.summary));
         }
         Ok(out)
@@ -265,7 +272,7 @@ fn remove_remote_slides_of(
         .op("list remote slides")?
         .filter_map(|e| e.ok())
         .filter_map(|(k, v)| {
-            let slide: RemoteSlide = decode("remote_slides_v1", v.value()).ok()?;
+            let slide: RemoteSlide = decode(REMOTE_SLIDES_NAME, v.value()).ok()?;
             (slide.grant == *grant).then_some(*k.value())
         })
         .collect();

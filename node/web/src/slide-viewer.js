@@ -87,6 +87,7 @@ function sidePanel(slide, node, tileStatus) {
       ['Acquired', formatAcquired(slide.acquired)],
       ['Owner trust', owner],
       ['Stored', ORIGINS[slide.origin] ?? slide.origin],
+      ['De-identified', slide.deidentified ? `by the owner, for project ${slide.deidentified.project}` : null],
       ['Dimensions', formatDimensions(slide.width, slide.height)],
       ['Pixel spacing', formatSpacing(slide.pixel_spacing_mm)],
       ['Size', [formatBytes(slide.bytes), Number.isFinite(slide.tiles) ? `${formatCount(slide.tiles)} tiles` : null].filter(Boolean).join(' · ')],

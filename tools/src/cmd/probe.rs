@@ -21,7 +21,9 @@ use slidemesh_node::datadir::DataDir;
 use slidemesh_node::net::{Inbound, Lane, NetConfig, Network};
 use slidemesh_node::store::Store;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
-use slidemesh_protocol::{NodeKey, SlideId, TileId};
+use slidemesh_protocol::{
+    AssociatedKind, DeidentifiedView, NodeKey, SignedManifest, SlideId, TileId,
+};
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
@@ -186,16 +188,20 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                     .map_err(|_| anyhow::anyhow!("timed out"))
                     .and_then(|r| r.map_err(anyhow::Error::from));
             let (manifest, first_tiles) = match answer {
-                Ok(ControlResponse::Manifest(signed)) => match signed.verify() {
-                    Ok(m) => (
-                        json!({ "outcome": "manifest", "slide_id": signed.slide_id() }),
-                        m.levels[0].tiles.clone(),
-                    ),
-                    Err(e) => (
-                        json!({ "outcome": "invalid", "error": e.to_string() }),
-                        vec![],
-                    ),
-                },
+                Ok(ControlResponse::Manifest(signed)) => manifest_outcome(&signed, None),
+                Ok(ControlResponse::DeidentifiedManifest { manifest, view }) => {
+                    let statement = view.verify().map_err(|e| e.to_string()).and_then(|v| {
+                        if v.original == slide && v.view == manifest.slide_id() {
+                            Ok(v)
+                        } else {
+                            Err(format!("view statement names other slides: {v:?}"))
+                        }
+                    });
+                    match statement {
+                        Ok(v) => manifest_outcome(&manifest, Some(&v)),
+                        Err(e) => (json!({ "outcome": "invalid", "error": e }), vec![]),
+                    }
+                }
                 Ok(ControlResponse::Denied { reason }) => {
                     (json!({ "outcome": "denied", "reason": reason }), vec![])
                 }
@@ -244,4 +250,36 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         network.shutdown().await;
         Ok(())
     })
+}
+
+/// What the owner's manifest (or de-identified view) shows: whether it verified, whose
+/// identity it carries, and whether it lists the label image; and the first level's tiles.
+fn manifest_outcome(
+    signed: &SignedManifest,
+    view: Option<&DeidentifiedView>,
+) -> (serde_json::Value, Vec<TileId>) {
+    let manifest = match signed.verify() {
+        Ok(m) => m,
+        Err(e) => {
+            return (
+                json!({ "outcome": "invalid", "error": e.to_string() }),
+                vec![],
+            );
+        }
+    };
+    let level_uid = manifest.levels[0].instance_uids.first();
+    let patient_id = manifest
+        .instances
+        .iter()
+        .find(|i| Some(&i.sop_instance_uid) == level_uid)
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(&i.metadata_json).ok())
+        .and_then(|m| m["00100020"]["Value"][0].as_str().map(str::to_string));
+    let outcome = json!({
+        "outcome": "manifest",
+        "slide_id": signed.slide_id(),
+        "deidentified": view.map(|v| json!({ "project": v.project, "view_id": v.view })),
+        "patient_id": patient_id,
+        "lists_label": manifest.associated(AssociatedKind::Label).is_some(),
+    });
+    (outcome, manifest.levels[0].tiles.clone())
 }

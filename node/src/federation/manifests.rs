@@ -1,0 +1,200 @@
+//! Manifests between owner and grantee. The owner answers a grantee's request with the
+//! slide's signed manifest when the patient's identity may leave the trust for the grant's
+//! purpose, and otherwise with a de-identified view made for the grant's project
+//! ([`crate::deidentify`]), signed and bound to the granted slide. The grantee checks either
+//! against the owner's roster key and the grant before it stores the slide.
+
+use libp2p::PeerId;
+use slidemesh_protocol::wire::{ControlRequest, ControlResponse};
+use slidemesh_protocol::{
+    DeidentifiedView, Grant, SignedDeidentifiedView, SignedGrant, SignedManifest, SlideId,
+};
+use tracing::{info, warn};
+
+use super::Federation;
+use crate::consent::ConsentAction;
+use crate::deidentify::{Pseudonyms, deidentify};
+use crate::ingest::assemble::summarise;
+use crate::store::federation::RemoteSlide;
+use crate::store::{Origin, now_unix};
+
+/// The project a grant's pseudonyms are made for: its reference (an ethics approval or
+/// study number), or the grant itself when it names none, so that two grants without a
+/// reference never share pseudonyms.
+fn project_of(grant: &Grant, signed: &SignedGrant) -> String {
+    grant
+        .reference
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("grant {}", signed.id()))
+}
+
+impl Federation {
+    /// A grantee asks for a slide's manifest.
+    pub(super) fn answer_manifest(
+        &self,
+        peer: PeerId,
+        slide: SlideId,
+        signed_grant: SignedGrant,
+    ) -> ControlResponse {
+        if let Err(reason) = self.authorize(
+            &peer,
+            &slide,
+            &signed_grant,
+            &[ConsentAction::View],
+            "manifest",
+        ) {
+            warn!(%peer, %slide, reason, "manifest request denied");
+            return ControlResponse::Denied { reason };
+        }
+        let record = match self.store.slide(&slide) {
+            Ok(Some(record)) => record,
+            Ok(None) => return ControlResponse::NotFound,
+            Err(e) => {
+                return ControlResponse::Failed {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        // `authorize` verified the grant; decoding it again cannot fail.
+        let Ok(grant) = signed_grant.verify() else {
+            return ControlResponse::Denied {
+                reason: "grant does not verify".into(),
+            };
+        };
+        if self.identity_may_leave(&peer, &slide, &signed_grant, &grant) {
+            info!(%peer, %slide, "manifest sent");
+            return ControlResponse::Manifest(record.signed);
+        }
+        let project = project_of(&grant, &signed_grant);
+        match self.deidentified_view(&record.signed, &slide, &project) {
+            Ok((manifest, view)) => {
+                info!(%peer, %slide, view = %manifest.slide_id(), project, "de-identified manifest sent");
+                ControlResponse::DeidentifiedManifest { manifest, view }
+            }
+            Err(e) => {
+                warn!(%peer, %slide, error = %e, "cannot make the de-identified view");
+                ControlResponse::Failed {
+                    reason: format!("cannot make the slide's de-identified view: {e:#}"),
+                }
+            }
+        }
+    }
+
+    /// Whether the slide's identifying metadata may go to the grantee: never for research
+    /// or education, whatever the policy says; otherwise when the owner's policy lets the
+    /// grantee see the label (the same identity, printed on the glass). The policy's
+    /// decision is audited like any other.
+    fn identity_may_leave(
+        &self,
+        peer: &PeerId,
+        slide: &SlideId,
+        signed_grant: &SignedGrant,
+        grant: &Grant,
+    ) -> bool {
+        !grant.purpose.requires_deidentification()
+            && self
+                .authorize(
+                    peer,
+                    slide,
+                    signed_grant,
+                    &[ConsentAction::SeeLabel],
+                    "identified metadata",
+                )
+                .is_ok()
+    }
+
+    /// The slide's de-identified view for `project`, and the owner's statement binding it
+    /// to the slide. Deterministic: the same project always gets the same view.
+    fn deidentified_view(
+        &self,
+        signed: &SignedManifest,
+        slide: &SlideId,
+        project: &str,
+    ) -> anyhow::Result<(SignedManifest, SignedDeidentifiedView)> {
+        let manifest = signed.verify()?;
+        let view = deidentify(&manifest, &Pseudonyms::for_project(&self.key, project))?;
+        let view = SignedManifest::sign(&view, &self.key);
+        let statement = DeidentifiedView {
+            original: *slide,
+            view: view.slide_id(),
+            project: project.to_string(),
+        };
+        let statement = SignedDeidentifiedView::sign(&statement, &self.key);
+        Ok((view, statement))
+    }
+
+    /// Fetches, verifies and stores the manifest a received grant covers.
+    pub async fn fetch_manifest(&self, signed: &SignedGrant) -> anyhow::Result<()> {
+        let grant = signed.verify()?;
+        let network = self
+            .network()
+            .ok_or_else(|| anyhow::anyhow!("network not started"))?;
+        let owner = self
+            .peer_of(&grant.owner)
+            .ok_or_else(|| anyhow::anyhow!("owner {} is not on the roster", grant.owner))?;
+        let response = network
+            .request(
+                owner,
+                ControlRequest::Manifest {
+                    slide: grant.slide,
+                    grant: signed.clone(),
+                },
+            )
+            .await?;
+        let owner_key = self
+            .roster()
+            .and_then(|r| r.member(&grant.owner).map(|m| m.node));
+        let (manifest_signed, deidentified) = match response {
+            ControlResponse::Manifest(m) => {
+                if m.slide_id() != grant.slide {
+                    anyhow::bail!("owner sent a manifest for another slide");
+                }
+                if grant.purpose.requires_deidentification() {
+                    anyhow::bail!(
+                        "owner sent identified metadata for a {} grant; refusing to keep it",
+                        grant.purpose
+                    );
+                }
+                (m, None)
+            }
+            ControlResponse::DeidentifiedManifest { manifest, view } => {
+                let statement = view.verify()?;
+                if Some(view.signer) != owner_key {
+                    anyhow::bail!("de-identified view not signed by the owner's roster key");
+                }
+                if statement.original != grant.slide || statement.view != manifest.slide_id() {
+                    anyhow::bail!("owner sent a de-identified view of another slide");
+                }
+                (manifest, Some(view))
+            }
+            ControlResponse::Denied { reason } => anyhow::bail!("owner refused: {reason}"),
+            ControlResponse::NotFound => anyhow::bail!("owner has no such slide"),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        };
+        let manifest = manifest_signed.verify()?;
+        if Some(manifest_signed.signer) != owner_key || manifest.owner != grant.owner {
+            anyhow::bail!("manifest not signed by the owner's roster key");
+        }
+        let what = match &deidentified {
+            Some(_) => "de-identified manifest",
+            None => "manifest",
+        };
+        let summary = summarise(&manifest, Origin::Shared);
+        let store = self.store.clone();
+        let remote = RemoteSlide {
+            signed: manifest_signed,
+            summary,
+            grant: signed.id(),
+            stored_at: now_unix(),
+            deidentified,
+        };
+        let slide = grant.slide;
+        tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
+        info!(%slide, owner = %grant.owner, what, "shared slide available");
+        self.record_received(&grant, &owner, "view", what);
+        Ok(())
+    }
+}

@@ -7,16 +7,106 @@
 //!   (RFC 6962 2.1.2), which is what stops a trust from rewriting or forking its log once a
 //!   peer has seen (and co-signed) a checkpoint.
 //!
+//! Also here, because they cross between nodes: the log's entry ([`AuditEntry`], whose
+//! canonical bytes are the leaves) and the serving node's signed **receipt** for an access
+//! ([`SignedReceipt`]): the entries it appended for the request, with their positions in its
+//! log, so the requester can keep proof that the server recorded what it served.
+//!
 //! Pure functions over leaf hashes; storage is the node's business.
 
 use serde::{Deserialize, Serialize};
 
 use crate::canonical;
+use crate::ids::{GrantId, SlideId};
 use crate::sign::{NodeKey, NodePublicKey, SignatureError};
 use crate::trust::TrustCode;
 
 /// Signature domain of checkpoints (the log's own and co-signatures alike).
 pub const CHECKPOINT_DOMAIN: &str = "slidemesh/audit-checkpoint/v1";
+/// Signature domain of receipts.
+pub const RECEIPT_DOMAIN: &str = "slidemesh/audit-receipt/v1";
+
+/// Which side of an access the log's node was on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A peer asked this node; this node decided.
+    Served,
+    /// This node asked a peer and was answered.
+    Received,
+}
+
+/// One audited access. No patient data: ids, codes and names of rules only. Its canonical
+/// encoding is the log's leaf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub time: u64,
+    pub side: Side,
+    /// The other trust: the requester when served, the source when received.
+    pub peer: TrustCode,
+    pub peer_id: String,
+    /// The person, when the request names one.
+    pub user: Option<String>,
+    pub purpose: String,
+    pub slide: SlideId,
+    /// view, fetch_tiles, see_label, ...
+    pub action: String,
+    /// What crossed: "manifest", "12 tiles".
+    pub what: String,
+    pub allowed: bool,
+    /// The `@id`s of the deciding rules, or why it was refused before the policy ran. On
+    /// the receiving side, the server's deciding rules as its receipt states them.
+    pub rules: Vec<String>,
+    /// BLAKE3 of the policy text that decided (on the receiving side, the server's, from
+    /// its receipt; empty without one).
+    pub policy_hash: String,
+    pub grant: Option<GrantId>,
+}
+
+impl AuditEntry {
+    /// The entry's leaf hash in a log.
+    pub fn leaf(&self) -> Hash {
+        leaf_hash(&canonical::encode(self))
+    }
+}
+
+/// What a serving node appended to its log for one request: each entry with its sequence
+/// number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The serving trust, whose log holds the entries.
+    pub log: TrustCode,
+    pub entries: Vec<(u64, AuditEntry)>,
+}
+
+/// A [`Receipt`] signed by the serving node's key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    pub bytes: Vec<u8>,
+    pub signer: NodePublicKey,
+    pub signature: Vec<u8>,
+}
+
+impl SignedReceipt {
+    pub fn sign(receipt: &Receipt, key: &NodeKey) -> Self {
+        let bytes = canonical::encode(receipt);
+        let signature = key.sign(RECEIPT_DOMAIN, &bytes).to_vec();
+        Self {
+            bytes,
+            signer: key.public(),
+            signature,
+        }
+    }
+
+    /// Checks the signature and decodes. Whether the signer speaks for `receipt.log` is
+    /// the caller's question (it needs the roster).
+    pub fn verify(&self) -> Result<Receipt, SignatureError> {
+        self.signer
+            .verify(RECEIPT_DOMAIN, &self.bytes, &self.signature)?;
+        canonical::decode(&self.bytes).map_err(|_| SignatureError::Invalid)
+    }
+}
 
 pub type Hash = [u8; 32];
 
@@ -188,6 +278,39 @@ impl SignedCheckpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receipts_verify_and_detect_tampering() {
+        let key = NodeKey::generate();
+        let entry = AuditEntry {
+            time: 1_800_000_000,
+            side: Side::Served,
+            peer: "RAE".parse().unwrap(),
+            peer_id: "12D3KooW".into(),
+            user: None,
+            purpose: "second-opinion".into(),
+            slide: SlideId::of(b"slide"),
+            action: "fetch_tiles".into(),
+            what: "40 tiles".into(),
+            allowed: true,
+            rules: vec!["care-purposes".into()],
+            policy_hash: "ab".into(),
+            grant: None,
+        };
+        let receipt = Receipt {
+            log: "RR8".parse().unwrap(),
+            entries: vec![(41, entry)],
+        };
+        let signed = SignedReceipt::sign(&receipt, &key);
+        assert_eq!(signed.verify().unwrap(), receipt);
+        let mut tampered = signed.clone();
+        let last = tampered.bytes.len() - 1;
+        tampered.bytes[last] ^= 1;
+        assert!(tampered.verify().is_err());
+        let mut other = signed;
+        other.signer = NodeKey::generate().public();
+        assert!(other.verify().is_err());
+    }
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n)

@@ -2,21 +2,24 @@
 //! framing. Encoding is postcard (the node's codecs add a length prefix and cap every read
 //! at the limits below); this module does no I/O.
 //!
-//! Tile stream (`/slidemesh/tiles/2`): a long-lived stream carrying any number of batches,
+//! Tile stream (`/slidemesh/tiles/3`): a long-lived stream carrying any number of batches,
 //! requests pipelined, answers in the order of the requests.
 //! - server, once when it accepts the stream: [`TILE_SESSION_READY`]. A stream that ends
 //!   before it was never served (the server refused or dropped it) and may be retried.
 //! - requester, per batch: `u32` little-endian length, then postcard([`TileRequest`]).
 //! - server, per batch: either one `Denied` status byte (nothing else for that batch), or
 //!   for each requested tile in order one status byte ([`TileStatus`]); for `Ok` a `u32`
-//!   little-endian length and the tile's bytes follow.
+//!   little-endian length and the tile's bytes follow; after the last tile, a `u32`
+//!   little-endian length and postcard(`Option<`[`SignedReceipt`]`>`): the server's receipt
+//!   for the batch, sent once its decision is committed to its audit log (`None` when the
+//!   log could not be written in time).
 //!
 //! The requester hashes every tile and compares it with the id it asked for before it
 //! uses or caches it; a server is never trusted with content.
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::SignedCheckpoint;
+use crate::audit::{SignedCheckpoint, SignedReceipt};
 use crate::deidentified::SignedDeidentifiedView;
 
 use crate::grant::{SignedGrant, SignedRevocation};
@@ -26,8 +29,9 @@ use crate::roster::SignedRoster;
 
 /// Request-response protocol for manifests, grants, revocations and rosters.
 pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/1";
-/// Stream protocol for batches of tiles (2: several batches per stream, in order).
-pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/2";
+/// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
+/// receipt after each batch).
+pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/3";
 /// Kademlia protocol name: private to the federation, so the node never joins a public DHT.
 pub const KAD_PROTOCOL: &str = "/slidemesh/kad/1";
 /// Identify protocol version string.
@@ -43,6 +47,8 @@ pub const MAX_TILE_REQUEST: usize = 1 << 20;
 pub const MAX_TILES_PER_REQUEST: usize = 4096;
 /// Largest single tile a requester accepts.
 pub const MAX_TILE_BYTES: u32 = 64 << 20;
+/// Largest receipt a requester reads after a batch.
+pub const MAX_RECEIPT: usize = 64 << 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -67,7 +73,11 @@ pub enum ControlRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    Manifest(SignedManifest),
+    /// The slide's manifest, with the server's receipt for the access.
+    Manifest {
+        manifest: SignedManifest,
+        receipt: Option<SignedReceipt>,
+    },
     Accepted,
     Rosters(Vec<SignedRoster>),
     /// Policy said no. The reason is for logs; it names no patient data.
@@ -91,6 +101,7 @@ pub enum ControlResponse {
     DeidentifiedManifest {
         manifest: SignedManifest,
         view: SignedDeidentifiedView,
+        receipt: Option<SignedReceipt>,
     },
 }
 

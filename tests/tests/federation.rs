@@ -104,6 +104,49 @@ fn shared_slide_is_viewed_remotely_and_consent_is_enforced() {
     let allowed = probe(owner, Some(grantee), &slide, grantee);
     assert_eq!(allowed["manifest"]["outcome"], "manifest", "{allowed}");
     assert_eq!(allowed["tiles"]["received"], 4, "{allowed}");
+    // Each answer came with the owner's signed receipt for its audit entries.
+    assert_eq!(allowed["manifest"]["receipt"]["log"], "RR8", "{allowed}");
+    assert_eq!(
+        allowed["tiles"]["receipt"]["decisions"][0]["action"], "fetch_tiles",
+        "{allowed}"
+    );
+    // Both sides recorded the viewer's fetches: every receipt the grantee keeps names an
+    // entry in the owner's log, leaf for leaf.
+    let log = |node: &Node| -> Vec<Value> {
+        run_ok(node.cmd().args(["audit", "show", "--json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let owner_log = log(owner);
+    let kept: Vec<Value> = log(grantee)
+        .into_iter()
+        .filter(|e| e["entry"]["side"] == "received")
+        .collect();
+    assert!(
+        kept.iter().any(|e| e["entry"]["action"] == "fetch_tiles"),
+        "{kept:?}"
+    );
+    for received in &kept {
+        let receipt = &received["receipt"];
+        assert_eq!(receipt["log"], "RR8", "no receipt kept: {received}");
+        for decision in receipt["decisions"].as_array().unwrap() {
+            let seq = decision["seq"].as_u64().unwrap();
+            let theirs = owner_log
+                .iter()
+                .find(|e| e["seq"] == seq)
+                .unwrap_or_else(|| panic!("owner has no entry {seq}"));
+            assert_eq!(theirs["leaf"], decision["leaf"], "{theirs} vs {received}");
+            assert_eq!(theirs["entry"]["peer"], "RAE");
+        }
+        // The grantee's entry records the owner's decision: its rules and policy hash.
+        assert!(
+            !received["entry"]["policy_hash"]
+                .as_str()
+                .unwrap()
+                .is_empty()
+        );
+    }
     // A non-member cannot even connect.
     let stranger = probe(owner, None, &slide, grantee);
     assert_eq!(stranger["manifest"]["outcome"], "error", "{stranger}");

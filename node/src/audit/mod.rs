@@ -9,20 +9,25 @@
 //! against it, so an entry changed or removed after a checkpoint is detected.
 //!
 //! Appends are cheap for the serving path: decisions go through a channel to one writer
-//! thread that commits them in groups (within 200 ms of each other).
+//! thread that commits whatever queued during its previous commit as one group. A decision
+//! that a peer gets a receipt for ([`AuditLog::record_pending`]) is committed before the
+//! receipt is signed, so a receipt never names an entry a crash could lose. A received
+//! access is stored with the server's receipt (table `audit_receipts_v1`).
 
 pub mod cosign;
 pub mod export;
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+pub use slidemesh_protocol::audit::{AuditEntry, Side};
 use slidemesh_protocol::audit::{
-    Checkpoint, Hash, SignedCheckpoint, consistency_proof, leaf_hash, root, verify_consistency,
+    Checkpoint, Hash, SignedCheckpoint, SignedReceipt, consistency_proof, leaf_hash, root,
+    verify_consistency,
 };
-use slidemesh_protocol::{GrantId, NodeKey, NodePublicKey, SlideId, TrustCode, canonical};
+use slidemesh_protocol::{NodeKey, NodePublicKey, TrustCode, canonical};
 
 use crate::store::{RedbContext, Store, StoreError, decode, encode, now_unix};
 
@@ -33,82 +38,112 @@ pub(crate) const LEAVES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new(
 /// Tree size -> postcard([`SignedCheckpoint`]).
 pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("audit_checkpoints_v1");
+/// Sequence number of a received access -> postcard([`SignedReceipt`]) the server gave.
+pub(crate) const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_receipts_v1");
 /// Other members' logs: trust -> postcard([`Checkpoint`]) this node last co-signed.
 pub(crate) const COSIGNED: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_cosigned_v1");
 
-/// Which side of an access this node was on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// A peer asked this node; this node decided.
-    Served,
-    /// This node asked a peer and was answered.
-    Received,
+/// One append for the writer thread.
+struct Append {
+    entry: AuditEntry,
+    /// The server's receipt for a received access, kept beside the entry.
+    receipt: Option<SignedReceipt>,
+    /// Told the entry's sequence number once it is committed.
+    done: Option<std::sync::mpsc::SyncSender<u64>>,
 }
 
-/// One audited access. No patient data: ids, codes and names of rules only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Unix seconds.
-    pub time: u64,
-    pub side: Side,
-    /// The other trust: the requester when served, the source when received.
-    pub peer: TrustCode,
-    pub peer_id: String,
-    /// The person, when the request names one.
-    pub user: Option<String>,
-    pub purpose: String,
-    pub slide: SlideId,
-    /// view, fetch_tiles, see_label, ...
-    pub action: String,
-    /// What crossed: "manifest", "12 tiles".
-    pub what: String,
-    pub allowed: bool,
-    /// The `@id`s of the deciding rules, or why it was refused before the policy ran.
-    pub rules: Vec<String>,
-    /// BLAKE3 of the policy text that decided (empty on the receiving side).
-    pub policy_hash: String,
-    pub grant: Option<GrantId>,
+/// An entry on its way into the log; [`Pending::wait`] gives its sequence number once it
+/// is durable.
+pub struct Pending {
+    pub entry: AuditEntry,
+    committed: std::sync::mpsc::Receiver<u64>,
+}
+
+impl Pending {
+    /// Waits (blocking) until the entry is committed; `None` if the writer failed or took
+    /// longer than `timeout`.
+    pub fn wait(self, timeout: Duration) -> Option<(u64, AuditEntry)> {
+        let seq = self.committed.recv_timeout(timeout).ok()?;
+        Some((seq, self.entry))
+    }
 }
 
 /// The log's handle for the running node: appends go to a writer thread.
 #[derive(Clone)]
 pub struct AuditLog {
-    sender: mpsc::SyncSender<AuditEntry>,
+    sender: mpsc::SyncSender<Append>,
 }
 
 impl AuditLog {
     /// Starts the writer thread over `store`.
     pub fn start(store: std::sync::Arc<Store>) -> std::io::Result<Self> {
-        let (sender, receiver) = mpsc::sync_channel::<AuditEntry>(65536);
+        let (sender, receiver) = mpsc::sync_channel::<Append>(65536);
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
+                // Group commit: whatever queued while the previous transaction committed
+                // goes into the next one. An entry waits for at most one commit, never for
+                // a timer, so a crash loses only what had not reached the writer yet.
                 while let Ok(first) = receiver.recv() {
-                    // Group what arrives within 200 ms into one transaction.
                     let mut batch = vec![first];
-                    let deadline = Instant::now() + Duration::from_millis(200);
                     while batch.len() < 4096 {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match receiver.recv_timeout(left) {
-                            Ok(entry) => batch.push(entry),
+                        match receiver.try_recv() {
+                            Ok(append) => batch.push(append),
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = store.append_audit(&batch) {
-                        tracing::error!(error = %e, entries = batch.len(), "audit entries could not be written");
+                    match store.append_audit(&batch) {
+                        Ok(first_seq) => {
+                            for (seq, append) in (first_seq..).zip(batch) {
+                                if let Some(done) = append.done {
+                                    let _ = done.try_send(seq);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, entries = batch.len(), "audit entries could not be written");
+                        }
                     }
                 }
             })?;
         Ok(Self { sender })
     }
 
-    /// Queues an entry. When the writer is far behind (65,536 queued) the caller waits for
-    /// room rather than losing entries.
-    pub fn record(&self, entry: AuditEntry) {
-        if self.sender.send(entry).is_err() {
+    fn send(&self, append: Append) {
+        // When the writer is far behind (65,536 queued) the caller waits for room rather
+        // than losing entries.
+        if self.sender.send(append).is_err() {
             tracing::error!("audit writer stopped; entry lost");
         }
+    }
+
+    /// Queues an entry.
+    pub fn record(&self, entry: AuditEntry) {
+        self.send(Append {
+            entry,
+            receipt: None,
+            done: None,
+        });
+    }
+
+    /// Queues an entry the caller will want to prove was written (a receipt for a peer).
+    pub fn record_pending(&self, entry: AuditEntry) -> Pending {
+        let (done, committed) = std::sync::mpsc::sync_channel(1);
+        self.send(Append {
+            entry: entry.clone(),
+            receipt: None,
+            done: Some(done),
+        });
+        Pending { entry, committed }
+    }
+
+    /// Queues a received access together with the server's receipt for it.
+    pub fn record_with_receipt(&self, entry: AuditEntry, receipt: SignedReceipt) {
+        self.send(Append {
+            entry,
+            receipt: Some(receipt),
+            done: None,
+        });
     }
 }
 
@@ -122,28 +157,61 @@ pub struct Verification {
 }
 
 impl Store {
-    /// Appends entries in one transaction, with their leaf hashes.
-    pub fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    /// Appends entries in one transaction, with their leaf hashes and any receipts; returns
+    /// the first entry's sequence number.
+    fn append_audit(&self, appends: &[Append]) -> Result<u64, StoreError> {
         let tx = self.db.begin_write().op("begin audit write")?;
-        {
+        let first = {
             let mut table = tx.open_table(ENTRIES).op("open audit entries")?;
             let mut leaves = tx.open_table(LEAVES).op("open audit leaves")?;
+            let mut receipts = tx.open_table(RECEIPTS).op("open audit receipts")?;
             let first = table
                 .last()
                 .op("read audit size")?
                 .map(|(k, _)| k.value() + 1)
                 .unwrap_or(0);
-            for (seq, entry) in (first..).zip(entries) {
-                let bytes = canonical::encode(entry);
+            for (seq, append) in (first..).zip(appends) {
+                let bytes = canonical::encode(&append.entry);
                 table
                     .insert(seq, bytes.as_slice())
                     .op("append audit entry")?;
                 leaves
                     .insert(seq, &leaf_hash(&bytes))
                     .op("append audit leaf")?;
+                if let Some(receipt) = &append.receipt {
+                    receipts
+                        .insert(seq, encode(receipt).as_slice())
+                        .op("store audit receipt")?;
+                }
             }
+            first
+        };
+        tx.commit().op("commit audit entries")?;
+        Ok(first)
+    }
+
+    /// Appends entries directly (tests and tools; the running node goes through
+    /// [`AuditLog`]).
+    pub fn append_audit_entries(&self, entries: &[AuditEntry]) -> Result<u64, StoreError> {
+        let appends: Vec<Append> = entries
+            .iter()
+            .map(|entry| Append {
+                entry: entry.clone(),
+                receipt: None,
+                done: None,
+            })
+            .collect();
+        self.append_audit(&appends)
+    }
+
+    /// The receipt a peer gave for entry `seq` of this log (a received access), if any.
+    pub fn audit_receipt(&self, seq: u64) -> Result<Option<SignedReceipt>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(RECEIPTS).op("open audit receipts")?;
+        match table.get(seq).op("read audit receipt")? {
+            Some(v) => Ok(Some(decode("audit_receipts_v1", v.value())?)),
+            None => Ok(None),
         }
-        tx.commit().op("commit audit entries")
     }
 
     /// Every entry, oldest first, with its sequence number.
@@ -308,6 +376,23 @@ impl Store {
                 problems.push(format!(
                     "entry {seq} is not what was written (its hash differs from the recorded one)"
                 ));
+            }
+        }
+        // Receipts other logs gave this one must still be what they signed.
+        {
+            let tx = self.db.begin_read().op("begin read")?;
+            let receipts = tx.open_table(RECEIPTS).op("open audit receipts")?;
+            for row in receipts.iter().op("iterate audit receipts")? {
+                let (seq, bytes) = row.op("read audit receipt")?;
+                let valid = decode::<SignedReceipt>("audit_receipts_v1", bytes.value())
+                    .ok()
+                    .is_some_and(|r| r.verify().is_ok());
+                if !valid {
+                    problems.push(format!(
+                        "the receipt kept with entry {} does not verify",
+                        seq.value()
+                    ));
+                }
             }
         }
         let leaves: Vec<Hash> = entries.iter().map(|(_, h, _)| *h).collect();

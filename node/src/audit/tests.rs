@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::store::Store;
+use slidemesh_protocol::SlideId;
 
 fn entry(i: u64, allowed: bool) -> AuditEntry {
     AuditEntry {
@@ -34,14 +35,14 @@ fn an_honest_log_verifies() {
     let key = NodeKey::generate();
     let trust: TrustCode = "RR8".parse().unwrap();
     store
-        .append_audit(&[entry(0, true), entry(1, false)])
+        .append_audit_entries(&[entry(0, true), entry(1, false)])
         .unwrap();
     assert!(store.audit_checkpoint(&trust, &key).unwrap().is_some());
     assert!(
         store.audit_checkpoint(&trust, &key).unwrap().is_none(),
         "unchanged log"
     );
-    store.append_audit(&[entry(2, true)]).unwrap();
+    store.append_audit_entries(&[entry(2, true)]).unwrap();
     store.audit_checkpoint(&trust, &key).unwrap();
     let v = store.verify_audit(&key.public()).unwrap();
     assert_eq!((v.entries, v.checkpoints), (3, 2));
@@ -54,7 +55,7 @@ fn a_rewritten_entry_is_detected() {
     let (_dir, store) = store();
     let key = NodeKey::generate();
     store
-        .append_audit(&[entry(0, true), entry(1, false)])
+        .append_audit_entries(&[entry(0, true), entry(1, false)])
         .unwrap();
     store
         .audit_checkpoint(&"RR8".parse().unwrap(), &key)
@@ -82,10 +83,10 @@ fn a_forked_checkpoint_is_detected() {
     let key = NodeKey::generate();
     let trust: TrustCode = "RR8".parse().unwrap();
     store
-        .append_audit(&[entry(0, true), entry(1, true)])
+        .append_audit_entries(&[entry(0, true), entry(1, true)])
         .unwrap();
     store.audit_checkpoint(&trust, &key).unwrap();
-    store.append_audit(&[entry(2, true)]).unwrap();
+    store.append_audit_entries(&[entry(2, true)]).unwrap();
     // A checkpoint signed over another history of size 3.
     let other: Vec<Hash> = (0..3).map(|i| leaf_hash(&[i])).collect();
     let forged = SignedCheckpoint::sign(
@@ -118,4 +119,60 @@ fn export_is_fhir_audit_events() {
     assert_eq!(event["resourceType"], "AuditEvent");
     assert_eq!(event["outcome"], "4");
     assert_eq!(event["agent"][0]["who"]["identifier"]["value"], "RAE");
+}
+
+#[test]
+fn the_writer_gives_sequence_numbers_once_committed_and_keeps_receipts() {
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    let log = AuditLog::start(store.clone()).unwrap();
+    log.record(entry(0, false));
+    let pending = log.record_pending(entry(1, true));
+    let (seq, written) = pending.wait(Duration::from_secs(5)).expect("committed");
+    assert_eq!((seq, &written), (1, &entry(1, true)));
+    // Committed means readable, and the sequence number is the entry's place in the log.
+    assert_eq!(store.audit_entries().unwrap()[1], (1, entry(1, true)));
+
+    // The server's receipt for it, kept beside a received entry at the requester.
+    let server = NodeKey::generate();
+    let receipt = SignedReceipt::sign(
+        &slidemesh_protocol::audit::Receipt {
+            log: "RR8".parse().unwrap(),
+            entries: vec![(seq, written)],
+        },
+        &server,
+    );
+    let mut received = entry(2, true);
+    received.side = Side::Received;
+    log.record_with_receipt(received, receipt.clone());
+    let settled = log.record_pending(entry(3, true));
+    assert_eq!(settled.wait(Duration::from_secs(5)).unwrap().0, 3);
+    assert_eq!(store.audit_receipt(2).unwrap(), Some(receipt.clone()));
+    assert_eq!(store.audit_receipt(1).unwrap(), None);
+    let key = NodeKey::generate();
+    assert!(
+        store
+            .verify_audit(&key.public())
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+
+    // A kept receipt changed afterwards is reported.
+    let mut forged = receipt;
+    let last = forged.bytes.len() - 1;
+    forged.bytes[last] ^= 1;
+    let tx = store.db.begin_write().unwrap();
+    tx.open_table(RECEIPTS)
+        .unwrap()
+        .insert(2, encode(&forged).as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    let problems = store.verify_audit(&key.public()).unwrap().problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("receipt kept with entry 2")),
+        "{problems:?}"
+    );
 }

@@ -95,7 +95,31 @@ pub fn run(data: DataDir, args: AuditArgs) -> Result<()> {
             let entries = filter.apply(node.store.audit_entries()?)?;
             for (seq, e) in &entries {
                 if json {
-                    println!("{}", json!({ "seq": seq, "entry": e }));
+                    // A received access shows the server's receipt kept with it.
+                    let receipt =
+                        node.store
+                            .audit_receipt(*seq)?
+                            .map(|signed| match signed.verify() {
+                                Ok(r) => json!({
+                                    "log": r.log,
+                                    "signer": signed.signer.to_string(),
+                                    "decisions": r.entries.iter().map(|(seq, d)| json!({
+                                        "seq": seq,
+                                        "action": d.action,
+                                        "leaf": hex::encode(d.leaf()),
+                                    })).collect::<Vec<_>>(),
+                                }),
+                                Err(e) => json!({ "invalid": e.to_string() }),
+                            });
+                    println!(
+                        "{}",
+                        json!({
+                            "seq": seq,
+                            "leaf": hex::encode(e.leaf()),
+                            "entry": e,
+                            "receipt": receipt,
+                        })
+                    );
                 } else {
                     let time = humantime::format_rfc3339_seconds(
                         std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.time),

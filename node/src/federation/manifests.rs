@@ -12,6 +12,7 @@ use slidemesh_protocol::{
 use tracing::{info, warn};
 
 use super::Federation;
+use crate::audit::Pending;
 use crate::consent::ConsentAction;
 use crate::deidentify::{Pseudonyms, deidentify};
 use crate::ingest::assemble::summarise;
@@ -39,16 +40,19 @@ impl Federation {
         slide: SlideId,
         signed_grant: SignedGrant,
     ) -> ControlResponse {
-        if let Err(reason) = self.authorize(
+        let mut decisions = match self.authorize(
             &peer,
             &slide,
             &signed_grant,
             &[ConsentAction::View],
             "manifest",
         ) {
-            warn!(%peer, %slide, reason, "manifest request denied");
-            return ControlResponse::Denied { reason };
-        }
+            Ok(decisions) => decisions,
+            Err(reason) => {
+                warn!(%peer, %slide, reason, "manifest request denied");
+                return ControlResponse::Denied { reason };
+            }
+        };
         let record = match self.store.slide(&slide) {
             Ok(Some(record)) => record,
             Ok(None) => return ControlResponse::NotFound,
@@ -64,15 +68,23 @@ impl Federation {
                 reason: "grant does not verify".into(),
             };
         };
-        if self.identity_may_leave(&peer, &slide, &signed_grant, &grant) {
+        if let Some(identity) = self.identity_may_leave(&peer, &slide, &signed_grant, &grant) {
+            decisions.extend(identity);
             info!(%peer, %slide, "manifest sent");
-            return ControlResponse::Manifest(record.signed);
+            return ControlResponse::Manifest {
+                manifest: record.signed,
+                receipt: self.sign_receipt(decisions),
+            };
         }
         let project = project_of(&grant, &signed_grant);
         match self.deidentified_view(&record.signed, &slide, &project) {
             Ok((manifest, view)) => {
                 info!(%peer, %slide, view = %manifest.slide_id(), project, "de-identified manifest sent");
-                ControlResponse::DeidentifiedManifest { manifest, view }
+                ControlResponse::DeidentifiedManifest {
+                    manifest,
+                    view,
+                    receipt: self.sign_receipt(decisions),
+                }
             }
             Err(e) => {
                 warn!(%peer, %slide, error = %e, "cannot make the de-identified view");
@@ -86,24 +98,25 @@ impl Federation {
     /// Whether the slide's identifying metadata may go to the grantee: never for research
     /// or education, whatever the policy says; otherwise when the owner's policy lets the
     /// grantee see the label (the same identity, printed on the glass). The policy's
-    /// decision is audited like any other.
+    /// decision is audited like any other; `Some` carries it for the receipt.
     fn identity_may_leave(
         &self,
         peer: &PeerId,
         slide: &SlideId,
         signed_grant: &SignedGrant,
         grant: &Grant,
-    ) -> bool {
-        !grant.purpose.requires_deidentification()
-            && self
-                .authorize(
-                    peer,
-                    slide,
-                    signed_grant,
-                    &[ConsentAction::SeeLabel],
-                    "identified metadata",
-                )
-                .is_ok()
+    ) -> Option<Vec<Pending>> {
+        if grant.purpose.requires_deidentification() {
+            return None;
+        }
+        self.authorize(
+            peer,
+            slide,
+            signed_grant,
+            &[ConsentAction::SeeLabel],
+            "identified metadata",
+        )
+        .ok()
     }
 
     /// The slide's de-identified view for `project`, and the owner's statement binding it
@@ -147,8 +160,11 @@ impl Federation {
         let owner_key = self
             .roster()
             .and_then(|r| r.member(&grant.owner).map(|m| m.node));
-        let (manifest_signed, deidentified) = match response {
-            ControlResponse::Manifest(m) => {
+        let (manifest_signed, deidentified, receipt) = match response {
+            ControlResponse::Manifest {
+                manifest: m,
+                receipt,
+            } => {
                 if m.slide_id() != grant.slide {
                     anyhow::bail!("owner sent a manifest for another slide");
                 }
@@ -158,9 +174,13 @@ impl Federation {
                         grant.purpose
                     );
                 }
-                (m, None)
+                (m, None, receipt)
             }
-            ControlResponse::DeidentifiedManifest { manifest, view } => {
+            ControlResponse::DeidentifiedManifest {
+                manifest,
+                view,
+                receipt,
+            } => {
                 let statement = view.verify()?;
                 if Some(view.signer) != owner_key {
                     anyhow::bail!("de-identified view not signed by the owner's roster key");
@@ -168,7 +188,7 @@ impl Federation {
                 if statement.original != grant.slide || statement.view != manifest.slide_id() {
                     anyhow::bail!("owner sent a de-identified view of another slide");
                 }
-                (manifest, Some(view))
+                (manifest, Some(view), receipt)
             }
             ControlResponse::Denied { reason } => anyhow::bail!("owner refused: {reason}"),
             ControlResponse::NotFound => anyhow::bail!("owner has no such slide"),
@@ -194,7 +214,7 @@ impl Federation {
         let slide = grant.slide;
         tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
         info!(%slide, owner = %grant.owner, what, "shared slide available");
-        self.record_received(&grant, &owner, "view", what);
+        self.record_received(signed, &grant, &owner, "view", what, receipt);
         Ok(())
     }
 }

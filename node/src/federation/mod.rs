@@ -5,6 +5,8 @@
 //! Layout:
 //! - this file: [`Federation`], the shared state, and the [`Inbound`] answers to peers.
 //! - `manifests`: a slide's manifest, or its de-identified view, from owner to grantee.
+//! - `receipts`: the server's signed receipt for an access, and the requester's record of
+//!   the access with it.
 //! - [`remote`]: remote tiles for the grantee's viewer: cache, single flight, batching,
 //!   several sources, prefetch.
 //! - [`tasks`]: background loops: roster updates, outbox delivery.
@@ -13,6 +15,7 @@
 //! [`crate::policy::check_grant`]; every tile that enters it was hashed against its id.
 
 mod manifests;
+mod receipts;
 pub mod remote;
 pub mod tasks;
 
@@ -24,14 +27,14 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    Action, AssociatedKind, Grant, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, TileId,
+    Action, AssociatedKind, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, TileId,
     TrustCode,
 };
 use tracing::{info, warn};
 
-use crate::audit::{AuditEntry, AuditLog, Side};
+use crate::audit::{AuditEntry, AuditLog, Pending, Side};
 use crate::consent::{ConsentAction, ConsentRequest, PolicyHandle};
-use crate::net::{Inbound, Network, identity};
+use crate::net::{Inbound, Network, ReceiptFuture, identity};
 use crate::policy::check_grant;
 use crate::store::cache::TileCache;
 use crate::store::consent::SlideConsent;
@@ -172,29 +175,6 @@ impl Federation {
         identity::peer_id(&roster.member(trust)?.node)
     }
 
-    /// Records an access this node made as a requester (the owner decided and logged it
-    /// too, so each access is on both sides' logs).
-    pub(crate) fn record_received(&self, grant: &Grant, peer: &PeerId, action: &str, what: &str) {
-        let Some(source) = self.trust_of(peer) else {
-            return;
-        };
-        self.audit.record(AuditEntry {
-            time: now_unix(),
-            side: Side::Received,
-            peer: source,
-            peer_id: peer.to_string(),
-            user: None,
-            purpose: grant.purpose.as_str().to_string(),
-            slide: grant.slide,
-            action: action.to_string(),
-            what: what.to_string(),
-            allowed: true,
-            rules: Vec::new(),
-            policy_hash: String::new(),
-            grant: None,
-        });
-    }
-
     /// What the policy check needs of a slide this node holds or caches (memoised).
     fn served_slide(&self, slide: &SlideId) -> Result<Arc<ServedSlide>, String> {
         if let Some(served) = self.served.lock().ok().and_then(|m| m.get(slide).cloned()) {
@@ -233,7 +213,8 @@ impl Federation {
 
     /// May `peer` do each of `actions` on `slide` under `grant`? The grant is checked first
     /// (signature, grantee, slide, time, revocation), then the owner's consent policy for
-    /// each action. `Err` says why not.
+    /// each action. `Err` says why not; `Ok` carries the allowed decisions on their way into
+    /// the audit log, for the requester's receipt ([`Federation::sign_receipt`]).
     fn authorize(
         &self,
         peer: &PeerId,
@@ -241,7 +222,7 @@ impl Federation {
         grant: &SignedGrant,
         actions: &[ConsentAction],
         what: &str,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<Pending>, String> {
         let roster = self.roster().ok_or("this node has no roster")?;
         let requester = self
             .trust_of(peer)
@@ -303,6 +284,7 @@ impl Federation {
             SlideConsent::default()
         };
         let policy = self.policy.current();
+        let mut allowed = Vec::new();
         for &action in actions {
             let decision = policy.decide(&ConsentRequest {
                 requester: &requester,
@@ -316,14 +298,17 @@ impl Federation {
                 now,
             });
             info!(%peer, %slide, trust = %requester, action = action.as_str(), purpose = granted.purpose.as_str(), allowed = decision.allowed, rules = ?decision.rules, policy = %decision.policy_hash, "consent decision");
-            self.audit.record(entry(
+            let recorded = entry(
                 action,
                 decision.allowed,
                 decision.rules.clone(),
                 granted.purpose.as_str(),
                 decision.policy_hash.clone(),
-            ));
-            if !decision.allowed {
+            );
+            if decision.allowed {
+                allowed.push(self.audit.record_pending(recorded));
+            } else {
+                self.audit.record(recorded);
                 return Err(format!(
                     "{} for {}: {}",
                     action.as_str(),
@@ -332,7 +317,7 @@ impl Federation {
                 ));
             }
         }
-        Ok(())
+        Ok(allowed)
     }
 
     /// A grant delivered by its owner: check it names us and is signed by the owner's
@@ -522,31 +507,42 @@ impl Inbound for Handlers {
         &self,
         peer: PeerId,
         request: &TileRequest,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<ReceiptFuture, String>> {
         let fed = self.0.clone();
         let slide = request.slide;
         let grant = request.grant.clone();
         let tiles = request.tiles.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
-                let served = fed.served_slide(&slide)?;
-                if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
-                    return Err(format!("tile {stray} is not part of slide {slide}"));
-                }
-                let mut actions = vec![ConsentAction::FetchTiles];
-                if tiles.iter().any(|t| served.label_tiles.contains(t)) {
-                    actions.push(ConsentAction::SeeLabel);
-                }
-                fed.authorize(
-                    &peer,
-                    &slide,
-                    &grant,
-                    &actions,
-                    &format!("{} tiles", tiles.len()),
-                )
-            })
-            .await
-            .map_err(|e| e.to_string())?
+            let decisions = {
+                let fed = fed.clone();
+                tokio::task::spawn_blocking(move || {
+                    let served = fed.served_slide(&slide)?;
+                    if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
+                        return Err(format!("tile {stray} is not part of slide {slide}"));
+                    }
+                    let mut actions = vec![ConsentAction::FetchTiles];
+                    if tiles.iter().any(|t| served.label_tiles.contains(t)) {
+                        actions.push(ConsentAction::SeeLabel);
+                    }
+                    fed.authorize(
+                        &peer,
+                        &slide,
+                        &grant,
+                        &actions,
+                        &format!("{} tiles", tiles.len()),
+                    )
+                })
+                .await
+                .map_err(|e| e.to_string())??
+            };
+            let receipt: ReceiptFuture = async move {
+                tokio::task::spawn_blocking(move || fed.sign_receipt(decisions))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            .boxed();
+            Ok(receipt)
         }
         .boxed()
     }

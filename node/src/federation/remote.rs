@@ -514,7 +514,12 @@ impl Federation {
                 if let Some(g) = &granted
                     && !got.is_empty()
                 {
-                    self.record_received(g, &peer, "fetch_tiles", &format!("{} tiles", got.len()));
+                    let receipt = match &outcome {
+                        Ok(Ok(receipt)) => receipt.clone(),
+                        _ => None,
+                    };
+                    let what = format!("{} tiles", got.len());
+                    self.record_received(&grant, g, &peer, "fetch_tiles", &what, receipt);
                 }
                 missing.retain(|t| !arrived.contains(t));
                 if !got.is_empty() {
@@ -534,7 +539,7 @@ impl Federation {
                     }
                 }
                 match outcome {
-                    Ok(Ok(())) => {
+                    Ok(Ok(_receipt)) => {
                         self.record_speed(peer, started.elapsed().as_secs_f64());
                         debug!(
                             %peer,

@@ -24,11 +24,16 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
+use slidemesh_protocol::audit::SignedReceipt;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{NodeKey, SlideId, TileId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use tiles::{FetchError, Lane};
+
+/// A serving node's receipt for an access, signed once the decision is committed to its
+/// audit log; `None` when that did not happen in time.
+pub type ReceiptFuture = BoxFuture<'static, Option<SignedReceipt>>;
 
 /// What the network asks of the rest of the node when peers talk to it.
 pub trait Inbound: Send + Sync + 'static {
@@ -37,12 +42,13 @@ pub trait Inbound: Send + Sync + 'static {
     -> BoxFuture<'static, ControlResponse>;
     /// Acts on a gossiped announcement (already checked to come from a member).
     fn announcement(&self, from: PeerId, announcement: Announcement);
-    /// Decides whether `peer` may have the tiles of this batch. `Err` carries the reason.
+    /// Decides whether `peer` may have the tiles of this batch. `Err` carries the reason;
+    /// `Ok` the node's receipt for the batch, ready once the decision is in its audit log.
     fn authorize_tiles(
         &self,
         peer: PeerId,
         request: &TileRequest,
-    ) -> BoxFuture<'static, Result<(), String>>;
+    ) -> BoxFuture<'static, Result<ReceiptFuture, String>>;
     /// The bytes of tiles this node holds (original file or cache), in order; `None` for a
     /// tile it does not hold.
     fn read_tiles(&self, tiles: Vec<TileId>) -> BoxFuture<'static, Vec<Option<Vec<u8>>>>;
@@ -210,7 +216,7 @@ impl Network {
         lane: Lane,
         request: &TileRequest,
         on_tile: impl FnMut(TileId, Vec<u8>),
-    ) -> Result<(), FetchError> {
+    ) -> Result<Option<SignedReceipt>, FetchError> {
         self.tiles.fetch(peer, lane, request, on_tile).await
     }
 

@@ -1,4 +1,4 @@
-//! The tile stream protocol (`/slidemesh/tiles/2`, framing in `slidemesh_protocol::wire`):
+//! The tile stream protocol (`/slidemesh/tiles/3`, framing in `slidemesh_protocol::wire`):
 //! the server loop that answers batches, and the client that fetches batches and verifies
 //! every tile against its id.
 //!
@@ -21,9 +21,10 @@ use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use slidemesh_protocol::TileId;
+use slidemesh_protocol::audit::SignedReceipt;
 use slidemesh_protocol::wire::{
-    MAX_TILE_BYTES, MAX_TILE_REQUEST, MAX_TILES_PER_REQUEST, TILE_SESSION_READY, TILES_PROTOCOL,
-    TileRequest, TileStatus,
+    MAX_RECEIPT, MAX_TILE_BYTES, MAX_TILE_REQUEST, MAX_TILES_PER_REQUEST, TILE_SESSION_READY,
+    TILES_PROTOCOL, TileRequest, TileStatus,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
@@ -200,11 +201,14 @@ async fn serve_batch(
     let started = Instant::now();
     let authorized = inbound.authorize_tiles(peer, &request).await;
     let authorize_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Err(reason) = authorized {
-        warn!(%slide, reason, "tile request denied");
-        stream.write_all(&[TileStatus::Denied as u8]).await?;
-        return stream.flush().await;
-    }
+    let receipt = match authorized {
+        Ok(receipt) => receipt,
+        Err(reason) => {
+            warn!(%slide, reason, "tile request denied");
+            stream.write_all(&[TileStatus::Denied as u8]).await?;
+            return stream.flush().await;
+        }
+    };
     // Reads go to the blocking pool a chunk at a time: one hop per chunk, not per tile,
     // and the next chunk is read while this one is being sent.
     let mut chunks = request.tiles.chunks(READ_CHUNK).map(|c| c.to_vec());
@@ -226,6 +230,10 @@ async fn serve_batch(
         stream.write_all(&out).await?;
     }
     stream.flush().await?;
+    // The tiles went out as read; the receipt follows once the decision is durable (the
+    // audit writer's next commit), so a receipt never names an entry a crash could lose.
+    let receipt = receipt.await;
+    write_message(stream, &receipt).await?;
     debug!(
         %slide,
         tiles = request.tiles.len(),
@@ -286,7 +294,8 @@ struct Pending {
 
 enum Event {
     Tile(TileId, Vec<u8>),
-    Done(Result<(), FetchError>),
+    /// The batch ended: with the server's receipt (if it gave one), or how it failed.
+    Done(Result<Option<SignedReceipt>, FetchError>),
 }
 
 impl TileClient {
@@ -306,7 +315,7 @@ impl TileClient {
         lane: Lane,
         request: &TileRequest,
         mut on_tile: impl FnMut(TileId, Vec<u8>),
-    ) -> Result<(), FetchError> {
+    ) -> Result<Option<SignedReceipt>, FetchError> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -326,7 +335,7 @@ impl TileClient {
         lane: Lane,
         request: &TileRequest,
         on_tile: &mut impl FnMut(TileId, Vec<u8>),
-    ) -> Result<(), FetchError> {
+    ) -> Result<Option<SignedReceipt>, FetchError> {
         let started = Instant::now();
         let session = self.session(peer, lane).await?;
         let _slot = session
@@ -504,12 +513,13 @@ async fn read_ready(peer: PeerId, reader: &mut ReadHalf<Stream>) -> Result<(), F
     }
 }
 
-/// Reads one batch's answer, sending each verified tile to the batch's sink.
+/// Reads one batch's answer, sending each verified tile to the batch's sink, then the
+/// server's receipt.
 async fn read_batch(
     peer: PeerId,
     reader: &mut ReadHalf<Stream>,
     pending: &Pending,
-) -> Result<(), FetchError> {
+) -> Result<Option<SignedReceipt>, FetchError> {
     let io = |source| FetchError::Io { peer, source };
     for (index, &tile) in pending.tiles.iter().enumerate() {
         let mut status = [0u8; 1];
@@ -549,7 +559,25 @@ async fn read_batch(
             }
         }
     }
-    Ok(())
+    let receipt = tokio::time::timeout(
+        STALL_TIMEOUT,
+        read_message::<Option<SignedReceipt>, _>(reader, MAX_RECEIPT),
+    )
+    .await
+    .map_err(|_| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no receipt after the batch",
+        ))
+    })?;
+    match receipt {
+        Ok(receipt) => Ok(receipt),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(FetchError::Protocol {
+            peer,
+            detail: format!("unreadable receipt: {e}"),
+        }),
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// `read_exact` that gives up when the peer sends nothing for [`STALL_TIMEOUT`].

@@ -463,7 +463,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 16;
+const TABLE_COUNT: usize = 17;
 
 fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SLIDES).op("create tables")?;
@@ -479,6 +479,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(crate::audit::CHECKPOINTS)
         .op("create tables")?;
     tx.open_table(crate::audit::COSIGNED).op("create tables")?;
+    tx.open_table(crate::audit::RECEIPTS).op("create tables")?;
     tx.open_table(federation::GRANTS).op("create tables")?;
     tx.open_table(federation::REVOCATIONS).op("create tables")?;
     tx.open_table(federation::REMOTE_SLIDES)

@@ -18,8 +18,9 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::json;
 use slidemesh_node::datadir::DataDir;
-use slidemesh_node::net::{Inbound, Lane, NetConfig, Network};
+use slidemesh_node::net::{Inbound, Lane, NetConfig, Network, ReceiptFuture};
 use slidemesh_node::store::Store;
+use slidemesh_protocol::audit::SignedReceipt;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
     AssociatedKind, DeidentifiedView, NodeKey, SignedManifest, SlideId, TileId,
@@ -92,7 +93,7 @@ impl Inbound for Silent {
         &self,
         _: PeerId,
         _: &TileRequest,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<ReceiptFuture, String>> {
         async { Err("probe".to_string()) }.boxed()
     }
     fn read_tiles(&self, tiles: Vec<TileId>) -> BoxFuture<'static, Vec<Option<Vec<u8>>>> {
@@ -118,11 +119,36 @@ async fn fetch(
     let result = network
         .fetch_tiles(peer, Lane::Demanded, &request, |_, _| received += 1)
         .await;
+    let (receipt, error) = match result {
+        Ok(receipt) => (receipt_json(receipt.as_ref()), None),
+        Err(e) => (json!(null), Some(e.to_string())),
+    };
     json!({
         "received": received,
         "seconds": started.elapsed().as_secs_f64(),
-        "error": result.err().map(|e| e.to_string()),
+        "receipt": receipt,
+        "error": error,
     })
+}
+
+/// A receipt as the probe reports it: who signed it for which log, and the decisions it
+/// names (action and sequence number in the server's log).
+fn receipt_json(receipt: Option<&SignedReceipt>) -> serde_json::Value {
+    let Some(signed) = receipt else {
+        return json!(null);
+    };
+    match signed.verify() {
+        Ok(r) => json!({
+            "log": r.log,
+            "signer": signed.signer.to_string(),
+            "decisions": r.entries.iter().map(|(seq, e)| json!({
+                "seq": seq,
+                "action": e.action,
+                "peer": e.peer,
+            })).collect::<Vec<_>>(),
+        }),
+        Err(e) => json!({ "invalid": e.to_string() }),
+    }
 }
 
 pub fn run(args: ProbeArgs) -> Result<()> {
@@ -188,8 +214,14 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                     .map_err(|_| anyhow::anyhow!("timed out"))
                     .and_then(|r| r.map_err(anyhow::Error::from));
             let (manifest, first_tiles) = match answer {
-                Ok(ControlResponse::Manifest(signed)) => manifest_outcome(&signed, None),
-                Ok(ControlResponse::DeidentifiedManifest { manifest, view }) => {
+                Ok(ControlResponse::Manifest { manifest, receipt }) => {
+                    manifest_outcome(&manifest, None, receipt.as_ref())
+                }
+                Ok(ControlResponse::DeidentifiedManifest {
+                    manifest,
+                    view,
+                    receipt,
+                }) => {
                     let statement = view.verify().map_err(|e| e.to_string()).and_then(|v| {
                         if v.original == slide && v.view == manifest.slide_id() {
                             Ok(v)
@@ -198,7 +230,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                         }
                     });
                     match statement {
-                        Ok(v) => manifest_outcome(&manifest, Some(&v)),
+                        Ok(v) => manifest_outcome(&manifest, Some(&v), receipt.as_ref()),
                         Err(e) => (json!({ "outcome": "invalid", "error": e }), vec![]),
                     }
                 }
@@ -257,6 +289,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
 fn manifest_outcome(
     signed: &SignedManifest,
     view: Option<&DeidentifiedView>,
+    receipt: Option<&SignedReceipt>,
 ) -> (serde_json::Value, Vec<TileId>) {
     let manifest = match signed.verify() {
         Ok(m) => m,
@@ -280,6 +313,7 @@ fn manifest_outcome(
         "deidentified": view.map(|v| json!({ "project": v.project, "view_id": v.view })),
         "patient_id": patient_id,
         "lists_label": manifest.associated(AssociatedKind::Label).is_some(),
+        "receipt": receipt_json(receipt),
     });
     (outcome, manifest.levels[0].tiles.clone())
 }

@@ -1,0 +1,137 @@
+//! Receipts, so that each access is recorded on both sides. The serving node appends its
+//! decisions to its audit log, waits until they are committed, and signs a receipt naming
+//! them and their positions in its log. The requester checks the receipt (the source's
+//! roster key; an access by this trust, to this slide, under this grant) and appends its
+//! own entry with the server's deciding rules and policy hash, the receipt kept beside it.
+//! A receipt is evidence the requester holds of what the server logged: an entry the
+//! server later removed or changed no longer matches the receipt's leaf.
+
+use std::time::Duration;
+
+use libp2p::PeerId;
+use slidemesh_protocol::audit::{Receipt, SignedReceipt};
+use slidemesh_protocol::{Grant, GrantId, SignedGrant, SlideId, TrustCode};
+use tracing::warn;
+
+use super::Federation;
+use crate::audit::{AuditEntry, Pending, Side};
+use crate::net::identity;
+use crate::store::now_unix;
+
+/// How long a server waits for its audit writer before it answers without a receipt.
+const RECEIPT_WAIT: Duration = Duration::from_secs(5);
+
+impl Federation {
+    /// The receipt for allowed decisions, once all are committed (blocking, up to
+    /// [`RECEIPT_WAIT`]). `None` when there is nothing to receipt or the log did not take
+    /// them in time.
+    pub(super) fn sign_receipt(&self, pending: Vec<Pending>) -> Option<SignedReceipt> {
+        if pending.is_empty() {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(pending.len());
+        for decision in pending {
+            match decision.wait(RECEIPT_WAIT) {
+                Some(committed) => entries.push(committed),
+                None => {
+                    warn!("audit entry not committed in time; answering without a receipt");
+                    return None;
+                }
+            }
+        }
+        let receipt = Receipt {
+            log: self.trust.clone(),
+            entries,
+        };
+        Some(SignedReceipt::sign(&receipt, &self.key))
+    }
+
+    /// Records an access this node made as a requester, with the server's receipt when it
+    /// gave a valid one; the entry says when it gave none or a wrong one.
+    pub(crate) fn record_received(
+        &self,
+        signed_grant: &SignedGrant,
+        grant: &Grant,
+        peer: &PeerId,
+        action: &str,
+        what: &str,
+        receipt: Option<SignedReceipt>,
+    ) {
+        let Some(source) = self.trust_of(peer) else {
+            return;
+        };
+        let grant_id = signed_grant.id();
+        let mut entry = AuditEntry {
+            time: now_unix(),
+            side: Side::Received,
+            peer: source.clone(),
+            peer_id: peer.to_string(),
+            user: None,
+            purpose: grant.purpose.as_str().to_string(),
+            slide: grant.slide,
+            action: action.to_string(),
+            what: what.to_string(),
+            allowed: true,
+            rules: Vec::new(),
+            policy_hash: String::new(),
+            grant: Some(grant_id),
+        };
+        let Some(signed) = receipt else {
+            entry.what = format!("{what}; no receipt");
+            self.audit.record(entry);
+            return;
+        };
+        match self.check_receipt(&signed, &source, grant.slide, grant_id, action) {
+            Ok(receipt) => {
+                if let Some((seq, theirs)) =
+                    receipt.entries.iter().find(|(_, e)| e.action == action)
+                {
+                    entry.rules = theirs.rules.clone();
+                    entry.policy_hash = theirs.policy_hash.clone();
+                    entry.what = format!("{what}; receipt {}#{seq}", receipt.log);
+                }
+                self.audit.record_with_receipt(entry, signed);
+            }
+            Err(reason) => {
+                warn!(%peer, slide = %grant.slide, reason, "receipt refused");
+                entry.what = format!("{what}; receipt refused: {reason}");
+                self.audit.record(entry);
+            }
+        }
+    }
+
+    /// A receipt is good when the source's roster key signed it for its own log and every
+    /// entry is an allowed access by this node to `slide` under `grant`, one of them for
+    /// `action`.
+    fn check_receipt(
+        &self,
+        signed: &SignedReceipt,
+        source: &TrustCode,
+        slide: SlideId,
+        grant: GrantId,
+        action: &str,
+    ) -> Result<Receipt, String> {
+        let receipt = signed.verify().map_err(|e| e.to_string())?;
+        let source_key = self.roster().and_then(|r| r.member(source).map(|m| m.node));
+        if source_key != Some(signed.signer) || receipt.log != *source {
+            return Err(format!("not signed by {source}'s roster key for its log"));
+        }
+        let this_node = identity::peer_id(&self.key.public()).map(|p| p.to_string());
+        let about_this_access = |e: &AuditEntry| {
+            e.side == Side::Served
+                && e.allowed
+                && e.peer == self.trust
+                && Some(&e.peer_id) == this_node.as_ref()
+                && e.slide == slide
+                && e.grant == Some(grant)
+        };
+        if receipt.entries.is_empty() || !receipt.entries.iter().all(|(_, e)| about_this_access(e))
+        {
+            return Err("it names another access".into());
+        }
+        if !receipt.entries.iter().any(|(_, e)| e.action == action) {
+            return Err(format!("it names no {action} decision"));
+        }
+        Ok(receipt)
+    }
+}

@@ -5,6 +5,8 @@
 //! - [`trust`]: `TrustCode`, an NHS ODS organisation code naming a member trust.
 //! - [`canonical`]: the versioned canonical encoding used for everything hashed or signed.
 //! - [`manifest`]: `SlideManifest`, a slide's levels, tiles and metadata, and its signed form.
+//! - [`consent`]: a slide's recorded consent and the owner's signed consent statement
+//!   (its policy text and that consent), which replicas decide with.
 //! - [`deidentified`]: the owner's signed statement that a de-identified manifest is a view
 //!   of a slide, made for one project.
 //! - [`sign`]: node signing keys and the domain-separated signatures over canonical bytes.
@@ -19,6 +21,7 @@
 
 pub mod audit;
 pub mod canonical;
+pub mod consent;
 pub mod deidentified;
 pub mod grant;
 pub mod ids;

@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{SignedCheckpoint, SignedReceipt};
+use crate::consent::SignedConsentStatement;
 use crate::deidentified::SignedDeidentifiedView;
 
 use crate::grant::{SignedGrant, SignedRevocation};
@@ -73,9 +74,11 @@ pub enum ControlRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    /// The slide's manifest, with the server's receipt for the access.
+    /// The slide's manifest, with the owner's consent statement for it (what a node that
+    /// serves the slide's tiles to others decides with) and the server's receipt.
     Manifest {
         manifest: SignedManifest,
+        consent: Option<SignedConsentStatement>,
         receipt: Option<SignedReceipt>,
     },
     Accepted,
@@ -101,6 +104,7 @@ pub enum ControlResponse {
     DeidentifiedManifest {
         manifest: SignedManifest,
         view: SignedDeidentifiedView,
+        consent: Option<SignedConsentStatement>,
         receipt: Option<SignedReceipt>,
     },
 }

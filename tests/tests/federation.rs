@@ -394,3 +394,75 @@ fn a_research_grant_gets_a_deidentified_view_that_still_views_and_speaks_dicomwe
         "Patient Identity Removed is missing"
     );
 }
+
+/// The probe's JSON outcome when `as_node` asks `target` for the first tiles of the slide
+/// under one grant, the tile ids taken from `tiles_from`'s store.
+fn probe_grant(
+    target: &Node,
+    as_node: &Node,
+    slide: &str,
+    grant: &str,
+    tiles_from: &Node,
+) -> Value {
+    let mut cmd = std::process::Command::new(bin("slidemesh-tools"));
+    cmd.args(["probe", "--peer", &target.tcp_multiaddr(), "--slide", slide])
+        .args(["--tiles", "4", "--grant", grant])
+        .arg("--as-node")
+        .arg(&as_node.data)
+        .arg("--grant-from")
+        .arg(&as_node.data)
+        .arg("--tiles-from")
+        .arg(&tiles_from.data);
+    serde_json::from_str(&run_ok(&mut cmd)).expect("probe prints JSON")
+}
+
+#[test]
+fn a_copy_serves_others_under_the_owners_rules_while_the_owner_is_down() {
+    let mut fed = federation(&["RR8", "RAE", "RCD"]);
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let slide = fed.slide.clone();
+    let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    // Research use of this slide needs an ethics approval (DUO IRB).
+    run_ok(owner.cmd().args(["consent", &slide, "--codes", "HMB,IRB"]));
+    // Bradford views the whole slide, so its cache holds every tile.
+    share(owner, &slide, "RAE");
+    wait_for_shared(bradford, &slide);
+    for path in tile_paths(owner, &slide) {
+        assert_eq!(bradford.get(&path).status, 200, "{path}");
+    }
+    // Harrogate holds a second-opinion grant, and a research grant without the ethics
+    // approval the owner's policy requires.
+    let care = share(owner, &slide, "RCD");
+    let research = slidemesh_e2e::federation::share_for(owner, &slide, "RCD", "research", None);
+    wait_for_shared(harrogate, &slide);
+    // Bradford's own policy would allow anything: a copy must not decide with it.
+    std::fs::write(
+        bradford.data.join("policy.cedar"),
+        "@id(\"anything-goes\")\npermit(principal, action, resource);\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    fed.nodes[0].stop();
+    let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    let allowed = probe_grant(bradford, harrogate, &slide, &care, owner);
+    assert_eq!(allowed["tiles"]["received"], 4, "{allowed}");
+    // The receipt is the copy's: it decided, and it logged the decision.
+    assert_eq!(allowed["tiles"]["receipt"]["log"], "RAE", "{allowed}");
+    let refused = probe_grant(bradford, harrogate, &slide, &research, owner);
+    assert_eq!(refused["tiles"]["received"], 0, "{refused}");
+    let denials: Vec<Value> = run_ok(bradford.cmd().args(["audit", "show", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["entry"]["side"] == "served" && e["entry"]["allowed"] == false)
+        .collect();
+    assert!(
+        denials
+            .iter()
+            .any(|e| e["entry"]["rules"][0] == "ethics-approval-required"
+                && e["entry"]["purpose"] == "research"),
+        "the copy did not refuse by the owner's rule: {denials:?}"
+    );
+}

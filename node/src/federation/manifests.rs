@@ -5,6 +5,7 @@
 //! against the owner's roster key and the grant before it stores the slide.
 
 use libp2p::PeerId;
+use slidemesh_protocol::consent::{ConsentStatement, SignedConsentStatement};
 use slidemesh_protocol::wire::{ControlRequest, ControlResponse};
 use slidemesh_protocol::{
     DeidentifiedView, Grant, SignedDeidentifiedView, SignedGrant, SignedManifest, SlideId,
@@ -68,11 +69,19 @@ impl Federation {
                 reason: "grant does not verify".into(),
             };
         };
+        let consent = match self.consent_statement(&slide) {
+            Ok(statement) => Some(statement),
+            Err(e) => {
+                warn!(%peer, %slide, error = %e, "cannot state the slide's consent");
+                None
+            }
+        };
         if let Some(identity) = self.identity_may_leave(&peer, &slide, &signed_grant, &grant) {
             decisions.extend(identity);
             info!(%peer, %slide, "manifest sent");
             return ControlResponse::Manifest {
                 manifest: record.signed,
+                consent,
                 receipt: self.sign_receipt(decisions),
             };
         }
@@ -83,6 +92,7 @@ impl Federation {
                 ControlResponse::DeidentifiedManifest {
                     manifest,
                     view,
+                    consent,
                     receipt: self.sign_receipt(decisions),
                 }
             }
@@ -93,6 +103,24 @@ impl Federation {
                 }
             }
         }
+    }
+
+    /// This node's current rules for one of its slides, signed: its policy's text and the
+    /// slide's recorded consent.
+    fn consent_statement(&self, slide: &SlideId) -> Result<SignedConsentStatement, String> {
+        let served = self.served_slide(slide)?;
+        let consent = self
+            .store
+            .consent(&served.series_uid)
+            .map_err(|e| format!("cannot read the slide's consent: {e}"))?;
+        let statement = ConsentStatement {
+            owner: self.trust.clone(),
+            slide: *slide,
+            policy: self.policy.current().text().to_string(),
+            consent,
+            issued_at: now_unix(),
+        };
+        Ok(SignedConsentStatement::sign(&statement, &self.key))
     }
 
     /// Whether the slide's identifying metadata may go to the grantee: never for research
@@ -160,9 +188,10 @@ impl Federation {
         let owner_key = self
             .roster()
             .and_then(|r| r.member(&grant.owner).map(|m| m.node));
-        let (manifest_signed, deidentified, receipt) = match response {
+        let (manifest_signed, deidentified, consent, receipt) = match response {
             ControlResponse::Manifest {
                 manifest: m,
+                consent,
                 receipt,
             } => {
                 if m.slide_id() != grant.slide {
@@ -174,11 +203,12 @@ impl Federation {
                         grant.purpose
                     );
                 }
-                (m, None, receipt)
+                (m, None, consent, receipt)
             }
             ControlResponse::DeidentifiedManifest {
                 manifest,
                 view,
+                consent,
                 receipt,
             } => {
                 let statement = view.verify()?;
@@ -188,7 +218,7 @@ impl Federation {
                 if statement.original != grant.slide || statement.view != manifest.slide_id() {
                     anyhow::bail!("owner sent a de-identified view of another slide");
                 }
-                (manifest, Some(view), receipt)
+                (manifest, Some(view), consent, receipt)
             }
             ControlResponse::Denied { reason } => anyhow::bail!("owner refused: {reason}"),
             ControlResponse::NotFound => anyhow::bail!("owner has no such slide"),
@@ -197,6 +227,15 @@ impl Federation {
         let manifest = manifest_signed.verify()?;
         if Some(manifest_signed.signer) != owner_key || manifest.owner != grant.owner {
             anyhow::bail!("manifest not signed by the owner's roster key");
+        }
+        if let Some(statement) = &consent {
+            let stated = statement.verify()?;
+            if Some(statement.signer) != owner_key
+                || stated.owner != grant.owner
+                || stated.slide != grant.slide
+            {
+                anyhow::bail!("consent statement not the owner's for this slide");
+            }
         }
         let what = match &deidentified {
             Some(_) => "de-identified manifest",
@@ -210,6 +249,7 @@ impl Federation {
             grant: signed.id(),
             stored_at: now_unix(),
             deidentified,
+            consent,
         };
         let slide = grant.slide;
         tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;

@@ -33,7 +33,7 @@ use slidemesh_protocol::{
 use tracing::{info, warn};
 
 use crate::audit::{AuditEntry, AuditLog, Pending, Side};
-use crate::consent::{ConsentAction, ConsentRequest, PolicyHandle};
+use crate::consent::{ConsentAction, ConsentRequest, Policy, PolicyHandle};
 use crate::net::{Inbound, Network, ReceiptFuture, identity};
 use crate::policy::check_grant;
 use crate::store::cache::TileCache;
@@ -76,6 +76,8 @@ pub struct Federation {
     served: Mutex<HashMap<SlideId, Arc<ServedSlide>>>,
     /// The owner's consent policy, decided on every manifest and tile batch.
     pub policy: Arc<PolicyHandle>,
+    /// Other owners' policies, parsed from their consent statements, by BLAKE3 of the text.
+    owner_policies: Mutex<HashMap<blake3::Hash, Arc<Policy>>>,
     /// Where every decision (served) and access (received) is recorded.
     pub audit: AuditLog,
     /// This node's key, for co-signing other members' audit checkpoints and its own.
@@ -111,6 +113,7 @@ impl Federation {
             network: OnceLock::new(),
             peer_addresses: OnceLock::new(),
             served: Mutex::new(HashMap::new()),
+            owner_policies: Mutex::new(HashMap::new()),
             policy,
             audit,
             key,
@@ -211,6 +214,43 @@ impl Federation {
         Ok(served)
     }
 
+    /// The owner's policy and recorded consent for a slide this node holds a copy of, from
+    /// the owner's signed consent statement kept with the slide. None kept: nothing is
+    /// served from the copy (default deny).
+    fn owners_rules(&self, slide: &SlideId) -> Result<(Arc<Policy>, SlideConsent), String> {
+        let remote = self
+            .store
+            .remote_slide(slide)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no slide {slide} here"))?;
+        let statement = remote
+            .consent
+            .ok_or_else(|| {
+                format!("this node holds no consent statement from the owner of slide {slide}")
+            })?
+            .verify()
+            .map_err(|e| format!("the owner's consent statement does not verify: {e}"))?;
+        let key = blake3::hash(statement.policy.as_bytes());
+        let cached = self
+            .owner_policies
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        let policy = match cached {
+            Some(policy) => policy,
+            None => {
+                let policy = Arc::new(Policy::from_text(&statement.policy).map_err(|e| {
+                    format!("the owner's policy for slide {slide} does not load here: {e}")
+                })?);
+                if let Ok(mut map) = self.owner_policies.lock() {
+                    map.insert(key, policy.clone());
+                }
+                policy
+            }
+        };
+        Ok((policy, statement.consent))
+    }
+
     /// May `peer` do each of `actions` on `slide` under `grant`? The grant is checked first
     /// (signature, grantee, slide, time, revocation), then the owner's consent policy for
     /// each action. `Err` says why not; `Ok` carries the allowed decisions on their way into
@@ -274,16 +314,17 @@ impl Federation {
             }
         };
         let served = self.served_slide(slide)?;
-        // Consent is recorded by the owner. A node serving a copy has no record and decides
-        // with the most restrictive one (clinical care only).
-        let consent = if served.local {
-            self.store
+        // The owner decides with its own policy and recorded consent. A node serving a copy
+        // decides with the owner's signed statement of both, never with its own rules.
+        let (policy, consent) = if served.local {
+            let consent = self
+                .store
                 .consent(&served.series_uid)
-                .map_err(|e| format!("cannot read the slide's consent: {e}"))?
+                .map_err(|e| format!("cannot read the slide's consent: {e}"))?;
+            (self.policy.current(), consent)
         } else {
-            SlideConsent::default()
+            self.owners_rules(slide)?
         };
-        let policy = self.policy.current();
         let mut allowed = Vec::new();
         for &action in actions {
             let decision = policy.decide(&ConsentRequest {

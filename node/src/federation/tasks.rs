@@ -226,7 +226,7 @@ pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result
     Ok(())
 }
 
-/// Asks every member for roster versions newer than ours.
+/// Asks members in turn for roster versions newer than ours, until one has some.
 async fn pull_rosters(fed: &Arc<Federation>) {
     let (Some(network), Some(roster)) = (fed.network(), fed.roster()) else {
         return;
@@ -238,7 +238,10 @@ async fn pull_rosters(fed: &Arc<Federation>) {
         let request = ControlRequest::RosterAfter {
             version: roster.version,
         };
-        if let Ok(ControlResponse::Rosters(newer)) = network.request(peer, request).await {
+        // A member that has nothing newer may simply not have it yet either: ask the next.
+        if let Ok(ControlResponse::Rosters(newer)) = network.request(peer, request).await
+            && !newer.is_empty()
+        {
             for signed in newer {
                 if let Err(e) = offer_roster(fed, signed).await {
                     warn!(%peer, error = %e, "roster version from peer refused");
@@ -294,8 +297,19 @@ async fn deliver_outbox(
     }
 }
 
-/// Received grants: withdraws the slides of expired ones, and fetches the manifests not here
-/// yet (the owner was down when the grant came).
+/// How often a shared slide's manifest and the owner's consent statement are fetched again,
+/// so a copy serving others follows the owner's policy and consent edits
+/// (`SLIDEMESH_CONSENT_REFRESH_SECS`; revocations do not wait for this, they are pushed).
+fn consent_refresh_secs() -> u64 {
+    std::env::var("SLIDEMESH_CONSENT_REFRESH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600)
+}
+
+/// Received grants: withdraws the slides of expired ones, fetches the manifests not here
+/// yet (the owner was down when the grant came), and refreshes those older than
+/// [`consent_refresh_secs`]. While the owner is unreachable the last statement stays in force.
 async fn review_received_grants(fed: &Arc<Federation>) {
     let store = fed.store.clone();
     let Ok(Ok(grants)) = tokio::task::spawn_blocking(move || store.grants()).await else {
@@ -310,10 +324,12 @@ async fn review_received_grants(fed: &Arc<Federation>) {
         let slide = stored.grant.slide;
         let store = fed.store.clone();
         let id = stored.signed.id();
+        let fresh_after = now.saturating_sub(consent_refresh_secs());
         let have = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::store::StoreError>(
-                store.remote_slide(&slide)?.is_some() || store.is_revoked(&id)?,
-            )
+            let current = store
+                .remote_slide(&slide)?
+                .is_some_and(|r| r.stored_at > fresh_after);
+            Ok::<_, crate::store::StoreError>(current || store.is_revoked(&id)?)
         })
         .await;
         if matches!(have, Ok(Ok(false)))

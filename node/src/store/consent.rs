@@ -3,35 +3,13 @@
 //! (the specimen), not slide id, so that a series that grows keeps its consent.
 
 use redb::{ReadableDatabase, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 use super::{RedbContext, Store, StoreError, decode, encode};
 
 /// Series Instance UID -> postcard([`SlideConsent`]).
 pub(super) const CONSENT: TableDefinition<&str, &[u8]> = TableDefinition::new("consent_v1");
 
-/// What the patient agreed to for this specimen's slides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlideConsent {
-    /// GA4GH DUO codes (e.g. `GRU`, `HMB`, `DS`, `NCU`, `IRB`, `CC`), upper case, sorted.
-    pub codes: Vec<String>,
-    /// The patient registered a national data opt-out: no research or planning use.
-    pub opted_out: bool,
-    /// Unix seconds after which consent for secondary use has ended; `None`: no end.
-    pub expires: Option<u64>,
-}
-
-impl Default for SlideConsent {
-    /// Nothing recorded: clinical care only (`CC`), which the default policy allows for
-    /// care purposes and nothing else.
-    fn default() -> Self {
-        Self {
-            codes: vec!["CC".into()],
-            opted_out: false,
-            expires: None,
-        }
-    }
-}
+pub use slidemesh_protocol::consent::SlideConsent;
 
 impl Store {
     /// The recorded consent of a series, or the default (clinical care only).

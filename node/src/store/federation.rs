@@ -8,6 +8,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use slidemesh_protocol::consent::SignedConsentStatement;
 use slidemesh_protocol::wire::ControlRequest;
 use slidemesh_protocol::{
     Grant, GrantId, Roster, SignedDeidentifiedView, SignedGrant, SignedManifest, SignedRevocation,
@@ -23,10 +24,10 @@ pub(super) const GRANTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::ne
 /// GrantId -> postcard([`SignedRevocation`]).
 pub(super) const REVOCATIONS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("revocations_v1");
-/// SlideId -> postcard([`RemoteSlide`]). v2 added the de-identified view; v1 rows are
-/// left behind unread, and the node fetches those slides' manifests again because their
-/// grants have no stored slide.
-const REMOTE_SLIDES_NAME: &str = "remote_slides_v2";
+/// SlideId -> postcard([`RemoteSlide`]). v2 added the de-identified view, v3 the owner's
+/// consent statement; older rows are left behind unread, and the node fetches those
+/// slides' manifests again because their grants have no stored slide.
+const REMOTE_SLIDES_NAME: &str = "remote_slides_v3";
 pub(super) const REMOTE_SLIDES: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new(REMOTE_SLIDES_NAME);
 /// Sequence number -> postcard([`OutboxItem`]).
@@ -55,6 +56,9 @@ pub struct RemoteSlide {
     /// Present when `signed` is a de-identified view: the owner's statement binding it to
     /// the granted slide and naming the project its pseudonyms are for.
     pub deidentified: Option<SignedDeidentifiedView>,
+    /// The owner's signed policy text and recorded consent for the slide, as of
+    /// `stored_at`: what this node decides with when it serves the slide's tiles to others.
+    pub consent: Option<SignedConsentStatement>,
 }
 
 /// A message waiting to be delivered to a member trust's node.

@@ -214,13 +214,14 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                     .map_err(|_| anyhow::anyhow!("timed out"))
                     .and_then(|r| r.map_err(anyhow::Error::from));
             let (manifest, first_tiles) = match answer {
-                Ok(ControlResponse::Manifest { manifest, receipt }) => {
-                    manifest_outcome(&manifest, None, receipt.as_ref())
-                }
+                Ok(ControlResponse::Manifest {
+                    manifest, receipt, ..
+                }) => manifest_outcome(&manifest, None, receipt.as_ref()),
                 Ok(ControlResponse::DeidentifiedManifest {
                     manifest,
                     view,
                     receipt,
+                    ..
                 }) => {
                     let statement = view.verify().map_err(|e| e.to_string()).and_then(|v| {
                         if v.original == slide && v.view == manifest.slide_id() {

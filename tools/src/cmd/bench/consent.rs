@@ -5,6 +5,11 @@
 //! only, GRU, opted out, HMB+IRB, consent ended), so permits, forbids and default denies
 //! are all in the mix. A manifest request costs one decision; a tile batch one, or two when
 //! it holds a label or overview tile: that is the latency the policy adds to a batch.
+//!
+//! Since receipts, a served batch also waits for its audit entry to be committed (a redb
+//! write transaction on a real file, fsync included) before the receipt is signed: timed
+//! here one batch at a time (no other entry to share the commit with, the worst case) and
+//! with eight batches at once (the writer commits what queued together).
 
 use std::time::Instant;
 
@@ -21,6 +26,9 @@ pub struct ConsentBench {
     /// Decisions (and signature checks) to time
     #[arg(long, default_value_t = 200_000)]
     iterations: usize,
+    /// Receipts to time (each a durable audit commit and a signature)
+    #[arg(long, default_value_t = 400)]
+    receipts: usize,
 }
 
 pub fn run(args: ConsentBench) -> Result<()> {
@@ -130,7 +138,90 @@ pub fn run(args: ConsentBench) -> Result<()> {
         "added latency per tile batch: {per_decision:.1} µs (one decision), {:.1} µs with a label tile (two)",
         2.0 * per_decision
     );
+
+    let (alone, together) = time_receipts(args.receipts, &key, &owner, &requester, slide)?;
+    println!();
+    println!(
+        "receipts ({} batches each way; audit entry committed to a redb file, then signed):",
+        args.receipts
+    );
+    println!("| receipt wait | p50 (µs) | p99 (µs) | p50 / grant signature check |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (name, mut waits) in [
+        ("one batch at a time", alone),
+        ("eight batches at once", together),
+    ] {
+        waits.sort_by(f64::total_cmp);
+        let at = |p: usize| waits[(waits.len() * p / 100).min(waits.len() - 1)];
+        println!(
+            "| {name} | {:.0} | {:.0} | {} |",
+            at(50),
+            at(99),
+            ratio(at(50), per_verify)
+        );
+    }
     Ok(())
+}
+
+/// How long a served batch waits for its receipt: from appending the decision until the
+/// receipt is signed. Returns the waits (µs) with batches one at a time, then eight at once.
+fn time_receipts(
+    count: usize,
+    key: &NodeKey,
+    log: &TrustCode,
+    requester: &TrustCode,
+    slide: SlideId,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    use slidemesh_node::audit::{AuditEntry, AuditLog, Side};
+    use slidemesh_protocol::audit::{Receipt, SignedReceipt};
+
+    let dir = std::env::temp_dir().join(format!("slidemesh-bench-receipts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let store = std::sync::Arc::new(slidemesh_node::store::Store::open(&dir.join("store.redb"))?);
+    let audit = AuditLog::start(store)?;
+    let entry = AuditEntry {
+        time: 1_800_000_000,
+        side: Side::Served,
+        peer: requester.clone(),
+        peer_id: "12D3KooWbench".into(),
+        user: None,
+        purpose: "second-opinion".into(),
+        slide,
+        action: "fetch_tiles".into(),
+        what: "40 tiles".into(),
+        allowed: true,
+        rules: vec!["care-purposes".into()],
+        policy_hash: "00".repeat(32),
+        grant: None,
+    };
+    let one = || -> Option<f64> {
+        let t = Instant::now();
+        let committed = audit
+            .record_pending(entry.clone())
+            .wait(std::time::Duration::from_secs(10))?;
+        let receipt = Receipt {
+            log: log.clone(),
+            entries: vec![committed],
+        };
+        std::hint::black_box(SignedReceipt::sign(&receipt, key));
+        Some(t.elapsed().as_secs_f64() * 1e6)
+    };
+    let alone: Vec<f64> = (0..count).filter_map(|_| one()).collect();
+    let together: Vec<f64> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| (0..count / 8).filter_map(|_| one()).collect::<Vec<f64>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(
+        alone.len() == count && !together.is_empty(),
+        "the audit writer did not commit every entry"
+    );
+    Ok((alone, together))
 }
 
 fn consent(codes: &[&str], opted_out: bool, expires: Option<u64>) -> SlideConsent {

@@ -1,4 +1,4 @@
-//! Link faults in a running testnet: `slidemesh-tools testnet` with three real nodes whose
+//! Link faults in a running testnet: `slidemesh-testnet` with three real nodes whose
 //! links run through its relays, driven on stdin as an operator would. Cutting the link
 //! between an owner and a grantee stops remote viewing with a clear error; healing it
 //! brings it back without restarting anything; a delayed link still delivers verified
@@ -48,8 +48,7 @@ struct Testnet {
 
 impl Testnet {
     fn start(dir: &std::path::Path, http: u16, p2p: u16) -> Testnet {
-        let mut child = Command::new(bin("slidemesh-tools"))
-            .arg("testnet")
+        let mut child = Command::new(bin("slidemesh-testnet"))
             .arg("--dir")
             .arg(dir)
             .args(["--nodes", "3"])

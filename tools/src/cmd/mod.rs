@@ -3,11 +3,8 @@
 mod bench;
 mod demo;
 mod dump_region;
-mod federation_setup;
-mod link_relay;
 mod probe;
 mod synth;
-mod testnet;
 
 use clap::{Parser, Subcommand};
 
@@ -31,8 +28,6 @@ pub enum Command {
     DumpRegion(dump_region::DumpRegionArgs),
     /// Speak the federation protocols to one node as a chosen peer; print the outcome.
     Probe(probe::ProbeArgs),
-    /// Start the co-operative on this machine: six real nodes, roster, slides, grants.
-    Testnet(testnet::TestnetArgs),
 }
 
 impl Command {
@@ -43,7 +38,6 @@ impl Command {
             Command::Bench(args) => bench::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Probe(args) => probe::run(args),
-            Command::Testnet(args) => testnet::run(args),
         }
     }
 }

@@ -21,10 +21,10 @@ use serde_json::Value;
 use super::cached_slide;
 use super::median;
 use super::procs::{Server, free_port, sibling, wait_http};
-use crate::cmd::federation_setup::{
+use slidemesh_testnet::link_relay;
+use slidemesh_testnet::setup::{
     MemberSpec, first_slide, init_member, make_roster_with_addrs, share, slidemesh, status,
 };
-use crate::cmd::link_relay;
 
 #[derive(Debug, Args)]
 pub struct FederationBench {

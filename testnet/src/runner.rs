@@ -1,4 +1,4 @@
-//! `slidemesh-tools testnet`: the co-operative on one machine. Starts N real `slidemesh`
+//! The testnet (`slidemesh-testnet`): the co-operative on one machine. Starts N real `slidemesh`
 //! node processes (default six, one per co-operative trust) with their own identities, a
 //! co-signed roster, a generated slide each and a few grants, and prints each node's web UI.
 //!
@@ -24,12 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use slidemesh_protocol::COOPERATIVE_TRUSTS;
-use slidemesh_tools::synth::{self, SynthSpec};
 
-use super::federation_setup::{
-    MemberSpec, first_slide, init_member, make_roster, share, slidemesh, status,
-};
-use super::link_relay::{Link, Relays};
+use crate::link_relay::{Link, Relays};
+use crate::setup::{MemberSpec, first_slide, init_member, make_roster, share, slidemesh, status};
 
 #[derive(Debug, Args)]
 pub struct TestnetArgs {
@@ -104,7 +101,9 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         bail!("--nodes must be between 1 and {}", COOPERATIVE_TRUSTS.len());
     }
     let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("executable folder")?.join("slidemesh");
+    let bin_dir = exe.parent().context("executable folder")?;
+    let bin = bin_dir.join("slidemesh");
+    let synth = bin_dir.join("slidemesh-tools");
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let mut members: Vec<Member> = COOPERATIVE_TRUSTS[..args.nodes]
@@ -138,11 +137,18 @@ pub fn run(args: TestnetArgs) -> Result<()> {
                 "generating and ingesting a slide for {} ({})...",
                 m.name, m.trust
             );
-            let mut spec = SynthSpec::new(i as u64 + 1, 1, 1);
-            spec.trust_ods = m.trust.to_string();
-            spec.fit_to_bytes(8_000_000 + 4_000_000 * (i as u64 % 3))?;
             let _ = std::fs::remove_dir_all(&slides);
-            synth::generate_slide(&spec, &slides)?;
+            let bytes = 8_000_000 + 4_000_000 * (i as u64 % 3);
+            status(
+                std::process::Command::new(&synth)
+                    .arg("synth")
+                    .arg("--out")
+                    .arg(&slides)
+                    .args(["--seed", &(i + 1).to_string()])
+                    .args(["--size", &format!("{bytes}B")])
+                    .args(["--trust", m.trust]),
+            )
+            .context("generating the slide with slidemesh-tools synth")?;
             status(sm(m).arg("ingest").arg(&slides))?;
             std::fs::write(&marker, b"")?;
         }

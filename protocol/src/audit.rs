@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical;
 use crate::ids::{GrantId, SlideId};
-use crate::sign::{NodeKey, NodePublicKey, SignatureError};
+use crate::sign::{NodeKey, NodePublicKey, SignatureError, Signed, Statement};
 use crate::trust::TrustCode;
 
 /// Signature domain of checkpoints (the log's own and co-signatures alike).
@@ -80,33 +80,12 @@ pub struct Receipt {
     pub entries: Vec<(u64, AuditEntry)>,
 }
 
+impl Statement for Receipt {
+    const DOMAIN: &'static str = RECEIPT_DOMAIN;
+}
+
 /// A [`Receipt`] signed by the serving node's key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SignedReceipt {
-    pub bytes: Vec<u8>,
-    pub signer: NodePublicKey,
-    pub signature: Vec<u8>,
-}
-
-impl SignedReceipt {
-    pub fn sign(receipt: &Receipt, key: &NodeKey) -> Self {
-        let bytes = canonical::encode(receipt);
-        let signature = key.sign(RECEIPT_DOMAIN, &bytes).to_vec();
-        Self {
-            bytes,
-            signer: key.public(),
-            signature,
-        }
-    }
-
-    /// Checks the signature and decodes. Whether the signer speaks for `receipt.log` is
-    /// the caller's question (it needs the roster).
-    pub fn verify(&self) -> Result<Receipt, SignatureError> {
-        self.signer
-            .verify(RECEIPT_DOMAIN, &self.bytes, &self.signature)?;
-        canonical::decode(&self.bytes).map_err(|_| SignatureError::Invalid)
-    }
-}
+pub type SignedReceipt = Signed<Receipt>;
 
 pub type Hash = [u8; 32];
 

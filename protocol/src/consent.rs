@@ -6,9 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical;
 use crate::ids::SlideId;
-use crate::sign::{NodeKey, NodePublicKey, SignatureError};
+use crate::sign::{Signed, Statement};
 use crate::trust::TrustCode;
 
 /// Signature domain for consent statements.
@@ -49,37 +48,17 @@ pub struct ConsentStatement {
     pub issued_at: u64,
 }
 
+impl Statement for ConsentStatement {
+    const DOMAIN: &'static str = CONSENT_STATEMENT_DOMAIN;
+}
+
 /// A [`ConsentStatement`] signed by the owner's node key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SignedConsentStatement {
-    pub bytes: Vec<u8>,
-    pub signer: NodePublicKey,
-    pub signature: Vec<u8>,
-}
-
-impl SignedConsentStatement {
-    pub fn sign(statement: &ConsentStatement, key: &NodeKey) -> Self {
-        let bytes = canonical::encode(statement);
-        let signature = key.sign(CONSENT_STATEMENT_DOMAIN, &bytes).to_vec();
-        Self {
-            bytes,
-            signer: key.public(),
-            signature,
-        }
-    }
-
-    /// Checks the signature and decodes. Whether the signer is the slide's owner is the
-    /// caller's question (it needs the roster).
-    pub fn verify(&self) -> Result<ConsentStatement, SignatureError> {
-        self.signer
-            .verify(CONSENT_STATEMENT_DOMAIN, &self.bytes, &self.signature)?;
-        canonical::decode(&self.bytes).map_err(|_| SignatureError::Invalid)
-    }
-}
+pub type SignedConsentStatement = Signed<ConsentStatement>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sign::NodeKey;
 
     #[test]
     fn statements_verify_and_detect_tampering() {

@@ -12,25 +12,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::{self, CanonicalError};
 use crate::ids::SlideId;
-use crate::sign::{NodeKey, NodePublicKey, SignatureError};
+use crate::sign::{Signed, Statement};
 
 /// Signature domain for de-identified views.
 pub const DEIDENTIFIED_VIEW_DOMAIN: &str = "slidemesh/deidentified-view/v1";
 
 /// The profile every view is made with, as recorded in the view's DICOM metadata.
 pub const PROFILE: &str = "DICOM PS3.15 Basic Application Level Confidentiality Profile";
-
-/// Why a de-identified view was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ViewError {
-    #[error("de-identified view encoding: {0}")]
-    Encoding(#[from] CanonicalError),
-    #[error("de-identified view signature: {0}")]
-    Signature(#[from] SignatureError),
-}
 
 /// The owner's statement: `view` is the de-identified form of `original`, made for `project`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,37 +33,17 @@ pub struct DeidentifiedView {
     pub project: String,
 }
 
+impl Statement for DeidentifiedView {
+    const DOMAIN: &'static str = DEIDENTIFIED_VIEW_DOMAIN;
+}
+
 /// A [`DeidentifiedView`] with the owner's signature over its canonical bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SignedDeidentifiedView {
-    pub bytes: Vec<u8>,
-    pub signer: NodePublicKey,
-    pub signature: Vec<u8>,
-}
-
-impl SignedDeidentifiedView {
-    pub fn sign(view: &DeidentifiedView, key: &NodeKey) -> Self {
-        let bytes = canonical::encode(view);
-        let signature = key.sign(DEIDENTIFIED_VIEW_DOMAIN, &bytes).to_vec();
-        Self {
-            bytes,
-            signer: key.public(),
-            signature,
-        }
-    }
-
-    /// Checks the signature and decodes. Whether the signer is the slide's owner is the
-    /// caller's question (it needs the roster).
-    pub fn verify(&self) -> Result<DeidentifiedView, ViewError> {
-        self.signer
-            .verify(DEIDENTIFIED_VIEW_DOMAIN, &self.bytes, &self.signature)?;
-        Ok(canonical::decode(&self.bytes)?)
-    }
-}
+pub type SignedDeidentifiedView = Signed<DeidentifiedView>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sign::{NodeKey, StatementError};
 
     fn sample() -> DeidentifiedView {
         DeidentifiedView {
@@ -99,7 +68,7 @@ mod tests {
         other_signer.signer = NodeKey::generate().public();
         assert!(matches!(
             other_signer.verify(),
-            Err(ViewError::Signature(_))
+            Err(StatementError::Signature(_))
         ));
     }
 }

@@ -32,7 +32,7 @@ pub mod trust;
 pub mod wire;
 
 pub use canonical::{CANONICAL_VERSION, CanonicalError};
-pub use deidentified::{DeidentifiedView, SignedDeidentifiedView, ViewError};
+pub use deidentified::{DeidentifiedView, SignedDeidentifiedView};
 pub use grant::{Action, Grant, GrantError, Purpose, Revocation, SignedGrant, SignedRevocation};
 pub use ids::{GrantId, IdParseError, ObjectId, RosterId, SlideId, TileId};
 pub use manifest::{
@@ -40,5 +40,5 @@ pub use manifest::{
     ManifestError, OpticalPath, SignedManifest, SlideManifest, TilePosition,
 };
 pub use roster::{Member, Roster, RosterError, RosterSignature, SignedRoster};
-pub use sign::{NodeKey, NodePublicKey, SignatureError};
+pub use sign::{NodeKey, NodePublicKey, SignatureError, Signed, Statement, StatementError};
 pub use trust::{COOPERATIVE_TRUSTS, TrustCode, TrustCodeError};

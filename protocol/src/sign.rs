@@ -5,9 +5,14 @@
 //! manifest can never be replayed as, say, a grant.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signer, Verifier};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::canonical::{self, CanonicalError};
 
 /// Why a signature or key was refused.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +148,85 @@ impl<'de> serde::Deserialize<'de> for NodePublicKey {
         } else {
             <[u8; 32]>::deserialize(d).map(Self)
         }
+    }
+}
+
+/// A statement a node signs as it is: its canonical bytes, within its own domain.
+pub trait Statement: Serialize + DeserializeOwned {
+    /// The signature domain (`slidemesh/<kind>/v1`).
+    const DOMAIN: &'static str;
+}
+
+/// Why a signed statement was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatementError {
+    #[error("signature: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("encoding: {0}")]
+    Encoding(#[from] CanonicalError),
+}
+
+/// A [`Statement`] as it travels: canonical bytes, the signer's key and the signature.
+/// Whether the signer may speak for what the statement says is the caller's question (it
+/// needs the roster).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
+pub struct Signed<T> {
+    pub bytes: Vec<u8>,
+    pub signer: NodePublicKey,
+    pub signature: Vec<u8>,
+    #[serde(skip)]
+    statement: PhantomData<fn() -> T>,
+}
+
+impl<T: Statement> Signed<T> {
+    pub fn sign(statement: &T, key: &NodeKey) -> Self {
+        let bytes = canonical::encode(statement);
+        let signature = key.sign(T::DOMAIN, &bytes).to_vec();
+        Self {
+            bytes,
+            signer: key.public(),
+            signature,
+            statement: PhantomData,
+        }
+    }
+
+    /// Checks the signature and decodes the statement.
+    pub fn verify(&self) -> Result<T, StatementError> {
+        self.signer
+            .verify(T::DOMAIN, &self.bytes, &self.signature)?;
+        Ok(canonical::decode(&self.bytes)?)
+    }
+}
+
+// By hand rather than derived: derives would demand the same of `T`, which only marks
+// the kind of statement.
+impl<T> Clone for Signed<T> {
+    fn clone(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+            signer: self.signer,
+            signature: self.signature.clone(),
+            statement: PhantomData,
+        }
+    }
+}
+
+impl<T> PartialEq for Signed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+            && self.signer == other.signer
+            && self.signature == other.signature
+    }
+}
+
+impl<T> fmt::Debug for Signed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed")
+            .field("bytes", &self.bytes.len())
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
     }
 }
 

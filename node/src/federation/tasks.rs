@@ -27,7 +27,7 @@ pub async fn run(fed: Arc<Federation>) {
     let mut checkpoint = tokio::time::interval(checkpoint_every());
     checkpoint.tick().await;
     let mut announced = 0u64;
-    let mut gossiped = std::collections::HashSet::new();
+    let mut gossiped = std::collections::HashMap::new();
     if let Some(roster) = fed.roster() {
         apply_members(&fed, &roster).await;
     }
@@ -253,27 +253,39 @@ async fn pull_rosters(fed: &Arc<Federation>) {
     }
 }
 
+/// How often a revocation still waiting for its grantee's acknowledgement is announced on
+/// gossipsub again: a grantee that was outside every mesh (cut off, restarting) when it was
+/// first announced gets it from whichever member it reaches first once it is back.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(15);
+
 async fn deliver_outbox(
     fed: &Arc<Federation>,
-    gossiped: &mut std::collections::HashSet<slidemesh_protocol::GrantId>,
+    gossiped: &mut std::collections::HashMap<slidemesh_protocol::GrantId, std::time::Instant>,
 ) {
     let Some(network) = fed.network() else { return };
     let store = fed.store.clone();
     let Ok(Ok(items)) = tokio::task::spawn_blocking(move || store.outbox()).await else {
         return;
     };
+    let mut outstanding = std::collections::HashSet::new();
     for (seq, item) in items {
-        // A revocation is also announced to every member at once, so it reaches the
-        // grantee by way of others when the direct path is down; the outbox entry stays
-        // until the grantee itself acknowledges it.
+        // A revocation is also announced to every member, at once and again every
+        // REANNOUNCE_EVERY, so it reaches the grantee by way of others when the direct path
+        // is down; the outbox entry stays until the grantee itself acknowledges it.
         // (Keyed by the revoked grant: outbox sequence numbers are reused once delivered.)
         if let ControlRequest::DeliverRevocation(signed) = &item.message
             && let Ok(revocation) = signed.verify()
-            && gossiped.insert(revocation.grant)
         {
-            let _ = network
-                .publish(Announcement::Revocation(signed.clone()))
-                .await;
+            outstanding.insert(revocation.grant);
+            let due = gossiped
+                .get(&revocation.grant)
+                .is_none_or(|last| last.elapsed() >= REANNOUNCE_EVERY);
+            if due {
+                gossiped.insert(revocation.grant, std::time::Instant::now());
+                let _ = network
+                    .publish(Announcement::Revocation(signed.clone()))
+                    .await;
+            }
         }
         let Some(peer) = fed.peer_of(&item.to) else {
             debug!(to = %item.to, "outbox entry for a trust not on the roster; keeping it");
@@ -295,6 +307,7 @@ async fn deliver_outbox(
             Err(e) => debug!(to = %item.to, error = %e, "not delivered yet"),
         }
     }
+    gossiped.retain(|grant, _| outstanding.contains(grant));
 }
 
 /// How often a shared slide's manifest and the owner's consent statement are fetched again,

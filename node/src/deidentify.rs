@@ -8,11 +8,18 @@
 //! pseudonyms**: a keyed BLAKE3 hash under a key derived from the owner's node key and the
 //! project, so the same patient, specimen or UID gets the same pseudonym in every slide of
 //! one project (results can be joined within a study) and unrelated ones in two projects
-//! (they cannot be joined across studies without the owner's key). The LABEL and OVERVIEW
-//! images are dropped: they show the label, which carries identifiers in its pixels.
+//! (patients cannot be matched across studies by their pseudonyms without the owner's
+//! key). The LABEL and OVERVIEW images are dropped, and any other associated image that
+//! says it shows the label or burned-in text: the label carries identifiers in its pixels.
 //!
-//! What stays the same: tile ids, since pixels are content and the tiles are the same bytes
-//! in every view. Where the profile would empty or remove an attribute the WSI IOD requires
+//! What stays the same, and so links views of one slide to each other (not to a patient):
+//! tile ids, since pixels are content and the tiles are the same bytes in every view, and
+//! the slide id grants name. A de-identified view hides who the patient is; it does not
+//! hide that two projects looked at the same slide.
+//!
+//! One deliberate difference from the Basic Profile's letter: the Specimen Preparation
+//! Sequence is cleaned rather than emptied (its text values become pseudonyms, its dates
+//! dummies, its coded steps stay), so a researcher still sees the stain. Where the profile would empty or remove an attribute the WSI IOD requires
 //! (Content Date, Acquisition DateTime, Device Serial Number, Container Identifier, Specimen
 //! Identifier) it is replaced by a dummy, so a rebuilt instance stays conformant.
 
@@ -75,17 +82,29 @@ fn treatment(tag: &str) -> Option<Treatment> {
         "00080023" | "00080033" | "0008002A" => Dummy,
         // Equipment.
         "00181000" => Dummy,
+        "00181009" | "0018100A" | "00181200" | "00181201" | "00181202" | "00500020"
+        | "00500021" => Remove,
+        // Label text and barcode a converter may copy to every instance, slide and
+        // container identifiers and descriptions, pyramid names, comments and reasons.
+        "22000002" | "22000005" | "004006FA" | "0040050A" | "0040051A" | "0050001B"
+        | "00200027" | "00081088" | "00080201" | "00084000" | "00209158" | "00321030"
+        | "00401002" | "0008009D" | "00380014" | "00380060" | "00380061" | "00380062"
+        | "00380064" | "00880200" => Remove,
+        "0008009C" => Empty,
+        // Per-frame and content-item dates and times.
+        "00189074" | "00189151" | "0040A120" | "0040A121" | "0040A122" => Dummy,
         // Specimen: identifiers become pseudonyms, free-text descriptions go, issuers (which
         // name the institution) are emptied.
         "00400512" | "00400551" | "0040A160" | "0040A123" => Dummy,
         "00400600" | "00400602" => Remove,
         "00400513" | "00400562" | "00400555" => Empty,
-        // UIDs that identify this study, its instances or things about them.
-        "00041511" | "00080014" | "00080018" | "00080058" | "00081155" | "00081195"
-        | "00083010" | "00181002" | "0020000D" | "0020000E" | "00200052" | "00200200"
-        | "00200242" | "00209161" | "00209164" | "00281199" | "00281214" | "00400554"
-        | "0040A124" | "0040A171" | "0040DB0C" | "0040DB0D" | "00620021" | "0070031A"
-        | "00880140" | "30060024" | "300600C2" => Uid,
+        // UIDs that identify this study, its instances or things about them (Acquisition
+        // and Pyramid UIDs are WSI's own).
+        "00080017" | "00080019" | "0018100B" | "00041511" | "00080014" | "00080018"
+        | "00080058" | "00081155" | "00081195" | "00083010" | "00181002" | "0020000D"
+        | "0020000E" | "00200052" | "00200200" | "00200242" | "00209161" | "00209164"
+        | "00281199" | "00281214" | "00400554" | "0040A124" | "0040A171" | "0040DB0C"
+        | "0040DB0D" | "00620021" | "0070031A" | "00880140" | "30060024" | "300600C2" => Uid,
         _ => return None,
     })
 }
@@ -150,6 +169,15 @@ pub fn deidentify(
     let uid = |u: &str| pseudonyms.uid(u);
     let shows_label =
         |kind: AssociatedKind| matches!(kind, AssociatedKind::Label | AssociatedKind::Overview);
+    // Associated images whose own metadata says they show the label or burned-in text go
+    // too, whatever their kind.
+    let flagged: std::collections::HashSet<&str> = manifest
+        .instances
+        .iter()
+        .filter(|i| matches!(i.role, InstanceRole::Associated(_)))
+        .filter(|i| shows_text(&i.metadata_json))
+        .map(|i| i.sop_instance_uid.as_str())
+        .collect();
     let mut view = manifest.clone();
     view.study_uid = uid(&manifest.study_uid);
     view.series_uid = uid(&manifest.series_uid);
@@ -157,12 +185,15 @@ pub fn deidentify(
     for level in &mut view.levels {
         level.instance_uids = level.instance_uids.iter().map(|u| uid(u)).collect();
     }
-    view.associated.retain(|a| !shows_label(a.kind));
+    view.associated
+        .retain(|a| !shows_label(a.kind) && !flagged.contains(a.instance_uid.as_str()));
     for image in &mut view.associated {
         image.instance_uid = uid(&image.instance_uid);
     }
-    view.instances
-        .retain(|i| !matches!(i.role, InstanceRole::Associated(kind) if shows_label(kind)));
+    view.instances.retain(|i| {
+        !matches!(i.role, InstanceRole::Associated(kind) if shows_label(kind))
+            && !flagged.contains(i.sop_instance_uid.as_str())
+    });
     for instance in &mut view.instances {
         let mut dataset: Map<String, Value> = serde_json::from_str(&instance.metadata_json)
             .with_context(|| {
@@ -280,6 +311,20 @@ fn apply(dataset: &mut Map<String, Value>, pseudonyms: &Pseudonyms, patient: Opt
             None => {}
         }
     }
+}
+
+/// Whether an instance says its pixels show the specimen label or burned-in text
+/// (Specimen Label in Image, Burned In Annotation).
+fn shows_text(metadata_json: &str) -> bool {
+    let Ok(dataset) = serde_json::from_str::<Map<String, Value>>(metadata_json) else {
+        // Unreadable metadata: assume the worst.
+        return true;
+    };
+    ["00480010", "00280301"].iter().any(|tag| {
+        dicom_json::strings(&dataset, tag)
+            .iter()
+            .any(|v| v == "YES")
+    })
 }
 
 /// Replaces each string value of an element.

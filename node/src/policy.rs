@@ -8,12 +8,15 @@ use slidemesh_protocol::{Action, Grant, Roster, SignedGrant, SlideId, TrustCode}
 
 use crate::store::Store;
 
-/// Checks `signed` lets `requester` do `action` on `slide` at `now`. `Err` says why not.
+/// Checks `signed` lets `requester` do `action` on `slide`, owned by `slide_owner`, at
+/// `now`. `Err` says why not.
+#[allow(clippy::too_many_arguments)]
 pub fn check_grant(
     store: &Store,
     roster: &Roster,
     requester: &TrustCode,
     slide: &SlideId,
+    slide_owner: &TrustCode,
     signed: &SignedGrant,
     action: Action,
     now: u64,
@@ -21,6 +24,17 @@ pub fn check_grant(
     let grant: Grant = signed
         .verify()
         .map_err(|e| format!("grant does not verify: {e}"))?;
+    // Only the slide's owner grants access to it, and never to itself: a member signing a
+    // grant for someone else's slide (or for itself) is refused whatever it says.
+    if grant.owner != *slide_owner {
+        return Err(format!(
+            "grant is issued by {}, but slide {slide} belongs to {slide_owner}",
+            grant.owner
+        ));
+    }
+    if grant.owner == grant.grantee {
+        return Err("a grant from a trust to itself grants nothing".into());
+    }
     let owner = roster
         .member(&grant.owner)
         .ok_or_else(|| format!("grant owner {} is not a member", grant.owner))?;
@@ -40,5 +54,100 @@ pub fn check_grant(
         Ok(false) => Ok(grant),
         Ok(true) => Err(format!("grant {} was revoked", signed.id())),
         Err(e) => Err(format!("cannot check revocations: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use slidemesh_protocol::{Member, NodeKey, Purpose};
+
+    use super::*;
+
+    fn member(trust: &str, key: &NodeKey) -> Member {
+        Member {
+            trust: trust.parse().unwrap(),
+            name: trust.into(),
+            node: key.public(),
+            addrs: vec![],
+        }
+    }
+
+    fn grant(owner: &str, grantee: &str, slide: SlideId) -> Grant {
+        Grant {
+            slide,
+            owner: owner.parse().unwrap(),
+            grantee: grantee.parse().unwrap(),
+            action: Action::View,
+            purpose: Purpose::DirectCare,
+            reference: None,
+            issued_at: 1_800_000_000,
+            expires_at: 1_800_003_600,
+        }
+    }
+
+    /// Signs without `SignedGrant::sign`'s own checks, as a dishonest member could.
+    fn forged(grant: &Grant, key: &NodeKey) -> SignedGrant {
+        let bytes = slidemesh_protocol::canonical::encode(grant);
+        let signature = key
+            .sign(
+                slidemesh_protocol::grant::GRANT_DOMAIN,
+                slidemesh_protocol::GrantId::of(&bytes).as_bytes(),
+            )
+            .to_vec();
+        SignedGrant {
+            bytes,
+            signer: key.public(),
+            signature,
+        }
+    }
+
+    #[test]
+    fn only_the_slides_owner_grants_and_never_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        let (leeds, bradford) = (NodeKey::generate(), NodeKey::generate());
+        let roster = Roster {
+            federation: "test".into(),
+            version: 1,
+            quorum: 1,
+            members: vec![member("RAE", &bradford), member("RR8", &leeds)],
+            issued_at: 1_800_000_000,
+        };
+        let slide = SlideId::of(b"a slide of Leeds");
+        let owner: TrustCode = "RR8".parse().unwrap();
+        let bradford_trust: TrustCode = "RAE".parse().unwrap();
+        let now = 1_800_000_100;
+        let check = |signed: &SignedGrant| {
+            check_grant(
+                &store,
+                &roster,
+                &bradford_trust,
+                &slide,
+                &owner,
+                signed,
+                Action::View,
+                now,
+            )
+        };
+        // Leeds's own grant to Bradford is good.
+        let honest = SignedGrant::sign(&grant("RR8", "RAE", slide), &leeds).unwrap();
+        assert!(check(&honest).is_ok());
+        // Bradford granting itself Leeds's slide, as owner, is refused.
+        let own = forged(&grant("RAE", "RAE", slide), &bradford);
+        let reason = check(&own).unwrap_err();
+        assert!(reason.contains("belongs to RR8"), "{reason}");
+        // So is Leeds "granting" a slide to itself, whoever asks.
+        let to_itself = forged(&grant("RR8", "RR8", slide), &leeds);
+        let leeds_asks = check_grant(
+            &store,
+            &roster,
+            &owner,
+            &slide,
+            &owner,
+            &to_itself,
+            Action::View,
+            now,
+        );
+        assert!(leeds_asks.unwrap_err().contains("to itself"));
     }
 }

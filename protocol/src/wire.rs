@@ -124,6 +124,20 @@ pub struct TileRequest {
     pub tiles: Vec<TileId>,
 }
 
+impl TileRequest {
+    /// How the serving node describes this batch in its audit entry (and so in its
+    /// receipt): the tile count and a digest of the requested ids, which ties a receipt to
+    /// the one batch it answers.
+    pub fn audit_label(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        for tile in &self.tiles {
+            hasher.update(tile.as_bytes());
+        }
+        let digest = hasher.finalize().to_hex();
+        format!("{} tiles, batch {}", self.tiles.len(), &digest[..16])
+    }
+}
+
 /// The server's first byte on a tile stream it accepted.
 pub const TILE_SESSION_READY: u8 = 0x53;
 

@@ -43,6 +43,7 @@ fn dataset(sop_uid: &str, image_type: &str) -> String {
                 "00400612": { "vr": "SQ", "Value": [{
                     "0040A040": { "vr": "CS", "Value": ["TEXT"] },
                     "0040A160": { "vr": "UT", "Value": [SPECIMEN] },
+                    "0040A121": { "vr": "DA", "Value": ["20260310"] },
                 }] },
             }] },
             "00082228": { "vr": "SQ", "Value": [{
@@ -53,6 +54,8 @@ fn dataset(sop_uid: &str, image_type: &str) -> String {
         }] },
         "00091010": { "vr": "LO", "Value": ["private: patient's ward 7"] },
         "00480001": { "vr": "FL", "Value": [12.5] },
+        "00080019": { "vr": "UI", "Value": ["1.2.826.0.1.3680043.10.77"] },
+        "22000002": { "vr": "UT", "Value": ["CARTWRIGHT 9434765919"] },
     });
     for (tag, element) in specimen.as_object().unwrap() {
         data[tag] = element.clone();
@@ -157,6 +160,7 @@ fn no_identifier_survives_in_any_form() {
         "CARTWRIGHT",
         "19470602",
         "20260314",
+        "20260310",
         "H26-8812",
         "Leeds General",
         "PATEL",
@@ -269,4 +273,22 @@ fn pseudonyms_are_stable_within_a_project_and_unlinkable_across_projects() {
     )
     .unwrap();
     assert_ne!(level_dataset(&other)["00100020"]["Value"][0], a.as_str());
+}
+
+#[test]
+fn an_associated_image_with_burned_in_text_is_dropped_whatever_its_kind() {
+    let key = NodeKey::generate();
+    let mut slide = manifest("2.25.7");
+    let thumbnail = slide
+        .instances
+        .iter_mut()
+        .find(|i| i.role == InstanceRole::Associated(AssociatedKind::Thumbnail))
+        .unwrap();
+    let mut data: Value = serde_json::from_str(&thumbnail.metadata_json).unwrap();
+    data["00280301"] = json!({ "vr": "CS", "Value": ["YES"] });
+    thumbnail.metadata_json = data.to_string();
+    let view = deidentify(&slide, &Pseudonyms::for_project(&key, "p")).unwrap();
+    assert!(view.associated.is_empty(), "{:?}", view.associated);
+    assert_eq!(view.instances.len(), 1);
+    view.validate().unwrap();
 }

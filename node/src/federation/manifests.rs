@@ -41,6 +41,17 @@ impl Federation {
         slide: SlideId,
         signed_grant: SignedGrant,
     ) -> ControlResponse {
+        // Only the owner answers for a manifest; a node holding a copy says so before any
+        // decision is made (and logged) about a manifest it would not send.
+        let record = match self.store.slide(&slide) {
+            Ok(Some(record)) => record,
+            Ok(None) => return ControlResponse::NotFound,
+            Err(e) => {
+                return ControlResponse::Failed {
+                    reason: e.to_string(),
+                };
+            }
+        };
         let mut decisions = match self.authorize(
             &peer,
             &slide,
@@ -52,15 +63,6 @@ impl Federation {
             Err(reason) => {
                 warn!(%peer, %slide, reason, "manifest request denied");
                 return ControlResponse::Denied { reason };
-            }
-        };
-        let record = match self.store.slide(&slide) {
-            Ok(Some(record)) => record,
-            Ok(None) => return ControlResponse::NotFound,
-            Err(e) => {
-                return ControlResponse::Failed {
-                    reason: e.to_string(),
-                };
             }
         };
         // `authorize` verified the grant; decoding it again cannot fail.
@@ -167,6 +169,27 @@ impl Federation {
         Ok((view, statement))
     }
 
+    /// The owner refused this node the slide (its consent or policy changed): a copy kept
+    /// here must stop deciding for others with the owner's earlier rules.
+    async fn forget_consent_statement(&self, slide: &SlideId) {
+        let store = self.store.clone();
+        let slide = *slide;
+        let forgotten = tokio::task::spawn_blocking(move || {
+            let Some(mut remote) = store.remote_slide(&slide)? else {
+                return Ok::<_, crate::store::StoreError>(false);
+            };
+            if remote.consent.take().is_none() {
+                return Ok(false);
+            }
+            store.put_remote_slide(&slide, &remote)?;
+            Ok(true)
+        })
+        .await;
+        if matches!(forgotten, Ok(Ok(true))) {
+            warn!(%slide, "the owner refused this node the slide; its copy serves no one else now");
+        }
+    }
+
     /// Fetches, verifies and stores the manifest a received grant covers.
     pub async fn fetch_manifest(&self, signed: &SignedGrant) -> anyhow::Result<()> {
         let grant = signed.verify()?;
@@ -220,8 +243,14 @@ impl Federation {
                 }
                 (manifest, Some(view), consent, receipt)
             }
-            ControlResponse::Denied { reason } => anyhow::bail!("owner refused: {reason}"),
-            ControlResponse::NotFound => anyhow::bail!("owner has no such slide"),
+            ControlResponse::Denied { reason } => {
+                self.forget_consent_statement(&grant.slide).await;
+                anyhow::bail!("owner refused: {reason}")
+            }
+            ControlResponse::NotFound => {
+                self.forget_consent_statement(&grant.slide).await;
+                anyhow::bail!("owner has no such slide")
+            }
             other => anyhow::bail!("unexpected answer {other:?}"),
         };
         let manifest = manifest_signed.verify()?;
@@ -253,8 +282,9 @@ impl Federation {
         };
         let slide = grant.slide;
         tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
+        self.manifest_changed(&slide);
         info!(%slide, owner = %grant.owner, what, "shared slide available");
-        self.record_received(signed, &grant, &owner, "view", what, receipt);
+        self.record_received(signed, &grant, &owner, ("view", "manifest"), what, receipt);
         Ok(())
     }
 }

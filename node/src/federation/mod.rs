@@ -43,6 +43,9 @@ use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{Store, now_unix};
 
+/// How long a copy decides with an owner's consent statement it could not refresh.
+const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
+
 /// What consent decisions need of a slide this node serves.
 /// Addresses to dial member trusts at instead of their roster entries'.
 pub type PeerAddresses = HashMap<TrustCode, Vec<Multiaddr>>;
@@ -83,8 +86,8 @@ pub struct Federation {
     /// This node's key, for co-signing other members' audit checkpoints and its own.
     pub(crate) key: Arc<NodeKey>,
     remote: remote::RemoteState,
-    /// Bumped whenever a shared slide is withdrawn, so readers holding decoded manifests
-    /// (the HTTP API's cache) drop them.
+    /// Bumped whenever a shared slide is withdrawn or its stored manifest replaced, so
+    /// readers holding decoded manifests (the HTTP API's cache) drop them.
     pub withdrawals: std::sync::atomic::AtomicU64,
     /// Test and testnet fault switch: serve tiles with one byte flipped.
     corrupt_tiles: bool,
@@ -178,6 +181,15 @@ impl Federation {
         identity::peer_id(&roster.member(trust)?.node)
     }
 
+    /// Forgets what was memoised about a slide whose stored manifest changed.
+    fn manifest_changed(&self, slide: &SlideId) {
+        if let Ok(mut map) = self.served.lock() {
+            map.remove(slide);
+        }
+        self.withdrawals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// What the policy check needs of a slide this node holds or caches (memoised).
     fn served_slide(&self, slide: &SlideId) -> Result<Arc<ServedSlide>, String> {
         if let Some(served) = self.served.lock().ok().and_then(|m| m.get(slide).cloned()) {
@@ -230,6 +242,13 @@ impl Federation {
             })?
             .verify()
             .map_err(|e| format!("the owner's consent statement does not verify: {e}"))?;
+        // Kept in force while the owner is unreachable, but not for ever: a copy that has
+        // not heard from the owner for a day stops deciding on its behalf.
+        if now_unix().saturating_sub(statement.issued_at) > CONSENT_STATEMENT_MAX_AGE_SECS {
+            return Err(format!(
+                "the owner's consent statement for slide {slide} is more than a day old"
+            ));
+        }
         let key = blake3::hash(statement.policy.as_bytes());
         let cached = self
             .owner_policies
@@ -288,11 +307,13 @@ impl Federation {
             grant: Some(grant.id()),
         };
         let first = actions.first().copied().unwrap_or(ConsentAction::View);
+        let served = self.served_slide(slide)?;
         let granted = match check_grant(
             &self.store,
             &roster,
             &requester,
             slide,
+            &served.owner,
             grant,
             Action::View,
             now,
@@ -313,7 +334,6 @@ impl Federation {
                 return Err(reason);
             }
         };
-        let served = self.served_slide(slide)?;
         // The owner decides with its own policy and recorded consent. A node serving a copy
         // decides with the owner's signed statement of both, never with its own rules.
         let (policy, consent) = if served.local {
@@ -327,6 +347,19 @@ impl Federation {
         };
         let mut allowed = Vec::new();
         for &action in actions {
+            // Whatever a policy says, the label's identity never goes to research or
+            // education (their manifests are de-identified for the same reason).
+            if action == ConsentAction::SeeLabel && granted.purpose.requires_deidentification() {
+                let reason = "label and overview images are never shown for research or education";
+                self.audit.record(entry(
+                    action,
+                    false,
+                    vec![format!("built-in: {reason}")],
+                    granted.purpose.as_str(),
+                    String::new(),
+                ));
+                return Err(format!("see_label for {}: {reason}", granted.purpose));
+            }
             let decision = policy.decide(&ConsentRequest {
                 requester: &requester,
                 action,
@@ -553,6 +586,7 @@ impl Inbound for Handlers {
         let slide = request.slide;
         let grant = request.grant.clone();
         let tiles = request.tiles.clone();
+        let label = request.audit_label();
         async move {
             let decisions = {
                 let fed = fed.clone();
@@ -565,13 +599,7 @@ impl Inbound for Handlers {
                     if tiles.iter().any(|t| served.label_tiles.contains(t)) {
                         actions.push(ConsentAction::SeeLabel);
                     }
-                    fed.authorize(
-                        &peer,
-                        &slide,
-                        &grant,
-                        &actions,
-                        &format!("{} tiles", tiles.len()),
-                    )
+                    fed.authorize(&peer, &slide, &grant, &actions, &label)
                 })
                 .await
                 .map_err(|e| e.to_string())??

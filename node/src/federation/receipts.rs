@@ -18,8 +18,14 @@ use crate::audit::{AuditEntry, Pending, Side};
 use crate::net::identity;
 use crate::store::now_unix;
 
-/// How long a server waits for its audit writer before it answers without a receipt.
-const RECEIPT_WAIT: Duration = Duration::from_secs(5);
+/// How long a server waits for its audit writer, in all, before it answers without a
+/// receipt: well inside the requester's stall timeout, so a slow disk costs a receipt, not
+/// the session.
+const RECEIPT_WAIT: Duration = Duration::from_secs(3);
+
+/// How far a receipt's entries may be from the requester's clock: an old receipt replayed
+/// for a new request is refused.
+const RECEIPT_CLOCK_WINDOW_SECS: u64 = 300;
 
 impl Federation {
     /// The receipt for allowed decisions, once all are committed (blocking, up to
@@ -29,9 +35,10 @@ impl Federation {
         if pending.is_empty() {
             return None;
         }
+        let deadline = std::time::Instant::now() + RECEIPT_WAIT;
         let mut entries = Vec::with_capacity(pending.len());
         for decision in pending {
-            match decision.wait(RECEIPT_WAIT) {
+            match decision.wait(deadline.saturating_duration_since(std::time::Instant::now())) {
                 Some(committed) => entries.push(committed),
                 None => {
                     warn!("audit entry not committed in time; answering without a receipt");
@@ -47,16 +54,20 @@ impl Federation {
     }
 
     /// Records an access this node made as a requester, with the server's receipt when it
-    /// gave a valid one; the entry says when it gave none or a wrong one.
+    /// gave a valid one; the entry says when it gave none or a wrong one. `asked` is the
+    /// action and the description the server's entry must carry for this request (a tile
+    /// batch's names a digest of its tile ids), so a receipt for another request does not
+    /// pass for this one.
     pub(crate) fn record_received(
         &self,
         signed_grant: &SignedGrant,
         grant: &Grant,
         peer: &PeerId,
-        action: &str,
+        asked: (&str, &str),
         what: &str,
         receipt: Option<SignedReceipt>,
     ) {
+        let action = asked.0;
         let Some(source) = self.trust_of(peer) else {
             return;
         };
@@ -81,7 +92,7 @@ impl Federation {
             self.audit.record(entry);
             return;
         };
-        match self.check_receipt(&signed, &source, grant.slide, grant_id, action) {
+        match self.check_receipt(&signed, &source, grant.slide, grant_id, asked) {
             Ok(receipt) => {
                 if let Some((seq, theirs)) =
                     receipt.entries.iter().find(|(_, e)| e.action == action)
@@ -100,26 +111,29 @@ impl Federation {
         }
     }
 
-    /// A receipt is good when the source's roster key signed it for its own log and every
-    /// entry is an allowed access by this node to `slide` under `grant`, one of them for
-    /// `action`.
+    /// A receipt is good when the source's roster key signed it for its own log, every entry
+    /// is an allowed access by this node to `slide` under `grant` made within the last few
+    /// minutes, and one of them is for the action and description `asked`.
     fn check_receipt(
         &self,
         signed: &SignedReceipt,
         source: &TrustCode,
         slide: SlideId,
         grant: GrantId,
-        action: &str,
+        asked: (&str, &str),
     ) -> Result<Receipt, String> {
+        let (action, described) = asked;
         let receipt = signed.verify().map_err(|e| e.to_string())?;
         let source_key = self.roster().and_then(|r| r.member(source).map(|m| m.node));
         if source_key != Some(signed.signer) || receipt.log != *source {
             return Err(format!("not signed by {source}'s roster key for its log"));
         }
         let this_node = identity::peer_id(&self.key.public()).map(|p| p.to_string());
+        let now = now_unix();
         let about_this_access = |e: &AuditEntry| {
             e.side == Side::Served
                 && e.allowed
+                && e.time.abs_diff(now) <= RECEIPT_CLOCK_WINDOW_SECS
                 && e.peer == self.trust
                 && Some(&e.peer_id) == this_node.as_ref()
                 && e.slide == slide
@@ -129,8 +143,12 @@ impl Federation {
         {
             return Err("it names another access".into());
         }
-        if !receipt.entries.iter().any(|(_, e)| e.action == action) {
-            return Err(format!("it names no {action} decision"));
+        if !receipt
+            .entries
+            .iter()
+            .any(|(_, e)| e.action == action && e.what == described)
+        {
+            return Err(format!("it names no {action} decision for {described}"));
         }
         Ok(receipt)
     }

@@ -519,7 +519,8 @@ impl Federation {
                         _ => None,
                     };
                     let what = format!("{} tiles", got.len());
-                    self.record_received(&grant, g, &peer, "fetch_tiles", &what, receipt);
+                    let asked = request.audit_label();
+                    self.record_received(&grant, g, &peer, ("fetch_tiles", &asked), &what, receipt);
                 }
                 missing.retain(|t| !arrived.contains(t));
                 if !got.is_empty() {

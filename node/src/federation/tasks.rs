@@ -239,16 +239,21 @@ async fn pull_rosters(fed: &Arc<Federation>) {
             version: roster.version,
         };
         // A member that has nothing newer may simply not have it yet either: ask the next.
-        if let Ok(ControlResponse::Rosters(newer)) = network.request(peer, request).await
-            && !newer.is_empty()
-        {
+        if let Ok(ControlResponse::Rosters(newer)) = network.request(peer, request).await {
+            let mut adopted = false;
             for signed in newer {
-                if let Err(e) = offer_roster(fed, signed).await {
-                    warn!(%peer, error = %e, "roster version from peer refused");
-                    break;
+                match offer_roster(fed, signed).await {
+                    Ok(()) => adopted = true,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "roster version from peer refused");
+                        break;
+                    }
                 }
             }
-            return;
+            // Nothing adopted: ask the next member (this one may be behind, or lying).
+            if adopted {
+                return;
+            }
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The DICOM view of the node's slides: studies, series and instances with their metadata
 //! and the tile id behind every frame, for local and shared slides alike.
 //!
-//! Everything here is derived from signed manifests, which never change, so a slide's
-//! entry is built once and kept; the list of slides is read from the store on every request
-//! so that withdrawn shared slides disappear at once.
+//! Everything here is derived from signed manifests, so a slide's entry is built once per
+//! manifest and kept; a shared slide's manifest can be replaced (refreshed, or another
+//! grant's view), so entries remember which manifest they were built from. The list of
+//! slides is read from the store on every request so that withdrawn shared slides disappear
+//! at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -149,10 +151,10 @@ fn level_frames(
     Vec::new()
 }
 
-/// Built entries by slide id; manifests are immutable, so entries never go stale.
+/// Built entries by slide id, each with the id of the manifest it was built from.
 #[derive(Default)]
 pub struct Catalogue {
-    entries: Mutex<HashMap<SlideId, Arc<SeriesEntry>>>,
+    entries: Mutex<HashMap<SlideId, (SlideId, Arc<SeriesEntry>)>>,
 }
 
 impl Catalogue {
@@ -190,13 +192,20 @@ impl Catalogue {
     }
 
     fn entry(&self, state: &ApiState, id: &SlideId) -> Result<Arc<SeriesEntry>, ApiError> {
-        if let Some(entry) = self.entries.lock().ok().and_then(|e| e.get(id).cloned()) {
+        let view = state.slide(id)?;
+        let manifest = view.manifest_id();
+        let built = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|e| e.get(id).cloned())
+            .filter(|(from, _)| *from == manifest);
+        if let Some((_, entry)) = built {
             return Ok(entry);
         }
-        let view = state.slide(id)?;
         let entry = Arc::new(SeriesEntry::build(&view)?);
         if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(*id, entry.clone());
+            entries.insert(*id, (manifest, entry.clone()));
         }
         Ok(entry)
     }

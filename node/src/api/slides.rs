@@ -62,10 +62,10 @@ fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
 
 pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let store = state.store.clone();
-    let mut summaries = tokio::task::spawn_blocking(move || {
+    let (mut summaries, deidentified) = tokio::task::spawn_blocking(move || {
         let mut all = store.summaries()?;
         all.extend(store.remote_summaries()?);
-        Ok::<_, crate::store::StoreError>(all)
+        Ok::<_, crate::store::StoreError>((all, store.deidentified_projects()?))
     })
     .await
     .map_err(ApiError::internal)?
@@ -73,7 +73,11 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiErr
     summaries.sort_by(|a, b| b.1.acquired.cmp(&a.1.acquired).then_with(|| a.0.cmp(&b.0)));
     let slides: Vec<Value> = summaries
         .iter()
-        .map(|(id, s)| summary_json(id, s))
+        .map(|(id, s)| {
+            let mut slide = summary_json(id, s);
+            slide["deidentified"] = json!(deidentified.get(id).map(|p| json!({ "project": p })));
+            slide
+        })
         .collect();
     Ok((
         [(header::CACHE_CONTROL, "no-cache")],

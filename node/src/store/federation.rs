@@ -228,6 +228,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The shared slides this node holds as de-identified views, with the project each
+    /// view was made for (from the owner's statement, verified when it was stored).
+    pub fn deidentified_projects(
+        &self,
+    ) -> Result<std::collections::HashMap<SlideId, String>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+        let mut out = std::collections::HashMap::new();
+        for entry in table.iter().op("list remote slides")? {
+            let (key, value) = entry.op("list remote slides")?;
+            let slide: RemoteSlide = decode(REMOTE_SLIDES_NAME, value.value())?;
+            if let Some(view) = slide.deidentified.and_then(|v| v.verify().ok()) {
+                out.insert(SlideId::from_bytes(*key.value()), view.project);
+            }
+        }
+        Ok(out)
+    }
+
     /// Outbox entries, oldest first.
     pub fn outbox(&self) -> Result<Vec<(u64, OutboxItem)>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;

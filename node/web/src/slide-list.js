@@ -46,6 +46,7 @@ function slideCard(slide, node) {
         ['Specimen', slide.container_id],
         ['Acquired', formatAcquired(slide.acquired)],
         ['Owner', ours ? h('span', {}, slide.owner, ' ', h('span', { class: 'tag' }, 'this trust')) : slide.owner],
+        ['Identity', slide.deidentified ? h('span', { class: 'tag', title: `Pseudonyms for project ${slide.deidentified.project}` }, 'de-identified') : null],
         ['Pyramid', [levels, dims].filter(Boolean).join(' · ')],
         ['Size', [formatBytes(slide.bytes), tiles].filter(Boolean).join(' · ')],
       ])),

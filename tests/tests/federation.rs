@@ -419,9 +419,11 @@ fn probe_grant(
 #[test]
 fn a_copy_serves_others_under_the_owners_rules_while_the_owner_is_down() {
     let mut fed = federation(&["RR8", "RAE", "RCD"]);
-    for node in fed.nodes.iter_mut() {
-        node.serve();
-    }
+    fed.nodes[0].serve();
+    fed.nodes[1].serve();
+    // Harrogate refreshes its shared slides' manifests every second, so it asks again while
+    // the owner is down.
+    fed.nodes[2].serve_env(&[("SLIDEMESH_CONSENT_REFRESH_SECS", "1")]);
     let slide = fed.slide.clone();
     let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
     // Research use of this slide needs an ethics approval (DUO IRB).
@@ -449,10 +451,30 @@ fn a_copy_serves_others_under_the_owners_rules_while_the_owner_is_down() {
     let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
     let allowed = probe_grant(bradford, harrogate, &slide, &care, owner);
     assert_eq!(allowed["tiles"]["received"], 4, "{allowed}");
+    // The copy also relays the owner's signed manifest (the probe checks its signature).
+    assert_eq!(allowed["manifest"]["outcome"], "manifest", "{allowed}");
+    assert_eq!(allowed["manifest"]["receipt"]["log"], "RAE", "{allowed}");
     // The receipt is the copy's: it decided, and it logged the decision.
     assert_eq!(allowed["tiles"]["receipt"]["log"], "RAE", "{allowed}");
     let refused = probe_grant(bradford, harrogate, &slide, &research, owner);
     assert_eq!(refused["tiles"]["received"], 0, "{refused}");
+    // Nor does it relay anything for research: only the owner can make that view.
+    assert_ne!(refused["manifest"]["outcome"], "manifest", "{refused}");
+    // Harrogate's own node, finding the owner down, got the manifest from Bradford's copy
+    // (through the DHT) and logged it with Bradford's receipt.
+    let from_copy = |node: &Node| {
+        run_ok(node.cmd().args(["audit", "show", "--json"]))
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .any(|e| {
+                e["entry"]["side"] == "received"
+                    && e["entry"]["action"] == "view"
+                    && e["entry"]["peer"] == "RAE"
+                    && e["receipt"]["log"] == "RAE"
+            })
+    };
+    wait_until(Duration::from_secs(30), || from_copy(harrogate))
+        .expect("the grantee fetched the manifest from a copy while the owner was down");
     let denials: Vec<Value> = run_ok(bradford.cmd().args(["audit", "show", "--json"]))
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -45,7 +45,7 @@ impl Federation {
         // decision is made (and logged) about a manifest it would not send.
         let record = match self.store.slide(&slide) {
             Ok(Some(record)) => record,
-            Ok(None) => return ControlResponse::NotFound,
+            Ok(None) => return self.answer_manifest_from_copy(peer, slide, signed_grant),
             Err(e) => {
                 return ControlResponse::Failed {
                     reason: e.to_string(),
@@ -104,6 +104,55 @@ impl Federation {
                     reason: format!("cannot make the slide's de-identified view: {e:#}"),
                 }
             }
+        }
+    }
+
+    /// A node holding a copy answers for the owner (who may be down) only when it can do so
+    /// faithfully: it holds the owner's identified manifest and consent statement, and the
+    /// owner's rules let the requester see identity. A de-identified view can only be made
+    /// by the owner, whose key the pseudonyms come from.
+    fn answer_manifest_from_copy(
+        &self,
+        peer: PeerId,
+        slide: SlideId,
+        signed_grant: SignedGrant,
+    ) -> ControlResponse {
+        let remote = match self.store.remote_slide(&slide) {
+            Ok(Some(remote)) if remote.deidentified.is_none() && remote.consent.is_some() => remote,
+            Ok(_) => return ControlResponse::NotFound,
+            Err(e) => {
+                return ControlResponse::Failed {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let Ok(grant) = signed_grant.verify() else {
+            return ControlResponse::Denied {
+                reason: "grant does not verify".into(),
+            };
+        };
+        if grant.purpose.requires_deidentification() {
+            return ControlResponse::NotFound;
+        }
+        let mut decisions = match self.authorize(
+            &peer,
+            &slide,
+            &signed_grant,
+            &[ConsentAction::View],
+            "manifest (copy)",
+        ) {
+            Ok(decisions) => decisions,
+            Err(reason) => return ControlResponse::Denied { reason },
+        };
+        let Some(identity) = self.identity_may_leave(&peer, &slide, &signed_grant, &grant) else {
+            return ControlResponse::NotFound;
+        };
+        decisions.extend(identity);
+        info!(%peer, %slide, "owner's manifest sent from this node's copy");
+        ControlResponse::Manifest {
+            manifest: remote.signed,
+            consent: remote.consent,
+            receipt: self.sign_receipt(decisions),
         }
     }
 
@@ -199,15 +248,38 @@ impl Federation {
         let owner = self
             .peer_of(&grant.owner)
             .ok_or_else(|| anyhow::anyhow!("owner {} is not on the roster", grant.owner))?;
-        let response = network
-            .request(
-                owner,
-                ControlRequest::Manifest {
-                    slide: grant.slide,
-                    grant: signed.clone(),
-                },
-            )
-            .await?;
+        let request = ControlRequest::Manifest {
+            slide: grant.slide,
+            grant: signed.clone(),
+        };
+        // The owner first; when it cannot be reached, any member holding a copy (found
+        // through the DHT) may relay the owner's signed manifest and consent statement.
+        let (source, response) = match network.request(owner, request.clone()).await {
+            Ok(answer) => (owner, answer),
+            Err(unreachable) => {
+                let holders = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    network.providers(grant.slide, [owner].into_iter().collect()),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+                let mut answered = None;
+                for holder in holders
+                    .into_iter()
+                    .filter(|p| *p != network.local_peer_id())
+                {
+                    if let Ok(answer @ ControlResponse::Manifest { .. }) =
+                        network.request(holder, request.clone()).await
+                    {
+                        answered = Some((holder, answer));
+                        break;
+                    }
+                }
+                answered.ok_or(unreachable)?
+            }
+        };
         let owner_key = self
             .roster()
             .and_then(|r| r.member(&grant.owner).map(|m| m.node));
@@ -284,7 +356,12 @@ impl Federation {
         tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
         self.manifest_changed(&slide);
         info!(%slide, owner = %grant.owner, what, "shared slide available");
-        self.record_received(signed, &grant, &owner, ("view", "manifest"), what, receipt);
+        let asked = if source == owner {
+            ("view", "manifest")
+        } else {
+            ("view", "manifest (copy)")
+        };
+        self.record_received(signed, &grant, &source, asked, what, receipt);
         Ok(())
     }
 }

@@ -55,7 +55,13 @@ pub const MAX_RECEIPT: usize = 64 << 10;
 pub enum ControlRequest {
     /// The signed manifest of a slide, under a grant (which travels with the request, so
     /// any node holding the slide can check it without asking the owner).
-    Manifest { slide: SlideId, grant: SignedGrant },
+    Manifest {
+        slide: SlideId,
+        grant: SignedGrant,
+        /// The requester holds the manifest already and asks again for the owner's current
+        /// rules (audited as a refresh, not as a new viewing).
+        refresh: bool,
+    },
     /// The owner hands a new grant to its grantee.
     DeliverGrant(SignedGrant),
     /// The owner withdraws a grant.

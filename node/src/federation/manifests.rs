@@ -33,6 +33,17 @@ fn project_of(grant: &Grant, signed: &SignedGrant) -> String {
         .unwrap_or_else(|| format!("grant {}", signed.id()))
 }
 
+/// How a manifest request is described in the server's audit entry (and so in its receipt,
+/// which the requester checks against the same description).
+fn manifest_label(from_copy: bool, refresh: bool) -> &'static str {
+    match (from_copy, refresh) {
+        (false, false) => "manifest",
+        (false, true) => "manifest (refresh)",
+        (true, false) => "manifest (copy)",
+        (true, true) => "manifest (copy, refresh)",
+    }
+}
+
 impl Federation {
     /// A grantee asks for a slide's manifest.
     pub(super) fn answer_manifest(
@@ -40,12 +51,15 @@ impl Federation {
         peer: PeerId,
         slide: SlideId,
         signed_grant: SignedGrant,
+        refresh: bool,
     ) -> ControlResponse {
         // Only the owner answers for a manifest; a node holding a copy says so before any
         // decision is made (and logged) about a manifest it would not send.
         let record = match self.store.slide(&slide) {
             Ok(Some(record)) => record,
-            Ok(None) => return self.answer_manifest_from_copy(peer, slide, signed_grant),
+            Ok(None) => {
+                return self.answer_manifest_from_copy(peer, slide, signed_grant, refresh);
+            }
             Err(e) => {
                 return ControlResponse::Failed {
                     reason: e.to_string(),
@@ -57,7 +71,7 @@ impl Federation {
             &slide,
             &signed_grant,
             &[ConsentAction::View],
-            "manifest",
+            manifest_label(false, refresh),
         ) {
             Ok(decisions) => decisions,
             Err(reason) => {
@@ -116,6 +130,7 @@ impl Federation {
         peer: PeerId,
         slide: SlideId,
         signed_grant: SignedGrant,
+        refresh: bool,
     ) -> ControlResponse {
         let remote = match self.store.remote_slide(&slide) {
             Ok(Some(remote)) if remote.deidentified.is_none() && remote.consent.is_some() => remote,
@@ -139,7 +154,7 @@ impl Federation {
             &slide,
             &signed_grant,
             &[ConsentAction::View],
-            "manifest (copy)",
+            manifest_label(true, refresh),
         ) {
             Ok(decisions) => decisions,
             Err(reason) => return ControlResponse::Denied { reason },
@@ -240,7 +255,9 @@ impl Federation {
     }
 
     /// Fetches, verifies and stores the manifest a received grant covers.
-    pub async fn fetch_manifest(&self, signed: &SignedGrant) -> anyhow::Result<()> {
+    /// `refresh`: this node holds the manifest already and asks for the owner's current
+    /// rules (audited as such on both sides).
+    pub async fn fetch_manifest(&self, signed: &SignedGrant, refresh: bool) -> anyhow::Result<()> {
         let grant = signed.verify()?;
         let network = self
             .network()
@@ -251,6 +268,7 @@ impl Federation {
         let request = ControlRequest::Manifest {
             slide: grant.slide,
             grant: signed.clone(),
+            refresh,
         };
         // The owner first; when it cannot be reached, any member holding a copy (found
         // through the DHT) may relay the owner's signed manifest and consent statement.
@@ -338,10 +356,14 @@ impl Federation {
                 anyhow::bail!("consent statement not the owner's for this slide");
             }
         }
-        let what = match &deidentified {
-            Some(_) => "de-identified manifest",
-            None => "manifest",
-        };
+        let what = format!(
+            "{}{}",
+            match &deidentified {
+                Some(_) => "de-identified manifest",
+                None => "manifest",
+            },
+            if refresh { " (refresh)" } else { "" }
+        );
         let summary = summarise(&manifest, Origin::Shared);
         let store = self.store.clone();
         let remote = RemoteSlide {
@@ -356,12 +378,8 @@ impl Federation {
         tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
         self.manifest_changed(&slide);
         info!(%slide, owner = %grant.owner, what, "shared slide available");
-        let asked = if source == owner {
-            ("view", "manifest")
-        } else {
-            ("view", "manifest (copy)")
-        };
-        self.record_received(signed, &grant, &source, asked, what, receipt);
+        let asked = ("view", manifest_label(source != owner, refresh));
+        self.record_received(signed, &grant, &source, asked, &what, receipt);
         Ok(())
     }
 }

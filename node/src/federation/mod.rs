@@ -429,7 +429,7 @@ impl Federation {
         info!(owner = %grant.owner, slide = %grant.slide, purpose = %grant.purpose, "grant received");
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.fetch_manifest(&signed).await {
+            if let Err(e) = this.fetch_manifest(&signed, false).await {
                 warn!(slide = %grant.slide, error = %e, "cannot fetch shared slide's manifest yet");
             }
         });
@@ -512,8 +512,12 @@ impl Inbound for Handlers {
             let span = tracing::info_span!("control", peer = %peer);
             let _enter = span.enter();
             match request {
-                ControlRequest::Manifest { slide, grant } => {
-                    tokio::task::block_in_place(|| fed.answer_manifest(peer, slide, grant))
+                ControlRequest::Manifest {
+                    slide,
+                    grant,
+                    refresh,
+                } => {
+                    tokio::task::block_in_place(|| fed.answer_manifest(peer, slide, grant, refresh))
                 }
                 ControlRequest::DeliverGrant(signed) => {
                     tokio::task::block_in_place(|| fed.accept_grant(peer, signed))

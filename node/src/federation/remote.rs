@@ -495,6 +495,9 @@ impl Federation {
                 };
                 let started = Instant::now();
                 let mut got: Vec<(TileId, Vec<u8>)> = Vec::new();
+                // The source's speed is how fast its tiles came, not how long its receipt
+                // (its audit commit) took after them.
+                let mut last_tile: Option<Instant> = None;
                 let outcome = tokio::time::timeout(
                     BATCH_TIMEOUT,
                     // Each tile goes to its waiters the moment it arrived and hashed right,
@@ -502,6 +505,7 @@ impl Federation {
                     network.fetch_tiles(peer, lane, &request, |tile, bytes| {
                         self.answer(&tile, &bytes);
                         got.push((tile, bytes));
+                        last_tile = Some(Instant::now());
                     }),
                 )
                 .await;
@@ -541,7 +545,8 @@ impl Federation {
                 }
                 match outcome {
                     Ok(Ok(_receipt)) => {
-                        self.record_speed(peer, started.elapsed().as_secs_f64());
+                        let served_in = last_tile.unwrap_or_else(Instant::now) - started;
+                        self.record_speed(peer, served_in.as_secs_f64());
                         debug!(
                             %peer,
                             %slide,

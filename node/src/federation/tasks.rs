@@ -343,15 +343,20 @@ async fn review_received_grants(fed: &Arc<Federation>) {
         let store = fed.store.clone();
         let id = stored.signed.id();
         let fresh_after = now.saturating_sub(consent_refresh_secs());
-        let have = tokio::task::spawn_blocking(move || {
-            let current = store
-                .remote_slide(&slide)?
-                .is_some_and(|r| r.stored_at > fresh_after);
-            Ok::<_, crate::store::StoreError>(current || store.is_revoked(&id)?)
+        // None: nothing to do; Some(refresh): fetch, as a refresh when a copy is held.
+        let wanted = tokio::task::spawn_blocking(move || {
+            if store.is_revoked(&id)? {
+                return Ok::<_, crate::store::StoreError>(None);
+            }
+            Ok(match store.remote_slide(&slide)? {
+                Some(r) if r.stored_at > fresh_after => None,
+                Some(_) => Some(true),
+                None => Some(false),
+            })
         })
         .await;
-        if matches!(have, Ok(Ok(false)))
-            && let Err(e) = fed.fetch_manifest(&stored.signed).await
+        if let Ok(Ok(Some(refresh))) = wanted
+            && let Err(e) = fed.fetch_manifest(&stored.signed, refresh).await
         {
             debug!(%slide, error = %e, "manifest still unavailable");
         }

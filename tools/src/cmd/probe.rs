@@ -207,6 +207,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             let request = ControlRequest::Manifest {
                 slide,
                 grant: grant.clone(),
+                refresh: false,
             };
             let answer =
                 tokio::time::timeout(Duration::from_secs(15), network.request(peer, request))

@@ -315,7 +315,7 @@ fn apply(dataset: &mut Map<String, Value>, pseudonyms: &Pseudonyms, patient: Opt
 
 /// Whether an instance says its pixels show the specimen label or burned-in text
 /// (Specimen Label in Image, Burned In Annotation).
-fn shows_text(metadata_json: &str) -> bool {
+pub fn shows_text(metadata_json: &str) -> bool {
     let Ok(dataset) = serde_json::from_str::<Map<String, Value>>(metadata_json) else {
         // Unreadable metadata: assume the worst.
         return true;

@@ -28,8 +28,9 @@ use crate::ids::{SlideId, TileId};
 use crate::manifest::SignedManifest;
 use crate::roster::SignedRoster;
 
-/// Request-response protocol for manifests, grants, revocations and rosters.
-pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/1";
+/// Request-response protocol for manifests, grants, revocations and rosters (2: receipts,
+/// consent statements, de-identified views, refreshes).
+pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/2";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
 /// receipt after each batch).
 pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/3";

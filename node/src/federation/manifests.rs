@@ -1,14 +1,16 @@
 //! Manifests between owner and grantee. The owner answers a grantee's request with the
 //! slide's signed manifest when the patient's identity may leave the trust for the grant's
 //! purpose, and otherwise with a de-identified view made for the grant's project
-//! ([`crate::deidentify`]), signed and bound to the granted slide. The grantee checks either
-//! against the owner's roster key and the grant before it stores the slide.
+//! ([`crate::deidentify`]), signed and bound to the granted slide; with either, its signed
+//! consent statement. A node holding an identified copy may relay the owner's manifest and
+//! statement while the owner is down. The grantee checks everything against the owner's
+//! roster key and the grant before it stores the slide.
 
 use libp2p::PeerId;
 use slidemesh_protocol::consent::{ConsentStatement, SignedConsentStatement};
 use slidemesh_protocol::wire::{ControlRequest, ControlResponse};
 use slidemesh_protocol::{
-    DeidentifiedView, Grant, SignedDeidentifiedView, SignedGrant, SignedManifest, SlideId,
+    DeidentifiedView, Grant, GrantId, SignedDeidentifiedView, SignedGrant, SignedManifest, SlideId,
 };
 use tracing::{info, warn};
 
@@ -53,8 +55,8 @@ impl Federation {
         signed_grant: SignedGrant,
         refresh: bool,
     ) -> ControlResponse {
-        // Only the owner answers for a manifest; a node holding a copy says so before any
-        // decision is made (and logged) about a manifest it would not send.
+        // Not the owner: answer from a copy if one may be relayed, else NotFound before any
+        // decision is made (and logged) about a manifest that would not be sent.
         let record = match self.store.slide(&slide) {
             Ok(Some(record)) => record,
             Ok(None) => {
@@ -149,20 +151,18 @@ impl Federation {
         if grant.purpose.requires_deidentification() {
             return ControlResponse::NotFound;
         }
-        let mut decisions = match self.authorize(
+        // The label's permission first: when identity may not go to this requester the copy
+        // has nothing to relay, and no allowed view is logged for a manifest never sent.
+        let decisions = match self.authorize(
             &peer,
             &slide,
             &signed_grant,
-            &[ConsentAction::View],
+            &[ConsentAction::SeeLabel, ConsentAction::View],
             manifest_label(true, refresh),
         ) {
             Ok(decisions) => decisions,
             Err(reason) => return ControlResponse::Denied { reason },
         };
-        let Some(identity) = self.identity_may_leave(&peer, &slide, &signed_grant, &grant) else {
-            return ControlResponse::NotFound;
-        };
-        decisions.extend(identity);
         info!(%peer, %slide, "owner's manifest sent from this node's copy");
         ControlResponse::Manifest {
             manifest: remote.signed,
@@ -235,11 +235,12 @@ impl Federation {
 
     /// The owner refused this node the slide (its consent or policy changed): a copy kept
     /// here must stop deciding for others with the owner's earlier rules.
-    async fn forget_consent_statement(&self, slide: &SlideId) {
+    async fn forget_consent_statement(&self, slide: &SlideId, grant: GrantId) {
         let store = self.store.clone();
         let slide = *slide;
         let forgotten = tokio::task::spawn_blocking(move || {
-            let Some(mut remote) = store.remote_slide(&slide)? else {
+            // Only a refusal under the grant the copy is kept under says anything about it.
+            let Some(mut remote) = store.remote_slide(&slide)?.filter(|r| r.grant == grant) else {
                 return Ok::<_, crate::store::StoreError>(false);
             };
             if remote.consent.take().is_none() {
@@ -334,11 +335,13 @@ impl Federation {
                 (manifest, Some(view), consent, receipt)
             }
             ControlResponse::Denied { reason } => {
-                self.forget_consent_statement(&grant.slide).await;
+                self.forget_consent_statement(&grant.slide, signed.id())
+                    .await;
                 anyhow::bail!("owner refused: {reason}")
             }
             ControlResponse::NotFound => {
-                self.forget_consent_statement(&grant.slide).await;
+                self.forget_consent_statement(&grant.slide, signed.id())
+                    .await;
                 anyhow::bail!("owner has no such slide")
             }
             other => anyhow::bail!("unexpected answer {other:?}"),
@@ -364,6 +367,21 @@ impl Federation {
             },
             if refresh { " (refresh)" } else { "" }
         );
+        // A copy's relay only stands in for a first fetch. What this node already holds
+        // came from the owner, or was forgotten because the owner refused it: a copy's older
+        // rules must not replace either.
+        if source != owner {
+            let store = self.store.clone();
+            let slide = grant.slide;
+            let held = tokio::task::spawn_blocking(move || store.remote_slide(&slide))
+                .await??
+                .is_some();
+            if held {
+                let asked = ("view", manifest_label(true, refresh));
+                self.record_received(signed, &grant, &source, asked, &what, receipt);
+                return Ok(());
+            }
+        }
         let summary = summarise(&manifest, Origin::Shared);
         let store = self.store.clone();
         let remote = RemoteSlide {
@@ -375,8 +393,16 @@ impl Federation {
             consent,
         };
         let slide = grant.slide;
-        tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &remote)).await??;
-        self.manifest_changed(&slide);
+        let changed = tokio::task::spawn_blocking(move || {
+            let before = store.remote_slide(&slide)?.map(|r| r.signed.slide_id());
+            let changed = before != Some(remote.signed.slide_id());
+            store.put_remote_slide(&slide, &remote)?;
+            Ok::<_, crate::store::StoreError>(changed)
+        })
+        .await??;
+        if changed {
+            self.manifest_changed(&slide);
+        }
         info!(%slide, owner = %grant.owner, what, "shared slide available");
         let asked = ("view", manifest_label(source != owner, refresh));
         self.record_received(signed, &grant, &source, asked, &what, receipt);

@@ -207,10 +207,21 @@ impl Federation {
             ),
         };
         let manifest = signed.verify().map_err(|e| e.to_string())?;
+        // The label and overview, and any associated image that says it shows the label or
+        // burned-in text (the same images a de-identified view drops).
+        let shows_text: HashSet<&str> = manifest
+            .instances
+            .iter()
+            .filter(|i| crate::deidentify::shows_text(&i.metadata_json))
+            .map(|i| i.sop_instance_uid.as_str())
+            .collect();
         let label_tiles = manifest
             .associated
             .iter()
-            .filter(|a| matches!(a.kind, AssociatedKind::Label | AssociatedKind::Overview))
+            .filter(|a| {
+                matches!(a.kind, AssociatedKind::Label | AssociatedKind::Overview)
+                    || shows_text.contains(a.instance_uid.as_str())
+            })
             .flat_map(|a| a.tiles.iter().copied())
             .collect();
         let served = Arc::new(ServedSlide {

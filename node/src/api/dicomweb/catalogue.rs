@@ -192,6 +192,16 @@ impl Catalogue {
     }
 
     fn entry(&self, state: &ApiState, id: &SlideId) -> Result<Arc<SeriesEntry>, ApiError> {
+        // A local slide's manifest never changes: its entry needs no second look.
+        let local = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|e| e.get(id).cloned())
+            .filter(|(_, entry)| entry.origin == Origin::Local);
+        if let Some((_, entry)) = local {
+            return Ok(entry);
+        }
         let view = state.slide(id)?;
         let manifest = view.manifest_id();
         let built = self

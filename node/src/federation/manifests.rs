@@ -238,18 +238,10 @@ impl Federation {
     async fn forget_consent_statement(&self, slide: &SlideId, grant: GrantId) {
         let store = self.store.clone();
         let slide = *slide;
-        let forgotten = tokio::task::spawn_blocking(move || {
-            // Only a refusal under the grant the copy is kept under says anything about it.
-            let Some(mut remote) = store.remote_slide(&slide)?.filter(|r| r.grant == grant) else {
-                return Ok::<_, crate::store::StoreError>(false);
-            };
-            if remote.consent.take().is_none() {
-                return Ok(false);
-            }
-            store.put_remote_slide(&slide, &remote)?;
-            Ok(true)
-        })
-        .await;
+        // Only a refusal under the grant the copy is kept under says anything about it.
+        let forgotten =
+            tokio::task::spawn_blocking(move || store.forget_consent_statement(&slide, &grant))
+                .await;
         if matches!(forgotten, Ok(Ok(true))) {
             warn!(%slide, "the owner refused this node the slide; its copy serves no one else now");
         }

@@ -147,6 +147,25 @@ impl AuditLog {
     }
 }
 
+/// A receipt as `audit show --json` and the protocol probe print it: whose log, the
+/// signer, and each decision it names (sequence number, action, peer, leaf hash); or why it
+/// does not verify.
+pub fn receipt_json(signed: &SignedReceipt) -> serde_json::Value {
+    match signed.verify() {
+        Ok(receipt) => serde_json::json!({
+            "log": receipt.log,
+            "signer": signed.signer.to_string(),
+            "decisions": receipt.entries.iter().map(|(seq, decision)| serde_json::json!({
+                "seq": seq,
+                "action": decision.action,
+                "peer": decision.peer,
+                "leaf": hex::encode(decision.leaf()),
+            })).collect::<Vec<_>>(),
+        }),
+        Err(e) => serde_json::json!({ "invalid": e.to_string() }),
+    }
+}
+
 /// What `verify` found.
 #[derive(Debug, Serialize)]
 pub struct Verification {

@@ -96,21 +96,10 @@ pub fn run(data: DataDir, args: AuditArgs) -> Result<()> {
             for (seq, e) in &entries {
                 if json {
                     // A received access shows the server's receipt kept with it.
-                    let receipt =
-                        node.store
-                            .audit_receipt(*seq)?
-                            .map(|signed| match signed.verify() {
-                                Ok(r) => json!({
-                                    "log": r.log,
-                                    "signer": signed.signer.to_string(),
-                                    "decisions": r.entries.iter().map(|(seq, d)| json!({
-                                        "seq": seq,
-                                        "action": d.action,
-                                        "leaf": hex::encode(d.leaf()),
-                                    })).collect::<Vec<_>>(),
-                                }),
-                                Err(e) => json!({ "invalid": e.to_string() }),
-                            });
+                    let receipt = node
+                        .store
+                        .audit_receipt(*seq)?
+                        .map(|signed| crate::audit::receipt_json(&signed));
                     println!(
                         "{}",
                         json!({

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::json;
+use slidemesh_node::audit::receipt_json;
 use slidemesh_node::datadir::DataDir;
 use slidemesh_node::net::{Inbound, Lane, NetConfig, Network, ReceiptFuture};
 use slidemesh_node::store::Store;
@@ -120,7 +121,7 @@ async fn fetch(
         .fetch_tiles(peer, Lane::Demanded, &request, |_, _| received += 1)
         .await;
     let (receipt, error) = match result {
-        Ok(receipt) => (receipt_json(receipt.as_ref()), None),
+        Ok(receipt) => (receipt.as_ref().map(receipt_json).unwrap_or_default(), None),
         Err(e) => (json!(null), Some(e.to_string())),
     };
     json!({
@@ -129,26 +130,6 @@ async fn fetch(
         "receipt": receipt,
         "error": error,
     })
-}
-
-/// A receipt as the probe reports it: who signed it for which log, and the decisions it
-/// names (action and sequence number in the server's log).
-fn receipt_json(receipt: Option<&SignedReceipt>) -> serde_json::Value {
-    let Some(signed) = receipt else {
-        return json!(null);
-    };
-    match signed.verify() {
-        Ok(r) => json!({
-            "log": r.log,
-            "signer": signed.signer.to_string(),
-            "decisions": r.entries.iter().map(|(seq, e)| json!({
-                "seq": seq,
-                "action": e.action,
-                "peer": e.peer,
-            })).collect::<Vec<_>>(),
-        }),
-        Err(e) => json!({ "invalid": e.to_string() }),
-    }
 }
 
 pub fn run(args: ProbeArgs) -> Result<()> {
@@ -315,7 +296,7 @@ fn manifest_outcome(
         "deidentified": view.map(|v| json!({ "project": v.project, "view_id": v.view })),
         "patient_id": patient_id,
         "lists_label": manifest.associated(AssociatedKind::Label).is_some(),
-        "receipt": receipt_json(receipt),
+        "receipt": receipt.map(receipt_json).unwrap_or_default(),
     });
     (outcome, manifest.levels[0].tiles.clone())
 }

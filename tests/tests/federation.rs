@@ -147,9 +147,13 @@ fn shared_slide_is_viewed_remotely_and_consent_is_enforced() {
                 .is_empty()
         );
     }
-    // A non-member cannot even connect.
-    let stranger = probe(owner, None, &slide, grantee);
-    assert_eq!(stranger["manifest"]["outcome"], "error", "{stranger}");
+    // A non-member cannot even connect, however often it tries; and being refused never
+    // crashes the one asking (a lazily negotiated tile stream once panicked when its
+    // refusal raced the request being written).
+    for _ in 0..40 {
+        let stranger = probe(owner, None, &slide, grantee);
+        assert_eq!(stranger["manifest"]["outcome"], "error", "{stranger}");
+    }
 
     // Revocation: effective at the owner at once, then the grantee forgets the slide.
     run_ok(owner.cmd().args(["revoke", &grant]));

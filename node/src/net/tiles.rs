@@ -455,12 +455,9 @@ async fn read_answers(
         let result = if accepted {
             read_batch(peer, &mut reader, &pending).await
         } else {
-            match read_ready(peer, &mut reader).await {
+            match await_ready(peer, &mut reader, &session).await {
                 Ok(()) => {
                     accepted = true;
-                    if let Some(session) = session.upgrade() {
-                        session.accepted.store(true, Ordering::SeqCst);
-                    }
                     read_batch(peer, &mut reader, &pending).await
                 }
                 Err(e) => Err(e),
@@ -492,6 +489,34 @@ async fn read_answers(
             return;
         }
     }
+}
+
+/// Waits for the server to accept a new session, holding the session's writer meanwhile.
+///
+/// The stream's protocol is negotiated lazily (it costs no round trip): until the server
+/// confirms it, a failed read leaves the stream in a state where any later write panics
+/// inside multistream-select. So no batch may be written between the first request and
+/// the server's answer to it; a session whose stream fails here is marked dead before its
+/// writer is released, and batches waiting for the writer see that and go elsewhere.
+async fn await_ready(
+    peer: PeerId,
+    reader: &mut ReadHalf<Stream>,
+    session: &std::sync::Weak<Session>,
+) -> Result<(), FetchError> {
+    let Some(session) = session.upgrade() else {
+        return Err(session_closed(peer));
+    };
+    let _writer = session.writer.lock().await;
+    if session.dead.load(Ordering::SeqCst) {
+        // The first request was never fully written: nothing will answer it.
+        return Err(FetchError::NotAccepted { peer });
+    }
+    let ready = read_ready(peer, reader).await;
+    match ready {
+        Ok(()) => session.accepted.store(true, Ordering::SeqCst),
+        Err(_) => session.dead.store(true, Ordering::SeqCst),
+    }
+    ready
 }
 
 /// Reads the server's first byte: the stream was accepted and will be served.

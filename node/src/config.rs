@@ -18,6 +18,56 @@ pub struct NodeConfig {
     pub network: NetworkSection,
     #[serde(default)]
     pub dimse: DimseSection,
+    #[serde(default)]
+    pub users: UsersSection,
+}
+
+/// Who the HTTP API and web UI act for: the trust itself, or the person the trust's single
+/// sign-on proxy authenticated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersSection {
+    #[serde(default)]
+    pub from: UsersFrom,
+    /// Header naming the person's account (with `from = "proxy"`).
+    #[serde(default = "default_user_header")]
+    pub user_header: String,
+    /// Header naming the role they act in.
+    #[serde(default = "default_role_header")]
+    pub role_header: String,
+    /// Refuse (401) requests that name no one.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// See [`UsersSection`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsersFrom {
+    /// Every request acts as this trust; user headers are ignored.
+    #[default]
+    None,
+    /// The trust's sign-on proxy in front of the node names the person in headers.
+    Proxy,
+}
+
+impl Default for UsersSection {
+    fn default() -> Self {
+        Self {
+            from: UsersFrom::None,
+            user_header: default_user_header(),
+            role_header: default_role_header(),
+            required: false,
+        }
+    }
+}
+
+fn default_user_header() -> String {
+    "x-slidemesh-user".into()
+}
+
+fn default_role_header() -> String {
+    "x-slidemesh-role".into()
 }
 
 /// The DICOM C-STORE / C-ECHO receiver for scanners and PACS.
@@ -151,6 +201,7 @@ impl NodeConfig {
             ingest: IngestSection::default(),
             network: NetworkSection::default(),
             dimse: DimseSection::default(),
+            users: UsersSection::default(),
         }
     }
 
@@ -210,7 +261,27 @@ listen = {dimse_listen}
 ae_title = {ae_title}
 # AE titles allowed to send (your scanners and PACS); empty admits any caller.
 calling_ae_titles = {callers}
+
+[users]
+# Who the web UI and API act for. "none": every request acts as this trust, and peers' and
+# owners' policies see the trust. "proxy": the trust's single sign-on proxy in front of this
+# node authenticates each person and names them in the two headers below; owners' policies
+# then decide per person and role (principal Slidemesh::User::"TRUST/account"), and both
+# sides' audit logs name them. With "proxy", only the proxy may reach [http] listen: anyone
+# else could set the headers.
+from = "{users_from}"
+user_header = {user_header}
+role_header = {role_header}
+# Refuse requests that name no one (401), so nothing is seen without a named person.
+required = {users_required}
 "#,
+            users_from = match self.users.from {
+                UsersFrom::None => "none",
+                UsersFrom::Proxy => "proxy",
+            },
+            user_header = toml_string(&self.users.user_header),
+            role_header = toml_string(&self.users.role_header),
+            users_required = self.users.required,
             dimse_listen = toml_string(&self.dimse.listen),
             ae_title = toml_string(&self.dimse.ae_title),
             callers = toml::Value::Array(

@@ -34,6 +34,9 @@ pub enum Side {
     Served,
     /// This node asked a peer and was answered.
     Received,
+    /// One of this node's own people asked for a slide another trust shared; this node
+    /// decided, with the owner's signed rules. (`peer` is the owner.)
+    Gateway,
 }
 
 /// One audited access. No patient data: ids, codes and names of rules only. Its canonical

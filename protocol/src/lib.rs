@@ -13,6 +13,7 @@
 //! - [`roster`]: the federation's signed, versioned membership list (k-of-n changes).
 //! - [`grant`]: an owner's signed permission for another trust to view a slide, and its
 //!   revocation.
+//! - [`user`]: the person behind a request and their role, as their trust's node names them.
 //! - [`wire`]: protocol names, control messages and the tile stream's framing.
 //!
 //! Architecture invariant: this crate does no I/O and knows nothing of tokio, libp2p, redb
@@ -29,6 +30,7 @@ pub mod manifest;
 pub mod roster;
 pub mod sign;
 pub mod trust;
+pub mod user;
 pub mod wire;
 
 pub use canonical::{CANONICAL_VERSION, CanonicalError};
@@ -42,3 +44,4 @@ pub use manifest::{
 pub use roster::{Member, Roster, RosterError, RosterSignature, SignedRoster};
 pub use sign::{NodeKey, NodePublicKey, SignatureError, Signed, Statement, StatementError};
 pub use trust::{COOPERATIVE_TRUSTS, TrustCode, TrustCodeError};
+pub use user::{UserClaim, UserClaimError};

@@ -2,7 +2,7 @@
 //! framing. Encoding is postcard (the node's codecs add a length prefix and cap every read
 //! at the limits below); this module does no I/O.
 //!
-//! Tile stream (`/slidemesh/tiles/3`): a long-lived stream carrying any number of batches,
+//! Tile stream (`/slidemesh/tiles/4`): a long-lived stream carrying any number of batches,
 //! requests pipelined, answers in the order of the requests.
 //! - server, once when it accepts the stream: [`TILE_SESSION_READY`]. A stream that ends
 //!   before it was never served (the server refused or dropped it) and may be retried.
@@ -27,13 +27,14 @@ use crate::grant::{SignedGrant, SignedRevocation};
 use crate::ids::{SlideId, TileId};
 use crate::manifest::SignedManifest;
 use crate::roster::SignedRoster;
+use crate::user::UserClaim;
 
 /// Request-response protocol for manifests, grants, revocations and rosters (2: receipts,
 /// consent statements, de-identified views, refreshes).
 pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/2";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
-/// receipt after each batch).
-pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/3";
+/// receipt after each batch; 4: the user who asked).
+pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/4";
 /// Kademlia protocol name: private to the federation, so the node never joins a public DHT.
 pub const KAD_PROTOCOL: &str = "/slidemesh/kad/1";
 /// Identify protocol version string.
@@ -129,6 +130,10 @@ pub struct TileRequest {
     pub slide: SlideId,
     pub grant: SignedGrant,
     pub tiles: Vec<TileId>,
+    /// The person at the requesting trust whose viewing asked for the batch, when its node
+    /// names one; `None` when the trust's node asks on its own behalf (prefetch for no
+    /// one in particular, a whole-slide copy made by an operator).
+    pub user: Option<UserClaim>,
 }
 
 impl TileRequest {

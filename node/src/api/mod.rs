@@ -13,9 +13,11 @@
 //! - `/dicomweb/...`: QIDO-RS and WADO-RS ([`dicomweb`]).
 //! - everything else: the embedded web UI ([`web`]).
 //!
-//! Content-addressed responses carry strong ETags (the id) and immutable cache headers.
+//! Every route acts for a [`requester::Requester`]: the trust, or the person its sign-on
+//! proxy named. Content-addressed responses carry strong ETags (the id) and immutable cache headers.
 
 pub mod dicomweb;
+pub mod requester;
 pub mod slides;
 pub mod tiles;
 pub mod web;
@@ -55,6 +57,8 @@ pub struct ApiState {
     pub dicomweb: dicomweb::catalogue::Catalogue,
     /// Ingest of files received over the network (STOW-RS).
     pub incoming: Option<Arc<crate::ingest::incoming::Incoming>>,
+    /// Who requests act for ([`requester`]).
+    pub users: crate::config::UsersSection,
 }
 
 /// A slide as handlers use it.
@@ -103,6 +107,7 @@ impl ApiState {
             withdrawals_seen: std::sync::atomic::AtomicU64::new(0),
             dicomweb: Default::default(),
             incoming: None,
+            users: Default::default(),
         }
     }
 
@@ -191,6 +196,37 @@ pub async fn load_slide(state: &Arc<ApiState>, id: SlideId) -> Result<Arc<SlideV
         .map_err(ApiError::internal)?
 }
 
+/// Refuses (403) a named person whom the owner's rules do not let view a shared slide. The
+/// trust itself, and anyone at all for this trust's own slides, pass.
+pub async fn authorize_view(
+    state: &Arc<ApiState>,
+    requester: &requester::Requester,
+    view: &SlideView,
+) -> Result<(), ApiError> {
+    if view.is_local() {
+        return Ok(());
+    }
+    authorize_shared_view(state, requester, view.id).await
+}
+
+/// [`authorize_view`] for a slide known to be shared with this trust.
+pub async fn authorize_shared_view(
+    state: &Arc<ApiState>,
+    requester: &requester::Requester,
+    slide: SlideId,
+) -> Result<(), ApiError> {
+    let Some(user) = requester.user().cloned() else {
+        return Ok(());
+    };
+    let federation = state.federation.clone();
+    tokio::task::spawn_blocking(move || {
+        federation.decide_for_user(&slide, &user, &[crate::consent::ConsentAction::View])
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(tiles::remote_error)
+}
+
 /// Builds the router. `cors_origins` lists the web origins allowed to call the API from a
 /// browser (a DICOMweb viewer served elsewhere); `*` allows any. Empty: same origin only.
 pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
@@ -217,6 +253,10 @@ pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
         .route("/api/{*rest}", get(api_not_found))
         .nest(dicomweb::urls::PREFIX, dicomweb::routes())
         .fallback(web::asset)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            requester::identify,
+        ))
         .with_state(state)
         .layer(cors(cors_origins))
         .layer(tower_http::trace::TraceLayer::new_for_http())

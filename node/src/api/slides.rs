@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use slidemesh_protocol::{AssociatedKind, SlideId};
 
+use super::requester::Requester;
 use super::{ApiError, ApiState, SlideView, parse_id};
 use crate::store::{Origin, SlideSummary};
 
@@ -86,9 +87,17 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiErr
         .into_response())
 }
 
-async fn load(state: &Arc<ApiState>, raw_id: &str) -> Result<Arc<SlideView>, ApiError> {
+/// The slide, when the requester may view it (a shared slide is decided for a named person
+/// with the owner's rules).
+async fn load(
+    state: &Arc<ApiState>,
+    requester: &Requester,
+    raw_id: &str,
+) -> Result<Arc<SlideView>, ApiError> {
     let id: SlideId = parse_id("slide id", raw_id)?;
-    super::load_slide(state, id).await
+    let view = super::load_slide(state, id).await?;
+    super::authorize_view(state, requester, &view).await?;
+    Ok(view)
 }
 
 /// A JSON response about one slide, with a strong ETag. A local slide's data is content
@@ -109,7 +118,8 @@ pub fn slide_json(view: &SlideView, etag: &str, request: &HeaderMap, body: Value
         HeaderValue::from_static(if view.is_local() {
             "public, max-age=31536000, immutable"
         } else {
-            "no-cache"
+            // Shared: decided per person, and may change under the same id.
+            "private, no-cache"
         }),
     );
     response
@@ -117,10 +127,11 @@ pub fn slide_json(view: &SlideView, etag: &str, request: &HeaderMap, body: Value
 
 pub async fn detail(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(slide_id): Path<String>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let view = load(&state, &slide_id).await?;
+    let view = load(&state, &requester, &slide_id).await?;
     let m = &view.manifest;
     let base = &m.levels[0];
     let levels: Vec<Value> = m
@@ -164,10 +175,11 @@ pub async fn detail(
 
 pub async fn manifest(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(slide_id): Path<String>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let view = load(&state, &slide_id).await?;
+    let view = load(&state, &requester, &slide_id).await?;
     let id = view.id;
     let body = json!({
         "slide_id": id,
@@ -210,6 +222,7 @@ pub async fn access_history(
                 "time": e.time,
                 "side": e.side,
                 "peer": e.peer,
+                "user": e.user,
                 "purpose": e.purpose,
                 "action": e.action,
                 "what": e.what,

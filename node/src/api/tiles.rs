@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use slidemesh_protocol::{AssociatedKind, SlideId, TileId};
 use tracing::Instrument;
 
+use super::requester::Requester;
 use super::{ApiError, ApiState, SlideView, etag_matches, load_slide, parse_id};
 use crate::federation::remote::RemoteError;
 use crate::store::Origin;
@@ -38,7 +39,7 @@ async fn send_tile(
     })
     .await
     .map_err(ApiError::internal)??;
-    tile_response(bytes, &media_type, &etag)
+    tile_response(bytes, &media_type, &etag, Sharing::Public)
 }
 
 pub async fn by_id(
@@ -52,6 +53,7 @@ pub async fn by_id(
 
 pub async fn level_tile(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((slide_id, level, col, row)): Path<(String, String, String, String)>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -75,9 +77,10 @@ pub async fn level_tile(
         })?;
         if view.summary.origin == Origin::Shared {
             let (screen, deeper) = prefetch_around(&view, level, col, row);
-            state.federation.prefetch(id, &screen, true);
-            state.federation.prefetch(id, &deeper, false);
-            return send_remote_tile(&state, &view, tile, &request).await;
+            let user = requester.user();
+            state.federation.prefetch(id, &screen, true, user);
+            state.federation.prefetch(id, &deeper, false, user);
+            return send_remote_tile(&state, &requester, &view, tile, &request).await;
         }
         send_tile(&state, tile, &request).await
     }
@@ -89,6 +92,7 @@ pub async fn level_tile(
 /// would need stitching, which needs a decoder; scanners write these as single frames.)
 pub async fn associated(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((slide_id, image)): Path<(String, String)>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -110,7 +114,7 @@ pub async fn associated(
         .and_then(|a| a.tiles.first().copied())
         .ok_or_else(|| ApiError::not_found(format!("slide {id} has no {} image", kind.as_str())))?;
     if view.summary.origin == Origin::Shared {
-        return send_remote_tile(&state, &view, tile, &request).await;
+        return send_remote_tile(&state, &requester, &view, tile, &request).await;
     }
     send_tile(&state, tile, &request).await
 }
@@ -167,6 +171,7 @@ fn prefetch_around(
 /// A tile of a shared slide: from the cache or fetched from peers, verified either way.
 async fn send_remote_tile(
     state: &Arc<ApiState>,
+    requester: &Requester,
     view: &SlideView,
     tile: TileId,
     request: &HeaderMap,
@@ -177,7 +182,7 @@ async fn send_remote_tile(
     }
     let bytes = state
         .federation
-        .remote_tile(view.id, tile)
+        .remote_tile(view.id, tile, requester.user())
         .await
         .map_err(remote_error)?;
     let media_type = view
@@ -186,20 +191,35 @@ async fn send_remote_tile(
         .first()
         .map(|i| crate::ingest::dicom::tile_media_type(&i.transfer_syntax_uid))
         .unwrap_or("application/octet-stream");
-    tile_response(bytes, media_type, &etag)
+    // Decided per person: a shared cache in front of the node must not hand it to another.
+    tile_response(bytes, media_type, &etag, Sharing::Private)
 }
 
-/// 403 when the grant ended, 404 when the slide is not shared here, 502 when no peer could
-/// provide the tile.
+/// 403 when the grant ended or the owner's rules refuse the person asking, 404 when the
+/// slide is not shared here, 502 when no peer could provide the tile.
 pub(crate) fn remote_error(e: RemoteError) -> ApiError {
     match e {
-        RemoteError::Withdrawn(reason) => ApiError::forbidden(reason),
+        RemoteError::Withdrawn(reason) | RemoteError::Forbidden(reason) => {
+            ApiError::forbidden(reason)
+        }
         RemoteError::NotShared(_) => ApiError::not_found(e.to_string()),
         RemoteError::Unavailable(reason) => ApiError::bad_gateway(reason),
     }
 }
 
-fn tile_response(bytes: Vec<u8>, media_type: &str, etag: &str) -> Result<Response, ApiError> {
+/// Who may cache a tile response: anyone (this trust's own slides), or only the browser of
+/// the person it was decided for (shared slides).
+enum Sharing {
+    Public,
+    Private,
+}
+
+fn tile_response(
+    bytes: Vec<u8>,
+    media_type: &str,
+    etag: &str,
+    sharing: Sharing,
+) -> Result<Response, ApiError> {
     let mut response = Response::new(Body::from(bytes));
     let headers = response.headers_mut();
     headers.insert(
@@ -212,7 +232,10 @@ fn tile_response(bytes: Vec<u8>, media_type: &str, etag: &str) -> Result<Respons
     }
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
+        HeaderValue::from_static(match sharing {
+            Sharing::Public => "public, max-age=31536000, immutable",
+            Sharing::Private => "private, max-age=31536000, immutable",
+        }),
     );
     Ok(response)
 }
@@ -221,6 +244,7 @@ fn tile_response(bytes: Vec<u8>, media_type: &str, etag: &str) -> Result<Respons
 /// took. For local slides there is nothing to do.
 pub async fn cache_whole_slide(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(slide_id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
@@ -237,9 +261,9 @@ pub async fn cache_whole_slide(
     let started = std::time::Instant::now();
     let (fetched, bytes) = state
         .federation
-        .fetch_whole_slide(id, tiles)
+        .fetch_whole_slide(id, tiles, requester.user())
         .await
-        .map_err(|e| ApiError::bad_gateway(e.to_string()))?;
+        .map_err(remote_error)?;
     Ok(axum::Json(serde_json::json!({
         "slide_id": id,
         "tiles": total,

@@ -21,15 +21,17 @@ fn audit_event(node_trust: &str, seq: u64, e: &AuditEntry) -> Value {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.time),
     )
     .to_string();
-    // DICOM audit event types: 110106 Export (we sent), 110107 Import (we received).
+    // DICOM audit event types: 110106 Export (we sent), 110107 Import (we received),
+    // 110103 Instances Accessed (one of our people looked at a shared slide).
     let (code, display) = match e.side {
         Side::Served => ("110106", "Export"),
         Side::Received => ("110107", "Import"),
+        Side::Gateway => ("110103", "DICOM Instances Accessed"),
     };
     let ods = |trust: &str| json!({ "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": trust });
     let (requester, source) = match e.side {
         Side::Served => (e.peer.as_str(), node_trust),
-        Side::Received => (node_trust, e.peer.as_str()),
+        Side::Received | Side::Gateway => (node_trust, e.peer.as_str()),
     };
     json!({
         "resourceType": "AuditEvent",

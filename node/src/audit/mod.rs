@@ -148,7 +148,7 @@ impl AuditLog {
 }
 
 /// A receipt as `audit show --json` and the protocol probe print it: whose log, the
-/// signer, and each decision it names (sequence number, action, peer, leaf hash); or why it
+/// signer, and each decision it names (sequence number, action, peer, person, leaf hash); or why it
 /// does not verify.
 pub fn receipt_json(signed: &SignedReceipt) -> serde_json::Value {
     match signed.verify() {
@@ -159,6 +159,7 @@ pub fn receipt_json(signed: &SignedReceipt) -> serde_json::Value {
                 "seq": seq,
                 "action": decision.action,
                 "peer": decision.peer,
+                "user": decision.user,
                 "leaf": hex::encode(decision.leaf()),
             })).collect::<Vec<_>>(),
         }),

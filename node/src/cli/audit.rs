@@ -50,6 +50,9 @@ struct Filter {
     /// Only entries with this purpose
     #[arg(long)]
     purpose: Option<String>,
+    /// Only entries naming this person (their account name, any role)
+    #[arg(long)]
+    user: Option<String>,
     /// Only entries since this time: a duration ago (24h, 7d) or a date (2026-11-01)
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
@@ -82,6 +85,11 @@ impl Filter {
                 self.peer.as_deref().is_none_or(|p| e.peer.as_str() == p)
                     && slide.is_none_or(|s| e.slide == s)
                     && self.purpose.as_deref().is_none_or(|p| e.purpose == p)
+                    && self.user.as_deref().is_none_or(|u| {
+                        e.user
+                            .as_deref()
+                            .is_some_and(|named| named.split(" (").next() == Some(u))
+                    })
                     && since.is_none_or(|t| e.time >= t)
             })
             .collect())
@@ -114,9 +122,13 @@ pub fn run(data: DataDir, args: AuditArgs) -> Result<()> {
                         std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.time),
                     );
                     println!(
-                        "{seq:>6} {time} {:?} {} {} {} {} {} {} [{}]",
+                        "{seq:>6} {time} {:?} {}{} {} {} {} {} {} [{}]",
                         e.side,
                         e.peer,
+                        e.user
+                            .as_deref()
+                            .map(|u| format!(" {u}"))
+                            .unwrap_or_default(),
                         e.purpose,
                         e.action,
                         e.slide,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use slidemesh_protocol::{Purpose, SlideId, TrustCode};
+use slidemesh_protocol::{Purpose, SlideId, TrustCode, UserClaim};
 
 use crate::consent::{ConsentAction, ConsentRequest, DEFAULT_POLICY, Policy, SCHEMA};
 use crate::context::NodeContext;
@@ -54,6 +54,12 @@ struct TestArgs {
     /// The grant's reference: a referral for care, an ethics approval for research
     #[arg(long)]
     reference: Option<String>,
+    /// A person at the requesting trust (their account name) instead of the trust itself
+    #[arg(long, requires = "role")]
+    user: Option<String>,
+    /// The person's role (pathologist, researcher, student, ...); needs --user
+    #[arg(long, requires = "user")]
+    role: Option<String>,
     /// Test a policy file instead of the node's
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -131,9 +137,14 @@ fn test(data: DataDir, node_policy: PathBuf, args: TestArgs) -> Result<()> {
     let consent = node.store.consent(&manifest.series_uid)?;
     let requester: TrustCode = args.trust.parse()?;
     let purpose: Purpose = args.purpose.parse().map_err(anyhow::Error::msg)?;
+    let user = match (args.user, args.role) {
+        (Some(id), Some(role)) => Some(UserClaim::new(id, role)?),
+        _ => None,
+    };
     let now = now_unix();
     let decision = policy.decide(&ConsentRequest {
         requester: &requester,
+        user: user.as_ref(),
         action: args.action,
         slide,
         owner: &manifest.owner,
@@ -152,7 +163,10 @@ fn test(data: DataDir, node_policy: PathBuf, args: TestArgs) -> Result<()> {
         println!(
             "{}: {} {} for {} ({})",
             if decision.allowed { "ALLOW" } else { "DENY" },
-            requester,
+            match &user {
+                Some(user) => format!("{user} at {requester}"),
+                None => requester.to_string(),
+            },
             args.action.as_str(),
             purpose.as_str(),
             decision.explain()

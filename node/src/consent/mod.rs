@@ -21,7 +21,7 @@ use cedar_policy::{
     Schema, ValidationMode, Validator,
 };
 use serde::Serialize;
-use slidemesh_protocol::{Purpose, SlideId, TrustCode};
+use slidemesh_protocol::{Purpose, SlideId, TrustCode, UserClaim};
 
 use crate::store::consent::SlideConsent;
 
@@ -31,7 +31,7 @@ pub const SCHEMA: &str = include_str!("schema.cedarschema");
 pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
 
 /// What a requester wants to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentAction {
     View,
@@ -61,6 +61,10 @@ impl ConsentAction {
 #[derive(Debug, Clone)]
 pub struct ConsentRequest<'a> {
     pub requester: &'a TrustCode,
+    /// The person at the requesting trust, when its node names one: the principal is then
+    /// `Slidemesh::User::"TRUST/id"`, a member of the requester's `Trust`, with its role.
+    /// Otherwise the principal is the requesting trust itself.
+    pub user: Option<&'a UserClaim>,
     pub action: ConsentAction,
     pub slide: SlideId,
     pub owner: &'a TrustCode,
@@ -198,7 +202,14 @@ impl Policy {
                 cedar_policy::EntityId::new(id),
             ))
         };
-        let principal = uid("Slidemesh::Trust", request.requester.as_str())?;
+        let trust = uid("Slidemesh::Trust", request.requester.as_str())?;
+        let principal = match request.user {
+            Some(user) => uid(
+                "Slidemesh::User",
+                &format!("{}/{}", request.requester, user.id),
+            )?,
+            None => trust.clone(),
+        };
         let owner = uid("Slidemesh::Trust", request.owner.as_str())?;
         let action = uid("Slidemesh::Action", request.action.as_str())?;
         let resource = uid("Slidemesh::Slide", &request.slide.to_hex())?;
@@ -223,8 +234,21 @@ impl Policy {
         )
         .map_err(|e| format!("slide entity: {e}"))?;
         let mut entities = vec![slide, Entity::with_uid(owner.clone())];
-        if principal != owner {
-            entities.push(Entity::with_uid(principal.clone()));
+        if trust != owner {
+            entities.push(Entity::with_uid(trust.clone()));
+        }
+        if let Some(user) = request.user {
+            entities.push(
+                Entity::new(
+                    principal.clone(),
+                    std::collections::HashMap::from([(
+                        "role".to_string(),
+                        Value::new_string(user.role.clone()),
+                    )]),
+                    HashSet::from([trust.clone()]),
+                )
+                .map_err(|e| format!("user entity: {e}"))?,
+            );
         }
         let entities =
             Entities::from_entities(entities, schema).map_err(|e| format!("entities: {e}"))?;

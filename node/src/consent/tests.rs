@@ -17,6 +17,7 @@ fn decide(
     let (requester, owner) = (trust("RAE"), trust("RR8"));
     policy.decide(&ConsentRequest {
         requester: &requester,
+        user: None,
         action,
         slide: SlideId::of(b"slide"),
         owner: &owner,
@@ -143,6 +144,7 @@ fn requests_are_built_as_the_schema_says() {
     // schema in step for every action, purpose and kind of consent.
     let policy = Policy::from_text(DEFAULT_POLICY).unwrap();
     let (requester, owner) = (trust("RAE"), trust("RR8"));
+    let user = UserClaim::new("jsmith", "pathologist").unwrap();
     let consents = [
         SlideConsent::default(),
         consent(&["GRU", "IRB"], true, Some(1_900_000_000)),
@@ -158,9 +160,10 @@ fn requests_are_built_as_the_schema_says() {
                 ConsentAction::Replicate,
                 ConsentAction::Export,
             ] {
-                for reference in [None, Some("REF-1")] {
+                for (reference, user) in [(None, None), (Some("REF-1"), Some(&user))] {
                     let request = ConsentRequest {
                         requester: &requester,
+                        user,
                         action,
                         slide: SlideId::of(b"slide"),
                         owner: &owner,
@@ -177,4 +180,77 @@ fn requests_are_built_as_the_schema_says() {
             }
         }
     }
+}
+
+fn decide_as(
+    policy: &Policy,
+    user: Option<&UserClaim>,
+    action: ConsentAction,
+    purpose: Purpose,
+) -> Decision {
+    let (requester, owner) = (trust("RAE"), trust("RR8"));
+    policy.decide(&ConsentRequest {
+        requester: &requester,
+        user,
+        action,
+        slide: SlideId::of(b"slide"),
+        owner: &owner,
+        consent: &consent(&["CC", "GRU"], false, None),
+        purpose,
+        reference: None,
+        grant_expires: 2_000_000_000,
+        now: 1_800_000_000,
+    })
+}
+
+#[test]
+fn a_named_person_sees_the_label_only_in_a_clinical_role() {
+    let policy = Policy::from_text(DEFAULT_POLICY).unwrap();
+    let pathologist = UserClaim::new("jsmith", "pathologist").unwrap();
+    let student = UserClaim::new("akhan", "student").unwrap();
+    for user in [None, Some(&pathologist)] {
+        let d = decide_as(
+            &policy,
+            user,
+            ConsentAction::SeeLabel,
+            Purpose::SecondOpinion,
+        );
+        assert!(d.allowed, "{user:?}: {}", d.explain());
+    }
+    let d = decide_as(
+        &policy,
+        Some(&student),
+        ConsentAction::SeeLabel,
+        Purpose::SecondOpinion,
+    );
+    assert!(!d.allowed);
+    assert_eq!(d.rules, vec!["label-for-clinical-roles"]);
+    // The same student may still view the slide and its tiles.
+    for action in [ConsentAction::View, ConsentAction::FetchTiles] {
+        let d = decide_as(&policy, Some(&student), action, Purpose::SecondOpinion);
+        assert!(d.allowed, "{action:?}: {}", d.explain());
+    }
+}
+
+#[test]
+fn policies_decide_by_person_role_and_their_trust() {
+    // A trust that lets only named pathologists at RAE view its slides.
+    let text = r#"
+@id("rae-pathologists")
+permit (principal in Slidemesh::Trust::"RAE", action == Slidemesh::Action::"view", resource)
+when { principal is Slidemesh::User && principal.role == "pathologist" };
+"#;
+    let policy = Policy::from_text(text).unwrap();
+    let pathologist = UserClaim::new("jsmith", "pathologist").unwrap();
+    let researcher = UserClaim::new("jsmith", "researcher").unwrap();
+    let view = |user| decide_as(&policy, user, ConsentAction::View, Purpose::DirectCare);
+    let d = view(Some(&pathologist));
+    assert!(d.allowed, "{}", d.explain());
+    assert_eq!(d.rules, vec!["rae-pathologists"]);
+    assert!(!view(Some(&researcher)).allowed);
+    // The trust's node asking on its own behalf names no pathologist.
+    assert!(!view(None).allowed);
+    // A misspelt attribute of a person is refused at load.
+    let typo = text.replace("principal.role", "principal.rol");
+    assert!(Policy::from_text(&typo).is_err());
 }

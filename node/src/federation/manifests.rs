@@ -15,6 +15,7 @@ use slidemesh_protocol::{
 use tracing::{info, warn};
 
 use super::Federation;
+use super::receipts::Asked;
 use crate::audit::Pending;
 use crate::consent::ConsentAction;
 use crate::deidentify::{Pseudonyms, deidentify};
@@ -72,6 +73,7 @@ impl Federation {
             &peer,
             &slide,
             &signed_grant,
+            None,
             &[ConsentAction::View],
             manifest_label(false, refresh),
         ) {
@@ -157,6 +159,7 @@ impl Federation {
             &peer,
             &slide,
             &signed_grant,
+            None,
             &[ConsentAction::SeeLabel, ConsentAction::View],
             manifest_label(true, refresh),
         ) {
@@ -207,6 +210,7 @@ impl Federation {
             peer,
             slide,
             signed_grant,
+            None,
             &[ConsentAction::SeeLabel],
             "identified metadata",
         )
@@ -369,7 +373,11 @@ impl Federation {
                 .await??
                 .is_some();
             if held {
-                let asked = ("view", manifest_label(true, refresh));
+                let asked = Asked {
+                    action: "view",
+                    described: manifest_label(true, refresh),
+                    user: None,
+                };
                 self.record_received(signed, &grant, &source, asked, &what, receipt);
                 return Ok(());
             }
@@ -396,7 +404,11 @@ impl Federation {
             self.manifest_changed(&slide);
         }
         info!(%slide, owner = %grant.owner, what, "shared slide available");
-        let asked = ("view", manifest_label(source != owner, refresh));
+        let asked = Asked {
+            action: "view",
+            described: manifest_label(source != owner, refresh),
+            user: None,
+        };
         self.record_received(signed, &grant, &source, asked, &what, receipt);
         Ok(())
     }

@@ -4,6 +4,8 @@
 //!
 //! Layout:
 //! - this file: [`Federation`], the shared state, and the [`Inbound`] answers to peers.
+//! - `gateway`: decisions for this trust's own people about shared slides, with the
+//!   owner's signed rules.
 //! - `manifests`: a slide's manifest, or its de-identified view, from owner to grantee.
 //! - `receipts`: the server's signed receipt for an access, and the requester's record of
 //!   the access with it.
@@ -14,6 +16,7 @@
 //! Architecture invariant: every manifest or tile that leaves this node passed
 //! [`crate::policy::check_grant`]; every tile that enters it was hashed against its id.
 
+mod gateway;
 mod manifests;
 mod receipts;
 pub mod remote;
@@ -28,7 +31,7 @@ use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
     Action, AssociatedKind, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, TileId,
-    TrustCode,
+    TrustCode, UserClaim,
 };
 use tracing::{info, warn};
 
@@ -86,6 +89,7 @@ pub struct Federation {
     /// This node's key, for co-signing other members' audit checkpoints and its own.
     pub(crate) key: Arc<NodeKey>,
     remote: remote::RemoteState,
+    gateway: gateway::GatewayState,
     /// Bumped whenever a shared slide is withdrawn or its stored manifest replaced, so
     /// readers holding decoded manifests (the HTTP API's cache) drop them.
     pub withdrawals: std::sync::atomic::AtomicU64,
@@ -121,6 +125,7 @@ impl Federation {
             audit,
             key,
             remote: remote::RemoteState::default(),
+            gateway: gateway::GatewayState::default(),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
             corrupt_tiles,
         }))
@@ -290,6 +295,7 @@ impl Federation {
         peer: &PeerId,
         slide: &SlideId,
         grant: &SignedGrant,
+        user: Option<&UserClaim>,
         actions: &[ConsentAction],
         what: &str,
     ) -> Result<Vec<Pending>, String> {
@@ -307,7 +313,7 @@ impl Federation {
             side: Side::Served,
             peer: requester.clone(),
             peer_id: peer.to_string(),
-            user: None,
+            user: user.map(ToString::to_string),
             purpose: purpose.to_string(),
             slide: *slide,
             action: action.as_str().to_string(),
@@ -373,6 +379,7 @@ impl Federation {
             }
             let decision = policy.decide(&ConsentRequest {
                 requester: &requester,
+                user,
                 action,
                 slide: *slide,
                 owner: &served.owner,
@@ -382,7 +389,7 @@ impl Federation {
                 grant_expires: granted.expires_at,
                 now,
             });
-            info!(%peer, %slide, trust = %requester, action = action.as_str(), purpose = granted.purpose.as_str(), allowed = decision.allowed, rules = ?decision.rules, policy = %decision.policy_hash, "consent decision");
+            info!(%peer, %slide, trust = %requester, user = ?user.map(|u| u.to_string()), action = action.as_str(), purpose = granted.purpose.as_str(), allowed = decision.allowed, rules = ?decision.rules, policy = %decision.policy_hash, "consent decision");
             let recorded = entry(
                 action,
                 decision.allowed,
@@ -601,6 +608,7 @@ impl Inbound for Handlers {
         let slide = request.slide;
         let grant = request.grant.clone();
         let tiles = request.tiles.clone();
+        let user = request.user.clone();
         let label = request.audit_label();
         async move {
             let decisions = {
@@ -614,7 +622,10 @@ impl Inbound for Handlers {
                     if tiles.iter().any(|t| served.label_tiles.contains(t)) {
                         actions.push(ConsentAction::SeeLabel);
                     }
-                    fed.authorize(&peer, &slide, &grant, &actions, &label)
+                    if let Some(Err(e)) = user.as_ref().map(UserClaim::validate) {
+                        return Err(format!("the request names no valid user: {e}"));
+                    }
+                    fed.authorize(&peer, &slide, &grant, user.as_ref(), &actions, &label)
                 })
                 .await
                 .map_err(|e| e.to_string())??

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use slidemesh_protocol::audit::{Receipt, SignedReceipt};
-use slidemesh_protocol::{Grant, GrantId, SignedGrant, SlideId, TrustCode};
+use slidemesh_protocol::{Grant, GrantId, SignedGrant, SlideId, TrustCode, UserClaim};
 use tracing::warn;
 
 use super::Federation;
@@ -26,6 +26,15 @@ const RECEIPT_WAIT: Duration = Duration::from_secs(3);
 /// How far a receipt's entries may be from the requester's clock: an old receipt replayed
 /// for a new request is refused.
 const RECEIPT_CLOCK_WINDOW_SECS: u64 = 300;
+
+/// What this node asked a source for, as the source's audit entry (and so its receipt) must
+/// state it: the action, its description (a tile batch's names a digest of its tile ids),
+/// and the person it was asked for.
+pub(crate) struct Asked<'a> {
+    pub action: &'a str,
+    pub described: &'a str,
+    pub user: Option<&'a UserClaim>,
+}
 
 impl Federation {
     /// The receipt for allowed decisions, once all are committed (blocking, up to
@@ -54,20 +63,18 @@ impl Federation {
     }
 
     /// Records an access this node made as a requester, with the server's receipt when it
-    /// gave a valid one; the entry says when it gave none or a wrong one. `asked` is the
-    /// action and the description the server's entry must carry for this request (a tile
-    /// batch's names a digest of its tile ids), so a receipt for another request does not
-    /// pass for this one.
+    /// gave a valid one; the entry says when it gave none or a wrong one. A receipt for
+    /// another request does not pass for this one (see [`Asked`]).
     pub(crate) fn record_received(
         &self,
         signed_grant: &SignedGrant,
         grant: &Grant,
         peer: &PeerId,
-        asked: (&str, &str),
+        asked: Asked<'_>,
         what: &str,
         receipt: Option<SignedReceipt>,
     ) {
-        let action = asked.0;
+        let (action, user) = (asked.action, asked.user);
         let Some(source) = self.trust_of(peer) else {
             return;
         };
@@ -77,7 +84,7 @@ impl Federation {
             side: Side::Received,
             peer: source.clone(),
             peer_id: peer.to_string(),
-            user: None,
+            user: user.map(ToString::to_string),
             purpose: grant.purpose.as_str().to_string(),
             slide: grant.slide,
             action: action.to_string(),
@@ -92,7 +99,7 @@ impl Federation {
             self.audit.record(entry);
             return;
         };
-        match self.check_receipt(&signed, &source, grant.slide, grant_id, asked) {
+        match self.check_receipt(&signed, &source, grant.slide, grant_id, &asked) {
             Ok(receipt) => {
                 if let Some((seq, theirs)) =
                     receipt.entries.iter().find(|(_, e)| e.action == action)
@@ -120,9 +127,9 @@ impl Federation {
         source: &TrustCode,
         slide: SlideId,
         grant: GrantId,
-        asked: (&str, &str),
+        asked: &Asked<'_>,
     ) -> Result<Receipt, String> {
-        let (action, described) = asked;
+        let (action, described, user) = (asked.action, asked.described, asked.user);
         let receipt = signed.verify().map_err(|e| e.to_string())?;
         let source_key = self.roster().and_then(|r| r.member(source).map(|m| m.node));
         if source_key != Some(signed.signer) || receipt.log != *source {
@@ -138,6 +145,7 @@ impl Federation {
                 && Some(&e.peer_id) == this_node.as_ref()
                 && e.slide == slide
                 && e.grant == Some(grant)
+                && e.user == user.map(ToString::to_string)
         };
         if receipt.entries.is_empty() || !receipt.entries.iter().all(|(_, e)| about_this_access(e))
         {

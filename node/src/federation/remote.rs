@@ -8,6 +8,11 @@
 //!   (by the last batch's time); a source that sends wrong bytes is dropped for the rest of
 //!   the fetch and the batch is retried from the next one.
 //! - Prefetch: the API asks for neighbours and the next zoom level without waiting.
+//! - People: when the trust's sign-on names the person asking, the owner's rules (its signed
+//!   consent statement) decide for that person here before anything is shown, cached tiles
+//!   included, and the batches fetched for them carry their name, so the owner decides for
+//!   them too and both logs name them. A tile already in flight for one person is shared
+//!   with the next who may see it (single flight); the owner's log names the first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use slidemesh_protocol::wire::{MAX_TILES_PER_REQUEST, TileRequest};
-use slidemesh_protocol::{SignedGrant, SlideId, TileId};
+use slidemesh_protocol::{SignedGrant, SlideId, TileId, UserClaim};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -43,6 +48,10 @@ const PREFETCH_HOLD: Duration = Duration::from_secs(1);
 
 type Waiter = oneshot::Sender<Result<Vec<u8>, String>>;
 
+/// Which batch a queued tile joins: its slide, whether someone waits for it, and whom it is
+/// fetched for.
+type BatchKey = (SlideId, bool, Option<UserClaim>);
+
 /// Wakes everyone waiting on the `Notify` when dropped (a batch ended, however it ended).
 struct NotifyOnDrop(Arc<tokio::sync::Notify>);
 
@@ -65,8 +74,8 @@ struct Flight {
 pub struct RemoteState {
     /// Tiles being fetched, with everyone waiting for each.
     in_flight: Mutex<HashMap<TileId, Flight>>,
-    /// Tiles waiting to join a batch, per slide and priority (true: someone waits).
-    queued: Mutex<HashMap<(SlideId, bool), Vec<TileId>>>,
+    /// Tiles waiting to join a batch, per slide, priority (true: someone waits) and person.
+    queued: Mutex<HashMap<BatchKey, Vec<TileId>>>,
     /// Seconds per batch of the last batch from each peer (smaller is faster).
     speed: Mutex<HashMap<PeerId, f64>>,
     permits: Arc<Semaphore>,
@@ -105,7 +114,7 @@ impl Default for RemoteState {
 
 /// Locks one of the fetch maps. A panic while one was held leaves only bookkeeping behind,
 /// so a poisoned lock is used as is.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -118,6 +127,10 @@ pub enum RemoteError {
     /// cached here. (A revoked grant's slide is gone from the store: `NotShared`.)
     #[error("{0}")]
     Withdrawn(String),
+    /// The owner's rules do not let this person do that (decided here, with the owner's
+    /// signed statement).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -128,12 +141,19 @@ impl Federation {
         self: &Arc<Self>,
         slide: SlideId,
         tile: TileId,
+        user: Option<&UserClaim>,
     ) -> Result<Vec<u8>, RemoteError> {
         // The grantee's node honours the grant's end itself: a cached tile of a slide whose
         // grant expired is not shown, whether or not the owner can be reached to say so.
+        // Nor is one shown to a person the owner's rules do not let see it.
         let fed = self.clone();
+        let person = user.cloned();
         let cached = tokio::task::spawn_blocking(move || {
             fed.grant_for(&slide)?;
+            if let Some(person) = &person {
+                let actions = fed.tile_actions(&slide, std::slice::from_ref(&tile));
+                fed.decide_for_user(&slide, person, &actions)?;
+            }
             Ok::<_, RemoteError>(fed.cache.get(&tile))
         })
         .await
@@ -142,7 +162,7 @@ impl Federation {
             return Ok(bytes);
         }
         let (tx, rx) = oneshot::channel();
-        self.enqueue(slide, &[tile], vec![(tile, tx)], true);
+        self.enqueue(slide, &[tile], vec![(tile, tx)], true, user);
         rx.await
             .map_err(|_| RemoteError::Unavailable("fetch abandoned".into()))?
             .map_err(RemoteError::Unavailable)
@@ -155,7 +175,18 @@ impl Federation {
         self: &Arc<Self>,
         slide: SlideId,
         tiles: Vec<TileId>,
+        user: Option<&UserClaim>,
     ) -> Result<(usize, u64), RemoteError> {
+        if let Some(person) = user {
+            let fed = self.clone();
+            let (person, asked) = (person.clone(), tiles.clone());
+            tokio::task::spawn_blocking(move || {
+                let actions = fed.tile_actions(&slide, &asked);
+                fed.decide_for_user(&slide, &person, &actions)
+            })
+            .await
+            .map_err(|e| RemoteError::Unavailable(e.to_string()))??;
+        }
         let ids: Vec<TileId> = tiles
             .into_iter()
             .filter(|t| !self.cache.contains(t))
@@ -168,7 +199,7 @@ impl Federation {
                 ((tile, tx), rx)
             })
             .unzip();
-        self.enqueue(slide, &ids, waiters, true);
+        self.enqueue(slide, &ids, waiters, true, user);
         let mut bytes = 0u64;
         let mut failed = 0usize;
         let mut last = String::new();
@@ -194,14 +225,24 @@ impl Federation {
     /// viewer is about to ask for) join the batches of tiles being waited for, so a first
     /// screen goes out as one batch instead of one per wave of browser requests; the others
     /// (the next zoom level) are opportunistic.
-    pub fn prefetch(self: &Arc<Self>, slide: SlideId, tiles: &[TileId], urgent: bool) {
+    /// Tiles are prefetched for the person whose viewing asked for them; label images are
+    /// never prefetched, so none arrives for someone who may not see it.
+    pub fn prefetch(
+        self: &Arc<Self>,
+        slide: SlideId,
+        tiles: &[TileId],
+        urgent: bool,
+        user: Option<&UserClaim>,
+    ) {
+        let label = self.served_slide(&slide).ok();
         let wanted: Vec<TileId> = tiles
             .iter()
             .copied()
+            .filter(|t| !label.as_ref().is_some_and(|l| l.label_tiles.contains(t)))
             .filter(|t| !self.cache.contains(t))
             .collect();
         if !wanted.is_empty() {
-            self.enqueue(slide, &wanted, Vec::new(), urgent);
+            self.enqueue(slide, &wanted, Vec::new(), urgent, user);
         }
     }
 
@@ -211,6 +252,7 @@ impl Federation {
         tiles: &[TileId],
         waiters: Vec<(TileId, Waiter)>,
         demanded: bool,
+        user: Option<&UserClaim>,
     ) {
         let mut fresh = Vec::new();
         {
@@ -234,9 +276,10 @@ impl Federation {
         if fresh.is_empty() {
             return;
         }
+        let key: BatchKey = (slide, demanded, user.cloned());
         let start_batch = {
             let mut queued = lock(&self.remote.queued);
-            let queue = queued.entry((slide, demanded)).or_default();
+            let queue = queued.entry(key.clone()).or_default();
             let first = queue.is_empty();
             queue.extend(fresh);
             first
@@ -246,13 +289,14 @@ impl Federation {
             tokio::spawn(
                 async move {
                     tokio::time::sleep(BATCH_WINDOW).await;
-                    let tiles = lock(&fed.remote.queued)
-                        .remove(&(slide, demanded))
-                        .unwrap_or_default();
+                    let tiles = lock(&fed.remote.queued).remove(&key).unwrap_or_default();
                     for chunk in tiles.chunks(BATCH_MAX.min(MAX_TILES_PER_REQUEST)) {
                         let fed = fed.clone();
                         let chunk = chunk.to_vec();
-                        tokio::spawn(async move { fed.fetch_batch(slide, chunk, demanded).await });
+                        let user = key.2.clone();
+                        tokio::spawn(
+                            async move { fed.fetch_batch(slide, chunk, demanded, user).await },
+                        );
                     }
                 }
                 .instrument(info_span!("remote_batch", slide = %slide)),
@@ -262,7 +306,12 @@ impl Federation {
 
     /// Forgets prefetched tiles that found no free slot; any that a viewer started waiting
     /// for meanwhile are fetched as demanded instead.
-    fn drop_prefetch(self: &Arc<Self>, slide: SlideId, tiles: Vec<TileId>) {
+    fn drop_prefetch(
+        self: &Arc<Self>,
+        slide: SlideId,
+        tiles: Vec<TileId>,
+        user: Option<UserClaim>,
+    ) {
         let mut promoted = Vec::new();
         {
             let mut in_flight = lock(&self.remote.in_flight);
@@ -274,7 +323,7 @@ impl Federation {
         }
         if !promoted.is_empty() {
             let ids: Vec<TileId> = promoted.iter().map(|(t, _)| *t).collect();
-            self.enqueue(slide, &ids, promoted, true);
+            self.enqueue(slide, &ids, promoted, true, user.as_ref());
         }
     }
 
@@ -306,7 +355,7 @@ impl Federation {
 
     /// The grant this node holds for a shared slide, if it has not expired (memoised until
     /// a withdrawal). Reads the store on a miss: call from a blocking context.
-    fn grant_for(&self, slide: &SlideId) -> Result<SignedGrant, RemoteError> {
+    pub(super) fn grant_for(&self, slide: &SlideId) -> Result<SignedGrant, RemoteError> {
         let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
         let memo = lock(&self.remote.grants)
             .get(slide)
@@ -432,7 +481,13 @@ impl Federation {
         found
     }
 
-    async fn fetch_batch(self: Arc<Self>, slide: SlideId, tiles: Vec<TileId>, demanded: bool) {
+    async fn fetch_batch(
+        self: Arc<Self>,
+        slide: SlideId,
+        tiles: Vec<TileId>,
+        demanded: bool,
+        user: Option<UserClaim>,
+    ) {
         // Declared before the permit, so dropped after it: waiters see the slot free.
         let _done = demanded.then(|| NotifyOnDrop(self.remote.demanded_done.clone()));
         let _permit = if demanded {
@@ -445,7 +500,7 @@ impl Federation {
             // so it never stands between a viewer and the tiles it is waiting for.
             match self.remote.prefetch_permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
-                Err(_) => return self.drop_prefetch(slide, tiles),
+                Err(_) => return self.drop_prefetch(slide, tiles, user),
             }
         };
         if !demanded {
@@ -492,6 +547,7 @@ impl Federation {
                     slide,
                     grant: grant.clone(),
                     tiles: missing.clone(),
+                    user: user.clone(),
                 };
                 let started = Instant::now();
                 let mut got: Vec<(TileId, Vec<u8>)> = Vec::new();
@@ -524,7 +580,12 @@ impl Federation {
                     };
                     let what = format!("{} tiles", got.len());
                     let asked = request.audit_label();
-                    self.record_received(&grant, g, &peer, ("fetch_tiles", &asked), &what, receipt);
+                    let asked = super::receipts::Asked {
+                        action: "fetch_tiles",
+                        described: &asked,
+                        user: user.as_ref(),
+                    };
+                    self.record_received(&grant, g, &peer, asked, &what, receipt);
                 }
                 missing.retain(|t| !arrived.contains(t));
                 if !got.is_empty() {

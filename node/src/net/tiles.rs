@@ -77,7 +77,9 @@ pub enum FetchError {
         peer: PeerId,
         source: std::io::Error,
     },
-    #[error("{peer} refused the tile request (no valid grant)")]
+    #[error(
+        "{peer} refused the tile request (no grant covers it or its policy forbids it; its audit log says which)"
+    )]
     Denied { peer: PeerId },
     #[error("{peer} sent bytes that do not hash to tile {tile}")]
     Corrupt { peer: PeerId, tile: TileId },

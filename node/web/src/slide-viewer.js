@@ -104,18 +104,18 @@ function sidePanel(slide, node, tileStatus) {
 /** Who had what of this slide and why (the owner's decisions, or this node's own fetches). */
 function accessHistory(slideId, ours) {
   const section = h('section', { class: 'access', 'aria-label': 'Access history' },
-    h('h2', { class: 'access__title' }, ours ? 'Access by other trusts' : 'Fetched by this node'),
+    h('h2', { class: 'access__title' }, ours ? 'Access by other trusts' : 'Access through this node'),
     h('p', { class: 'status' }, 'Loading…'));
   getAccessHistory(slideId).then((history) => {
     const rows = history.entries.slice(0, 20).map((e) => h('tr', { class: e.allowed ? '' : 'access--denied' },
       h('td', {}, new Date(e.time * 1000).toLocaleString('en-GB')),
-      h('td', {}, e.peer),
+      h('td', {}, e.user ? `${e.peer} · ${e.user}` : e.peer),
       h('td', {}, e.purpose),
       h('td', {}, e.action.replace('_', ' ')),
       h('td', { title: e.rules.join(', ') }, e.allowed ? 'allowed' : 'refused')));
     section.replaceChildren(section.firstChild, history.entries.length
       ? h('table', { class: 'access__table' },
-        h('thead', {}, h('tr', {}, ['When', 'Trust', 'Purpose', 'Action', 'Decision'].map((c) => h('th', {}, c)))),
+        h('thead', {}, h('tr', {}, ['When', 'Trust · person', 'Purpose', 'Action', 'Decision'].map((c) => h('th', {}, c)))),
         h('tbody', {}, rows))
       : h('p', { class: 'status' }, 'No access recorded.'),
       history.total > 20 ? h('p', { class: 'status' }, `${history.total} entries in all (slidemesh audit show).`) : null);

@@ -24,7 +24,7 @@ use slidemesh_node::store::Store;
 use slidemesh_protocol::audit::SignedReceipt;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    AssociatedKind, DeidentifiedView, NodeKey, SignedManifest, SlideId, TileId,
+    AssociatedKind, DeidentifiedView, NodeKey, SignedManifest, SlideId, TileId, UserClaim,
 };
 
 #[derive(Debug, Args)]
@@ -56,6 +56,12 @@ pub struct ProbeArgs {
     /// owner's), so tiles are asked for even when the manifest is refused
     #[arg(long, value_name = "DIR")]
     tiles_from: Option<PathBuf>,
+    /// Name this person (account name) in tile batches, as a trust's sign-on would
+    #[arg(long, requires = "role")]
+    user: Option<String>,
+    /// The named person's role (pathologist, researcher, student, ...)
+    #[arg(long, requires = "user")]
+    role: Option<String>,
 }
 
 /// Level-0 and label tile ids of a slide, from a node's stored manifest.
@@ -109,11 +115,13 @@ async fn fetch(
     slide: SlideId,
     grant: &slidemesh_protocol::SignedGrant,
     tiles: Vec<TileId>,
+    user: Option<&UserClaim>,
 ) -> serde_json::Value {
     let request = TileRequest {
         slide,
         grant: grant.clone(),
         tiles,
+        user: user.cloned(),
     };
     let mut received = 0usize;
     let started = std::time::Instant::now();
@@ -170,6 +178,10 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     let known = match &args.tiles_from {
         Some(dir) => Some(tiles_from(dir, &slide)?),
         None => None,
+    };
+    let user = match (args.user, args.role) {
+        (Some(id), Some(role)) => Some(UserClaim::new(id, role)?),
+        _ => None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -242,14 +254,14 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                 } else {
                     tiles
                 };
-                tiles_json = fetch(&network, peer, slide, &grant, tiles).await;
+                tiles_json = fetch(&network, peer, slide, &grant, tiles, user.as_ref()).await;
             }
             let mut label_json = json!(null);
             if args.label {
                 let label = known.as_ref().and_then(|(_, label)| *label).context(
                     "--label needs --tiles-from naming a node with the slide's manifest",
                 )?;
-                label_json = fetch(&network, peer, slide, &grant, vec![label]).await;
+                label_json = fetch(&network, peer, slide, &grant, vec![label], user.as_ref()).await;
             }
             println!(
                 "{}",

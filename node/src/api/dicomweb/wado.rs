@@ -19,6 +19,7 @@ use super::accept::{self, FrameFormat};
 use super::catalogue::{self, InstanceEntry, SeriesEntry};
 use super::urls::Urls;
 use super::{rebuild, render};
+use crate::api::requester::Requester;
 use crate::dicom_json::PIXEL_DATA;
 use crate::store::Origin;
 
@@ -28,6 +29,7 @@ const MAX_FRAMES_PER_REQUEST: usize = 4096;
 /// `.../metadata` at study level.
 pub async fn study_metadata(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -36,6 +38,9 @@ pub async fn study_metadata(
     let series: Vec<&Arc<SeriesEntry>> = all.iter().filter(|s| s.study_uid == study).collect();
     if series.is_empty() {
         return Err(ApiError::not_found(format!("no study {study}")));
+    }
+    for entry in &series {
+        may_view(&state, &requester, entry).await?;
     }
     let urls = Urls::from_headers(&headers);
     let body: Vec<Value> = series
@@ -48,11 +53,13 @@ pub async fn study_metadata(
 /// `.../metadata` at series level.
 pub async fn series_metadata(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
     let entry = catalogue::series(&state, &study, &series).await?;
+    may_view(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
     let body = entry
         .instances
@@ -65,17 +72,31 @@ pub async fn series_metadata(
 /// `.../metadata` at instance level.
 pub async fn instance_metadata_route(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
     let (entry, index) = find_instance(&state, &study, &series, &instance).await?;
+    may_view(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
     Ok(dicom_json(vec![instance_metadata(
         &entry,
         &entry.instances[index],
         &urls,
     )]))
+}
+
+/// Refuses (403) a named person whom the owner's rules do not let view a shared series.
+async fn may_view(
+    state: &Arc<ApiState>,
+    requester: &Requester,
+    series: &SeriesEntry,
+) -> Result<(), ApiError> {
+    if series.origin != Origin::Shared {
+        return Ok(());
+    }
+    crate::api::authorize_shared_view(state, requester, series.slide).await
 }
 
 /// An instance's metadata: its stored data set plus a BulkDataURI for the pixel data.
@@ -120,6 +141,7 @@ async fn find_instance(
 /// `.../instances/{uid}/frames/{list}`: the frames, in the order asked.
 pub async fn frames(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -133,13 +155,16 @@ pub async fn frames(
     )?;
     let tiles: Vec<TileId> = numbers.iter().map(|n| inst.frames[n - 1]).collect();
     let span = tracing::debug_span!("dicomweb_frames", slide = %entry.slide, instance = %instance, frames = tiles.len());
-    let parts = frame_bytes(&state, &entry, tiles).instrument(span).await?;
+    let parts = frame_bytes(&state, &requester, &entry, tiles)
+        .instrument(span)
+        .await?;
     Ok(frames_response(&format, &inst.transfer_syntax_uid, parts))
 }
 
 /// `.../instances/{uid}/bulkdata/7FE00010`: the pixel data, one part per frame.
 pub async fn bulkdata(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -158,7 +183,7 @@ pub async fn bulkdata(
         )));
     }
     let format = accept::frames(&accept::ranges(&headers), &inst.transfer_syntax_uid, false)?;
-    let parts = frame_bytes(&state, &entry, inst.frames.clone()).await?;
+    let parts = frame_bytes(&state, &requester, &entry, inst.frames.clone()).await?;
     Ok(frames_response(&format, &inst.transfer_syntax_uid, parts))
 }
 
@@ -192,6 +217,7 @@ fn parse_frame_list(list: &str, count: usize) -> Result<Vec<usize>, ApiError> {
 /// the cache or peers (verified on arrival).
 async fn frame_bytes(
     state: &Arc<ApiState>,
+    requester: &Requester,
     series: &SeriesEntry,
     tiles: Vec<TileId>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
@@ -199,7 +225,7 @@ async fn frame_bytes(
         let slide = series.slide;
         let fetches = tiles
             .into_iter()
-            .map(|tile| state.federation.remote_tile(slide, tile));
+            .map(|tile| state.federation.remote_tile(slide, tile, requester.user()));
         return futures::future::try_join_all(fetches)
             .await
             .map_err(crate::api::tiles::remote_error);
@@ -281,6 +307,7 @@ fn new_boundary() -> String {
 /// `GET /studies/{study}`: every instance of the study as Part 10 files.
 pub async fn retrieve_study(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -289,27 +316,29 @@ pub async fn retrieve_study(
     if series.is_empty() {
         return Err(ApiError::not_found(format!("no study {study}")));
     }
-    retrieve_instances(&state, &headers, &series, None).await
+    retrieve_instances(&state, &requester, &headers, &series, None).await
 }
 
 /// `GET /studies/{study}/series/{series}`.
 pub async fn retrieve_series(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let entry = catalogue::series(&state, &study, &series).await?;
-    retrieve_instances(&state, &headers, &[entry], None).await
+    retrieve_instances(&state, &requester, &headers, &[entry], None).await
 }
 
 /// `GET /studies/{study}/series/{series}/instances/{instance}`.
 pub async fn retrieve_instance(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (entry, _) = find_instance(&state, &study, &series, &instance).await?;
-    retrieve_instances(&state, &headers, &[entry], Some(&instance)).await
+    retrieve_instances(&state, &requester, &headers, &[entry], Some(&instance)).await
 }
 
 /// One instance in a retrieve answer.
@@ -324,6 +353,7 @@ enum InstanceBody {
 /// files (unchanged, so in their stored transfer syntax), shared ones rebuilt.
 async fn retrieve_instances(
     state: &Arc<ApiState>,
+    requester: &Requester,
     headers: &HeaderMap,
     series: &[Arc<SeriesEntry>],
     only: Option<&str>,
@@ -337,7 +367,7 @@ async fn retrieve_instances(
             }
             accept::instances(&ranges, &inst.transfer_syntax_uid)?;
             let body = if entry.origin == Origin::Shared {
-                let frames = frame_bytes(state, entry, inst.frames.clone()).await?;
+                let frames = frame_bytes(state, requester, entry, inst.frames.clone()).await?;
                 let (entry, uid) = (entry.clone(), inst.sop_instance_uid.clone());
                 let rebuilt = tokio::task::spawn_blocking(move || {
                     let inst = entry.instance(&uid).ok_or("instance vanished")?;
@@ -405,7 +435,7 @@ async fn rendered_frame(
             instance.frames.len()
         ))
     })?;
-    let mut bytes = frame_bytes(state, series, vec![tile]).await?;
+    let mut bytes = frame_bytes(state, request.requester, series, vec![tile]).await?;
     let frame_bytes = bytes.remove(0);
     let ts = instance.transfer_syntax_uid.clone();
     let image =
@@ -424,6 +454,7 @@ async fn rendered_frame(
 
 /// What a rendered request asks for: its headers (Accept) and query (`viewport`).
 struct Rendering<'a> {
+    requester: &'a Requester,
     headers: &'a HeaderMap,
     query: &'a [(String, String)],
 }
@@ -431,11 +462,13 @@ struct Rendering<'a> {
 /// `.../frames/{n}/rendered`.
 pub async fn rendered_frame_route(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series, instance, frame)): Path<(String, String, String, String)>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = Rendering {
+        requester: &requester,
         headers: &headers,
         query: &query,
     };
@@ -455,11 +488,13 @@ pub async fn rendered_frame_route(
 /// thumbnail image.
 pub async fn rendered_instance(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series, instance)): Path<(String, String, String)>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = Rendering {
+        requester: &requester,
         headers: &headers,
         query: &query,
     };
@@ -480,12 +515,14 @@ pub async fn rendered_instance(
 /// smallest single-frame level).
 pub async fn series_thumbnail(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let entry = catalogue::series(&state, &study, &series).await?;
     let request = Rendering {
+        requester: &requester,
         headers: &headers,
         query: &query,
     };
@@ -495,11 +532,13 @@ pub async fn series_thumbnail(
 /// `/studies/{study}/thumbnail`: the thumbnail of the study's first slide.
 pub async fn study_thumbnail(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(study): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let request = Rendering {
+        requester: &requester,
         headers: &headers,
         query: &query,
     };

@@ -62,6 +62,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
         let (consent, purpose, action) = requests[i % requests.len()];
         policy.decide(&ConsentRequest {
             requester: &requester,
+            user: None,
             action,
             slide,
             owner: &owner,

@@ -1,0 +1,160 @@
+//! People, not only trusts: the grantee's node runs behind its trust's sign-on proxy, which
+//! names each person and their role in headers. The owner's policy decides per role twice:
+//! at the grantee's node, with the owner's signed rules, before anything is shown (cached
+//! tiles included), and at the owner, when tiles are fetched for that person. Both audit
+//! logs name the person; the grantee keeps the owner's receipt for them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use slidemesh_e2e::federation::{federation, share, wait_for_shared};
+use slidemesh_e2e::{Node, bin, run_ok, wait_until};
+
+const PATHOLOGIST: &[(&str, &str)] = &[
+    ("x-slidemesh-user", "jsmith"),
+    ("x-slidemesh-role", "pathologist"),
+];
+const STUDENT: &[(&str, &str)] = &[
+    ("x-slidemesh-user", "akhan"),
+    ("x-slidemesh-role", "student"),
+];
+
+fn log(node: &Node) -> Vec<Value> {
+    run_ok(node.cmd().args(["audit", "show", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn body(r: &slidemesh_e2e::Response) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+#[test]
+fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    let slide = fed.slide.clone();
+    fed.nodes[1].edit_config("from = \"none\"", "from = \"proxy\"");
+    fed.nodes[0].serve();
+    // The grantee asks for the owner's current rules every second.
+    fed.nodes[1].serve_env(&[("SLIDEMESH_CONSENT_REFRESH_SECS", "1")]);
+    let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
+    share(owner, &slide, "RAE");
+    wait_for_shared(grantee, &slide);
+
+    let levels = owner.level_tiles(&slide);
+    let coarsest = levels.len() - 1;
+    let tile = format!("/api/v1/slides/{slide}/levels/{coarsest}/tiles/0/0");
+    let label = format!("/api/v1/slides/{slide}/label");
+    let detail = format!("/api/v1/slides/{slide}");
+
+    // A pathologist sees the tile and the label (fetched from the owner for her).
+    let r = grantee.get_with(&tile, PATHOLOGIST);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert!(r.header("cache-control").unwrap().starts_with("private"));
+    let r = grantee.get_with(&label, PATHOLOGIST);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    // A student may view the slide, but the owner's default policy keeps the label for
+    // clinical roles: refused here although the label is in this node's cache.
+    assert_eq!(grantee.get_with(&tile, STUDENT).status, 200);
+    let r = grantee.get_with(&label, STUDENT);
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(
+        body(&r).contains("label-for-clinical-roles"),
+        "{}",
+        body(&r)
+    );
+    // A malformed name from the proxy is refused, not guessed at.
+    let r = grantee.get_with(
+        &tile,
+        &[
+            ("x-slidemesh-user", "jsmith"),
+            ("x-slidemesh-role", "Pathologist"),
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", body(&r));
+
+    // The owner decided for the person too, and says so in its log and its receipts.
+    let owner_log = log(owner);
+    let served_for = |user: &str, action: &str| {
+        owner_log.iter().any(|e| {
+            e["entry"]["side"] == "served"
+                && e["entry"]["user"] == user
+                && e["entry"]["action"] == action
+                && e["entry"]["allowed"] == true
+        })
+    };
+    assert!(
+        served_for("jsmith (pathologist)", "fetch_tiles"),
+        "{owner_log:?}"
+    );
+    assert!(
+        served_for("jsmith (pathologist)", "see_label"),
+        "{owner_log:?}"
+    );
+    let grantee_log = log(grantee);
+    let received = grantee_log
+        .iter()
+        .find(|e| e["entry"]["side"] == "received" && e["entry"]["user"] == "jsmith (pathologist)")
+        .unwrap_or_else(|| panic!("no access logged for the pathologist: {grantee_log:?}"));
+    assert_eq!(received["receipt"]["log"], "RR8", "{received}");
+    let refused = grantee_log
+        .iter()
+        .find(|e| e["entry"]["side"] == "gateway" && e["entry"]["allowed"] == false)
+        .unwrap_or_else(|| panic!("the refusal is not logged: {grantee_log:?}"));
+    assert_eq!(refused["entry"]["user"], "akhan (student)");
+    assert_eq!(refused["entry"]["action"], "see_label");
+    assert_eq!(refused["entry"]["peer"], "RR8");
+
+    // At the owner, the same rule refuses the student's label whoever asks for it.
+    let probe = |user: &str, role: &str| -> Value {
+        let mut cmd = std::process::Command::new(bin("slidemesh-tools"));
+        cmd.args(["probe", "--peer", &owner.tcp_multiaddr(), "--slide", &slide])
+            .args(["--tiles", "4", "--label", "--user", user, "--role", role])
+            .arg("--as-node")
+            .arg(&grantee.data)
+            .arg("--grant-from")
+            .arg(&grantee.data)
+            .arg("--tiles-from")
+            .arg(&owner.data);
+        serde_json::from_str(&run_ok(&mut cmd)).unwrap()
+    };
+    let student = probe("akhan", "student");
+    assert_eq!(student["tiles"]["received"], 4, "{student}");
+    assert_eq!(student["label"]["received"], 0, "{student}");
+    assert_eq!(
+        student["tiles"]["receipt"]["decisions"][0]["user"], "akhan (student)",
+        "{student}"
+    );
+
+    // The owner narrows viewing to pathologists. The grantee learns the new rules from the
+    // owner's next consent statement and applies them to what it already holds.
+    let default = std::fs::read_to_string(owner.data.join("policy.cedar")).unwrap();
+    std::fs::write(
+        owner.data.join("policy.cedar"),
+        format!(
+            "{default}\n@id(\"pathologists-only\")\nforbid (principal is Slidemesh::User, action, resource)\nunless {{ principal.role == \"pathologist\" }};\n"
+        ),
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(20), || {
+        grantee.get_with(&tile, STUDENT).status == 403
+    })
+    .expect("the student is refused the cached tile under the owner's new rules");
+    let r = grantee.get_with(&detail, STUDENT);
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(body(&r).contains("pathologists-only"), "{}", body(&r));
+    assert_eq!(grantee.get_with(&tile, PATHOLOGIST).status, 200);
+    assert_eq!(grantee.get_with(&detail, PATHOLOGIST).status, 200);
+    let student = probe("akhan", "student");
+    assert_eq!(student["tiles"]["received"], 0, "{student}");
+    // The owner's log says why.
+    let why = log(owner)
+        .into_iter()
+        .rev()
+        .find(|e| e["entry"]["user"] == "akhan (student)" && e["entry"]["allowed"] == false)
+        .expect("the owner logged the refusal");
+    assert_eq!(why["entry"]["rules"][0], "pathologists-only", "{why}");
+    // The rule is about people: the trust's node asking on its own behalf still passes.
+    assert_eq!(grantee.get(&tile).status, 200);
+}

@@ -35,8 +35,9 @@ pub struct UsersSection {
     /// Header naming the role they act in.
     #[serde(default = "default_role_header")]
     pub role_header: String,
-    /// Refuse (401) requests that name no one.
-    #[serde(default)]
+    /// With `from = "proxy"`: refuse (401) requests that name no one. `false` lets them act
+    /// as the trust (scripts on the node's own host). Ignored with `from = "none"`.
+    #[serde(default = "default_required")]
     pub required: bool,
 }
 
@@ -57,9 +58,13 @@ impl Default for UsersSection {
             from: UsersFrom::None,
             user_header: default_user_header(),
             role_header: default_role_header(),
-            required: false,
+            required: default_required(),
         }
     }
+}
+
+fn default_required() -> bool {
+    true
 }
 
 fn default_user_header() -> String {
@@ -272,7 +277,8 @@ calling_ae_titles = {callers}
 from = "{users_from}"
 user_header = {user_header}
 role_header = {role_header}
-# Refuse requests that name no one (401), so nothing is seen without a named person.
+# With "proxy": refuse requests that name no one (401), so nothing is seen without a named
+# person; false lets them act as the trust (scripts on this host). Ignored with "none".
 required = {users_required}
 "#,
             users_from = match self.users.from {

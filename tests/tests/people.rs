@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use slidemesh_e2e::federation::{federation, share, wait_for_shared};
+use slidemesh_e2e::federation::{federation, share};
 use slidemesh_e2e::{Node, bin, run_ok, wait_until};
 
 const PATHOLOGIST: &[(&str, &str)] = &[
@@ -40,7 +40,16 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
     fed.nodes[1].serve_env(&[("SLIDEMESH_CONSENT_REFRESH_SECS", "1")]);
     let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
     share(owner, &slide, "RAE");
-    wait_for_shared(grantee, &slide);
+    wait_until(Duration::from_secs(30), || {
+        grantee
+            .get_with(&format!("/api/v1/slides/{slide}"), PATHOLOGIST)
+            .status
+            == 200
+    })
+    .expect("the shared slide appears at the grantee");
+    // Behind the sign-on proxy nothing is shown to no one in particular.
+    let r = grantee.get("/api/v1/slides");
+    assert_eq!(r.status, 401, "{}", body(&r));
 
     let levels = owner.level_tiles(&slide);
     let coarsest = levels.len() - 1;
@@ -64,6 +73,26 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
         "{}",
         body(&r)
     );
+    // Nor, for the same reason, who the patient is: the detail leaves out the specimen's
+    // identifier and the label, the identified manifest is refused, and searches (which
+    // answer with the patient's attributes) find nothing.
+    let d: Value = serde_json::from_slice(&grantee.get_with(&detail, STUDENT).body).unwrap();
+    assert!(
+        d["container_id"].is_null() && d["label_url"].is_null(),
+        "{d}"
+    );
+    let d: Value = serde_json::from_slice(&grantee.get_with(&detail, PATHOLOGIST).body).unwrap();
+    assert!(
+        d["container_id"].is_string() && d["label_url"].is_string(),
+        "{d}"
+    );
+    let manifest = format!("/api/v1/slides/{slide}/manifest");
+    assert_eq!(grantee.get_with(&manifest, STUDENT).status, 403);
+    assert_eq!(grantee.get_with(&manifest, PATHOLOGIST).status, 200);
+    let found = grantee.get_with("/dicomweb/studies", PATHOLOGIST);
+    assert!(body(&found).contains("0020000D"), "{}", body(&found));
+    let found = grantee.get_with("/dicomweb/studies", STUDENT);
+    assert_eq!(body(&found).trim(), "[]", "{}", body(&found));
     // A malformed name from the proxy is refused, not guessed at.
     let r = grantee.get_with(
         &tile,
@@ -92,6 +121,18 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
         served_for("jsmith (pathologist)", "see_label"),
         "{owner_log:?}"
     );
+    // Operators find a person's accesses by account at their trust.
+    let by = |user: &str| {
+        run_ok(
+            owner
+                .cmd()
+                .args(["audit", "show", "--json", "--user", user]),
+        )
+        .lines()
+        .count()
+    };
+    assert!(by("RAE/jsmith") > 0 && by("jsmith") == by("RAE/jsmith"));
+    assert_eq!(by("RR8/jsmith"), 0);
     let grantee_log = log(grantee);
     let received = grantee_log
         .iter()
@@ -155,6 +196,9 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
         .find(|e| e["entry"]["user"] == "akhan (student)" && e["entry"]["allowed"] == false)
         .expect("the owner logged the refusal");
     assert_eq!(why["entry"]["rules"][0], "pathologists-only", "{why}");
-    // The rule is about people: the trust's node asking on its own behalf still passes.
-    assert_eq!(grantee.get(&tile).status, 200);
+    // The student's list no longer shows the slide.
+    let listed = grantee.get_with("/api/v1/slides", STUDENT);
+    assert!(!body(&listed).contains(&slide), "{}", body(&listed));
+    let listed = grantee.get_with("/api/v1/slides", PATHOLOGIST);
+    assert!(body(&listed).contains(&slide), "{}", body(&listed));
 }

@@ -206,21 +206,43 @@ pub async fn authorize_view(
     if view.is_local() {
         return Ok(());
     }
-    authorize_shared_view(state, requester, view.id).await
+    decide_shared(
+        state,
+        requester,
+        view.id,
+        Some(crate::consent::ConsentAction::View),
+    )
+    .await
 }
 
-/// [`authorize_view`] for a slide known to be shared with this trust.
-pub async fn authorize_shared_view(
+/// Refuses (403) a named person whom the owner's rules do not let read a shared slide's
+/// metadata: view it and, when this trust holds the identified manifest, see who the
+/// patient is ([`Federation::metadata_actions`]).
+pub async fn authorize_metadata(
     state: &Arc<ApiState>,
     requester: &requester::Requester,
     slide: SlideId,
+) -> Result<(), ApiError> {
+    decide_shared(state, requester, slide, None).await
+}
+
+/// Decides `action` (or the metadata actions) for the named person about a shared slide.
+async fn decide_shared(
+    state: &Arc<ApiState>,
+    requester: &requester::Requester,
+    slide: SlideId,
+    action: Option<crate::consent::ConsentAction>,
 ) -> Result<(), ApiError> {
     let Some(user) = requester.user().cloned() else {
         return Ok(());
     };
     let federation = state.federation.clone();
     tokio::task::spawn_blocking(move || {
-        federation.decide_for_user(&slide, &user, &[crate::consent::ConsentAction::View])
+        let actions = match action {
+            Some(action) => vec![action],
+            None => federation.metadata_actions(&slide)?,
+        };
+        federation.decide_for_user(&slide, &user, &actions)
     })
     .await
     .map_err(ApiError::internal)?

@@ -61,11 +61,27 @@ fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
     })
 }
 
-pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+) -> Result<Response, ApiError> {
     let store = state.store.clone();
+    let (federation, user) = (state.federation.clone(), requester.0.clone());
     let (mut summaries, deidentified) = tokio::task::spawn_blocking(move || {
         let mut all = store.summaries()?;
-        all.extend(store.remote_summaries()?);
+        // A named person sees only the shared slides the owners' rules let them view, and
+        // those they may not know the patient of without the specimen's identifier.
+        for (id, mut summary) in store.remote_summaries()? {
+            if let Some(user) = &user {
+                if !federation.user_may_view(&id, user) {
+                    continue;
+                }
+                if !federation.user_may_read_metadata(&id, user) {
+                    redact(&mut summary);
+                }
+            }
+            all.push((id, summary));
+        }
         Ok::<_, crate::store::StoreError>((all, store.deidentified_projects()?))
     })
     .await
@@ -85,6 +101,14 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Result<Response, ApiErr
         Json(json!({ "slides": slides })),
     )
         .into_response())
+}
+
+/// What a person who may view a shared slide but not know whose it is must not see in its
+/// summary: the specimen's identifier and the label images.
+fn redact(summary: &mut SlideSummary) {
+    summary.container_id = None;
+    summary.has_label = false;
+    summary.has_overview = false;
 }
 
 /// The slide, when the requester may view it (a shared slide is decided for a named person
@@ -132,6 +156,18 @@ pub async fn detail(
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let view = load(&state, &requester, &slide_id).await?;
+    let mut summary = view.summary.clone();
+    if let Some(user) = requester.user().filter(|_| !view.is_local()).cloned() {
+        let (federation, id) = (state.federation.clone(), view.id);
+        let may_read =
+            tokio::task::spawn_blocking(move || federation.user_may_read_metadata(&id, &user))
+                .await
+                .map_err(ApiError::internal)?;
+        if !may_read {
+            redact(&mut summary);
+        }
+    }
+    let redacted = summary != view.summary;
     let m = &view.manifest;
     let base = &m.levels[0];
     let levels: Vec<Value> = m
@@ -154,7 +190,7 @@ pub async fn detail(
             })
         })
         .collect();
-    let mut body = summary_json(&view.id, &view.summary);
+    let mut body = summary_json(&view.id, &summary);
     body["pixel_spacing_mm"] = json!(base.pixel_spacing_mm);
     body["optical_paths"] = json!(m.optical_paths);
     // `levels` in the list is a count; in the detail it is the level array the viewer needs.
@@ -165,12 +201,12 @@ pub async fn detail(
         "view_id": d.view,
         "profile": slidemesh_protocol::deidentified::PROFILE,
     })));
-    Ok(slide_json(
-        &view,
-        &view.manifest_id().to_hex(),
-        &request,
-        body,
-    ))
+    let etag = if redacted {
+        format!("{}.redacted", view.manifest_id())
+    } else {
+        view.manifest_id().to_hex()
+    };
+    Ok(slide_json(&view, &etag, &request, body))
 }
 
 pub async fn manifest(
@@ -180,6 +216,9 @@ pub async fn manifest(
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let view = load(&state, &requester, &slide_id).await?;
+    if !view.is_local() {
+        super::authorize_metadata(&state, &requester, view.id).await?;
+    }
     let id = view.id;
     let body = json!({
         "slide_id": id,
@@ -202,9 +241,14 @@ const ACCESS_HISTORY_LIMIT: usize = 200;
 /// what and why; at a grantee, what this node fetched. From this node's own log.
 pub async fn access_history(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(slide_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
+    // A named person sees the history of slides they may view (it names their colleagues).
+    if requester.user().is_some() {
+        load(&state, &requester, &slide_id).await?;
+    }
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.audit_entries())
         .await

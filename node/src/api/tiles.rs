@@ -76,6 +76,12 @@ pub async fn level_tile(
             ))
         })?;
         if view.summary.origin == Origin::Shared {
+            // Nothing is fetched for a person the owner's rules refuse, not even prefetch.
+            state
+                .federation
+                .authorize_tiles(id, vec![tile], requester.user())
+                .await
+                .map_err(remote_error)?;
             let (screen, deeper) = prefetch_around(&view, level, col, row);
             let user = requester.user();
             state.federation.prefetch(id, &screen, true, user);
@@ -176,6 +182,12 @@ async fn send_remote_tile(
     tile: TileId,
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Decided before a 304 too: "you may keep showing it" is a decision as well.
+    state
+        .federation
+        .authorize_tiles(view.id, vec![tile], requester.user())
+        .await
+        .map_err(remote_error)?;
     let etag = format!("\"{tile}\"");
     if etag_matches(request, &etag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
@@ -207,8 +219,8 @@ pub(crate) fn remote_error(e: RemoteError) -> ApiError {
     }
 }
 
-/// Who may cache a tile response: anyone (this trust's own slides), or only the browser of
-/// the person it was decided for (shared slides).
+/// Who may cache a tile response: anyone, for ever (this trust's own slides), or only the
+/// browser of the person it was decided for, revalidating each use (shared slides).
 enum Sharing {
     Public,
     Private,
@@ -234,7 +246,8 @@ fn tile_response(
         header::CACHE_CONTROL,
         HeaderValue::from_static(match sharing {
             Sharing::Public => "public, max-age=31536000, immutable",
-            Sharing::Private => "private, max-age=31536000, immutable",
+            // Asked again on each use, so the decision for the person is made again.
+            Sharing::Private => "private, no-cache",
         }),
     );
     Ok(response)

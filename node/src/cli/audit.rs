@@ -4,9 +4,9 @@
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use slidemesh_protocol::SlideId;
+use slidemesh_protocol::{SlideId, TrustCode};
 
-use crate::audit::{AuditEntry, export};
+use crate::audit::{AuditEntry, Side, export};
 use crate::context::NodeContext;
 use crate::datadir::DataDir;
 
@@ -50,7 +50,8 @@ struct Filter {
     /// Only entries with this purpose
     #[arg(long)]
     purpose: Option<String>,
-    /// Only entries naming this person (their account name, any role)
+    /// Only entries naming this person: `RAE/jsmith` (account at a trust), or `jsmith` at
+    /// any trust; any role
     #[arg(long)]
     user: Option<String>,
     /// Only entries since this time: a duration ago (24h, 7d) or a date (2026-11-01)
@@ -59,7 +60,27 @@ struct Filter {
 }
 
 impl Filter {
-    fn apply(&self, entries: Vec<(u64, AuditEntry)>) -> Result<Vec<(u64, AuditEntry)>> {
+    fn apply(
+        &self,
+        node_trust: &TrustCode,
+        entries: Vec<(u64, AuditEntry)>,
+    ) -> Result<Vec<(u64, AuditEntry)>> {
+        let person = self.user.as_deref().map(|u| match u.split_once('/') {
+            Some((trust, account)) => (Some(trust), account),
+            None => (None, u),
+        });
+        // Entries name a person as "account (role)"; their trust is the requester: the peer
+        // when this node served, this node's own trust otherwise.
+        let names = |e: &AuditEntry, (trust, account): (Option<&str>, &str)| {
+            let their_trust = match e.side {
+                Side::Served => e.peer.as_str(),
+                Side::Received | Side::Gateway => node_trust.as_str(),
+            };
+            e.user
+                .as_deref()
+                .is_some_and(|named| named.split(" (").next() == Some(account))
+                && trust.is_none_or(|t| t.eq_ignore_ascii_case(their_trust))
+        };
         let slide: Option<SlideId> = match &self.slide {
             Some(s) => Some(
                 s.parse()
@@ -85,11 +106,7 @@ impl Filter {
                 self.peer.as_deref().is_none_or(|p| e.peer.as_str() == p)
                     && slide.is_none_or(|s| e.slide == s)
                     && self.purpose.as_deref().is_none_or(|p| e.purpose == p)
-                    && self.user.as_deref().is_none_or(|u| {
-                        e.user
-                            .as_deref()
-                            .is_some_and(|named| named.split(" (").next() == Some(u))
-                    })
+                    && person.is_none_or(|p| names(e, p))
                     && since.is_none_or(|t| e.time >= t)
             })
             .collect())
@@ -100,7 +117,7 @@ pub fn run(data: DataDir, args: AuditArgs) -> Result<()> {
     let node = NodeContext::open(data)?;
     match args.which {
         Which::Show { filter, json } => {
-            let entries = filter.apply(node.store.audit_entries()?)?;
+            let entries = filter.apply(&node.config.node.trust, node.store.audit_entries()?)?;
             for (seq, e) in &entries {
                 if json {
                     // A received access shows the server's receipt kept with it.
@@ -165,7 +182,7 @@ pub fn run(data: DataDir, args: AuditArgs) -> Result<()> {
             Ok(())
         }
         Which::Export { filter } => {
-            let entries = filter.apply(node.store.audit_entries()?)?;
+            let entries = filter.apply(&node.config.node.trust, node.store.audit_entries()?)?;
             let bundle = export::fhir_bundle(node.config.node.trust.as_str(), &entries);
             println!("{}", serde_json::to_string_pretty(&bundle)?);
             Ok(())

@@ -6,9 +6,11 @@
 //! is shown, tiles already cached included. The owner decides again when tiles are fetched
 //! for them, and both logs name them.
 //!
-//! Logging: every refusal is appended (side `gateway`); an allowed access once per person,
-//! slide and action per [`GATEWAY_LOG_EVERY`], so the log reads "jsmith viewed slide X at
-//! 10:02", not one entry per tile.
+//! Logging (side `gateway`): an allowed access once per person, slide and action per
+//! [`GATEWAY_LOG_EVERY`], so the log reads "jsmith viewed slide X at 10:02", not one entry
+//! per tile; a refusal once per person, slide and action per [`GATEWAY_REFUSAL_LOG_EVERY`]
+//! (a refused viewer asks for dozens of tiles a second). Lists and searches leave out what a
+//! person may not view without logging anything ([`Federation::user_may_view`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,30 +31,73 @@ use crate::store::now_unix;
 const RULES_TTL: Duration = Duration::from_secs(5);
 /// How often an allowed access by the same person to the same slide is logged again.
 pub const GATEWAY_LOG_EVERY: Duration = Duration::from_secs(600);
+/// How often the same refusal is logged again.
+pub const GATEWAY_REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Entries of the log throttle kept before old ones are dropped.
+const LOGGED_MAX: usize = 10_000;
 
-/// The owner's rules for a slide as read at an instant and withdrawal count.
-type RulesMemo = (Instant, u64, Arc<Policy>, SlideConsent);
+/// The owner's rules for a slide, as read at an instant and withdrawal count.
+#[derive(Clone)]
+struct OwnersRules {
+    read_at: Instant,
+    generation: u64,
+    policy: Arc<Policy>,
+    consent: SlideConsent,
+    /// This trust holds the identified manifest (not a de-identified view).
+    identified: bool,
+}
 
 /// The owner's rules for recently asked slides, and when each allowed access was last
 /// logged.
 #[derive(Default)]
 pub struct GatewayState {
-    rules: std::sync::Mutex<HashMap<SlideId, RulesMemo>>,
-    logged: std::sync::Mutex<HashMap<(SlideId, UserClaim, ConsentAction), Instant>>,
+    rules: std::sync::Mutex<HashMap<SlideId, OwnersRules>>,
+    logged: std::sync::Mutex<HashMap<(SlideId, UserClaim, ConsentAction, bool), Instant>>,
 }
 
 impl Federation {
     /// What asking for `tiles` of `slide` amounts to: fetching tiles, and seeing the label
     /// when any of them is a label or overview image.
-    pub(super) fn tile_actions(&self, slide: &SlideId, tiles: &[TileId]) -> Vec<ConsentAction> {
+    pub(super) fn tile_actions(
+        &self,
+        slide: &SlideId,
+        tiles: &[TileId],
+    ) -> Result<Vec<ConsentAction>, RemoteError> {
+        let served = self
+            .served_slide(slide)
+            .map_err(|e| RemoteError::Unavailable(format!("cannot read slide {slide}: {e}")))?;
         let mut actions = vec![ConsentAction::FetchTiles];
-        // A slide whose tiles cannot be listed is refused further on (no grant, no rules).
-        if let Ok(served) = self.served_slide(slide)
-            && tiles.iter().any(|t| served.label_tiles.contains(t))
-        {
+        if tiles.iter().any(|t| served.label_tiles.contains(t)) {
             actions.push(ConsentAction::SeeLabel);
         }
-        actions
+        Ok(actions)
+    }
+
+    /// Decides for a named person before anything of `tiles` is shown or fetched for them.
+    /// The trust itself (`None`) passes: the owner decides for it when tiles are fetched.
+    pub async fn authorize_tiles(
+        self: &Arc<Self>,
+        slide: SlideId,
+        tiles: Vec<TileId>,
+        user: Option<&UserClaim>,
+    ) -> Result<(), RemoteError> {
+        let Some(person) = user.cloned() else {
+            return Ok(());
+        };
+        let fed = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let actions = fed.tile_actions(&slide, &tiles)?;
+            fed.decide_for_user(&slide, &person, &actions)
+        })
+        .await
+        .map_err(|e| RemoteError::Unavailable(e.to_string()))?
+    }
+
+    /// Whether `user` may view a shared slide, decided without logging: for leaving slides
+    /// out of lists and searches. Reads the store on a miss: call from a blocking context.
+    pub fn user_may_view(&self, slide: &SlideId, user: &UserClaim) -> bool {
+        self.judge(slide, user, &[ConsentAction::View], false)
+            .is_ok()
     }
 
     /// May `user`, one of this trust's people, do each of `actions` on a slide shared with
@@ -64,11 +109,23 @@ impl Federation {
         user: &UserClaim,
         actions: &[ConsentAction],
     ) -> Result<(), RemoteError> {
+        self.judge(slide, user, actions, true)
+    }
+
+    fn judge(
+        &self,
+        slide: &SlideId,
+        user: &UserClaim,
+        actions: &[ConsentAction],
+        log: bool,
+    ) -> Result<(), RemoteError> {
         let signed = self.grant_for(slide)?;
         let grant = signed.verify().map_err(|e| {
             RemoteError::Unavailable(format!("the grant held does not verify: {e}"))
         })?;
-        let (policy, consent) = self.rules_for_gateway(slide)?;
+        let OwnersRules {
+            policy, consent, ..
+        } = self.rules_for_gateway(slide)?;
         let now = now_unix();
         let owner_peer = self
             .peer_of(&grant.owner)
@@ -106,7 +163,7 @@ impl Federation {
                     reason,
                 )
             };
-            if !allowed || self.log_due(slide, user, action) {
+            if log && self.log_due(slide, user, action, allowed) {
                 info!(%slide, user = %user, action = action.as_str(), allowed, ?rules, "decision for one of this trust's people");
                 self.audit.record(AuditEntry {
                     time: now,
@@ -139,32 +196,71 @@ impl Federation {
 
     /// The owner's rules for a shared slide, from its signed statement; memoised briefly and
     /// forgotten at any withdrawal.
-    fn rules_for_gateway(
-        &self,
-        slide: &SlideId,
-    ) -> Result<(Arc<Policy>, SlideConsent), RemoteError> {
+    fn rules_for_gateway(&self, slide: &SlideId) -> Result<OwnersRules, RemoteError> {
         let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
         use super::remote::lock;
-        if let Some((at, seen, policy, consent)) = lock(&self.gateway.rules).get(slide)
-            && *seen == generation
-            && at.elapsed() < RULES_TTL
+        if let Some(rules) = lock(&self.gateway.rules).get(slide)
+            && rules.generation == generation
+            && rules.read_at.elapsed() < RULES_TTL
         {
-            return Ok((policy.clone(), consent.clone()));
+            return Ok(rules.clone());
         }
         let (policy, consent) = self.owners_rules(slide).map_err(RemoteError::Forbidden)?;
-        lock(&self.gateway.rules).insert(
-            *slide,
-            (Instant::now(), generation, policy.clone(), consent.clone()),
-        );
-        Ok((policy, consent))
+        let identified = self
+            .store
+            .remote_slide(slide)
+            .map_err(|e| RemoteError::Unavailable(e.to_string()))?
+            .is_none_or(|r| r.deidentified.is_none());
+        let rules = OwnersRules {
+            read_at: Instant::now(),
+            generation,
+            policy,
+            consent,
+            identified,
+        };
+        lock(&self.gateway.rules).insert(*slide, rules.clone());
+        Ok(rules)
     }
 
-    /// Whether an allowed access by `user` to `slide` should be logged now (and notes it).
-    fn log_due(&self, slide: &SlideId, user: &UserClaim, action: ConsentAction) -> bool {
+    /// What reading a shared slide's metadata amounts to: viewing it, and, when this trust
+    /// holds the identified manifest, seeing the patient's identity (the owner lets identity
+    /// leave only where it lets the label be seen, so a person must be allowed both).
+    pub fn metadata_actions(&self, slide: &SlideId) -> Result<Vec<ConsentAction>, RemoteError> {
+        let mut actions = vec![ConsentAction::View];
+        if self.rules_for_gateway(slide)?.identified {
+            actions.push(ConsentAction::SeeLabel);
+        }
+        Ok(actions)
+    }
+
+    /// Whether `user` may read a shared slide's metadata ([`Self::metadata_actions`]),
+    /// decided without logging: for leaving slides out of searches and redacting lists.
+    pub fn user_may_read_metadata(&self, slide: &SlideId, user: &UserClaim) -> bool {
+        self.metadata_actions(slide)
+            .and_then(|actions| self.judge(slide, user, &actions, false))
+            .is_ok()
+    }
+
+    /// Whether a decision for `user` about `slide` should be logged now (and notes it).
+    fn log_due(
+        &self,
+        slide: &SlideId,
+        user: &UserClaim,
+        action: ConsentAction,
+        allowed: bool,
+    ) -> bool {
+        let every = if allowed {
+            GATEWAY_LOG_EVERY
+        } else {
+            GATEWAY_REFUSAL_LOG_EVERY
+        };
         let mut logged = super::remote::lock(&self.gateway.logged);
-        let key = (*slide, user.clone(), action);
+        if logged.len() >= LOGGED_MAX {
+            logged.retain(|_, at| at.elapsed() < GATEWAY_LOG_EVERY);
+        }
+        let key = (*slide, user.clone(), action, allowed);
         match logged.get(&key) {
-            Some(at) if at.elapsed() < GATEWAY_LOG_EVERY => false,
+            Some(at) if at.elapsed() < every => false,
             _ => {
                 logged.insert(key, Instant::now());
                 true

@@ -46,7 +46,13 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a prefetch batch waits for the batches someone waits for to finish.
 const PREFETCH_HOLD: Duration = Duration::from_secs(1);
 
-type Waiter = oneshot::Sender<Result<Vec<u8>, String>>;
+type Answer = oneshot::Sender<Result<Vec<u8>, String>>;
+
+/// Someone waiting for a tile, and the person it is for (`None`: the trust itself).
+struct Waiter {
+    user: Option<UserClaim>,
+    answer: Answer,
+}
 
 /// Which batch a queued tile joins: its slide, whether someone waits for it, and whom it is
 /// fetched for.
@@ -151,7 +157,7 @@ impl Federation {
         let cached = tokio::task::spawn_blocking(move || {
             fed.grant_for(&slide)?;
             if let Some(person) = &person {
-                let actions = fed.tile_actions(&slide, std::slice::from_ref(&tile));
+                let actions = fed.tile_actions(&slide, std::slice::from_ref(&tile))?;
                 fed.decide_for_user(&slide, person, &actions)?;
             }
             Ok::<_, RemoteError>(fed.cache.get(&tile))
@@ -177,16 +183,7 @@ impl Federation {
         tiles: Vec<TileId>,
         user: Option<&UserClaim>,
     ) -> Result<(usize, u64), RemoteError> {
-        if let Some(person) = user {
-            let fed = self.clone();
-            let (person, asked) = (person.clone(), tiles.clone());
-            tokio::task::spawn_blocking(move || {
-                let actions = fed.tile_actions(&slide, &asked);
-                fed.decide_for_user(&slide, &person, &actions)
-            })
-            .await
-            .map_err(|e| RemoteError::Unavailable(e.to_string()))??;
-        }
+        self.authorize_tiles(slide, tiles.clone(), user).await?;
         let ids: Vec<TileId> = tiles
             .into_iter()
             .filter(|t| !self.cache.contains(t))
@@ -234,11 +231,13 @@ impl Federation {
         urgent: bool,
         user: Option<&UserClaim>,
     ) {
-        let label = self.served_slide(&slide).ok();
+        let Ok(served) = self.served_slide(&slide) else {
+            return;
+        };
         let wanted: Vec<TileId> = tiles
             .iter()
             .copied()
-            .filter(|t| !label.as_ref().is_some_and(|l| l.label_tiles.contains(t)))
+            .filter(|t| !served.label_tiles.contains(t))
             .filter(|t| !self.cache.contains(t))
             .collect();
         if !wanted.is_empty() {
@@ -250,7 +249,7 @@ impl Federation {
         self: &Arc<Self>,
         slide: SlideId,
         tiles: &[TileId],
-        waiters: Vec<(TileId, Waiter)>,
+        waiters: Vec<(TileId, Answer)>,
         demanded: bool,
         user: Option<&UserClaim>,
     ) {
@@ -263,13 +262,16 @@ impl Federation {
                     fresh.push(*tile);
                 }
             }
-            for (tile, tx) in waiters {
+            for (tile, answer) in waiters {
                 let flight = in_flight.entry(tile).or_default();
                 match &flight.arrived {
                     Some(bytes) => {
-                        let _ = tx.send(Ok(bytes.clone()));
+                        let _ = answer.send(Ok(bytes.clone()));
                     }
-                    None => flight.waiters.push(tx),
+                    None => flight.waiters.push(Waiter {
+                        user: user.cloned(),
+                        answer,
+                    }),
                 }
             }
         }
@@ -305,25 +307,29 @@ impl Federation {
     }
 
     /// Forgets prefetched tiles that found no free slot; any that a viewer started waiting
-    /// for meanwhile are fetched as demanded instead.
-    fn drop_prefetch(
-        self: &Arc<Self>,
-        slide: SlideId,
-        tiles: Vec<TileId>,
-        user: Option<UserClaim>,
-    ) {
-        let mut promoted = Vec::new();
-        {
+    /// for meanwhile are fetched as demanded instead, each for its own person.
+    fn drop_prefetch(self: &Arc<Self>, slide: SlideId, tiles: Vec<TileId>) {
+        let waiting = {
             let mut in_flight = lock(&self.remote.in_flight);
-            for tile in tiles {
-                if let Some(flight) = in_flight.remove(&tile) {
-                    promoted.extend(flight.waiters.into_iter().map(|w| (tile, w)));
-                }
+            tiles
+                .into_iter()
+                .filter_map(|tile| in_flight.remove(&tile).map(|f| (tile, f.waiters)))
+                .collect()
+        };
+        self.requeue(slide, waiting);
+    }
+
+    /// Asks again, as demanded, for tiles whose waiters are given, in one batch per person.
+    fn requeue(self: &Arc<Self>, slide: SlideId, waiting: Vec<(TileId, Vec<Waiter>)>) {
+        let mut by_person: HashMap<Option<UserClaim>, Vec<(TileId, Answer)>> = HashMap::new();
+        for (tile, waiters) in waiting {
+            for w in waiters {
+                by_person.entry(w.user).or_default().push((tile, w.answer));
             }
         }
-        if !promoted.is_empty() {
-            let ids: Vec<TileId> = promoted.iter().map(|(t, _)| *t).collect();
-            self.enqueue(slide, &ids, promoted, true, user.as_ref());
+        for (user, answers) in by_person {
+            let ids: Vec<TileId> = answers.iter().map(|(t, _)| *t).collect();
+            self.enqueue(slide, &ids, answers, true, user.as_ref());
         }
     }
 
@@ -338,7 +344,7 @@ impl Federation {
             })
             .unwrap_or_default();
         for w in waiters {
-            let _ = w.send(Ok(bytes.to_vec()));
+            let _ = w.answer.send(Ok(bytes.to_vec()));
         }
     }
 
@@ -349,7 +355,7 @@ impl Federation {
             .map(|flight| flight.waiters)
             .unwrap_or_default();
         for w in waiters {
-            let _ = w.send(result.clone());
+            let _ = w.answer.send(result.clone());
         }
     }
 
@@ -500,7 +506,7 @@ impl Federation {
             // so it never stands between a viewer and the tiles it is waiting for.
             match self.remote.prefetch_permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
-                Err(_) => return self.drop_prefetch(slide, tiles, user),
+                Err(_) => return self.drop_prefetch(slide, tiles),
             }
         };
         if !demanded {
@@ -524,6 +530,8 @@ impl Federation {
         };
         let mut missing: Vec<TileId> = tiles;
         let mut last_error = String::from("no peer holds this slide");
+        // A source refused the batch (its decision for this batch's person, or trust).
+        let mut refused = false;
         let mut candidates = self.sources(&slide, owner);
         let mut tried: Vec<PeerId> = Vec::new();
         let mut looked_up = false;
@@ -633,6 +641,7 @@ impl Federation {
                     }
                     Ok(Err(e)) => {
                         debug!(%peer, %slide, error = %e, "batch refused; trying another source");
+                        refused |= matches!(e, crate::net::FetchError::Denied { .. });
                         last_error = e.to_string();
                         continue 'sources;
                     }
@@ -651,6 +660,28 @@ impl Federation {
                 missing.len(),
                 tried.join(", ")
             );
+        }
+        if refused {
+            // Refused for this batch's person: people who joined these tiles' flights are
+            // asked for again under their own names, not failed with someone else's refusal.
+            let waiting = {
+                let mut in_flight = lock(&self.remote.in_flight);
+                missing
+                    .iter()
+                    .filter_map(|tile| {
+                        let flight = in_flight.get_mut(tile)?;
+                        let (own, others): (Vec<Waiter>, Vec<Waiter>) =
+                            std::mem::take(&mut flight.waiters)
+                                .into_iter()
+                                .partition(|w| w.user == user);
+                        flight.waiters = own;
+                        (!others.is_empty()).then_some((*tile, others))
+                    })
+                    .collect::<Vec<_>>()
+            };
+            self.fail_all(&missing, &last_error);
+            self.requeue(slide, waiting);
+            return;
         }
         self.fail_all(&missing, &last_error);
     }

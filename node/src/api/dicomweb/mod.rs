@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
+use super::requester::Requester;
 use super::{ApiError, ApiState};
 use qido::Level;
 
@@ -88,17 +89,35 @@ async fn not_a_resource() -> ApiError {
 
 type Pairs = Query<Vec<(String, String)>>;
 
+/// Which level a search answers at, within which study and series.
+type Scope<'a> = (Level, Option<&'a str>, Option<&'a str>);
+
 async fn search(
     state: &Arc<ApiState>,
+    requester: &Requester,
     headers: &HeaderMap,
     pairs: &[(String, String)],
-    level: Level,
-    study: Option<&str>,
-    series: Option<&str>,
+    (level, study, series): Scope<'_>,
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(headers))?;
     let query = qido::Query::parse(pairs)?;
-    let catalogue = catalogue::load(state).await?;
+    let mut catalogue = catalogue::load(state).await?;
+    // A named person finds only the shared series whose metadata the owners' rules let
+    // them read (results carry the patient's attributes).
+    if let Some(user) = requester.user().cloned() {
+        let federation = state.federation.clone();
+        catalogue = tokio::task::spawn_blocking(move || {
+            catalogue
+                .into_iter()
+                .filter(|s| {
+                    s.origin != crate::store::Origin::Shared
+                        || federation.user_may_read_metadata(&s.slide, &user)
+                })
+                .collect()
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    }
     let urls = urls::Urls::from_headers(headers);
     let results = query.run(&catalogue, level, study, series, &urls);
     let mut response = axum::Json(Value::Array(results)).into_response();
@@ -114,67 +133,99 @@ async fn search(
 
 async fn search_studies(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Query(pairs): Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&state, &headers, &pairs, Level::Study, None, None).await
+    search(
+        &state,
+        &requester,
+        &headers,
+        &pairs,
+        (Level::Study, None, None),
+    )
+    .await
 }
 
 async fn search_all_series(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Query(pairs): Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&state, &headers, &pairs, Level::Series, None, None).await
+    search(
+        &state,
+        &requester,
+        &headers,
+        &pairs,
+        (Level::Series, None, None),
+    )
+    .await
 }
 
 async fn search_all_instances(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Query(pairs): Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&state, &headers, &pairs, Level::Instance, None, None).await
+    search(
+        &state,
+        &requester,
+        &headers,
+        &pairs,
+        (Level::Instance, None, None),
+    )
+    .await
 }
 
 async fn search_series(
     State(state): State<Arc<ApiState>>,
-    Path(study): Path<String>,
-    Query(pairs): Pairs,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    search(&state, &headers, &pairs, Level::Series, Some(&study), None).await
-}
-
-async fn search_study_instances(
-    State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(study): Path<String>,
     Query(pairs): Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     search(
         &state,
+        &requester,
         &headers,
         &pairs,
-        Level::Instance,
-        Some(&study),
-        None,
+        (Level::Series, Some(&study), None),
+    )
+    .await
+}
+
+async fn search_study_instances(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Path(study): Path<String>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(
+        &state,
+        &requester,
+        &headers,
+        &pairs,
+        (Level::Instance, Some(&study), None),
     )
     .await
 }
 
 async fn search_series_instances(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path((study, series)): Path<(String, String)>,
     Query(pairs): Pairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     search(
         &state,
+        &requester,
         &headers,
         &pairs,
-        Level::Instance,
-        Some(&study),
-        Some(&series),
+        (Level::Instance, Some(&study), Some(&series)),
     )
     .await
 }

@@ -40,7 +40,7 @@ pub async fn study_metadata(
         return Err(ApiError::not_found(format!("no study {study}")));
     }
     for entry in &series {
-        may_view(&state, &requester, entry).await?;
+        may_read(&state, &requester, entry).await?;
     }
     let urls = Urls::from_headers(&headers);
     let body: Vec<Value> = series
@@ -59,7 +59,7 @@ pub async fn series_metadata(
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
     let entry = catalogue::series(&state, &study, &series).await?;
-    may_view(&state, &requester, &entry).await?;
+    may_read(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
     let body = entry
         .instances
@@ -78,7 +78,7 @@ pub async fn instance_metadata_route(
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
     let (entry, index) = find_instance(&state, &study, &series, &instance).await?;
-    may_view(&state, &requester, &entry).await?;
+    may_read(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
     Ok(dicom_json(vec![instance_metadata(
         &entry,
@@ -87,8 +87,9 @@ pub async fn instance_metadata_route(
     )]))
 }
 
-/// Refuses (403) a named person whom the owner's rules do not let view a shared series.
-async fn may_view(
+/// Refuses (403) a named person whom the owner's rules do not let read a shared series'
+/// metadata (see [`crate::api::authorize_metadata`]).
+async fn may_read(
     state: &Arc<ApiState>,
     requester: &Requester,
     series: &SeriesEntry,
@@ -96,7 +97,7 @@ async fn may_view(
     if series.origin != Origin::Shared {
         return Ok(());
     }
-    crate::api::authorize_shared_view(state, requester, series.slide).await
+    crate::api::authorize_metadata(state, requester, series.slide).await
 }
 
 /// An instance's metadata: its stored data set plus a BulkDataURI for the pixel data.
@@ -367,6 +368,8 @@ async fn retrieve_instances(
             }
             accept::instances(&ranges, &inst.transfer_syntax_uid)?;
             let body = if entry.origin == Origin::Shared {
+                // A rebuilt instance carries the metadata as well as the frames.
+                may_read(state, requester, entry).await?;
                 let frames = frame_bytes(state, requester, entry, inst.frames.clone()).await?;
                 let (entry, uid) = (entry.clone(), inst.sop_instance_uid.clone());
                 let rebuilt = tokio::task::spawn_blocking(move || {
@@ -447,7 +450,13 @@ async fn rendered_frame(
     set_header(
         &mut response,
         header::CACHE_CONTROL,
-        "public, max-age=31536000, immutable",
+        if series.origin == Origin::Shared {
+            // Decided per person: no shared cache may hand it to another, and the browser
+            // asks again each time.
+            "private, no-cache"
+        } else {
+            "public, max-age=31536000, immutable"
+        },
     );
     Ok(response)
 }

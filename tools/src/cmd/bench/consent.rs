@@ -17,7 +17,9 @@ use anyhow::Result;
 use clap::Args;
 use slidemesh_node::consent::{ConsentAction, ConsentRequest, DEFAULT_POLICY, Policy};
 use slidemesh_node::store::consent::SlideConsent;
-use slidemesh_protocol::{Action, Grant, NodeKey, Purpose, SignedGrant, SlideId, TrustCode};
+use slidemesh_protocol::{
+    Action, Grant, NodeKey, Purpose, SignedGrant, SlideId, TrustCode, UserClaim,
+};
 
 use super::load::ratio;
 
@@ -57,12 +59,17 @@ pub fn run(args: ConsentBench) -> Result<()> {
         }
     }
 
-    // Warm up, then time each decision.
-    let decide = |i: usize| {
+    // Warm up, then time each decision: for the trust, then for named people (a student
+    // and a pathologist in turn: the principal is then a User entity with its role).
+    let people = [
+        UserClaim::new("akhan", "student")?,
+        UserClaim::new("jsmith", "pathologist")?,
+    ];
+    let decide_as = |i: usize, user: Option<&UserClaim>| {
         let (consent, purpose, action) = requests[i % requests.len()];
         policy.decide(&ConsentRequest {
             requester: &requester,
-            user: None,
+            user,
             action,
             slide,
             owner: &owner,
@@ -73,6 +80,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
             now,
         })
     };
+    let decide = |i: usize| decide_as(i, None);
     let mut allowed = 0usize;
     for i in 0..1000 {
         allowed += decide(i).allowed as usize;
@@ -85,6 +93,11 @@ pub fn run(args: ConsentBench) -> Result<()> {
         latencies.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let decision_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for i in 0..args.iterations {
+        allowed += decide_as(i, Some(&people[i % 2])).allowed as usize;
+    }
+    let person_secs = started.elapsed().as_secs_f64();
 
     // Reference: verifying a grant's signature (what every request pays first).
     let key = NodeKey::generate();
@@ -129,6 +142,12 @@ pub fn run(args: ConsentBench) -> Result<()> {
         pct(50),
         pct(99),
         ratio(per_decision, per_verify)
+    );
+    let per_person = person_secs / args.iterations as f64 * 1e6;
+    println!(
+        "| cedar policy decision for a named person (User principal with role) | {:.0} | {per_person:.1} | - | - | {} |",
+        args.iterations as f64 / person_secs,
+        ratio(per_person, per_verify)
     );
     println!(
         "| grant signature check (ed25519, reference) | {:.0} | {per_verify:.1} | - | - | 1.00x |",

@@ -81,6 +81,7 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
         d["container_id"].is_null() && d["label_url"].is_null(),
         "{d}"
     );
+    assert!(d["acquired"].is_null() && d["study_uid"] == "", "{d}");
     let d: Value = serde_json::from_slice(&grantee.get_with(&detail, PATHOLOGIST).body).unwrap();
     assert!(
         d["container_id"].is_string() && d["label_url"].is_string(),
@@ -91,6 +92,7 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
     assert_eq!(grantee.get_with(&manifest, PATHOLOGIST).status, 200);
     let found = grantee.get_with("/dicomweb/studies", PATHOLOGIST);
     assert!(body(&found).contains("0020000D"), "{}", body(&found));
+    assert_eq!(found.header("cache-control"), Some("private, no-cache"));
     let found = grantee.get_with("/dicomweb/studies", STUDENT);
     assert_eq!(body(&found).trim(), "[]", "{}", body(&found));
     // A malformed name from the proxy is refused, not guessed at.

@@ -97,16 +97,20 @@ pub async fn list(
         })
         .collect();
     Ok((
-        [(header::CACHE_CONTROL, "no-cache")],
+        [(header::CACHE_CONTROL, "private, no-cache")],
         Json(json!({ "slides": slides })),
     )
         .into_response())
 }
 
 /// What a person who may view a shared slide but not know whose it is must not see in its
-/// summary: the specimen's identifier and the label images.
+/// summary: the specimen's identifier, the study and series UIDs, the acquisition date and
+/// the label images (what the owner's de-identification would replace or drop).
 fn redact(summary: &mut SlideSummary) {
     summary.container_id = None;
+    summary.acquired = None;
+    summary.study_uid.clear();
+    summary.series_uid.clear();
     summary.has_label = false;
     summary.has_overview = false;
 }

@@ -96,8 +96,12 @@ impl Federation {
     /// Whether `user` may view a shared slide, decided without logging: for leaving slides
     /// out of lists and searches. Reads the store on a miss: call from a blocking context.
     pub fn user_may_view(&self, slide: &SlideId, user: &UserClaim) -> bool {
-        self.judge(slide, user, &[ConsentAction::View], false)
-            .is_ok()
+        self.user_may(slide, user, ConsentAction::View)
+    }
+
+    /// Whether `user` may do `action`, decided without logging (for leaving things out).
+    pub fn user_may(&self, slide: &SlideId, user: &UserClaim, action: ConsentAction) -> bool {
+        self.judge(slide, user, &[action], false).is_ok()
     }
 
     /// May `user`, one of this trust's people, do each of `actions` on a slide shared with
@@ -257,6 +261,11 @@ impl Federation {
         let mut logged = super::remote::lock(&self.gateway.logged);
         if logged.len() >= LOGGED_MAX {
             logged.retain(|_, at| at.elapsed() < GATEWAY_LOG_EVERY);
+            if logged.len() >= LOGGED_MAX / 2 {
+                // Still crowded with recent entries: start afresh (a few entries are logged
+                // again early) rather than rescan on every decision.
+                logged.clear();
+            }
         }
         let key = (*slide, user.clone(), action, allowed);
         match logged.get(&key) {

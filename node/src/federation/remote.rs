@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Federation;
+use crate::consent::ConsentAction;
 
 /// How long a batch waits for more tiles after the first one arrived.
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
@@ -183,7 +184,32 @@ impl Federation {
         tiles: Vec<TileId>,
         user: Option<&UserClaim>,
     ) -> Result<(usize, u64), RemoteError> {
-        self.authorize_tiles(slide, tiles.clone(), user).await?;
+        let tiles = match user {
+            Some(person) => {
+                // Label images are left out for a person who may not see them, rather than
+                // failing the whole copy.
+                let (fed, person) = (self.clone(), person.clone());
+                tokio::task::spawn_blocking(move || {
+                    let label = fed
+                        .served_slide(&slide)
+                        .map_err(|e| RemoteError::Unavailable(format!("slide {slide}: {e}")))?
+                        .label_tiles
+                        .clone();
+                    let (labels, rest): (Vec<TileId>, Vec<TileId>) =
+                        tiles.into_iter().partition(|t| label.contains(t));
+                    fed.decide_for_user(&slide, &person, &[ConsentAction::FetchTiles])?;
+                    let may_see = fed.user_may(&slide, &person, ConsentAction::SeeLabel);
+                    Ok::<_, RemoteError>(if may_see {
+                        [rest, labels].concat()
+                    } else {
+                        rest
+                    })
+                })
+                .await
+                .map_err(|e| RemoteError::Unavailable(e.to_string()))??
+            }
+            None => tiles,
+        };
         let ids: Vec<TileId> = tiles
             .into_iter()
             .filter(|t| !self.cache.contains(t))
@@ -664,22 +690,25 @@ impl Federation {
         if refused {
             // Refused for this batch's person: people who joined these tiles' flights are
             // asked for again under their own names, not failed with someone else's refusal.
+            // The flights end in the same critical section as their waiters are split, so
+            // nobody can join one and be given this refusal.
+            let mut refused_waiters = Vec::new();
             let waiting = {
                 let mut in_flight = lock(&self.remote.in_flight);
                 missing
                     .iter()
                     .filter_map(|tile| {
-                        let flight = in_flight.get_mut(tile)?;
+                        let flight = in_flight.remove(tile)?;
                         let (own, others): (Vec<Waiter>, Vec<Waiter>) =
-                            std::mem::take(&mut flight.waiters)
-                                .into_iter()
-                                .partition(|w| w.user == user);
-                        flight.waiters = own;
+                            flight.waiters.into_iter().partition(|w| w.user == user);
+                        refused_waiters.extend(own);
                         (!others.is_empty()).then_some((*tile, others))
                     })
                     .collect::<Vec<_>>()
             };
-            self.fail_all(&missing, &last_error);
+            for w in refused_waiters {
+                let _ = w.answer.send(Err(last_error.clone()));
+            }
             self.requeue(slide, waiting);
             return;
         }

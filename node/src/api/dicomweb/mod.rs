@@ -81,6 +81,19 @@ pub fn routes() -> Router<Arc<ApiState>> {
         )
         .route(&format!("{INSTANCE}/bulkdata/{{tag}}"), get(wado::bulkdata))
         .fallback(not_a_resource)
+        .layer(axum::middleware::map_response(private_unless_said))
+}
+
+/// Answers that say nothing of caching get `private, no-cache`: what they hold of a shared
+/// slide was decided for one person, so no shared cache (the sign-on proxy) may keep it for
+/// another, and the browser asks again each time. Only responses that chose otherwise
+/// (rendered images of this trust's own slides) are cached more widely.
+async fn private_unless_said(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("private, no-cache"));
+    response
 }
 
 async fn not_a_resource() -> ApiError {
@@ -126,8 +139,11 @@ async fn search(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/dicom+json"),
     );
-    // Results change as slides are ingested, shared and withdrawn.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Results change as slides are ingested, shared and withdrawn, and are per person.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     Ok(response)
 }
 

@@ -2,7 +2,7 @@
 //! framing. Encoding is postcard (the node's codecs add a length prefix and cap every read
 //! at the limits below); this module does no I/O.
 //!
-//! Tile stream (`/slidemesh/tiles/4`): a long-lived stream carrying any number of batches,
+//! Tile stream (`/slidemesh/tiles/5`): a long-lived stream carrying any number of batches,
 //! requests pipelined, answers in the order of the requests.
 //! - server, once when it accepts the stream: [`TILE_SESSION_READY`]. A stream that ends
 //!   before it was never served (the server refused or dropped it) and may be retried.
@@ -33,8 +33,8 @@ use crate::user::UserClaim;
 /// consent statements, de-identified views, refreshes).
 pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/2";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
-/// receipt after each batch; 4: the user who asked).
-pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/4";
+/// receipt after each batch; 4: the user who asked; 5: a nonce per request).
+pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/5";
 /// Kademlia protocol name: private to the federation, so the node never joins a public DHT.
 pub const KAD_PROTOCOL: &str = "/slidemesh/kad/1";
 /// Identify protocol version string.
@@ -134,14 +134,38 @@ pub struct TileRequest {
     /// names one; `None` when the trust's node asks on its own behalf (prefetch for no
     /// one in particular, a whole-slide copy made by an operator).
     pub user: Option<UserClaim>,
+    /// Fresh for every request ([`TileRequest::new`]), and part of the batch's audit label:
+    /// a server cannot answer a repeated batch with the receipt of an earlier one instead
+    /// of logging the new access.
+    pub nonce: [u8; 16],
 }
 
 impl TileRequest {
+    /// A request with a fresh random nonce.
+    pub fn new(
+        slide: SlideId,
+        grant: SignedGrant,
+        tiles: Vec<TileId>,
+        user: Option<UserClaim>,
+    ) -> Self {
+        use rand_core::RngCore;
+        let mut nonce = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        Self {
+            slide,
+            grant,
+            tiles,
+            user,
+            nonce,
+        }
+    }
+
     /// How the serving node describes this batch in its audit entry (and so in its
-    /// receipt): the tile count and a digest of the requested ids, which ties a receipt to
-    /// the one batch it answers.
+    /// receipt): the tile count and a digest of the requested ids and the request's nonce,
+    /// which ties a receipt to the one request it answers.
     pub fn audit_label(&self) -> String {
         let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.nonce);
         for tile in &self.tiles {
             hasher.update(tile.as_bytes());
         }
@@ -170,5 +194,37 @@ impl TileStatus {
             2 => Some(Self::Denied),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Grant, NodeKey, Purpose};
+
+    #[test]
+    fn each_request_has_its_own_audit_label() {
+        let key = NodeKey::generate();
+        let grant = SignedGrant::sign(
+            &Grant {
+                slide: SlideId::of(b"s"),
+                owner: "RR8".parse().unwrap(),
+                grantee: "RAE".parse().unwrap(),
+                action: Action::View,
+                purpose: Purpose::SecondOpinion,
+                reference: None,
+                issued_at: 1,
+                expires_at: 2,
+            },
+            &key,
+        )
+        .unwrap();
+        let tiles = vec![TileId::of(b"a"), TileId::of(b"b")];
+        let first = TileRequest::new(SlideId::of(b"s"), grant.clone(), tiles.clone(), None);
+        let again = TileRequest::new(SlideId::of(b"s"), grant, tiles, None);
+        assert!(first.audit_label().starts_with("2 tiles, batch "));
+        // The same tiles asked for again: a receipt for the first cannot pass for the second.
+        assert_ne!(first.audit_label(), again.audit_label());
+        assert_eq!(first.audit_label(), first.clone().audit_label());
     }
 }

@@ -45,6 +45,14 @@ struct OwnersRules {
     consent: SlideConsent,
     /// This trust holds the identified manifest (not a de-identified view).
     identified: bool,
+    /// The grant held, its signature checked once per read rather than per decision.
+    grant: VerifiedGrant,
+}
+
+#[derive(Clone)]
+struct VerifiedGrant {
+    id: slidemesh_protocol::GrantId,
+    grant: slidemesh_protocol::Grant,
 }
 
 /// The owner's rules for recently asked slides, and when each allowed access was last
@@ -123,13 +131,20 @@ impl Federation {
         actions: &[ConsentAction],
         log: bool,
     ) -> Result<(), RemoteError> {
+        // Checked on every call: a grant that expired is refused at once.
         let signed = self.grant_for(slide)?;
-        let grant = signed.verify().map_err(|e| {
-            RemoteError::Unavailable(format!("the grant held does not verify: {e}"))
-        })?;
         let OwnersRules {
-            policy, consent, ..
+            policy,
+            consent,
+            grant,
+            ..
         } = self.rules_for_gateway(slide)?;
+        if grant.id != signed.id() {
+            return Err(RemoteError::Unavailable(format!(
+                "the grant for slide {slide} changed; try again"
+            )));
+        }
+        let grant = grant.grant;
         let now = now_unix();
         let owner_peer = self
             .peer_of(&grant.owner)
@@ -209,6 +224,13 @@ impl Federation {
         {
             return Ok(rules.clone());
         }
+        let signed = self.grant_for(slide)?;
+        let grant = VerifiedGrant {
+            id: signed.id(),
+            grant: signed.verify().map_err(|e| {
+                RemoteError::Unavailable(format!("the grant held does not verify: {e}"))
+            })?,
+        };
         let (policy, consent) = self.owners_rules(slide).map_err(RemoteError::Forbidden)?;
         let identified = self
             .store
@@ -221,6 +243,7 @@ impl Federation {
             policy,
             consent,
             identified,
+            grant,
         };
         lock(&self.gateway.rules).insert(*slide, rules.clone());
         Ok(rules)

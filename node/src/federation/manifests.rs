@@ -79,8 +79,8 @@ impl Federation {
         ) {
             Ok(decisions) => decisions,
             Err(reason) => {
-                warn!(%peer, %slide, reason, "manifest request denied");
-                return ControlResponse::Denied { reason };
+                warn!(%peer, %slide, %reason, "manifest request not served");
+                return reason.into();
             }
         };
         // `authorize` verified the grant; decoding it again cannot fail.
@@ -164,7 +164,7 @@ impl Federation {
             manifest_label(true, refresh),
         ) {
             Ok(decisions) => decisions,
-            Err(reason) => return ControlResponse::Denied { reason },
+            Err(reason) => return reason.into(),
         };
         info!(%peer, %slide, "owner's manifest sent from this node's copy");
         ControlResponse::Manifest {

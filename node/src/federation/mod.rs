@@ -53,6 +53,39 @@ const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
 /// Addresses to dial member trusts at instead of their roster entries'.
 pub type PeerAddresses = HashMap<TrustCode, Vec<Multiaddr>>;
 
+/// Why a peer's request was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The grant or the policy says no: asking again as is gets the same answer.
+    Denied(String),
+    /// This node could not decide (its store failed): the requester should ask again
+    /// later, and must not take it for the owner's refusal.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Denied(reason) | Self::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<Refusal> for String {
+    fn from(refusal: Refusal) -> Self {
+        refusal.to_string()
+    }
+}
+
+impl From<Refusal> for ControlResponse {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Denied(reason) => ControlResponse::Denied { reason },
+            Refusal::Failed(reason) => ControlResponse::Failed { reason },
+        }
+    }
+}
+
 struct ServedSlide {
     tiles: HashSet<TileId>,
     /// Tiles of the LABEL and OVERVIEW images (they show the patient's label).
@@ -196,22 +229,23 @@ impl Federation {
     }
 
     /// What the policy check needs of a slide this node holds or caches (memoised).
-    fn served_slide(&self, slide: &SlideId) -> Result<Arc<ServedSlide>, String> {
+    fn served_slide(&self, slide: &SlideId) -> Result<Arc<ServedSlide>, Refusal> {
         if let Some(served) = self.served.lock().ok().and_then(|m| m.get(slide).cloned()) {
             return Ok(served);
         }
-        let (signed, local) = match self.store.slide(slide).map_err(|e| e.to_string())? {
+        let failed = |e: &dyn std::fmt::Display| Refusal::Failed(format!("slide {slide}: {e}"));
+        let (signed, local) = match self.store.slide(slide).map_err(|e| failed(&e))? {
             Some(record) => (record.signed, true),
             None => (
                 self.store
                     .remote_slide(slide)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("no slide {slide} here"))?
+                    .map_err(|e| failed(&e))?
+                    .ok_or_else(|| Refusal::Denied(format!("no slide {slide} here")))?
                     .signed,
                 false,
             ),
         };
-        let manifest = signed.verify().map_err(|e| e.to_string())?;
+        let manifest = signed.verify().map_err(|e| failed(&e))?;
         // The label and overview, and any associated image that says it shows the label or
         // burned-in text (the same images a de-identified view drops).
         let shows_text: HashSet<&str> = manifest
@@ -298,11 +332,14 @@ impl Federation {
         user: Option<&UserClaim>,
         actions: &[ConsentAction],
         what: &str,
-    ) -> Result<Vec<Pending>, String> {
-        let roster = self.roster().ok_or("this node has no roster")?;
+    ) -> Result<Vec<Pending>, Refusal> {
+        let denied = Refusal::Denied;
+        let roster = self
+            .roster()
+            .ok_or_else(|| denied("this node has no roster".into()))?;
         let requester = self
             .trust_of(peer)
-            .ok_or_else(|| format!("{peer} is not a member"))?;
+            .ok_or_else(|| denied(format!("{peer} is not a member")))?;
         let now = now_unix();
         let entry = |action: ConsentAction,
                      allowed: bool,
@@ -348,7 +385,7 @@ impl Federation {
                     purpose,
                     String::new(),
                 ));
-                return Err(reason);
+                return Err(denied(reason));
             }
         };
         // The owner decides with its own policy and recorded consent. A node serving a copy
@@ -357,10 +394,10 @@ impl Federation {
             let consent = self
                 .store
                 .consent(&served.series_uid)
-                .map_err(|e| format!("cannot read the slide's consent: {e}"))?;
+                .map_err(|e| Refusal::Failed(format!("cannot read the slide's consent: {e}")))?;
             (self.policy.current(), consent)
         } else {
-            self.owners_rules(slide)?
+            self.owners_rules(slide).map_err(denied)?
         };
         let mut allowed = Vec::new();
         for &action in actions {
@@ -375,7 +412,10 @@ impl Federation {
                     granted.purpose.as_str(),
                     String::new(),
                 ));
-                return Err(format!("see_label for {}: {reason}", granted.purpose));
+                return Err(denied(format!(
+                    "see_label for {}: {reason}",
+                    granted.purpose
+                )));
             }
             let decision = policy.decide(&ConsentRequest {
                 requester: &requester,
@@ -401,12 +441,12 @@ impl Federation {
                 allowed.push(self.audit.record_pending(recorded));
             } else {
                 self.audit.record(recorded);
-                return Err(format!(
+                return Err(denied(format!(
                     "{} for {}: {}",
                     action.as_str(),
                     granted.purpose.as_str(),
                     decision.explain()
-                ));
+                )));
             }
         }
         Ok(allowed)
@@ -626,6 +666,7 @@ impl Inbound for Handlers {
                         return Err(format!("the request names no valid user: {e}"));
                     }
                     fed.authorize(&peer, &slide, &grant, user.as_ref(), &actions, &label)
+                        .map_err(String::from)
                 })
                 .await
                 .map_err(|e| e.to_string())??

@@ -577,12 +577,7 @@ impl Federation {
                 if missing.is_empty() {
                     break 'sources;
                 }
-                let request = TileRequest {
-                    slide,
-                    grant: grant.clone(),
-                    tiles: missing.clone(),
-                    user: user.clone(),
-                };
+                let request = TileRequest::new(slide, grant.clone(), missing.clone(), user.clone());
                 let started = Instant::now();
                 let mut got: Vec<(TileId, Vec<u8>)> = Vec::new();
                 // The source's speed is how fast its tiles came, not how long its receipt

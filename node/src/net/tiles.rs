@@ -1,4 +1,4 @@
-//! The tile stream protocol (`/slidemesh/tiles/3`, framing in `slidemesh_protocol::wire`):
+//! The tile stream protocol (`/slidemesh/tiles/5`, framing in `slidemesh_protocol::wire`):
 //! the server loop that answers batches, and the client that fetches batches and verifies
 //! every tile against its id.
 //!

@@ -117,12 +117,7 @@ async fn fetch(
     tiles: Vec<TileId>,
     user: Option<&UserClaim>,
 ) -> serde_json::Value {
-    let request = TileRequest {
-        slide,
-        grant: grant.clone(),
-        tiles,
-        user: user.cloned(),
-    };
+    let request = TileRequest::new(slide, grant.clone(), tiles, user.cloned());
     let mut received = 0usize;
     let started = std::time::Instant::now();
     let result = network

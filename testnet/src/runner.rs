@@ -10,7 +10,8 @@
 //! `serve --peer-address`), so a link can be cut, healed, delayed and made lossy while the
 //! nodes run. This is the no-root fallback the issue asks for; network namespaces with
 //! `tc netem` are not used because this machine's kernel has no netem. Links carry TCP
-//! only (QUIC still listens, but peers dial the relays).
+//! (QUIC still listens, but peers dial the relays), and with `--quic-links` QUIC as well,
+//! through a UDP relay per direction under the same link conditions.
 //!
 //! Faults on command: while it runs, type on stdin (see [`faults`]): `kill`, `restart`,
 //! `pause`, `resume` a trust's node; `cut`, `heal` the link between two trusts; `delay` it
@@ -46,6 +47,11 @@ pub struct TestnetArgs {
     /// link relays; links then cannot be cut, delayed or made lossy
     #[arg(long)]
     direct_links: bool,
+    /// Relay QUIC too (a UDP relay per direction, dialled first), not only TCP: faults then
+    /// reach the transport the nodes prefer. A cut QUIC link is noticed at QUIC's idle
+    /// timeout, not at once as a closed TCP connection is
+    #[arg(long, conflicts_with = "direct_links")]
+    quic_links: bool,
 }
 
 struct Member {
@@ -66,7 +72,7 @@ struct Links {
 
 impl Links {
     /// A relay for each direction of each pair; sets every member's `peer_addresses`.
-    fn start(members: &mut [Member], p2p_port: u16) -> Result<Self> {
+    fn start(members: &mut [Member], p2p_port: u16, quic: bool) -> Result<Self> {
         let relays = Relays::start()?;
         let mut links = std::collections::BTreeMap::new();
         let port = |i: usize| p2p_port + i as u16;
@@ -77,6 +83,15 @@ impl Links {
                 }
                 let link: &Link = links.entry((i.min(j), i.max(j))).or_insert_with(Link::new);
                 let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port(j)));
+                if quic {
+                    // QUIC sends from its listening port, so only node i's datagrams pass.
+                    let relay = relays.udp_relay_from(upstream, link, Some(port(i)))?;
+                    members[i].peer_addresses.push(format!(
+                        "{}=/ip4/127.0.0.1/udp/{}/quic-v1",
+                        members[j].trust,
+                        relay.port()
+                    ));
+                }
                 let relay = relays.relay_from(upstream, link, Some(port(i)))?;
                 members[i].peer_addresses.push(format!(
                     "{}=/ip4/127.0.0.1/tcp/{}",
@@ -169,7 +184,7 @@ pub fn run(args: TestnetArgs) -> Result<()> {
     let links = if args.direct_links {
         None
     } else {
-        Some(Links::start(&mut members, args.p2p_port)?)
+        Some(Links::start(&mut members, args.p2p_port, args.quic_links)?)
     };
     // Serve. Every node's pid is remembered so that a SIGTERM to the testnet (from
     // `timeout`, a service manager or `kill`) stops the nodes too, as Ctrl-C does.

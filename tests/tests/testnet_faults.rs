@@ -48,12 +48,17 @@ struct Testnet {
 
 impl Testnet {
     fn start(dir: &std::path::Path, http: u16, p2p: u16) -> Testnet {
+        Self::start_with(dir, http, p2p, &[])
+    }
+
+    fn start_with(dir: &std::path::Path, http: u16, p2p: u16, extra: &[&str]) -> Testnet {
         let mut child = Command::new(bin("slidemesh-testnet"))
             .arg("--dir")
             .arg(dir)
             .args(["--nodes", "3"])
             .args(["--http-port", &http.to_string()])
             .args(["--p2p-port", &p2p.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -121,6 +126,22 @@ impl Drop for Testnet {
     }
 }
 
+/// Leeds's slide once it reached the node at `base` (shared with it): its id and detail.
+fn leeds_slide_at(base: &str) -> (String, Value) {
+    let mut shared = None;
+    wait_until(Duration::from_secs(60), || {
+        shared = slides(base)
+            .into_iter()
+            .find(|s| s["origin"] == "shared" && s["owner"] == "RR8");
+        shared.is_some()
+    })
+    .expect("Leeds's slide reaches the grantee");
+    let slide = shared.unwrap()["slide_id"].as_str().unwrap().to_string();
+    let detail = serde_json::from_slice(&get(&format!("{base}/api/v1/slides/{slide}"), &[]).body)
+        .expect("slide detail");
+    (slide, detail)
+}
+
 fn slides(base: &str) -> Vec<Value> {
     let list: Value = serde_json::from_slice(&get(&format!("{base}/api/v1/slides"), &[]).body)
         .expect("slide list");
@@ -135,18 +156,7 @@ fn cut_heal_and_delay_the_link_between_owner_and_grantee() {
     // Leeds (RR8, node 0) shared its slide with Bradford (RAE, node 1).
     let leeds = format!("http://127.0.0.1:{http}");
     let bradford = format!("http://127.0.0.1:{}", http + 1);
-    let mut shared = None;
-    wait_until(Duration::from_secs(60), || {
-        shared = slides(&bradford)
-            .into_iter()
-            .find(|s| s["origin"] == "shared" && s["owner"] == "RR8");
-        shared.is_some()
-    })
-    .expect("Leeds's slide reaches Bradford");
-    let slide = shared.unwrap()["slide_id"].as_str().unwrap().to_string();
-    let detail: Value =
-        serde_json::from_slice(&get(&format!("{bradford}/api/v1/slides/{slide}"), &[]).body)
-            .unwrap();
+    let (slide, detail) = leeds_slide_at(&bradford);
     let levels = detail["levels"].as_array().expect("levels");
     assert!(
         levels.len() >= 3,
@@ -298,4 +308,68 @@ fn cut_heal_and_delay_the_link_between_owner_and_grantee() {
         .expect("the revocation travels around the cut link by way of Harrogate");
     net.command("heal RR8 RAE", "link RR8-RAE healed");
     net.command("links", "links: 3");
+}
+
+#[test]
+fn quic_links_run_through_the_relays_and_obey_delays_and_cuts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (http, p2p) = (free_port_run(3), free_port_run(3));
+    let mut net = Testnet::start_with(dir.path(), http, p2p, &["--quic-links"]);
+    let leeds = format!("http://127.0.0.1:{http}");
+    let bradford = format!("http://127.0.0.1:{}", http + 1);
+    let (slide, detail) = leeds_slide_at(&bradford);
+    let levels = detail["levels"].as_array().expect("levels");
+    let (cols, rows) = (
+        levels[0]["cols"].as_u64().unwrap(),
+        levels[0]["rows"].as_u64().unwrap(),
+    );
+    assert!(
+        levels.len() >= 3 && cols > 4,
+        "tiles beyond prefetch's reach: {detail}"
+    );
+    let tile = |base: &str, level: usize, col: u64, row: u64| {
+        get(
+            &format!("{base}/api/v1/slides/{slide}/levels/{level}/tiles/{col}/{row}"),
+            &[],
+        )
+    };
+    let coarsest = levels.len() - 1;
+    let first = tile(&bradford, coarsest, 0, 0);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body, tile(&leeds, coarsest, 0, 0).body);
+
+    // Bradford's connections are QUIC, to the relays (not to the peers' own ports).
+    let network: Value =
+        serde_json::from_slice(&get(&format!("{bradford}/api/v1/network"), &[]).body).unwrap();
+    let connections = network["network"]["connections"].as_array().unwrap();
+    let own_ports: Vec<String> = (0..3).map(|i| format!("/udp/{}/", p2p + i)).collect();
+    assert!(
+        connections.iter().all(|c| {
+            let addr = c[1].as_str().unwrap_or("");
+            addr.contains("/quic-v1") && !own_ports.iter().any(|p| addr.contains(p.as_str()))
+        }),
+        "every connection is QUIC through a relay: {connections:?}"
+    );
+    assert!(!connections.is_empty());
+
+    // The delay applies to QUIC's datagrams.
+    net.command("delay RR8 RAE 300", "link RR8-RAE round trip +300 ms");
+    let started = Instant::now();
+    let delayed = tile(&bradford, 0, 0, rows - 1);
+    let took = started.elapsed();
+    assert_eq!(delayed.status, 200);
+    assert_eq!(delayed.body, tile(&leeds, 0, 0, rows - 1).body);
+    assert!(took >= Duration::from_millis(300), "came in {took:?}");
+    net.command("delay RR8 RAE 0", "link RR8-RAE round trip +0 ms");
+
+    // A cut drops every datagram: the tile fails as a gateway error once the fetch times
+    // out, and comes back after the heal without restarting anything.
+    net.command("cut RR8 RAE", "link RR8-RAE cut");
+    let far = |base: &str| tile(base, 0, cols - 1, rows - 1);
+    let cut = far(&bradford);
+    assert!((500..600).contains(&cut.status), "got {}", cut.status);
+    net.command("heal RR8 RAE", "link RR8-RAE healed");
+    wait_until(Duration::from_secs(60), || far(&bradford).status == 200)
+        .expect("remote viewing works again after the QUIC link heals");
+    assert_eq!(far(&bradford).body, far(&leeds).body);
 }

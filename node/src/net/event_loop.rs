@@ -41,6 +41,9 @@ pub(crate) struct EventLoop {
     pending_providers: HashMap<kad::QueryId, ProviderLookup>,
     topic: gossipsub::IdentTopic,
     listening: Vec<Multiaddr>,
+    /// Open connections and the address at the other end (shows QUIC or TCP, direct or
+    /// through a relay, for operators).
+    connections: HashMap<libp2p::swarm::ConnectionId, (PeerId, Multiaddr)>,
 }
 
 impl EventLoop {
@@ -84,6 +87,7 @@ impl EventLoop {
                 pending_providers: HashMap::new(),
                 topic,
                 listening: Vec::new(),
+                connections: HashMap::new(),
             },
             streams,
             local,
@@ -227,6 +231,15 @@ impl EventLoop {
                         .connected_peers()
                         .map(|p| p.to_string())
                         .collect(),
+                    connections: {
+                        let mut open: Vec<(String, String)> = self
+                            .connections
+                            .values()
+                            .map(|(peer, addr)| (peer.to_string(), addr.to_string()))
+                            .collect();
+                        open.sort();
+                        open
+                    },
                     announce_mesh: self
                         .swarm
                         .behaviour()
@@ -248,12 +261,25 @@ impl EventLoop {
                 self.listening.push(address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.connections.insert(
+                    connection_id,
+                    (peer_id, endpoint.get_remote_address().clone()),
+                );
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                cause,
+                connection_id,
+                ..
+            } => {
                 debug!(peer = %peer_id, cause = ?cause, "connection closed");
+                self.connections.remove(&connection_id);
             }
             SwarmEvent::IncomingConnectionError {
                 peer_id,

@@ -107,6 +107,9 @@ pub struct NetStatus {
     pub peer_id: String,
     pub listen: Vec<String>,
     pub connected: Vec<String>,
+    /// Each open connection: the peer and the address at the other end (`/quic-v1` or
+    /// `/tcp`, the peer's own address or a relay's).
+    pub connections: Vec<(String, String)>,
     /// Peers this node exchanges federation announcements with directly (its gossipsub
     /// mesh): roster versions and revocations reach the others through them.
     pub announce_mesh: Vec<String>,

@@ -8,8 +8,33 @@ use slidemesh_protocol::{Action, Grant, Roster, SignedGrant, SlideId, TrustCode}
 
 use crate::store::Store;
 
+/// Why a peer's request was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The grant or the policy says no: asking again as is gets the same answer.
+    Denied(String),
+    /// This node could not decide (its store failed): the requester should ask again
+    /// later, and must not take it for the owner's refusal.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Denied(reason) | Self::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<Refusal> for String {
+    fn from(refusal: Refusal) -> Self {
+        refusal.to_string()
+    }
+}
+
 /// Checks `signed` lets `requester` do `action` on `slide`, owned by `slide_owner`, at
-/// `now`. `Err` says why not.
+/// `now`. `Err` says why not: `Denied` by the grant, or `Failed` when the store could not
+/// be read.
 #[allow(clippy::too_many_arguments)]
 pub fn check_grant(
     store: &Store,
@@ -20,40 +45,43 @@ pub fn check_grant(
     signed: &SignedGrant,
     action: Action,
     now: u64,
-) -> Result<Grant, String> {
+) -> Result<Grant, Refusal> {
+    let denied = Refusal::Denied;
     let grant: Grant = signed
         .verify()
-        .map_err(|e| format!("grant does not verify: {e}"))?;
+        .map_err(|e| denied(format!("grant does not verify: {e}")))?;
     // Only the slide's owner grants access to it, and never to itself: a member signing a
     // grant for someone else's slide (or for itself) is refused whatever it says.
     if grant.owner != *slide_owner {
-        return Err(format!(
+        return Err(denied(format!(
             "grant is issued by {}, but slide {slide} belongs to {slide_owner}",
             grant.owner
-        ));
+        )));
     }
     if grant.owner == grant.grantee {
-        return Err("a grant from a trust to itself grants nothing".into());
+        return Err(denied(
+            "a grant from a trust to itself grants nothing".into(),
+        ));
     }
     let owner = roster
         .member(&grant.owner)
-        .ok_or_else(|| format!("grant owner {} is not a member", grant.owner))?;
+        .ok_or_else(|| denied(format!("grant owner {} is not a member", grant.owner)))?;
     if owner.node != signed.signer {
-        return Err(format!(
+        return Err(denied(format!(
             "grant is not signed by {}'s node key on the roster",
             grant.owner
-        ));
+        )));
     }
     if !grant.covers(slide, requester, action, now) {
-        return Err(format!(
+        return Err(denied(format!(
             "grant {} does not cover {requester} for this slide now",
             signed.id()
-        ));
+        )));
     }
     match store.is_revoked(&signed.id()) {
         Ok(false) => Ok(grant),
-        Ok(true) => Err(format!("grant {} was revoked", signed.id())),
-        Err(e) => Err(format!("cannot check revocations: {e}")),
+        Ok(true) => Err(denied(format!("grant {} was revoked", signed.id()))),
+        Err(e) => Err(Refusal::Failed(format!("cannot check revocations: {e}"))),
     }
 }
 
@@ -134,7 +162,7 @@ mod tests {
         assert!(check(&honest).is_ok());
         // Bradford granting itself Leeds's slide, as owner, is refused.
         let own = forged(&grant("RAE", "RAE", slide), &bradford);
-        let reason = check(&own).unwrap_err();
+        let reason = check(&own).unwrap_err().to_string();
         assert!(reason.contains("belongs to RR8"), "{reason}");
         // So is Leeds "granting" a slide to itself, whoever asks.
         let to_itself = forged(&grant("RR8", "RR8", slide), &leeds);
@@ -148,6 +176,6 @@ mod tests {
             Action::View,
             now,
         );
-        assert!(leeds_asks.unwrap_err().contains("to itself"));
+        assert!(leeds_asks.unwrap_err().to_string().contains("to itself"));
     }
 }

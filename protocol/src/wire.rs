@@ -7,7 +7,8 @@
 //! - server, once when it accepts the stream: [`TILE_SESSION_READY`]. A stream that ends
 //!   before it was never served (the server refused or dropped it) and may be retried.
 //! - requester, per batch: `u32` little-endian length, then postcard([`TileRequest`]).
-//! - server, per batch: either one `Denied` status byte (nothing else for that batch), or
+//! - server, per batch: either one `Denied` or `Failed` status byte (nothing else for that
+//!   batch), or
 //!   for each requested tile in order one status byte ([`TileStatus`]); for `Ok` a `u32`
 //!   little-endian length and the tile's bytes follow; after the last tile, a `u32`
 //!   little-endian length and postcard(`Option<`[`SignedReceipt`]`>`): the server's receipt
@@ -184,6 +185,9 @@ pub enum TileStatus {
     Ok = 0,
     Missing = 1,
     Denied = 2,
+    /// The server could not decide (its store failed): ask again later, or elsewhere. Sent,
+    /// like `Denied`, as the only byte of a batch's answer.
+    Failed = 3,
 }
 
 impl TileStatus {
@@ -192,6 +196,7 @@ impl TileStatus {
             0 => Some(Self::Ok),
             1 => Some(Self::Missing),
             2 => Some(Self::Denied),
+            3 => Some(Self::Failed),
             _ => None,
         }
     }

@@ -227,8 +227,14 @@ async fn open_udp_client(
     let (back_in, link_back) = (back.clone(), link.clone());
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
-        while let Ok(n) = back_in.recv(&mut buf).await {
-            reply.send(&link_back, &buf[..n]);
+        loop {
+            match back_in.recv(&mut buf).await {
+                Ok(n) => reply.send(&link_back, &buf[..n]),
+                // Nothing listened upstream for a moment (a node starting or restarting):
+                // the ICMP answer surfaces here; the node will listen again.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(_) => break,
+            }
         }
     });
     Some(delayed_sender(move |bytes: Vec<u8>| {
@@ -403,6 +409,41 @@ mod tests {
         link.heal();
         let mut healed = connect(addr);
         round_trip(&mut healed).unwrap();
+    }
+
+    #[test]
+    fn udp_relay_survives_an_upstream_that_was_not_listening_yet() {
+        // Reserve a port, then close it: the first datagram meets nobody (ICMP refused).
+        let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        drop(upstream);
+        let relays = Relays::start().unwrap();
+        let link = Link::new();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = client.local_addr().unwrap().port();
+        let relay = relays
+            .udp_relay_from(upstream_addr, &link, Some(port))
+            .unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        client.send_to(b"too early", relay).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(client.recv_from(&mut buf).is_err());
+        std::thread::sleep(Duration::from_millis(100));
+        // The node starts listening: answers must find their way back through the relay.
+        let echo = std::net::UdpSocket::bind(upstream_addr).unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        });
+        client.send_to(b"now", relay).unwrap();
+        let (n, _) = client
+            .recv_from(&mut buf)
+            .expect("an answer once upstream listens");
+        assert_eq!(&buf[..n], b"now");
     }
 
     #[test]

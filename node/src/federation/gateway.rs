@@ -231,7 +231,10 @@ impl Federation {
                 RemoteError::Unavailable(format!("the grant held does not verify: {e}"))
             })?,
         };
-        let (policy, consent) = self.owners_rules(slide).map_err(RemoteError::Forbidden)?;
+        let (policy, consent) = self.owners_rules(slide).map_err(|refusal| match refusal {
+            super::Refusal::Denied(reason) => RemoteError::Forbidden(reason),
+            super::Refusal::Failed(reason) => RemoteError::Unavailable(reason),
+        })?;
         let identified = self
             .store
             .remote_slide(slide)

@@ -14,8 +14,8 @@ use slidemesh_protocol::{
 };
 use tracing::{info, warn};
 
-use super::Federation;
 use super::receipts::Asked;
+use super::{Federation, Refusal};
 use crate::audit::Pending;
 use crate::consent::ConsentAction;
 use crate::deidentify::{Pseudonyms, deidentify};
@@ -69,6 +69,18 @@ impl Federation {
                 };
             }
         };
+        // The owner's rules go with every manifest: a grantee holding a copy decides with
+        // them. Without them this node answers nothing yet, rather than a manifest that
+        // would replace the rules the grantee holds with none.
+        let consent = match self.consent_statement(&slide) {
+            Ok(statement) => Some(statement),
+            Err(e) => {
+                warn!(%peer, %slide, error = %e, "cannot state the slide's consent");
+                return ControlResponse::Failed {
+                    reason: format!("cannot state the slide's consent: {e}"),
+                };
+            }
+        };
         let mut decisions = match self.authorize(
             &peer,
             &slide,
@@ -89,14 +101,11 @@ impl Federation {
                 reason: "grant does not verify".into(),
             };
         };
-        let consent = match self.consent_statement(&slide) {
-            Ok(statement) => Some(statement),
-            Err(e) => {
-                warn!(%peer, %slide, error = %e, "cannot state the slide's consent");
-                None
-            }
+        let identity = match self.identity_may_leave(&peer, &slide, &signed_grant, &grant) {
+            Ok(identity) => identity,
+            Err(reason) => return ControlResponse::Failed { reason },
         };
-        if let Some(identity) = self.identity_may_leave(&peer, &slide, &signed_grant, &grant) {
+        if let Some(identity) = identity {
             decisions.extend(identity);
             info!(%peer, %slide, "manifest sent");
             return ControlResponse::Manifest {
@@ -195,26 +204,32 @@ impl Federation {
     /// Whether the slide's identifying metadata may go to the grantee: never for research
     /// or education, whatever the policy says; otherwise when the owner's policy lets the
     /// grantee see the label (the same identity, printed on the glass). The policy's
-    /// decision is audited like any other; `Some` carries it for the receipt.
+    /// decision is audited like any other; `Some` carries it for the receipt. `Err`: this
+    /// node could not decide (its store failed).
     fn identity_may_leave(
         &self,
         peer: &PeerId,
         slide: &SlideId,
         signed_grant: &SignedGrant,
         grant: &Grant,
-    ) -> Option<Vec<Pending>> {
+    ) -> Result<Option<Vec<Pending>>, String> {
         if grant.purpose.requires_deidentification() {
-            return None;
+            return Ok(None);
         }
-        self.authorize(
+        match self.authorize(
             peer,
             slide,
             signed_grant,
             None,
             &[ConsentAction::SeeLabel],
             "identified metadata",
-        )
-        .ok()
+        ) {
+            Ok(decisions) => Ok(Some(decisions)),
+            Err(Refusal::Denied(_)) => Ok(None),
+            // Undecided is not "identity may not leave": a de-identified view now would
+            // replace the grantee's identified copy.
+            Err(Refusal::Failed(reason)) => Err(reason),
+        }
     }
 
     /// The slide's de-identified view for `project`, and the owner's statement binding it

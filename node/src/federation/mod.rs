@@ -38,6 +38,7 @@ use tracing::{info, warn};
 use crate::audit::{AuditEntry, AuditLog, Pending, Side};
 use crate::consent::{ConsentAction, ConsentRequest, Policy, PolicyHandle};
 use crate::net::{Inbound, Network, ReceiptFuture, identity};
+pub(crate) use crate::policy::Refusal;
 use crate::policy::check_grant;
 use crate::store::cache::TileCache;
 use crate::store::consent::SlideConsent;
@@ -52,30 +53,6 @@ const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
 /// What consent decisions need of a slide this node serves.
 /// Addresses to dial member trusts at instead of their roster entries'.
 pub type PeerAddresses = HashMap<TrustCode, Vec<Multiaddr>>;
-
-/// Why a peer's request was not served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// The grant or the policy says no: asking again as is gets the same answer.
-    Denied(String),
-    /// This node could not decide (its store failed): the requester should ask again
-    /// later, and must not take it for the owner's refusal.
-    Failed(String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Denied(reason) | Self::Failed(reason) => f.write_str(reason),
-        }
-    }
-}
-
-impl From<Refusal> for String {
-    fn from(refusal: Refusal) -> Self {
-        refusal.to_string()
-    }
-}
 
 impl From<Refusal> for ControlResponse {
     fn from(refusal: Refusal) -> Self {
@@ -279,25 +256,32 @@ impl Federation {
     /// The owner's policy and recorded consent for a slide this node holds a copy of, from
     /// the owner's signed consent statement kept with the slide. None kept: nothing is
     /// served from the copy (default deny).
-    fn owners_rules(&self, slide: &SlideId) -> Result<(Arc<Policy>, SlideConsent), String> {
+    fn owners_rules(&self, slide: &SlideId) -> Result<(Arc<Policy>, SlideConsent), Refusal> {
+        let denied = Refusal::Denied;
         let remote = self
             .store
             .remote_slide(slide)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no slide {slide} here"))?;
+            .map_err(|e| Refusal::Failed(format!("cannot read slide {slide}: {e}")))?
+            .ok_or_else(|| denied(format!("no slide {slide} here")))?;
         let statement = remote
             .consent
             .ok_or_else(|| {
-                format!("this node holds no consent statement from the owner of slide {slide}")
+                denied(format!(
+                    "this node holds no consent statement from the owner of slide {slide}"
+                ))
             })?
             .verify()
-            .map_err(|e| format!("the owner's consent statement does not verify: {e}"))?;
+            .map_err(|e| {
+                denied(format!(
+                    "the owner's consent statement does not verify: {e}"
+                ))
+            })?;
         // Kept in force while the owner is unreachable, but not for ever: a copy that has
         // not heard from the owner for a day stops deciding on its behalf.
         if now_unix().saturating_sub(statement.issued_at) > CONSENT_STATEMENT_MAX_AGE_SECS {
-            return Err(format!(
+            return Err(denied(format!(
                 "the owner's consent statement for slide {slide} is more than a day old"
-            ));
+            )));
         }
         let key = blake3::hash(statement.policy.as_bytes());
         let cached = self
@@ -309,7 +293,9 @@ impl Federation {
             Some(policy) => policy,
             None => {
                 let policy = Arc::new(Policy::from_text(&statement.policy).map_err(|e| {
-                    format!("the owner's policy for slide {slide} does not load here: {e}")
+                    denied(format!(
+                        "the owner's policy for slide {slide} does not load here: {e}"
+                    ))
                 })?);
                 if let Ok(mut map) = self.owner_policies.lock() {
                     map.insert(key, policy.clone());
@@ -373,7 +359,9 @@ impl Federation {
             now,
         ) {
             Ok(g) => g,
-            Err(reason) => {
+            // Not a decision: nothing to log, and the requester asks again later.
+            Err(failed @ Refusal::Failed(_)) => return Err(failed),
+            Err(Refusal::Denied(reason)) => {
                 let purpose = grant
                     .verify()
                     .map(|g| g.purpose.as_str())
@@ -397,7 +385,7 @@ impl Federation {
                 .map_err(|e| Refusal::Failed(format!("cannot read the slide's consent: {e}")))?;
             (self.policy.current(), consent)
         } else {
-            self.owners_rules(slide).map_err(denied)?
+            self.owners_rules(slide)?
         };
         let mut allowed = Vec::new();
         for &action in actions {
@@ -643,7 +631,7 @@ impl Inbound for Handlers {
         &self,
         peer: PeerId,
         request: &TileRequest,
-    ) -> BoxFuture<'static, Result<ReceiptFuture, String>> {
+    ) -> BoxFuture<'static, Result<ReceiptFuture, Refusal>> {
         let fed = self.0.clone();
         let slide = request.slide;
         let grant = request.grant.clone();
@@ -656,20 +644,23 @@ impl Inbound for Handlers {
                 tokio::task::spawn_blocking(move || {
                     let served = fed.served_slide(&slide)?;
                     if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
-                        return Err(format!("tile {stray} is not part of slide {slide}"));
+                        return Err(Refusal::Denied(format!(
+                            "tile {stray} is not part of slide {slide}"
+                        )));
                     }
                     let mut actions = vec![ConsentAction::FetchTiles];
                     if tiles.iter().any(|t| served.label_tiles.contains(t)) {
                         actions.push(ConsentAction::SeeLabel);
                     }
                     if let Some(Err(e)) = user.as_ref().map(UserClaim::validate) {
-                        return Err(format!("the request names no valid user: {e}"));
+                        return Err(Refusal::Denied(format!(
+                            "the request names no valid user: {e}"
+                        )));
                     }
                     fed.authorize(&peer, &slide, &grant, user.as_ref(), &actions, &label)
-                        .map_err(String::from)
                 })
                 .await
-                .map_err(|e| e.to_string())??
+                .map_err(|e| Refusal::Failed(e.to_string()))??
             };
             let receipt: ReceiptFuture = async move {
                 tokio::task::spawn_blocking(move || fed.sign_receipt(decisions))

@@ -81,6 +81,8 @@ pub enum FetchError {
         "{peer} refused the tile request (no grant covers it or its policy forbids it; its audit log says which)"
     )]
     Denied { peer: PeerId },
+    #[error("{peer} could not decide on the tile request (its store failed); try again")]
+    Failed { peer: PeerId },
     #[error("{peer} sent bytes that do not hash to tile {tile}")]
     Corrupt { peer: PeerId, tile: TileId },
     #[error("{peer} sent a malformed tile stream: {detail}")]
@@ -104,7 +106,7 @@ impl FetchError {
     /// Whether the session can carry on after this batch (the peer refused it in good
     /// order); otherwise the stream is out of step or broken and is closed.
     fn keeps_session(&self) -> bool {
-        matches!(self, Self::Denied { .. })
+        matches!(self, Self::Denied { .. } | Self::Failed { .. })
     }
 }
 
@@ -205,9 +207,13 @@ async fn serve_batch(
     let authorize_ms = started.elapsed().as_secs_f64() * 1000.0;
     let receipt = match authorized {
         Ok(receipt) => receipt,
-        Err(reason) => {
-            warn!(%slide, reason, "tile request denied");
-            stream.write_all(&[TileStatus::Denied as u8]).await?;
+        Err(refusal) => {
+            let status = match &refusal {
+                crate::policy::Refusal::Denied(_) => TileStatus::Denied,
+                crate::policy::Refusal::Failed(_) => TileStatus::Failed,
+            };
+            warn!(%slide, reason = %refusal, ?status, "tile request not served");
+            stream.write_all(&[status as u8]).await?;
             return stream.flush().await;
         }
     };
@@ -572,7 +578,8 @@ async fn read_batch(
             Some(TileStatus::Missing) => {}
             // Only as a batch's first byte: the whole batch is refused.
             Some(TileStatus::Denied) if index == 0 => return Err(FetchError::Denied { peer }),
-            Some(TileStatus::Denied) => {
+            Some(TileStatus::Failed) if index == 0 => return Err(FetchError::Failed { peer }),
+            Some(TileStatus::Denied | TileStatus::Failed) => {
                 return Err(FetchError::Protocol {
                     peer,
                     detail: "a refusal in the middle of a batch".into(),

@@ -20,6 +20,7 @@ use serde_json::json;
 use slidemesh_node::audit::receipt_json;
 use slidemesh_node::datadir::DataDir;
 use slidemesh_node::net::{Inbound, Lane, NetConfig, Network, ReceiptFuture};
+use slidemesh_node::policy::Refusal;
 use slidemesh_node::store::Store;
 use slidemesh_protocol::audit::SignedReceipt;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
@@ -100,8 +101,8 @@ impl Inbound for Silent {
         &self,
         _: PeerId,
         _: &TileRequest,
-    ) -> BoxFuture<'static, Result<ReceiptFuture, String>> {
-        async { Err("probe".to_string()) }.boxed()
+    ) -> BoxFuture<'static, Result<ReceiptFuture, Refusal>> {
+        async { Err(Refusal::Denied("probe".to_string())) }.boxed()
     }
     fn read_tiles(&self, tiles: Vec<TileId>) -> BoxFuture<'static, Vec<Option<Vec<u8>>>> {
         async move { vec![None; tiles.len()] }.boxed()

@@ -31,8 +31,8 @@ use crate::roster::SignedRoster;
 use crate::user::UserClaim;
 
 /// Request-response protocol for manifests, grants, revocations and rosters (2: receipts,
-/// consent statements, de-identified views, refreshes).
-pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/2";
+/// consent statements, de-identified views, refreshes; 3: a nonce per manifest request).
+pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/3";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
 /// receipt after each batch; 4: the user who asked; 5: a nonce per request).
 pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/5";
@@ -64,6 +64,9 @@ pub enum ControlRequest {
         /// The requester holds the manifest already and asks again for the owner's current
         /// rules (audited as a refresh, not as a new viewing).
         refresh: bool,
+        /// Fresh for every request ([`ControlRequest::manifest`]) and named in the serving
+        /// node's audit entry ([`request_tag`]), so its receipt answers this request only.
+        nonce: [u8; 16],
     },
     /// The owner hands a new grant to its grantee.
     DeliverGrant(SignedGrant),
@@ -141,6 +144,31 @@ pub struct TileRequest {
     pub nonce: [u8; 16],
 }
 
+impl ControlRequest {
+    /// A manifest request with a fresh random nonce.
+    pub fn manifest(slide: SlideId, grant: SignedGrant, refresh: bool) -> Self {
+        Self::Manifest {
+            slide,
+            grant,
+            refresh,
+            nonce: fresh_nonce(),
+        }
+    }
+}
+
+/// How audit entries name one request by its nonce (16 hex characters).
+pub fn request_tag(nonce: &[u8; 16]) -> String {
+    blake3::hash(nonce).to_hex()[..16].to_string()
+}
+
+/// A random request nonce.
+pub fn fresh_nonce() -> [u8; 16] {
+    use rand_core::RngCore;
+    let mut nonce = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut nonce);
+    nonce
+}
+
 impl TileRequest {
     /// A request with a fresh random nonce.
     pub fn new(
@@ -149,15 +177,12 @@ impl TileRequest {
         tiles: Vec<TileId>,
         user: Option<UserClaim>,
     ) -> Self {
-        use rand_core::RngCore;
-        let mut nonce = [0u8; 16];
-        rand_core::OsRng.fill_bytes(&mut nonce);
         Self {
             slide,
             grant,
             tiles,
             user,
-            nonce,
+            nonce: fresh_nonce(),
         }
     }
 
@@ -231,5 +256,17 @@ mod tests {
         // The same tiles asked for again: a receipt for the first cannot pass for the second.
         assert_ne!(first.audit_label(), again.audit_label());
         assert_eq!(first.audit_label(), first.clone().audit_label());
+        // Manifest requests too: each is named by its own tag.
+        let tag = |r: &ControlRequest| match r {
+            ControlRequest::Manifest { nonce, .. } => request_tag(nonce),
+            _ => unreachable!(),
+        };
+        let grant = first.grant.clone();
+        let (a, b) = (
+            ControlRequest::manifest(SlideId::of(b"s"), grant.clone(), false),
+            ControlRequest::manifest(SlideId::of(b"s"), grant, false),
+        );
+        assert_eq!(tag(&a).len(), 16);
+        assert_ne!(tag(&a), tag(&b));
     }
 }

@@ -8,7 +8,7 @@
 
 use libp2p::PeerId;
 use slidemesh_protocol::consent::{ConsentStatement, SignedConsentStatement};
-use slidemesh_protocol::wire::{ControlRequest, ControlResponse};
+use slidemesh_protocol::wire::{ControlRequest, ControlResponse, fresh_nonce, request_tag};
 use slidemesh_protocol::{
     DeidentifiedView, Grant, GrantId, SignedDeidentifiedView, SignedGrant, SignedManifest, SlideId,
 };
@@ -38,13 +38,14 @@ fn project_of(grant: &Grant, signed: &SignedGrant) -> String {
 
 /// How a manifest request is described in the server's audit entry (and so in its receipt,
 /// which the requester checks against the same description).
-fn manifest_label(from_copy: bool, refresh: bool) -> &'static str {
-    match (from_copy, refresh) {
+fn manifest_label(from_copy: bool, refresh: bool, nonce: &[u8; 16]) -> String {
+    let kind = match (from_copy, refresh) {
         (false, false) => "manifest",
         (false, true) => "manifest (refresh)",
         (true, false) => "manifest (copy)",
         (true, true) => "manifest (copy, refresh)",
-    }
+    };
+    format!("{kind}, request {}", request_tag(nonce))
 }
 
 impl Federation {
@@ -55,13 +56,14 @@ impl Federation {
         slide: SlideId,
         signed_grant: SignedGrant,
         refresh: bool,
+        nonce: [u8; 16],
     ) -> ControlResponse {
         // Not the owner: answer from a copy if one may be relayed, else NotFound before any
         // decision is made (and logged) about a manifest that would not be sent.
         let record = match self.store.slide(&slide) {
             Ok(Some(record)) => record,
             Ok(None) => {
-                return self.answer_manifest_from_copy(peer, slide, signed_grant, refresh);
+                return self.answer_manifest_from_copy(peer, slide, signed_grant, refresh, nonce);
             }
             Err(e) => {
                 return ControlResponse::Failed {
@@ -87,7 +89,7 @@ impl Federation {
             &signed_grant,
             None,
             &[ConsentAction::View],
-            manifest_label(false, refresh),
+            &manifest_label(false, refresh, &nonce),
         ) {
             Ok(decisions) => decisions,
             Err(reason) => {
@@ -144,6 +146,7 @@ impl Federation {
         slide: SlideId,
         signed_grant: SignedGrant,
         refresh: bool,
+        nonce: [u8; 16],
     ) -> ControlResponse {
         let remote = match self.store.remote_slide(&slide) {
             Ok(Some(remote)) if remote.deidentified.is_none() && remote.consent.is_some() => remote,
@@ -170,7 +173,7 @@ impl Federation {
             &signed_grant,
             None,
             &[ConsentAction::SeeLabel, ConsentAction::View],
-            manifest_label(true, refresh),
+            &manifest_label(true, refresh, &nonce),
         ) {
             Ok(decisions) => decisions,
             Err(reason) => return reason.into(),
@@ -277,10 +280,12 @@ impl Federation {
         let owner = self
             .peer_of(&grant.owner)
             .ok_or_else(|| anyhow::anyhow!("owner {} is not on the roster", grant.owner))?;
+        let nonce = fresh_nonce();
         let request = ControlRequest::Manifest {
             slide: grant.slide,
             grant: signed.clone(),
             refresh,
+            nonce,
         };
         // The owner first; when it cannot be reached, any member holding a copy (found
         // through the DHT) may relay the owner's signed manifest and consent statement.
@@ -390,7 +395,7 @@ impl Federation {
             if held {
                 let asked = Asked {
                     action: "view",
-                    described: manifest_label(true, refresh),
+                    described: &manifest_label(true, refresh, &nonce),
                     user: None,
                 };
                 self.record_received(signed, &grant, &source, asked, &what, receipt);
@@ -421,7 +426,7 @@ impl Federation {
         info!(%slide, owner = %grant.owner, what, "shared slide available");
         let asked = Asked {
             action: "view",
-            described: manifest_label(source != owner, refresh),
+            described: &manifest_label(source != owner, refresh, &nonce),
             user: None,
         };
         self.record_received(signed, &grant, &source, asked, &what, receipt);

@@ -562,9 +562,10 @@ impl Inbound for Handlers {
                     slide,
                     grant,
                     refresh,
-                } => {
-                    tokio::task::block_in_place(|| fed.answer_manifest(peer, slide, grant, refresh))
-                }
+                    nonce,
+                } => tokio::task::block_in_place(|| {
+                    fed.answer_manifest(peer, slide, grant, refresh, nonce)
+                }),
                 ControlRequest::DeliverGrant(signed) => {
                     tokio::task::block_in_place(|| fed.accept_grant(peer, signed))
                 }

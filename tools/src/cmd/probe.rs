@@ -193,11 +193,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             .set_members(vec![(peer, vec![addr.clone()])])
             .await?;
         for grant in grants {
-            let request = ControlRequest::Manifest {
-                slide,
-                grant: grant.clone(),
-                refresh: false,
-            };
+            let request = ControlRequest::manifest(slide, grant.clone(), false);
             let answer =
                 tokio::time::timeout(Duration::from_secs(15), network.request(peer, request))
                     .await

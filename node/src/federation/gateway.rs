@@ -271,6 +271,11 @@ impl Federation {
             .is_ok()
     }
 
+    /// Drops the owner's rules read for `slide`, so the next decision reads them again.
+    pub(super) fn forget_owners_rules(&self, slide: &SlideId) {
+        super::remote::lock(&self.gateway.rules).remove(slide);
+    }
+
     /// Whether a decision for `user` about `slide` should be logged now (and notes it).
     fn log_due(
         &self,

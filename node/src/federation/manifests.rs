@@ -265,6 +265,8 @@ impl Federation {
             tokio::task::spawn_blocking(move || store.forget_consent_statement(&slide, &grant))
                 .await;
         if matches!(forgotten, Ok(Ok(true))) {
+            // Nor does this node decide for its own people with the forgotten rules.
+            self.forget_owners_rules(&slide);
             warn!(%slide, "the owner refused this node the slide; its copy serves no one else now");
         }
     }

@@ -11,6 +11,7 @@ use slidemesh_protocol::{AssociatedKind, SlideId};
 
 use super::requester::Requester;
 use super::{ApiError, ApiState, SlideView, parse_id};
+use crate::consent::ConsentAction;
 use crate::store::{Origin, SlideSummary};
 
 pub async fn node_info(State(state): State<Arc<ApiState>>) -> Json<Value> {
@@ -73,7 +74,7 @@ pub async fn list(
         // those they may not know the patient of without the specimen's identifier.
         for (id, mut summary) in store.remote_summaries()? {
             if let Some(user) = &user {
-                if !federation.user_may_view(&id, user) {
+                if !federation.user_may(&id, user, ConsentAction::View) {
                     continue;
                 }
                 if !federation.user_may_read_metadata(&id, user) {

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::requester::Requester;
 use super::{ApiError, ApiState, SlideView, etag_matches, load_slide, parse_id};
+use crate::federation::TilesDecided;
 use crate::federation::remote::RemoteError;
 use crate::store::Origin;
 
@@ -77,7 +78,7 @@ pub async fn level_tile(
         })?;
         if view.summary.origin == Origin::Shared {
             // Nothing is fetched for a person the owner's rules refuse, not even prefetch.
-            state
+            let decided = state
                 .federation
                 .authorize_tiles(id, vec![tile], requester.user())
                 .await
@@ -86,7 +87,7 @@ pub async fn level_tile(
             let user = requester.user();
             state.federation.prefetch(id, &screen, true, user);
             state.federation.prefetch(id, &deeper, false, user);
-            return send_remote_tile(&state, &requester, &view, tile, &request).await;
+            return send_remote_tile(&state, &decided, &view, tile, &request).await;
         }
         send_tile(&state, tile, &request).await
     }
@@ -120,7 +121,12 @@ pub async fn associated(
         .and_then(|a| a.tiles.first().copied())
         .ok_or_else(|| ApiError::not_found(format!("slide {id} has no {} image", kind.as_str())))?;
     if view.summary.origin == Origin::Shared {
-        return send_remote_tile(&state, &requester, &view, tile, &request).await;
+        let decided = state
+            .federation
+            .authorize_tiles(id, vec![tile], requester.user())
+            .await
+            .map_err(remote_error)?;
+        return send_remote_tile(&state, &decided, &view, tile, &request).await;
     }
     send_tile(&state, tile, &request).await
 }
@@ -175,26 +181,21 @@ fn prefetch_around(
 }
 
 /// A tile of a shared slide: from the cache or fetched from peers, verified either way.
+/// Decided before a 304 too (`decided`): "you may keep showing it" is a decision as well.
 async fn send_remote_tile(
     state: &Arc<ApiState>,
-    requester: &Requester,
+    decided: &TilesDecided,
     view: &SlideView,
     tile: TileId,
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    // Decided before a 304 too: "you may keep showing it" is a decision as well.
-    state
-        .federation
-        .authorize_tiles(view.id, vec![tile], requester.user())
-        .await
-        .map_err(remote_error)?;
     let etag = format!("\"{tile}\"");
     if etag_matches(request, &etag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let bytes = state
         .federation
-        .remote_tile(view.id, tile, requester.user())
+        .remote_tile(decided, tile)
         .await
         .map_err(remote_error)?;
     let media_type = view

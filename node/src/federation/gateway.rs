@@ -10,7 +10,7 @@
 //! [`GATEWAY_LOG_EVERY`], so the log reads "jsmith viewed slide X at 10:02", not one entry
 //! per tile; a refusal once per person, slide and action per [`GATEWAY_REFUSAL_LOG_EVERY`]
 //! (a refused viewer asks for dozens of tiles a second). Lists and searches leave out what a
-//! person may not view without logging anything ([`Federation::user_may_view`]).
+//! person may not view without logging anything ([`Federation::user_may`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +35,14 @@ pub const GATEWAY_LOG_EVERY: Duration = Duration::from_secs(600);
 pub const GATEWAY_REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Entries of the log throttle kept before old ones are dropped.
 const LOGGED_MAX: usize = 10_000;
+
+/// Tiles of a slide decided for the one asking ([`Federation::authorize_tiles`]): the only
+/// way to fetch them ([`Federation::remote_tile`]), so no path shows a tile undecided.
+pub struct TilesDecided {
+    pub(super) slide: SlideId,
+    pub(super) tiles: std::collections::HashSet<TileId>,
+    pub(super) user: Option<UserClaim>,
+}
 
 /// The owner's rules for a slide, as read at an instant and withdrawal count.
 #[derive(Clone)]
@@ -81,33 +89,38 @@ impl Federation {
         Ok(actions)
     }
 
-    /// Decides for a named person before anything of `tiles` is shown or fetched for them.
-    /// The trust itself (`None`) passes: the owner decides for it when tiles are fetched.
+    /// Decides for a named person, once per request, before anything of `tiles` is shown or
+    /// fetched for them; the answer is what [`Federation::remote_tile`] needs to fetch them.
+    /// The trust itself (`None`) passes here: the owner decides for it when tiles are
+    /// fetched.
     pub async fn authorize_tiles(
         self: &Arc<Self>,
         slide: SlideId,
         tiles: Vec<TileId>,
         user: Option<&UserClaim>,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<TilesDecided, RemoteError> {
+        let decided = |tiles: Vec<TileId>| TilesDecided {
+            slide,
+            tiles: tiles.into_iter().collect(),
+            user: user.cloned(),
+        };
         let Some(person) = user.cloned() else {
-            return Ok(());
+            return Ok(decided(tiles));
         };
         let fed = self.clone();
         tokio::task::spawn_blocking(move || {
             let actions = fed.tile_actions(&slide, &tiles)?;
-            fed.decide_for_user(&slide, &person, &actions)
+            fed.decide_for_user(&slide, &person, &actions)?;
+            Ok(tiles)
         })
         .await
         .map_err(|e| RemoteError::Unavailable(e.to_string()))?
+        .map(decided)
     }
 
-    /// Whether `user` may view a shared slide, decided without logging: for leaving slides
-    /// out of lists and searches. Reads the store on a miss: call from a blocking context.
-    pub fn user_may_view(&self, slide: &SlideId, user: &UserClaim) -> bool {
-        self.user_may(slide, user, ConsentAction::View)
-    }
-
-    /// Whether `user` may do `action`, decided without logging (for leaving things out).
+    /// Whether `user` may do `action` on a shared slide, decided without logging: for
+    /// leaving things out of lists and searches. Reads the store on a miss: call from a
+    /// blocking context.
     pub fn user_may(&self, slide: &SlideId, user: &UserClaim, action: ConsentAction) -> bool {
         self.judge(slide, user, &[action], false).is_ok()
     }

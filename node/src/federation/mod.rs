@@ -46,6 +46,7 @@ use crate::store::federation::StoredGrant;
 use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{Store, now_unix};
+pub use gateway::TilesDecided;
 
 /// How long a copy decides with an owner's consent statement it could not refresh.
 const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Federation;
+use super::gateway::TilesDecided;
 use crate::consent::ConsentAction;
 
 /// How long a batch waits for more tiles after the first one arrived.
@@ -144,23 +145,24 @@ pub enum RemoteError {
 
 impl Federation {
     /// A tile of a shared slide: from the cache, else fetched from peers (verified).
+    /// A tile of a shared slide, once decided for the one asking
+    /// ([`Federation::authorize_tiles`]), cached tiles included.
     pub async fn remote_tile(
         self: &Arc<Self>,
-        slide: SlideId,
+        decided: &TilesDecided,
         tile: TileId,
-        user: Option<&UserClaim>,
     ) -> Result<Vec<u8>, RemoteError> {
+        let (slide, user) = (decided.slide, decided.user.as_ref());
+        if !decided.tiles.contains(&tile) {
+            return Err(RemoteError::Forbidden(format!(
+                "tile {tile} was not decided for this request"
+            )));
+        }
         // The grantee's node honours the grant's end itself: a cached tile of a slide whose
         // grant expired is not shown, whether or not the owner can be reached to say so.
-        // Nor is one shown to a person the owner's rules do not let see it.
         let fed = self.clone();
-        let person = user.cloned();
         let cached = tokio::task::spawn_blocking(move || {
             fed.grant_for(&slide)?;
-            if let Some(person) = &person {
-                let actions = fed.tile_actions(&slide, std::slice::from_ref(&tile))?;
-                fed.decide_for_user(&slide, person, &actions)?;
-            }
             Ok::<_, RemoteError>(fed.cache.get(&tile))
         })
         .await

@@ -223,10 +223,15 @@ async fn frame_bytes(
     tiles: Vec<TileId>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
     if series.origin == Origin::Shared {
-        let slide = series.slide;
+        // One decision for the whole request, however many frames it names.
+        let decided = state
+            .federation
+            .authorize_tiles(series.slide, tiles.clone(), requester.user())
+            .await
+            .map_err(crate::api::tiles::remote_error)?;
         let fetches = tiles
             .into_iter()
-            .map(|tile| state.federation.remote_tile(slide, tile, requester.user()));
+            .map(|tile| state.federation.remote_tile(&decided, tile));
         return futures::future::try_join_all(fetches)
             .await
             .map_err(crate::api::tiles::remote_error);

@@ -118,6 +118,10 @@ pub struct NetworkSection {
     /// code: a site-to-site tunnel's endpoint, or the testnet's link relays.
     #[serde(default)]
     pub peer_addresses: std::collections::BTreeMap<String, Vec<String>>,
+    /// Filler bytes pushed to a member once per new connection, so the connection's
+    /// congestion window has grown before the first tiles travel; 0 turns it off.
+    #[serde(default = "default_warm_up_bytes")]
+    pub warm_up_bytes: u64,
 }
 
 impl Default for NetworkSection {
@@ -126,6 +130,7 @@ impl Default for NetworkSection {
             listen: default_p2p_listen(),
             cache_bytes: default_cache_bytes(),
             peer_addresses: Default::default(),
+            warm_up_bytes: default_warm_up_bytes(),
         }
     }
 }
@@ -139,6 +144,11 @@ fn default_p2p_listen() -> Vec<String> {
 
 fn default_cache_bytes() -> u64 {
     4 << 30
+}
+
+/// About one first screen of tiles, plus headroom.
+fn default_warm_up_bytes() -> u64 {
+    1 << 20
 }
 
 /// Who this node is.
@@ -256,6 +266,10 @@ cache_bytes = {cache}
 # {{ RAE = ["/ip4/10.20.0.2/tcp/7400"] }} through a site-to-site tunnel. Empty: the roster's.
 # `slidemesh serve --peer-address RAE=/ip4/...` overrides it for one run.
 peer_addresses = {peer_addresses}
+# Bytes of filler pushed to each member once per new connection, so the connection's
+# congestion window has grown before the first tiles travel (a fresh QUIC or TCP connection
+# starts at about 12 KB per round trip). Costs this much per connection; 0 turns it off.
+warm_up_bytes = 1048576
 
 [dimse]
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.

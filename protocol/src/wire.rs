@@ -36,6 +36,14 @@ pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/3";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
 /// receipt after each batch; 4: the user who asked; 5: a nonce per request).
 pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/5";
+/// Stream protocol a node uses, once connected to a member, to push a few hundred KiB of
+/// filler the peer reads and acknowledges: the connection's congestion window grows before
+/// the first tiles travel (framing: u64 LE length, the bytes; answer: one byte).
+pub const WARM_UP_PROTOCOL: &str = "/slidemesh/warm-up/1";
+/// Most filler bytes a node accepts on one warm-up stream.
+pub const MAX_WARM_UP_BYTES: u64 = 8 << 20;
+/// The byte that acknowledges a warm-up.
+pub const WARM_UP_DONE: u8 = 0x57;
 /// Kademlia protocol name: private to the federation, so the node never joins a public DHT.
 pub const KAD_PROTOCOL: &str = "/slidemesh/kad/1";
 /// Identify protocol version string.

@@ -352,6 +352,31 @@ fn quic_links_run_through_the_relays_and_obey_delays_and_cuts() {
     );
     assert!(!connections.is_empty());
 
+    // Each new connection was warmed up: Bradford pushed the configured filler (1 MiB by
+    // default) to every peer it is connected to, and each acknowledged all of it.
+    wait_until(Duration::from_secs(30), || {
+        let network: Value =
+            serde_json::from_slice(&get(&format!("{bradford}/api/v1/network"), &[]).body)
+                .unwrap_or_default();
+        let connected = network["network"]["connected"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let warmed = network["network"]["warmed_up"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        !connected.is_empty()
+            && connected.iter().all(|peer| {
+                warmed.iter().any(|w| {
+                    w["peer"] == *peer
+                        && w["bytes"] == 1_048_576
+                        && w["millis"].as_f64().is_some_and(|ms| ms > 0.0)
+                })
+            })
+    })
+    .expect("every connection of Bradford's is warmed up");
+
     // The delay applies to QUIC's datagrams.
     net.command("delay RR8 RAE 300", "link RR8-RAE round trip +300 ms");
     let started = Instant::now();

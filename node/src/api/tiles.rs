@@ -139,6 +139,10 @@ const WHOLE_LEVEL_TILES: usize = 128;
 /// What a viewer asks for next: the tiles around this one on the same level (the whole
 /// level when it is small, else a 7 x 7 window, which holds most of a screen) and the four
 /// under it on the next finer level.
+///
+/// The screen starts with the tile asked for, then goes outwards ring by ring: a batch's
+/// tiles arrive in its order, and the one asked for (and its neighbours, which the viewer
+/// asks for next) should not wait behind the far corner of the level.
 fn prefetch_around(
     view: &SlideView,
     level: usize,
@@ -147,21 +151,26 @@ fn prefetch_around(
 ) -> (Vec<TileId>, Vec<TileId>) {
     const RADIUS: i64 = 3;
     let levels = &view.manifest.levels;
-    let mut screen = Vec::new();
     let mut out = Vec::new();
     let grid = &levels[level];
-    if grid.tiles.len() <= WHOLE_LEVEL_TILES {
-        let this = grid.tile_at(col, row);
-        screen.extend(grid.tiles.iter().filter(|t| Some(**t) != this));
+    let (cols, rows) = (grid.cols() as i64, grid.rows() as i64);
+    let radius = if grid.tiles.len() <= WHOLE_LEVEL_TILES {
+        cols.max(rows)
     } else {
-        for dr in -RADIUS..=RADIUS {
-            for dc in -RADIUS..=RADIUS {
-                let (c, r) = (col as i64 + dc, row as i64 + dr);
-                if (dc, dr) != (0, 0) && c >= 0 && r >= 0 {
-                    screen.extend(grid.tile_at(c as u32, r as u32));
-                }
-            }
+        RADIUS
+    };
+    let mut around: Vec<(i64, u32, u32)> = Vec::new();
+    for r in (row as i64 - radius).max(0)..=(row as i64 + radius).min(rows - 1) {
+        for c in (col as i64 - radius).max(0)..=(col as i64 + radius).min(cols - 1) {
+            let ring = (c - col as i64).abs().max((r - row as i64).abs());
+            around.push((ring, c as u32, r as u32));
         }
+    }
+    around.sort_unstable();
+    let mut screen: Vec<TileId> = Vec::with_capacity(around.len());
+    for (_, c, r) in around {
+        // Identical tiles (blank glass) share an id; the fetch queue keeps one of each.
+        screen.extend(grid.tile_at(c, r));
     }
     if level > 0 {
         let finer = &levels[level - 1];
@@ -193,11 +202,13 @@ async fn send_remote_tile(
     if etag_matches(request, &etag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    let started = std::time::Instant::now();
     let bytes = state
         .federation
         .remote_tile(decided, tile)
         .await
         .map_err(remote_error)?;
+    tracing::debug!(%tile, waited_ms = started.elapsed().as_secs_f64() * 1000.0, "remote tile answered");
     let media_type = view
         .manifest
         .instances

@@ -159,7 +159,10 @@ async fn serve(
     )?;
     let (network, network_task) = Network::start(
         &key,
-        NetConfig { listen: p2p },
+        NetConfig {
+            listen: p2p,
+            warm_up_bytes: config.network.warm_up_bytes,
+        },
         Arc::new(Handlers(federation.clone())),
     )
     .await?;

@@ -715,10 +715,23 @@ impl Federation {
     /// Holds prefetch back while batches someone waits for are in flight (up to
     /// [`PREFETCH_HOLD`]): on a fresh connection the congestion window is small, and the
     /// next zoom level would share it with the screen the viewer is waiting for.
+    /// Batches still gathering count too: the viewer's own request usually arrives in the
+    /// same millisecond as the prefetch it caused, and must not go out behind it.
     async fn wait_for_quiet_link(&self) {
         let deadline = tokio::time::Instant::now() + PREFETCH_HOLD;
         loop {
             let notified = self.remote.demanded_done.notified();
+            let gathering = lock(&self.remote.queued)
+                .keys()
+                .any(|(_, demanded, _)| *demanded);
+            if gathering {
+                // A gathering batch takes its slot within BATCH_WINDOW; look again then.
+                tokio::time::sleep(BATCH_WINDOW).await;
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                continue;
+            }
             if self.remote.permits.available_permits() == MAX_IN_FLIGHT {
                 return;
             }

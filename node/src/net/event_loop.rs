@@ -44,6 +44,10 @@ pub(crate) struct EventLoop {
     /// Open connections and the address at the other end (shows QUIC or TCP, direct or
     /// through a relay, for operators).
     connections: HashMap<libp2p::swarm::ConnectionId, (PeerId, Multiaddr)>,
+    /// Opens warm-up streams on new connections ([`super::warmup`]).
+    streams: libp2p_stream::Control,
+    warm_up_bytes: u64,
+    warm_ups: super::warmup::WarmUps,
 }
 
 impl EventLoop {
@@ -88,6 +92,9 @@ impl EventLoop {
                 topic,
                 listening: Vec::new(),
                 connections: HashMap::new(),
+                streams: streams.clone(),
+                warm_up_bytes: config.warm_up_bytes,
+                warm_ups: Default::default(),
             },
             streams,
             local,
@@ -248,6 +255,8 @@ impl EventLoop {
                         .map(|p| p.to_string())
                         .collect(),
                     members: self.members.len(),
+                    warmed_up: self.warm_ups.list(),
+                    warm_ups_done: self.warm_ups.done(),
                 });
             }
             Command::Shutdown => {}
@@ -271,15 +280,27 @@ impl EventLoop {
                     connection_id,
                     (peer_id, endpoint.get_remote_address().clone()),
                 );
+                // Only members get this far (the gate refuses anyone else). Every new
+                // connection is warmed: when both sides dial at once, the one kept may be
+                // the second.
+                if self.warm_up_bytes > 0 {
+                    let (warm_ups, streams) = (self.warm_ups.clone(), self.streams.clone());
+                    let bytes = self.warm_up_bytes;
+                    tokio::spawn(async move { warm_ups.push(streams, peer_id, bytes).await });
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 cause,
                 connection_id,
+                num_established,
                 ..
             } => {
                 debug!(peer = %peer_id, cause = ?cause, "connection closed");
                 self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.warm_ups.forget(&peer_id);
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 peer_id,

@@ -8,6 +8,8 @@
 //! - [`event_loop`]: the only owner of the swarm.
 //! - [`codec`]: the length-prefixed postcard codec of the control protocol.
 //! - [`tiles`]: the tile stream protocol, server loop and verified batch fetch.
+//! - [`warmup`]: filler pushed once per new member connection, so tiles do not wait out
+//!   the congestion window's slow start.
 //!
 //! What the node *does* with inbound requests is not here: the event loop hands them to an
 //! [`Inbound`] implementation (the node's federation services) and sends back its answer.
@@ -18,6 +20,7 @@ pub mod codec;
 pub mod event_loop;
 pub mod identity;
 pub mod tiles;
+pub mod warmup;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -70,6 +73,8 @@ pub enum NetError {
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
+    /// Filler bytes pushed to each member on a new connection ([`warmup`]); 0: none.
+    pub warm_up_bytes: u64,
 }
 
 /// Commands to the event loop. Each that expects an answer carries a oneshot for it.
@@ -114,6 +119,10 @@ pub struct NetStatus {
     /// mesh): roster versions and revocations reach the others through them.
     pub announce_mesh: Vec<String>,
     pub members: usize,
+    /// Connections whose warm-up finished, with the time it took.
+    pub warmed_up: Vec<warmup::WarmedUp>,
+    /// Warm-ups finished since the node started.
+    pub warm_ups_done: u64,
 }
 
 /// A cloneable handle to the network task.
@@ -136,6 +145,7 @@ impl Network {
         let (event_loop, streams, local) =
             event_loop::EventLoop::new(key, &config, receiver, inbound.clone())?;
         tokio::spawn(tiles::serve(streams.clone(), inbound));
+        tokio::spawn(warmup::serve(streams.clone()));
         let task = tokio::spawn(event_loop.run());
         Ok((
             Network {

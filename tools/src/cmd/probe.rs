@@ -185,6 +185,8 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             &key,
             NetConfig {
                 listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+                // A probe asks a few requests and leaves.
+                warm_up_bytes: 0,
             },
             Arc::new(Silent),
         )

@@ -48,6 +48,10 @@ pub struct FederationBench {
     /// Connect the nodes over TCP (Noise, Yamux) only, instead of QUIC first
     #[arg(long)]
     tcp: bool,
+    /// Turn off the nodes' connection warm-up (`warm_up_bytes = 0`): each first screen
+    /// then starts on a connection still in slow start
+    #[arg(long)]
+    no_warm_up: bool,
     /// Path of the sendme binary [default: sendme on PATH, else
     /// /var/cache/slidemesh-bench/bin/sendme]
     #[arg(long)]
@@ -97,6 +101,17 @@ pub fn run(args: FederationBench) -> Result<()> {
     };
     init_member(&bin, &owner)?;
     init_member(&bin, &grantee)?;
+    if args.no_warm_up {
+        for member in [&owner, &grantee] {
+            let path = member.data.join("config.toml");
+            let config = std::fs::read_to_string(&path)?;
+            let edited = config.replace("warm_up_bytes = 1048576", "warm_up_bytes = 0");
+            if edited == config {
+                bail!("{} has no default warm_up_bytes line", path.display());
+            }
+            std::fs::write(&path, edited)?;
+        }
+    }
     status(slidemesh(&bin, &owner.data).arg("ingest").arg(&slide_dir))?;
     let slide = first_slide(&bin, &owner.data)?.context("the owner holds the slide")?;
     // With a delay, each node is reachable only through a relay that adds half the round
@@ -239,8 +254,18 @@ pub fn run(args: FederationBench) -> Result<()> {
         .unwrap_or_default();
     let mut screens = Vec::new();
     let mut warm_screens = Vec::new();
+    let owner_base = format!("http://{}", owner.http);
     for _ in 0..args.screens {
+        let warm_ups = warm_ups_done(&owner_base)?;
         grantee_node = restart_empty(&bin, &grantee, grantee_node, &base)?;
+        if !args.no_warm_up {
+            // As while a user works: the owner's node warmed the new connection up when
+            // the grantee's node came back, before anyone opened a slide.
+            wait_for(Duration::from_secs(30), || {
+                warm_ups_done(&owner_base).is_ok_and(|n| n > warm_ups)
+            })
+            .context("the owner did not warm the new connection up")?;
+        }
         let started = Instant::now();
         get_json(&format!("{base}/api/v1/slides/{slide}"))?;
         let detail_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -267,7 +292,12 @@ pub fn run(args: FederationBench) -> Result<()> {
     warm_screens.sort_by(f64::total_cmp);
     let p = |v: &[f64], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
 
-    let transport = if args.tcp { "TCP" } else { "QUIC" };
+    let transport = match (args.tcp, args.no_warm_up) {
+        (true, false) => "TCP, connections warmed up",
+        (true, true) => "TCP, no warm-up",
+        (false, false) => "QUIC, connections warmed up",
+        (false, true) => "QUIC, no warm-up",
+    };
     let delay = if args.delay_ms > 0 {
         format!(
             "{transport}, {} ms round trip added (delay relays)",
@@ -336,6 +366,13 @@ fn restart_empty(bin: &Path, grantee: &MemberSpec, node: Server, base: &str) -> 
     })
     .context("the grantee did not reconnect to the owner")?;
     Ok(node)
+}
+
+/// Warm-ups a node finished since it started.
+fn warm_ups_done(base: &str) -> Result<u64> {
+    get_json(&format!("{base}/api/v1/network"))?["network"]["warm_ups_done"]
+        .as_u64()
+        .context("the network status has no warm_ups_done")
 }
 
 /// Flushes dirty pages left by the previous run, so that run's writeback does not land

@@ -66,6 +66,37 @@ fn shared_slide_is_viewed_remotely_and_consent_is_enforced() {
     assert_eq!(detail["owner"], "RR8");
     let paths = tile_paths(owner, &slide);
     assert!(paths.len() > 20);
+
+    // Naming a screen's region (as the web viewer does when it zooms or pans) fetches its
+    // tiles into the grantee's cache before any of them is asked for.
+    let cached = |node: &Node| {
+        node.get_json("/api/v1/network")["cache"]["tiles"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = cached(grantee);
+    let json = [("content-type", "application/json")];
+    let wanted = format!("/api/v1/slides/{slide}/levels/0/wanted");
+    let named = grantee.post(&wanted, &json, br#"{"cols":[0,1],"rows":[0,1]}"#);
+    assert_eq!(
+        named.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&named.body)
+    );
+    wait_until(Duration::from_secs(20), || cached(grantee) >= before + 4)
+        .expect("the named region's four tiles are fetched and cached");
+    // A region outside the level is refused; the owner has nothing to fetch for its own.
+    let outside = grantee.post(&wanted, &json, br#"{"cols":[9999,9999],"rows":[0,0]}"#);
+    assert_eq!(outside.status, 400);
+    let backwards = grantee.post(&wanted, &json, br#"{"cols":[1,0],"rows":[0,0]}"#);
+    assert_eq!(backwards.status, 400);
+    assert_eq!(
+        owner
+            .post(&wanted, &json, br#"{"cols":[0,0],"rows":[0,0]}"#)
+            .status,
+        202
+    );
     // The unrelated member going down changes nothing for the viewer.
     fed.nodes[2].stop();
     let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);

@@ -271,6 +271,10 @@ pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
             "/api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}",
             get(tiles::level_tile),
         )
+        .route(
+            "/api/v1/slides/{slide_id}/levels/{level}/wanted",
+            axum::routing::post(tiles::wanted),
+        )
         .route("/api/v1/tiles/{tile_id}", get(tiles::by_id))
         .route("/api/{*rest}", get(api_not_found))
         .nest(dicomweb::urls::PREFIX, dicomweb::routes())

@@ -95,6 +95,79 @@ pub async fn level_tile(
     .await
 }
 
+/// The part of a level a viewer is about to show: columns and rows, both inclusive.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WantedRegion {
+    pub cols: [u32; 2],
+    pub rows: [u32; 2],
+}
+
+/// Most tiles one `wanted` call may name (a 4K screen of 256 px tiles is about 150).
+const MAX_WANTED_TILES: u64 = 1024;
+
+/// `POST .../levels/{level}/wanted`: the viewer names the tiles of the screen it is moving
+/// to, before it asks for them one by one. For a shared slide the node fetches them all in
+/// one batch now (one round trip to the owner, instead of one per wave of the browser's six
+/// connections); for this trust's own slides there is nothing to do. Answers 202 with the
+/// number of tiles named, at once: the tiles themselves come through the tile endpoint.
+pub async fn wanted(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Path((slide_id, level)): Path<(String, String)>,
+    axum::Json(region): axum::Json<WantedRegion>,
+) -> Result<Response, ApiError> {
+    let id: SlideId = parse_id("slide id", &slide_id)?;
+    let level: usize = parse_id("level", &level)?;
+    let view = load_slide(&state, id).await?;
+    let grid = view.manifest.levels.get(level).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "slide {id} has {} levels; no level {level}",
+            view.manifest.levels.len()
+        ))
+    })?;
+    let [c0, c1] = region.cols;
+    let [r0, r1] = region.rows;
+    if c0 > c1 || r0 > r1 || c0 >= grid.cols() || r0 >= grid.rows() {
+        return Err(ApiError::bad_request(format!(
+            "columns {c0}..={c1} and rows {r0}..={r1} are not a region of level {level} ({} x {} tiles)",
+            grid.cols(),
+            grid.rows()
+        )));
+    }
+    let (c1, r1) = (c1.min(grid.cols() - 1), r1.min(grid.rows() - 1));
+    let count = (c1 - c0 + 1) as u64 * (r1 - r0 + 1) as u64;
+    if count > MAX_WANTED_TILES {
+        return Err(ApiError::bad_request(format!(
+            "{count} tiles named; at most {MAX_WANTED_TILES} at once"
+        )));
+    }
+    if view.summary.origin == Origin::Shared {
+        // From the middle outwards: the middle of the screen is what the eye goes to.
+        let (mid_c, mid_r) = ((c0 + c1) / 2, (r0 + r1) / 2);
+        let mut cells: Vec<(u32, u32, u32)> = (r0..=r1)
+            .flat_map(|r| (c0..=c1).map(move |c| (c.abs_diff(mid_c).max(r.abs_diff(mid_r)), c, r)))
+            .collect();
+        cells.sort_unstable();
+        let tiles: Vec<TileId> = cells
+            .into_iter()
+            .filter_map(|(_, c, r)| grid.tile_at(c, r))
+            .collect();
+        // Nothing is fetched for a person the owner's rules refuse.
+        state
+            .federation
+            .authorize_tiles(id, tiles.clone(), requester.user())
+            .await
+            .map_err(remote_error)?;
+        state
+            .federation
+            .prefetch(id, &tiles, true, requester.user());
+    }
+    let mut response = axum::Json(serde_json::json!({ "tiles": count })).into_response();
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
 /// `thumbnail`, `label` or `overview`: the image's first frame. (Tiled associated images
 /// would need stitching, which needs a decoder; scanners write these as single frames.)
 pub async fn associated(

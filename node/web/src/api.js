@@ -47,6 +47,20 @@ export function tileUrl(slideId, level, col, row) {
   return `/api/v1/slides/${encodeURIComponent(slideId)}/levels/${level}/tiles/${col}/${row}`;
 }
 
+/**
+ * Tells the node which tiles of a level the viewer is about to show ({ cols: [first, last],
+ * rows: [first, last] }), so a shared slide's tiles come from the owner in one batch. Best
+ * effort: a failure only means the tiles come one request at a time.
+ */
+export function postWanted(slideId, level, region) {
+  const url = `/api/v1/slides/${encodeURIComponent(slideId)}/levels/${level}/wanted`;
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(region),
+  }).catch(() => undefined);
+}
+
 /** The viewer page of a slide (served by the node as index.html; see app.js). */
 export function viewerPath(slideId) {
   return `/view/${encodeURIComponent(slideId)}`;

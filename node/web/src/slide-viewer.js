@@ -2,10 +2,10 @@
 // over one slide's tiles, the side panel with the slide's metadata and label/overview images, the
 // scale bar, and the tile statistics that the browser test reads (window.slidemeshStats).
 
-import { ApiError, getAccessHistory, getSlide } from './api.js';
+import { ApiError, getAccessHistory, getSlide, postWanted } from './api.js';
 import { h, metaRows, notice } from './dom.js';
 import { formatAcquired, formatBytes, formatCount, formatDimensions, formatSpacing, slideTitle } from './format.js';
-import { createTileSource, pyramidLevels } from './tile-source.js';
+import { createTileSource, pyramidLevels, wantedRegion } from './tile-source.js';
 
 /** How the API's `origin` values read to a person; unknown values are shown as sent. */
 const ORIGINS = {
@@ -230,6 +230,8 @@ export async function renderViewer(root, slideId, nodePromise) {
     osdHost.replaceWith(notice('error', 'The viewer could not open this slide.', String(event.message ?? '')));
   });
 
+  if (slide.origin === 'shared') announceWantedTiles(viewer, slide);
+
   const mmPerPixel = spacingMm(slide);
   if (mmPerPixel) {
     const update = () => updateScaleBar(viewer, scaleBar, mmPerPixel);
@@ -237,4 +239,35 @@ export async function renderViewer(root, slideId, nodePromise) {
     viewer.addHandler('animation', update);
     viewer.addHandler('resize', update);
   }
+}
+
+/**
+ * For a shared slide, tells the node which tiles the screen the viewer is moving to will need
+ * (the target of the zoom or pan, not the frames in between), so the node fetches them from the
+ * owner in one batch rather than as the browser asks for them six at a time.
+ */
+function announceWantedTiles(viewer, slide) {
+  let timer;
+  let last = '';
+  const announce = () => {
+    const image = viewer.world.getItemAt(0);
+    if (!image) return;
+    // `false`: where the animation is going, not where it is now.
+    const bounds = image.viewportToImageRectangle(viewer.viewport.getBounds(false));
+    const zoom = image.viewportToImageZoom(viewer.viewport.getZoom(false)) * (window.devicePixelRatio || 1);
+    const region = wantedRegion(slide, bounds, zoom);
+    if (!region) return;
+    const key = JSON.stringify(region);
+    if (key === last) return;
+    last = key;
+    postWanted(slide.slide_id, region.level, { cols: region.cols, rows: region.rows });
+  };
+  const soon = () => {
+    clearTimeout(timer);
+    timer = setTimeout(announce, 30);
+  };
+  viewer.addHandler('open', announce);
+  viewer.addHandler('zoom', soon);
+  viewer.addHandler('pan', soon);
+  viewer.addHandler('resize', soon);
 }

@@ -27,6 +27,35 @@ function grid(level) {
 }
 
 /**
+ * The tiles of the level a viewer needs to show `imageRect` (full-resolution pixels) sharply
+ * at `zoom` screen pixels per full-resolution pixel: the coarsest level with at least one
+ * level pixel per screen pixel, and the columns and rows it covers. `null` if none applies.
+ */
+export function wantedRegion(slide, imageRect, zoom) {
+  const levels = pyramidLevels(slide);
+  if (levels.length === 0 || !(zoom > 0)) return null;
+  const full = levels[0];
+  // Largest first: the last level still at least as fine as the screen.
+  let level = levels[0];
+  for (const candidate of levels) {
+    if (candidate.width / full.width >= zoom) level = candidate;
+  }
+  const scale = level.width / full.width;
+  const { cols, rows } = grid(level);
+  const clamp = (v, n) => Math.min(Math.max(v, 0), n - 1);
+  const x0 = Math.max(imageRect.x, 0) * scale;
+  const y0 = Math.max(imageRect.y, 0) * (level.height / full.height);
+  const x1 = (imageRect.x + imageRect.width) * scale;
+  const y1 = (imageRect.y + imageRect.height) * (level.height / full.height);
+  if (x1 <= 0 || y1 <= 0 || x0 >= level.width || y0 >= level.height) return null;
+  return {
+    level: level.index,
+    cols: [clamp(Math.floor(x0 / level.tile_width), cols), clamp(Math.floor((x1 - 1) / level.tile_width), cols)],
+    rows: [clamp(Math.floor(y0 / level.tile_height), rows), clamp(Math.floor((y1 - 1) / level.tile_height), rows)],
+  };
+}
+
+/**
  * Build the TileSource. `OSD` is the OpenSeadragon namespace (passed in so this module has no
  * global dependency). The returned source also has `dicomLevel(osdLevel)` for statistics.
  */

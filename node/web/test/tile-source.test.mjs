@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTileSource, pyramidLevels } from '../src/tile-source.js';
+import { createTileSource, pyramidLevels, wantedRegion } from '../src/tile-source.js';
 
 // Just enough of OpenSeadragon: the real TileSource copies the options (our overrides) onto itself.
 const OSD = {
@@ -88,4 +88,19 @@ test('getTileAtPoint finds the tile whose bounds contain the point', () => {
       assert.ok(y >= b.y - EPS && y <= b.y + b.height + EPS, `y=${y} in tile ${tile.y} of level ${osdLevel}`);
     }
   }
+});
+
+test('the wanted region is the coarsest level at least as fine as the screen, clamped', () => {
+  // Zoom 0.25 screen px per full-resolution px: level 1 (10000 px wide, scale 0.25) is the
+  // coarsest that is still sharp. The rectangle 0..8000 x 4000..12000 in full pixels is
+  // 0..2000 x 1000..3000 at level 1: columns 0..7, rows 3..11 of 256 px tiles.
+  assert.deepEqual(wantedRegion(SLIDE, { x: 0, y: 4000, width: 8000, height: 8000 }, 0.25),
+    { level: 1, cols: [0, 7], rows: [3, 11] });
+  // Zoomed out beyond the coarsest level: that level, the whole of it.
+  assert.deepEqual(wantedRegion(SLIDE, { x: -5000, y: -5000, width: 60000, height: 50000 }, 0.001),
+    { level: 3, cols: [0, 2], rows: [0, 1] });
+  // Magnified past full resolution: level 0.
+  assert.equal(wantedRegion(SLIDE, { x: 100, y: 100, width: 500, height: 300 }, 2).level, 0);
+  // Nothing of the image on screen.
+  assert.equal(wantedRegion(SLIDE, { x: 50000, y: 0, width: 100, height: 100 }, 1), null);
 });

@@ -48,10 +48,16 @@ pub struct FederationBench {
     /// Connect the nodes over TCP (Noise, Yamux) only, instead of QUIC first
     #[arg(long)]
     tcp: bool,
-    /// Turn off the nodes' connection warm-up (`warm_up_bytes = 0`): each first screen
-    /// then starts on a connection still in slow start
+    /// The nodes' connection warm-up, in bytes (config `network.warm_up_bytes`; default
+    /// the nodes' own, 1 MiB); 0 turns it off, and each first screen then starts on a
+    /// connection still in slow start
     #[arg(long)]
-    no_warm_up: bool,
+    warm_up_bytes: Option<u64>,
+    /// Ask for each screen's tiles one by one only, without first naming the screen's
+    /// region (`POST .../wanted`), which the web viewer does when it opens a slide or
+    /// zooms and pans
+    #[arg(long)]
+    no_wanted: bool,
     /// Path of the sendme binary [default: sendme on PATH, else
     /// /var/cache/slidemesh-bench/bin/sendme]
     #[arg(long)]
@@ -101,11 +107,14 @@ pub fn run(args: FederationBench) -> Result<()> {
     };
     init_member(&bin, &owner)?;
     init_member(&bin, &grantee)?;
-    if args.no_warm_up {
+    if let Some(bytes) = args.warm_up_bytes {
         for member in [&owner, &grantee] {
             let path = member.data.join("config.toml");
             let config = std::fs::read_to_string(&path)?;
-            let edited = config.replace("warm_up_bytes = 1048576", "warm_up_bytes = 0");
+            let edited = config.replace(
+                "warm_up_bytes = 1048576",
+                &format!("warm_up_bytes = {bytes}"),
+            );
             if edited == config {
                 bail!("{} has no default warm_up_bytes line", path.display());
             }
@@ -217,6 +226,12 @@ pub fn run(args: FederationBench) -> Result<()> {
         level["index"].as_u64().unwrap_or(0),
         level["cols"].as_u64().unwrap_or(1),
     );
+    // The region the web viewer names before asking for tiles: the rows the 40 tiles span.
+    let first_region = format!(
+        "{base}/api/v1/slides/{slide}/levels/{li}/wanted|{{\"cols\":[0,{}],\"rows\":[0,{}]}}",
+        cols.min(40) - 1,
+        39 / cols
+    );
     let viewport: Vec<String> = (0..40)
         .map(|i| {
             format!(
@@ -233,6 +248,7 @@ pub fn run(args: FederationBench) -> Result<()> {
         .iter()
         .find(|l| l["index"].as_u64() == Some(li.saturating_sub(2)))
         .filter(|_| li >= 2);
+    let mut deep_region = String::new();
     let deep_viewport: Vec<String> = deep
         .map(|l| {
             let (di, dc, dr) = (
@@ -241,6 +257,11 @@ pub fn run(args: FederationBench) -> Result<()> {
                 l["rows"].as_u64().unwrap_or(1),
             );
             let (c0, r0) = ((dc / 2).saturating_sub(4), (dr / 2).saturating_sub(2));
+            deep_region = format!(
+                "{base}/api/v1/slides/{slide}/levels/{di}/wanted|{{\"cols\":[{c0},{}],\"rows\":[{r0},{}]}}",
+                (c0 + 7).min(dc - 1),
+                (r0 + 4).min(dr - 1)
+            );
             (0..40)
                 .map(|i| {
                     format!(
@@ -255,10 +276,11 @@ pub fn run(args: FederationBench) -> Result<()> {
     let mut screens = Vec::new();
     let mut warm_screens = Vec::new();
     let owner_base = format!("http://{}", owner.http);
+    let warm_up = args.warm_up_bytes != Some(0);
     for _ in 0..args.screens {
         let warm_ups = warm_ups_done(&owner_base)?;
         grantee_node = restart_empty(&bin, &grantee, grantee_node, &base)?;
-        if !args.no_warm_up {
+        if warm_up {
             // As while a user works: the owner's node warmed the new connection up when
             // the grantee's node came back, before anyone opened a slide.
             wait_for(Duration::from_secs(30), || {
@@ -269,6 +291,9 @@ pub fn run(args: FederationBench) -> Result<()> {
         let started = Instant::now();
         get_json(&format!("{base}/api/v1/slides/{slide}"))?;
         let detail_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if !args.no_wanted {
+            post_wanted(&first_region)?;
+        }
         fetch_parallel(&viewport, 6)?;
         screens.push(started.elapsed().as_secs_f64() * 1000.0);
         let mut warm = String::new();
@@ -276,6 +301,9 @@ pub fn run(args: FederationBench) -> Result<()> {
             // The user looks at the first screen for a moment; prefetch settles.
             std::thread::sleep(Duration::from_secs(1));
             let started = Instant::now();
+            if !args.no_wanted {
+                post_wanted(&deep_region)?;
+            }
             fetch_parallel(&deep_viewport, 6)?;
             warm_screens.push(started.elapsed().as_secs_f64() * 1000.0);
             warm = format!(
@@ -292,12 +320,20 @@ pub fn run(args: FederationBench) -> Result<()> {
     warm_screens.sort_by(f64::total_cmp);
     let p = |v: &[f64], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
 
-    let transport = match (args.tcp, args.no_warm_up) {
-        (true, false) => "TCP, connections warmed up",
-        (true, true) => "TCP, no warm-up",
-        (false, false) => "QUIC, connections warmed up",
-        (false, true) => "QUIC, no warm-up",
-    };
+    let transport = format!(
+        "{}{}, {}",
+        if args.tcp { "TCP" } else { "QUIC" },
+        if args.no_wanted {
+            ", tiles asked for one by one"
+        } else {
+            ", each screen's region named first"
+        },
+        match args.warm_up_bytes {
+            Some(0) => "no warm-up".to_string(),
+            Some(bytes) => format!("connections warmed up with {bytes} bytes"),
+            None => "connections warmed up (node default)".to_string(),
+        }
+    );
     let delay = if args.delay_ms > 0 {
         format!(
             "{transport}, {} ms round trip added (delay relays)",
@@ -366,6 +402,19 @@ fn restart_empty(bin: &Path, grantee: &MemberSpec, node: Server, base: &str) -> 
     })
     .context("the grantee did not reconnect to the owner")?;
     Ok(node)
+}
+
+/// Names a screen's region to the node, as the web viewer does (`url|json body`).
+fn post_wanted(target: &str) -> Result<()> {
+    let (url, body) = target.split_once('|').context("wanted target")?;
+    let answer = ureq::post(url)
+        .set("Content-Type", "application/json")
+        .send_string(body);
+    match answer {
+        Ok(r) if r.status() == 202 => Ok(()),
+        Ok(r) => bail!("{url} answered {}", r.status()),
+        Err(e) => Err(e).context(url.to_string()),
+    }
 }
 
 /// Warm-ups a node finished since it started.

@@ -115,8 +115,16 @@ fn shared_slide_is_viewed_remotely_and_consent_is_enforced() {
         );
     }
     let status = grantee.get_json("/api/v1/network");
-    assert!(
-        status["cache"]["tiles"].as_u64().unwrap() >= paths.len() as u64 / 2,
+    let cached_tiles = status["cache"]["tiles"].as_u64().unwrap();
+    assert!(cached_tiles >= paths.len() as u64 / 2, "{status}");
+    // The cache survives a restart of the grantee's node, every tile of it.
+    fed.nodes[1].stop();
+    fed.nodes[1].serve();
+    let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
+    let status = grantee.get_json("/api/v1/network");
+    assert_eq!(
+        status["cache"]["tiles"].as_u64().unwrap(),
+        cached_tiles,
         "{status}"
     );
 

@@ -187,7 +187,7 @@ async fn serve(
         config.node.trust.clone(),
         config.node.trust_name.clone(),
         node_key,
-        federation,
+        federation.clone(),
     );
     state.incoming = Some(incoming.clone());
     state.users = config.users.clone();
@@ -224,6 +224,10 @@ async fn serve(
     background.abort();
     network.shutdown().await;
     let _ = network_task.await;
+    // Batches cached since the last durable commit survive the restart.
+    if let Err(e) = federation.cache.flush() {
+        tracing::warn!(error = %e, "tile cache not flushed");
+    }
     let _ = std::fs::remove_file(&info_path);
     info!("stopped");
     result

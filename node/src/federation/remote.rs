@@ -622,10 +622,10 @@ impl Federation {
                 if !got.is_empty() {
                     let fed = self.clone();
                     let got = tokio::task::spawn_blocking(move || {
-                        for (tile, bytes) in &got {
-                            if let Err(e) = fed.cache.put(tile, bytes) {
-                                warn!(%tile, error = %e, "cannot cache tile");
-                            }
+                        let batch: Vec<(TileId, &[u8])> =
+                            got.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+                        if let Err(e) = fed.cache.put_many(&batch) {
+                            warn!(tiles = batch.len(), error = %e, "cannot cache tiles");
                         }
                         got
                     })

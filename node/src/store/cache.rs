@@ -1,33 +1,61 @@
 //! The on-disk cache of tiles fetched from peers: bounded in bytes, least recently used
 //! out first, kept across restarts.
 //!
-//! One file per tile under `cache/ab/<hex id>`, written beside its final name and renamed
-//! into place, so a crash leaves a whole file or none. Files are not fsynced: the cache is
-//! only a copy, and every read is hashed against the tile id, so a torn or rotten file is
-//! dropped and refetched, never served. Recency survives a restart through file mtimes
-//! (a hit touches the file).
+//! One redb file, `cache/tiles.redb`: the tiles' bytes by id, and beside them each tile's
+//! last-use stamp and length, so opening the cache rebuilds its recency order without
+//! reading any tile. A batch of fetched tiles is one write transaction (one file and one
+//! commit per batch, not one file per tile: creating ~20,000 small files was what bound a
+//! whole-slide copy). Most commits are not fsynced (redb's `Durability::None`): the cache
+//! is only a copy, so a crash may lose the last few batches, which are fetched again, but
+//! never leaves a torn tile; every read is hashed against the tile id all the same, and
+//! every `DURABLE_EVERY`th commit, and the last one on shutdown, is durable.
+//!
+//! Recency: a hit moves the tile to the back of the in-memory order at once; its new stamp
+//! reaches the file with the next write, so a restart keeps the order as of then.
+//!
+//! The one-file-per-tile layout of earlier versions (`cache/ab/<hex id>`) is removed when
+//! found; its tiles are fetched again when next needed.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::LruCache;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use slidemesh_protocol::TileId;
-use tracing::warn;
+use tracing::{info, warn};
+
+/// Tile id -> the tile's bytes.
+const TILES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tiles");
+/// Tile id -> (last-use stamp, length in bytes).
+const USES: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("uses");
+/// The cache's file inside the cache directory.
+const FILE: &str = "tiles.redb";
+/// One commit in this many is durable (fsynced). redb reuses the pages a non-durable
+/// commit frees only after a durable one, so they cannot all be non-durable.
+const DURABLE_EVERY: u64 = 16;
 
 /// A bounded, persistent tile cache.
 pub struct TileCache {
-    dir: PathBuf,
+    db: Database,
     capacity: u64,
     inner: Mutex<Inner>,
+    /// Serialises writers, so the in-memory index and the file change in the same order.
+    writer: Mutex<()>,
+    commits: AtomicU64,
 }
 
 struct Inner {
-    /// Tile -> file size, most recently used last out.
+    /// Tile -> length, most recently used last out.
     entries: LruCache<TileId, u64>,
     bytes: u64,
+    /// The next use stamp (grows with every put and hit).
+    stamp: u64,
+    /// Hits since the last write: tile -> its new stamp.
+    touched: HashMap<TileId, u64>,
 }
 
 /// Cache occupancy, for the node's status endpoint.
@@ -38,51 +66,74 @@ pub struct CacheStats {
     pub capacity: u64,
 }
 
+fn redb_error(what: &str, e: impl Into<redb::Error>) -> io::Error {
+    io::Error::other(format!("tile cache: {what}: {}", e.into()))
+}
+
 impl TileCache {
     /// Opens (creating if needed) the cache in `dir`, indexing what an earlier run left,
-    /// oldest first, and trimming it to `capacity` bytes.
+    /// oldest first, and trimming it to `capacity` bytes. A cache file redb cannot open is
+    /// replaced by an empty one (it holds only copies).
     pub fn open(dir: &Path, capacity: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let mut found: Vec<(SystemTime, TileId, u64)> = Vec::new();
-        for shard in fs::read_dir(dir)? {
-            let shard = shard?;
-            if !shard.file_type()?.is_dir() {
-                continue;
+        remove_old_layout(dir);
+        let path = dir.join(FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(io::Error::other(format!(
+                    "tile cache {} is in use by another process",
+                    path.display()
+                )));
             }
-            for file in fs::read_dir(shard.path())? {
-                let file = file?;
-                let name = file.file_name();
-                let name = name.to_string_lossy();
-                match name.parse::<TileId>() {
-                    Ok(id) => {
-                        let meta = file.metadata()?;
-                        let when = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                        found.push((when, id, meta.len()));
-                    }
-                    // A write that never reached its rename.
-                    Err(_) => {
-                        let _ = fs::remove_file(file.path());
-                    }
-                }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "tile cache unreadable; starting an empty one");
+                fs::remove_file(&path)?;
+                Database::create(&path).map_err(|e| redb_error("create", e))?
             }
-        }
-        found.sort_by_key(|(when, _, _)| *when);
-        let cache = Self {
-            dir: dir.to_path_buf(),
-            capacity,
-            inner: Mutex::new(Inner {
-                entries: LruCache::unbounded(),
-                bytes: 0,
-            }),
         };
         {
-            let mut inner = cache.lock();
-            for (_, id, len) in found {
-                inner.entries.push(id, len);
-                inner.bytes += len;
-            }
-            cache.evict(&mut inner);
+            let tx = db.begin_write().map_err(|e| redb_error("begin", e))?;
+            tx.open_table(TILES)
+                .map_err(|e| redb_error("open tiles", e))?;
+            tx.open_table(USES)
+                .map_err(|e| redb_error("open uses", e))?;
+            tx.commit().map_err(|e| redb_error("commit", e))?;
         }
+        let mut found: Vec<(u64, TileId, u64)> = Vec::new();
+        {
+            let tx = db.begin_read().map_err(|e| redb_error("begin read", e))?;
+            let uses = tx
+                .open_table(USES)
+                .map_err(|e| redb_error("open uses", e))?;
+            for row in uses.iter().map_err(|e| redb_error("read uses", e))? {
+                let (id, value) = row.map_err(|e| redb_error("read uses", e))?;
+                let (stamp, len) = value.value();
+                found.push((stamp, TileId::from_bytes(*id.value()), len));
+            }
+        }
+        found.sort_unstable_by_key(|(stamp, _, _)| *stamp);
+        let mut entries = LruCache::unbounded();
+        let mut bytes = 0;
+        let stamp = found.last().map_or(0, |(s, _, _)| s + 1);
+        for (_, id, len) in found {
+            entries.push(id, len);
+            bytes += len;
+        }
+        let cache = Self {
+            db,
+            capacity,
+            inner: Mutex::new(Inner {
+                entries,
+                bytes,
+                stamp,
+                touched: HashMap::new(),
+            }),
+            writer: Mutex::new(()),
+            commits: AtomicU64::new(0),
+        };
+        // Trims a cache that outgrew a smaller capacity.
+        cache.put_many(&[])?;
         Ok(cache)
     }
 
@@ -91,29 +142,35 @@ impl TileCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn path(&self, id: &TileId) -> PathBuf {
-        let hex = id.to_hex();
-        self.dir.join(&hex[..2]).join(hex)
-    }
-
     /// The tile's bytes if cached and intact.
     pub fn get(&self, id: &TileId) -> Option<Vec<u8>> {
-        self.lock().entries.get(id)?;
-        let path = self.path(id);
-        match fs::read(&path) {
-            Ok(bytes) if TileId::of(&bytes) == *id => {
-                if let Ok(file) = fs::File::options().write(true).open(&path) {
-                    let _ = file.set_modified(SystemTime::now());
+        if !self.contains(id) {
+            return None;
+        }
+        let read = || -> Result<Option<Vec<u8>>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let tiles = tx.open_table(TILES)?;
+            Ok(tiles.get(id.as_bytes())?.map(|v| v.value().to_vec()))
+        };
+        match read() {
+            Ok(Some(bytes)) if TileId::of(&bytes) == *id => {
+                let mut inner = self.lock();
+                if inner.entries.get(id).is_some() {
+                    let stamp = inner.stamp;
+                    inner.stamp += 1;
+                    inner.touched.insert(*id, stamp);
                 }
                 Some(bytes)
             }
-            Ok(_) => {
+            // Written by a batch still committing: not there yet, so not a loss.
+            Ok(None) => None,
+            Ok(Some(_)) => {
                 warn!(tile = %id, "cached tile does not match its id; dropping it");
                 self.remove(id);
                 None
             }
-            Err(_) => {
-                self.remove(id);
+            Err(e) => {
+                warn!(tile = %id, error = %e, "cannot read a cached tile");
                 None
             }
         }
@@ -125,38 +182,114 @@ impl TileCache {
 
     /// Stores a tile the caller has verified against its id.
     pub fn put(&self, id: &TileId, bytes: &[u8]) -> io::Result<()> {
-        if self.contains(id) || bytes.len() as u64 > self.capacity {
+        self.put_many(&[(*id, bytes)])
+    }
+
+    /// Stores tiles the caller has verified, in one transaction, evicting the least
+    /// recently used as needed; also records the hits since the last write.
+    pub fn put_many(&self, tiles: &[(TileId, &[u8])]) -> io::Result<()> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // Decide under the lock, write without it: readers only wait for the decision.
+        let (new, evicted, touched) = {
+            let mut inner = self.lock();
+            let mut new: Vec<(TileId, &[u8], u64)> = Vec::new();
+            let mut adding = 0u64;
+            for (id, bytes) in tiles {
+                let len = bytes.len() as u64;
+                if inner.entries.contains(id)
+                    || len > self.capacity
+                    || new.iter().any(|(n, _, _)| n == id)
+                {
+                    continue;
+                }
+                let stamp = inner.stamp;
+                inner.stamp += 1;
+                new.push((*id, bytes, stamp));
+                adding += len;
+            }
+            let mut evicted = Vec::new();
+            while inner.bytes + adding > self.capacity {
+                let Some((id, len)) = inner.entries.pop_lru() else {
+                    break;
+                };
+                inner.bytes -= len;
+                inner.touched.remove(&id);
+                evicted.push(id);
+            }
+            let touched: Vec<(TileId, u64, u64)> = std::mem::take(&mut inner.touched)
+                .into_iter()
+                .filter_map(|(id, stamp)| inner.entries.peek(&id).map(|len| (id, stamp, *len)))
+                .collect();
+            (new, evicted, touched)
+        };
+        if new.is_empty() && evicted.is_empty() && touched.is_empty() {
             return Ok(());
         }
-        let path = self.path(id);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let staged = path.with_extension(format!("tmp{}", std::process::id()));
-        fs::write(&staged, bytes)?;
-        fs::rename(&staged, &path)?;
+        let write = || -> Result<(), redb::Error> {
+            let mut tx = self.db.begin_write()?;
+            let durable = self
+                .commits
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(DURABLE_EVERY);
+            if !durable {
+                tx.set_durability(Durability::None)?;
+            }
+            {
+                let mut table = tx.open_table(TILES)?;
+                let mut uses = tx.open_table(USES)?;
+                for id in &evicted {
+                    table.remove(id.as_bytes())?;
+                    uses.remove(id.as_bytes())?;
+                }
+                for (id, bytes, stamp) in &new {
+                    table.insert(id.as_bytes(), *bytes)?;
+                    uses.insert(id.as_bytes(), (*stamp, bytes.len() as u64))?;
+                }
+                for (id, stamp, len) in &touched {
+                    uses.insert(id.as_bytes(), (*stamp, *len))?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        let written = write();
         let mut inner = self.lock();
-        inner.entries.push(*id, bytes.len() as u64);
-        inner.bytes += bytes.len() as u64;
-        self.evict(&mut inner);
-        Ok(())
+        match written {
+            Ok(()) => {
+                for (id, bytes, _) in new {
+                    inner.entries.push(id, bytes.len() as u64);
+                    inner.bytes += bytes.len() as u64;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The evicted tiles may still be in the file; they are gone from the index,
+                // and the next open finds them again. The new tiles were not stored.
+                Err(redb_error("write", e))
+            }
+        }
     }
 
     fn remove(&self, id: &TileId) {
-        let mut inner = self.lock();
-        if let Some(len) = inner.entries.pop(id) {
-            inner.bytes -= len;
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut inner = self.lock();
+            if let Some(len) = inner.entries.pop(id) {
+                inner.bytes -= len;
+            }
+            inner.touched.remove(id);
         }
-        let _ = fs::remove_file(self.path(id));
-    }
-
-    fn evict(&self, inner: &mut Inner) {
-        while inner.bytes > self.capacity {
-            let Some((id, len)) = inner.entries.pop_lru() else {
-                break;
-            };
-            inner.bytes -= len;
-            let _ = fs::remove_file(self.path(&id));
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                tx.open_table(TILES)?.remove(id.as_bytes())?;
+                tx.open_table(USES)?.remove(id.as_bytes())?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            warn!(tile = %id, error = %e, "cannot drop a cached tile");
         }
     }
 
@@ -167,6 +300,47 @@ impl TileCache {
             bytes: inner.bytes,
             capacity: self.capacity,
         }
+    }
+}
+
+impl TileCache {
+    /// Makes everything written durable, with the hits since the last write (on shutdown).
+    pub fn flush(&self) -> io::Result<()> {
+        self.put_many(&[])?;
+        // A durable commit also makes the non-durable ones before it durable.
+        let tx = self.db.begin_write().map_err(|e| redb_error("begin", e))?;
+        tx.commit().map_err(|e| redb_error("commit", e))
+    }
+}
+
+impl Drop for TileCache {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            warn!(error = %e, "tile cache not flushed");
+        }
+    }
+}
+
+/// Removes the one-file-per-tile layout of earlier versions (two-hex-digit shard folders).
+fn remove_old_layout(dir: &Path) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut removed = 0usize;
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let shard = name.len() == 2 && name.chars().all(|c| c.is_ascii_hexdigit());
+        if shard && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            removed += fs::read_dir(entry.path()).map_or(0, |d| d.count());
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    if removed > 0 {
+        info!(
+            tiles = removed,
+            "removed the old one-file-per-tile cache; its tiles are fetched again when needed"
+        );
     }
 }
 
@@ -192,21 +366,68 @@ mod tests {
                 "least recently used went first"
             );
             assert_eq!(cache.stats().bytes, 300);
+            // Touch the third: after a restart it is the newest but one.
+            assert_eq!(cache.get(&ids[2]).unwrap(), tiles[2]);
         }
         let cache = TileCache::open(dir.path(), 300).unwrap();
         assert_eq!(cache.stats().tiles, 3);
         assert_eq!(cache.get(&ids[3]).unwrap(), tiles[3]);
+        // Recency survived: the first is the oldest now (the third was touched after it,
+        // the fourth just now), so it goes when a new tile arrives.
+        let extra = vec![9u8; 100];
+        cache.put(&TileId::of(&extra), &extra).unwrap();
+        assert!(!cache.contains(&ids[0]), "oldest after reopen went first");
+        assert!(cache.contains(&ids[2]) && cache.contains(&ids[3]));
     }
 
     #[test]
-    fn corrupted_file_is_dropped_not_served() {
+    fn a_batch_is_one_write_and_a_smaller_capacity_trims_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiles: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 50]).collect();
+        let batch: Vec<(TileId, &[u8])> = tiles
+            .iter()
+            .map(|t| (TileId::of(t), t.as_slice()))
+            .collect();
+        {
+            let cache = TileCache::open(dir.path(), 10_000).unwrap();
+            cache.put_many(&batch).unwrap();
+            assert_eq!(cache.stats().tiles, 10);
+        }
+        let cache = TileCache::open(dir.path(), 200).unwrap();
+        assert_eq!(cache.stats().tiles, 4);
+        assert_eq!(cache.stats().bytes, 200);
+        // The newest four of the batch are the ones kept.
+        for (id, bytes) in &batch[6..] {
+            assert_eq!(cache.get(id).as_deref(), Some(*bytes));
+        }
+    }
+
+    #[test]
+    fn corrupted_tile_is_dropped_not_served() {
         let dir = tempfile::tempdir().unwrap();
         let cache = TileCache::open(dir.path(), 1000).unwrap();
         let tile = b"tile bytes".to_vec();
         let id = TileId::of(&tile);
         cache.put(&id, &tile).unwrap();
-        fs::write(cache.path(&id), b"rotten").unwrap();
+        // Rot on disk, as the file system might hand it back.
+        let tx = cache.db.begin_write().unwrap();
+        tx.open_table(TILES)
+            .unwrap()
+            .insert(id.as_bytes(), b"rotten".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
         assert!(cache.get(&id).is_none());
         assert!(!cache.contains(&id));
+    }
+
+    #[test]
+    fn the_old_one_file_per_tile_layout_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = dir.path().join("ab");
+        fs::create_dir_all(&shard).unwrap();
+        fs::write(shard.join("ab".repeat(32)), b"old").unwrap();
+        let cache = TileCache::open(dir.path(), 1000).unwrap();
+        assert!(!shard.exists());
+        assert_eq!(cache.stats().tiles, 0);
     }
 }

@@ -206,7 +206,7 @@ pub fn run(args: FederationBench) -> Result<()> {
     let sendme_tps = if args.no_sendme {
         None
     } else {
-        match sendme_reference(&args, &grantee.data, &run_dir) {
+        match sendme_reference(&args, &format!("http://{}", owner.http), &slide, &run_dir) {
             Ok(tps) => Some(tps),
             Err(e) => {
                 eprintln!("sendme skipped: {e:#}");
@@ -480,7 +480,12 @@ fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
 /// Copies the grantee's cached tiles into one folder of files and times `sendme receive`
 /// of that folder from a `sendme send` process; returns tiles/s (median of the runs).
 /// Without delay only: sendme dials the addresses in its ticket, around the delay relays.
-fn sendme_reference(args: &FederationBench, grantee: &Path, run_dir: &Path) -> Result<f64> {
+fn sendme_reference(
+    args: &FederationBench,
+    owner_base: &str,
+    slide: &str,
+    run_dir: &Path,
+) -> Result<f64> {
     if args.delay_ms > 0 {
         bail!(
             "no sendme reference with --delay-ms (it dials its ticket's addresses, around the relays)"
@@ -500,14 +505,30 @@ fn sendme_reference(args: &FederationBench, grantee: &Path, run_dir: &Path) -> R
     let tiles_dir = run_dir.join("sendme-tiles");
     let _ = std::fs::remove_dir_all(&tiles_dir);
     std::fs::create_dir_all(&tiles_dir)?;
-    let mut count = 0usize;
-    for shard in std::fs::read_dir(grantee.join("cache"))? {
-        for file in std::fs::read_dir(shard?.path())? {
-            let file = file?;
-            std::fs::copy(file.path(), tiles_dir.join(file.file_name()))?;
-            count += 1;
+    // The same tiles the whole-slide fetch moved, one file each, from the owner's API.
+    let manifest = get_json(&format!("{owner_base}/api/v1/slides/{slide}/manifest"))?;
+    let mut ids: Vec<String> = Vec::new();
+    for group in ["levels", "associated"] {
+        for part in manifest["manifest"][group].as_array().into_iter().flatten() {
+            for id in part["tiles"].as_array().into_iter().flatten() {
+                ids.extend(id.as_str().map(str::to_string));
+            }
         }
     }
+    ids.sort_unstable();
+    ids.dedup();
+    let agent = ureq::AgentBuilder::new().build();
+    for id in &ids {
+        let mut bytes = Vec::new();
+        agent
+            .get(&format!("{owner_base}/api/v1/tiles/{id}"))
+            .call()
+            .with_context(|| format!("tile {id} from the owner"))?
+            .into_reader()
+            .read_to_end(&mut bytes)?;
+        std::fs::write(tiles_dir.join(id), bytes)?;
+    }
+    let count = ids.len();
     let mut rates = Vec::new();
     for run in 0..args.runs {
         let send_dir = run_dir.join("sendme-send");

@@ -289,6 +289,9 @@ impl SlideManifest {
 /// A manifest as published by its owner: canonical bytes, the signer's key and signature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignedManifest {
+    /// Decoded as one slice (a 20,000-tile manifest is about 650 KB); encoded exactly as a
+    /// plain `Vec<u8>` would be.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
     pub signer: NodePublicKey,
     pub signature: Vec<u8>,
@@ -326,6 +329,33 @@ impl SignedManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_manifest_bytes_encode_as_a_plain_byte_vector_would() {
+        #[derive(Serialize)]
+        struct Plain<'a> {
+            bytes: &'a Vec<u8>,
+            signer: &'a NodePublicKey,
+            signature: &'a Vec<u8>,
+        }
+        let signed = SignedManifest::sign(&sample(), &NodeKey::generate());
+        let plain = Plain {
+            bytes: &signed.bytes,
+            signer: &signed.signer,
+            signature: &signed.signature,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&signed).unwrap(),
+            postcard::to_allocvec(&plain).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_string(&signed).unwrap(),
+            serde_json::to_string(&plain).unwrap()
+        );
+        let back: SignedManifest =
+            postcard::from_bytes(&postcard::to_allocvec(&plain).unwrap()).unwrap();
+        assert_eq!(back, signed);
+    }
 
     pub(crate) fn sample() -> SlideManifest {
         let tiles: Vec<TileId> = (0..6u8).map(|i| TileId::of(&[i])).collect();

@@ -117,15 +117,15 @@ fn shared_slide_is_viewed_remotely_and_consent_is_enforced() {
     let status = grantee.get_json("/api/v1/network");
     let cached_tiles = status["cache"]["tiles"].as_u64().unwrap();
     assert!(cached_tiles >= paths.len() as u64 / 2, "{status}");
-    // The cache survives a restart of the grantee's node, every tile of it.
+    // The cache survives a restart of the grantee's node, every tile of it (prefetch may
+    // still add some before the stop).
     fed.nodes[1].stop();
     fed.nodes[1].serve();
     let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
     let status = grantee.get_json("/api/v1/network");
-    assert_eq!(
-        status["cache"]["tiles"].as_u64().unwrap(),
-        cached_tiles,
-        "{status}"
+    assert!(
+        status["cache"]["tiles"].as_u64().unwrap() >= cached_tiles,
+        "{cached_tiles} tiles were cached before the restart: {status}"
     );
 
     // A member without a grant gets nothing: not with the grantee's grant either.

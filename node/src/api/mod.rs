@@ -129,7 +129,12 @@ impl ApiState {
         if let Some(view) = self.cached_slide(id) {
             return Ok(view);
         }
+        let generation = self
+            .federation
+            .withdrawals
+            .load(std::sync::atomic::Ordering::SeqCst);
         let local = self.store.slide(id).map_err(ApiError::internal)?;
+        let is_local = local.is_some();
         let (signed, summary, deidentified) = match local {
             Some(record) => {
                 let summary = self
@@ -160,6 +165,10 @@ impl ApiState {
         let manifest = signed.verify().map_err(|e| {
             ApiError::internal(format!("stored manifest of {id} does not verify: {e}"))
         })?;
+        // The federation checks every tile request against the same manifest: hand it over
+        // verified rather than have the first tile request verify it again.
+        self.federation
+            .served_from_verified(id, &manifest, is_local, generation);
         let view = Arc::new(SlideView {
             id: *id,
             manifest,

@@ -30,8 +30,8 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    Action, AssociatedKind, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, TileId,
-    TrustCode, UserClaim,
+    Action, AssociatedKind, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, SlideManifest,
+    TileId, TrustCode, UserClaim,
 };
 use tracing::{info, warn};
 
@@ -224,6 +224,32 @@ impl Federation {
             ),
         };
         let manifest = signed.verify().map_err(|e| failed(&e))?;
+        Ok(self.remember_served(slide, &manifest, local))
+    }
+
+    /// Memoises what the policy check needs of a slide whose manifest the caller verified
+    /// (the HTTP API does, when it first shows a slide, so the first tile request does not
+    /// decode and verify the same manifest again). `generation` is [`Self::withdrawals`] as
+    /// read before the manifest was: after a withdrawal meanwhile nothing is memoised.
+    pub fn served_from_verified(
+        &self,
+        slide: &SlideId,
+        manifest: &SlideManifest,
+        local: bool,
+        generation: u64,
+    ) {
+        let known = self.served.lock().is_ok_and(|m| m.contains_key(slide));
+        if !known && self.withdrawals.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            self.remember_served(slide, manifest, local);
+        }
+    }
+
+    fn remember_served(
+        &self,
+        slide: &SlideId,
+        manifest: &SlideManifest,
+        local: bool,
+    ) -> Arc<ServedSlide> {
         // The label and overview, and any associated image that says it shows the label or
         // burned-in text (the same images a de-identified view drops).
         let shows_text: HashSet<&str> = manifest
@@ -251,7 +277,7 @@ impl Federation {
         if let Ok(mut map) = self.served.lock() {
             map.insert(*slide, served.clone());
         }
-        Ok(served)
+        served
     }
 
     /// The owner's policy and recorded consent for a slide this node holds a copy of, from

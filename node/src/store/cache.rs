@@ -34,6 +34,10 @@ const TILES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tiles");
 const USES: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("uses");
 /// The cache's file inside the cache directory.
 const FILE: &str = "tiles.redb";
+/// redb's own page cache for this file (its default is 1 GiB, which a busy cache would fill
+/// with tiles the browser already holds); the kernel's page cache keeps the file's hot
+/// pages anyway.
+const MEMORY_CACHE_BYTES: usize = 32 << 20;
 /// One commit in this many is durable (fsynced). redb reuses the pages a non-durable
 /// commit frees only after a durable one, so they cannot all be non-durable.
 const DURABLE_EVERY: u64 = 16;
@@ -78,7 +82,12 @@ impl TileCache {
         fs::create_dir_all(dir)?;
         remove_old_layout(dir);
         let path = dir.join(FILE);
-        let db = match Database::create(&path) {
+        let open = || {
+            Database::builder()
+                .set_cache_size(MEMORY_CACHE_BYTES)
+                .create(&path)
+        };
+        let db = match open() {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(io::Error::other(format!(
@@ -89,7 +98,7 @@ impl TileCache {
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "tile cache unreadable; starting an empty one");
                 fs::remove_file(&path)?;
-                Database::create(&path).map_err(|e| redb_error("create", e))?
+                open().map_err(|e| redb_error("create", e))?
             }
         };
         {

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use slidemesh_protocol::{AssociatedKind, SlideId, TileId};
+use slidemesh_protocol::{AssociatedKind, Level, SlideId, TileId};
 use tracing::Instrument;
 
 use super::requester::Requester;
@@ -65,12 +65,7 @@ pub async fn level_tile(
     let span = tracing::debug_span!("level_tile", slide = %id, level, col, row);
     async move {
         let view = load_slide(&state, id).await?;
-        let grid = view.manifest.levels.get(level).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "slide {id} has {} levels; no level {level}",
-                view.manifest.levels.len()
-            ))
-        })?;
+        let grid = level_of(&view, level)?;
         let tile = grid.tile_at(col, row).ok_or_else(|| {
             ApiError::not_found(format!(
                 "no tile at column {col}, row {row} of level {level}"
@@ -120,12 +115,7 @@ pub async fn wanted(
     let id: SlideId = parse_id("slide id", &slide_id)?;
     let level: usize = parse_id("level", &level)?;
     let view = load_slide(&state, id).await?;
-    let grid = view.manifest.levels.get(level).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "slide {id} has {} levels; no level {level}",
-            view.manifest.levels.len()
-        ))
-    })?;
+    let grid = level_of(&view, level)?;
     let [c0, c1] = region.cols;
     let [r0, r1] = region.rows;
     if c0 > c1 || r0 > r1 || c0 >= grid.cols() || r0 >= grid.rows() {
@@ -144,15 +134,7 @@ pub async fn wanted(
     }
     if view.summary.origin == Origin::Shared {
         // From the middle outwards: the middle of the screen is what the eye goes to.
-        let (mid_c, mid_r) = ((c0 + c1) / 2, (r0 + r1) / 2);
-        let mut cells: Vec<(u32, u32, u32)> = (r0..=r1)
-            .flat_map(|r| (c0..=c1).map(move |c| (c.abs_diff(mid_c).max(r.abs_diff(mid_r)), c, r)))
-            .collect();
-        cells.sort_unstable();
-        let tiles: Vec<TileId> = cells
-            .into_iter()
-            .filter_map(|(_, c, r)| grid.tile_at(c, r))
-            .collect();
+        let tiles = tiles_outwards(grid, (c0, c1), (r0, r1), ((c0 + c1) / 2, (r0 + r1) / 2));
         // Nothing is fetched for a person the owner's rules refuse.
         state
             .federation
@@ -222,29 +204,32 @@ fn prefetch_around(
     col: u32,
     row: u32,
 ) -> (Vec<TileId>, Vec<TileId>) {
-    const RADIUS: i64 = 3;
+    const RADIUS: u32 = 3;
     let levels = &view.manifest.levels;
     let mut out = Vec::new();
     let grid = &levels[level];
-    let (cols, rows) = (grid.cols() as i64, grid.rows() as i64);
-    let radius = if grid.tiles.len() <= WHOLE_LEVEL_TILES {
-        cols.max(rows)
+    let (cols, rows) = (grid.cols(), grid.rows());
+    let screen = if grid.tiles.len() <= WHOLE_LEVEL_TILES {
+        tiles_outwards(
+            grid,
+            (0, cols.saturating_sub(1)),
+            (0, rows.saturating_sub(1)),
+            (col, row),
+        )
     } else {
-        RADIUS
+        tiles_outwards(
+            grid,
+            (
+                col.saturating_sub(RADIUS),
+                (col + RADIUS).min(cols.saturating_sub(1)),
+            ),
+            (
+                row.saturating_sub(RADIUS),
+                (row + RADIUS).min(rows.saturating_sub(1)),
+            ),
+            (col, row),
+        )
     };
-    let mut around: Vec<(i64, u32, u32)> = Vec::new();
-    for r in (row as i64 - radius).max(0)..=(row as i64 + radius).min(rows - 1) {
-        for c in (col as i64 - radius).max(0)..=(col as i64 + radius).min(cols - 1) {
-            let ring = (c - col as i64).abs().max((r - row as i64).abs());
-            around.push((ring, c as u32, r as u32));
-        }
-    }
-    around.sort_unstable();
-    let mut screen: Vec<TileId> = Vec::with_capacity(around.len());
-    for (_, c, r) in around {
-        // Identical tiles (blank glass) share an id; the fetch queue keeps one of each.
-        screen.extend(grid.tile_at(c, r));
-    }
     if level > 0 {
         let finer = &levels[level - 1];
         let scale_x = (finer.width as f64 / grid.width as f64).round().max(1.0) as u32;
@@ -260,6 +245,39 @@ fn prefetch_around(
         }
     }
     (screen, out)
+}
+
+/// A level of a slide, or 404 naming how many it has.
+fn level_of(view: &SlideView, level: usize) -> Result<&Level, ApiError> {
+    view.manifest.levels.get(level).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "slide {} has {} levels; no level {level}",
+            view.id,
+            view.manifest.levels.len()
+        ))
+    })
+}
+
+/// The tiles of columns `cols.0..=cols.1` and rows `rows.0..=rows.1` of a level, ring by
+/// ring outwards from `centre`: a batch's tiles arrive in its order, so what the viewer
+/// looks at (or asked for first) comes first. Positions without a tile (sparse levels) are
+/// skipped; identical tiles (blank glass) share an id and the fetch queue keeps one of each.
+fn tiles_outwards(
+    grid: &Level,
+    cols: (u32, u32),
+    rows: (u32, u32),
+    centre: (u32, u32),
+) -> Vec<TileId> {
+    let mut cells: Vec<(u32, u32, u32)> = (rows.0..=rows.1)
+        .flat_map(|r| {
+            (cols.0..=cols.1).map(move |c| (c.abs_diff(centre.0).max(r.abs_diff(centre.1)), c, r))
+        })
+        .collect();
+    cells.sort_unstable();
+    cells
+        .into_iter()
+        .filter_map(|(_, c, r)| grid.tile_at(c, r))
+        .collect()
 }
 
 /// A tile of a shared slide: from the cache or fetched from peers, verified either way.

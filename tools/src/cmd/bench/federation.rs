@@ -227,10 +227,9 @@ pub fn run(args: FederationBench) -> Result<()> {
         level["cols"].as_u64().unwrap_or(1),
     );
     // The region the web viewer names before asking for tiles: the rows the 40 tiles span.
-    let first_region = format!(
-        "{base}/api/v1/slides/{slide}/levels/{li}/wanted|{{\"cols\":[0,{}],\"rows\":[0,{}]}}",
-        cols.min(40) - 1,
-        39 / cols
+    let first_region = (
+        format!("{base}/api/v1/slides/{slide}/levels/{li}/wanted"),
+        serde_json::json!({ "cols": [0, cols.min(40) - 1], "rows": [0, 39 / cols] }),
     );
     let viewport: Vec<String> = (0..40)
         .map(|i| {
@@ -248,7 +247,7 @@ pub fn run(args: FederationBench) -> Result<()> {
         .iter()
         .find(|l| l["index"].as_u64() == Some(li.saturating_sub(2)))
         .filter(|_| li >= 2);
-    let mut deep_region = String::new();
+    let mut deep_region = (String::new(), Value::Null);
     let deep_viewport: Vec<String> = deep
         .map(|l| {
             let (di, dc, dr) = (
@@ -257,10 +256,12 @@ pub fn run(args: FederationBench) -> Result<()> {
                 l["rows"].as_u64().unwrap_or(1),
             );
             let (c0, r0) = ((dc / 2).saturating_sub(4), (dr / 2).saturating_sub(2));
-            deep_region = format!(
-                "{base}/api/v1/slides/{slide}/levels/{di}/wanted|{{\"cols\":[{c0},{}],\"rows\":[{r0},{}]}}",
-                (c0 + 7).min(dc - 1),
-                (r0 + 4).min(dr - 1)
+            deep_region = (
+                format!("{base}/api/v1/slides/{slide}/levels/{di}/wanted"),
+                serde_json::json!({
+                    "cols": [c0, (c0 + 7).min(dc - 1)],
+                    "rows": [r0, (r0 + 4).min(dr - 1)],
+                }),
             );
             (0..40)
                 .map(|i| {
@@ -404,12 +405,10 @@ fn restart_empty(bin: &Path, grantee: &MemberSpec, node: Server, base: &str) -> 
     Ok(node)
 }
 
-/// Names a screen's region to the node, as the web viewer does (`url|json body`).
-fn post_wanted(target: &str) -> Result<()> {
-    let (url, body) = target.split_once('|').context("wanted target")?;
-    let answer = ureq::post(url)
-        .set("Content-Type", "application/json")
-        .send_string(body);
+/// Names a screen's region to the node, as the web viewer does: the `wanted` URL and the
+/// region's columns and rows.
+fn post_wanted((url, region): &(String, Value)) -> Result<()> {
+    let answer = ureq::post(url).send_json(region);
     match answer {
         Ok(r) if r.status() == 202 => Ok(()),
         Ok(r) => bail!("{url} answered {}", r.status()),

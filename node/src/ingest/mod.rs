@@ -13,17 +13,16 @@ pub mod dicom;
 pub mod frames;
 pub mod incoming;
 
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
-use slidemesh_protocol::{NodeKey, SignedManifest, SlideId, TrustCode};
+use slidemesh_protocol::{NodeKey, ObjectId, SignedManifest, SlideId, TrustCode};
 use tracing::{info, info_span, warn};
 
 use crate::config::KeepOriginals;
-use crate::store::objects::{ObjectStore, Placement};
+use crate::store::objects::{ObjectError, ObjectStore, Placement};
 use crate::store::{
     ConsentUpdate, Origin, PreparedInstance, SlideCommit, SlideRecord, Store, now_unix,
 };
@@ -186,47 +185,29 @@ fn collect_files(paths: &[PathBuf], failures: &mut Vec<Failure>) -> Vec<(PathBuf
     out
 }
 
-/// Scans every file on all cores, and encodes each one's store rows on the same thread.
+/// Scans every file on the ingest thread pool (one thread per core, shared with the frame
+/// hashing inside each file), and encodes each one's store rows on the same thread.
 fn scan_all(
     files: &[(PathBuf, u64)],
     progress: &dyn Progress,
 ) -> Vec<Result<PreparedInstance, InstanceError>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<PreparedInstance, InstanceError>>>> =
-        Mutex::new((0..files.len()).map(|_| None).collect());
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(files.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, len)) = files.get(i) else {
-                        break;
-                    };
-                    let result = dicom::scan_file(path).map(PreparedInstance::new);
-                    progress.file_done(
-                        *len,
-                        result
-                            .as_ref()
-                            .map(|p| p.instance.frames.len())
-                            .unwrap_or(0),
-                    );
-                    if let Ok(mut slots) = results.lock() {
-                        slots[i] = Some(result);
-                    }
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .collect()
+    // Largest first: the biggest file's serial steps (walking its items) then overlap the
+    // hashing of the others instead of running alone at the end.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].1));
+    let mut scanned: Vec<(usize, Result<PreparedInstance, InstanceError>)> = order
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|i| {
+            let (path, len) = &files[i];
+            let result = dicom::scan_file(path).map(PreparedInstance::new);
+            let frames = result.as_ref().map_or(0, |p| p.instance.frames.len());
+            progress.file_done(*len, frames);
+            (i, result)
+        })
+        .collect();
+    scanned.sort_by_key(|(i, _)| *i);
+    scanned.into_iter().map(|(_, result)| result).collect()
 }
 
 fn series_failure(series: &str, paths: &[PathBuf], error: String) -> Vec<Failure> {
@@ -311,35 +292,6 @@ fn ingest_series(
         .transpose()
         .map_err(fail)?
         .flatten();
-    let signed = SignedManifest::sign(&manifest, target.key);
-    let summary = assemble::summarise(&manifest, Origin::Local);
-    // Objects placed by this run are removed again if the slide does not commit, so a
-    // failed ingest leaves nothing behind (objects that were already there stay).
-    let mut placed = Vec::new();
-    let undo = |placed: &[slidemesh_protocol::ObjectId]| {
-        for id in placed {
-            if !target.store.references_object(id).unwrap_or(true) {
-                let _ = target.objects.remove(id);
-            }
-        }
-    };
-    for instance in new_instances.iter().map(|p| &p.instance) {
-        match target
-            .objects
-            .put(&instance.path, &instance.object, target.keep)
-        {
-            Ok(Placement::AlreadyPresent) => {}
-            Ok(_) => placed.push(instance.object),
-            Err(e) => {
-                undo(&placed);
-                return Err(fail(if e.is_disk_full() {
-                    format!("disk full: {e}")
-                } else {
-                    e.to_string()
-                }));
-            }
-        }
-    }
     // A sidecar replaces what is recorded; consent coded in the header only fills a gap.
     // Either way it commits with the slide, so a crash never leaves one without the other.
     let consent = match sidecar {
@@ -352,19 +304,63 @@ fn ingest_series(
             None => ConsentUpdate::Keep,
         },
     };
-    let record = SlideRecord {
-        signed,
-        origin: Origin::Local,
-        stored_at: now_unix(),
+
+    // Three steps run at once and the slide commits only if all succeed: this thread writes
+    // the instances and their tile locations into the slide's transaction (the longest
+    // step: a B-tree insert per tile), one helper signs and summarises the manifest, another
+    // places the original files. Objects are in place before the transaction commits.
+    let mut writer = target
+        .store
+        .begin_slide()
+        .map_err(|e| fail(e.to_string()))?;
+    let (written, (signed, summary), placement) = std::thread::scope(|scope| {
+        let signing = scope.spawn(|| {
+            (
+                SignedManifest::sign(&manifest, target.key),
+                assemble::summarise(&manifest, Origin::Local),
+            )
+        });
+        let placing = scope.spawn(|| place_objects(target, &new_instances));
+        let written = writer.insert_instances(&new_instances);
+        (written, joined(signing.join()), joined(placing.join()))
+    });
+    // Objects placed by this run are removed again if the slide does not commit, so a
+    // failed ingest leaves nothing behind (objects that were already there stay).
+    let undo = |placed: &[slidemesh_protocol::ObjectId]| {
+        for id in placed {
+            if !target.store.references_object(id).unwrap_or(true) {
+                let _ = target.objects.remove(id);
+            }
+        }
+    };
+    let placed = match (placement, written) {
+        (Ok(placed), Ok(())) => placed,
+        (Err((placed, e)), _) => {
+            drop(writer);
+            undo(&placed);
+            return Err(fail(if e.is_disk_full() {
+                format!("disk full: {e}")
+            } else {
+                e.to_string()
+            }));
+        }
+        (Ok(placed), Err(e)) => {
+            drop(writer);
+            undo(&placed);
+            return Err(fail(e.to_string()));
+        }
     };
     let commit = SlideCommit {
-        record,
+        record: SlideRecord {
+            signed,
+            origin: Origin::Local,
+            stored_at: now_unix(),
+        },
         summary,
-        instances: &new_instances,
         replaces: previous,
         consent,
     };
-    let slide_id = match target.store.commit_slide(commit) {
+    let slide_id = match writer.commit(commit) {
         Ok(id) => id,
         Err(e) => {
             undo(&placed);
@@ -383,6 +379,31 @@ fn ingest_series(
         previous.filter(|p| *p != slide_id),
         all.len(),
     ))
+}
+
+/// A helper thread's result, its panic carried on into this thread.
+fn joined<T>(result: std::thread::Result<T>) -> T {
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Places the new instances' original files in the object store. Returns the objects this
+/// run added (not those already there); on failure, those added so far and the error.
+fn place_objects(
+    target: &IngestTarget<'_>,
+    instances: &[&PreparedInstance],
+) -> Result<Vec<ObjectId>, (Vec<ObjectId>, ObjectError)> {
+    let mut placed = Vec::new();
+    for instance in instances.iter().map(|p| &p.instance) {
+        match target
+            .objects
+            .put(&instance.path, &instance.object, target.keep)
+        {
+            Ok(Placement::AlreadyPresent) => {}
+            Ok(_) => placed.push(instance.object),
+            Err(e) => return Err((placed, e)),
+        }
+    }
+    Ok(placed)
 }
 
 fn outcome(

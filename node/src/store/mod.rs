@@ -141,12 +141,11 @@ impl TileLocation {
     }
 }
 
-/// One slide to commit: the new manifest, its summary, the instances it is made of, and
-/// the slide it replaces when a series gained instances.
-pub struct SlideCommit<'a> {
+/// What completes a slide's transaction once its instances are written: the new manifest,
+/// its summary, and the slide it replaces when a series gained instances.
+pub struct SlideCommit {
     pub record: SlideRecord,
     pub summary: SlideSummary,
-    pub instances: &'a [&'a PreparedInstance],
     pub replaces: Option<SlideId>,
     /// The series' consent, written in the same transaction as the slide.
     pub consent: ConsentUpdate,
@@ -177,27 +176,11 @@ pub struct PreparedInstance {
 
 impl PreparedInstance {
     pub fn new(instance: ScannedInstance) -> Self {
-        let media_type = tile_media_type(&instance.transfer_syntax_uid);
-        let mut values = Vec::with_capacity(instance.frames.len() * 64);
-        let mut tiles: Vec<(TileId, std::ops::Range<usize>)> = instance
-            .frames
-            .iter()
-            .map(|frame| {
-                let start = values.len();
-                let location = TileLocation {
-                    object: instance.object,
-                    ranges: frame.ranges.clone(),
-                    media_type: media_type.to_string(),
-                };
-                values = postcard::to_extend(&location, std::mem::take(&mut values))
-                    .expect("tile locations serialise with postcard");
-                (frame.tile, start..values.len())
-            })
-            .collect();
-        tiles.sort_unstable_by_key(|a| a.0);
-        tiles.dedup_by(|a, b| a.0 == b.0);
+        // The instance row and the tile rows are independent; encoding them side by side
+        // shortens the single-threaded step at the end of a slide's largest file.
+        let (row, (tiles, values)) = rayon::join(|| encode(&instance), || tile_rows(&instance));
         Self {
-            row: encode(&instance),
+            row,
             instance,
             tiles,
             values,
@@ -209,6 +192,37 @@ impl PreparedInstance {
             .iter()
             .map(|(tile, range)| (tile, &self.values[range.clone()]))
     }
+}
+
+/// [`TileLocation`] borrowed from the instance it belongs to: encodes to the same bytes
+/// without cloning each frame's ranges and media type (a test holds the two together).
+#[derive(Serialize)]
+struct TileLocationRef<'a> {
+    object: &'a ObjectId,
+    ranges: &'a [(u64, u32)],
+    media_type: &'a str,
+}
+
+/// An instance's tile rows sorted by tile id, one per distinct tile, each value a range of
+/// the returned bytes.
+fn tile_rows(instance: &ScannedInstance) -> (Vec<(TileId, std::ops::Range<usize>)>, Vec<u8>) {
+    let media_type = tile_media_type(&instance.transfer_syntax_uid);
+    let mut values = Vec::with_capacity(instance.frames.len() * 64);
+    let mut tiles = Vec::with_capacity(instance.frames.len());
+    for frame in &instance.frames {
+        let start = values.len();
+        let location = TileLocationRef {
+            object: &instance.object,
+            ranges: &frame.ranges,
+            media_type,
+        };
+        values =
+            postcard::to_extend(&location, values).expect("tile locations serialise with postcard");
+        tiles.push((frame.tile, start..values.len()));
+    }
+    tiles.sort_unstable_by_key(|a| a.0);
+    tiles.dedup_by(|a, b| a.0 == b.0);
+    (tiles, values)
 }
 
 /// The tile rows of several instances in one ascending sequence (a k-way merge of their
@@ -306,83 +320,14 @@ impl Store {
         tx.commit().op("create tables")
     }
 
-    /// Commits a slide and everything it references in one transaction.
-    pub fn commit_slide(&self, commit: SlideCommit<'_>) -> Result<SlideId, StoreError> {
-        let id = commit.record.signed.slide_id();
-        let tx = self.db.begin_write().op("begin ingest transaction")?;
-        {
-            let mut slides = tx.open_table(SLIDES).op("open slides")?;
-            let mut summaries = tx.open_table(SUMMARIES).op("open summaries")?;
-            if let Some(old) = commit.replaces.filter(|old| *old != id) {
-                slides.remove(old.as_bytes()).op("remove replaced slide")?;
-                summaries
-                    .remove(old.as_bytes())
-                    .op("remove replaced summary")?;
-            }
-            slides
-                .insert(id.as_bytes(), encode(&commit.record).as_slice())
-                .op("insert slide")?;
-            summaries
-                .insert(id.as_bytes(), encode(&commit.summary).as_slice())
-                .op("insert summary")?;
-            let mut series = tx.open_table(SERIES).op("open series")?;
-            series
-                .insert(commit.summary.series_uid.as_str(), id.as_bytes())
-                .op("insert series")?;
-            let mut instances = tx.open_table(INSTANCES).op("open instances")?;
-            let mut tiles = tx.open_table(TILES).op("open tiles")?;
-            let mut objects = tx.open_table(OBJECTS).op("open objects")?;
-            for prepared in commit.instances {
-                let instance = &prepared.instance;
-                instances
-                    .insert(
-                        (
-                            instance.series_uid.as_str(),
-                            instance.sop_instance_uid.as_str(),
-                        ),
-                        prepared.row.as_slice(),
-                    )
-                    .op("insert instance")?;
-                objects
-                    .insert(instance.object.as_bytes(), instance.file_len)
-                    .op("insert object")?;
-            }
-            // Tile locations in key order: B-tree inserts in order touch each page once.
-            // A tile already known (the same bytes in another frame or slide) keeps its
-            // first location; both are valid places to read it from.
-            for (tile, location) in merged_tile_rows(commit.instances) {
-                // One descent per tile: insert, and in the rare case the tile was already
-                // known, put its first location back.
-                let previous = tiles
-                    .insert(tile.as_bytes(), location)
-                    .op("insert tile")?
-                    .map(|old| old.value().to_vec());
-                if let Some(previous) = previous {
-                    tiles
-                        .insert(tile.as_bytes(), previous.as_slice())
-                        .op("restore tile")?;
-                }
-            }
-            let series_uid = commit.summary.series_uid.as_str();
-            let mut consent = tx.open_table(consent::CONSENT).op("open consent")?;
-            match &commit.consent {
-                ConsentUpdate::Keep => {}
-                ConsentUpdate::Replace(record) => {
-                    consent
-                        .insert(series_uid, encode(record).as_slice())
-                        .op("write consent")?;
-                }
-                ConsentUpdate::IfAbsent(record) => {
-                    if consent.get(series_uid).op("read consent")?.is_none() {
-                        consent
-                            .insert(series_uid, encode(record).as_slice())
-                            .op("write consent")?;
-                    }
-                }
-            }
-        }
-        tx.commit().op("commit ingest transaction")?;
-        Ok(id)
+    /// Opens the one write transaction a slide is committed in. Ingest writes the slide's
+    /// instances and tile rows first, while other threads sign the manifest and place the
+    /// original files, then completes it with [`SlideWriter::commit`]. Dropped uncommitted,
+    /// it writes nothing.
+    pub fn begin_slide(&self) -> Result<SlideWriter, StoreError> {
+        Ok(SlideWriter {
+            tx: self.db.begin_write().op("begin ingest transaction")?,
+        })
     }
 
     pub fn slide(&self, id: &SlideId) -> Result<Option<SlideRecord>, StoreError> {
@@ -464,6 +409,98 @@ impl Store {
 
 /// How many tables [`create_tables`] makes.
 const TABLE_COUNT: usize = 17;
+
+/// A slide's write transaction (see [`Store::begin_slide`]).
+pub struct SlideWriter {
+    tx: redb::WriteTransaction,
+}
+
+impl SlideWriter {
+    /// Writes these instances' rows, the objects they reference, and their tile locations.
+    pub fn insert_instances(&mut self, prepared: &[&PreparedInstance]) -> Result<(), StoreError> {
+        let mut instances = self.tx.open_table(INSTANCES).op("open instances")?;
+        let mut objects = self.tx.open_table(OBJECTS).op("open objects")?;
+        for p in prepared {
+            let instance = &p.instance;
+            instances
+                .insert(
+                    (
+                        instance.series_uid.as_str(),
+                        instance.sop_instance_uid.as_str(),
+                    ),
+                    p.row.as_slice(),
+                )
+                .op("insert instance")?;
+            objects
+                .insert(instance.object.as_bytes(), instance.file_len)
+                .op("insert object")?;
+        }
+        let mut tiles = self.tx.open_table(TILES).op("open tiles")?;
+        // Tile locations in key order: B-tree inserts in order touch each page once.
+        // A tile already known (the same bytes in another frame or slide) keeps its
+        // first location; both are valid places to read it from.
+        for (tile, location) in merged_tile_rows(prepared) {
+            // One descent per tile: insert, and in the rare case the tile was already
+            // known, put its first location back.
+            let previous = tiles
+                .insert(tile.as_bytes(), location)
+                .op("insert tile")?
+                .map(|old| old.value().to_vec());
+            if let Some(previous) = previous {
+                tiles
+                    .insert(tile.as_bytes(), previous.as_slice())
+                    .op("restore tile")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the slide, its summary, its series' pointer and consent, and commits
+    /// everything in this transaction at once.
+    pub fn commit(self, commit: SlideCommit) -> Result<SlideId, StoreError> {
+        let id = commit.record.signed.slide_id();
+        let tx = self.tx;
+        {
+            let mut slides = tx.open_table(SLIDES).op("open slides")?;
+            let mut summaries = tx.open_table(SUMMARIES).op("open summaries")?;
+            if let Some(old) = commit.replaces.filter(|old| *old != id) {
+                slides.remove(old.as_bytes()).op("remove replaced slide")?;
+                summaries
+                    .remove(old.as_bytes())
+                    .op("remove replaced summary")?;
+            }
+            slides
+                .insert(id.as_bytes(), encode(&commit.record).as_slice())
+                .op("insert slide")?;
+            summaries
+                .insert(id.as_bytes(), encode(&commit.summary).as_slice())
+                .op("insert summary")?;
+            let series_uid = commit.summary.series_uid.as_str();
+            let mut series = tx.open_table(SERIES).op("open series")?;
+            series
+                .insert(series_uid, id.as_bytes())
+                .op("insert series")?;
+            let mut consent = tx.open_table(consent::CONSENT).op("open consent")?;
+            match &commit.consent {
+                ConsentUpdate::Keep => {}
+                ConsentUpdate::Replace(record) => {
+                    consent
+                        .insert(series_uid, encode(record).as_slice())
+                        .op("write consent")?;
+                }
+                ConsentUpdate::IfAbsent(record) => {
+                    if consent.get(series_uid).op("read consent")?.is_none() {
+                        consent
+                            .insert(series_uid, encode(record).as_slice())
+                            .op("write consent")?;
+                    }
+                }
+            }
+        }
+        tx.commit().op("commit ingest transaction")?;
+        Ok(id)
+    }
+}
 
 fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(SLIDES).op("create tables")?;
@@ -553,5 +590,38 @@ mod tests {
             assert_eq!(location.object, ObjectId::from_bytes([owner; 32]));
             assert_eq!(location.media_type, "image/jpeg");
         }
+    }
+
+    #[test]
+    fn borrowed_tile_locations_encode_as_owned_ones() {
+        let object = ObjectId::from_bytes([7; 32]);
+        let ranges = vec![(1u64 << 40, 7u32), (300, 65_000)];
+        let owned = TileLocation {
+            object,
+            ranges: ranges.clone(),
+            media_type: "image/jp2".into(),
+        };
+        let borrowed = TileLocationRef {
+            object: &object,
+            ranges: &ranges,
+            media_type: "image/jp2",
+        };
+        assert_eq!(encode(&owned), encode(&borrowed));
+    }
+
+    #[test]
+    fn a_slide_writer_dropped_before_commit_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        let a = prepared("1.1", 0xa, &[5, 1]);
+        let mut writer = store.begin_slide().unwrap();
+        writer.insert_instances(&[&a]).unwrap();
+        drop(writer);
+        assert_eq!(
+            store.tile_location(&TileId::from_bytes([5; 32])).unwrap(),
+            None
+        );
+        assert!(store.series_instances("1.2.3").unwrap().is_empty());
+        assert!(!store.references_object(&a.instance.object).unwrap());
     }
 }

@@ -1,6 +1,6 @@
 //! `bench ingest`: wall time of `slidemesh ingest` over one generated slide, beside `b3sum`
 //! hashing the same files (both with a warm page cache, so the comparison is of the work
-//! each does, not of the disk).
+//! each does, not of the disk), their runs alternating.
 //!
 //! Two in-process floors explain the ratio: the same files hashed whole on all cores (what
 //! b3sum computes, without its process and mapping costs), and every frame hashed on its
@@ -43,16 +43,16 @@ pub fn run(args: IngestBench) -> Result<()> {
     // Warm the page cache for both tools.
     run_ok(Command::new("b3sum").args(&files))?;
 
+    // Runs alternate (b3sum, then each ingest) so that a machine that speeds up or slows
+    // down during the benchmark moves reference and subject alike.
+    let modes = ["link", "copy"];
     let mut b3 = Vec::new();
-    for _ in 0..args.runs {
+    let mut ingest: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for i in 0..args.runs {
         let t = Instant::now();
         run_ok(Command::new("b3sum").args(&files))?;
         b3.push(t.elapsed().as_secs_f64());
-    }
-    let mut results = vec![("b3sum (reference)".to_string(), median(&mut b3))];
-    for keep in ["link", "copy"] {
-        let mut times = Vec::new();
-        for i in 0..args.runs {
+        for (keep, times) in modes.iter().zip(&mut ingest) {
             let data = args.work.join(format!("ingest-node-{keep}-{i}"));
             init_node(&slidemesh, &data)?;
             let t = Instant::now();
@@ -72,6 +72,9 @@ pub fn run(args: IngestBench) -> Result<()> {
             );
             let _ = std::fs::remove_dir_all(&data);
         }
+    }
+    let mut results = vec![("b3sum (reference)".to_string(), median(&mut b3))];
+    for (keep, mut times) in modes.iter().zip(ingest) {
         results.push((
             format!("slidemesh ingest --keep {keep}"),
             median(&mut times),
@@ -83,7 +86,7 @@ pub fn run(args: IngestBench) -> Result<()> {
 
     let reference = results[0].1;
     println!(
-        "ingest of one slide: {} files, {:.1} MiB, warm page cache, median of {} runs",
+        "ingest of one slide: {} files, {:.1} MiB, warm page cache, median of {} alternating runs",
         files.len(),
         bytes as f64 / 1048576.0,
         args.runs

@@ -1,11 +1,12 @@
 //! Ingest: DICOM WSI files and folders in, signed slides in the store out.
 //!
 //! Pipeline: collect files -> scan each (in parallel, [`dicom`]) -> group by series ->
-//! merge with instances already stored for the series -> assemble and sign the manifest
-//! ([`assemble`]) -> place original files in the object store -> commit the slide in one
-//! redb transaction. A file that fails never stops the others; its error is reported with
-//! its path, and a series with any bad file is not committed at all (a slide is never stored
-//! half-made). Re-ingesting files already stored changes nothing and says so.
+//! merge with instances already stored for the series -> assemble the manifest
+//! ([`assemble`]) -> at once: write the instances and tile rows into the slide's redb
+//! transaction | sign the manifest | place original files in the object store -> commit.
+//! A file that fails never stops the others; its error is reported with its path, and a
+//! series with any bad file is not committed at all (a slide is never stored half-made).
+//! Re-ingesting files already stored changes nothing and says so.
 
 pub mod assemble;
 pub mod consent;

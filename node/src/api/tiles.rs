@@ -26,6 +26,14 @@ async fn send_tile(
     if etag_matches(request, &etag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    // A tile whose location is known and whose bytes are in the page cache is read right
+    // here (microseconds); handing it to the blocking pool cost more than the read. Anything
+    // that could wait on redb or the disk goes to the blocking pool.
+    if let Some(location) = state.locations.cached(&tile)
+        && let Some(bytes) = state.reader.read_if_cached(&location)
+    {
+        return tile_response(bytes, &location.media_type, &etag, Sharing::Public);
+    }
     let state = state.clone();
     let span = tracing::debug_span!("read_tile", tile = %tile);
     let (bytes, media_type) = tokio::task::spawn_blocking(move || {

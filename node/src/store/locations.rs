@@ -28,10 +28,16 @@ impl LocationCache {
         }
     }
 
+    /// The tile's location if it is in memory; never touches the store, so it is safe on
+    /// an async thread.
+    pub fn cached(&self, tile: &TileId) -> Option<Arc<TileLocation>> {
+        self.map.lock().ok().and_then(|m| m.get(tile).cloned())
+    }
+
     /// The tile's location, from memory or the store. Reads the store on a miss: call from
     /// a blocking context.
     pub fn get(&self, tile: &TileId) -> Result<Option<Arc<TileLocation>>, StoreError> {
-        if let Some(hit) = self.map.lock().ok().and_then(|m| m.get(tile).cloned()) {
+        if let Some(hit) = self.cached(tile) {
             return Ok(Some(hit));
         }
         let Some(location) = self.store.tile_location(tile)? else {

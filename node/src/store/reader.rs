@@ -2,6 +2,9 @@
 //!
 //! Open file handles are kept in a small cache so that a busy viewer does not pay an
 //! `open` per tile. Reads are `pread`s: no seek state is shared between requests.
+//! [`TileReader::read_if_cached`] is the non-blocking variant the HTTP API tries first: it
+//! reads only from files already open and only bytes already in the page cache
+//! (`preadv2` with `RWF_NOWAIT`), so an async thread never waits on the disk.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -61,6 +64,34 @@ impl TileReader {
         Ok(file)
     }
 
+    /// The tile's bytes if they can be had without waiting: its file is open already and
+    /// every range is in the page cache. `None` for anything else (a file to open, bytes
+    /// on disk, an error), which [`TileReader::read`] then handles on a blocking thread.
+    pub fn read_if_cached(&self, location: &TileLocation) -> Option<Vec<u8>> {
+        let file = self.open.lock().ok()?.get(&location.object).cloned()?;
+        let mut out = vec![0u8; location.byte_len() as usize];
+        let mut at = 0usize;
+        for &(offset, len) in &location.ranges {
+            let end = at + len as usize;
+            let mut done = at;
+            while done < end {
+                let read = rustix::io::preadv2(
+                    &*file,
+                    &mut [io::IoSliceMut::new(&mut out[done..end])],
+                    offset + (done - at) as u64,
+                    rustix::io::ReadWriteFlags::NOWAIT,
+                );
+                match read {
+                    Ok(n) if n > 0 => done += n,
+                    // End of file or not cached (EAGAIN): the blocking path reads or reports it.
+                    _ => return None,
+                }
+            }
+            at = end;
+        }
+        Some(out)
+    }
+
     /// The tile's bytes: its ranges read and concatenated.
     pub fn read(&self, location: &TileLocation) -> Result<Vec<u8>, ReadError> {
         let file = self.file(&location.object)?;
@@ -76,5 +107,40 @@ impl TileReader {
             at = end;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_reads_need_an_open_file_and_give_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = ObjectStore::new(dir.path().join("objects"), dir.path().join("tmp"));
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let object = ObjectId::from_bytes([3; 32]);
+        let path = objects.path(&object);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let reader = TileReader::new(objects);
+        let location = TileLocation {
+            object,
+            ranges: vec![(10, 5_000), (60_000, 30_000)],
+            media_type: "image/jpeg".into(),
+        };
+        // Not opened yet: the non-blocking path declines rather than open a file.
+        assert_eq!(reader.read_if_cached(&location), None);
+        let read = reader.read(&location).unwrap();
+        let expected = [&bytes[10..5_010], &bytes[60_000..90_000]].concat();
+        assert_eq!(read, expected);
+        // Open now, and just written, so in the page cache.
+        assert_eq!(reader.read_if_cached(&location), Some(expected));
+        // Past the end of the file: declined, for the blocking path to report.
+        let beyond = TileLocation {
+            ranges: vec![(99_990, 20)],
+            ..location
+        };
+        assert_eq!(reader.read_if_cached(&beyond), None);
     }
 }

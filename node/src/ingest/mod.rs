@@ -2,8 +2,9 @@
 //!
 //! Pipeline: collect files -> scan each (in parallel, [`dicom`]) -> group by series ->
 //! merge with instances already stored for the series -> assemble the manifest
-//! ([`assemble`]) -> at once: write the instances and tile rows into the slide's redb
-//! transaction | sign the manifest | place original files in the object store -> commit.
+//! ([`assemble`]) -> side by side: sign the manifest | merge the tile rows | place the
+//! original files in the object store, then write the rows into the slide's one redb
+//! transaction -> commit.
 //! A file that fails never stops the others; its error is reported with its path, and a
 //! series with any bad file is not committed at all (a slide is never stored half-made).
 //! Re-ingesting files already stored changes nothing and says so.
@@ -23,9 +24,9 @@ use slidemesh_protocol::{NodeKey, ObjectId, SignedManifest, SlideId, TrustCode};
 use tracing::{info, info_span, warn};
 
 use crate::config::KeepOriginals;
-use crate::store::objects::{ObjectError, ObjectStore, Placement};
+use crate::store::objects::{ObjectStore, Placement};
 use crate::store::{
-    ConsentUpdate, Origin, PreparedInstance, SlideCommit, SlideRecord, Store, now_unix,
+    ConsentUpdate, Origin, PreparedInstance, SlideCommit, SlideRecord, Store, TileRows, now_unix,
 };
 use dicom::{InstanceError, ScannedInstance};
 
@@ -306,49 +307,48 @@ fn ingest_series(
         },
     };
 
-    // Three steps run at once and the slide commits only if all succeed: this thread writes
-    // the instances and their tile locations into the slide's transaction (the longest
-    // step: a B-tree insert per tile), one helper signs and summarises the manifest, another
-    // places the original files. Objects are in place before the transaction commits.
-    let mut writer = target
-        .store
-        .begin_slide()
-        .map_err(|e| fail(e.to_string()))?;
-    let (written, (signed, summary), placement) = std::thread::scope(|scope| {
+    // Work that needs no lock runs side by side: a helper signs and summarises the manifest,
+    // another merges the tile rows, this thread places the original files. Only then is the
+    // slide's write transaction opened (placing may copy gigabytes, and the write lock would
+    // stall the server's own writes meanwhile); the rows go in while signing may still run.
+    // Objects are in place before the transaction commits.
+    let (signed, summary, written) = std::thread::scope(|scope| {
         let signing = scope.spawn(|| {
             (
                 SignedManifest::sign(&manifest, target.key),
                 assemble::summarise(&manifest, Origin::Local),
             )
         });
-        let placing = scope.spawn(|| place_objects(target, &new_instances));
-        let written = writer.insert_instances(&new_instances);
-        (written, joined(signing.join()), joined(placing.join()))
+        let merging = scope.spawn(|| TileRows::merge(&new_instances));
+        let placement = place_objects(target, &new_instances);
+        let tiles = joined(merging.join());
+        let written = placement.and_then(|placed| {
+            let mut writer = target
+                .store
+                .begin_slide()
+                .map_err(|e| (placed.clone(), e.to_string()))?;
+            writer
+                .insert_instances(&new_instances, &tiles)
+                .map_err(|e| (placed.clone(), e.to_string()))?;
+            Ok((writer, placed))
+        });
+        let (signed, summary) = joined(signing.join());
+        (signed, summary, written)
     });
     // Objects placed by this run are removed again if the slide does not commit, so a
     // failed ingest leaves nothing behind (objects that were already there stay).
-    let undo = |placed: &[slidemesh_protocol::ObjectId]| {
+    let undo = |placed: &[ObjectId]| {
         for id in placed {
             if !target.store.references_object(id).unwrap_or(true) {
                 let _ = target.objects.remove(id);
             }
         }
     };
-    let placed = match (placement, written) {
-        (Ok(placed), Ok(())) => placed,
-        (Err((placed, e)), _) => {
-            drop(writer);
+    let (writer, placed) = match written {
+        Ok(written) => written,
+        Err((placed, error)) => {
             undo(&placed);
-            return Err(fail(if e.is_disk_full() {
-                format!("disk full: {e}")
-            } else {
-                e.to_string()
-            }));
-        }
-        (Ok(placed), Err(e)) => {
-            drop(writer);
-            undo(&placed);
-            return Err(fail(e.to_string()));
+            return Err(fail(error));
         }
     };
     let commit = SlideCommit {
@@ -388,11 +388,12 @@ fn joined<T>(result: std::thread::Result<T>) -> T {
 }
 
 /// Places the new instances' original files in the object store. Returns the objects this
-/// run added (not those already there); on failure, those added so far and the error.
+/// run added (not those already there); on failure, those added so far and what went
+/// wrong.
 fn place_objects(
     target: &IngestTarget<'_>,
     instances: &[&PreparedInstance],
-) -> Result<Vec<ObjectId>, (Vec<ObjectId>, ObjectError)> {
+) -> Result<Vec<ObjectId>, (Vec<ObjectId>, String)> {
     let mut placed = Vec::new();
     for instance in instances.iter().map(|p| &p.instance) {
         match target
@@ -401,7 +402,8 @@ fn place_objects(
         {
             Ok(Placement::AlreadyPresent) => {}
             Ok(_) => placed.push(instance.object),
-            Err(e) => return Err((placed, e)),
+            Err(e) if e.is_disk_full() => return Err((placed, format!("disk full: {e}"))),
+            Err(e) => return Err((placed, e.to_string())),
         }
     }
     Ok(placed)

@@ -225,27 +225,33 @@ fn tile_rows(instance: &ScannedInstance) -> (Vec<(TileId, std::ops::Range<usize>
     (tiles, values)
 }
 
-/// The tile rows of several instances in one ascending sequence (a k-way merge of their
-/// sorted lists); a tile in several instances comes once.
-fn merged_tile_rows<'a>(instances: &[&'a PreparedInstance]) -> Vec<(&'a TileId, &'a [u8])> {
-    let mut lists: Vec<_> = instances.iter().map(|i| i.tile_rows().peekable()).collect();
-    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(&'a TileId, usize)>> = lists
-        .iter_mut()
-        .enumerate()
-        .filter_map(|(i, list)| list.peek().map(|(tile, _)| std::cmp::Reverse((*tile, i))))
-        .collect();
-    let mut out: Vec<(&'a TileId, &'a [u8])> =
-        Vec::with_capacity(instances.iter().map(|i| i.tiles.len()).sum());
-    while let Some(std::cmp::Reverse((_, i))) = heap.pop() {
-        let Some(row) = lists[i].next() else { continue };
-        if out.last().is_none_or(|last| last.0 != row.0) {
-            out.push(row);
+/// The tile rows of a slide's new instances in one ascending sequence, a tile in several
+/// instances once. Merged before the slide's transaction begins, so the write lock is held
+/// only for the inserts.
+pub struct TileRows<'a>(Vec<(&'a TileId, &'a [u8])>);
+
+impl<'a> TileRows<'a> {
+    /// A k-way merge of the instances' sorted lists.
+    pub fn merge(instances: &[&'a PreparedInstance]) -> Self {
+        let mut lists: Vec<_> = instances.iter().map(|i| i.tile_rows().peekable()).collect();
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(&'a TileId, usize)>> = lists
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, list)| list.peek().map(|(tile, _)| std::cmp::Reverse((*tile, i))))
+            .collect();
+        let mut out: Vec<(&'a TileId, &'a [u8])> =
+            Vec::with_capacity(instances.iter().map(|i| i.tiles.len()).sum());
+        while let Some(std::cmp::Reverse((_, i))) = heap.pop() {
+            let Some(row) = lists[i].next() else { continue };
+            if out.last().is_none_or(|last| last.0 != row.0) {
+                out.push(row);
+            }
+            if let Some((tile, _)) = lists[i].peek() {
+                heap.push(std::cmp::Reverse((*tile, i)));
+            }
         }
-        if let Some((tile, _)) = lists[i].peek() {
-            heap.push(std::cmp::Reverse((*tile, i)));
-        }
+        Self(out)
     }
-    out
 }
 
 /// The node's redb database.
@@ -320,10 +326,11 @@ impl Store {
         tx.commit().op("create tables")
     }
 
-    /// Opens the one write transaction a slide is committed in. Ingest writes the slide's
-    /// instances and tile rows first, while other threads sign the manifest and place the
-    /// original files, then completes it with [`SlideWriter::commit`]. Dropped uncommitted,
-    /// it writes nothing.
+    /// Opens the one write transaction a slide is committed in. Ingest opens it once the
+    /// slide's originals are in place (copying them can take seconds, and the lock would
+    /// stall every other writer, the server's audit log among them), writes the instances
+    /// and tile rows while another thread may still sign the manifest, then completes it
+    /// with [`SlideWriter::commit`]. Dropped uncommitted, it writes nothing.
     pub fn begin_slide(&self) -> Result<SlideWriter, StoreError> {
         Ok(SlideWriter {
             tx: self.db.begin_write().op("begin ingest transaction")?,
@@ -416,8 +423,13 @@ pub struct SlideWriter {
 }
 
 impl SlideWriter {
-    /// Writes these instances' rows, the objects they reference, and their tile locations.
-    pub fn insert_instances(&mut self, prepared: &[&PreparedInstance]) -> Result<(), StoreError> {
+    /// Writes these instances' rows, the objects they reference, and their tile locations
+    /// (`tiles`: the same instances' rows, merged).
+    pub fn insert_instances(
+        &mut self,
+        prepared: &[&PreparedInstance],
+        tiles: &TileRows<'_>,
+    ) -> Result<(), StoreError> {
         let mut instances = self.tx.open_table(INSTANCES).op("open instances")?;
         let mut objects = self.tx.open_table(OBJECTS).op("open objects")?;
         for p in prepared {
@@ -435,19 +447,19 @@ impl SlideWriter {
                 .insert(instance.object.as_bytes(), instance.file_len)
                 .op("insert object")?;
         }
-        let mut tiles = self.tx.open_table(TILES).op("open tiles")?;
+        let mut table = self.tx.open_table(TILES).op("open tiles")?;
         // Tile locations in key order: B-tree inserts in order touch each page once.
         // A tile already known (the same bytes in another frame or slide) keeps its
         // first location; both are valid places to read it from.
-        for (tile, location) in merged_tile_rows(prepared) {
+        for &(tile, location) in &tiles.0 {
             // One descent per tile: insert, and in the rare case the tile was already
             // known, put its first location back.
-            let previous = tiles
+            let previous = table
                 .insert(tile.as_bytes(), location)
                 .op("insert tile")?
                 .map(|old| old.value().to_vec());
             if let Some(previous) = previous {
-                tiles
+                table
                     .insert(tile.as_bytes(), previous.as_slice())
                     .op("restore tile")?;
             }
@@ -577,10 +589,10 @@ mod tests {
     fn tile_rows_of_several_instances_merge_in_key_order_once_each() {
         let a = prepared("1.1", 0xa, &[5, 1, 3, 1]);
         let b = prepared("1.2", 0xb, &[4, 3, 9]);
-        let rows = merged_tile_rows(&[&a, &b]);
-        let keys: Vec<u8> = rows.iter().map(|(tile, _)| tile.as_bytes()[0]).collect();
+        let rows = TileRows::merge(&[&a, &b]);
+        let keys: Vec<u8> = rows.0.iter().map(|(tile, _)| tile.as_bytes()[0]).collect();
         assert_eq!(keys, [1, 3, 4, 5, 9]);
-        for (tile, value) in rows {
+        for (tile, value) in rows.0 {
             let location: TileLocation = decode("tiles_v1", value).unwrap();
             let owner = if [4, 9].contains(&tile.as_bytes()[0]) {
                 0xb
@@ -615,7 +627,9 @@ mod tests {
         let store = Store::open(&dir.path().join("store.redb")).unwrap();
         let a = prepared("1.1", 0xa, &[5, 1]);
         let mut writer = store.begin_slide().unwrap();
-        writer.insert_instances(&[&a]).unwrap();
+        writer
+            .insert_instances(&[&a], &TileRows::merge(&[&a]))
+            .unwrap();
         drop(writer);
         assert_eq!(
             store.tile_location(&TileId::from_bytes([5; 32])).unwrap(),

@@ -15,10 +15,10 @@ pub mod dicom;
 pub mod frames;
 pub mod incoming;
 
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rayon::prelude::*;
 use serde::Serialize;
 use slidemesh_protocol::{NodeKey, ObjectId, SignedManifest, SlideId, TrustCode};
 use tracing::{info, info_span, warn};
@@ -26,7 +26,7 @@ use tracing::{info, info_span, warn};
 use crate::config::KeepOriginals;
 use crate::store::objects::{ObjectStore, Placement};
 use crate::store::{
-    ConsentUpdate, Origin, PreparedInstance, SlideCommit, SlideRecord, Store, TileRows, now_unix,
+    ConsentUpdate, Origin, PreparedInstance, SlideCommit, SlideRecord, SlideRows, Store, now_unix,
 };
 use dicom::{InstanceError, ScannedInstance};
 
@@ -319,16 +319,16 @@ fn ingest_series(
                 assemble::summarise(&manifest, Origin::Local),
             )
         });
-        let merging = scope.spawn(|| TileRows::merge(&new_instances));
+        let merging = scope.spawn(|| SlideRows::new(&new_instances));
         let placement = place_objects(target, &new_instances);
-        let tiles = joined(merging.join());
+        let rows = joined(merging.join());
         let written = placement.and_then(|placed| {
             let mut writer = target
                 .store
                 .begin_slide()
                 .map_err(|e| (placed.clone(), e.to_string()))?;
             writer
-                .insert_instances(&new_instances, &tiles)
+                .insert_rows(&rows)
                 .map_err(|e| (placed.clone(), e.to_string()))?;
             Ok((writer, placed))
         });

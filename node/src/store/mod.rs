@@ -225,14 +225,17 @@ fn tile_rows(instance: &ScannedInstance) -> (Vec<(TileId, std::ops::Range<usize>
     (tiles, values)
 }
 
-/// The tile rows of a slide's new instances in one ascending sequence, a tile in several
-/// instances once. Merged before the slide's transaction begins, so the write lock is held
-/// only for the inserts.
-pub struct TileRows<'a>(Vec<(&'a TileId, &'a [u8])>);
+/// A slide's new instances with their tile rows merged into one ascending sequence, a tile
+/// in several instances once. Built before the slide's transaction begins, so the write
+/// lock is held only for the inserts.
+pub struct SlideRows<'a> {
+    instances: &'a [&'a PreparedInstance],
+    tiles: Vec<(&'a TileId, &'a [u8])>,
+}
 
-impl<'a> TileRows<'a> {
-    /// A k-way merge of the instances' sorted lists.
-    pub fn merge(instances: &[&'a PreparedInstance]) -> Self {
+impl<'a> SlideRows<'a> {
+    /// A k-way merge of the instances' sorted tile lists.
+    pub fn new(instances: &'a [&'a PreparedInstance]) -> Self {
         let mut lists: Vec<_> = instances.iter().map(|i| i.tile_rows().peekable()).collect();
         let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(&'a TileId, usize)>> = lists
             .iter_mut()
@@ -250,7 +253,10 @@ impl<'a> TileRows<'a> {
                 heap.push(std::cmp::Reverse((*tile, i)));
             }
         }
-        Self(out)
+        Self {
+            instances,
+            tiles: out,
+        }
     }
 }
 
@@ -423,16 +429,11 @@ pub struct SlideWriter {
 }
 
 impl SlideWriter {
-    /// Writes these instances' rows, the objects they reference, and their tile locations
-    /// (`tiles`: the same instances' rows, merged).
-    pub fn insert_instances(
-        &mut self,
-        prepared: &[&PreparedInstance],
-        tiles: &TileRows<'_>,
-    ) -> Result<(), StoreError> {
+    /// Writes the instances' rows, the objects they reference, and their tile locations.
+    pub fn insert_rows(&mut self, rows: &SlideRows<'_>) -> Result<(), StoreError> {
         let mut instances = self.tx.open_table(INSTANCES).op("open instances")?;
         let mut objects = self.tx.open_table(OBJECTS).op("open objects")?;
-        for p in prepared {
+        for p in rows.instances {
             let instance = &p.instance;
             instances
                 .insert(
@@ -451,7 +452,7 @@ impl SlideWriter {
         // Tile locations in key order: B-tree inserts in order touch each page once.
         // A tile already known (the same bytes in another frame or slide) keeps its
         // first location; both are valid places to read it from.
-        for &(tile, location) in &tiles.0 {
+        for &(tile, location) in &rows.tiles {
             // One descent per tile: insert, and in the rare case the tile was already
             // known, put its first location back.
             let previous = table
@@ -589,10 +590,15 @@ mod tests {
     fn tile_rows_of_several_instances_merge_in_key_order_once_each() {
         let a = prepared("1.1", 0xa, &[5, 1, 3, 1]);
         let b = prepared("1.2", 0xb, &[4, 3, 9]);
-        let rows = TileRows::merge(&[&a, &b]);
-        let keys: Vec<u8> = rows.0.iter().map(|(tile, _)| tile.as_bytes()[0]).collect();
+        let instances = [&a, &b];
+        let rows = SlideRows::new(&instances);
+        let keys: Vec<u8> = rows
+            .tiles
+            .iter()
+            .map(|(tile, _)| tile.as_bytes()[0])
+            .collect();
         assert_eq!(keys, [1, 3, 4, 5, 9]);
-        for (tile, value) in rows.0 {
+        for (tile, value) in rows.tiles {
             let location: TileLocation = decode("tiles_v1", value).unwrap();
             let owner = if [4, 9].contains(&tile.as_bytes()[0]) {
                 0xb
@@ -627,9 +633,7 @@ mod tests {
         let store = Store::open(&dir.path().join("store.redb")).unwrap();
         let a = prepared("1.1", 0xa, &[5, 1]);
         let mut writer = store.begin_slide().unwrap();
-        writer
-            .insert_instances(&[&a], &TileRows::merge(&[&a]))
-            .unwrap();
+        writer.insert_rows(&SlideRows::new(&[&a])).unwrap();
         drop(writer);
         assert_eq!(
             store.tile_location(&TileId::from_bytes([5; 32])).unwrap(),

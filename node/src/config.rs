@@ -122,6 +122,13 @@ pub struct NetworkSection {
     /// congestion window has grown before the first tiles travel; 0 turns it off.
     #[serde(default = "default_warm_up_bytes")]
     pub warm_up_bytes: u64,
+    /// Seconds between fetches of a shared slide's manifest and its owner's consent
+    /// statement (a copy follows the owner's edits within this).
+    #[serde(default = "default_consent_refresh_secs")]
+    pub consent_refresh_secs: u64,
+    /// Seconds between audit checkpoints co-signed by the members.
+    #[serde(default = "default_audit_checkpoint_secs")]
+    pub audit_checkpoint_secs: u64,
 }
 
 impl Default for NetworkSection {
@@ -131,6 +138,8 @@ impl Default for NetworkSection {
             cache_bytes: default_cache_bytes(),
             peer_addresses: Default::default(),
             warm_up_bytes: default_warm_up_bytes(),
+            consent_refresh_secs: default_consent_refresh_secs(),
+            audit_checkpoint_secs: default_audit_checkpoint_secs(),
         }
     }
 }
@@ -144,6 +153,14 @@ fn default_p2p_listen() -> Vec<String> {
 
 fn default_cache_bytes() -> u64 {
     4 << 30
+}
+
+fn default_consent_refresh_secs() -> u64 {
+    600
+}
+
+fn default_audit_checkpoint_secs() -> u64 {
+    60
 }
 
 /// About one first screen of tiles, plus headroom.
@@ -270,6 +287,12 @@ peer_addresses = {peer_addresses}
 # congestion window has grown before the first tiles travel (a fresh QUIC or TCP connection
 # starts at about 12 KB per round trip). Costs this much per connection; 0 turns it off.
 warm_up_bytes = 1048576
+# Seconds between fetches of each shared slide's manifest and its owner's signed consent
+# statement: a slide here follows the owner's consent, policy and opt-out edits within this
+# (revocations are pushed at once). A refused fetch is retried no sooner than this.
+consent_refresh_secs = 600
+# Seconds between checkpoints of the audit log, each co-signed by the other members.
+audit_checkpoint_secs = 60
 
 [dimse]
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.

@@ -6,7 +6,8 @@
 //! - [`federation`]: what the node does for peers and for shared slides (grants checked,
 //!   manifests and tiles served, remote tiles fetched through the cache), and its
 //!   background loops (roster, outbox).
-//! - [`policy`]: consent decisions (default deny).
+//! - [`access`]: who may see or do what: every decision in one pure function (grants,
+//!   the owner's cedar policy, roles, the label and identity rules).
 //! - [`net`]: the libp2p swarm task and its handle; knows nothing of the store.
 //! - [`ingest`]: DICOM WSI files in, signed slides in the store out.
 //! - [`context`]: an opened node (config, key, store) and start-up housekeeping.
@@ -16,6 +17,7 @@
 //! Architecture invariant: only `ingest` writes slides to the store, always in one redb
 //! transaction per slide; HTTP handlers and the CLI hold handles, never raw tables.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod cli;
@@ -29,5 +31,4 @@ pub mod dimse;
 pub mod federation;
 pub mod ingest;
 pub mod net;
-pub mod policy;
 pub mod store;

@@ -31,7 +31,8 @@ fn wsidicom_reads_local_and_shared_slides_through_dicomweb() {
     let mut fed = federation(&["RR8", "RAE"]);
     for node in fed.nodes.iter_mut() {
         // Checkpoint and co-sign audit logs every second rather than every minute.
-        node.serve_env(&[("SLIDEMESH_AUDIT_CHECKPOINT_SECS", "1")]);
+        node.edit_config("audit_checkpoint_secs = 60", "audit_checkpoint_secs = 1");
+        node.serve();
     }
     let owner = fed.nodes[0].url.clone().unwrap();
     check_through_dicomweb(&fed.generated, &owner, fed.work.path(), "local");

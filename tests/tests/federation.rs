@@ -8,6 +8,9 @@
 //! - corruption: a source that sends wrong bytes is detected and bypassed.
 //! - expiry: when a grant ends, the grantee's own node stops showing the slide, cached
 //!   tiles included, without being told.
+//! - opt-out: when the owner records the national data opt-out for a research-shared
+//!   slide, the grantee's node stops serving it to its users (the trust itself included),
+//!   empties its cache, and does not keep asking.
 
 use std::time::Duration;
 
@@ -341,6 +344,88 @@ fn an_expired_grant_ends_viewing_at_the_grantee_even_from_its_cache() {
     .expect("the expired slide leaves the grantee's list");
 }
 
+#[test]
+fn an_owners_opt_out_ends_a_research_share_at_the_grantee_cache_included() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    // The grantee asks for the owner's current rules every 2 s: a refusal then waits at
+    // least that long before it is asked again.
+    fed.nodes[1].edit_config("consent_refresh_secs = 600", "consent_refresh_secs = 2");
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let slide = fed.slide.clone();
+    let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
+    run_ok(
+        owner
+            .cmd()
+            .args(["consent", &slide, "--codes", "GRU", "--opt-out", "no"]),
+    );
+    slidemesh_e2e::federation::share_for(owner, &slide, "RAE", "research", None);
+    wait_for_shared(grantee, &slide);
+    // The grantee's users (here the trust itself: `[users] from = "none"`) view tiles,
+    // which the grantee caches.
+    let paths: Vec<String> = tile_paths(owner, &slide).into_iter().take(4).collect();
+    for path in &paths {
+        let r = grantee.get(path);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let cached = |node: &Node| node.get_json("/api/v1/network")["cache"]["tiles"].as_u64();
+    wait_until(Duration::from_secs(10), || {
+        cached(grantee).unwrap_or(0) >= 4
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "the viewed tiles are not cached: {}",
+            grantee.get_json("/api/v1/network")
+        )
+    });
+
+    // The patient opts out: the owner's next answer to the grantee's refresh refuses, and
+    // the slide ends there, cached tiles included.
+    run_ok(
+        owner
+            .cmd()
+            .args(["consent", &slide, "--codes", "GRU", "--opt-out", "yes"]),
+    );
+    wait_until(Duration::from_secs(60), || {
+        grantee.get(&format!("/api/v1/slides/{slide}")).status == 404
+    })
+    .expect("the opted-out slide leaves the grantee");
+    for path in &paths {
+        let r = grantee.get(path);
+        assert!(
+            r.status == 404 || r.status == 403,
+            "a cached tile of an opted-out slide answered {}",
+            r.status
+        );
+    }
+    let listed = grantee.get_json("/api/v1/slides");
+    assert!(
+        !listed.to_string().contains(&slide),
+        "still listed: {listed}"
+    );
+    assert_eq!(cached(grantee), Some(0), "the slide's tiles left the cache");
+
+    // The grantee does not keep asking: over the next ten seconds (twenty polls at the
+    // old 500 ms rate) the owner's log gains at most one more refusal for it.
+    let refusals = || {
+        run_ok(owner.cmd().args(["audit", "show", "--json"]))
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["entry"]["peer"] == "RAE" && e["entry"]["allowed"] == false)
+            .count()
+    };
+    let before = refusals();
+    assert!(before >= 1, "the owner logged its refusal");
+    std::thread::sleep(Duration::from_secs(10));
+    let after = refusals();
+    assert!(
+        after <= before + 1,
+        "the owner logged {} more refusals in 10 s",
+        after - before
+    );
+}
+
 /// The patient's id in a manifest as `/api/v1/slides/{id}/manifest` serves it: from the
 /// full-resolution level's instance.
 fn patient_id_in(manifest: &Value) -> String {
@@ -388,9 +473,13 @@ fn a_research_grant_gets_a_deidentified_view_that_still_views_and_speaks_dicomwe
         "{detail}"
     );
     assert!(detail["label_url"].is_null() && detail["overview_url"].is_null());
+    // Asking anyway is refused by the label rule (decided before anything is looked up).
+    let label = grantee.get(&format!("/api/v1/slides/{slide}/label"));
     assert_eq!(
-        grantee.get(&format!("/api/v1/slides/{slide}/label")).status,
-        404
+        label.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&label.body)
     );
     let path = tile_paths(owner, &slide).pop().unwrap();
     let tile = grantee.get(&path);
@@ -466,7 +555,8 @@ fn a_copy_serves_others_under_the_owners_rules_while_the_owner_is_down() {
     fed.nodes[1].serve();
     // Harrogate refreshes its shared slides' manifests every second, so it asks again while
     // the owner is down.
-    fed.nodes[2].serve_env(&[("SLIDEMESH_CONSENT_REFRESH_SECS", "1")]);
+    fed.nodes[2].edit_config("consent_refresh_secs = 600", "consent_refresh_secs = 1");
+    fed.nodes[2].serve();
     let slide = fed.slide.clone();
     let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
     // Research use of this slide needs an ethics approval (DUO IRB).

@@ -112,13 +112,13 @@ fn ingested_slides_are_served_by_content_address() {
     let tile = manifest["manifest"]["levels"][0]["tiles"][5]
         .as_str()
         .unwrap();
-    let r = node.get(&format!("/api/v1/tiles/{tile}"));
+    let r = node.get(&format!("/api/v1/slides/{id}/tiles/{tile}"));
     assert_eq!(r.status, 200);
     assert_eq!(blake3::hash(&r.body).to_hex().as_str(), tile);
     let etag = r.header("etag").unwrap().to_string();
     assert_eq!(
         node.get_with(
-            &format!("/api/v1/tiles/{tile}"),
+            &format!("/api/v1/slides/{id}/tiles/{tile}"),
             &[("If-None-Match", &etag)]
         )
         .status,
@@ -127,9 +127,13 @@ fn ingested_slides_are_served_by_content_address() {
 
     // Unknown and malformed ids.
     let unknown = "0".repeat(64);
-    assert_eq!(node.get(&format!("/api/v1/tiles/{unknown}")).status, 404);
+    assert_eq!(
+        node.get(&format!("/api/v1/slides/{id}/tiles/{unknown}"))
+            .status,
+        404
+    );
     assert_eq!(node.get(&format!("/api/v1/slides/{unknown}")).status, 404);
-    let bad = node.get("/api/v1/tiles/not-a-tile-id");
+    let bad = node.get(&format!("/api/v1/slides/{id}/tiles/not-a-tile-id"));
     assert_eq!(bad.status, 400);
     assert!(String::from_utf8_lossy(&bad.body).contains("malformed tile id"));
     assert_eq!(

@@ -37,7 +37,8 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
     fed.nodes[1].edit_config("from = \"none\"", "from = \"proxy\"");
     fed.nodes[0].serve();
     // The grantee asks for the owner's current rules every second.
-    fed.nodes[1].serve_env(&[("SLIDEMESH_CONSENT_REFRESH_SECS", "1")]);
+    fed.nodes[1].edit_config("consent_refresh_secs = 600", "consent_refresh_secs = 1");
+    fed.nodes[1].serve();
     let (owner, grantee) = (&fed.nodes[0], &fed.nodes[1]);
     share(owner, &slide, "RAE");
     wait_until(Duration::from_secs(30), || {

@@ -8,13 +8,16 @@
 //! - `GET /api/v1/slides/{slide_id}/{thumbnail|label|overview}`: associated image bytes.
 //! - `POST /api/v1/slides/{slide_id}/cache`: fetch every tile of a shared slide into the
 //!   cache now (verified), answering when done ([`tiles`]).
-//! - `GET /api/v1/tiles/{tile_id}` and
+//! - `GET /api/v1/slides/{slide_id}/tiles/{tile_id}` and
 //!   `GET /api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}`: tile bytes ([`tiles`]).
 //! - `/dicomweb/...`: QIDO-RS and WADO-RS ([`dicomweb`]).
 //! - everything else: the embedded web UI ([`web`]).
 //!
 //! Every route acts for a [`requester::Requester`]: the trust, or the person its sign-on
-//! proxy named. Content-addressed responses carry strong ETags (the id) and immutable cache headers.
+//! proxy named. Every route that shows a slide's content is decided for that requester
+//! first ([`decide`], [`decide_metadata`], or the federation's `authorize_tiles`), and
+//! reads the slide only with the decision's token ([`load_slide`] takes one; tile reads
+//! take a `TilesDecided`). Content-addressed responses carry strong ETags (the id).
 
 pub mod dicomweb;
 pub mod requester;
@@ -31,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use slidemesh_protocol::{DeidentifiedView, NodePublicKey, SlideId, SlideManifest, TrustCode};
 
-use crate::federation::Federation;
+use crate::federation::{Federation, SlideDecided, TilesDecided};
 use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{Origin, SlideSummary, Store};
@@ -124,8 +127,10 @@ impl ApiState {
     }
 
     /// The slide with this id, decoded and verified once, then cached. Reads the store on a
-    /// miss: call from a blocking context.
-    pub fn slide(&self, id: &SlideId) -> Result<Arc<SlideView>, ApiError> {
+    /// miss: call from a blocking context. Undecided: handlers go through [`load_slide`]
+    /// with a decision's token; only the DICOMweb catalogue reads here, and its answers are
+    /// filtered per requester before anything is shown.
+    pub(crate) fn slide(&self, id: &SlideId) -> Result<Arc<SlideView>, ApiError> {
         if let Some(view) = self.cached_slide(id) {
             return Ok(view);
         }
@@ -194,8 +199,14 @@ pub fn etag_matches(request: &axum::http::HeaderMap, etag: &str) -> bool {
         .is_some_and(|v| v.as_bytes() == etag.as_bytes())
 }
 
-/// The slide, from memory when cached, else loaded on the blocking pool.
-pub async fn load_slide(state: &Arc<ApiState>, id: SlideId) -> Result<Arc<SlideView>, ApiError> {
+/// The slide a decision was made about, from memory when cached, else loaded on the
+/// blocking pool. Taking the decision's token is the point: no handler shows a slide's
+/// content without one.
+pub async fn load_slide(
+    state: &Arc<ApiState>,
+    decided: &impl Decided,
+) -> Result<Arc<SlideView>, ApiError> {
+    let id = decided.decided_slide();
     if let Some(view) = state.cached_slide(&id) {
         return Ok(view);
     }
@@ -205,88 +216,173 @@ pub async fn load_slide(state: &Arc<ApiState>, id: SlideId) -> Result<Arc<SlideV
         .map_err(ApiError::internal)?
 }
 
-/// Refuses (403) a named person whom the owner's rules do not let view a shared slide. The
-/// trust itself, and anyone at all for this trust's own slides, pass.
-pub async fn authorize_view(
-    state: &Arc<ApiState>,
-    requester: &requester::Requester,
-    view: &SlideView,
-) -> Result<(), ApiError> {
-    if view.is_local() {
-        return Ok(());
+/// A decision's token ([`SlideDecided`] or [`TilesDecided`]): what reading a slide needs.
+pub trait Decided {
+    fn decided_slide(&self) -> SlideId;
+}
+
+impl Decided for SlideDecided {
+    fn decided_slide(&self) -> SlideId {
+        self.slide()
     }
-    decide_shared(
-        state,
-        requester,
-        view.id,
-        Some(crate::consent::ConsentAction::View),
-    )
-    .await
 }
 
-/// Refuses (403) a named person whom the owner's rules do not let read a shared slide's
-/// metadata: view it and, when this trust holds the identified manifest, see who the
-/// patient is ([`Federation::metadata_actions`]).
-pub async fn authorize_metadata(
+impl Decided for TilesDecided {
+    fn decided_slide(&self) -> SlideId {
+        self.slide()
+    }
+}
+
+/// Decides `actions` on `slide` for the requester (the trust itself, or the person its
+/// sign-on named), local and shared slides alike ([`crate::access::decide`] through the
+/// federation's gateway): refused 403, unknown 404; allowed, the decision is durable in the
+/// audit log before the token is handed back.
+pub async fn decide(
     state: &Arc<ApiState>,
     requester: &requester::Requester,
     slide: SlideId,
-) -> Result<(), ApiError> {
-    decide_shared(state, requester, slide, None).await
-}
-
-/// Decides `action` (or the metadata actions) for the named person about a shared slide.
-async fn decide_shared(
-    state: &Arc<ApiState>,
-    requester: &requester::Requester,
-    slide: SlideId,
-    action: Option<crate::consent::ConsentAction>,
-) -> Result<(), ApiError> {
-    let Some(user) = requester.user().cloned() else {
-        return Ok(());
-    };
+    actions: &[crate::consent::ConsentAction],
+) -> Result<SlideDecided, ApiError> {
+    if let Some(decided) = state
+        .federation
+        .decide_in_memory(&slide, requester.user(), actions)
+    {
+        return decided.map_err(tiles::remote_error);
+    }
     let federation = state.federation.clone();
+    let user = requester.user().cloned();
+    let actions = actions.to_vec();
+    tokio::task::spawn_blocking(move || federation.decide_slide(&slide, user.as_ref(), &actions))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(tiles::remote_error)
+}
+
+/// Decides reading a slide's metadata ([`Federation::metadata_actions`]: viewing it, and
+/// knowing who the patient is when this node holds the identified metadata).
+pub async fn decide_metadata(
+    state: &Arc<ApiState>,
+    requester: &requester::Requester,
+    slide: SlideId,
+) -> Result<SlideDecided, ApiError> {
+    let federation = state.federation.clone();
+    let user = requester.user().cloned();
     tokio::task::spawn_blocking(move || {
-        let actions = match action {
-            Some(action) => vec![action],
-            None => federation.metadata_actions(&slide)?,
-        };
-        federation.decide_for_user(&slide, &user, &actions)
+        let actions = federation.metadata_actions(&slide)?;
+        federation.decide_slide(&slide, user.as_ref(), &actions)
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(tiles::remote_error)
 }
 
+/// What a route shows, and so what it must decide before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Nothing of any slide: who the node is, the network, the web UI's files.
+    Public,
+    /// Lists and searches: each slide in the answer is one the requester may view (and its
+    /// identity only when they may know it); no decision is logged for leaving one out.
+    Listing,
+    /// One slide's content (metadata, tiles, images, instances, history): decided for the
+    /// requester first, refused 403, and read only with the decision's token.
+    Content,
+    /// Files into the node's ingest (STOW-RS).
+    Ingest,
+}
+
+/// One route: its path (as the router writes it, `/dicomweb` prefix included) and what
+/// each of its methods exposes.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    pub path: String,
+    pub methods: Vec<(axum::http::Method, Exposure)>,
+}
+
+pub(crate) type Route = (RouteInfo, axum::routing::MethodRouter<Arc<ApiState>>);
+
+/// Every route of the API, described and handled: the router is built from this list, so
+/// no route escapes [`route_table`], which the route-walking test requests as a refused
+/// requester (every `Content` route must answer 403 or 404, never the slide).
+fn routes() -> Vec<Route> {
+    use Exposure::*;
+    use axum::http::Method;
+    use axum::routing::post;
+    let get_ = |path: &str, exposure: Exposure, handler| -> Route {
+        (
+            RouteInfo {
+                path: path.to_string(),
+                methods: vec![(Method::GET, exposure)],
+            },
+            handler,
+        )
+    };
+    let mut all = vec![
+        get_("/api/v1/node", Public, get(slides::node_info)),
+        get_("/api/v1/network", Public, get(slides::network_status)),
+        get_("/api/v1/slides", Listing, get(slides::list)),
+        get_("/api/v1/slides/{slide_id}", Content, get(slides::detail)),
+        get_(
+            "/api/v1/slides/{slide_id}/manifest",
+            Content,
+            get(slides::manifest),
+        ),
+        get_(
+            "/api/v1/slides/{slide_id}/access",
+            Content,
+            get(slides::access_history),
+        ),
+        (
+            RouteInfo {
+                path: "/api/v1/slides/{slide_id}/cache".into(),
+                methods: vec![(Method::POST, Content)],
+            },
+            post(tiles::cache_whole_slide),
+        ),
+        get_(
+            "/api/v1/slides/{slide_id}/{image}",
+            Content,
+            get(tiles::associated),
+        ),
+        get_(
+            "/api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}",
+            Content,
+            get(tiles::level_tile),
+        ),
+        (
+            RouteInfo {
+                path: "/api/v1/slides/{slide_id}/levels/{level}/wanted".into(),
+                methods: vec![(Method::POST, Content)],
+            },
+            post(tiles::wanted),
+        ),
+        get_(
+            "/api/v1/slides/{slide_id}/tiles/{tile_id}",
+            Content,
+            get(tiles::by_id),
+        ),
+        get_("/api/{*rest}", Public, get(api_not_found)),
+    ];
+    all.extend(dicomweb::routes().into_iter().map(|(mut info, handler)| {
+        info.path = format!("{}{}", dicomweb::urls::PREFIX, info.path);
+        (info, handler)
+    }));
+    all
+}
+
+/// What every route exposes ([`Exposure`]), for tests and documentation.
+pub fn route_table() -> Vec<RouteInfo> {
+    routes().into_iter().map(|(info, _)| info).collect()
+}
+
 /// Builds the router. `cors_origins` lists the web origins allowed to call the API from a
 /// browser (a DICOMweb viewer served elsewhere); `*` allows any. Empty: same origin only.
 pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
-    Router::new()
-        .route("/api/v1/node", get(slides::node_info))
-        .route("/api/v1/network", get(slides::network_status))
-        .route("/api/v1/slides", get(slides::list))
-        .route("/api/v1/slides/{slide_id}", get(slides::detail))
-        .route("/api/v1/slides/{slide_id}/manifest", get(slides::manifest))
-        .route(
-            "/api/v1/slides/{slide_id}/access",
-            get(slides::access_history),
-        )
-        .route(
-            "/api/v1/slides/{slide_id}/cache",
-            axum::routing::post(tiles::cache_whole_slide),
-        )
-        .route("/api/v1/slides/{slide_id}/{image}", get(tiles::associated))
-        .route(
-            "/api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}",
-            get(tiles::level_tile),
-        )
-        .route(
-            "/api/v1/slides/{slide_id}/levels/{level}/wanted",
-            axum::routing::post(tiles::wanted),
-        )
-        .route("/api/v1/tiles/{tile_id}", get(tiles::by_id))
-        .route("/api/{*rest}", get(api_not_found))
-        .nest(dicomweb::urls::PREFIX, dicomweb::routes())
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (info, handler)| {
+            router.route(&info.path, handler)
+        })
         .fallback(web::asset)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

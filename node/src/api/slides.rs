@@ -69,17 +69,20 @@ pub async fn list(
     let store = state.store.clone();
     let (federation, user) = (state.federation.clone(), requester.0.clone());
     let (mut summaries, deidentified) = tokio::task::spawn_blocking(move || {
-        let mut all = store.summaries()?;
-        // A named person sees only the shared slides the owners' rules let them view, and
-        // those they may not know the patient of without the specimen's identifier.
-        for (id, mut summary) in store.remote_summaries()? {
-            if let Some(user) = &user {
-                if !federation.user_may(&id, user, ConsentAction::View) {
-                    continue;
-                }
-                if !federation.user_may_read_metadata(&id, user) {
-                    redact(&mut summary);
-                }
+        // The one asking sees only the slides the owners' rules let them view (this trust's
+        // own and shared ones alike), and those they may not know the patient of without
+        // the specimen's identifier.
+        let mut all = Vec::new();
+        for (id, mut summary) in store
+            .summaries()?
+            .into_iter()
+            .chain(store.remote_summaries()?)
+        {
+            if !federation.user_may(&id, user.as_ref(), ConsentAction::View) {
+                continue;
+            }
+            if !federation.user_may_read_metadata(&id, user.as_ref()) {
+                redact(&mut summary);
             }
             all.push((id, summary));
         }
@@ -116,17 +119,16 @@ fn redact(summary: &mut SlideSummary) {
     summary.has_overview = false;
 }
 
-/// The slide, when the requester may view it (a shared slide is decided for a named person
-/// with the owner's rules).
+/// The slide, when the requester may view it (decided with the owner's rules, this trust's
+/// own slides included).
 async fn load(
     state: &Arc<ApiState>,
     requester: &Requester,
     raw_id: &str,
 ) -> Result<Arc<SlideView>, ApiError> {
     let id: SlideId = parse_id("slide id", raw_id)?;
-    let view = super::load_slide(state, id).await?;
-    super::authorize_view(state, requester, &view).await?;
-    Ok(view)
+    let decided = super::decide(state, requester, id, &[ConsentAction::View]).await?;
+    super::load_slide(state, &decided).await
 }
 
 /// A JSON response about one slide, with a strong ETag. A local slide's data is content
@@ -162,15 +164,13 @@ pub async fn detail(
 ) -> Result<Response, ApiError> {
     let view = load(&state, &requester, &slide_id).await?;
     let mut summary = view.summary.clone();
-    if let Some(user) = requester.user().filter(|_| !view.is_local()).cloned() {
-        let (federation, id) = (state.federation.clone(), view.id);
-        let may_read =
-            tokio::task::spawn_blocking(move || federation.user_may_read_metadata(&id, &user))
-                .await
-                .map_err(ApiError::internal)?;
-        if !may_read {
-            redact(&mut summary);
-        }
+    let (federation, id, user) = (state.federation.clone(), view.id, requester.0.clone());
+    let may_read =
+        tokio::task::spawn_blocking(move || federation.user_may_read_metadata(&id, user.as_ref()))
+            .await
+            .map_err(ApiError::internal)?;
+    if !may_read {
+        redact(&mut summary);
     }
     let redacted = summary != view.summary;
     let m = &view.manifest;
@@ -220,11 +220,9 @@ pub async fn manifest(
     Path(slide_id): Path<String>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let view = load(&state, &requester, &slide_id).await?;
-    if !view.is_local() {
-        super::authorize_metadata(&state, &requester, view.id).await?;
-    }
-    let id = view.id;
+    let id: SlideId = parse_id("slide id", &slide_id)?;
+    let decided = super::decide_metadata(&state, &requester, id).await?;
+    let view = super::load_slide(&state, &decided).await?;
     let body = json!({
         "slide_id": id,
         // The id the signature covers: the slide id, or the de-identified view's.
@@ -250,10 +248,9 @@ pub async fn access_history(
     Path(slide_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
-    // A named person sees the history of slides they may view (it names their colleagues).
-    if requester.user().is_some() {
-        load(&state, &requester, &slide_id).await?;
-    }
+    // The history of a slide is for those who may view it (it names their colleagues).
+    let decided = super::decide(&state, &requester, id, &[ConsentAction::View]).await?;
+    let id = decided.slide();
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.audit_entries())
         .await

@@ -11,17 +11,25 @@ use slidemesh_protocol::{AssociatedKind, Level, SlideId, TileId};
 use tracing::Instrument;
 
 use super::requester::Requester;
-use super::{ApiError, ApiState, SlideView, etag_matches, load_slide, parse_id};
+use super::{ApiError, ApiState, SlideView, decide, etag_matches, load_slide, parse_id};
+use crate::consent::ConsentAction;
 use crate::federation::TilesDecided;
 use crate::federation::remote::RemoteError;
 use crate::store::Origin;
 
-/// Sends one tile, honouring `If-None-Match` against its strong ETag (the tile id).
+/// Sends one tile of this trust's own slides, honouring `If-None-Match` against its strong
+/// ETag (the tile id). `decided` must cover it.
 async fn send_tile(
     state: &Arc<ApiState>,
+    decided: &TilesDecided,
     tile: TileId,
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    if !decided.covers(&tile) {
+        return Err(ApiError::forbidden(format!(
+            "tile {tile} was not decided for this request"
+        )));
+    }
     let etag = format!("\"{tile}\"");
     if etag_matches(request, &etag) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
@@ -32,7 +40,7 @@ async fn send_tile(
     if let Some(location) = state.locations.cached(&tile)
         && let Some(bytes) = state.reader.read_if_cached(&location)
     {
-        return tile_response(bytes, &location.media_type, &etag, Sharing::Public);
+        return tile_response(bytes, &location.media_type, &etag, Sharing::Decided);
     }
     let state = state.clone();
     let span = tracing::debug_span!("read_tile", tile = %tile);
@@ -48,16 +56,46 @@ async fn send_tile(
     })
     .await
     .map_err(ApiError::internal)??;
-    tile_response(bytes, &media_type, &etag, Sharing::Public)
+    tile_response(bytes, &media_type, &etag, Sharing::Decided)
 }
 
+/// Sends a decided tile of any slide: this trust's own from its files, a shared one from
+/// the cache or peers.
+async fn send_decided(
+    state: &Arc<ApiState>,
+    decided: &TilesDecided,
+    view: &SlideView,
+    tile: TileId,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
+    if view.is_local() {
+        send_tile(state, decided, tile, request).await
+    } else {
+        send_remote_tile(state, decided, view, tile, request).await
+    }
+}
+
+/// `GET /api/v1/slides/{slide}/tiles/{tile}`: a tile of the slide by its content id.
 pub async fn by_id(
     State(state): State<Arc<ApiState>>,
-    Path(tile_id): Path<String>,
+    requester: Requester,
+    Path((slide_id, tile_id)): Path<(String, String)>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let id: SlideId = parse_id("slide id", &slide_id)?;
     let tile: TileId = parse_id("tile id", &tile_id)?;
-    send_tile(&state, tile, &request).await
+    let span = tracing::debug_span!("tile_by_id", slide = %id, tile = %tile);
+    async move {
+        let decided = state
+            .federation
+            .authorize_tiles(id, vec![tile], requester.user())
+            .await
+            .map_err(remote_error)?;
+        let view = load_slide(&state, &decided).await?;
+        send_decided(&state, &decided, &view, tile, &request).await
+    }
+    .instrument(span)
+    .await
 }
 
 pub async fn level_tile(
@@ -72,27 +110,26 @@ pub async fn level_tile(
     let row: u32 = parse_id("row", &row)?;
     let span = tracing::debug_span!("level_tile", slide = %id, level, col, row);
     async move {
-        let view = load_slide(&state, id).await?;
+        // Nothing is read or fetched for someone the owner's rules refuse, not even prefetch.
+        let decided = decide(&state, &requester, id, &[ConsentAction::FetchTiles]).await?;
+        let view = load_slide(&state, &decided).await?;
         let grid = level_of(&view, level)?;
         let tile = grid.tile_at(col, row).ok_or_else(|| {
             ApiError::not_found(format!(
                 "no tile at column {col}, row {row} of level {level}"
             ))
         })?;
-        if view.summary.origin == Origin::Shared {
-            // Nothing is fetched for a person the owner's rules refuse, not even prefetch.
-            let decided = state
-                .federation
-                .authorize_tiles(id, vec![tile], requester.user())
-                .await
-                .map_err(remote_error)?;
+        let tiles = state
+            .federation
+            .tiles_of(&decided, vec![tile])
+            .map_err(remote_error)?;
+        if !view.is_local() {
             let (screen, deeper) = prefetch_around(&view, level, col, row);
             let user = requester.user();
             state.federation.prefetch(id, &screen, true, user);
             state.federation.prefetch(id, &deeper, false, user);
-            return send_remote_tile(&state, &decided, &view, tile, &request).await;
         }
-        send_tile(&state, tile, &request).await
+        send_decided(&state, &tiles, &view, tile, &request).await
     }
     .instrument(span)
     .await
@@ -122,7 +159,9 @@ pub async fn wanted(
 ) -> Result<Response, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
     let level: usize = parse_id("level", &level)?;
-    let view = load_slide(&state, id).await?;
+    // Nothing is fetched for someone the owner's rules refuse.
+    let decided = decide(&state, &requester, id, &[ConsentAction::FetchTiles]).await?;
+    let view = load_slide(&state, &decided).await?;
     let grid = level_of(&view, level)?;
     let [c0, c1] = region.cols;
     let [r0, r1] = region.rows;
@@ -143,12 +182,6 @@ pub async fn wanted(
     if view.summary.origin == Origin::Shared {
         // From the middle outwards: the middle of the screen is what the eye goes to.
         let tiles = tiles_outwards(grid, (c0, c1), (r0, r1), ((c0 + c1) / 2, (r0 + r1) / 2));
-        // Nothing is fetched for a person the owner's rules refuse.
-        state
-            .federation
-            .authorize_tiles(id, tiles.clone(), requester.user())
-            .await
-            .map_err(remote_error)?;
         state
             .federation
             .prefetch(id, &tiles, true, requester.user());
@@ -177,21 +210,24 @@ pub async fn associated(
         }
     };
     let id: SlideId = parse_id("slide id", &slide_id)?;
-    let view = load_slide(&state, id).await?;
+    let actions = match kind {
+        AssociatedKind::Label | AssociatedKind::Overview => {
+            vec![ConsentAction::FetchTiles, ConsentAction::SeeLabel]
+        }
+        _ => vec![ConsentAction::FetchTiles],
+    };
+    let decided = decide(&state, &requester, id, &actions).await?;
+    let view = load_slide(&state, &decided).await?;
     let tile = view
         .manifest
         .associated(kind)
         .and_then(|a| a.tiles.first().copied())
         .ok_or_else(|| ApiError::not_found(format!("slide {id} has no {} image", kind.as_str())))?;
-    if view.summary.origin == Origin::Shared {
-        let decided = state
-            .federation
-            .authorize_tiles(id, vec![tile], requester.user())
-            .await
-            .map_err(remote_error)?;
-        return send_remote_tile(&state, &decided, &view, tile, &request).await;
-    }
-    send_tile(&state, tile, &request).await
+    let tiles = state
+        .federation
+        .tiles_of(&decided, vec![tile])
+        .map_err(remote_error)?;
+    send_decided(&state, &tiles, &view, tile, &request).await
 }
 
 /// Levels with at most this many tiles are fetched whole when any of their tiles is asked
@@ -327,13 +363,19 @@ pub(crate) fn remote_error(e: RemoteError) -> ApiError {
         }
         RemoteError::NotShared(_) => ApiError::not_found(e.to_string()),
         RemoteError::Unavailable(reason) => ApiError::bad_gateway(reason),
+        RemoteError::NoSuchTile(_) => ApiError::not_found(e.to_string()),
+        RemoteError::AuditFailed(reason) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: reason,
+        },
     }
 }
 
-/// Who may cache a tile response: anyone, for ever (this trust's own slides), or only the
-/// browser of the person it was decided for, revalidating each use (shared slides).
+/// Who may cache a tile response: only the browser of the one it was decided for. This
+/// trust's own tiles never change under their id, so that browser keeps them; a shared
+/// slide's can be withdrawn, so it asks again on each use and is decided again.
 enum Sharing {
-    Public,
+    Decided,
     Private,
 }
 
@@ -356,7 +398,7 @@ fn tile_response(
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(match sharing {
-            Sharing::Public => "public, max-age=31536000, immutable",
+            Sharing::Decided => "private, max-age=31536000, immutable",
             // Asked again on each use, so the decision for the person is made again.
             Sharing::Private => "private, no-cache",
         }),
@@ -372,7 +414,17 @@ pub async fn cache_whole_slide(
     Path(slide_id): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
-    let view = load_slide(&state, id).await?;
+    // Label images come along only for someone who may see them (a refusal of that is
+    // logged, and the rest of the slide is copied all the same).
+    let with_label = [ConsentAction::FetchTiles, ConsentAction::SeeLabel];
+    let decided = match decide(&state, &requester, id, &with_label).await {
+        Ok(decided) => decided,
+        Err(e) if e.status == StatusCode::FORBIDDEN => {
+            decide(&state, &requester, id, &[ConsentAction::FetchTiles]).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let view = load_slide(&state, &decided).await?;
     if view.summary.origin != Origin::Shared {
         return Ok(axum::Json(serde_json::json!({
             "slide_id": id, "tiles": 0, "bytes": 0, "seconds": 0.0, "local": true,
@@ -385,7 +437,7 @@ pub async fn cache_whole_slide(
     let started = std::time::Instant::now();
     let (fetched, bytes) = state
         .federation
-        .fetch_whole_slide(id, tiles, requester.user())
+        .fetch_whole_slide(&decided, tiles)
         .await
         .map_err(remote_error)?;
     Ok(axum::Json(serde_json::json!({

@@ -84,9 +84,20 @@ impl AuditLog {
                 // Group commit: whatever queued while the previous transaction committed
                 // goes into the next one. An entry waits for at most one commit, never for
                 // a timer, so a crash loses only what had not reached the writer yet.
-                while let Ok(first) = receiver.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < 4096 {
+                // A failed commit (a full disk) loses nothing: the batch is kept and tried
+                // again, with whatever queued meanwhile, until the store takes it. Waiters
+                // for a durable entry meanwhile time out, so nothing leaves unlogged.
+                let mut batch: Vec<Append> = Vec::new();
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    if batch.is_empty() {
+                        match receiver.recv() {
+                            Ok(first) => batch.push(first),
+                            Err(_) => break,
+                        }
+                    }
+                    let room = batch.len() + 4096;
+                    while batch.len() < room {
                         match receiver.try_recv() {
                             Ok(append) => batch.push(append),
                             Err(_) => break,
@@ -94,14 +105,17 @@ impl AuditLog {
                     }
                     match store.append_audit(&batch) {
                         Ok(first_seq) => {
-                            for (seq, append) in (first_seq..).zip(batch) {
+                            for (seq, append) in (first_seq..).zip(batch.drain(..)) {
                                 if let Some(done) = append.done {
                                     let _ = done.try_send(seq);
                                 }
                             }
+                            backoff = Duration::from_millis(100);
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, entries = batch.len(), "audit entries could not be written");
+                            tracing::error!(error = %e, entries = batch.len(), retry_in = ?backoff, "audit entries could not be written; kept, and nothing they cover is served");
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
                         }
                     }
                 }

@@ -43,7 +43,8 @@ struct TestArgs {
     /// The requesting trust's ODS code
     #[arg(long, value_name = "ODS")]
     trust: String,
-    /// direct-care, second-opinion, mdt, research, education or audit-qa
+    /// direct-care, second-opinion, mdt, research, education or audit-qa (a grant's), or
+    /// own-trust (this trust's own people on its own slides)
     #[arg(long)]
     purpose: String,
     /// A slide this node holds (its recorded consent is used)
@@ -136,7 +137,11 @@ fn test(data: DataDir, node_policy: PathBuf, args: TestArgs) -> Result<()> {
     let manifest = record.signed.verify()?;
     let consent = node.store.consent(&manifest.series_uid)?;
     let requester: TrustCode = args.trust.parse()?;
-    let purpose: Purpose = args.purpose.parse().map_err(anyhow::Error::msg)?;
+    // `own-trust`: this trust's own people on its own slides (no grant).
+    let purpose: Option<Purpose> = match args.purpose.as_str() {
+        crate::consent::OWN_TRUST_PURPOSE => None,
+        other => Some(other.parse().map_err(anyhow::Error::msg)?),
+    };
     let user = match (args.user, args.role) {
         (Some(id), Some(role)) => Some(UserClaim::new(id, role)?),
         _ => None,
@@ -168,7 +173,7 @@ fn test(data: DataDir, node_policy: PathBuf, args: TestArgs) -> Result<()> {
                 None => requester.to_string(),
             },
             args.action.as_str(),
-            purpose.as_str(),
+            purpose.map_or(crate::consent::OWN_TRUST_PURPOSE, Purpose::as_str),
             decision.explain()
         );
         println!("slide consent: {}", consent_line(&consent));

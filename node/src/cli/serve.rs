@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -170,7 +171,11 @@ async fn serve(
         info!(%trust, ?addrs, "dialling this member at configured addresses, not the roster's");
     }
     federation.attach_network(network.clone(), peer_addresses);
-    let background = tokio::spawn(tasks::run(federation.clone()));
+    let timings = tasks::Timings {
+        consent_refresh: Duration::from_secs(config.network.consent_refresh_secs.max(1)),
+        audit_checkpoint: Duration::from_secs(config.network.audit_checkpoint_secs.max(1)),
+    };
+    let background = tokio::spawn(tasks::run(federation.clone(), timings));
 
     let node_key = key.public();
     let incoming = Arc::new(Incoming::new(

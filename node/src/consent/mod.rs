@@ -6,9 +6,11 @@
 //! allowed only when a `permit` matches and no `forbid` does. Each decision names the rules
 //! that decided it (their `@id`) and the BLAKE3 hash of the policy text, for the audit trail.
 //!
-//! The cryptographic part of consent (a grant signed by the owner, for this requester and
-//! slide, unexpired, unrevoked) is checked before the policy by [`crate::policy`]; the policy
-//! decides whether the grant's purpose is acceptable for this slide's recorded consent.
+//! This module evaluates a policy; it does not decide who may see what on its own:
+//! [`crate::access::decide`] checks the grant (signed by the owner, for this requester and
+//! slide, unexpired, unrevoked) and the built-in label rule, and asks the policy whether the
+//! grant's purpose (or this trust's own people's role) is acceptable for the slide's
+//! recorded consent.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,10 @@ use crate::store::consent::SlideConsent;
 pub const SCHEMA: &str = include_str!("schema.cedarschema");
 /// The policy a new node starts with: readable, commented, default deny.
 pub const DEFAULT_POLICY: &str = include_str!("default.cedar");
+
+/// The purpose the policy sees (`context.purpose`) when the slide owner's own people, or
+/// its node, use the owner's own slide: no grant, no purpose a grant could name.
+pub const OWN_TRUST_PURPOSE: &str = "own-trust";
 
 /// What a requester wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -69,7 +75,9 @@ pub struct ConsentRequest<'a> {
     pub slide: SlideId,
     pub owner: &'a TrustCode,
     pub consent: &'a SlideConsent,
-    pub purpose: Purpose,
+    /// The grant's purpose; `None` when the owner's own people use its own slide (the
+    /// policy then sees [`OWN_TRUST_PURPOSE`]).
+    pub purpose: Option<Purpose>,
     /// The grant's reference: a referral id for care purposes, an ethics approval for
     /// research.
     pub reference: Option<&'a str>,
@@ -255,7 +263,12 @@ impl Policy {
         let mut context = vec![
             (
                 "purpose".to_string(),
-                Value::new_string(request.purpose.as_str().to_string()),
+                Value::new_string(
+                    request
+                        .purpose
+                        .map_or(OWN_TRUST_PURPOSE, Purpose::as_str)
+                        .to_string(),
+                ),
             ),
             ("now".to_string(), Value::new_long(request.now as i64)),
             (
@@ -264,7 +277,7 @@ impl Policy {
             ),
         ];
         if let Some(reference) = request.reference.filter(|r| !r.is_empty()) {
-            let key = if request.purpose == Purpose::Research {
+            let key = if request.purpose == Some(Purpose::Research) {
                 "ethics_approval"
             } else {
                 "referral"
@@ -341,6 +354,36 @@ fn render(e: &(dyn miette::Diagnostic + 'static)) -> String {
     out
 }
 
+/// BLAKE3 of the policy templates earlier versions wrote at `init` (before this trust's own
+/// people were decided by the policy).
+const FORMER_TEMPLATES: [&str; 2] = [
+    "7214e8002778ae2f533740976e21a232134c32c082d9bc8cd2e9012f77e6f7cb",
+    "0a31f9345a83f0e6b8632609b7f02dd163209f54045e3b246239389483e73c95",
+];
+
+/// Replaces an unedited former template at `path` with [`DEFAULT_POLICY`] (written beside
+/// it and renamed into place). Anything else, including any edit, is left alone.
+fn upgrade_former_template(path: &Path) {
+    let Ok(text) = std::fs::read(path) else {
+        return;
+    };
+    let hash = blake3::hash(&text).to_hex();
+    if !FORMER_TEMPLATES.contains(&hash.as_str()) {
+        return;
+    }
+    let fresh = path.with_extension("cedar.new");
+    let written =
+        std::fs::write(&fresh, DEFAULT_POLICY).and_then(|()| std::fs::rename(&fresh, path));
+    match written {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "unedited policy template replaced by this version's template")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot replace the former policy template")
+        }
+    }
+}
+
 /// The node's policy as the running server uses it: loaded from the data directory, and
 /// reloaded when the file changes (checked at most once a second). An invalid new version
 /// is logged and refused; the last valid one stays in force.
@@ -351,8 +394,12 @@ pub struct PolicyHandle {
 }
 
 impl PolicyHandle {
-    /// Loads the node's policy (the built-in default when the data directory has none).
+    /// Loads the node's policy (the built-in default when the data directory has none). A
+    /// file that is still, byte for byte, a template an earlier version wrote is replaced by
+    /// today's template first: nobody chose its rules, and today's know about this trust's
+    /// own people.
     pub fn load(path: PathBuf) -> Result<Self, PolicyError> {
+        upgrade_former_template(&path);
         let policy = if path.exists() {
             Policy::from_file(&path)?
         } else {

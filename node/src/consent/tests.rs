@@ -22,7 +22,7 @@ fn decide(
         slide: SlideId::of(b"slide"),
         owner: &owner,
         consent,
-        purpose,
+        purpose: Some(purpose),
         reference,
         grant_expires: 2_000_000_000,
         now: 1_800_000_000,
@@ -150,7 +150,7 @@ fn requests_are_built_as_the_schema_says() {
         consent(&["GRU", "IRB"], true, Some(1_900_000_000)),
     ];
     for c in &consents {
-        for purpose in Purpose::ALL {
+        for purpose in Purpose::ALL.map(Some).into_iter().chain([None]) {
             for action in [
                 ConsentAction::View,
                 ConsentAction::FetchTiles,
@@ -196,7 +196,7 @@ fn decide_as(
         slide: SlideId::of(b"slide"),
         owner: &owner,
         consent: &consent(&["CC", "GRU"], false, None),
-        purpose,
+        purpose: Some(purpose),
         reference: None,
         grant_expires: 2_000_000_000,
         now: 1_800_000_000,

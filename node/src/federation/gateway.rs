@@ -1,32 +1,34 @@
-//! Decisions for this trust's own people about slides other trusts shared with it.
+//! Decisions for this trust's own people, and for the trust itself when its API names no
+//! one, about every slide this node shows them: its own slides (its policy and recorded
+//! consent, no grant) and slides other trusts shared with it (the owner's rules from its
+//! signed consent statement, under the grant held). Every decision is
+//! [`crate::access::decide`]; this file gathers the rules and records the entries.
 //!
-//! The grantee's node is its people's gateway: when the trust's sign-on names the person
-//! asking, the owner's rules (the policy and consent in its signed consent statement, the
-//! same a copy decides with) are applied to that person here, before anything of the slide
-//! is shown, tiles already cached included. The owner decides again when tiles are fetched
-//! for them, and both logs name them.
+//! Fail closed: an allowed decision that is due in the log is durable before anything of
+//! the slide is shown (the caller gets its token only then); while the log cannot be
+//! written, nothing is shown ([`RemoteError::AuditFailed`]).
 //!
-//! Logging (side `gateway`): an allowed access once per person, slide and action per
-//! [`GATEWAY_LOG_EVERY`], so the log reads "jsmith viewed slide X at 10:02", not one entry
-//! per tile; a refusal once per person, slide and action per [`GATEWAY_REFUSAL_LOG_EVERY`]
-//! (a refused viewer asks for dozens of tiles a second). Lists and searches leave out what a
-//! person may not view without logging anything ([`Federation::user_may`]).
+//! Logging (side `gateway`): an allowed access once per person (or the trust itself), slide
+//! and action per [`GATEWAY_LOG_EVERY`], so the log reads "jsmith viewed slide X at 10:02",
+//! not one entry per tile; a refusal once per [`GATEWAY_REFUSAL_LOG_EVERY`] (a refused viewer
+//! asks for dozens of tiles a second). Lists and searches leave out what a person may not
+//! view without logging anything ([`Federation::user_may`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slidemesh_protocol::{SlideId, TileId, UserClaim};
+use slidemesh_protocol::{SlideId, TileId, TrustCode, UserClaim};
 use tracing::info;
 
 use super::Federation;
 use super::remote::RemoteError;
-use crate::audit::{AuditEntry, Side};
-use crate::consent::{ConsentAction, ConsentRequest, Policy};
+use crate::access::{self, Basis, CheckedGrant, GrantQuestion, Refusal, Rules, Side, Subject};
+use crate::consent::{ConsentAction, Policy};
 use crate::store::consent::SlideConsent;
 use crate::store::now_unix;
 
-/// How long the owner's rules for a slide are reused before the store is read again (the
+/// How long a slide's rules are reused before the store is read again (a shared slide's
 /// statement itself is refreshed from the owner every few minutes).
 const RULES_TTL: Duration = Duration::from_secs(5);
 /// How often an allowed access by the same person to the same slide is logged again.
@@ -35,41 +37,78 @@ pub const GATEWAY_LOG_EVERY: Duration = Duration::from_secs(600);
 pub const GATEWAY_REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Entries of the log throttle kept before old ones are dropped.
 const LOGGED_MAX: usize = 10_000;
+/// How long a decision waits for its audit entry to become durable before it fails.
+const AUDIT_WAIT: Duration = Duration::from_secs(5);
+
+/// A slide decided for the one asking ([`Federation::decide_slide`]): what the HTTP API
+/// needs to read a slide's content for them, so no route shows a slide undecided.
+#[derive(Debug, Clone)]
+pub struct SlideDecided {
+    slide: SlideId,
+    user: Option<UserClaim>,
+    actions: Vec<ConsentAction>,
+}
+
+impl SlideDecided {
+    pub fn slide(&self) -> SlideId {
+        self.slide
+    }
+
+    pub fn user(&self) -> Option<&UserClaim> {
+        self.user.as_ref()
+    }
+
+    /// Whether `action` was decided (and so allowed) for this request.
+    pub fn allows(&self, action: ConsentAction) -> bool {
+        self.actions.contains(&action)
+    }
+}
 
 /// Tiles of a slide decided for the one asking ([`Federation::authorize_tiles`]): the only
-/// way to fetch them ([`Federation::remote_tile`]), so no path shows a tile undecided.
+/// way to read them, from this node's files or from peers, so no path shows a tile
+/// undecided.
 pub struct TilesDecided {
     pub(super) slide: SlideId,
     pub(super) tiles: std::collections::HashSet<TileId>,
     pub(super) user: Option<UserClaim>,
 }
 
-/// The owner's rules for a slide, as read at an instant and withdrawal count.
+impl TilesDecided {
+    pub fn slide(&self) -> SlideId {
+        self.slide
+    }
+
+    /// Whether `tile` was part of the decision.
+    pub fn covers(&self, tile: &TileId) -> bool {
+        self.tiles.contains(tile)
+    }
+}
+
+/// A slide's rules as read at an instant and withdrawal count.
 #[derive(Clone)]
-struct OwnersRules {
+struct SlideRules {
     read_at: Instant,
     generation: u64,
     policy: Arc<Policy>,
     consent: SlideConsent,
-    /// This trust holds the identified manifest (not a de-identified view).
+    owner: TrustCode,
+    /// This trust's own slide (decided without a grant).
+    local: bool,
+    /// This trust holds the identified manifest (its own slide, or a shared one that is
+    /// not a de-identified view).
     identified: bool,
-    /// The grant held, its signature checked once per read rather than per decision.
-    grant: VerifiedGrant,
+    /// For a shared slide: the grant held, checked once per read rather than per decision.
+    grant: Option<CheckedGrant>,
 }
 
-#[derive(Clone)]
-struct VerifiedGrant {
-    id: slidemesh_protocol::GrantId,
-    grant: slidemesh_protocol::Grant,
-}
-
-/// The owner's rules for recently asked slides, and when each allowed access was last
-/// logged.
+/// Slides' rules for recently asked slides, and when each access was last logged.
 #[derive(Default)]
 pub struct GatewayState {
-    rules: std::sync::Mutex<HashMap<SlideId, OwnersRules>>,
-    logged: std::sync::Mutex<HashMap<(SlideId, UserClaim, ConsentAction, bool), Instant>>,
+    rules: std::sync::Mutex<HashMap<SlideId, SlideRules>>,
+    logged: std::sync::Mutex<HashMap<LogKey, Instant>>,
 }
+
+type LogKey = (SlideId, Option<UserClaim>, ConsentAction, bool);
 
 impl Federation {
     /// What asking for `tiles` of `slide` amounts to: fetching tiles, and seeing the label
@@ -79,229 +118,401 @@ impl Federation {
         slide: &SlideId,
         tiles: &[TileId],
     ) -> Result<Vec<ConsentAction>, RemoteError> {
-        let served = self
-            .served_slide(slide)
-            .map_err(|e| RemoteError::Unavailable(format!("cannot read slide {slide}: {e}")))?;
-        let mut actions = vec![ConsentAction::FetchTiles];
-        if tiles.iter().any(|t| served.label_tiles.contains(t)) {
-            actions.push(ConsentAction::SeeLabel);
+        let served = self.served_slide(slide).map_err(|refusal| match refusal {
+            Refusal::Denied(_) => RemoteError::NotShared(*slide),
+            Refusal::Failed(reason) => {
+                RemoteError::Unavailable(format!("cannot read slide {slide}: {reason}"))
+            }
+        })?;
+        if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
+            return Err(RemoteError::NoSuchTile(format!(
+                "slide {slide} has no tile {stray}"
+            )));
         }
-        Ok(actions)
+        Ok(access::tile_actions(
+            tiles.iter().any(|t| served.label_tiles.contains(t)),
+        ))
     }
 
-    /// Decides for a named person, once per request, before anything of `tiles` is shown or
-    /// fetched for them; the answer is what [`Federation::remote_tile`] needs to fetch them.
-    /// The trust itself (`None`) passes here: the owner decides for it when tiles are
-    /// fetched.
+    /// Decides, once per request, before anything of `tiles` is shown or fetched for the
+    /// one asking (a named person, or the trust itself); the answer is what reading them
+    /// needs ([`Federation::remote_tile`], the API's local reads).
     pub async fn authorize_tiles(
         self: &Arc<Self>,
         slide: SlideId,
         tiles: Vec<TileId>,
         user: Option<&UserClaim>,
     ) -> Result<TilesDecided, RemoteError> {
-        let decided = |tiles: Vec<TileId>| TilesDecided {
-            slide,
-            tiles: tiles.into_iter().collect(),
-            user: user.cloned(),
-        };
-        let Some(person) = user.cloned() else {
-            return Ok(decided(tiles));
-        };
+        // This trust's own slide with everything in memory: no trip to the blocking pool.
+        if let Some(served) = self.served_in_memory(&slide) {
+            if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
+                return Err(RemoteError::NoSuchTile(format!(
+                    "slide {slide} has no tile {stray}"
+                )));
+            }
+            let actions =
+                access::tile_actions(tiles.iter().any(|t| served.label_tiles.contains(t)));
+            if let Some(decided) = self.decide_in_memory(&slide, user, &actions) {
+                return decided.map(|_| TilesDecided {
+                    slide,
+                    tiles: tiles.into_iter().collect(),
+                    user: user.cloned(),
+                });
+            }
+        }
         let fed = self.clone();
+        let person = user.cloned();
         tokio::task::spawn_blocking(move || {
             let actions = fed.tile_actions(&slide, &tiles)?;
-            fed.decide_for_user(&slide, &person, &actions)?;
-            Ok(tiles)
+            fed.judge(&slide, person.as_ref(), &actions, true)?;
+            Ok(TilesDecided {
+                slide,
+                tiles: tiles.into_iter().collect(),
+                user: person,
+            })
         })
         .await
         .map_err(|e| RemoteError::Unavailable(e.to_string()))?
-        .map(decided)
     }
 
-    /// Whether `user` may do `action` on a shared slide, decided without logging: for
+    /// Tiles of a slide already decided for the one asking: allowed when the decision
+    /// included fetching tiles and, for label or overview tiles, seeing the label; every tile
+    /// must be the slide's. No new decision, so nothing new to log.
+    pub fn tiles_of(
+        &self,
+        decided: &SlideDecided,
+        tiles: Vec<TileId>,
+    ) -> Result<TilesDecided, RemoteError> {
+        let slide = decided.slide;
+        if !decided.allows(ConsentAction::FetchTiles) {
+            return Err(RemoteError::Forbidden(format!(
+                "tiles of slide {slide} were not decided for this request"
+            )));
+        }
+        let served = self.served_slide(&slide).map_err(|refusal| match refusal {
+            Refusal::Denied(_) => RemoteError::NotShared(slide),
+            Refusal::Failed(reason) => RemoteError::Unavailable(reason),
+        })?;
+        if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
+            return Err(RemoteError::Forbidden(format!(
+                "tile {stray} is not part of slide {slide}"
+            )));
+        }
+        if !decided.allows(ConsentAction::SeeLabel)
+            && tiles.iter().any(|t| served.label_tiles.contains(t))
+        {
+            return Err(RemoteError::Forbidden(format!(
+                "seeing the label of slide {slide} was not decided for this request"
+            )));
+        }
+        Ok(TilesDecided {
+            slide,
+            tiles: tiles.into_iter().collect(),
+            user: decided.user.clone(),
+        })
+    }
+
+    /// Decides `actions` on `slide` for the one asking and, when allowed, gives the token
+    /// the API needs to show the slide. Reads the store on a miss: call from a blocking
+    /// context.
+    pub fn decide_slide(
+        &self,
+        slide: &SlideId,
+        user: Option<&UserClaim>,
+        actions: &[ConsentAction],
+    ) -> Result<SlideDecided, RemoteError> {
+        self.judge(slide, user, actions, true)?;
+        Ok(SlideDecided {
+            slide: *slide,
+            user: user.cloned(),
+            actions: actions.to_vec(),
+        })
+    }
+
+    /// The decision for this trust's own slide when it needs neither the store nor the
+    /// log: its rules are in memory and no entry is due. `None`: decide with
+    /// [`Self::decide_slide`] on the blocking pool. (Most requests of a viewer are of this
+    /// kind: the same person, slide and actions as a moment ago.)
+    pub fn decide_in_memory(
+        &self,
+        slide: &SlideId,
+        user: Option<&UserClaim>,
+        actions: &[ConsentAction],
+    ) -> Option<Result<SlideDecided, RemoteError>> {
+        let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
+        let rules = super::remote::lock(&self.gateway.rules)
+            .get(slide)
+            .cloned()?;
+        let fresh = rules.local
+            && rules.generation == generation
+            && rules.read_at.elapsed() < RULES_TTL
+            && Arc::ptr_eq(&rules.policy, &self.policy.current());
+        if !fresh {
+            return None;
+        }
+        let verdict = access::decide(
+            &Rules {
+                policy: &rules.policy,
+                consent: &rules.consent,
+                owner: &rules.owner,
+                roster: None,
+            },
+            Subject {
+                trust: &self.trust,
+                user,
+            },
+            Basis::OwnSlide,
+            *slide,
+            actions,
+            now_unix(),
+        );
+        let due = verdict
+            .decisions
+            .iter()
+            .any(|d| self.log_is_due(&(*slide, user.cloned(), d.action, d.allowed)));
+        if due {
+            return None;
+        }
+        Some(match verdict.outcome {
+            Ok(()) => Ok(SlideDecided {
+                slide: *slide,
+                user: user.cloned(),
+                actions: actions.to_vec(),
+            }),
+            Err(Refusal::Denied(reason)) => Err(RemoteError::Forbidden(reason)),
+            Err(Refusal::Failed(reason)) => Err(RemoteError::Unavailable(reason)),
+        })
+    }
+
+    /// Whether the one asking may do `action` on a slide, decided without logging: for
     /// leaving things out of lists and searches. Reads the store on a miss: call from a
     /// blocking context.
-    pub fn user_may(&self, slide: &SlideId, user: &UserClaim, action: ConsentAction) -> bool {
+    pub fn user_may(
+        &self,
+        slide: &SlideId,
+        user: Option<&UserClaim>,
+        action: ConsentAction,
+    ) -> bool {
         self.judge(slide, user, &[action], false).is_ok()
     }
 
-    /// May `user`, one of this trust's people, do each of `actions` on a slide shared with
-    /// this trust? Decided with the owner's signed rules under the grant held. Reads the
-    /// store on a miss: call from a blocking context.
-    pub fn decide_for_user(
-        &self,
-        slide: &SlideId,
-        user: &UserClaim,
-        actions: &[ConsentAction],
-    ) -> Result<(), RemoteError> {
-        self.judge(slide, user, actions, true)
-    }
-
+    /// May the one asking (one of this trust's people, or the trust itself) do each of
+    /// `actions` on `slide`? See the module docs. With `log`, the decision is recorded
+    /// (throttled) and an allowed one is durable before this returns.
     fn judge(
         &self,
         slide: &SlideId,
-        user: &UserClaim,
+        user: Option<&UserClaim>,
         actions: &[ConsentAction],
         log: bool,
     ) -> Result<(), RemoteError> {
-        // Checked on every call: a grant that expired is refused at once.
-        let signed = self.grant_for(slide)?;
-        let OwnersRules {
-            policy,
-            consent,
-            grant,
-            ..
-        } = self.rules_for_gateway(slide)?;
-        if grant.id != signed.id() {
-            return Err(RemoteError::Unavailable(format!(
-                "the grant for slide {slide} changed; try again"
-            )));
-        }
-        let grant = grant.grant;
-        let now = now_unix();
-        let owner_peer = self
-            .peer_of(&grant.owner)
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        for &action in actions {
-            let (allowed, rules, policy_hash, reason) = if action == ConsentAction::SeeLabel
-                && grant.purpose.requires_deidentification()
-            {
-                let reason = "label and overview images are never shown for research or education";
-                (
-                    false,
-                    vec![format!("built-in: {reason}")],
-                    String::new(),
-                    reason.to_string(),
-                )
-            } else {
-                let decision = policy.decide(&ConsentRequest {
-                    requester: &self.trust,
-                    user: Some(user),
-                    action,
-                    slide: *slide,
-                    owner: &grant.owner,
-                    consent: &consent,
-                    purpose: grant.purpose,
-                    reference: grant.reference.as_deref(),
-                    grant_expires: grant.expires_at,
-                    now,
-                });
-                let reason = decision.explain();
-                (
-                    decision.allowed,
-                    decision.rules,
-                    decision.policy_hash,
-                    reason,
-                )
-            };
-            if log && self.log_due(slide, user, action, allowed) {
-                info!(%slide, user = %user, action = action.as_str(), allowed, ?rules, "decision for one of this trust's people");
-                self.audit.record(AuditEntry {
-                    time: now,
-                    side: Side::Gateway,
-                    peer: grant.owner.clone(),
-                    peer_id: owner_peer.clone(),
-                    user: Some(user.to_string()),
-                    purpose: grant.purpose.as_str().to_string(),
-                    slide: *slide,
-                    action: action.as_str().to_string(),
-                    what: "shared slide, for one of this trust's people".into(),
-                    allowed,
-                    rules,
-                    policy_hash,
-                    grant: Some(signed.id()),
-                });
-            }
-            if !allowed {
-                return Err(RemoteError::Forbidden(format!(
-                    "{} may not {} slide {slide} for {} under {}'s rules: {reason}",
-                    user,
-                    action.as_str(),
-                    grant.purpose.as_str(),
-                    grant.owner
+        let rules = self.rules_here(slide)?;
+        // Checked on every call for a shared slide: a grant that expired is refused at once.
+        if !rules.local {
+            let signed = self.grant_for(slide)?;
+            if rules.grant.as_ref().map(CheckedGrant::id) != Some(signed.id()) {
+                self.forget_owners_rules(slide);
+                return Err(RemoteError::Unavailable(format!(
+                    "the grant for slide {slide} changed; try again"
                 )));
             }
+        }
+        let roster = self.roster();
+        let basis = match &rules.grant {
+            Some(checked) => Basis::Checked(checked),
+            None => Basis::OwnSlide,
+        };
+        let verdict = access::decide(
+            &Rules {
+                policy: &rules.policy,
+                consent: &rules.consent,
+                owner: &rules.owner,
+                roster: roster.as_ref(),
+            },
+            Subject {
+                trust: &self.trust,
+                user,
+            },
+            basis,
+            *slide,
+            actions,
+            now_unix(),
+        );
+        if log {
+            self.record_here(slide, user, &rules, &verdict)?;
+        }
+        verdict.outcome.map_err(|refusal| match refusal {
+            Refusal::Denied(reason) => RemoteError::Forbidden(reason),
+            Refusal::Failed(reason) => RemoteError::Unavailable(reason),
+        })
+    }
+
+    /// Records what `verdict` asks to, throttled (see the module docs); an allowed entry is
+    /// durable before this returns, or nothing is shown.
+    fn record_here(
+        &self,
+        slide: &SlideId,
+        user: Option<&UserClaim>,
+        rules: &SlideRules,
+        verdict: &access::Verdict,
+    ) -> Result<(), RemoteError> {
+        let (peer, peer_id, what) = if rules.local {
+            (
+                self.trust.clone(),
+                String::new(),
+                "own slide, for this trust",
+            )
+        } else {
+            let peer_id = self
+                .peer_of(&rules.owner)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            (rules.owner.clone(), peer_id, "shared slide, for this trust")
+        };
+        let entries = verdict.entries(Side::Gateway, &peer, &peer_id, what);
+        let mut pending = Vec::new();
+        for (entry, decision) in entries.into_iter().zip(&verdict.decisions) {
+            let key: LogKey = (*slide, user.cloned(), decision.action, decision.allowed);
+            if !self.log_due(&key) {
+                continue;
+            }
+            info!(%slide, user = ?entry.user, action = entry.action, allowed = entry.allowed, rules = ?entry.rules, "decision for this trust");
+            if decision.allowed {
+                pending.push((key, self.audit.record_pending(entry)));
+            } else {
+                self.audit.record(entry);
+            }
+        }
+        let deadline = Instant::now() + AUDIT_WAIT;
+        let mut failed = false;
+        for (key, entry) in pending {
+            if failed
+                || entry
+                    .wait(deadline.saturating_duration_since(Instant::now()))
+                    .is_none()
+            {
+                failed = true;
+                // Logged again next time: this access was not.
+                super::remote::lock(&self.gateway.logged).remove(&key);
+            }
+        }
+        if failed {
+            return Err(RemoteError::AuditFailed(
+                "this node's audit log cannot be written; nothing is shown unlogged".into(),
+            ));
         }
         Ok(())
     }
 
-    /// The owner's rules for a shared slide, from its signed statement; memoised briefly and
+    /// A slide's rules: this node's own policy and recorded consent for its own slides, the
+    /// owner's signed statement under the grant held for shared ones; memoised briefly and
     /// forgotten at any withdrawal.
-    fn rules_for_gateway(&self, slide: &SlideId) -> Result<OwnersRules, RemoteError> {
+    fn rules_here(&self, slide: &SlideId) -> Result<SlideRules, RemoteError> {
         let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
         use super::remote::lock;
         if let Some(rules) = lock(&self.gateway.rules).get(slide)
             && rules.generation == generation
             && rules.read_at.elapsed() < RULES_TTL
+            && (!rules.local || Arc::ptr_eq(&rules.policy, &self.policy.current()))
         {
             return Ok(rules.clone());
         }
-        let signed = self.grant_for(slide)?;
-        let grant = VerifiedGrant {
-            id: signed.id(),
-            grant: signed.verify().map_err(|e| {
-                RemoteError::Unavailable(format!("the grant held does not verify: {e}"))
-            })?,
+        let unavailable = |e: &dyn std::fmt::Display| RemoteError::Unavailable(e.to_string());
+        let refused = |refusal: Refusal| match refusal {
+            Refusal::Denied(reason) => RemoteError::Forbidden(reason),
+            Refusal::Failed(reason) => RemoteError::Unavailable(reason),
         };
-        let (policy, consent) = self.owners_rules(slide).map_err(|refusal| match refusal {
-            super::Refusal::Denied(reason) => RemoteError::Forbidden(reason),
-            super::Refusal::Failed(reason) => RemoteError::Unavailable(reason),
+        let served = self.served_slide(slide).map_err(|refusal| match refusal {
+            Refusal::Denied(_) => RemoteError::NotShared(*slide),
+            Refusal::Failed(reason) => RemoteError::Unavailable(reason),
         })?;
-        let identified = self
-            .store
-            .remote_slide(slide)
-            .map_err(|e| RemoteError::Unavailable(e.to_string()))?
-            .is_none_or(|r| r.deidentified.is_none());
-        let rules = OwnersRules {
-            read_at: Instant::now(),
-            generation,
-            policy,
-            consent,
-            identified,
-            grant,
+        let rules = if served.local {
+            let consent = self
+                .store
+                .consent(&served.series_uid)
+                .map_err(|e| unavailable(&e))?;
+            SlideRules {
+                read_at: Instant::now(),
+                generation,
+                policy: self.policy.current(),
+                consent,
+                owner: served.owner.clone(),
+                local: true,
+                identified: true,
+                grant: None,
+            }
+        } else {
+            let signed = self.grant_for(slide)?;
+            let roster = self
+                .roster()
+                .ok_or_else(|| RemoteError::Unavailable("this node has no roster".into()))?;
+            let revoked = self
+                .store
+                .is_revoked(&signed.id())
+                .map_err(|e| e.to_string());
+            let checked = access::check_grant(
+                &signed,
+                &GrantQuestion {
+                    roster: &roster,
+                    requester: &self.trust,
+                    slide,
+                    owner: &served.owner,
+                    now: now_unix(),
+                    revoked,
+                },
+            )
+            .map_err(refused)?;
+            let (policy, consent) = self.owners_rules(slide).map_err(refused)?;
+            let identified = self
+                .store
+                .remote_slide(slide)
+                .map_err(|e| unavailable(&e))?
+                .is_none_or(|r| r.deidentified.is_none());
+            SlideRules {
+                read_at: Instant::now(),
+                generation,
+                policy,
+                consent,
+                owner: served.owner.clone(),
+                local: false,
+                identified,
+                grant: Some(checked),
+            }
         };
         lock(&self.gateway.rules).insert(*slide, rules.clone());
         Ok(rules)
     }
 
-    /// What reading a shared slide's metadata amounts to: viewing it, and, when this trust
-    /// holds the identified manifest, seeing the patient's identity (the owner lets identity
-    /// leave only where it lets the label be seen, so a person must be allowed both).
+    /// What reading a slide's metadata amounts to ([`access::metadata_actions`]): viewing
+    /// it and, when this node holds the identified metadata, seeing who the patient is.
     pub fn metadata_actions(&self, slide: &SlideId) -> Result<Vec<ConsentAction>, RemoteError> {
-        let mut actions = vec![ConsentAction::View];
-        if self.rules_for_gateway(slide)?.identified {
-            actions.push(ConsentAction::SeeLabel);
-        }
-        Ok(actions)
+        Ok(access::metadata_actions(self.rules_here(slide)?.identified))
     }
 
-    /// Whether `user` may read a shared slide's metadata ([`Self::metadata_actions`]),
+    /// Whether the one asking may read a slide's metadata ([`Self::metadata_actions`]),
     /// decided without logging: for leaving slides out of searches and redacting lists.
-    pub fn user_may_read_metadata(&self, slide: &SlideId, user: &UserClaim) -> bool {
+    pub fn user_may_read_metadata(&self, slide: &SlideId, user: Option<&UserClaim>) -> bool {
         self.metadata_actions(slide)
             .and_then(|actions| self.judge(slide, user, &actions, false))
             .is_ok()
     }
 
-    /// Drops the owner's rules read for `slide`, so the next decision reads them again.
+    /// Drops the rules read for `slide`, so the next decision reads them again.
     pub(super) fn forget_owners_rules(&self, slide: &SlideId) {
         super::remote::lock(&self.gateway.rules).remove(slide);
     }
 
-    /// Whether a decision for `user` about `slide` should be logged now (and notes it).
-    fn log_due(
-        &self,
-        slide: &SlideId,
-        user: &UserClaim,
-        action: ConsentAction,
-        allowed: bool,
-    ) -> bool {
-        let every = if allowed {
-            GATEWAY_LOG_EVERY
-        } else {
-            GATEWAY_REFUSAL_LOG_EVERY
-        };
+    /// Whether a decision keyed `key` is due in the log (without noting it).
+    fn log_is_due(&self, key: &LogKey) -> bool {
+        let logged = super::remote::lock(&self.gateway.logged);
+        logged
+            .get(key)
+            .is_none_or(|at| at.elapsed() >= log_every(key))
+    }
+
+    /// Whether a decision keyed `key` should be logged now (and notes it).
+    fn log_due(&self, key: &LogKey) -> bool {
+        let every = log_every(key);
         let mut logged = super::remote::lock(&self.gateway.logged);
         if logged.len() >= LOGGED_MAX {
             logged.retain(|_, at| at.elapsed() < GATEWAY_LOG_EVERY);
@@ -311,13 +522,21 @@ impl Federation {
                 logged.clear();
             }
         }
-        let key = (*slide, user.clone(), action, allowed);
-        match logged.get(&key) {
+        match logged.get(key) {
             Some(at) if at.elapsed() < every => false,
             _ => {
-                logged.insert(key, Instant::now());
+                logged.insert(key.clone(), Instant::now());
                 true
             }
         }
+    }
+}
+
+/// How often a decision of this kind is logged again.
+fn log_every(key: &LogKey) -> Duration {
+    if key.3 {
+        GATEWAY_LOG_EVERY
+    } else {
+        GATEWAY_REFUSAL_LOG_EVERY
     }
 }

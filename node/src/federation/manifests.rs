@@ -109,22 +109,29 @@ impl Federation {
         };
         if let Some(identity) = identity {
             decisions.extend(identity);
+            // Nothing leaves before its decisions are durable in the log.
+            let Some(receipt) = self.sign_receipt(decisions) else {
+                return audit_failed();
+            };
             info!(%peer, %slide, "manifest sent");
             return ControlResponse::Manifest {
                 manifest: record.signed,
                 consent,
-                receipt: self.sign_receipt(decisions),
+                receipt: Some(receipt),
             };
         }
         let project = project_of(&grant, &signed_grant);
         match self.deidentified_view(&record.signed, &slide, &project) {
             Ok((manifest, view)) => {
+                let Some(receipt) = self.sign_receipt(decisions) else {
+                    return audit_failed();
+                };
                 info!(%peer, %slide, view = %manifest.slide_id(), project, "de-identified manifest sent");
                 ControlResponse::DeidentifiedManifest {
                     manifest,
                     view,
                     consent,
-                    receipt: self.sign_receipt(decisions),
+                    receipt: Some(receipt),
                 }
             }
             Err(e) => {
@@ -178,11 +185,14 @@ impl Federation {
             Ok(decisions) => decisions,
             Err(reason) => return reason.into(),
         };
+        let Some(receipt) = self.sign_receipt(decisions) else {
+            return audit_failed();
+        };
         info!(%peer, %slide, "owner's manifest sent from this node's copy");
         ControlResponse::Manifest {
             manifest: remote.signed,
             consent: remote.consent,
-            receipt: self.sign_receipt(decisions),
+            receipt: Some(receipt),
         }
     }
 
@@ -255,19 +265,36 @@ impl Federation {
         Ok((view, statement))
     }
 
-    /// The owner refused this node the slide (its consent or policy changed): a copy kept
-    /// here must stop deciding for others with the owner's earlier rules.
-    async fn forget_consent_statement(&self, slide: &SlideId, grant: GrantId) {
+    /// The owner refused this node the slide (its consent or policy changed, or it no
+    /// longer holds it): the slide ends here, as the owner's current rules say, for this
+    /// trust's people and for any trust its copy would serve. Its cached tiles go too.
+    /// The grant is kept: the owner is asked again, rarely ([`OwnerRefused`]), in case it
+    /// lets the slide be shown again.
+    async fn end_shared_slide(&self, slide: &SlideId, grant: GrantId, reason: &str) {
         let store = self.store.clone();
         let slide = *slide;
-        // Only a refusal under the grant the copy is kept under says anything about it.
-        let forgotten =
-            tokio::task::spawn_blocking(move || store.forget_consent_statement(&slide, &grant))
-                .await;
-        if matches!(forgotten, Ok(Ok(true))) {
-            // Nor does this node decide for its own people with the forgotten rules.
-            self.forget_owners_rules(&slide);
-            warn!(%slide, "the owner refused this node the slide; its copy serves no one else now");
+        // Only a refusal under the grant the slide is kept under says anything about it.
+        let ended = tokio::task::spawn_blocking(move || store.end_remote_slide(&slide, &grant))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match ended {
+            Ok(Some(remote)) => {
+                self.manifest_changed(&slide);
+                self.forget_owners_rules(&slide);
+                let tiles: Vec<_> = remote
+                    .signed
+                    .verify()
+                    .map(|m| m.all_tiles().copied().collect())
+                    .unwrap_or_default();
+                let purged = tokio::task::block_in_place(|| self.cache.remove_many(&tiles));
+                if purged.is_err() {
+                    warn!(%slide, "cannot drop the ended slide's cached tiles; they are unreachable and age out");
+                }
+                warn!(%slide, reason, "the owner refused this node the slide; it is no longer shown here, cache included");
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%slide, error, "cannot end a slide the owner refused"),
         }
     }
 
@@ -353,14 +380,14 @@ impl Federation {
                 (manifest, Some(view), consent, receipt)
             }
             ControlResponse::Denied { reason } => {
-                self.forget_consent_statement(&grant.slide, signed.id())
+                self.end_shared_slide(&grant.slide, signed.id(), &reason)
                     .await;
-                anyhow::bail!("owner refused: {reason}")
+                return Err(OwnerRefused(format!("owner refused: {reason}")).into());
             }
             ControlResponse::NotFound => {
-                self.forget_consent_statement(&grant.slide, signed.id())
+                self.end_shared_slide(&grant.slide, signed.id(), "owner has no such slide")
                     .await;
-                anyhow::bail!("owner has no such slide")
+                return Err(OwnerRefused("owner has no such slide".into()).into());
             }
             other => anyhow::bail!("unexpected answer {other:?}"),
         };
@@ -435,3 +462,18 @@ impl Federation {
         Ok(())
     }
 }
+
+/// The answer when this node's audit log could not take a decision in time: nothing leaves
+/// unlogged, and the requester asks again later.
+fn audit_failed() -> ControlResponse {
+    warn!("audit log did not take the decision in time; nothing sent");
+    ControlResponse::Failed {
+        reason: "the serving node's audit log cannot be written now; try again later".into(),
+    }
+}
+
+/// The owner refused this node a slide's manifest (or no longer holds the slide): asking
+/// again soon gets the same answer, so the grantee backs off.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OwnerRefused(pub String);

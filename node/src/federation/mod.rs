@@ -14,7 +14,7 @@
 //! - [`tasks`]: background loops: roster updates, outbox delivery.
 //!
 //! Architecture invariant: every manifest or tile that leaves this node passed
-//! [`crate::policy::check_grant`]; every tile that enters it was hashed against its id.
+//! [`crate::access::decide`]; every tile that enters it was hashed against its id.
 
 mod gateway;
 mod manifests;
@@ -30,23 +30,26 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    Action, AssociatedKind, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, SlideManifest,
-    TileId, TrustCode, UserClaim,
+    AssociatedKind, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, SlideManifest, TileId,
+    TrustCode, UserClaim,
 };
 use tracing::{info, warn};
 
+use crate::access;
+pub(crate) use crate::access::Refusal;
 use crate::audit::{AuditEntry, AuditLog, Pending, Side};
-use crate::consent::{ConsentAction, ConsentRequest, Policy, PolicyHandle};
+use crate::consent::{ConsentAction, Policy, PolicyHandle};
 use crate::net::{Inbound, Network, ReceiptFuture, identity};
-pub(crate) use crate::policy::Refusal;
-use crate::policy::check_grant;
 use crate::store::cache::TileCache;
 use crate::store::consent::SlideConsent;
 use crate::store::federation::StoredGrant;
 use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{Store, now_unix};
-pub use gateway::TilesDecided;
+pub use gateway::{SlideDecided, TilesDecided};
+
+/// How often the same refusal of a peer's request is logged again.
+const SERVED_REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How long a copy decides with an owner's consent statement it could not refresh.
 const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
@@ -104,6 +107,8 @@ pub struct Federation {
     /// Bumped whenever a shared slide is withdrawn or its stored manifest replaced, so
     /// readers holding decoded manifests (the HTTP API's cache) drop them.
     pub withdrawals: std::sync::atomic::AtomicU64,
+    /// When each distinct refusal of a peer was last logged ([`Self::refusal_log_due`]).
+    refusals_logged: Mutex<HashMap<blake3::Hash, std::time::Instant>>,
     /// Test and testnet fault switch: serve tiles with one byte flipped.
     corrupt_tiles: bool,
 }
@@ -138,6 +143,7 @@ impl Federation {
             remote: remote::RemoteState::default(),
             gateway: gateway::GatewayState::default(),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
+            refusals_logged: Mutex::new(HashMap::new()),
             corrupt_tiles,
         }))
     }
@@ -204,6 +210,11 @@ impl Federation {
         }
         self.withdrawals
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What [`Self::served_slide`] knows of a slide without reading the store.
+    fn served_in_memory(&self, slide: &SlideId) -> Option<Arc<ServedSlide>> {
+        self.served.lock().ok().and_then(|m| m.get(slide).cloned())
     }
 
     /// What the policy check needs of a slide this node holds or caches (memoised).
@@ -333,10 +344,11 @@ impl Federation {
         Ok((policy, statement.consent))
     }
 
-    /// May `peer` do each of `actions` on `slide` under `grant`? The grant is checked first
-    /// (signature, grantee, slide, time, revocation), then the owner's consent policy for
-    /// each action. `Err` says why not; `Ok` carries the allowed decisions on their way into
-    /// the audit log, for the requester's receipt ([`Federation::sign_receipt`]).
+    /// May `peer` do each of `actions` on `slide` under `grant`? Decided by
+    /// [`access::decide`] with the owner's rules (this node's own for its slides, the owner's
+    /// signed statement for a copy). `Err` says why not; `Ok` carries the allowed decisions
+    /// on their way into the audit log: nothing may leave before they are durable
+    /// ([`Federation::sign_receipt`] waits for them).
     fn authorize(
         &self,
         peer: &PeerId,
@@ -353,56 +365,7 @@ impl Federation {
         let requester = self
             .trust_of(peer)
             .ok_or_else(|| denied(format!("{peer} is not a member")))?;
-        let now = now_unix();
-        let entry = |action: ConsentAction,
-                     allowed: bool,
-                     rules: Vec<String>,
-                     purpose: &str,
-                     policy_hash: String| AuditEntry {
-            time: now,
-            side: Side::Served,
-            peer: requester.clone(),
-            peer_id: peer.to_string(),
-            user: user.map(ToString::to_string),
-            purpose: purpose.to_string(),
-            slide: *slide,
-            action: action.as_str().to_string(),
-            what: what.to_string(),
-            allowed,
-            rules,
-            policy_hash,
-            grant: Some(grant.id()),
-        };
-        let first = actions.first().copied().unwrap_or(ConsentAction::View);
         let served = self.served_slide(slide)?;
-        let granted = match check_grant(
-            &self.store,
-            &roster,
-            &requester,
-            slide,
-            &served.owner,
-            grant,
-            Action::View,
-            now,
-        ) {
-            Ok(g) => g,
-            // Not a decision: nothing to log, and the requester asks again later.
-            Err(failed @ Refusal::Failed(_)) => return Err(failed),
-            Err(Refusal::Denied(reason)) => {
-                let purpose = grant
-                    .verify()
-                    .map(|g| g.purpose.as_str())
-                    .unwrap_or("unknown");
-                self.audit.record(entry(
-                    first,
-                    false,
-                    vec![format!("grant: {reason}")],
-                    purpose,
-                    String::new(),
-                ));
-                return Err(denied(reason));
-            }
-        };
         // The owner decides with its own policy and recorded consent. A node serving a copy
         // decides with the owner's signed statement of both, never with its own rules.
         let (policy, consent) = if served.local {
@@ -414,57 +377,76 @@ impl Federation {
         } else {
             self.owners_rules(slide)?
         };
-        let mut allowed = Vec::new();
-        for &action in actions {
-            // Whatever a policy says, the label's identity never goes to research or
-            // education (their manifests are de-identified for the same reason).
-            if action == ConsentAction::SeeLabel && granted.purpose.requires_deidentification() {
-                let reason = "label and overview images are never shown for research or education";
-                self.audit.record(entry(
-                    action,
-                    false,
-                    vec![format!("built-in: {reason}")],
-                    granted.purpose.as_str(),
-                    String::new(),
-                ));
-                return Err(denied(format!(
-                    "see_label for {}: {reason}",
-                    granted.purpose
-                )));
-            }
-            let decision = policy.decide(&ConsentRequest {
-                requester: &requester,
+        let rules = access::Rules {
+            policy: &policy,
+            consent: &consent,
+            owner: &served.owner,
+            roster: Some(&roster),
+        };
+        let revoked = self
+            .store
+            .is_revoked(&grant.id())
+            .map_err(|e| e.to_string());
+        let verdict = access::decide(
+            &rules,
+            access::Subject {
+                trust: &requester,
                 user,
-                action,
-                slide: *slide,
-                owner: &served.owner,
-                consent: &consent,
-                purpose: granted.purpose,
-                reference: granted.reference.as_deref(),
-                grant_expires: granted.expires_at,
-                now,
-            });
-            info!(%peer, %slide, trust = %requester, user = ?user.map(|u| u.to_string()), action = action.as_str(), purpose = granted.purpose.as_str(), allowed = decision.allowed, rules = ?decision.rules, policy = %decision.policy_hash, "consent decision");
-            let recorded = entry(
-                action,
-                decision.allowed,
-                decision.rules.clone(),
-                granted.purpose.as_str(),
-                decision.policy_hash.clone(),
-            );
-            if decision.allowed {
-                allowed.push(self.audit.record_pending(recorded));
-            } else {
-                self.audit.record(recorded);
-                return Err(denied(format!(
-                    "{} for {}: {}",
-                    action.as_str(),
-                    granted.purpose.as_str(),
-                    decision.explain()
-                )));
+            },
+            access::Basis::Grant {
+                signed: grant,
+                revoked,
+            },
+            *slide,
+            actions,
+            now_unix(),
+        );
+        info!(%peer, %slide, trust = %requester, user = ?user.map(|u| u.to_string()), purpose = %verdict.purpose, allowed = verdict.allowed(), decisions = ?verdict.decisions, "consent decision");
+        let entries = verdict.entries(Side::Served, &requester, &peer.to_string(), what);
+        match verdict.outcome {
+            Ok(()) => Ok(entries
+                .into_iter()
+                .map(|e| self.audit.record_pending(e))
+                .collect()),
+            Err(refusal) => {
+                // The same refusal again (a grantee asking until it gives up) is logged once
+                // an hour, not once per ask.
+                for entry in entries {
+                    if self.refusal_log_due(&entry) {
+                        self.audit.record(entry);
+                    }
+                }
+                Err(refusal)
             }
         }
-        Ok(allowed)
+    }
+
+    /// Whether a refusal to a peer is due in the log: the same requester, person, slide,
+    /// grant, action and rules are logged once per [`SERVED_REFUSAL_LOG_EVERY`].
+    fn refusal_log_due(&self, entry: &AuditEntry) -> bool {
+        let key = blake3::hash(
+            format!(
+                "{}|{:?}|{}|{:?}|{}|{}",
+                entry.peer,
+                entry.user,
+                entry.slide,
+                entry.grant,
+                entry.action,
+                entry.rules.join(",")
+            )
+            .as_bytes(),
+        );
+        let mut logged = remote::lock(&self.refusals_logged);
+        if logged.len() >= 10_000 {
+            logged.retain(|_, at| at.elapsed() < SERVED_REFUSAL_LOG_EVERY);
+        }
+        match logged.get(&key) {
+            Some(at) if at.elapsed() < SERVED_REFUSAL_LOG_EVERY => false,
+            _ => {
+                logged.insert(key, std::time::Instant::now());
+                true
+            }
+        }
     }
 
     /// A grant delivered by its owner: check it names us and is signed by the owner's

@@ -141,6 +141,12 @@ pub enum RemoteError {
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The slide has no such tile.
+    #[error("{0}")]
+    NoSuchTile(String),
+    /// This node's audit log could not record the decision: nothing is shown unlogged.
+    #[error("{0}")]
+    AuditFailed(String),
 }
 
 impl Federation {
@@ -182,36 +188,23 @@ impl Federation {
     /// many tiles were fetched now and their bytes; fails if any tile could not be had.
     pub async fn fetch_whole_slide(
         self: &Arc<Self>,
-        slide: SlideId,
+        decided: &super::SlideDecided,
         tiles: Vec<TileId>,
-        user: Option<&UserClaim>,
     ) -> Result<(usize, u64), RemoteError> {
-        let tiles = match user {
-            Some(person) => {
-                // Label images are left out for a person who may not see them, rather than
-                // failing the whole copy.
-                let (fed, person) = (self.clone(), person.clone());
-                tokio::task::spawn_blocking(move || {
-                    let label = fed
-                        .served_slide(&slide)
-                        .map_err(|e| RemoteError::Unavailable(format!("slide {slide}: {e}")))?
-                        .label_tiles
-                        .clone();
-                    let (labels, rest): (Vec<TileId>, Vec<TileId>) =
-                        tiles.into_iter().partition(|t| label.contains(t));
-                    fed.decide_for_user(&slide, &person, &[ConsentAction::FetchTiles])?;
-                    let may_see = fed.user_may(&slide, &person, ConsentAction::SeeLabel);
-                    Ok::<_, RemoteError>(if may_see {
-                        [rest, labels].concat()
-                    } else {
-                        rest
-                    })
-                })
-                .await
-                .map_err(|e| RemoteError::Unavailable(e.to_string()))??
-            }
-            None => tiles,
-        };
+        let (slide, user) = (decided.slide(), decided.user());
+        // Label images are left out for someone not decided to see them, rather than
+        // failing the whole copy.
+        let label = self
+            .served_slide(&slide)
+            .map_err(|e| RemoteError::Unavailable(format!("slide {slide}: {e}")))?
+            .label_tiles
+            .clone();
+        let tiles: Vec<TileId> = tiles
+            .into_iter()
+            .filter(|t| decided.allows(ConsentAction::SeeLabel) || !label.contains(t))
+            .collect();
+        // Every tile must be the slide's, and a label only for someone decided to see it.
+        self.tiles_of(decided, tiles.clone())?;
         let ids: Vec<TileId> = tiles
             .into_iter()
             .filter(|t| !self.cache.contains(t))

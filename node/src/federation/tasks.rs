@@ -20,14 +20,26 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// How often members are asked for newer roster versions.
 const ROSTER_PULL_EVERY: Duration = Duration::from_secs(10);
 
+/// The periods of the loops that config sets (`[network]` in config.toml).
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// How often a shared slide's manifest and its owner's consent statement are fetched
+    /// again, so a copy follows the owner's policy and consent edits (revocations do not
+    /// wait for this, they are pushed).
+    pub consent_refresh: Duration,
+    /// How often the audit log is checkpointed and the members asked to co-sign.
+    pub audit_checkpoint: Duration,
+}
+
 /// Runs the loops until the runtime stops.
-pub async fn run(fed: Arc<Federation>) {
+pub async fn run(fed: Arc<Federation>, timings: Timings) {
     let mut poll = tokio::time::interval(POLL_EVERY);
     let mut pull = tokio::time::interval(ROSTER_PULL_EVERY);
-    let mut checkpoint = tokio::time::interval(checkpoint_every());
+    let mut checkpoint = tokio::time::interval(timings.audit_checkpoint);
     checkpoint.tick().await;
     let mut announced = 0u64;
     let mut gossiped = std::collections::HashMap::new();
+    let mut manifest_retries = ManifestRetries::default();
     if let Some(roster) = fed.roster() {
         apply_members(&fed, &roster).await;
     }
@@ -37,22 +49,12 @@ pub async fn run(fed: Arc<Federation>) {
             _ = poll.tick() => {
                 adopt_stored_roster(&fed, &mut announced).await;
                 deliver_outbox(&fed, &mut gossiped).await;
-                review_received_grants(&fed).await;
+                review_received_grants(&fed, timings.consent_refresh, &mut manifest_retries).await;
             }
             _ = pull.tick() => pull_rosters(&fed).await,
             _ = checkpoint.tick() => checkpoint_and_cosign(&fed).await,
         }
     }
-}
-
-/// How often the audit log is checkpointed and co-signed: a minute, or
-/// `SLIDEMESH_AUDIT_CHECKPOINT_SECS` (tests and the testnet use a shorter period).
-fn checkpoint_every() -> Duration {
-    std::env::var("SLIDEMESH_AUDIT_CHECKPOINT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(60))
 }
 
 /// Signs a checkpoint when the log grew, then asks every other member to co-sign the
@@ -315,34 +317,81 @@ async fn deliver_outbox(
     gossiped.retain(|grant, _| outstanding.contains(grant));
 }
 
-/// How often a shared slide's manifest and the owner's consent statement are fetched again,
-/// so a copy serving others follows the owner's policy and consent edits
-/// (`SLIDEMESH_CONSENT_REFRESH_SECS`; revocations do not wait for this, they are pushed).
-fn consent_refresh_secs() -> u64 {
-    std::env::var("SLIDEMESH_CONSENT_REFRESH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600)
+/// When each received grant's manifest may be asked for again, after a failure.
+#[derive(Default)]
+struct ManifestRetries(std::collections::HashMap<slidemesh_protocol::GrantId, Retry>);
+
+/// One grant's back-off: not before `next`; `wait` is the last pause.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Retry {
+    next: std::time::Instant,
+    wait: Duration,
+}
+
+/// The first pause after the owner refused, and after it could not be reached.
+const REFUSED_FIRST_WAIT: Duration = Duration::from_secs(30);
+const UNREACHABLE_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// The longest pause after the owner could not be reached (a refusal's is the consent
+/// refresh period: the owner is asked as often as its rules are refreshed, no more).
+const UNREACHABLE_MAX_WAIT: Duration = Duration::from_secs(15);
+
+/// The next pause after a failure: doubled from the last, between the first and the most
+/// for its kind (a refusal waits longer: asking again soon gets the same answer, and each
+/// refusal is an entry in the owner's log).
+fn next_retry(
+    now: std::time::Instant,
+    last: Option<Retry>,
+    refused: bool,
+    refresh: Duration,
+) -> Retry {
+    let (first, most) = if refused {
+        (REFUSED_FIRST_WAIT.min(refresh), refresh)
+    } else {
+        (UNREACHABLE_FIRST_WAIT, UNREACHABLE_MAX_WAIT)
+    };
+    let wait = last
+        .map_or(first, |r| r.wait.saturating_mul(2))
+        .clamp(first, most.max(first));
+    Retry {
+        next: now + wait,
+        wait,
+    }
 }
 
 /// Received grants: withdraws the slides of expired ones, fetches the manifests not here
 /// yet (the owner was down when the grant came), and refreshes those older than
-/// [`consent_refresh_secs`]. While the owner is unreachable the last statement stays in force.
-async fn review_received_grants(fed: &Arc<Federation>) {
+/// `refresh_every`. While the owner is unreachable the last statement stays in
+/// force; a grant whose manifest could not be had is asked for again after a back-off
+/// ([`next_retry`]).
+async fn review_received_grants(
+    fed: &Arc<Federation>,
+    refresh_every: Duration,
+    retries: &mut ManifestRetries,
+) {
     let store = fed.store.clone();
     let Ok(Ok(grants)) = tokio::task::spawn_blocking(move || store.grants()).await else {
         return;
     };
     fed.withdraw_expired(&grants).await;
     let now = crate::store::now_unix();
+    retries
+        .0
+        .retain(|id, _| grants.iter().any(|g| g.signed.id() == *id));
     for stored in grants {
         if stored.issued_here || stored.grant.expires_at <= now {
             continue;
         }
         let slide = stored.grant.slide;
-        let store = fed.store.clone();
         let id = stored.signed.id();
-        let fresh_after = now.saturating_sub(consent_refresh_secs());
+        if retries
+            .0
+            .get(&id)
+            .is_some_and(|r| r.next > std::time::Instant::now())
+        {
+            continue;
+        }
+        let store = fed.store.clone();
+        let fresh_after = now.saturating_sub(refresh_every.as_secs());
         // None: nothing to do; Some(refresh): fetch, as a refresh when a copy is held.
         let wanted = tokio::task::spawn_blocking(move || {
             if store.is_revoked(&id)? {
@@ -355,10 +404,55 @@ async fn review_received_grants(fed: &Arc<Federation>) {
             })
         })
         .await;
-        if let Ok(Ok(Some(refresh))) = wanted
-            && let Err(e) = fed.fetch_manifest(&stored.signed, refresh).await
-        {
-            debug!(%slide, error = %e, "manifest still unavailable");
+        if let Ok(Ok(Some(refresh))) = wanted {
+            match fed.fetch_manifest(&stored.signed, refresh).await {
+                Ok(()) => {
+                    retries.0.remove(&id);
+                }
+                Err(e) => {
+                    let refused = e.downcast_ref::<super::manifests::OwnerRefused>().is_some();
+                    let retry = next_retry(
+                        std::time::Instant::now(),
+                        retries.0.get(&id).copied(),
+                        refused,
+                        refresh_every,
+                    );
+                    debug!(%slide, error = %e, retry_in = ?retry.wait, "manifest unavailable");
+                    retries.0.insert(id, retry);
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_back_off_to_the_refresh_period_and_outages_to_seconds() {
+        let now = std::time::Instant::now();
+        let refresh = Duration::from_secs(600);
+        let mut last = None;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let retry = next_retry(now, last, true, refresh);
+            waits.push(retry.wait.as_secs());
+            last = Some(retry);
+        }
+        assert_eq!(waits, vec![30, 60, 120, 240, 480, 600, 600]);
+        // About six asks an hour at most once settled, not 7,200 (one per 500 ms poll).
+        let mut last = None;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let retry = next_retry(now, last, false, refresh);
+            waits.push(retry.wait.as_secs());
+            last = Some(retry);
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8, 15, 15]);
+        // A short refresh period (tests) bounds the refusal back-off too.
+        let short = next_retry(now, None, true, Duration::from_secs(2));
+        assert_eq!(short.wait, Duration::from_secs(2));
+        assert_eq!(short.next, now + Duration::from_secs(2));
     }
 }

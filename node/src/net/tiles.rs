@@ -209,18 +209,26 @@ async fn serve_batch(
         Ok(receipt) => receipt,
         Err(refusal) => {
             let status = match &refusal {
-                crate::policy::Refusal::Denied(_) => TileStatus::Denied,
-                crate::policy::Refusal::Failed(_) => TileStatus::Failed,
+                crate::access::Refusal::Denied(_) => TileStatus::Denied,
+                crate::access::Refusal::Failed(_) => TileStatus::Failed,
             };
             warn!(%slide, reason = %refusal, ?status, "tile request not served");
             stream.write_all(&[status as u8]).await?;
             return stream.flush().await;
         }
     };
-    // Reads go to the blocking pool a chunk at a time: one hop per chunk, not per tile,
-    // and the next chunk is read while this one is being sent.
+    // Nothing leaves before the decision is durable in the audit log (the writer's next
+    // group commit): while the log cannot be written, the batch fails rather than leaves
+    // unlogged. The first chunk is read meanwhile.
     let mut chunks = request.tiles.chunks(READ_CHUNK).map(|c| c.to_vec());
     let mut next = chunks.next().map(|c| inbound.read_tiles(c));
+    let Some(receipt) = receipt.await else {
+        warn!(%slide, "the decision is not durable in the audit log; batch not served");
+        stream.write_all(&[TileStatus::Failed as u8]).await?;
+        return stream.flush().await;
+    };
+    // Reads go to the blocking pool a chunk at a time: one hop per chunk, not per tile,
+    // and the next chunk is read while this one is being sent.
     while let Some(reading) = next.take() {
         let tiles = reading.await;
         next = chunks.next().map(|c| inbound.read_tiles(c));
@@ -238,10 +246,7 @@ async fn serve_batch(
         stream.write_all(&out).await?;
     }
     stream.flush().await?;
-    // The tiles went out as read; the receipt follows once the decision is durable (the
-    // audit writer's next commit), so a receipt never names an entry a crash could lose.
-    let receipt = receipt.await;
-    write_message(stream, &receipt).await?;
+    write_message(stream, &Some(receipt)).await?;
     debug!(
         %slide,
         tiles = request.tiles.len(),

@@ -280,26 +280,38 @@ impl TileCache {
     }
 
     fn remove(&self, id: &TileId) {
+        if let Err(e) = self.remove_many(std::slice::from_ref(id)) {
+            warn!(tile = %id, error = %e, "cannot drop a cached tile");
+        }
+    }
+
+    /// Drops tiles from the cache in one durable transaction (a slide this node may no
+    /// longer show: its copy must not outlive the decision).
+    pub fn remove_many(&self, ids: &[TileId]) -> io::Result<()> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut inner = self.lock();
-            if let Some(len) = inner.entries.pop(id) {
-                inner.bytes -= len;
+            for id in ids {
+                if let Some(len) = inner.entries.pop(id) {
+                    inner.bytes -= len;
+                }
+                inner.touched.remove(id);
             }
-            inner.touched.remove(id);
         }
         let write = || -> Result<(), redb::Error> {
             let tx = self.db.begin_write()?;
             {
-                tx.open_table(TILES)?.remove(id.as_bytes())?;
-                tx.open_table(USES)?.remove(id.as_bytes())?;
+                let mut tiles = tx.open_table(TILES)?;
+                let mut uses = tx.open_table(USES)?;
+                for id in ids {
+                    tiles.remove(id.as_bytes())?;
+                    uses.remove(id.as_bytes())?;
+                }
             }
             tx.commit()?;
             Ok(())
         };
-        if let Err(e) = write() {
-            warn!(tile = %id, error = %e, "cannot drop a cached tile");
-        }
+        write().map_err(|e| redb_error("remove", e))
     }
 
     pub fn stats(&self) -> CacheStats {

@@ -188,6 +188,33 @@ impl Store {
         Ok(removed)
     }
 
+    /// Removes the shared slide `id` if it is kept under `grant` (its owner refused this
+    /// node the slide), in one transaction; returns what was removed.
+    pub fn end_remote_slide(
+        &self,
+        id: &SlideId,
+        grant: &GrantId,
+    ) -> Result<Option<RemoteSlide>, StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        let ended = {
+            let mut table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+            let kept: Option<RemoteSlide> = table
+                .get(id.as_bytes())
+                .op("read remote slide")?
+                .map(|v| decode(REMOTE_SLIDES_NAME, v.value()))
+                .transpose()?;
+            match kept {
+                Some(slide) if slide.grant == *grant => {
+                    table.remove(id.as_bytes()).op("remove remote slide")?;
+                    Some(slide)
+                }
+                _ => None,
+            }
+        };
+        tx.commit().op("commit end of a shared slide")?;
+        Ok(ended)
+    }
+
     pub fn is_revoked(&self, grant: &GrantId) -> Result<bool, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(REVOCATIONS).op("open revocations")?;
@@ -204,37 +231,6 @@ impl Store {
         }
         tx.commit().op("commit remote slide")?;
         Ok(())
-    }
-
-    /// Drops the owner's consent statement kept with a shared slide, if the slide is kept
-    /// under `grant` and has one, in one transaction (so a manifest stored meanwhile is not
-    /// overwritten). Returns whether a statement was dropped.
-    pub fn forget_consent_statement(
-        &self,
-        id: &SlideId,
-        grant: &GrantId,
-    ) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().op("begin write")?;
-        let forgotten = {
-            let mut table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
-            let kept: Option<RemoteSlide> = table
-                .get(id.as_bytes())
-                .op("read remote slide")?
-                .map(|v| decode(REMOTE_SLIDES_NAME, v.value()))
-                .transpose()?;
-            match kept {
-                Some(mut slide) if slide.grant == *grant && slide.consent.is_some() => {
-                    slide.consent = None;
-                    table
-                        .insert(id.as_bytes(), encode(&slide).as_slice())
-                        .op("update remote slide")?;
-                    true
-                }
-                _ => false,
-            }
-        };
-        tx.commit().op("commit remote slide")?;
-        Ok(forgotten)
     }
 
     pub fn remote_slide(&self, id: &SlideId) -> Result<Option<RemoteSlide>, StoreError> {

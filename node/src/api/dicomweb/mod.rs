@@ -19,7 +19,6 @@ pub mod wado;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -27,68 +26,120 @@ use axum::routing::get;
 use serde_json::Value;
 
 use super::requester::Requester;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Exposure, Route, RouteInfo};
 use qido::Level;
 
-/// The DICOMweb routes, relative to [`urls::PREFIX`].
-pub fn routes() -> Router<Arc<ApiState>> {
+/// The DICOMweb routes, relative to [`urls::PREFIX`], with what each exposes.
+pub(super) fn routes() -> Vec<Route> {
+    use Exposure::*;
+    use axum::http::Method;
+    use axum::routing::{MethodRouter, any};
     const INSTANCE: &str = "/studies/{study}/series/{series}/instances/{instance}";
-    Router::new()
-        .route("/studies", get(search_studies).post(stow::store_any))
-        .route("/series", get(search_all_series))
-        .route("/instances", get(search_all_instances))
-        .route(
+    let route = |path: &str,
+                 methods: Vec<(Method, Exposure)>,
+                 handler: MethodRouter<Arc<ApiState>>|
+     -> Route {
+        (
+            RouteInfo {
+                path: path.to_string(),
+                methods,
+            },
+            handler.layer(axum::middleware::map_response(private_unless_said)),
+        )
+    };
+    let get_ = |path: &str, exposure, handler| route(path, vec![(Method::GET, exposure)], handler);
+    let search_and_store = vec![(Method::GET, Listing), (Method::POST, Ingest)];
+    let retrieve_and_store = vec![(Method::GET, Content), (Method::POST, Ingest)];
+    vec![
+        route(
+            "/studies",
+            search_and_store,
+            get(search_studies).post(stow::store_any),
+        ),
+        get_("/series", Listing, get(search_all_series)),
+        get_("/instances", Listing, get(search_all_instances)),
+        route(
             "/studies/{study}",
+            retrieve_and_store,
             get(wado::retrieve_study).post(stow::store_in_study),
-        )
-        .route("/studies/{study}/metadata", get(wado::study_metadata))
-        .route("/studies/{study}/thumbnail", get(wado::study_thumbnail))
-        .route("/studies/{study}/series", get(search_series))
-        .route("/studies/{study}/instances", get(search_study_instances))
-        .route(
+        ),
+        get_(
+            "/studies/{study}/metadata",
+            Content,
+            get(wado::study_metadata),
+        ),
+        get_(
+            "/studies/{study}/thumbnail",
+            Content,
+            get(wado::study_thumbnail),
+        ),
+        get_("/studies/{study}/series", Listing, get(search_series)),
+        get_(
+            "/studies/{study}/instances",
+            Listing,
+            get(search_study_instances),
+        ),
+        get_(
             "/studies/{study}/series/{series}",
+            Content,
             get(wado::retrieve_series),
-        )
-        .route(
+        ),
+        get_(
             "/studies/{study}/series/{series}/metadata",
+            Content,
             get(wado::series_metadata),
-        )
-        .route(
+        ),
+        get_(
             "/studies/{study}/series/{series}/thumbnail",
+            Content,
             get(wado::series_thumbnail),
-        )
-        .route(
+        ),
+        get_(
             "/studies/{study}/series/{series}/instances",
+            Listing,
             get(search_series_instances),
-        )
-        .route(INSTANCE, get(wado::retrieve_instance))
-        .route(
+        ),
+        get_(INSTANCE, Content, get(wado::retrieve_instance)),
+        get_(
             &format!("{INSTANCE}/metadata"),
+            Content,
             get(wado::instance_metadata_route),
-        )
-        .route(
+        ),
+        get_(
             &format!("{INSTANCE}/rendered"),
+            Content,
             get(wado::rendered_instance),
-        )
-        .route(
+        ),
+        get_(
             &format!("{INSTANCE}/thumbnail"),
+            Content,
             get(wado::rendered_instance),
-        )
-        .route(&format!("{INSTANCE}/frames/{{frames}}"), get(wado::frames))
-        .route(
+        ),
+        get_(
+            &format!("{INSTANCE}/frames/{{frames}}"),
+            Content,
+            get(wado::frames),
+        ),
+        get_(
             &format!("{INSTANCE}/frames/{{frames}}/rendered"),
+            Content,
             get(wado::rendered_frame_route),
-        )
-        .route(&format!("{INSTANCE}/bulkdata/{{tag}}"), get(wado::bulkdata))
-        .fallback(not_a_resource)
-        .layer(axum::middleware::map_response(private_unless_said))
+        ),
+        get_(
+            &format!("{INSTANCE}/bulkdata/{{tag}}"),
+            Content,
+            get(wado::bulkdata),
+        ),
+        get_("", Public, any(not_a_resource)),
+        get_("/{*rest}", Public, any(not_a_resource)),
+    ]
 }
 
 /// Answers that say nothing of caching get `private, no-cache`: what they hold of a shared
 /// slide was decided for one person, so no shared cache (the sign-on proxy) may keep it for
 /// another, and the browser asks again each time. Only responses that chose otherwise
 /// (rendered images of this trust's own slides) are cached more widely.
-async fn private_unless_said(mut response: Response) -> Response {
+pub(super) async fn private_unless_said(mut response: Response) -> Response {
     response
         .headers_mut()
         .entry(header::CACHE_CONTROL)
@@ -96,7 +147,7 @@ async fn private_unless_said(mut response: Response) -> Response {
     response
 }
 
-async fn not_a_resource() -> ApiError {
+pub(super) async fn not_a_resource() -> ApiError {
     ApiError::not_found("no such DICOMweb resource; see /dicomweb/studies")
 }
 
@@ -115,22 +166,18 @@ async fn search(
     accept::json(&accept::ranges(headers))?;
     let query = qido::Query::parse(pairs)?;
     let mut catalogue = catalogue::load(state).await?;
-    // A named person finds only the shared series whose metadata the owners' rules let
-    // them read (results carry the patient's attributes).
-    if let Some(user) = requester.user().cloned() {
-        let federation = state.federation.clone();
-        catalogue = tokio::task::spawn_blocking(move || {
-            catalogue
-                .into_iter()
-                .filter(|s| {
-                    s.origin != crate::store::Origin::Shared
-                        || federation.user_may_read_metadata(&s.slide, &user)
-                })
-                .collect()
-        })
-        .await
-        .map_err(ApiError::internal)?;
-    }
+    // The one asking finds only the series whose metadata the owners' rules let them read
+    // (results carry the patient's attributes), this trust's own included.
+    let user = requester.user().cloned();
+    let federation = state.federation.clone();
+    catalogue = tokio::task::spawn_blocking(move || {
+        catalogue
+            .into_iter()
+            .filter(|s| federation.user_may_read_metadata(&s.slide, user.as_ref()))
+            .collect()
+    })
+    .await
+    .map_err(ApiError::internal)?;
     let urls = urls::Urls::from_headers(headers);
     let results = query.run(&catalogue, level, study, series, &urls);
     let mut response = axum::Json(Value::Array(results)).into_response();

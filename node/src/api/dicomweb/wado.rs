@@ -20,7 +20,9 @@ use super::catalogue::{self, InstanceEntry, SeriesEntry};
 use super::urls::Urls;
 use super::{rebuild, render};
 use crate::api::requester::Requester;
+use crate::consent::ConsentAction;
 use crate::dicom_json::PIXEL_DATA;
+use crate::federation::{SlideDecided, TilesDecided};
 use crate::store::Origin;
 
 /// Most frames one request may name; a viewer asks for a screenful at a time.
@@ -87,17 +89,14 @@ pub async fn instance_metadata_route(
     )]))
 }
 
-/// Refuses (403) a named person whom the owner's rules do not let read a shared series'
-/// metadata (see [`crate::api::authorize_metadata`]).
+/// Decides reading a series' metadata for the requester (403 when the owner's rules
+/// refuse; see [`crate::api::decide_metadata`]).
 async fn may_read(
     state: &Arc<ApiState>,
     requester: &Requester,
     series: &SeriesEntry,
-) -> Result<(), ApiError> {
-    if series.origin != Origin::Shared {
-        return Ok(());
-    }
-    crate::api::authorize_metadata(state, requester, series.slide).await
+) -> Result<SlideDecided, ApiError> {
+    crate::api::decide_metadata(state, requester, series.slide).await
 }
 
 /// An instance's metadata: its stored data set plus a BulkDataURI for the pixel data.
@@ -222,16 +221,31 @@ async fn frame_bytes(
     series: &SeriesEntry,
     tiles: Vec<TileId>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
+    // One decision for the whole request, however many frames it names.
+    let decided = state
+        .federation
+        .authorize_tiles(series.slide, tiles.clone(), requester.user())
+        .await
+        .map_err(crate::api::tiles::remote_error)?;
+    decided_frames(state, series, &decided, tiles).await
+}
+
+/// The bytes of decided tiles, in order.
+async fn decided_frames(
+    state: &Arc<ApiState>,
+    series: &SeriesEntry,
+    decided: &TilesDecided,
+    tiles: Vec<TileId>,
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    if let Some(stray) = tiles.iter().find(|t| !decided.covers(t)) {
+        return Err(ApiError::forbidden(format!(
+            "tile {stray} was not decided for this request"
+        )));
+    }
     if series.origin == Origin::Shared {
-        // One decision for the whole request, however many frames it names.
-        let decided = state
-            .federation
-            .authorize_tiles(series.slide, tiles.clone(), requester.user())
-            .await
-            .map_err(crate::api::tiles::remote_error)?;
         let fetches = tiles
             .into_iter()
-            .map(|tile| state.federation.remote_tile(&decided, tile));
+            .map(|tile| state.federation.remote_tile(decided, tile));
         return futures::future::try_join_all(fetches)
             .await
             .map_err(crate::api::tiles::remote_error);
@@ -367,15 +381,26 @@ async fn retrieve_instances(
     let ranges = accept::ranges(headers);
     let mut parts: Vec<(InstanceBody, String)> = Vec::new();
     for entry in series {
+        // A whole instance carries the metadata as well as the frames: both are decided,
+        // once per series.
+        let mut actions = state
+            .federation
+            .metadata_actions(&entry.slide)
+            .map_err(crate::api::tiles::remote_error)?;
+        actions.push(ConsentAction::FetchTiles);
+        let decided = crate::api::decide(state, requester, entry.slide, &actions).await?;
         for inst in &entry.instances {
             if only.is_some_and(|uid| uid != inst.sop_instance_uid) {
                 continue;
             }
             accept::instances(&ranges, &inst.transfer_syntax_uid)?;
+            // Label instances only for someone decided to see the label.
+            let tiles = state
+                .federation
+                .tiles_of(&decided, inst.frames.clone())
+                .map_err(crate::api::tiles::remote_error)?;
             let body = if entry.origin == Origin::Shared {
-                // A rebuilt instance carries the metadata as well as the frames.
-                may_read(state, requester, entry).await?;
-                let frames = frame_bytes(state, requester, entry, inst.frames.clone()).await?;
+                let frames = decided_frames(state, entry, &tiles, inst.frames.clone()).await?;
                 let (entry, uid) = (entry.clone(), inst.sop_instance_uid.clone());
                 let rebuilt = tokio::task::spawn_blocking(move || {
                     let inst = entry.instance(&uid).ok_or("instance vanished")?;
@@ -517,6 +542,8 @@ pub async fn rendered_instance(
     if inst.frames.len() == 1 {
         return rendered_frame(&state, &request, &entry, inst, 1).await;
     }
+    // Saying why not names the frame count: decided like the instance's metadata first.
+    may_read(&state, &requester, &entry).await?;
     Err(accept::not_acceptable(format!(
         "instance {instance} is a tiled level of {} frames; rendering it whole needs \
          decoding and stitching, which this node does not do: ask for \
@@ -569,7 +596,14 @@ async fn series_thumbnail_of(
     request: &Rendering<'_>,
     entry: &SeriesEntry,
 ) -> Result<Response, ApiError> {
-    let view = super::super::load_slide(state, entry.slide).await?;
+    let decided = crate::api::decide(
+        state,
+        request.requester,
+        entry.slide,
+        &[ConsentAction::View],
+    )
+    .await?;
+    let view = super::super::load_slide(state, &decided).await?;
     let uid = view
         .manifest
         .associated(AssociatedKind::Thumbnail)

@@ -74,7 +74,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
             slide,
             owner: &owner,
             consent,
-            purpose,
+            purpose: Some(purpose),
             reference: i.is_multiple_of(2).then_some("REC 24/YH/0001"),
             grant_expires: now + 3600,
             now,

@@ -520,7 +520,7 @@ fn sendme_reference(
     for id in &ids {
         let mut bytes = Vec::new();
         agent
-            .get(&format!("{owner_base}/api/v1/tiles/{id}"))
+            .get(&format!("{owner_base}/api/v1/slides/{slide}/tiles/{id}"))
             .call()
             .with_context(|| format!("tile {id} from the owner"))?
             .into_reader()

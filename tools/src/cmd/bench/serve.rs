@@ -1,7 +1,7 @@
 //! `bench serve`: random tiles over keep-alive HTTP, driven by `wrk`, against three servers
 //! holding the same slide:
 //!
-//! - the slidemesh node (`GET /api/v1/tiles/{id}`: redb lookup + one `pread`);
+//! - the slidemesh node (`GET /api/v1/slides/{slide}/tiles/{id}`: redb lookup + one `pread`);
 //! - nginx serving the same tile bytes as static files (the ceiling for static serving);
 //! - Orthanc with its DICOMweb plugin serving the same frames by WADO-RS
 //!   (`.../frames/{n}`, stored transfer syntax, no transcoding).
@@ -103,7 +103,7 @@ pub fn run(args: ServeBench) -> Result<()> {
     let mut loads = Vec::new();
     let node_paths: Vec<String> = order
         .iter()
-        .map(|&i| format!("/api/v1/tiles/{}", tiles[i]))
+        .map(|&i| format!("/api/v1/slides/{slide_id}/tiles/{}", tiles[i]))
         .collect();
     loads.push(wrk(
         (args.connections, args.duration),
@@ -116,7 +116,8 @@ pub fn run(args: ServeBench) -> Result<()> {
     let node_rss = node.peak_rss();
 
     // nginx over the same bytes as static files.
-    let nginx_loads = nginx(&args, &run_dir, &node_url, &tiles, &order);
+    let tiles_url = format!("{node_url}/api/v1/slides/{slide_id}/tiles");
+    let nginx_loads = nginx(&args, &run_dir, &tiles_url, &tiles, &order);
     match nginx_loads {
         Ok(load) => loads.push(load),
         Err(e) => eprintln!("nginx skipped: {e:#}"),
@@ -163,7 +164,7 @@ pub fn run(args: ServeBench) -> Result<()> {
 fn nginx(
     args: &ServeBench,
     dir: &Path,
-    node_url: &str,
+    tiles_url: &str,
     tiles: &[String],
     order: &[usize],
 ) -> Result<Load> {
@@ -175,7 +176,7 @@ fn nginx(
     for tile in tiles {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(
-            &mut ureq::get(&format!("{node_url}/api/v1/tiles/{tile}"))
+            &mut ureq::get(&format!("{tiles_url}/{tile}"))
                 .call()?
                 .into_reader(),
             &mut bytes,

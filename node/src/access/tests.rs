@@ -1,0 +1,420 @@
+//! Decisions as tables of plain values: no store, no process, no clock.
+
+use slidemesh_protocol::{Action, Grant, Member, NodeKey, Purpose, SignedGrant};
+
+use super::*;
+use crate::consent::DEFAULT_POLICY;
+
+const NOW: u64 = 1_800_000_100;
+
+fn trust(code: &str) -> TrustCode {
+    code.parse().unwrap()
+}
+
+fn member(trust: &str, key: &NodeKey) -> Member {
+    Member {
+        trust: trust.parse().unwrap(),
+        name: trust.into(),
+        node: key.public(),
+        addrs: vec![],
+    }
+}
+
+fn grant(owner: &str, grantee: &str, slide: SlideId, purpose: Purpose) -> Grant {
+    Grant {
+        slide,
+        owner: owner.parse().unwrap(),
+        grantee: grantee.parse().unwrap(),
+        action: Action::View,
+        purpose,
+        reference: None,
+        issued_at: 1_800_000_000,
+        expires_at: 1_800_003_600,
+    }
+}
+
+/// Signs without `SignedGrant::sign`'s own checks, as a dishonest member could.
+fn forged(grant: &Grant, key: &NodeKey) -> SignedGrant {
+    let bytes = slidemesh_protocol::canonical::encode(grant);
+    let signature = key
+        .sign(
+            slidemesh_protocol::grant::GRANT_DOMAIN,
+            slidemesh_protocol::GrantId::of(&bytes).as_bytes(),
+        )
+        .to_vec();
+    SignedGrant {
+        bytes,
+        signer: key.public(),
+        signature,
+    }
+}
+
+struct World {
+    leeds: NodeKey,
+    bradford: NodeKey,
+    roster: Roster,
+    policy: Policy,
+    slide: SlideId,
+}
+
+fn world() -> World {
+    let (leeds, bradford) = (NodeKey::generate(), NodeKey::generate());
+    let roster = Roster {
+        federation: "test".into(),
+        version: 1,
+        quorum: 1,
+        members: vec![member("RAE", &bradford), member("RR8", &leeds)],
+        issued_at: 1_800_000_000,
+    };
+    World {
+        leeds,
+        bradford,
+        roster,
+        policy: Policy::from_text(DEFAULT_POLICY).unwrap(),
+        slide: SlideId::of(b"a slide of Leeds"),
+    }
+}
+
+fn consent(codes: &[&str], opted_out: bool) -> SlideConsent {
+    SlideConsent {
+        codes: codes.iter().map(|c| c.to_string()).collect(),
+        opted_out,
+        expires: None,
+    }
+}
+
+fn person(id: &str, role: &str) -> UserClaim {
+    UserClaim::new(id, role).unwrap()
+}
+
+#[test]
+fn only_the_slides_owner_grants_and_never_to_itself() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    let care = consent(&[], false);
+    let rules = Rules {
+        policy: &w.policy,
+        consent: &care,
+        owner: &leeds,
+        roster: Some(&w.roster),
+    };
+    let ask = |who: &TrustCode, signed: &SignedGrant| {
+        decide(
+            &rules,
+            Subject {
+                trust: who,
+                user: None,
+            },
+            Basis::Grant {
+                signed,
+                revoked: Ok(false),
+            },
+            w.slide,
+            &[ConsentAction::View],
+            NOW,
+        )
+    };
+    let honest = SignedGrant::sign(
+        &grant("RR8", "RAE", w.slide, Purpose::SecondOpinion),
+        &w.leeds,
+    )
+    .unwrap();
+    assert!(ask(&bradford, &honest).allowed());
+    // Bradford granting itself Leeds's slide, as owner, is refused.
+    let own = forged(
+        &grant("RAE", "RAE", w.slide, Purpose::DirectCare),
+        &w.bradford,
+    );
+    let reason = ask(&bradford, &own).outcome.unwrap_err().to_string();
+    assert!(reason.contains("belongs to RR8"), "{reason}");
+    // So is Leeds "granting" a slide to itself.
+    let to_itself = forged(&grant("RR8", "RR8", w.slide, Purpose::DirectCare), &w.leeds);
+    let reason = ask(&leeds, &to_itself).outcome.unwrap_err().to_string();
+    assert!(reason.contains("to itself"), "{reason}");
+    // A grant for Bradford does not let Leeds's other peers in, and is not for ever.
+    let verdict = ask(&trust("RCF"), &honest);
+    assert!(!verdict.allowed());
+    assert_eq!(verdict.decisions.len(), 1, "a grant refusal is one entry");
+    assert!(verdict.decisions[0].rules[0].starts_with("grant: "));
+}
+
+#[test]
+fn revocation_is_a_refusal_and_an_unreadable_store_is_a_failure() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    let care = consent(&[], false);
+    let rules = Rules {
+        policy: &w.policy,
+        consent: &care,
+        owner: &leeds,
+        roster: Some(&w.roster),
+    };
+    let signed = SignedGrant::sign(&grant("RR8", "RAE", w.slide, Purpose::Mdt), &w.leeds).unwrap();
+    let ask = |revoked: Result<bool, String>| {
+        decide(
+            &rules,
+            Subject {
+                trust: &bradford,
+                user: None,
+            },
+            Basis::Grant {
+                signed: &signed,
+                revoked,
+            },
+            w.slide,
+            &[ConsentAction::FetchTiles],
+            NOW,
+        )
+    };
+    let revoked = ask(Ok(true));
+    assert!(matches!(revoked.outcome, Err(Refusal::Denied(ref r)) if r.contains("revoked")));
+    assert_eq!(
+        revoked
+            .entries(Side::Served, &bradford, "peer", "tiles")
+            .len(),
+        1
+    );
+    let failed = ask(Err("disk on fire".into()));
+    assert!(matches!(failed.outcome, Err(Refusal::Failed(_))));
+    assert!(
+        failed.decisions.is_empty(),
+        "a failure to decide is not logged as a decision"
+    );
+    // After the grant's end, nothing.
+    let late = decide(
+        &rules,
+        Subject {
+            trust: &bradford,
+            user: None,
+        },
+        Basis::Grant {
+            signed: &signed,
+            revoked: Ok(false),
+        },
+        w.slide,
+        &[ConsentAction::View],
+        1_800_003_601,
+    );
+    assert!(!late.allowed());
+}
+
+/// The access matrix for grantees: purpose x recorded consent x action, through the grant.
+#[test]
+fn grantees_by_purpose_consent_and_action() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    use ConsentAction::{FetchTiles, SeeLabel, View};
+    use Purpose::*;
+    // (purpose, consent codes, opted out, action, allowed)
+    type Row<'a> = (Purpose, &'a [&'a str], bool, ConsentAction, bool);
+    let table: &[Row] = &[
+        (SecondOpinion, &[], false, View, true),
+        (SecondOpinion, &[], false, SeeLabel, true),
+        (Mdt, &[], true, FetchTiles, true),
+        (Research, &[], false, View, false),
+        (Research, &["GRU"], false, FetchTiles, true),
+        (Research, &["GRU"], false, SeeLabel, false),
+        (Research, &["GRU"], true, View, false),
+        (Education, &["GRU"], false, View, true),
+        (Education, &["GRU"], false, SeeLabel, false),
+        (Education, &["HMB"], false, View, false),
+        (AuditQa, &[], false, View, true),
+        (AuditQa, &[], false, SeeLabel, false),
+    ];
+    for &(purpose, codes, opted_out, action, expected) in table {
+        let recorded = consent(codes, opted_out);
+        let rules = Rules {
+            policy: &w.policy,
+            consent: &recorded,
+            owner: &leeds,
+            roster: Some(&w.roster),
+        };
+        let signed = SignedGrant::sign(&grant("RR8", "RAE", w.slide, purpose), &w.leeds).unwrap();
+        let verdict = decide(
+            &rules,
+            Subject {
+                trust: &bradford,
+                user: None,
+            },
+            Basis::Grant {
+                signed: &signed,
+                revoked: Ok(false),
+            },
+            w.slide,
+            &[action],
+            NOW,
+        );
+        assert_eq!(
+            verdict.allowed(),
+            expected,
+            "{purpose:?} {codes:?} opted_out={opted_out} {action:?}: {:?}",
+            verdict.outcome
+        );
+        assert_eq!(verdict.purpose, purpose.as_str());
+        let entries = verdict.entries(Side::Served, &bradford, "p", "what");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].allowed, expected);
+        assert_eq!(entries[0].grant, Some(signed.id()));
+    }
+}
+
+/// This trust's own people and node on its own slides: by role and consent, no grant.
+#[test]
+fn own_people_by_role_and_consent() {
+    let w = world();
+    let leeds = trust("RR8");
+    use ConsentAction::{FetchTiles, SeeLabel, View};
+    // (role or None for the node itself, consent codes, opted out, action, allowed)
+    type Row<'a> = (Option<&'a str>, &'a [&'a str], bool, ConsentAction, bool);
+    let table: &[Row] = &[
+        (None, &[], false, SeeLabel, true),
+        (Some("pathologist"), &[], true, SeeLabel, true),
+        (Some("biomedical-scientist"), &[], false, FetchTiles, true),
+        (Some("student"), &[], false, View, false),
+        (Some("student"), &["GRU"], false, FetchTiles, true),
+        (Some("student"), &["GRU"], false, SeeLabel, false),
+        (Some("student"), &["GRU"], true, View, false),
+        (Some("researcher"), &["HMB"], false, View, true),
+        (Some("researcher"), &["HMB"], true, View, false),
+        (Some("researcher"), &["HMB"], false, SeeLabel, false),
+        (Some("porter"), &["GRU"], false, View, false),
+    ];
+    for &(role, codes, opted_out, action, expected) in table {
+        let recorded = consent(codes, opted_out);
+        let rules = Rules {
+            policy: &w.policy,
+            consent: &recorded,
+            owner: &leeds,
+            roster: None,
+        };
+        let user = role.map(|r| person("jsmith", r));
+        let verdict = decide(
+            &rules,
+            Subject {
+                trust: &leeds,
+                user: user.as_ref(),
+            },
+            Basis::OwnSlide,
+            w.slide,
+            &[action],
+            NOW,
+        );
+        assert_eq!(
+            verdict.allowed(),
+            expected,
+            "{role:?} {codes:?} opted_out={opted_out} {action:?}: {:?}",
+            verdict.outcome
+        );
+        assert_eq!(verdict.purpose, OWN_TRUST_PURPOSE);
+        let entries = verdict.entries(Side::Gateway, &leeds, "", "slide");
+        assert_eq!(entries[0].user, user.map(|u| u.to_string()));
+    }
+}
+
+#[test]
+fn another_trust_needs_a_grant_even_for_a_person_the_policy_would_admit() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    let care = consent(&["GRU"], false);
+    let rules = Rules {
+        policy: &w.policy,
+        consent: &care,
+        owner: &leeds,
+        roster: Some(&w.roster),
+    };
+    let pathologist = person("jsmith", "pathologist");
+    let verdict = decide(
+        &rules,
+        Subject {
+            trust: &bradford,
+            user: Some(&pathologist),
+        },
+        Basis::OwnSlide,
+        w.slide,
+        &[ConsentAction::View],
+        NOW,
+    );
+    assert!(!verdict.allowed());
+    assert!(
+        verdict
+            .outcome
+            .unwrap_err()
+            .to_string()
+            .contains("needs a grant")
+    );
+}
+
+#[test]
+fn a_refusal_ends_the_list_and_names_the_rule() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    let recorded = consent(&["GRU"], false);
+    let rules = Rules {
+        policy: &w.policy,
+        consent: &recorded,
+        owner: &leeds,
+        roster: Some(&w.roster),
+    };
+    let signed = SignedGrant::sign(
+        &grant("RR8", "RAE", w.slide, Purpose::SecondOpinion),
+        &w.leeds,
+    )
+    .unwrap();
+    let student = person("kjones", "student");
+    let checked = check_grant(
+        &signed,
+        &GrantQuestion {
+            roster: &w.roster,
+            requester: &bradford,
+            slide: &w.slide,
+            owner: &leeds,
+            now: NOW,
+            revoked: Ok(false),
+        },
+    )
+    .unwrap();
+    let verdict = decide(
+        &rules,
+        Subject {
+            trust: &bradford,
+            user: Some(&student),
+        },
+        Basis::Checked(&checked),
+        w.slide,
+        &[
+            ConsentAction::FetchTiles,
+            ConsentAction::SeeLabel,
+            ConsentAction::View,
+        ],
+        NOW,
+    );
+    assert!(!verdict.allowed());
+    let decided: Vec<(ConsentAction, bool)> = verdict
+        .decisions
+        .iter()
+        .map(|d| (d.action, d.allowed))
+        .collect();
+    assert_eq!(
+        decided,
+        vec![
+            (ConsentAction::FetchTiles, true),
+            (ConsentAction::SeeLabel, false)
+        ]
+    );
+    assert_eq!(verdict.decisions[1].rules, vec!["label-for-clinical-roles"]);
+    assert!(!verdict.decisions[1].policy_hash.is_empty());
+}
+
+#[test]
+fn metadata_and_tiles_name_their_actions() {
+    assert_eq!(metadata_actions(false), vec![ConsentAction::View]);
+    assert_eq!(
+        metadata_actions(true),
+        vec![ConsentAction::View, ConsentAction::SeeLabel]
+    );
+    assert_eq!(tile_actions(false), vec![ConsentAction::FetchTiles]);
+    assert_eq!(
+        tile_actions(true),
+        vec![ConsentAction::FetchTiles, ConsentAction::SeeLabel]
+    );
+}

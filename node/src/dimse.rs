@@ -44,6 +44,8 @@ const OUT_OF_RESOURCES: u16 = 0xA700;
 const UNRECOGNIZED_OPERATION: u16 = 0x0211;
 /// PDUs up to this size are accepted from senders (larger means fewer round trips).
 const MAX_PDU: u32 = 65536;
+/// The largest command set accepted: a C-STORE-RQ's is a few hundred bytes.
+const MAX_COMMAND: usize = 64 << 10;
 
 /// Who may associate: the called AE title must be ours, and the calling one listed (an
 /// empty list admits any caller, for a node on a private network segment).
@@ -245,13 +247,16 @@ fn handle_pdv(
         })?;
     match pdv.value_type {
         PDataValueType::Command => {
+            if command.len() + pdv.data.len() > MAX_COMMAND {
+                return Err(format!(
+                    "command set larger than {MAX_COMMAND} bytes (a real one is a few hundred)"
+                ));
+            }
             command.extend_from_slice(&pdv.data);
             if !pdv.is_last {
                 return Ok(());
             }
-            let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-            let cmd = InMemDicomObject::read_dataset_with_ts(&command[..], &ts)
-                .map_err(|e| format!("unreadable command set: {e}"))?;
+            let cmd = read_command(&command[..])?;
             command.clear();
             let u16_of = |tag| cmd.element(tag).ok().and_then(|e| e.uint16().ok());
             let text_of = |tag| {
@@ -335,6 +340,31 @@ fn handle_pdv(
             Ok(())
         }
     }
+}
+
+/// Parses a command set (implicit VR little endian, no sequences) after checking that
+/// every element's declared length fits in the bytes received: dicom-object would zero-fill
+/// a buffer of the declared length (up to 4 GiB) before finding the bytes missing.
+fn read_command(bytes: &[u8]) -> Result<InMemDicomObject, String> {
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let header = bytes
+            .get(at..at + 8)
+            .ok_or("command set ends inside an element header")?;
+        let group = u16::from_le_bytes([header[0], header[1]]);
+        let element = u16::from_le_bytes([header[2], header[3]]);
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let left = bytes.len() - at - 8;
+        if len > left {
+            return Err(format!(
+                "command element ({group:04X},{element:04X}) declares {len} bytes but only {left} follow"
+            ));
+        }
+        at += 8 + len;
+    }
+    let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    InMemDicomObject::read_dataset_with_ts(bytes, &ts)
+        .map_err(|e| format!("unreadable command set: {e}"))
 }
 
 /// Writes the preamble and file meta group of a Part 10 file; the data set follows as
@@ -456,4 +486,39 @@ fn send_response(
             }],
         })
         .map_err(|e| format!("cannot send a response: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An implicit VR little endian element.
+    fn element(group: u16, element: u16, value: &[u8], declared: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(&declared.to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn command_lengths_are_checked_before_parsing() {
+        let field = element(0x0000, 0x0100, &C_ECHO_RQ.to_le_bytes(), 2);
+        let cmd = read_command(&field).unwrap();
+        assert_eq!(
+            cmd.element(tags::COMMAND_FIELD).unwrap().uint16().unwrap(),
+            C_ECHO_RQ
+        );
+        // An Affected SOP Class UID that claims nearly 4 GiB in a 20-byte command.
+        let mut lying = field.clone();
+        lying.extend(element(0x0000, 0x0002, b"1.2\0", 0xFFFF_FFF0));
+        let err = read_command(&lying).unwrap_err();
+        assert!(
+            err.contains("(0000,0002) declares 4294967280 bytes"),
+            "{err}"
+        );
+        let err = read_command(&field[..6]).unwrap_err();
+        assert!(err.contains("element header"), "{err}");
+    }
 }

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::KeepOriginals;
 use crate::context::NodeContext;
 use crate::datadir::DataDir;
-use crate::ingest::{IngestTarget, Progress, SlideOutcome, SlideStatus, ingest_paths};
+use crate::ingest::{BatchSource, IngestTarget, Progress, SlideOutcome, SlideStatus, ingest_paths};
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -88,6 +88,8 @@ pub fn run(data: DataDir, args: IngestArgs) -> Result<()> {
         store: &node.store,
         objects: &node.objects,
         keep,
+        // The operator's own files: the LIMS sidecar beside them is authoritative.
+        source: BatchSource::Operator,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let bar = ProgressBar::new(0);

@@ -15,6 +15,11 @@
 //!
 //! A sidecar is authoritative and replaces what was recorded; DICOM attributes only fill in
 //! a series that has no record yet, so a consent edited with `slidemesh consent` stays.
+//!
+//! Both are read only for files the operator gives to `slidemesh ingest`
+//! ([`super::BatchSource::Operator`]). Files received over the network (STOW-RS, C-STORE)
+//! are never a source of consent: neither their consent sequence nor any sidecar is read,
+//! so a sender cannot widen what a slide may be used for.
 
 use std::path::Path;
 

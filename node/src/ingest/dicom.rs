@@ -1,7 +1,11 @@
 //! Reading one DICOM WSI file: its metadata, and where each frame's bytes lie in the file.
 //!
-//! dicom-object parses the data set up to Pixel Data (small, never pixel data) for the
-//! metadata; [`super::frames`] then finds and hashes the frames.
+//! [`super::header`] first checks every length the header declares against the file (so a
+//! crafted header cannot make anything allocate gigabytes), then dicom-object parses the
+//! data set up to Pixel Data (small, never pixel data) for the metadata. Every number that
+//! later sizes memory (frame count, tile grid, offset tables, native frame size) is checked
+//! here against the grid and against what the pixel data can hold; [`super::frames`] then
+//! finds and hashes the frames.
 //!
 //! This module knows nothing of the store or of slides; it turns a path into a
 //! [`ScannedInstance`] or an [`InstanceError`] that names the file and the problem.
@@ -14,21 +18,24 @@ use std::path::{Path, PathBuf};
 use dicom_core::Tag;
 
 use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use serde::{Deserialize, Serialize};
 
 use super::frames::{self, ExtendedOffsets};
+use super::header::{self, Layout};
 use slidemesh_protocol::{
     AssociatedKind, DimensionOrganization, ObjectId, OpticalPath, TileId, TilePosition,
 };
 
 /// SOP Class UID of VL Whole Slide Microscopy Image Storage.
 pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
-/// Deflated Explicit VR Little Endian: byte positions in the file do not map to the data
-/// set, so frames cannot be served by positioned reads.
-const DEFLATED_TS: &str = "1.2.840.10008.1.2.1.99";
+/// The most frames one instance may declare. The largest real levels have a few hundred
+/// thousand tiles (z-stacks a few million); each frame costs about 100 bytes of memory
+/// while it is indexed.
+pub const MAX_FRAMES: u32 = 1 << 24;
+/// The most tile positions a level's grid may have (columns x rows x focal planes x
+/// optical paths): a million by a million pixels in 256-pixel tiles is 15 million.
+pub const MAX_GRID_TILES: u64 = 1 << 28;
 
 /// Why a file could not be indexed. Every variant names what is wrong in words an operator
 /// can act on; the path is added by [`InstanceError`].
@@ -55,6 +62,34 @@ pub enum ScanError {
     FrameCountMismatch { declared: u32, found: usize },
     #[error("malformed pixel data: {0}")]
     MalformedPixelData(String),
+    #[error(
+        "{attribute} declares a value of {len} bytes but only {left} bytes follow in the file (truncated or crafted)"
+    )]
+    ValueBeyondFile {
+        attribute: String,
+        len: u64,
+        left: u64,
+    },
+    #[error(
+        "{attribute} declares a value of {len} bytes; at most {limit} are accepted before pixel data"
+    )]
+    ValueTooLarge {
+        attribute: String,
+        len: u64,
+        limit: u64,
+    },
+    #[error("the header before PixelData is larger than {limit} bytes")]
+    HeaderTooLarge { limit: u64 },
+    #[error("{attribute} nests sequences deeper than {limit} levels")]
+    NestedTooDeep { attribute: String, limit: usize },
+    #[error("NumberOfFrames says {declared}, but {problem}")]
+    ImplausibleFrameCount { declared: u32, problem: String },
+    #[error("{table} lists {entries} frames but NumberOfFrames says {declared}")]
+    OffsetTableMismatch {
+        table: &'static str,
+        entries: u64,
+        declared: u32,
+    },
 }
 
 /// A [`ScanError`] with the file it happened in.
@@ -121,17 +156,38 @@ pub fn scan_file(path: &Path) -> Result<ScannedInstance, InstanceError> {
     })
 }
 
-fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
-    let header = OpenFileOptions::new()
+/// A file's header, checked by [`header::check`] and then parsed by dicom-object up to
+/// Pixel Data, with the file still open.
+pub struct CheckedHeader {
+    pub file: File,
+    pub layout: Layout,
+    pub object: DefaultDicomObject,
+}
+
+/// Opens `path` and parses its header, never letting the header's declared lengths size an
+/// allocation before they are checked against the file.
+pub fn open_header(path: &Path) -> Result<CheckedHeader, ScanError> {
+    let file = File::open(path)?;
+    let layout = header::check(&file)?;
+    let object = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| classify_open_error(path, e))?;
-    let meta = header.meta();
-    let ts_uid = meta
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
-    let dataset_start = 132 + 12 + meta.information_group_length as u64;
+    Ok(CheckedHeader {
+        file,
+        layout,
+        object,
+    })
+}
+
+fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
+    let CheckedHeader {
+        file,
+        layout,
+        object: header,
+    } = open_header(path)?;
+    let ts_uid = layout.ts_uid.clone();
+    let ts = layout.ts;
     let obj: &InMemDicomObject = &header;
 
     let sop_class = text(obj, tags::SOP_CLASS_UID, "SOPClassUID")?;
@@ -170,7 +226,28 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
     };
     let tile_height: u32 = int(obj, tags::ROWS, "Rows")?;
     let tile_width: u32 = int(obj, tags::COLUMNS, "Columns")?;
+    // Rows and Columns are 16-bit (US); a larger value can only come from a lying VR.
+    for (name, value) in [("Rows", tile_height), ("Columns", tile_width)] {
+        if value > u32::from(u16::MAX) {
+            return Err(ScanError::InvalidAttribute {
+                name,
+                problem: format!("{value} is more than 65535 (an unsigned 16-bit value)"),
+            });
+        }
+    }
     let frames_declared: u32 = int_or(obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames", 1)?;
+    if frames_declared == 0 {
+        return Err(ScanError::InvalidAttribute {
+            name: "NumberOfFrames",
+            problem: "zero frames".into(),
+        });
+    }
+    if frames_declared > MAX_FRAMES {
+        return Err(ScanError::ImplausibleFrameCount {
+            declared: frames_declared,
+            problem: format!("at most {MAX_FRAMES} frames per instance are accepted"),
+        });
+    }
     let width: u32 = int_or(
         obj,
         tags::TOTAL_PIXEL_MATRIX_COLUMNS,
@@ -223,6 +300,19 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         "NumberOfOpticalPaths",
         optical_path_list.len().max(1) as u32,
     )?;
+    let concatenation_offset = int_or(
+        obj,
+        tags::CONCATENATION_FRAME_OFFSET_NUMBER,
+        "ConcatenationFrameOffsetNumber",
+        0,
+    )?;
+    check_grid(
+        frames_declared,
+        concatenation_offset,
+        [width, height],
+        [tile_width, tile_height],
+        [focal_planes, optical_paths],
+    )?;
     let positions = match organization {
         DimensionOrganization::TiledFull => Vec::new(),
         DimensionOrganization::TiledSparse => sparse_positions(
@@ -234,32 +324,34 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         )?,
     };
 
-    if ts_uid == DEFLATED_TS {
-        return Err(ScanError::UnsupportedTransferSyntax(format!(
-            "{ts_uid} (deflated)"
-        )));
-    }
-    let ts = TransferSyntaxRegistry
-        .get(&ts_uid)
-        .ok_or_else(|| ScanError::UnsupportedTransferSyntax(format!("{ts_uid} (unknown)")))?;
     let native_frame_len = if ts.is_encapsulated_pixel_data() {
         None
     } else {
         let samples: u32 = int(obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel")?;
         let bits: u32 = int(obj, tags::BITS_ALLOCATED, "BitsAllocated")?;
+        if !(1..=4).contains(&samples) {
+            return Err(invalid(
+                "SamplesPerPixel",
+                format!("{samples}; expected 1 to 4"),
+            ));
+        }
+        if !matches!(bits, 1 | 8 | 16 | 32 | 64) {
+            return Err(invalid(
+                "BitsAllocated",
+                format!("{bits}; expected 1, 8, 16, 32 or 64"),
+            ));
+        }
         Some((tile_width as u64 * tile_height as u64 * samples as u64 * bits as u64).div_ceil(8))
     };
-    let extended_offsets = extended_offset_table(obj)?;
+    let extended_offsets = extended_offset_table(obj, frames_declared)?;
     let plan = frames::FramePlan {
         frames_declared,
         native_frame_len,
         extended_offsets,
-        ts_uid: ts_uid.clone(),
     };
 
-    let file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let (frames, object) = frames::index(&file, dataset_start, ts, &plan)?;
+    let file_len = layout.file_len;
+    let (frames, object) = frames::index(&file, layout.pixel_data, &plan)?;
     if frames.len() != frames_declared as usize {
         return Err(ScanError::FrameCountMismatch {
             declared: frames_declared,
@@ -287,12 +379,7 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
         optical_paths,
         organization,
         concatenation_uid: opt_text(obj, tags::CONCATENATION_UID).filter(|s| !s.is_empty()),
-        concatenation_offset: int_or(
-            obj,
-            tags::CONCATENATION_FRAME_OFFSET_NUMBER,
-            "ConcatenationFrameOffsetNumber",
-            0,
-        )?,
+        concatenation_offset,
         frames,
         positions,
         optical_path_list,
@@ -485,8 +572,56 @@ fn sparse_positions(
         .collect())
 }
 
-/// Reads the Extended Offset Table, if present.
-fn extended_offset_table(obj: &InMemDicomObject) -> Result<Option<ExtendedOffsets>, ScanError> {
+/// Checks the frame count against the tile grid it fills, and the grid's size itself: a
+/// TILED_FULL level has exactly one frame per grid position, a TILED_SPARSE one at most, and
+/// a part of a concatenation fills positions from its frame offset on.
+fn check_grid(
+    frames: u32,
+    concatenation_offset: u32,
+    [width, height]: [u32; 2],
+    [tile_width, tile_height]: [u32; 2],
+    [focal_planes, optical_paths]: [u32; 2],
+) -> Result<(), ScanError> {
+    let cols = u64::from(width.div_ceil(tile_width));
+    let rows = u64::from(height.div_ceil(tile_height));
+    let grid = u128::from(cols)
+        * u128::from(rows)
+        * u128::from(focal_planes.max(1))
+        * u128::from(optical_paths.max(1));
+    if grid > u128::from(MAX_GRID_TILES) {
+        return Err(ScanError::InvalidAttribute {
+            name: "TotalPixelMatrixColumns/TotalPixelMatrixRows",
+            problem: format!(
+                "{width}x{height} pixels in {tile_width}x{tile_height} tiles, {} focal planes and {} optical paths make {grid} tile positions; at most {MAX_GRID_TILES} are accepted",
+                focal_planes.max(1),
+                optical_paths.max(1)
+            ),
+        });
+    }
+    let last = u128::from(concatenation_offset) + u128::from(frames);
+    if last > grid {
+        let part = if concatenation_offset > 0 {
+            format!(" after ConcatenationFrameOffsetNumber {concatenation_offset}")
+        } else {
+            String::new()
+        };
+        return Err(ScanError::ImplausibleFrameCount {
+            declared: frames,
+            problem: format!(
+                "its tile grid ({cols}x{rows} tiles of {tile_width}x{tile_height} over {width}x{height} pixels, {} focal planes, {} optical paths) has only {grid} positions{part}",
+                focal_planes.max(1),
+                optical_paths.max(1)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the Extended Offset Table, if present; it must list every frame.
+fn extended_offset_table(
+    obj: &InMemDicomObject,
+    frames_declared: u32,
+) -> Result<Option<ExtendedOffsets>, ScanError> {
     let (Some(offsets), Some(lengths)) = (
         obj.get(tags::EXTENDED_OFFSET_TABLE),
         obj.get(tags::EXTENDED_OFFSET_TABLE_LENGTHS),
@@ -503,8 +638,21 @@ fn extended_offset_table(obj: &InMemDicomObject) -> Result<Option<ExtendedOffset
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect())
     };
+    // Each table is at most header::MAX_ELEMENT bytes (checked before it was read).
     let offsets = read(offsets, "ExtendedOffsetTable")?;
     let lengths = read(lengths, "ExtendedOffsetTableLengths")?;
+    for (entries, table) in [
+        (offsets.len(), "ExtendedOffsetTable"),
+        (lengths.len(), "ExtendedOffsetTableLengths"),
+    ] {
+        if entries as u64 != u64::from(frames_declared) {
+            return Err(ScanError::OffsetTableMismatch {
+                table,
+                entries: entries as u64,
+                declared: frames_declared,
+            });
+        }
+    }
     if offsets.len() != lengths.len() {
         return Err(invalid(
             "ExtendedOffsetTableLengths",

@@ -1,9 +1,9 @@
 //! Where each frame's bytes lie in a DICOM file, and their hashes.
 //!
 //! Three steps, none holding pixel data in memory:
-//! 1. dicom-parser's lazy token reader walks the data set to the top-level Pixel Data
-//!    element (it handles nested sequences, undefined lengths and every transfer syntax's
-//!    element encoding) and reports where its value starts.
+//! 1. [`super::header`]'s walk (dicom-parser's lazy token reader, which handles nested
+//!    sequences, undefined lengths and every transfer syntax's element encoding) has found
+//!    where the top-level Pixel Data value starts.
 //! 2. For encapsulated pixel data we walk the fragment items ourselves, reading their 8-byte
 //!    headers from the memory-mapped file. dicom-parser can only skip a value by reading it, and
 //!    reading a gigabyte to learn where its items start would double the I/O of ingest; the
@@ -12,22 +12,23 @@
 //!    Offset Table, else where JPEG / JPEG 2000 codestreams start, else one per frame.
 //! 3. Frames are hashed on all cores straight from a read-only memory map, each byte once.
 //!
+//! The declared frame count sizes nothing before it is checked against the bytes there
+//! are: every encapsulated frame needs at least its 8-byte item header, a native frame its
+//! full size, and a non-empty offset table must list exactly the declared frames.
+//!
 //! The original file's [`ObjectId`] is a BLAKE3 digest that commits to every byte of the
 //! file without hashing frame bytes twice: it covers the file length, every frame's byte
 //! ranges and tile id, and BLAKE3 of all the bytes outside frames (header, item headers,
 //! trailing padding), in file order. See [`object_id`].
 
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, Write};
 
-use dicom_dictionary_std::tags;
-use dicom_parser::dataset::LazyDataToken;
-use dicom_parser::dataset::lazy_read::LazyDataSetReader;
-use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
 use rayon::prelude::*;
 use slidemesh_protocol::{ObjectId, TileId};
 
 use super::dicom::{FrameRef, ScanError};
+use super::header::PixelData;
 
 /// Refuse single fragments larger than this: a tile is kilobytes to a few megabytes.
 const MAX_FRAGMENT: u32 = 256 << 20;
@@ -47,17 +48,14 @@ pub struct FramePlan {
     /// Bytes per frame for native (uncompressed) pixel data; `None` when encapsulated.
     pub native_frame_len: Option<u64>,
     pub extended_offsets: Option<ExtendedOffsets>,
-    pub ts_uid: String,
 }
 
 /// Indexes and hashes the frames of `file`, returning them with the file's object id.
 pub fn index(
     file: &File,
-    dataset_start: u64,
-    ts: &dicom_encoding::TransferSyntax,
+    location: PixelData,
     plan: &FramePlan,
 ) -> Result<(Vec<FrameRef>, ObjectId), ScanError> {
-    let location = locate_pixel_data(file, dataset_start, ts, plan)?;
     // The file is mapped rather than read: hashing straight from the page cache avoids
     // copying every byte into a buffer first (measured: a sixth of ingest's CPU time).
     // Every range below is checked against the mapping's length before it is sliced. A
@@ -80,71 +78,6 @@ pub fn index(
     Ok((frames, object))
 }
 
-enum PixelData {
-    Native { start: u64, len: u64 },
-    Encapsulated { items_start: u64 },
-}
-
-/// Walks the data set with dicom-parser up to the top-level Pixel Data element.
-fn locate_pixel_data(
-    file: &File,
-    dataset_start: u64,
-    ts: &dicom_encoding::TransferSyntax,
-    plan: &FramePlan,
-) -> Result<PixelData, ScanError> {
-    let mut reader = BufReader::with_capacity(64 << 10, file);
-    std::io::Seek::seek(&mut reader, io::SeekFrom::Start(dataset_start))?;
-    let decoder = StatefulDecoder::new_with_ts(&mut reader, ts, dataset_start)
-        .map_err(|e| ScanError::UnsupportedTransferSyntax(format!("{}: {e}", plan.ts_uid)))?;
-    let mut tokens = LazyDataSetReader::new(decoder);
-    let mut depth = 0usize;
-    while let Some(token) = tokens.advance() {
-        let token = token.map_err(|e| parse_error(&e, "the data set"))?;
-        match token {
-            LazyDataToken::SequenceStart { .. } => depth += 1,
-            LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
-            LazyDataToken::PixelSequenceStart if depth == 0 => {
-                let items_start = tokens.into_decoder().position();
-                return Ok(PixelData::Encapsulated { items_start });
-            }
-            // Encapsulated pixel data nested in a sequence (an icon image) is not ours.
-            LazyDataToken::PixelSequenceStart => depth += 1,
-            LazyDataToken::LazyValue { header, decoder }
-                if depth == 0 && header.tag == tags::PIXEL_DATA =>
-            {
-                let len = header.len.get().ok_or_else(|| {
-                    ScanError::MalformedPixelData("native pixel data with undefined length".into())
-                })?;
-                return Ok(PixelData::Native {
-                    start: decoder.position(),
-                    len: len as u64,
-                });
-            }
-            LazyDataToken::LazyValue { decoder, header } => {
-                let len = header.len.get().unwrap_or(0);
-                decoder
-                    .skip_bytes(len)
-                    .map_err(|e| parse_error(&e, "a data element"))?;
-            }
-            LazyDataToken::LazyItemValue { len, decoder } => {
-                decoder
-                    .skip_bytes(len)
-                    .map_err(|e| parse_error(&e, "a sequence item"))?;
-            }
-            _ => {}
-        }
-    }
-    Err(ScanError::MissingAttribute("PixelData"))
-}
-
-pub(super) fn parse_error(e: &(dyn std::error::Error + 'static), place: &'static str) -> ScanError {
-    if super::dicom::error_chain_has_eof(e) {
-        ScanError::Truncated(place)
-    } else {
-        ScanError::MalformedPixelData(super::dicom::error_chain(e))
-    }
-}
-
 /// Byte ranges of each frame of a native Pixel Data value.
 fn native_frames(
     start: u64,
@@ -160,11 +93,18 @@ fn native_frames(
     if start + len > file_len {
         return Err(ScanError::Truncated("the pixel data"));
     }
-    let found = (len / frame_len.max(1)) as usize;
-    if found < plan.frames_declared as usize {
-        return Err(ScanError::FrameCountMismatch {
+    if frame_len == 0 {
+        return Err(ScanError::MalformedPixelData(
+            "native frames of zero bytes".into(),
+        ));
+    }
+    let found = len / frame_len;
+    if found < u64::from(plan.frames_declared) {
+        return Err(ScanError::ImplausibleFrameCount {
             declared: plan.frames_declared,
-            found,
+            problem: format!(
+                "the pixel data's {len} bytes hold only {found} native frames of {frame_len} bytes"
+            ),
         });
     }
     Ok((0..plan.frames_declared as u64)
@@ -212,6 +152,25 @@ fn encapsulated_frames(
         return Err(ScanError::MalformedPixelData(
             "basic offset table length is not a multiple of 4".into(),
         ));
+    }
+    // Every frame needs at least one item (an 8-byte header) after the offset table item.
+    let after_table = (bytes.len() as u64).saturating_sub(items_start + 8 + bot_len as u64);
+    let room = after_table / 8;
+    if u64::from(plan.frames_declared) > room {
+        return Err(ScanError::ImplausibleFrameCount {
+            declared: plan.frames_declared,
+            problem: format!(
+                "the {after_table} bytes of pixel data after the offset table hold at most {room} frames (each needs an 8-byte item header)"
+            ),
+        });
+    }
+    let bot_entries = u64::from(bot_len / 4);
+    if bot_entries != 0 && bot_entries != u64::from(plan.frames_declared) {
+        return Err(ScanError::OffsetTableMismatch {
+            table: "the basic offset table",
+            entries: bot_entries,
+            declared: plan.frames_declared,
+        });
     }
     let basic: Vec<u64> = slice(
         bytes,

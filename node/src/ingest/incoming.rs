@@ -4,7 +4,9 @@
 //! the data directory, on the object store's file system, so ingest hard-links the files
 //! into place rather than copying them. When the batch is complete it goes through the same
 //! pipeline as `slidemesh ingest` (one transaction per slide, bad files reported, nothing
-//! half-stored), and the staging folder is removed whatever happened. A node that dies
+//! half-stored) as a [`BatchSource::Network`] batch: no consent is taken from what was
+//! received, and an instance cannot change a stored series' patient identity. The staging
+//! folder is removed whatever happened. A node that dies
 //! mid-batch leaves the folder to the start-up sweep (its name ends in the dead pid).
 
 use std::io;
@@ -14,10 +16,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
 use slidemesh_protocol::{NodeKey, TrustCode};
 
-use super::{IngestReport, IngestTarget, Silent, ingest_paths};
+use super::{BatchSource, IngestReport, IngestTarget, Silent, ingest_paths};
 use crate::config::KeepOriginals;
 use crate::store::Store;
 use crate::store::objects::ObjectStore;
@@ -85,6 +86,7 @@ impl Incoming {
             store: &self.store,
             objects: &self.objects,
             keep: self.keep,
+            source: BatchSource::Network,
         };
         if batch.files == 0 {
             return IngestReport::default();
@@ -126,12 +128,13 @@ impl Drop for Batch {
     }
 }
 
-/// Reads a received file's identity from its header (never its pixel data).
+/// Reads a received file's identity from its header (never its pixel data). The header's
+/// lengths are checked against the file first ([`super::header`]), so a crafted one is
+/// refused here, before anything is allocated by it.
 pub fn identify(path: &Path) -> Result<ReceivedInstance, String> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| format!("not a readable DICOM file: {e}"))?;
+    let obj = super::dicom::open_header(path)
+        .map_err(|e| format!("not a readable DICOM file: {e}"))?
+        .object;
     let text = |tag, name: &str| {
         obj.element(tag)
             .ok()

@@ -8,11 +8,21 @@
 //! A file that fails never stops the others; its error is reported with its path, and a
 //! series with any bad file is not committed at all (a slide is never stored half-made).
 //! Re-ingesting files already stored changes nothing and says so.
+//!
+//! Every batch knows where it came from ([`BatchSource`]). Files the operator names to
+//! `slidemesh ingest` may bring consent (the LIMS sidecar, else the DICOM consent sequence
+//! where nothing is recorded); files received over the network (STOW-RS, C-STORE) never
+//! do: anyone allowed to send can write any header, so a new series received that way gets
+//! no consent record (the store's default, clinical care only) and a stored one keeps its
+//! own. From either source, an instance whose patient identity differs from its series'
+//! stored instances is refused ([`identity`]).
 
 pub mod assemble;
 pub mod consent;
 pub mod dicom;
 pub mod frames;
+pub mod header;
+pub mod identity;
 pub mod incoming;
 
 use std::collections::BTreeMap;
@@ -84,6 +94,16 @@ pub struct IngestReport {
     pub bytes: u64,
 }
 
+/// Where a batch of files came from: it decides what ingest may take from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSource {
+    /// Files the operator named to `slidemesh ingest`: consent comes from the LIMS sidecar
+    /// beside them, else from the DICOM consent sequence for a series with no record.
+    Operator,
+    /// Files received over the network (STOW-RS, C-STORE): never a source of consent.
+    Network,
+}
+
 /// What ingest needs from the node.
 pub struct IngestTarget<'a> {
     pub owner: &'a TrustCode,
@@ -91,6 +111,8 @@ pub struct IngestTarget<'a> {
     pub store: &'a Store,
     pub objects: &'a ObjectStore,
     pub keep: KeepOriginals,
+    /// Where the files came from.
+    pub source: BatchSource,
 }
 
 /// Ingests files and folders (recursively).
@@ -271,6 +293,9 @@ fn ingest_series(
             }
         }
     }
+    // Whoever sent them, new instances must be of the stored series' patient and study.
+    let arriving: Vec<&ScannedInstance> = new_instances.iter().map(|p| &p.instance).collect();
+    identity::check_series(series_uid, &stored, &arriving).map_err(fail)?;
     let all: Vec<&ScannedInstance> = merged.into_values().collect();
     if new_instances.is_empty()
         && let Some(slide_id) = previous
@@ -286,25 +311,12 @@ fn ingest_series(
     }
 
     let manifest = assemble::assemble(target.owner, &all).map_err(|e| fail(e.to_string()))?;
-    // Consent is read before anything is placed, so a bad sidecar stops the series whole.
-    let sidecar = new_instances
-        .first()
-        .and_then(|p| p.instance.path.parent())
-        .map(|dir| consent::from_sidecar(dir, series_uid))
-        .transpose()
-        .map_err(fail)?
-        .flatten();
-    // A sidecar replaces what is recorded; consent coded in the header only fills a gap.
-    // Either way it commits with the slide, so a crash never leaves one without the other.
-    let consent = match sidecar {
-        Some(c) => ConsentUpdate::Replace(c),
-        None => match new_instances
-            .first()
-            .and_then(|p| consent::from_dicom(&p.instance.metadata_json))
-        {
-            Some(c) => ConsentUpdate::IfAbsent(c),
-            None => ConsentUpdate::Keep,
-        },
+    let consent = match target.source {
+        BatchSource::Operator => operator_consent(series_uid, &new_instances).map_err(fail)?,
+        // Nothing received over the network speaks for consent: no sidecar is looked for
+        // and the DICOM consent sequence is not read. A new series has no record (clinical
+        // care only); a stored one keeps what the trust recorded.
+        BatchSource::Network => ConsentUpdate::Keep,
     };
 
     // Work that needs no lock runs side by side: a helper signs and summarises the manifest,
@@ -380,6 +392,32 @@ fn ingest_series(
         previous.filter(|p| *p != slide_id),
         all.len(),
     ))
+}
+
+/// The consent that files named by the operator bring: the LIMS sidecar beside them
+/// replaces what is recorded; consent coded in the header only fills a gap. Either way it
+/// commits with the slide, so a crash never leaves one without the other. Read before
+/// anything is placed, so a bad sidecar stops the series whole.
+fn operator_consent(
+    series_uid: &str,
+    new_instances: &[&PreparedInstance],
+) -> Result<ConsentUpdate, String> {
+    let sidecar = new_instances
+        .first()
+        .and_then(|p| p.instance.path.parent())
+        .map(|dir| consent::from_sidecar(dir, series_uid))
+        .transpose()?
+        .flatten();
+    Ok(match sidecar {
+        Some(c) => ConsentUpdate::Replace(c),
+        None => match new_instances
+            .first()
+            .and_then(|p| consent::from_dicom(&p.instance.metadata_json))
+        {
+            Some(c) => ConsentUpdate::IfAbsent(c),
+            None => ConsentUpdate::Keep,
+        },
+    })
 }
 
 /// A helper thread's result, its panic carried on into this thread.

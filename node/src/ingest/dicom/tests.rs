@@ -1,5 +1,6 @@
 //! Indexer tests over small DICOM files written here with dicom-object: every offset-table
-//! form, multi-fragment frames, native pixel data, and each kind of bad input.
+//! form, multi-fragment frames, native pixel data, each kind of bad input, and hostile
+//! headers whose numbers would size gigabytes of memory if they were believed.
 
 use std::path::Path;
 
@@ -243,7 +244,10 @@ fn truncated_files_are_named_as_truncated() {
         assert!(
             matches!(
                 err.error,
-                ScanError::Truncated(_) | ScanError::NotDicom(_) | ScanError::MalformedPixelData(_)
+                ScanError::Truncated(_)
+                    | ScanError::NotDicom(_)
+                    | ScanError::MalformedPixelData(_)
+                    | ScanError::ValueBeyondFile { .. }
             ),
             "cut at {cut}: {err}"
         );
@@ -369,4 +373,352 @@ fn sparse_positions_from_per_frame_groups() {
     assert_eq!(scanned.organization, DimensionOrganization::TiledSparse);
     let cols: Vec<u32> = scanned.positions.iter().map(|p| p.col).collect();
     assert_eq!(cols, vec![3, 1]);
+}
+
+/// A small valid encapsulated instance of `frames` one-fragment frames, changed by `edit`
+/// before it is written.
+fn write_edited(
+    dir: &Path,
+    name: &str,
+    frames: usize,
+    edit: impl FnOnce(&mut InMemDicomObject),
+) -> std::path::PathBuf {
+    let mut obj = base_object(frames as u32, WSI_SOP_CLASS);
+    let fragments: Vec<Vec<u8>> = (0..frames).map(|i| fake_jpeg(i, 20)).collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(vec![], fragments),
+    ));
+    edit(&mut obj);
+    let path = dir.join(name);
+    write(obj, JPEG_BASELINE, &path);
+    path
+}
+
+fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: PrimitiveValue) {
+    obj.put(DataElement::new(tag, vr, value));
+}
+
+/// Replaces the 4 bytes after the first occurrence of `marker` in the file.
+fn patch_after(path: &Path, marker: &[u8], value: u32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap_or_else(|| panic!("{marker:02X?} not in {}", path.display()))
+        + marker.len();
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The error of scanning `path`, checked to name the file.
+fn refusal(path: &Path) -> InstanceError {
+    let err = scan_file(path).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&path.display().to_string()),
+        "error names the file: {err}"
+    );
+    err
+}
+
+#[test]
+fn a_frame_count_of_four_billion_is_refused_before_anything_is_sized_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_edited(dir.path(), "frames.dcm", 3, |obj| {
+        put(obj, tags::NUMBER_OF_FRAMES, VR::IS, "4294967295".into())
+    });
+    let err = refusal(&path);
+    assert!(
+        matches!(
+            err.error,
+            ScanError::ImplausibleFrameCount {
+                declared: u32::MAX,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("NumberOfFrames"), "{err}");
+    // Zero frames is no image at all.
+    let zero = write_edited(dir.path(), "zero.dcm", 3, |obj| {
+        put(obj, tags::NUMBER_OF_FRAMES, VR::IS, "0".into())
+    });
+    assert!(refusal(&zero).to_string().contains("NumberOfFrames"));
+}
+
+#[test]
+fn frame_counts_are_checked_against_the_tile_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 frames of 16x16 fill a 48x16 grid; 100 frames do not fit in it.
+    let path = write_edited(dir.path(), "grid.dcm", 3, |obj| {
+        put(obj, tags::NUMBER_OF_FRAMES, VR::IS, "100".into())
+    });
+    let err = refusal(&path);
+    assert!(
+        matches!(
+            err.error,
+            ScanError::ImplausibleFrameCount { declared: 100, .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("only 3 positions"), "{err}");
+    // A concatenation part whose frames run past the end of the grid.
+    let part = write_edited(dir.path(), "part.dcm", 3, |obj| {
+        put(
+            obj,
+            tags::CONCATENATION_FRAME_OFFSET_NUMBER,
+            VR::UL,
+            PrimitiveValue::from(2u32),
+        )
+    });
+    let err = refusal(&part);
+    assert!(
+        err.to_string().contains("ConcatenationFrameOffsetNumber 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn frame_counts_are_checked_against_what_the_pixel_data_can_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    // A grid of a million positions makes a million frames plausible by the grid; the
+    // three fragments' few bytes cannot hold them (8 bytes of item header each at least).
+    let path = write_edited(dir.path(), "room.dcm", 3, |obj| {
+        put(obj, tags::NUMBER_OF_FRAMES, VR::IS, "1000000".into());
+        put(
+            obj,
+            tags::TOTAL_PIXEL_MATRIX_COLUMNS,
+            VR::UL,
+            PrimitiveValue::from(16_000_000u32),
+        );
+    });
+    let err = refusal(&path);
+    assert!(
+        matches!(
+            err.error,
+            ScanError::ImplausibleFrameCount {
+                declared: 1_000_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("8-byte item header"), "{err}");
+
+    // Native pixel data: three frames declared, two frames of bytes.
+    let mut obj = base_object(3, WSI_SOP_CLASS);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(vec![7u8; 2 * 16 * 16 * 3]),
+    ));
+    let native = dir.path().join("native.dcm");
+    write(obj, EXPLICIT_LE, &native);
+    let err = refusal(&native);
+    assert!(
+        matches!(
+            err.error,
+            ScanError::ImplausibleFrameCount { declared: 3, .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("only 2 native frames"), "{err}");
+
+    // Native frames of zero bits would make any count fit.
+    let mut obj = base_object(3, WSI_SOP_CLASS);
+    put(
+        &mut obj,
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    );
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(vec![7u8; 16]),
+    ));
+    let zero_bits = dir.path().join("zero_bits.dcm");
+    write(obj, EXPLICIT_LE, &zero_bits);
+    assert!(refusal(&zero_bits).to_string().contains("BitsAllocated"));
+}
+
+#[test]
+fn offset_tables_must_list_the_declared_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut obj = base_object(3, WSI_SOP_CLASS);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(
+            vec![0u32, 28],
+            (0..3).map(|i| fake_jpeg(i, 20)).collect::<Vec<_>>(),
+        ),
+    ));
+    let path = dir.path().join("bot.dcm");
+    write(obj, JPEG_BASELINE, &path);
+    let err = refusal(&path);
+    assert!(
+        matches!(
+            err.error,
+            ScanError::OffsetTableMismatch {
+                entries: 2,
+                declared: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let eot = write_edited(dir.path(), "eot.dcm", 3, |obj| {
+        let table: Vec<u8> = [0u64, 28].iter().flat_map(|x| x.to_le_bytes()).collect();
+        put(
+            obj,
+            tags::EXTENDED_OFFSET_TABLE,
+            VR::OV,
+            PrimitiveValue::from(table.clone()),
+        );
+        put(
+            obj,
+            tags::EXTENDED_OFFSET_TABLE_LENGTHS,
+            VR::OV,
+            PrimitiveValue::from(table),
+        );
+    });
+    let err = refusal(&eot);
+    assert!(err.to_string().contains("ExtendedOffsetTable"), "{err}");
+}
+
+#[test]
+fn huge_image_sizes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rows is 16-bit; a 32-bit VR cannot make it larger.
+    let rows = write_edited(dir.path(), "rows.dcm", 3, |obj| {
+        put(obj, tags::ROWS, VR::UL, PrimitiveValue::from(100_000u32))
+    });
+    let err = refusal(&rows);
+    assert!(
+        matches!(err.error, ScanError::InvalidAttribute { name: "Rows", .. }),
+        "{err}"
+    );
+    // A total pixel matrix of 4 billion squared pixels is 10^16 tiles of 16x16.
+    let matrix = write_edited(dir.path(), "matrix.dcm", 3, |obj| {
+        put(
+            obj,
+            tags::TOTAL_PIXEL_MATRIX_COLUMNS,
+            VR::UL,
+            PrimitiveValue::from(u32::MAX),
+        );
+        put(
+            obj,
+            tags::TOTAL_PIXEL_MATRIX_ROWS,
+            VR::UL,
+            PrimitiveValue::from(u32::MAX),
+        );
+    });
+    let err = refusal(&matrix);
+    assert!(err.to_string().contains("TotalPixelMatrixColumns"), "{err}");
+    assert!(err.to_string().contains("tile positions"), "{err}");
+    // Focal planes and optical paths multiply the grid too.
+    let planes = write_edited(dir.path(), "planes.dcm", 3, |obj| {
+        put(
+            obj,
+            tags::TOTAL_PIXEL_MATRIX_FOCAL_PLANES,
+            VR::UL,
+            PrimitiveValue::from(u32::MAX),
+        );
+        put(
+            obj,
+            tags::NUMBER_OF_OPTICAL_PATHS,
+            VR::UL,
+            PrimitiveValue::from(u32::MAX),
+        );
+    });
+    assert!(refusal(&planes).to_string().contains("focal planes"));
+}
+
+#[test]
+fn element_lengths_are_checked_against_the_file_before_anything_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // An ICC profile (OB: a 32-bit length) that claims nearly 4 GiB in a file of a few
+    // hundred bytes. Believed, dicom-object would zero-fill a 4 GiB buffer for it.
+    let path = write_edited(dir.path(), "icc.dcm", 3, |obj| {
+        put(
+            obj,
+            tags::ICC_PROFILE,
+            VR::OB,
+            PrimitiveValue::from(vec![1u8; 16]),
+        )
+    });
+    patch_after(&path, b"\x28\x00\x00\x20OB\x00\x00", 0xFFFF_FFF0);
+    let err = refusal(&path);
+    assert!(
+        matches!(
+            err.error,
+            ScanError::ValueBeyondFile {
+                len: 0xFFFF_FFF0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ICCProfile (0028,2000)"), "{err}");
+    // The STOW-RS path reads identities through the same check.
+    assert!(
+        super::super::incoming::identify(&path)
+            .unwrap_err()
+            .contains("ICCProfile")
+    );
+
+    // Native pixel data longer than the file.
+    let mut obj = base_object(1, WSI_SOP_CLASS);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(vec![7u8; 16 * 16 * 3]),
+    ));
+    let native = dir.path().join("native.dcm");
+    write(obj, EXPLICIT_LE, &native);
+    patch_after(&native, b"\xE0\x7F\x10\x00OB\x00\x00", 0x7FFF_FFF0);
+    let err = refusal(&native);
+    assert!(err.to_string().contains("PixelData (7FE0,0010)"), "{err}");
+
+    // The file meta group's own length.
+    let meta = write_edited(dir.path(), "meta.dcm", 1, |_| {});
+    let mut bytes = std::fs::read(&meta).unwrap();
+    bytes[140..144].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
+    std::fs::write(&meta, bytes).unwrap();
+    let err = refusal(&meta);
+    assert!(
+        err.to_string().contains("FileMetaInformationGroupLength"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sequences_nested_too_deep_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_edited(dir.path(), "deep.dcm", 1, |obj| {
+        let mut inner = InMemDicomObject::new_empty();
+        inner.put(DataElement::new(tags::CODE_VALUE, VR::SH, "x"));
+        for _ in 0..(header::MAX_DEPTH + 1) {
+            let mut outer = InMemDicomObject::new_empty();
+            outer.put(DataElement::new(
+                tags::CONCEPT_CODE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![inner]),
+            ));
+            inner = outer;
+        }
+        obj.put(DataElement::new(
+            tags::SPECIMEN_DESCRIPTION_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(vec![inner]),
+        ));
+    });
+    let err = refusal(&path);
+    assert!(
+        matches!(err.error, ScanError::NestedTooDeep { .. }),
+        "{err}"
+    );
 }

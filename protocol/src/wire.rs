@@ -92,6 +92,39 @@ pub enum ControlRequest {
     },
 }
 
+/// Why a request was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The grant or the policy says no: asking again as is gets the same answer.
+    Denied(String),
+    /// This node could not decide (its store or audit log failed): the requester should ask
+    /// again later, and must not take it for the owner's refusal.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Denied(reason) | Self::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<Refusal> for String {
+    fn from(refusal: Refusal) -> Self {
+        refusal.to_string()
+    }
+}
+
+impl From<Refusal> for ControlResponse {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Denied(reason) => ControlResponse::Denied { reason },
+            Refusal::Failed(reason) => ControlResponse::Failed { reason },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
     /// The slide's manifest, with the owner's consent statement for it (what a node that

@@ -142,7 +142,7 @@ fn crafted_headers_sent_by_stow_rs_are_refused_and_the_node_keeps_serving() {
         .to_string();
     node.serve();
     let tile = node.level_tiles(&slide)[0][0].as_str().unwrap().to_string();
-    let before = node.get(&format!("/api/v1/tiles/{tile}"));
+    let before = node.get(&format!("/api/v1/slides/{slide}/tiles/{tile}"));
     assert_eq!(before.status, 200);
 
     let level = smallest(&generated, "volume");
@@ -212,7 +212,7 @@ fn crafted_headers_sent_by_stow_rs_are_refused_and_the_node_keeps_serving() {
         let answer = stow(&node, &[bytes]);
         assert_refused(what, &answer, needle);
         // Still serving, the same tile, the same bytes.
-        let again = node.get(&format!("/api/v1/tiles/{tile}"));
+        let again = node.get(&format!("/api/v1/slides/{slide}/tiles/{tile}"));
         assert_eq!(again.status, 200, "{what}: the node stopped serving");
         assert_eq!(again.body, before.body, "{what}");
     }

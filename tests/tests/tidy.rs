@@ -1,5 +1,6 @@
-//! Tidy checks over the source tree: every Rust module starts with a `//!` line saying
-//! what it owns, so the next engineer can enter any file from its first line.
+//! Tidy checks over the source tree: the dependency direction ARCHITECTURE.md states holds,
+//! and every Rust module starts with a `//!` line saying what it owns, so the next engineer
+//! can enter any file from its first line.
 
 use std::path::{Path, PathBuf};
 
@@ -42,4 +43,124 @@ fn every_module_starts_with_a_doc_comment() {
         missing.is_empty(),
         "modules without a leading //! line: {missing:#?}"
     );
+}
+
+/// The node's modules, each with the modules it must never reach (`crate::...` paths in
+/// code, comments aside). Lower layers know nothing of the ones built on them: the store
+/// keeps records and knows nothing of scanning or of the audit log's logic; the network
+/// carries bytes and knows nothing of the store, grants, decisions or HTTP; access decides
+/// and knows nothing of who asks over which transport.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "store",
+        &[
+            "ingest",
+            "audit",
+            "access",
+            "federation",
+            "net",
+            "api",
+            "consent",
+        ],
+    ),
+    (
+        "net",
+        &[
+            "store",
+            "access",
+            "consent",
+            "audit",
+            "federation",
+            "api",
+            "ingest",
+        ],
+    ),
+    ("access", &["federation", "net", "api", "ingest"]),
+    ("consent", &["federation", "net", "api", "ingest"]),
+    ("audit", &["access", "federation", "net", "api", "ingest"]),
+    ("ingest", &["federation", "net", "api", "access"]),
+    ("deidentify", &["store", "federation", "net", "api"]),
+    ("federation", &["api"]),
+];
+
+#[test]
+fn node_modules_depend_only_downwards() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/src");
+    let mut breaches = Vec::new();
+    for (module, forbidden) in LAYERS {
+        let mut files = Vec::new();
+        let dir = src.join(module);
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        }
+        let file = src.join(format!("{module}.rs"));
+        if file.is_file() {
+            files.push(file);
+        }
+        assert!(!files.is_empty(), "no module {module} in node/src");
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for target in *forbidden {
+                    if code.contains(&format!("crate::{target}::"))
+                        || code.contains(&format!("crate::{target};"))
+                        || code.contains(&format!("crate::{target}::{{"))
+                    {
+                        breaches.push(format!(
+                            "{}:{}: {module} reaches {target}: {}",
+                            f.strip_prefix(&src).unwrap().display(),
+                            n + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        breaches.is_empty(),
+        "modules reaching up a layer:\n{}",
+        breaches.join("\n")
+    );
+}
+
+/// The protocol crate is the boundary between nodes: no I/O runtime, network, database or
+/// DICOM parser among its dependencies.
+#[test]
+fn protocol_depends_on_no_runtime_network_database_or_dicom() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/Cargo.toml"),
+    )
+    .unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .expect("protocol has dependencies")
+        .split("\n[")
+        .next()
+        .unwrap();
+    for banned in [
+        "tokio", "libp2p", "redb", "dicom", "axum", "rustls", "cedar",
+    ] {
+        assert!(
+            !deps.lines().any(|l| l.trim_start().starts_with(banned)),
+            "protocol depends on {banned}"
+        );
+    }
+}
+
+/// The testnet runs nodes and the generator as processes, as operators do.
+#[test]
+fn testnet_links_neither_the_node_nor_the_tools() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testnet/Cargo.toml"),
+    )
+    .unwrap();
+    for banned in ["slidemesh-node", "slidemesh-tools"] {
+        assert!(
+            !manifest.contains(banned),
+            "the testnet depends on {banned}"
+        );
+    }
 }

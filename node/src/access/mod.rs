@@ -32,30 +32,8 @@ pub use crate::audit::{AuditEntry, Side};
 use crate::consent::{ConsentAction, ConsentRequest, Policy};
 use crate::store::consent::SlideConsent;
 pub use grant::{CheckedGrant, GrantQuestion, check_grant};
-
-/// Why a request was not served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The grant or the policy says no: asking again as is gets the same answer.
-    Denied(String),
-    /// This node could not decide (its store or audit log failed): the requester should ask
-    /// again later, and must not take it for the owner's refusal.
-    Failed(String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Denied(reason) | Self::Failed(reason) => f.write_str(reason),
-        }
-    }
-}
-
-impl From<Refusal> for String {
-    fn from(refusal: Refusal) -> Self {
-        refusal.to_string()
-    }
-}
+/// Why a request was not served (its form on the wire: denied, or failed to decide).
+pub use slidemesh_protocol::wire::Refusal;
 
 /// The rules a slide is decided by: always its owner's, wherever the decision is made.
 pub struct Rules<'a> {

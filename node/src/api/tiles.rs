@@ -348,7 +348,7 @@ async fn send_remote_tile(
         .manifest
         .instances
         .first()
-        .map(|i| crate::ingest::dicom::tile_media_type(&i.transfer_syntax_uid))
+        .map(|i| crate::store::instance::tile_media_type(&i.transfer_syntax_uid))
         .unwrap_or("application/octet-stream");
     // Decided per person: a shared cache in front of the node must not hand it to another.
     tile_response(bytes, media_type, &etag, Sharing::Private)

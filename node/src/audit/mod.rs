@@ -20,7 +20,7 @@ pub mod export;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 pub use slidemesh_protocol::audit::{AuditEntry, Side};
 use slidemesh_protocol::audit::{
@@ -29,19 +29,8 @@ use slidemesh_protocol::audit::{
 };
 use slidemesh_protocol::{NodeKey, NodePublicKey, TrustCode, canonical};
 
+use crate::store::audit::{CHECKPOINTS, COSIGNED, ENTRIES, LEAVES, RECEIPTS};
 use crate::store::{RedbContext, Store, StoreError, decode, encode, now_unix};
-
-/// Sequence number -> canonical([`AuditEntry`]).
-pub(crate) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_entries_v1");
-/// Sequence number -> leaf hash of the entry as written.
-pub(crate) const LEAVES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("audit_leaves_v1");
-/// Tree size -> postcard([`SignedCheckpoint`]).
-pub(crate) const CHECKPOINTS: TableDefinition<u64, &[u8]> =
-    TableDefinition::new("audit_checkpoints_v1");
-/// Sequence number of a received access -> postcard([`SignedReceipt`]) the server gave.
-pub(crate) const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_receipts_v1");
-/// Other members' logs: trust -> postcard([`Checkpoint`]) this node last co-signed.
-pub(crate) const COSIGNED: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_cosigned_v1");
 
 /// One append for the writer thread.
 struct Append {

@@ -54,18 +54,8 @@ const SERVED_REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_
 /// How long a copy decides with an owner's consent statement it could not refresh.
 const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
 
-/// What consent decisions need of a slide this node serves.
 /// Addresses to dial member trusts at instead of their roster entries'.
 pub type PeerAddresses = HashMap<TrustCode, Vec<Multiaddr>>;
-
-impl From<Refusal> for ControlResponse {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::Denied(reason) => ControlResponse::Denied { reason },
-            Refusal::Failed(reason) => ControlResponse::Failed { reason },
-        }
-    }
-}
 
 struct ServedSlide {
     tiles: HashSet<TileId>,

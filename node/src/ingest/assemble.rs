@@ -6,7 +6,7 @@ use slidemesh_protocol::{
     AssociatedImage, InstanceMeta, InstanceRole, Level, OpticalPath, SlideManifest, TrustCode,
 };
 
-use super::dicom::{ImageFlavor, ScannedInstance};
+use crate::store::instance::{ImageFlavor, InstanceRecord};
 use crate::store::{Origin, SlideSummary};
 
 /// Why a series cannot become a slide.
@@ -34,7 +34,7 @@ pub enum AssembleError {
 /// Builds the manifest of one series from all its instances (in any order, no duplicates).
 pub fn assemble(
     owner: &TrustCode,
-    instances: &[&ScannedInstance],
+    instances: &[&InstanceRecord],
 ) -> Result<SlideManifest, AssembleError> {
     let first = instances.first().ok_or_else(|| AssembleError::Invalid {
         series: String::new(),
@@ -48,7 +48,7 @@ pub fn assemble(
         });
     }
 
-    let mut volumes: Vec<&ScannedInstance> = instances
+    let mut volumes: Vec<&InstanceRecord> = instances
         .iter()
         .copied()
         .filter(|i| i.flavor == ImageFlavor::Volume)
@@ -64,7 +64,7 @@ pub fn assemble(
     });
     // Instances of equal size are one level split over several files (a DICOM
     // concatenation, as converters write when they cap file sizes).
-    let mut groups: Vec<Vec<&ScannedInstance>> = Vec::new();
+    let mut groups: Vec<Vec<&InstanceRecord>> = Vec::new();
     for v in volumes {
         match groups.last_mut() {
             Some(group) if group[0].width == v.width && group[0].height == v.height => {
@@ -155,7 +155,7 @@ pub fn assemble(
 /// One level from the instance(s) holding it. Several instances must form one
 /// concatenation: TILED_FULL parts are ordered by their frame offset and fill the grid in
 /// order; TILED_SPARSE parts carry their own positions.
-fn merge_level(series: &str, group: &mut [&ScannedInstance]) -> Result<Level, AssembleError> {
+fn merge_level(series: &str, group: &mut [&InstanceRecord]) -> Result<Level, AssembleError> {
     group.sort_by(|a, b| {
         a.concatenation_offset
             .cmp(&b.concatenation_offset)

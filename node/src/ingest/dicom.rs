@@ -8,7 +8,7 @@
 //! finds and hashes the frames.
 //!
 //! This module knows nothing of the store or of slides; it turns a path into a
-//! [`ScannedInstance`] or an [`InstanceError`] that names the file and the problem.
+//! [`InstanceRecord`] or an [`InstanceError`] that names the file and the problem.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -19,13 +19,11 @@ use dicom_core::Tag;
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
-use serde::{Deserialize, Serialize};
 
 use super::frames::{self, ExtendedOffsets};
 use super::header::{self, Layout};
-use slidemesh_protocol::{
-    AssociatedKind, DimensionOrganization, ObjectId, OpticalPath, TileId, TilePosition,
-};
+use crate::store::instance::{ImageFlavor, InstanceRecord};
+use slidemesh_protocol::{AssociatedKind, DimensionOrganization, OpticalPath, TilePosition};
 
 /// SOP Class UID of VL Whole Slide Microscopy Image Storage.
 pub const WSI_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.77.1.6";
@@ -101,55 +99,8 @@ pub struct InstanceError {
     pub error: ScanError,
 }
 
-/// What kind of image an instance holds (Image Type value 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ImageFlavor {
-    Volume,
-    Associated(AssociatedKind),
-}
-
-/// Where one frame's bytes are: one range per fragment (almost always exactly one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FrameRef {
-    pub tile: TileId,
-    /// (absolute file offset, length) of each fragment value, in order.
-    pub ranges: Vec<(u64, u32)>,
-}
-
-/// Everything ingest needs from one instance file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScannedInstance {
-    pub path: PathBuf,
-    pub object: ObjectId,
-    pub file_len: u64,
-    pub sop_instance_uid: String,
-    pub series_uid: String,
-    pub study_uid: String,
-    pub frame_of_reference_uid: Option<String>,
-    pub transfer_syntax_uid: String,
-    pub flavor: ImageFlavor,
-    pub width: u32,
-    pub height: u32,
-    pub tile_width: u32,
-    pub tile_height: u32,
-    pub pixel_spacing_mm: Option<[f64; 2]>,
-    pub focal_planes: u32,
-    pub optical_paths: u32,
-    pub organization: DimensionOrganization,
-    /// Concatenation UID when this instance is one part of a level split over files.
-    pub concatenation_uid: Option<String>,
-    /// Concatenation Frame Offset Number: frames of the level before this part's first.
-    pub concatenation_offset: u32,
-    pub frames: Vec<FrameRef>,
-    /// Grid positions, one per frame, for TILED_SPARSE; empty for TILED_FULL.
-    pub positions: Vec<TilePosition>,
-    pub optical_path_list: Vec<OpticalPath>,
-    /// Canonical DICOM JSON of the data set without pixel data.
-    pub metadata_json: String,
-}
-
 /// Reads and indexes one file.
-pub fn scan_file(path: &Path) -> Result<ScannedInstance, InstanceError> {
+pub fn scan_file(path: &Path) -> Result<InstanceRecord, InstanceError> {
     scan(path).map_err(|error| InstanceError {
         path: path.to_path_buf(),
         error,
@@ -180,7 +131,7 @@ pub fn open_header(path: &Path) -> Result<CheckedHeader, ScanError> {
     })
 }
 
-fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
+fn scan(path: &Path) -> Result<InstanceRecord, ScanError> {
     let CheckedHeader {
         file,
         layout,
@@ -360,7 +311,7 @@ fn scan(path: &Path) -> Result<ScannedInstance, ScanError> {
     }
 
     let metadata_json = canonical_json(obj)?;
-    Ok(ScannedInstance {
+    Ok(InstanceRecord {
         path: path.to_path_buf(),
         object,
         file_len,
@@ -672,21 +623,3 @@ fn canonical_json(obj: &InMemDicomObject) -> Result<String, ScanError> {
 
 #[cfg(test)]
 mod tests;
-
-/// The media type of a tile (one frame's bytes) in a given transfer syntax, as DICOMweb
-/// names them.
-pub fn tile_media_type(transfer_syntax_uid: &str) -> &'static str {
-    match transfer_syntax_uid {
-        "1.2.840.10008.1.2.4.50"
-        | "1.2.840.10008.1.2.4.51"
-        | "1.2.840.10008.1.2.4.57"
-        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
-        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
-        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
-            "image/jphc"
-        }
-        "1.2.840.10008.1.2.5" => "image/dicom-rle",
-        _ => "application/octet-stream",
-    }
-}

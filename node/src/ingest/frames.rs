@@ -27,8 +27,9 @@ use std::io::{self, Write};
 use rayon::prelude::*;
 use slidemesh_protocol::{ObjectId, TileId};
 
-use super::dicom::{FrameRef, ScanError};
+use super::dicom::ScanError;
 use super::header::PixelData;
+use crate::store::instance::FrameRef;
 
 /// Refuse single fragments larger than this: a tile is kilobytes to a few megabytes.
 const MAX_FRAGMENT: u32 = 256 << 20;

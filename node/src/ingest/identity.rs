@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::dicom::ScannedInstance;
+use crate::store::instance::InstanceRecord;
 
 /// One attribute in the DICOM JSON model; only its value is kept.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -74,8 +74,8 @@ impl Identity {
 /// attribute that differs.
 pub fn check_series(
     series_uid: &str,
-    stored: &[ScannedInstance],
-    arriving: &[&ScannedInstance],
+    stored: &[InstanceRecord],
+    arriving: &[&InstanceRecord],
 ) -> Result<(), String> {
     // Stored instances were checked against each other when they arrived; the one with
     // the least metadata is the cheapest to read.

@@ -34,11 +34,12 @@ use slidemesh_protocol::{NodeKey, ObjectId, SignedManifest, SlideId, TrustCode};
 use tracing::{info, info_span, warn};
 
 use crate::config::KeepOriginals;
+use crate::store::instance::InstanceRecord;
 use crate::store::objects::{ObjectStore, Placement};
 use crate::store::{
     ConsentUpdate, Origin, PreparedInstance, SlideCommit, SlideRecord, SlideRows, Store, now_unix,
 };
-use dicom::{InstanceError, ScannedInstance};
+use dicom::InstanceError;
 
 /// What ingest reports as it goes (a progress bar, or nothing).
 pub trait Progress: Sync {
@@ -270,7 +271,7 @@ fn ingest_series(
 
     // Keep one copy of each instance; the same UID with other content is a conflict the
     // operator must resolve, not something to guess about.
-    let mut merged: BTreeMap<&str, &ScannedInstance> = stored
+    let mut merged: BTreeMap<&str, &InstanceRecord> = stored
         .iter()
         .map(|i| (i.sop_instance_uid.as_str(), i))
         .collect();
@@ -294,9 +295,9 @@ fn ingest_series(
         }
     }
     // Whoever sent them, new instances must be of the stored series' patient and study.
-    let arriving: Vec<&ScannedInstance> = new_instances.iter().map(|p| &p.instance).collect();
+    let arriving: Vec<&InstanceRecord> = new_instances.iter().map(|p| &p.instance).collect();
     identity::check_series(series_uid, &stored, &arriving).map_err(fail)?;
-    let all: Vec<&ScannedInstance> = merged.into_values().collect();
+    let all: Vec<&InstanceRecord> = merged.into_values().collect();
     if new_instances.is_empty()
         && let Some(slide_id) = previous
     {

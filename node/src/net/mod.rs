@@ -51,7 +51,7 @@ pub trait Inbound: Send + Sync + 'static {
         &self,
         peer: PeerId,
         request: &TileRequest,
-    ) -> BoxFuture<'static, Result<ReceiptFuture, crate::access::Refusal>>;
+    ) -> BoxFuture<'static, Result<ReceiptFuture, slidemesh_protocol::wire::Refusal>>;
     /// The bytes of tiles this node holds (original file or cache), in order; `None` for a
     /// tile it does not hold.
     fn read_tiles(&self, tiles: Vec<TileId>) -> BoxFuture<'static, Vec<Option<Vec<u8>>>>;

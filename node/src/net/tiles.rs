@@ -209,8 +209,8 @@ async fn serve_batch(
         Ok(receipt) => receipt,
         Err(refusal) => {
             let status = match &refusal {
-                crate::access::Refusal::Denied(_) => TileStatus::Denied,
-                crate::access::Refusal::Failed(_) => TileStatus::Failed,
+                slidemesh_protocol::wire::Refusal::Denied(_) => TileStatus::Denied,
+                slidemesh_protocol::wire::Refusal::Failed(_) => TileStatus::Failed,
             };
             warn!(%slide, reason = %refusal, ?status, "tile request not served");
             stream.write_all(&[status as u8]).await?;

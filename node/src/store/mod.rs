@@ -12,9 +12,11 @@
 //! Tables are declared once, here, with a version in their names; a change of value layout
 //! gets a new table name and a migration.
 
+pub(crate) mod audit;
 pub mod cache;
 pub mod consent;
 pub mod federation;
+pub mod instance;
 pub mod locations;
 pub mod objects;
 pub mod reader;
@@ -26,7 +28,7 @@ use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefi
 use serde::{Deserialize, Serialize};
 use slidemesh_protocol::{ObjectId, SignedManifest, SlideId, TileId, TrustCode};
 
-use crate::ingest::dicom::{ScannedInstance, tile_media_type};
+use instance::{InstanceRecord, tile_media_type};
 
 /// SlideId -> postcard([`SlideRecord`]).
 const SLIDES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("slides_v1");
@@ -34,7 +36,7 @@ const SLIDES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("slides_v
 const SUMMARIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("slide_summaries_v1");
 /// Series Instance UID -> the SlideId currently representing that series.
 const SERIES: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("series_v1");
-/// (Series UID, SOP Instance UID) -> postcard([`ScannedInstance`]).
+/// (Series UID, SOP Instance UID) -> postcard([`InstanceRecord`]).
 const INSTANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("instances_v1");
 /// TileId -> postcard([`TileLocation`]).
 const TILES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tiles_v1");
@@ -166,7 +168,7 @@ pub enum ConsentUpdate {
 /// inserts bytes (encoding and sorting ~32,000 tile rows took a fifth of a 1 GiB ingest's
 /// single-threaded tail).
 pub struct PreparedInstance {
-    pub instance: ScannedInstance,
+    pub instance: InstanceRecord,
     row: Vec<u8>,
     /// Tile location rows sorted by tile id, one per distinct tile; each value is the
     /// encoded `TileLocation`, a range of `values`.
@@ -175,7 +177,7 @@ pub struct PreparedInstance {
 }
 
 impl PreparedInstance {
-    pub fn new(instance: ScannedInstance) -> Self {
+    pub fn new(instance: InstanceRecord) -> Self {
         // The instance row and the tile rows are independent; encoding them side by side
         // shortens the single-threaded step at the end of a slide's largest file.
         let (row, (tiles, values)) = rayon::join(|| encode(&instance), || tile_rows(&instance));
@@ -205,7 +207,7 @@ struct TileLocationRef<'a> {
 
 /// An instance's tile rows sorted by tile id, one per distinct tile, each value a range of
 /// the returned bytes.
-fn tile_rows(instance: &ScannedInstance) -> (Vec<(TileId, std::ops::Range<usize>)>, Vec<u8>) {
+fn tile_rows(instance: &InstanceRecord) -> (Vec<(TileId, std::ops::Range<usize>)>, Vec<u8>) {
     let media_type = tile_media_type(&instance.transfer_syntax_uid);
     let mut values = Vec::with_capacity(instance.frames.len() * 64);
     let mut tiles = Vec::with_capacity(instance.frames.len());
@@ -387,7 +389,7 @@ impl Store {
     }
 
     /// The instances already stored for a series, so ingest can merge newly arrived ones.
-    pub fn series_instances(&self, series_uid: &str) -> Result<Vec<ScannedInstance>, StoreError> {
+    pub fn series_instances(&self, series_uid: &str) -> Result<Vec<InstanceRecord>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(INSTANCES).op("open instances")?;
         let mut out = Vec::new();
@@ -524,12 +526,11 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(OBJECTS).op("create tables")?;
     tx.open_table(federation::ROSTERS).op("create tables")?;
     tx.open_table(consent::CONSENT).op("create tables")?;
-    tx.open_table(crate::audit::ENTRIES).op("create tables")?;
-    tx.open_table(crate::audit::LEAVES).op("create tables")?;
-    tx.open_table(crate::audit::CHECKPOINTS)
-        .op("create tables")?;
-    tx.open_table(crate::audit::COSIGNED).op("create tables")?;
-    tx.open_table(crate::audit::RECEIPTS).op("create tables")?;
+    tx.open_table(audit::ENTRIES).op("create tables")?;
+    tx.open_table(audit::LEAVES).op("create tables")?;
+    tx.open_table(audit::CHECKPOINTS).op("create tables")?;
+    tx.open_table(audit::COSIGNED).op("create tables")?;
+    tx.open_table(audit::RECEIPTS).op("create tables")?;
     tx.open_table(federation::GRANTS).op("create tables")?;
     tx.open_table(federation::REVOCATIONS).op("create tables")?;
     tx.open_table(federation::REMOTE_SLIDES)
@@ -548,11 +549,11 @@ pub fn now_unix() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::instance::{FrameRef, ImageFlavor};
     use super::*;
-    use crate::ingest::dicom::{FrameRef, ImageFlavor};
 
     fn prepared(uid: &str, object: u8, tiles: &[u8]) -> PreparedInstance {
-        PreparedInstance::new(ScannedInstance {
+        PreparedInstance::new(InstanceRecord {
             path: format!("/scans/{uid}.dcm").into(),
             object: ObjectId::from_bytes([object; 32]),
             file_len: 1000,

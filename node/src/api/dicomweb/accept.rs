@@ -100,7 +100,7 @@ fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
 
 /// The media type of one frame in a transfer syntax, as DICOMweb names it.
 pub fn frame_media_type(ts: &str) -> &'static str {
-    crate::ingest::dicom::tile_media_type(ts)
+    crate::store::instance::tile_media_type(ts)
 }
 
 /// The transfer syntax a media type means when the client names none (PS3.18 8.7.3.5).

@@ -9,6 +9,8 @@ use dicom_core::{DataElement, PrimitiveValue, VR, dicom_value};
 use dicom_object::FileMetaTableBuilder;
 
 use super::*;
+use crate::store::instance::tile_media_type;
+use slidemesh_protocol::TileId;
 
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
@@ -130,7 +132,7 @@ fn write(obj: InMemDicomObject, ts: &str, path: &Path) {
     file.write_to_file(path).unwrap();
 }
 
-fn check_frames(path: &Path, scanned: &ScannedInstance, expected: &[Vec<u8>]) {
+fn check_frames(path: &Path, scanned: &InstanceRecord, expected: &[Vec<u8>]) {
     let file = std::fs::read(path).unwrap();
     assert_eq!(scanned.frames.len(), expected.len());
     for (frame, bytes) in scanned.frames.iter().zip(expected) {

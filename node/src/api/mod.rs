@@ -15,11 +15,14 @@
 //!
 //! Every route acts for a [`requester::Requester`]: the trust, or the person its sign-on
 //! proxy named. Content-addressed responses carry strong ETags (the id) and immutable cache headers.
+//! Every response carries the security headers of [`headers`]; [`tls`] serves it all over HTTPS.
 
 pub mod dicomweb;
+pub mod headers;
 pub mod requester;
 pub mod slides;
 pub mod tiles;
+pub mod tls;
 pub mod web;
 
 use std::collections::HashMap;
@@ -59,6 +62,8 @@ pub struct ApiState {
     pub incoming: Option<Arc<crate::ingest::incoming::Incoming>>,
     /// Who requests act for ([`requester`]).
     pub users: crate::config::UsersSection,
+    /// With `[users] from = "proxy"`: how the sign-on proxy is recognised (none: no one is).
+    pub proxy: Option<requester::ProxyTrust>,
 }
 
 /// A slide as handlers use it.
@@ -108,6 +113,7 @@ impl ApiState {
             dicomweb: Default::default(),
             incoming: None,
             users: Default::default(),
+            proxy: None,
         }
     }
 
@@ -260,8 +266,9 @@ async fn decide_shared(
 
 /// Builds the router. `cors_origins` lists the web origins allowed to call the API from a
 /// browser (a DICOMweb viewer served elsewhere); `*` allows any. Empty: same origin only.
-pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
-    Router::new()
+/// `https`: the node serves TLS itself (adds HSTS to the security headers).
+pub fn router(state: Arc<ApiState>, cors_origins: &[String], https: bool) -> Router {
+    let router = Router::new()
         .route("/api/v1/node", get(slides::node_info))
         .route("/api/v1/network", get(slides::network_status))
         .route("/api/v1/slides", get(slides::list))
@@ -293,8 +300,8 @@ pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
             requester::identify,
         ))
         .with_state(state)
-        .layer(cors(cors_origins))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(cors(cors_origins));
+    headers::secure(router, https).layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {

@@ -1,8 +1,10 @@
 //! `config.toml`: the operator's settings for one node, and its commented template.
 
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use slidemesh_protocol::TrustCode;
 
@@ -36,9 +38,27 @@ pub struct UsersSection {
     #[serde(default = "default_role_header")]
     pub role_header: String,
     /// With `from = "proxy"`: refuse (401) requests that name no one. `false` lets them act
-    /// as the trust (scripts on the node's own host). Ignored with `from = "none"`.
+    /// as the trust when they come from this host (scripts on the node's own host). Ignored
+    /// with `from = "none"`.
     #[serde(default = "default_required")]
     pub required: bool,
+    /// With `from = "proxy"`: where the sign-on proxy connects from, IP addresses or CIDR
+    /// networks (`"10.1.2.0/24"`). Identity headers from any other address are refused (403),
+    /// since anyone else could write them.
+    #[serde(default)]
+    pub proxy_addresses: Vec<String>,
+    /// With `from = "proxy"`: a file holding the secret the proxy sends in
+    /// `proxy_secret_header` with every request (relative paths are in the data directory).
+    /// Identity headers without it are refused (403): an address alone can be shared.
+    #[serde(default)]
+    pub proxy_secret_file: String,
+    /// The header carrying that secret.
+    #[serde(default = "default_proxy_secret_header")]
+    pub proxy_secret_header: String,
+    /// Roles whose people (or service accounts) may store slides through STOW-RS. With
+    /// `from = "none"` the trust itself may (the node then answers on loopback only).
+    #[serde(default = "default_ingest_roles")]
+    pub ingest_roles: Vec<String>,
 }
 
 /// See [`UsersSection`].
@@ -59,8 +79,20 @@ impl Default for UsersSection {
             user_header: default_user_header(),
             role_header: default_role_header(),
             required: default_required(),
+            proxy_addresses: Vec::new(),
+            proxy_secret_file: String::new(),
+            proxy_secret_header: default_proxy_secret_header(),
+            ingest_roles: default_ingest_roles(),
         }
     }
+}
+
+fn default_proxy_secret_header() -> String {
+    "x-slidemesh-proxy-secret".into()
+}
+
+fn default_ingest_roles() -> Vec<String> {
+    vec!["lab".into(), "ingest".into()]
 }
 
 fn default_required() -> bool {
@@ -85,7 +117,8 @@ pub struct DimseSection {
     /// This node's AE title; associations calling another title are refused.
     #[serde(default = "default_ae_title")]
     pub ae_title: String,
-    /// AE titles of senders (scanners, PACS) allowed to associate; empty admits any.
+    /// AE titles of senders (scanners, PACS) allowed to associate. Required (not empty)
+    /// whenever `listen` is set: `serve` refuses to start a receiver that admits any caller.
     #[serde(default)]
     pub calling_ae_titles: Vec<String>,
 }
@@ -189,6 +222,14 @@ pub struct HttpSection {
     /// and DICOMweb from a browser; `*` allows any. Empty: only the node's own web UI.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain for HTTPS; with `tls_key`, the API and UI are served over TLS
+    /// only. Both files are read again when they change, without a restart. Relative paths
+    /// are in the data directory. Empty: plain HTTP.
+    #[serde(default)]
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: String,
 }
 
 /// How ingest keeps original files.
@@ -229,6 +270,8 @@ impl NodeConfig {
             http: HttpSection {
                 listen,
                 cors_origins: Vec::new(),
+                tls_cert: String::new(),
+                tls_key: String::new(),
             },
             ingest: IngestSection::default(),
             network: NetworkSection::default(),
@@ -265,8 +308,14 @@ trust_name = {name}
 # trust's reverse proxy in front; `slidemesh serve --http` overrides it for one run.
 listen = {listen}
 # Web origins whose pages may call this node's API and DICOMweb (/dicomweb) from a browser,
-# e.g. ["https://viewer.trust.nhs.uk"]; "*" allows any page. Empty: only the node's own UI.
+# e.g. ["https://viewer.trust.nhs.uk"]; "*" allows any page (refused with [users] sign-on).
+# Empty: only the node's own UI.
 cors_origins = {cors}
+# HTTPS: PEM certificate chain and private key (relative paths are in the data directory).
+# With both set the API and UI answer over TLS only, and replaced files are picked up without
+# a restart. Empty: plain HTTP (for loopback, or behind a proxy that terminates TLS).
+tls_cert = {tls_cert}
+tls_key = {tls_key}
 
 [ingest]
 # How original DICOM files are kept in objects/: "link" hard-links them when they are on the
@@ -297,11 +346,13 @@ audit_checkpoint_secs = 60
 [dimse]
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.
 # "127.0.0.1:11112"; empty: off. `slidemesh serve --dimse` overrides it for one run.
-# Received instances are ingested when the sender releases the association.
+# Received instances are ingested when the sender releases the association. Beyond loopback
+# only with [users] from = "proxy" (sign-on on).
 listen = {dimse_listen}
 # This node's AE title: associations calling another title are refused.
 ae_title = {ae_title}
-# AE titles allowed to send (your scanners and PACS); empty admits any caller.
+# AE titles allowed to send (your scanners and PACS), e.g. ["SCANNER1", "PACS"]. Required
+# when listen is set: serve refuses to start a receiver that admits any caller.
 calling_ae_titles = {callers}
 
 [users]
@@ -309,14 +360,25 @@ calling_ae_titles = {callers}
 # owners' policies see the trust. "proxy": the trust's single sign-on proxy in front of this
 # node authenticates each person and names them in the two headers below; owners' policies
 # then decide per person and role (principal Slidemesh::User::"TRUST/account"), and both
-# sides' audit logs name them. With "proxy", only the proxy may reach [http] listen: anyone
-# else could set the headers.
+# sides' audit logs name them. With "none", serve listens on loopback only ([http] listen
+# and [dimse] listen): no one else may act as the trust.
 from = "{users_from}"
 user_header = {user_header}
 role_header = {role_header}
 # With "proxy": refuse requests that name no one (401), so nothing is seen without a named
-# person; false lets them act as the trust (scripts on this host). Ignored with "none".
+# person; false lets them act as the trust when they come from this host (scripts).
 required = {users_required}
+# With "proxy": the proxy's addresses, IPs or CIDR networks, e.g. ["10.1.2.5", "10.1.3.0/24"],
+# and a file holding a secret it sends in proxy_secret_header with every request (make one
+# with `head -c 32 /dev/urandom | base64 > proxy-secret; chmod 600 proxy-secret`; relative
+# paths are in the data directory). Identity headers from another address, or without the
+# secret, are refused (403) and logged. serve refuses to start in "proxy" mode without both.
+proxy_addresses = {proxy_addresses}
+proxy_secret_file = {proxy_secret_file}
+proxy_secret_header = {proxy_secret_header}
+# Roles whose people or service accounts may store slides through STOW-RS (with "none", the
+# trust itself may).
+ingest_roles = {ingest_roles}
 "#,
             users_from = match self.users.from {
                 UsersFrom::None => "none",
@@ -325,6 +387,12 @@ required = {users_required}
             user_header = toml_string(&self.users.user_header),
             role_header = toml_string(&self.users.role_header),
             users_required = self.users.required,
+            proxy_addresses = toml_strings(&self.users.proxy_addresses),
+            proxy_secret_file = toml_string(&self.users.proxy_secret_file),
+            proxy_secret_header = toml_string(&self.users.proxy_secret_header),
+            ingest_roles = toml_strings(&self.users.ingest_roles),
+            tls_cert = toml_string(&self.http.tls_cert),
+            tls_key = toml_string(&self.http.tls_key),
             dimse_listen = toml_string(&self.dimse.listen),
             ae_title = toml_string(&self.dimse.ae_title),
             callers = toml::Value::Array(
@@ -377,6 +445,110 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+fn toml_strings(list: &[String]) -> String {
+    toml::Value::Array(
+        list.iter()
+            .map(|s| toml::Value::String(s.clone()))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// A path from config.toml: relative paths are in the data directory.
+pub fn in_data_dir(root: &Path, path: &str) -> PathBuf {
+    root.join(path)
+}
+
+/// `[users] proxy_addresses` as networks (a plain address is a network of one).
+pub fn proxy_networks(list: &[String]) -> Result<Vec<IpNet>> {
+    list.iter()
+        .map(|entry| {
+            let net = entry
+                .trim()
+                .parse::<IpNet>()
+                .or_else(|_| entry.trim().parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    anyhow!(
+                        "[users] proxy_addresses: {entry:?} is neither an IP address nor a CIDR \
+                         network (e.g. \"10.1.2.5\" or \"10.1.2.0/24\")"
+                    )
+                })?;
+            if net.prefix_len() == 0 {
+                bail!(
+                    "[users] proxy_addresses: {entry:?} would trust every address; name the \
+                     sign-on proxy's own addresses"
+                );
+            }
+            Ok(net.trunc())
+        })
+        .collect()
+}
+
+impl NodeConfig {
+    /// Refuses settings that would let someone other than the trust's signed-on people in,
+    /// before `serve` binds anything: `http` is the HTTP address, `dimse` the DICOM
+    /// receiver's addresses (empty: none). Each message says what to configure.
+    pub fn check_edge(&self, http: SocketAddr, dimse: &[SocketAddr]) -> Result<()> {
+        let users = &self.users;
+        match users.from {
+            UsersFrom::None => {
+                let fix = "listen on loopback (127.0.0.1), or put the trust's sign-on proxy in \
+                           front and set [users] from = \"proxy\" with proxy_addresses and \
+                           proxy_secret_file";
+                if !http.ip().is_loopback() {
+                    bail!(
+                        "refusing to serve HTTP on {http} without sign-on: with [users] from = \
+                         \"none\" every request acts as the trust, so it is for loopback only; \
+                         {fix}"
+                    );
+                }
+                if let Some(addr) = dimse.iter().find(|a| !a.ip().is_loopback()) {
+                    bail!(
+                        "refusing to receive DICOM on {addr} without sign-on: with [users] from \
+                         = \"none\" the node is for loopback only; {fix}"
+                    );
+                }
+            }
+            UsersFrom::Proxy => {
+                if users.proxy_addresses.is_empty() {
+                    bail!(
+                        "[users] from = \"proxy\" needs proxy_addresses: the sign-on proxy's IP \
+                         addresses or networks, e.g. proxy_addresses = [\"10.1.2.5\"]; identity \
+                         headers from anywhere else are refused"
+                    );
+                }
+                proxy_networks(&users.proxy_addresses)?;
+                if users.proxy_secret_file.trim().is_empty() {
+                    bail!(
+                        "[users] from = \"proxy\" needs proxy_secret_file: a file holding the \
+                         secret the sign-on proxy sends in the {} header (make one with `head -c \
+                         32 /dev/urandom | base64 > proxy-secret`)",
+                        users.proxy_secret_header
+                    );
+                }
+                if self.http.cors_origins.iter().any(|o| o == "*") {
+                    bail!(
+                        "[http] cors_origins = [\"*\"] would let any web page call this node \
+                         with its users' sign-on; with [users] from = \"proxy\" name the viewer \
+                         origins instead, e.g. [\"https://viewer.trust.nhs.uk\"]"
+                    );
+                }
+            }
+        }
+        if !dimse.is_empty() && self.dimse.calling_ae_titles.is_empty() {
+            bail!(
+                "a DICOM receiver needs [dimse] calling_ae_titles: the AE titles of the scanners \
+                 and PACS allowed to send, e.g. calling_ae_titles = [\"SCANNER1\"]; an empty \
+                 list would admit any caller"
+            );
+        }
+        if self.http.tls_cert.is_empty() != self.http.tls_key.is_empty() {
+            bail!("HTTPS needs both [http] tls_cert and tls_key (PEM files); only one is set");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +570,112 @@ mod tests {
         assert_eq!(parsed.node.trust.as_str(), "RAE");
         assert_eq!(parsed.node.trust_name, "Bradford \"BTHFT\"");
         assert_eq!(parsed.ingest.keep_originals, KeepOriginals::Link);
+        assert_eq!(parsed.users.ingest_roles, ["lab", "ingest"]);
+        assert_eq!(parsed.users.proxy_secret_header, "x-slidemesh-proxy-secret");
+        assert!(parsed.http.tls_cert.is_empty() && parsed.users.proxy_addresses.is_empty());
+    }
+
+    fn config() -> NodeConfig {
+        NodeConfig::new("RR8".parse().unwrap(), "Leeds".into(), "127.0.0.1:0".into())
+    }
+
+    fn behind_proxy() -> NodeConfig {
+        let mut c = config();
+        c.users.from = UsersFrom::Proxy;
+        c.users.proxy_addresses = vec!["10.1.2.0/24".into()];
+        c.users.proxy_secret_file = "proxy-secret".into();
+        c
+    }
+
+    #[test]
+    fn serve_refuses_what_would_let_others_act_as_the_trust() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let lan: SocketAddr = "[::]:11112".parse().unwrap();
+        let dimse_loopback: SocketAddr = "[::1]:11112".parse().unwrap();
+        let scanner = |mut c: NodeConfig| {
+            c.dimse.calling_ae_titles = vec!["SCANNER1".into()];
+            c
+        };
+        let cors_any = |mut c: NodeConfig| {
+            c.http.cors_origins = vec!["*".into()];
+            c
+        };
+        let no_secret = |mut c: NodeConfig| {
+            c.users.proxy_secret_file.clear();
+            c
+        };
+        let no_proxy = |mut c: NodeConfig| {
+            c.users.proxy_addresses.clear();
+            c
+        };
+        let everyone = |mut c: NodeConfig| {
+            c.users.proxy_addresses = vec!["0.0.0.0/0".into()];
+            c
+        };
+        let cert_only = |mut c: NodeConfig| {
+            c.http.tls_cert = "cert.pem".into();
+            c
+        };
+        // (config, http, dimse, refusal naming this, or None: accepted)
+        let cases: Vec<(NodeConfig, SocketAddr, Vec<SocketAddr>, Option<&str>)> = vec![
+            (config(), loopback, vec![], None),
+            (config(), any, vec![], Some("listen on loopback")),
+            (scanner(config()), loopback, vec![dimse_loopback], None),
+            (
+                scanner(config()),
+                loopback,
+                vec![lan],
+                Some("refusing to receive DICOM"),
+            ),
+            (
+                config(),
+                loopback,
+                vec![dimse_loopback],
+                Some("calling_ae_titles"),
+            ),
+            (cors_any(config()), loopback, vec![], None),
+            (behind_proxy(), any, vec![], None),
+            (scanner(behind_proxy()), any, vec![lan], None),
+            (behind_proxy(), any, vec![lan], Some("calling_ae_titles")),
+            (
+                no_secret(behind_proxy()),
+                any,
+                vec![],
+                Some("proxy_secret_file"),
+            ),
+            (
+                no_proxy(behind_proxy()),
+                any,
+                vec![],
+                Some("proxy_addresses"),
+            ),
+            (everyone(behind_proxy()), any, vec![], Some("every address")),
+            (cors_any(behind_proxy()), any, vec![], Some("cors_origins")),
+            (cert_only(config()), loopback, vec![], Some("tls_key")),
+        ];
+        for (i, (config, http, dimse, refusal)) in cases.into_iter().enumerate() {
+            match (config.check_edge(http, &dimse), refusal) {
+                (Ok(()), None) => {}
+                (Err(e), Some(needle)) => {
+                    assert!(e.to_string().contains(needle), "case {i}: {e}")
+                }
+                (outcome, _) => panic!("case {i}: {outcome:?}, expected {refusal:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_addresses_are_addresses_or_networks() {
+        let nets =
+            proxy_networks(&["10.1.2.5".into(), "10.1.3.7/24".into(), "::1".into()]).unwrap();
+        let contains = |ip: &str| {
+            nets.iter()
+                .any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()))
+        };
+        assert!(contains("10.1.2.5") && contains("10.1.3.200") && contains("::1"));
+        assert!(!contains("10.1.2.6") && !contains("10.1.4.1"));
+        assert!(proxy_networks(&["proxy.trust.nhs.uk".into()]).is_err());
+        assert!(proxy_networks(&["::/0".into()]).is_err());
     }
 }

@@ -9,7 +9,10 @@
 //!
 //! Only Verification and VL Whole Slide Microscopy Image Storage are negotiated: a PACS
 //! offering other images has those presentation contexts rejected, as the standard intends.
-//! Called and calling AE titles are checked before anything else.
+//! Called and calling AE titles are checked before anything else: the calling title must be
+//! in `[dimse] calling_ae_titles`, which must not be empty (an AE title is a name a sender
+//! states, not a credential, so the list is a floor, never the only guard: without sign-on the
+//! receiver listens on loopback only, see `config::NodeConfig::check_edge`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -47,8 +50,8 @@ const MAX_PDU: u32 = 65536;
 /// The largest command set accepted: a C-STORE-RQ's is a few hundred bytes.
 const MAX_COMMAND: usize = 64 << 10;
 
-/// Who may associate: the called AE title must be ours, and the calling one listed (an
-/// empty list admits any caller, for a node on a private network segment).
+/// Who may associate: the called AE title must be ours, and the calling one listed (the list
+/// is never empty: [`start`] refuses to listen without one).
 #[derive(Clone)]
 struct Callers {
     allowed: Vec<String>,
@@ -69,7 +72,7 @@ impl AccessControl for Callers {
             );
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        if !self.allowed.is_empty() && !self.allowed.iter().any(|a| a == calling_ae_title.trim()) {
+        if !self.allowed.iter().any(|a| a == calling_ae_title.trim()) {
             warn!(
                 calling = calling_ae_title,
                 "association from an unlisted AE title refused"
@@ -82,6 +85,11 @@ impl AccessControl for Callers {
 
 /// Binds the SCP and serves associations on background threads. Returns the bound address.
 pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Result<SocketAddr> {
+    anyhow::ensure!(
+        !config.calling_ae_titles.is_empty(),
+        "a DICOM receiver needs [dimse] calling_ae_titles: the AE titles of the scanners and \
+         PACS allowed to send"
+    );
     let listener = TcpListener::bind(listen)
         .with_context(|| format!("cannot listen for DICOM associations on {listen}"))?;
     let bound = listener.local_addr()?;

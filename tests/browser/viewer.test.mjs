@@ -36,6 +36,8 @@ let page;
 /** Uncaught page errors and failed asset requests, asserted empty at the end. */
 const pageErrors = [];
 const badAssets = [];
+/** What the node's Content-Security-Policy blocked (Chromium reports it on the console). */
+const cspViolations = [];
 /** Set when a step fails, so later steps (which depend on it) skip instead of piling up errors. */
 let broken = false;
 
@@ -149,6 +151,9 @@ describe('slidemesh web UI', () => {
     page.on('requestfailed', (req) => {
       if (new URL(req.url()).pathname.startsWith('/assets/')) badAssets.push(`failed ${req.url()}`);
     });
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+    });
   });
 
   after(async () => {
@@ -251,8 +256,9 @@ describe('slidemesh web UI', () => {
     assert.ok(drawn.stddev > 4, `the drawn image is flat (luminance std dev ${drawn.stddev.toFixed(2)})`);
   });
 
-  step('had no page errors and no missing assets', () => {
+  step('had no page errors, no missing assets and nothing blocked by its CSP', () => {
     assert.deepEqual(pageErrors, [], 'uncaught errors in the page');
     assert.deepEqual(badAssets, [], 'UI assets that failed to load');
+    assert.deepEqual(cspViolations, [], 'what the node\'s Content-Security-Policy blocked');
   });
 });

@@ -129,6 +129,11 @@ pub fn instance_files(generated: &Value) -> Vec<String> {
 /// A small slide (48 level-0 tiles, 4 levels, label/overview/thumbnail) for fast tests.
 pub const SMALL: &[&str] = &["--width", "2048", "--height", "1536", "--tile", "256"];
 
+/// The secret the tests' stand-in for a sign-on proxy sends ([`Node::behind_proxy`]).
+pub const PROXY_SECRET: &str = "a-test-sign-on-proxy-secret-0f3e9b";
+/// The header it sends it in (the node's default).
+pub const PROXY_SECRET_HEADER: &str = "x-slidemesh-proxy-secret";
+
 /// One node: a data directory and, once started, its `serve` process.
 pub struct Node {
     _dir: tempfile::TempDir,
@@ -239,9 +244,89 @@ impl Node {
 
     /// `serve` with extra environment variables and arguments.
     pub fn serve_with(&mut self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let args = [&["--http", "127.0.0.1:0"], args].concat();
+        let url = self.start(env, &args);
+        wait_until(Duration::from_secs(10), || {
+            ureq::get(&format!("{url}/api/v1/node")).call().is_ok()
+        })
+        .expect("server answers");
+        url
+    }
+
+    /// `serve` over HTTPS (`[http] tls_cert` and `tls_key` set): waits until `agent`, which
+    /// trusts the node's certificate, gets an answer.
+    pub fn serve_https(&mut self, agent: &ureq::Agent) -> String {
+        let url = self.start(&[], &["--http", "127.0.0.1:0"]);
+        assert!(url.starts_with("https://"), "not served over TLS: {url}");
+        wait_until(Duration::from_secs(10), || {
+            agent.get(&format!("{url}/api/v1/node")).call().is_ok()
+        })
+        .expect("server answers over HTTPS");
+        url
+    }
+
+    /// `slidemesh serve ARGS`, expected to refuse to start: its error output.
+    pub fn serve_refused(&self, args: &[&str]) -> String {
         let mut child = self
             .cmd()
-            .args(["serve", "--http", "127.0.0.1:0"])
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn slidemesh serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for serve") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("slidemesh serve {args:?} started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().expect("serve output");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !status.success(),
+            "slidemesh serve {args:?} exited 0:\n{stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "slidemesh serve {args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    /// Puts the node behind the trust's sign-on proxy (`[users] from = "proxy"`): the proxy
+    /// connects from `proxy_addresses` (a TOML list; the tests' client is on loopback) and
+    /// sends [`PROXY_SECRET`], kept in the data directory's `proxy-secret`.
+    pub fn behind_proxy(&self, proxy_addresses: &str) {
+        let secret = self.data.join("proxy-secret");
+        std::fs::write(&secret, format!("{PROXY_SECRET}\n")).expect("write proxy-secret");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod proxy-secret");
+        self.edit_config("from = \"none\"", "from = \"proxy\"");
+        self.edit_config(
+            "proxy_addresses = []",
+            &format!("proxy_addresses = {proxy_addresses}"),
+        );
+        self.edit_config(
+            "proxy_secret_file = \"\"",
+            "proxy_secret_file = \"proxy-secret\"",
+        );
+    }
+
+    /// Starts `slidemesh serve ARGS` and returns the URL of its banner, without waiting for
+    /// an answer.
+    fn start(&mut self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let mut child = self
+            .cmd()
+            .arg("serve")
             .args(args)
             .envs(env.iter().copied())
             .env(
@@ -263,10 +348,6 @@ impl Node {
             .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
             .to_string();
         self.server = Some(child);
-        wait_until(Duration::from_secs(10), || {
-            ureq::get(&format!("{url}/api/v1/node")).call().is_ok()
-        })
-        .expect("server answers");
         self.url = Some(url.clone());
         url
     }

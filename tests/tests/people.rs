@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 use slidemesh_e2e::federation::{federation, share};
-use slidemesh_e2e::{Node, bin, run_ok, wait_until};
+use slidemesh_e2e::{Node, PROXY_SECRET, PROXY_SECRET_HEADER, bin, run_ok, wait_until};
 
 const PATHOLOGIST: &[(&str, &str)] = &[
     ("x-slidemesh-user", "jsmith"),
     ("x-slidemesh-role", "pathologist"),
+    (PROXY_SECRET_HEADER, PROXY_SECRET),
 ];
 const STUDENT: &[(&str, &str)] = &[
     ("x-slidemesh-user", "akhan"),
     ("x-slidemesh-role", "student"),
+    (PROXY_SECRET_HEADER, PROXY_SECRET),
 ];
 
 fn log(node: &Node) -> Vec<Value> {
@@ -34,7 +36,7 @@ fn body(r: &slidemesh_e2e::Response) -> String {
 fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
     let mut fed = federation(&["RR8", "RAE"]);
     let slide = fed.slide.clone();
-    fed.nodes[1].edit_config("from = \"none\"", "from = \"proxy\"");
+    fed.nodes[1].behind_proxy("[\"127.0.0.1\"]");
     fed.nodes[0].serve();
     // The grantee asks for the owner's current rules every second.
     fed.nodes[1].edit_config("consent_refresh_secs = 600", "consent_refresh_secs = 1");
@@ -102,6 +104,7 @@ fn the_owners_rules_decide_per_person_at_both_ends_and_both_logs_name_them() {
         &[
             ("x-slidemesh-user", "jsmith"),
             ("x-slidemesh-role", "Pathologist"),
+            (PROXY_SECRET_HEADER, PROXY_SECRET),
         ],
     );
     assert_eq!(r.status, 400, "{}", body(&r));

@@ -18,11 +18,15 @@
 //! first ([`decide`], [`decide_metadata`], or the federation's `authorize_tiles`), and
 //! reads the slide only with the decision's token ([`load_slide`] takes one; tile reads
 //! take a `TilesDecided`). Content-addressed responses carry strong ETags (the id).
+//! Every response carries the security headers of [`headers`]; [`tls`] serves it all over
+//! HTTPS.
 
 pub mod dicomweb;
+pub mod headers;
 pub mod requester;
 pub mod slides;
 pub mod tiles;
+pub mod tls;
 pub mod web;
 
 use std::collections::HashMap;
@@ -62,6 +66,8 @@ pub struct ApiState {
     pub incoming: Option<Arc<crate::ingest::incoming::Incoming>>,
     /// Who requests act for ([`requester`]).
     pub users: crate::config::UsersSection,
+    /// With `[users] from = "proxy"`: how the sign-on proxy is recognised (none: no one is).
+    pub proxy: Option<requester::ProxyTrust>,
 }
 
 /// A slide as handlers use it.
@@ -111,6 +117,7 @@ impl ApiState {
             dicomweb: Default::default(),
             incoming: None,
             users: Default::default(),
+            proxy: None,
         }
     }
 
@@ -377,8 +384,9 @@ pub fn route_table() -> Vec<RouteInfo> {
 
 /// Builds the router. `cors_origins` lists the web origins allowed to call the API from a
 /// browser (a DICOMweb viewer served elsewhere); `*` allows any. Empty: same origin only.
-pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
-    routes()
+/// `https`: the node serves TLS itself (adds HSTS to the security headers).
+pub fn router(state: Arc<ApiState>, cors_origins: &[String], https: bool) -> Router {
+    let router = routes()
         .into_iter()
         .fold(Router::new(), |router, (info, handler)| {
             router.route(&info.path, handler)
@@ -389,8 +397,8 @@ pub fn router(state: Arc<ApiState>, cors_origins: &[String]) -> Router {
             requester::identify,
         ))
         .with_state(state)
-        .layer(cors(cors_origins))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(cors(cors_origins));
+    headers::secure(router, https).layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {

@@ -1,19 +1,27 @@
 //! Who an HTTP request acts for: the trust itself, or the person the trust's single sign-on
 //! proxy authenticated and named in headers (`[users]` in config.toml).
 //!
-//! One middleware reads the headers for every route, refuses malformed names (400) and, when
-//! the node requires a named person, anonymous requests (401). Handlers take a [`Requester`]
-//! and hand it to whatever decides: the owner's rules for a shared slide are applied to that
-//! person here, and the person travels with the tile batches fetched for them.
+//! One middleware reads the headers for every route. With `from = "proxy"` it believes
+//! identity headers only from the proxy: the connection must come from one of
+//! `proxy_addresses` and carry the proxy's shared secret (compared in constant time); anyone
+//! else naming a person is refused (403) and logged with their address. It refuses malformed
+//! names (400) and, when the node requires a named person, anonymous requests (401); without
+//! that requirement anonymous requests act as the trust only from this host. Handlers take a
+//! [`Requester`] and hand it to whatever decides: the owner's rules for a shared slide are
+//! applied to that person here, and the person travels with the tile batches fetched for
+//! them. [`may_ingest`] is STOW-RS's entry check (`ingest_roles`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
 use slidemesh_protocol::UserClaim;
+use tracing::warn;
 
 use super::{ApiError, ApiState};
 use crate::config::{UsersFrom, UsersSection};
@@ -31,6 +39,49 @@ impl Requester {
     }
 }
 
+/// The sign-on proxy as this node recognises it: where it connects from and the secret it
+/// sends with every request.
+pub struct ProxyTrust {
+    /// `[users] proxy_addresses`.
+    networks: Vec<IpNet>,
+    /// BLAKE3 of the secret. Hashes are compared, and `blake3::Hash` compares in constant
+    /// time, so a guess learns nothing from how long the comparison took.
+    secret: blake3::Hash,
+    /// `[users] proxy_secret_header`.
+    header: HeaderName,
+}
+
+impl ProxyTrust {
+    /// `secret` is the file's content without surrounding whitespace; it must not be empty.
+    pub fn new(networks: Vec<IpNet>, secret: &[u8], header: &str) -> Result<Self, String> {
+        if secret.is_empty() {
+            return Err("the sign-on proxy's secret is empty".into());
+        }
+        let header = HeaderName::try_from(header)
+            .map_err(|_| format!("{header:?} is not a valid HTTP header name"))?;
+        Ok(Self {
+            networks,
+            secret: blake3::hash(secret),
+            header,
+        })
+    }
+
+    /// Whether a request came from the proxy: its address and its secret. `Err` says why not.
+    fn check(&self, remote: Option<IpAddr>, headers: &HeaderMap) -> Result<(), &'static str> {
+        let Some(remote) = remote else {
+            return Err("no remote address");
+        };
+        if !self.networks.iter().any(|n| n.contains(&remote)) {
+            return Err("not from a proxy address");
+        }
+        match headers.get(&self.header) {
+            Some(given) if blake3::hash(given.as_bytes()) == self.secret => Ok(()),
+            Some(_) => Err("wrong proxy secret"),
+            None => Err("no proxy secret"),
+        }
+    }
+}
+
 /// The middleware: names the requester once per request (see the module docs).
 pub async fn identify(
     State(state): State<Arc<ApiState>>,
@@ -39,7 +90,21 @@ pub async fn identify(
 ) -> Response {
     // Who this node is stays answerable without a person: monitoring and load balancers ask.
     let anonymous_ok = request.uri().path() == HEALTH_PATH;
-    match requester(&state.users, request.headers()) {
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    let decided = requester(
+        &state.users,
+        state.proxy.as_ref(),
+        remote,
+        request.headers(),
+    );
+    // The proxy's secret goes no further than this check.
+    if let Some(proxy) = &state.proxy {
+        request.headers_mut().remove(&proxy.header);
+    }
+    match decided {
         Err(e) if anonymous_ok && e.status == StatusCode::UNAUTHORIZED => {
             request.extensions_mut().insert(Requester(None));
             next.run(request).await
@@ -52,9 +117,37 @@ pub async fn identify(
     }
 }
 
-fn requester(users: &UsersSection, headers: &axum::http::HeaderMap) -> Result<Requester, ApiError> {
+fn requester(
+    users: &UsersSection,
+    proxy: Option<&ProxyTrust>,
+    remote: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Requester, ApiError> {
     if users.from == UsersFrom::None {
         return Ok(Requester(None));
+    }
+    let names_someone =
+        headers.contains_key(&users.user_header) || headers.contains_key(&users.role_header);
+    if names_someone {
+        let trusted = proxy.map_or(Err("no sign-on proxy configured"), |p| {
+            p.check(remote, headers)
+        });
+        if let Err(why) = trusted {
+            let claimed = headers
+                .get(&users.user_header)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            warn!(
+                remote = ?remote,
+                claimed = ?claimed,
+                why,
+                "identity headers refused: not from the trust's sign-on proxy"
+            );
+            return Err(ApiError::forbidden(format!(
+                "identity headers ({}, {}) are accepted from the trust's sign-on proxy only \
+                 ({why}); sign in through it",
+                users.user_header, users.role_header
+            )));
+        }
     }
     let header = |name: &str| -> Result<Option<&str>, ApiError> {
         headers
@@ -65,6 +158,14 @@ fn requester(users: &UsersSection, headers: &axum::http::HeaderMap) -> Result<Re
             })
             .transpose()
     };
+    let unauthorized = |why: &str| ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: format!(
+            "this node shows nothing without a named person{why}; sign in through the trust's \
+             sign-on proxy (it sets {})",
+            users.user_header
+        ),
+    };
     match (header(&users.user_header)?, header(&users.role_header)?) {
         (Some(id), Some(role)) => UserClaim::new(id.trim(), role.trim())
             .map(|user| Requester(Some(user)))
@@ -73,16 +174,33 @@ fn requester(users: &UsersSection, headers: &axum::http::HeaderMap) -> Result<Re
             "header {} names a user but {} gives no role",
             users.user_header, users.role_header
         ))),
-        (None, _) if users.required => Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: format!(
-                "this node shows nothing without a named person; sign in through the trust's \
-                 sign-on proxy (it sets {})",
-                users.user_header
-            ),
-        }),
-        (None, _) => Ok(Requester(None)),
+        (None, _) if users.required => Err(unauthorized("")),
+        // Scripts on the node's own host may act as the trust; nobody else may.
+        (None, _) if remote.is_some_and(|r| r.is_loopback()) => Ok(Requester(None)),
+        (None, _) => Err(unauthorized(" except from this host")),
     }
+}
+
+/// STOW-RS's entry check: storing slides needs a person or service account whose role is in
+/// `[users] ingest_roles`; with `from = "none"` (loopback only) the trust itself may.
+pub fn may_ingest(users: &UsersSection, requester: &Requester) -> Result<(), ApiError> {
+    if users.from == UsersFrom::None {
+        return Ok(());
+    }
+    let roles = users.ingest_roles.join(", ");
+    let refusal = match requester.user() {
+        Some(user) if users.ingest_roles.contains(&user.role) => return Ok(()),
+        Some(user) => format!(
+            "{user} may not store slides here: storing needs one of the roles [{roles}] \
+             ([users] ingest_roles)"
+        ),
+        None => format!(
+            "storing slides needs a named person or service account with one of the roles \
+             [{roles}] ([users] ingest_roles); sign in through the trust's sign-on proxy"
+        ),
+    };
+    warn!(user = ?requester.user().map(|u| u.to_string()), "STOW-RS refused: no ingest role");
+    Err(ApiError::forbidden(refusal))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Requester {
@@ -100,7 +218,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Requester {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderMap;
+
+    const SECRET: &str = "correct horse battery staple";
 
     fn proxy(required: bool) -> UsersSection {
         UsersSection {
@@ -108,6 +227,12 @@ mod tests {
             required,
             ..UsersSection::default()
         }
+    }
+
+    fn trust() -> ProxyTrust {
+        let networks =
+            crate::config::proxy_networks(&["10.1.2.0/24".into(), "127.0.0.1".into()]).unwrap();
+        ProxyTrust::new(networks, SECRET.as_bytes(), "x-slidemesh-proxy-secret").unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -118,33 +243,107 @@ mod tests {
         h
     }
 
+    /// Each case: the mode, where the request came from, its headers, and the outcome: a
+    /// status, or the person it acts for ("" for the trust).
+    type Case<'a> = (
+        &'a UsersSection,
+        Option<IpAddr>,
+        Vec<(&'static str, &'static str)>,
+        Result<&'static str, u16>,
+    );
+
     #[test]
-    fn headers_name_the_person_only_when_the_proxy_is_trusted() {
-        let named = headers(&[
-            ("x-slidemesh-user", "jsmith"),
-            ("x-slidemesh-role", "pathologist"),
-        ]);
+    fn identity_headers_are_believed_from_the_proxy_only() {
+        const USER: (&str, &str) = ("x-slidemesh-user", "jsmith");
+        const ROLE: (&str, &str) = ("x-slidemesh-role", "pathologist");
+        const GOOD: (&str, &str) = ("x-slidemesh-proxy-secret", SECRET);
+        const BAD: (&str, &str) = ("x-slidemesh-proxy-secret", "correct horse");
+        let proxy_host = Some("10.1.2.7".parse().unwrap());
+        let loopback = Some("127.0.0.1".parse().unwrap());
+        let stranger = Some("10.9.9.9".parse().unwrap());
         let none = UsersSection::default();
-        assert!(requester(&none, &named).unwrap().0.is_none());
-        let user = requester(&proxy(false), &named).unwrap().0.unwrap();
-        assert_eq!(user.to_string(), "jsmith (pathologist)");
-        assert!(
-            requester(&proxy(false), &HeaderMap::new())
-                .unwrap()
-                .0
-                .is_none()
-        );
-        let anonymous = requester(&proxy(true), &HeaderMap::new()).unwrap_err();
-        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
-        let no_role = requester(&proxy(false), &headers(&[("x-slidemesh-user", "jsmith")]));
-        assert_eq!(no_role.unwrap_err().status, StatusCode::BAD_REQUEST);
-        let bad_role = headers(&[
-            ("x-slidemesh-user", "jsmith"),
-            ("x-slidemesh-role", "Path Ologist"),
-        ]);
-        assert_eq!(
-            requester(&proxy(false), &bad_role).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
+        let (required, optional) = (proxy(true), proxy(false));
+        let cases: Vec<Case> = vec![
+            // Without sign-on every request is the trust's; headers are ignored.
+            (&none, stranger, vec![USER, ROLE], Ok("")),
+            (
+                &required,
+                proxy_host,
+                vec![USER, ROLE, GOOD],
+                Ok("jsmith (pathologist)"),
+            ),
+            (
+                &required,
+                loopback,
+                vec![USER, ROLE, GOOD],
+                Ok("jsmith (pathologist)"),
+            ),
+            // Anyone else naming a person: refused, whatever they name.
+            (&required, stranger, vec![USER, ROLE, GOOD], Err(403)),
+            (&required, None, vec![USER, ROLE, GOOD], Err(403)),
+            (&required, proxy_host, vec![USER, ROLE], Err(403)),
+            (&required, proxy_host, vec![USER, ROLE, BAD], Err(403)),
+            (&required, stranger, vec![ROLE], Err(403)),
+            (&optional, stranger, vec![USER, ROLE, BAD], Err(403)),
+            // From the proxy, malformed names are refused, not guessed at.
+            (&required, proxy_host, vec![USER, GOOD], Err(400)),
+            (
+                &required,
+                proxy_host,
+                vec![USER, ("x-slidemesh-role", "Path Ologist"), GOOD],
+                Err(400),
+            ),
+            // Naming no one: refused when a person is required...
+            (&required, proxy_host, vec![GOOD], Err(401)),
+            (&required, loopback, vec![], Err(401)),
+            // ...else the trust, for scripts on this host only.
+            (&optional, loopback, vec![], Ok("")),
+            (&optional, proxy_host, vec![GOOD], Err(401)),
+            (&optional, stranger, vec![], Err(401)),
+        ];
+        let trust = trust();
+        for (i, (users, remote, pairs, expected)) in cases.into_iter().enumerate() {
+            let got = requester(users, Some(&trust), remote, &headers(&pairs))
+                .map(|r| r.0.map(|u| u.to_string()).unwrap_or_default())
+                .map_err(|e| e.status.as_u16());
+            assert_eq!(
+                got,
+                expected.map(String::from),
+                "case {i}: {pairs:?} from {remote:?}"
+            );
+        }
+        // A node in proxy mode that knows no proxy believes no one.
+        let named = headers(&[USER, ROLE, GOOD]);
+        let refused = requester(&proxy(true), None, proxy_host, &named).unwrap_err();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn an_empty_secret_or_a_bad_header_name_is_refused() {
+        assert!(ProxyTrust::new(vec![], b"", "x-slidemesh-proxy-secret").is_err());
+        assert!(ProxyTrust::new(vec![], b"s", "not a header").is_err());
+    }
+
+    #[test]
+    fn storing_needs_an_ingest_role_once_people_sign_on() {
+        let person = |role: &str| Requester(Some(UserClaim::new("jsmith", role).unwrap()));
+        let cases = [
+            (UsersSection::default(), Requester(None), true),
+            (UsersSection::default(), person("student"), true),
+            (proxy(false), Requester(None), false),
+            (proxy(true), person("lab"), true),
+            (proxy(true), person("ingest"), true),
+            (proxy(true), person("pathologist"), false),
+        ];
+        for (i, (users, requester, allowed)) in cases.into_iter().enumerate() {
+            match may_ingest(&users, &requester) {
+                Ok(()) => assert!(allowed, "case {i}"),
+                Err(e) => {
+                    assert!(!allowed, "case {i}: {}", e.message);
+                    assert_eq!(e.status, StatusCode::FORBIDDEN);
+                    assert!(e.message.contains("ingest_roles"), "{}", e.message);
+                }
+            }
+        }
     }
 }

@@ -1,15 +1,19 @@
 //! `slidemesh serve`: run the node's HTTP API and web UI until SIGINT or SIGTERM.
 //!
-//! On start it sweeps leftovers of interrupted ingests, binds, writes `serve.json` (address
-//! and pid, so tools can find the server) and prints `slidemesh serving http://ADDR` on
+//! Before binding anything it refuses settings that would let others act as the trust
+//! (`NodeConfig::check_edge`: without sign-on, loopback only; the sign-on proxy's addresses
+//! and secret; a DICOM caller allow-list), loads the proxy's secret and, with `[http]
+//! tls_cert` and `tls_key`, the certificate (HTTPS only, reloaded when the files change).
+//! Then it sweeps leftovers of interrupted ingests, binds, writes `serve.json` (address and
+//! pid, so tools can find the server) and prints `slidemesh serving http(s)://ADDR` on
 //! stdout. Shutdown stops accepting, lets in-flight requests finish, then removes
 //! `serve.json`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use tracing::{info, warn};
 
@@ -24,7 +28,10 @@ use crate::store::cache::TileCache;
 /// flipped, so requesters must detect and bypass this node.
 pub const CORRUPT_TILES_ENV: &str = "SLIDEMESH_FAULT_CORRUPT_TILES";
 
+use crate::api::requester::ProxyTrust;
+use crate::api::tls::TlsFiles;
 use crate::api::{self, ApiState};
+use crate::config::{self, UsersFrom, UsersSection};
 use crate::context::NodeContext;
 use crate::datadir::{DataDir, write_atomic};
 use crate::store::reader::TileReader;
@@ -56,6 +63,22 @@ pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     let addr: SocketAddr = listen.parse().with_context(|| {
         format!("invalid HTTP address {listen:?}: expected ADDR:PORT, e.g. 127.0.0.1:8080")
     })?;
+    let dimse = args
+        .dimse
+        .clone()
+        .unwrap_or_else(|| node.config.dimse.listen.clone());
+    let dimse_addrs: Vec<SocketAddr> = if dimse.is_empty() {
+        Vec::new()
+    } else {
+        dimse
+            .to_socket_addrs()
+            .with_context(|| {
+                format!("invalid DICOM address {dimse:?}: expected ADDR:PORT, e.g. 127.0.0.1:11112")
+            })?
+            .collect()
+    };
+    node.config.check_edge(addr, &dimse_addrs)?;
+    let proxy = proxy_trust(&node.data, &node.config.users)?;
     node.sweep()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -73,9 +96,69 @@ pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let peer_addresses = peer_addresses(&node.config.network.peer_addresses, &args.peer_address)?;
-    let dimse = args.dimse.clone();
-    runtime.block_on(serve(node, addr, p2p, peer_addresses, dimse))
+    let tls = (!node.config.http.tls_cert.is_empty()).then(|| TlsFiles {
+        cert: config::in_data_dir(node.data.root(), &node.config.http.tls_cert),
+        key: config::in_data_dir(node.data.root(), &node.config.http.tls_key),
+    });
+    let edge = Edge {
+        http: addr,
+        dimse: (!dimse.is_empty()).then_some(dimse),
+        proxy,
+        tls,
+    };
+    runtime.block_on(serve(node, edge, p2p, peer_addresses))
 }
+
+/// Where and how users reach the node, checked before anything is bound.
+struct Edge {
+    http: SocketAddr,
+    /// The DICOM receiver's address, if any.
+    dimse: Option<String>,
+    /// With `[users] from = "proxy"`: how the sign-on proxy is recognised.
+    proxy: Option<ProxyTrust>,
+    /// With `[http] tls_cert` and `tls_key`: HTTPS only.
+    tls: Option<TlsFiles>,
+}
+
+/// The sign-on proxy's addresses and secret, with `[users] from = "proxy"`.
+fn proxy_trust(data: &DataDir, users: &UsersSection) -> Result<Option<ProxyTrust>> {
+    if users.from != UsersFrom::Proxy {
+        return Ok(None);
+    }
+    let networks = config::proxy_networks(&users.proxy_addresses)?;
+    let path = config::in_data_dir(data.root(), &users.proxy_secret_file);
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read [users] proxy_secret_file {} (the secret the sign-on proxy sends)",
+            path.display()
+        )
+    })?;
+    let secret = text.trim_ascii();
+    if secret.len() < MIN_PROXY_SECRET {
+        bail!(
+            "[users] proxy_secret_file {}: the secret has {} bytes, fewer than {MIN_PROXY_SECRET}; \
+             make a longer one, e.g. `head -c 32 /dev/urandom | base64 > {}`",
+            path.display(),
+            secret.len(),
+            path.display()
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(&path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        warn!(
+            path = %path.display(),
+            "the sign-on proxy's secret is readable by other users (chmod 600 it)"
+        );
+    }
+    ProxyTrust::new(networks, secret, &users.proxy_secret_header)
+        .map(Some)
+        .map_err(|e| anyhow!("[users] proxy_secret_header: {e}"))
+}
+
+/// Fewer bytes than this could be guessed.
+const MIN_PROXY_SECRET: usize = 16;
 
 /// Where to dial member trusts instead of their roster addresses: config.toml's table, with
 /// `--peer-address` flags replacing a trust's entry for this run.
@@ -119,11 +202,24 @@ fn peer_addresses(
 
 async fn serve(
     node: NodeContext,
-    addr: SocketAddr,
+    edge: Edge,
     p2p: Vec<libp2p::Multiaddr>,
     peer_addresses: PeerAddresses,
-    dimse: Option<String>,
 ) -> Result<()> {
+    let Edge {
+        http: addr,
+        dimse,
+        proxy,
+        tls,
+    } = edge;
+    // A certificate that does not load refuses to start, before anything else runs.
+    let tls = match tls {
+        None => None,
+        Some(files) => {
+            let config = files.load().await?;
+            Some((files, config))
+        }
+    };
     let NodeContext {
         data,
         config,
@@ -196,36 +292,59 @@ async fn serve(
     );
     state.incoming = Some(incoming.clone());
     state.users = config.users.clone();
-    let dimse_listen = dimse.unwrap_or_else(|| config.dimse.listen.clone());
-    let dimse_bound = if dimse_listen.is_empty() {
-        None
-    } else {
-        Some(crate::dimse::start(
+    state.proxy = proxy;
+    let dimse_bound = match &dimse {
+        None => None,
+        Some(listen) => Some(crate::dimse::start(
             &config.dimse,
-            &dimse_listen,
+            listen,
             incoming.clone(),
-        )?)
+        )?),
     };
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (is another node using it?)"))?;
     let bound = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let info_path = data.serve_info_path();
     let info = serde_json::json!({
-        "http": format!("http://{bound}"),
+        "http": format!("{scheme}://{bound}"),
         "pid": std::process::id(),
         "peer_id": network.local_peer_id().to_string(),
         "dimse": dimse_bound.map(|a| a.to_string()),
         "ae_title": config.dimse.ae_title,
     });
     write_atomic(&info_path, info.to_string().as_bytes())?;
-    println!("slidemesh serving http://{bound}");
-    info!(trust = %config.node.trust, %bound, peer_id = %network.local_peer_id(), "serving");
-    let result = axum::serve(listener, api::router(state, &config.http.cors_origins))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed");
+    println!("slidemesh serving {scheme}://{bound}");
+    info!(trust = %config.node.trust, %bound, scheme, peer_id = %network.local_peer_id(), "serving");
+    let app = api::router(state, &config.http.cors_origins, tls.is_some())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("HTTP server failed"),
+        Some((files, tls_config)) => {
+            let watcher = files.watch(tls_config.clone());
+            let handle = axum_server::Handle::new();
+            let stopping = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            });
+            let served = async {
+                axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, tls_config)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+            .await
+            .context("HTTPS server failed");
+            watcher.abort();
+            served
+        }
+    };
     background.abort();
     network.shutdown().await;
     let _ = network_task.await;
@@ -237,6 +356,9 @@ async fn serve(
     info!("stopped");
     result
 }
+
+/// How long HTTPS connections may take to finish their requests at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

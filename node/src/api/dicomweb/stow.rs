@@ -2,7 +2,9 @@
 //! type="application/dicom"`. Parts are streamed to a staging folder as they arrive (a
 //! slide can be gigabytes), then go through the same ingest as `slidemesh ingest`. The
 //! answer lists what was stored and what failed, with the standard's failure reasons;
-//! ingest's own message for the first failure is in a `Warning` header.
+//! ingest's own message for the first failure is in a `Warning` header. Only a person or
+//! service account with an ingest role may store (`requester::may_ingest`, checked before
+//! the body is read), or the trust itself on a node without sign-on.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
 
+use super::super::requester::{Requester, may_ingest};
 use super::super::{ApiError, ApiState};
 use super::accept;
 use super::urls::Urls;
@@ -27,18 +30,22 @@ const CANNOT_UNDERSTAND: u16 = 0xC000;
 
 pub async fn store_any(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    may_ingest(&state.users, &requester)?;
     store(state, None, headers, body).await
 }
 
 pub async fn store_in_study(
     State(state): State<Arc<ApiState>>,
+    requester: Requester,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    may_ingest(&state.users, &requester)?;
     store(state, Some(study), headers, body).await
 }
 

@@ -1,0 +1,401 @@
+//! The node's edge, where a hospital network meets it: identity headers count only from the
+//! trust's sign-on proxy (its address and its secret); a node without sign-on refuses to
+//! listen beyond loopback; storing slides over STOW-RS needs an ingest role; settings that
+//! would admit anyone refuse to start, each with a message saying what to configure; every
+//! response carries the security headers; HTTPS with a certificate replaced while serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slidemesh_e2e::{
+    Node, PROXY_SECRET, PROXY_SECRET_HEADER, Response, SMALL, instance_files, synth, wait_until,
+};
+
+const USER: (&str, &str) = ("x-slidemesh-user", "jsmith");
+const PATHOLOGIST: (&str, &str) = ("x-slidemesh-role", "pathologist");
+const SECRET: (&str, &str) = (PROXY_SECRET_HEADER, PROXY_SECRET);
+
+fn body(r: &Response) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+#[test]
+fn identity_headers_count_only_from_the_sign_on_proxy_with_its_secret() {
+    let mut node = Node::init("RR8");
+    // The tests' client, on loopback, stands for the proxy.
+    node.behind_proxy("[\"127.0.0.1\"]");
+    node.serve();
+    let r = node.get_with("/api/v1/slides", &[USER, PATHOLOGIST, SECRET]);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    // Without the secret, or with a wrong one, a name is not believed even from the proxy's
+    // address: whoever shares the host could write the headers.
+    let r = node.get_with("/api/v1/slides", &[USER, PATHOLOGIST]);
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(body(&r).contains("sign-on proxy only"), "{}", body(&r));
+    let wrong = (PROXY_SECRET_HEADER, "a-test-sign-on-proxy-secret-0f3e9c");
+    assert_eq!(
+        node.get_with("/api/v1/slides", &[USER, PATHOLOGIST, wrong])
+            .status,
+        403
+    );
+    // Refused before anything else: even a malformed name gets 403, not 400, from a stranger.
+    assert_eq!(node.get_with("/api/v1/slides", &[USER]).status, 403);
+    // Naming no one is still 401 (a person is required), and monitoring still gets its answer.
+    assert_eq!(node.get("/api/v1/slides").status, 401);
+    assert_eq!(node.get("/api/v1/node").status, 200);
+    node.stop();
+
+    // The same request from an address that is not the proxy's: refused, secret or not.
+    node.edit_config(
+        "proxy_addresses = [\"127.0.0.1\"]",
+        "proxy_addresses = [\"10.1.2.0/24\"]",
+    );
+    node.serve();
+    let r = node.get_with("/api/v1/slides", &[USER, PATHOLOGIST, SECRET]);
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(
+        body(&r).contains("not from a proxy address"),
+        "{}",
+        body(&r)
+    );
+    assert_eq!(node.get("/api/v1/node").status, 200);
+}
+
+#[test]
+fn settings_that_would_admit_anyone_refuse_to_start_and_say_what_to_configure() {
+    let node = Node::init("RR8");
+    // A DICOM receiver must name the senders it admits: an AE title is only a stated name.
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0", "--dimse", "127.0.0.1:0"]);
+    assert!(
+        refused.contains("calling_ae_titles") && refused.contains("SCANNER1"),
+        "{refused}"
+    );
+    // Without sign-on every request acts as the trust: loopback only, HTTP and DICOM alike.
+    let refused = node.serve_refused(&["--http", "0.0.0.0:0"]);
+    assert!(
+        refused.contains("without sign-on") && refused.contains("from = \"proxy\""),
+        "{refused}"
+    );
+    node.edit_config(
+        "calling_ae_titles = []",
+        "calling_ae_titles = [\"SCANNER1\"]",
+    );
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0", "--dimse", "0.0.0.0:0"]);
+    assert!(refused.contains("refusing to receive DICOM"), "{refused}");
+
+    // The sign-on proxy must be named by address and by secret.
+    node.edit_config("from = \"none\"", "from = \"proxy\"");
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0"]);
+    assert!(refused.contains("needs proxy_addresses"), "{refused}");
+    node.edit_config("proxy_addresses = []", "proxy_addresses = [\"127.0.0.1\"]");
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0"]);
+    assert!(refused.contains("needs proxy_secret_file"), "{refused}");
+    node.edit_config(
+        "proxy_secret_file = \"\"",
+        "proxy_secret_file = \"proxy-secret\"",
+    );
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0"]);
+    assert!(
+        refused.contains("cannot read [users] proxy_secret_file"),
+        "{refused}"
+    );
+    std::fs::write(node.data.join("proxy-secret"), "short\n").unwrap();
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0"]);
+    assert!(refused.contains("fewer than 16"), "{refused}");
+    // With sign-on, any web page calling the node with its users' cookies is refused.
+    std::fs::write(node.data.join("proxy-secret"), PROXY_SECRET).unwrap();
+    node.edit_config("cors_origins = []", "cors_origins = [\"*\"]");
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0"]);
+    assert!(refused.contains("cors_origins"), "{refused}");
+}
+
+/// A `multipart/related` STOW-RS body holding `files`.
+fn stow_body(files: &[String]) -> (String, Vec<u8>) {
+    let boundary = "edge-test-boundary-51c2";
+    let mut body = Vec::new();
+    for file in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&std::fs::read(file).unwrap());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        body,
+    )
+}
+
+#[test]
+fn storing_over_stow_rs_needs_an_ingest_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = synth(&tmp.path().join("slide"), SMALL).remove(0);
+    let (content_type, stow) = stow_body(&instance_files(&generated));
+    let mut node = Node::init("RR8");
+    node.behind_proxy("[\"127.0.0.1\"]");
+    node.serve();
+    let store = |who: &[(&str, &str)]| {
+        let headers = [&[("Content-Type", content_type.as_str())], who].concat();
+        node.post("/dicomweb/studies", &headers, &stow)
+    };
+    // Refusals come before the body is read, so a client that asks first (`Expect:
+    // 100-continue`, as curl does for large uploads) is told without sending the slide.
+    let refused = |who: &[(&str, &str)]| {
+        let headers = [&[("Content-Type", content_type.as_str())], who].concat();
+        ask_before_sending(
+            node.url.as_deref().unwrap(),
+            "/dicomweb/studies",
+            &headers,
+            stow.len(),
+        )
+    };
+    // A pathologist views slides but does not store them.
+    let (status, answer) = refused(&[USER, PATHOLOGIST, SECRET]);
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("ingest_roles"), "{answer}");
+    assert_eq!(refused(&[]).0, 401);
+    assert_eq!(refused(&[USER, ("x-slidemesh-role", "lab")]).0, 403);
+    let slides = |node: &Node| node.get_with("/api/v1/slides", &[USER, PATHOLOGIST, SECRET]);
+    let listed: serde_json::Value = serde_json::from_slice(&slides(&node).body).unwrap();
+    assert_eq!(listed["slides"].as_array().unwrap().len(), 0, "{listed}");
+    // The scanner's service account has the lab role.
+    let r = store(&[
+        ("x-slidemesh-user", "scanner-1"),
+        ("x-slidemesh-role", "lab"),
+        SECRET,
+    ]);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let listed: serde_json::Value = serde_json::from_slice(&slides(&node).body).unwrap();
+    assert_eq!(listed["slides"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["slides"][0]["series_uid"], generated["series_uid"]);
+    assert!(node.staging_leftovers().is_empty());
+}
+
+/// POSTs headers announcing a `length`-byte body with `Expect: 100-continue`, and returns the
+/// node's first answer (status and body) without sending the body: a refusal, unless the node
+/// says 100 Continue.
+fn ask_before_sending(
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    length: usize,
+) -> (u16, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let host = base.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line {line:?}"));
+    let mut content_length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The security headers every response carries, whatever answers it.
+fn assert_secured(r: &Response, what: &str) {
+    let csp = r
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy"));
+    for directive in [
+        "default-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(directive), "{what}: {csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{what}: {csp}"
+    );
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{what}");
+}
+
+#[test]
+fn every_response_carries_the_security_headers() {
+    let mut node = Node::init("RR8");
+    node.behind_proxy("[\"127.0.0.1\"]");
+    node.serve();
+    let person = [USER, PATHOLOGIST, SECRET];
+    let answers = [
+        ("the web UI", node.get_with("/", &person), 200),
+        ("a viewer page", node.get_with("/view/abc", &person), 200),
+        ("a UI asset", node.get_with("/assets/app.js", &person), 200),
+        ("the API", node.get_with("/api/v1/slides", &person), 200),
+        ("monitoring", node.get("/api/v1/node"), 200),
+        (
+            "an unknown API path",
+            node.get_with("/api/v1/nothing", &person),
+            404,
+        ),
+        ("DICOMweb", node.get_with("/dicomweb/studies", &person), 200),
+        ("an anonymous request", node.get("/api/v1/slides"), 401),
+        (
+            "a refused name",
+            node.get_with("/api/v1/slides", &[USER, PATHOLOGIST]),
+            403,
+        ),
+    ];
+    for (what, r, status) in &answers {
+        assert_eq!(r.status, *status, "{what}: {}", body(r));
+        assert_secured(r, what);
+        // HSTS only when the node serves TLS itself (see below).
+        assert_eq!(r.header("strict-transport-security"), None, "{what}");
+    }
+}
+
+/// A certificate authority made for one test.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    /// A server certificate for the node on loopback: (chain PEM, key PEM).
+    fn issue(&self) -> (String, String) {
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// An HTTPS client that trusts this CA only.
+    fn client(&self) -> ureq::Agent {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        ureq::AgentBuilder::new()
+            .tls_config(Arc::new(config))
+            .timeout(Duration::from_secs(10))
+            .build()
+    }
+}
+
+/// GET with `agent`: the status and the HSTS header, or the transport error (TLS refused).
+fn https_get(agent: &ureq::Agent, url: &str) -> Result<(u16, Option<String>), String> {
+    match agent.get(url).call() {
+        Ok(r) => Ok((
+            r.status(),
+            r.header("strict-transport-security").map(String::from),
+        )),
+        Err(ureq::Error::Status(status, r)) => Ok((
+            status,
+            r.header("strict-transport-security").map(String::from),
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn https_serves_the_configured_certificate_and_picks_up_a_replaced_one() {
+    let mut node = Node::init("RR8");
+    node.edit_config("tls_cert = \"\"", "tls_cert = \"tls/cert.pem\"");
+    node.edit_config("tls_key = \"\"", "tls_key = \"tls/key.pem\"");
+    let tls = node.data.join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let write = |(cert, key): &(String, String)| {
+        std::fs::write(tls.join("cert.pem"), cert).unwrap();
+        std::fs::write(tls.join("key.pem"), key).unwrap();
+    };
+
+    // A certificate with another certificate's key does not start.
+    let first_ca = Ca::new("slidemesh test CA 1");
+    let first = first_ca.issue();
+    let other = first_ca.issue();
+    write(&(first.0.clone(), other.1.clone()));
+    let refused = node.serve_refused(&["--http", "127.0.0.1:0"]);
+    assert!(refused.contains("tls_cert"), "{refused}");
+
+    write(&first);
+    let client = first_ca.client();
+    let url = node.serve_https(&client);
+    let (status, hsts) = https_get(&client, &format!("{url}/api/v1/slides")).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        hsts.is_some_and(|h| h.starts_with("max-age=")),
+        "no HSTS over TLS"
+    );
+    let r = client.get(&format!("{url}/")).call().unwrap();
+    assert!(r.header("content-security-policy").is_some());
+    // Plain HTTP on the same port gets nothing.
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(ureq::get(&format!("{plain}/api/v1/node")).call().is_err());
+
+    // The trust renews its certificate (from a new CA here, so the client can tell them
+    // apart): new connections get it without a restart.
+    let second_ca = Ca::new("slidemesh test CA 2");
+    write(&second_ca.issue());
+    let renewed = second_ca.client();
+    wait_until(Duration::from_secs(15), || {
+        https_get(&renewed, &format!("{url}/api/v1/node")).is_ok()
+    })
+    .expect("the replaced certificate is served");
+    let (status, hsts) = https_get(&renewed, &format!("{url}/api/v1/slides")).unwrap();
+    assert_eq!(status, 200);
+    assert!(hsts.is_some());
+    // A client that trusts only the old CA, on a new connection, is now refused.
+    assert!(https_get(&first_ca.client(), &format!("{url}/api/v1/node")).is_err());
+
+    // Half-written files leave the last good certificate in use.
+    std::fs::write(tls.join("cert.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        https_get(&second_ca.client(), &format!("{url}/api/v1/node"))
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(node.stop().and_then(|s| s.code()), Some(0));
+}

@@ -6,6 +6,11 @@
 //! are all in the mix. A manifest request costs one decision; a tile batch one, or two when
 //! it holds a label or overview tile: that is the latency the policy adds to a batch.
 //!
+//! The same requests also go through `access::decide`, the one entry point every request
+//! now takes: the grant check (signature, roster, time, revocation) and the policy and the
+//! built-in label rule, plus the audit entries it hands back. Its cost is shown beside what
+//! a request paid before it (a grant signature check and a cedar decision, separately).
+//!
 //! Since receipts, a served batch also waits for its audit entry to be committed (a redb
 //! write transaction on a real file, fsync included) before the receipt is signed: timed
 //! here one batch at a time (no other entry to share the commit with, the worst case) and
@@ -15,10 +20,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use slidemesh_node::access;
 use slidemesh_node::consent::{ConsentAction, ConsentRequest, DEFAULT_POLICY, Policy};
 use slidemesh_node::store::consent::SlideConsent;
 use slidemesh_protocol::{
-    Action, Grant, NodeKey, Purpose, SignedGrant, SlideId, TrustCode, UserClaim,
+    Action, Grant, Member, NodeKey, Purpose, Roster, SignedGrant, SlideId, TrustCode, UserClaim,
 };
 
 use super::load::ratio;
@@ -121,6 +127,100 @@ pub fn run(args: ConsentBench) -> Result<()> {
     }
     let verify_secs = started.elapsed().as_secs_f64();
 
+    // The same requests through access::decide: under the grant as presented (signature
+    // checked each time, as a manifest request is), and under a grant checked once (as a
+    // tile batch on a held session is); and this trust's people on its own slide.
+    let roster = Roster {
+        federation: "bench".into(),
+        version: 1,
+        quorum: 1,
+        members: vec![
+            Member {
+                trust: owner.clone(),
+                name: "owner".into(),
+                node: key.public(),
+                addrs: vec![],
+            },
+            Member {
+                trust: requester.clone(),
+                name: "requester".into(),
+                node: NodeKey::generate().public(),
+                addrs: vec![],
+            },
+        ],
+        issued_at: now - 10,
+    };
+    let access_as = |i: usize, basis: access::Basis<'_>, user: Option<&UserClaim>| {
+        let (consent, _, action) = requests[i % requests.len()];
+        let rules = access::Rules {
+            policy: &policy,
+            consent,
+            owner: &owner,
+            roster: Some(&roster),
+        };
+        let subject = access::Subject {
+            trust: &requester,
+            user,
+        };
+        let verdict = access::decide(&rules, subject, basis, slide, &[action], now);
+        std::hint::black_box(verdict.entries(access::Side::Served, &requester, "bench", "bench"));
+        verdict.allowed()
+    };
+    let started = Instant::now();
+    for i in 0..args.iterations {
+        let basis = access::Basis::Grant {
+            signed: &signed,
+            revoked: Ok(false),
+        };
+        allowed += access_as(i, basis, None) as usize;
+    }
+    let access_grant_secs = started.elapsed().as_secs_f64();
+    let checked = access::check_grant(
+        &signed,
+        &access::GrantQuestion {
+            roster: &roster,
+            requester: &requester,
+            slide: &slide,
+            owner: &owner,
+            now,
+            revoked: Ok(false),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("the bench's grant does not check: {e}"))?;
+    let started = Instant::now();
+    for i in 0..args.iterations {
+        allowed += access_as(i, access::Basis::Checked(&checked), None) as usize;
+    }
+    let access_checked_secs = started.elapsed().as_secs_f64();
+    let own = access::Subject {
+        trust: &owner,
+        user: None,
+    };
+    let started = Instant::now();
+    for i in 0..args.iterations {
+        let (consent, _, action) = requests[i % requests.len()];
+        let rules = access::Rules {
+            policy: &policy,
+            consent,
+            owner: &owner,
+            roster: Some(&roster),
+        };
+        let subject = access::Subject {
+            user: Some(&people[i % 2]),
+            ..own
+        };
+        let verdict = access::decide(
+            &rules,
+            subject,
+            access::Basis::OwnSlide,
+            slide,
+            &[action],
+            now,
+        );
+        allowed += verdict.allowed() as usize;
+    }
+    let access_own_secs = started.elapsed().as_secs_f64();
+
     latencies.sort_by(f64::total_cmp);
     let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
     let per_decision = decision_secs / args.iterations as f64 * 1e6;
@@ -153,6 +253,31 @@ pub fn run(args: ConsentBench) -> Result<()> {
         "| grant signature check (ed25519, reference) | {:.0} | {per_verify:.1} | - | - | 1.00x |",
         verified as f64 / verify_secs
     );
+    println!();
+    // What a request paid before the access module: a signature check, then cedar.
+    let before = per_verify + per_decision;
+    let per = |secs: f64| secs / args.iterations as f64 * 1e6;
+    println!("through access::decide (grant, policy, label rule, audit entries), same requests:");
+    println!(
+        "| path | per second | mean (µs) | / before (signature check + cedar, {before:.1} µs) | / cedar alone |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, secs) in [
+        ("a grant as presented (manifest request)", access_grant_secs),
+        (
+            "a grant checked once (tile batch on a session)",
+            access_checked_secs,
+        ),
+        ("own people on own slide (no grant)", access_own_secs),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.1} | {} | {} |",
+            args.iterations as f64 / secs,
+            per(secs),
+            ratio(per(secs), before),
+            ratio(per(secs), per_decision)
+        );
+    }
     println!();
     println!(
         "added latency per tile batch: {per_decision:.1} µs (one decision), {:.1} µs with a label tile (two)",

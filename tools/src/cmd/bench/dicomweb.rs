@@ -164,7 +164,7 @@ pub fn run(args: DicomwebBench) -> Result<()> {
                 &format!("{} {label}", target.name),
                 &target.url,
                 &paths,
-                Some(&format!("Accept: {FRAMES_ACCEPT}")),
+                &[&format!("Accept: {FRAMES_ACCEPT}")],
             )?;
             rows.push((label, per_request, load));
         }

@@ -19,6 +19,7 @@ pub struct Load {
     pub connections: u32,
     pub requests_per_sec: f64,
     pub mib_per_sec: f64,
+    pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub errors: String,
 }
@@ -56,7 +57,7 @@ pub fn wrk(
     name: &str,
     base: &str,
     paths: &[String],
-    header: Option<&str>,
+    headers: &[&str],
 ) -> Result<Load> {
     let script = dir.join(format!("{}.lua", name.replace(' ', "-")));
     let mut lua = String::from("local paths = {\n");
@@ -67,7 +68,7 @@ pub fn wrk(
         "}\nlocal i = 0\nsetup = function(thread) thread:set(\"offset\", math.random(#paths)) end\n\
          init = function() i = (offset or 0) end\n\
          request = function() i = (i % #paths) + 1; return wrk.format(\"GET\", paths[i]) end\n\
-         done = function(summary, latency, requests) io.write(string.format(\"P99_US %d\\n\", latency:percentile(99))) end\n",
+         done = function(summary, latency, requests) io.write(string.format(\"P50_US %d\\nP99_US %d\\n\", latency:percentile(50), latency:percentile(99))) end\n",
     );
     std::fs::write(&script, lua)?;
     // One wrk invocation; a long timeout so that slow servers are measured, not counted
@@ -83,7 +84,7 @@ pub fn wrk(
         .args(["--timeout", "30s", "-s"])
         .arg(&script)
         .arg(base);
-        if let Some(h) = header {
+        for h in headers {
             cmd.args(["-H", h]);
         }
         cmd
@@ -101,9 +102,12 @@ pub fn wrk(
         .parse()?;
     let transfer = field("Transfer/sec:").unwrap_or_default();
     let mib_per_sec = parse_rate(&transfer);
-    let p99_ms = field("P99_US")
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|us| us / 1000.0);
+    let ms = |name: &str| {
+        field(name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|us| us / 1000.0)
+    };
+    let (p50_ms, p99_ms) = (ms("P50_US"), ms("P99_US"));
     let errors = out
         .lines()
         .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
@@ -115,6 +119,7 @@ pub fn wrk(
         connections,
         requests_per_sec,
         mib_per_sec,
+        p50_ms,
         p99_ms,
         errors: if errors.is_empty() {
             "none".into()

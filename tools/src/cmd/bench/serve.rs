@@ -111,7 +111,7 @@ pub fn run(args: ServeBench) -> Result<()> {
         "slidemesh node",
         &node_url,
         &node_paths,
-        None,
+        &[],
     )?);
     let node_rss = node.peak_rss();
 
@@ -123,6 +123,10 @@ pub fn run(args: ServeBench) -> Result<()> {
         Err(e) => eprintln!("nginx skipped: {e:#}"),
     }
     drop(node);
+
+    // The same node with sign-on: its proxy names a person and role on every request and
+    // proves itself with the shared secret, so each tile is decided for that person.
+    let signed_on = signed_on_load(&args, &run_dir, &slidemesh, &data, &node_paths);
 
     if !args.no_orthanc {
         match orthanc(&args, &run_dir, &slide, &manifest, &order) {
@@ -155,10 +159,96 @@ pub fn run(args: ServeBench) -> Result<()> {
             l.errors
         );
     }
+    match &signed_on {
+        Ok(with) => {
+            let without = &loads[0];
+            let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+            println!();
+            println!(
+                "tile requests with sign-on vs without (same node, tiles and load, same run):"
+            );
+            println!(
+                "| requests | tiles/s | p50 (ms) | p99 (ms) | throughput with / without | p50 without / with |"
+            );
+            println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+            for l in [without, with] {
+                println!(
+                    "| {} | {:.1} | {} | {} | {} | {} |",
+                    l.name,
+                    l.requests_per_sec,
+                    ms(l.p50_ms),
+                    ms(l.p99_ms),
+                    ratio(l.requests_per_sec, without.requests_per_sec),
+                    match (without.p50_ms, l.p50_ms) {
+                        (Some(a), Some(b)) => ratio(a, b),
+                        _ => "-".into(),
+                    }
+                );
+            }
+            if with.errors != "none" {
+                println!("signed-on errors: {}", with.errors);
+            }
+        }
+        Err(e) => eprintln!("sign-on load skipped: {e:#}"),
+    }
     if let Some(rss) = node_rss {
         println!("slidemesh node peak RSS: {:.1} MiB", rss as f64 / 1048576.0);
     }
     Ok(())
+}
+
+/// Restarts the node behind a (pretend) sign-on proxy on loopback, then loads it with the
+/// proxy's headers: the shared secret and a pathologist named on every request.
+fn signed_on_load(
+    args: &ServeBench,
+    dir: &Path,
+    slidemesh: &Path,
+    data: &Path,
+    paths: &[String],
+) -> Result<Load> {
+    const SECRET: &str = "bench-proxy-secret-0123456789abcdef";
+    let secret = data.join("proxy-secret");
+    std::fs::write(&secret, format!("{SECRET}\n"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    let config_path = data.join("config.toml");
+    let mut config = std::fs::read_to_string(&config_path)?;
+    for (from, to) in [
+        ("from = \"none\"", "from = \"proxy\""),
+        ("proxy_addresses = []", "proxy_addresses = [\"127.0.0.1\"]"),
+        (
+            "proxy_secret_file = \"\"",
+            "proxy_secret_file = \"proxy-secret\"",
+        ),
+    ] {
+        anyhow::ensure!(config.contains(from), "config.toml has no {from:?}");
+        config = config.replace(from, to);
+    }
+    std::fs::write(&config_path, config)?;
+    let port = free_port()?;
+    let _node = Server {
+        child: Command::new(slidemesh)
+            .arg("--data")
+            .arg(data)
+            .args(["serve", "--http", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    wait_http(&format!("{url}/api/v1/node"), Duration::from_secs(20))?;
+    wrk(
+        (args.connections, args.duration),
+        dir,
+        "slidemesh node, signed on",
+        &url,
+        paths,
+        &[
+            &format!("x-slidemesh-proxy-secret: {SECRET}"),
+            "x-slidemesh-user: jsmith",
+            "x-slidemesh-role: pathologist",
+        ],
+    )
 }
 
 fn nginx(
@@ -216,7 +306,7 @@ fn nginx(
         "nginx static files",
         &url,
         &paths,
-        None,
+        &[],
     )
 }
 
@@ -252,6 +342,6 @@ fn orthanc(
         "Orthanc DICOMweb frames",
         &orthanc.url,
         &paths,
-        Some(&format!("Accept: {FRAMES_ACCEPT}")),
+        &[&format!("Accept: {FRAMES_ACCEPT}")],
     )
 }

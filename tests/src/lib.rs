@@ -165,9 +165,18 @@ impl Node {
         Self::init_with(trust, &["--p2p", &quic, "--p2p", &tcp])
     }
 
+    /// A node whose data directory is `data` (on a file system the test mounted, say).
+    pub fn init_at(trust: &str, data: PathBuf) -> Node {
+        Self::init_in(trust, Some(data), &[])
+    }
+
     fn init_with(trust: &str, extra: &[&str]) -> Node {
+        Self::init_in(trust, None, extra)
+    }
+
+    fn init_in(trust: &str, data: Option<PathBuf>, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("node");
+        let data = data.unwrap_or_else(|| dir.path().join("node"));
         let node = Node {
             _dir: dir,
             data,

@@ -99,7 +99,42 @@ struct SlideRules {
     identified: bool,
     /// For a shared slide: the grant held, checked once per read rather than per decision.
     grant: Option<CheckedGrant>,
+    /// Verdicts reached under exactly these rules (they go when the rules are read again):
+    /// a viewer asks the same question for every tile, and cedar takes 10-50 µs to answer
+    /// what a lookup answers in well under one.
+    /// Keyed by a hash of the one asking and the actions (looked up without allocating);
+    /// the entry holds both, compared on a hit.
+    verdicts: Arc<std::sync::Mutex<HashMap<u64, MemoVerdict>>>,
 }
+
+/// What a verdict says, without its audit entries (which are built when due).
+#[derive(Clone)]
+struct MemoVerdict {
+    user: Option<UserClaim>,
+    actions: Vec<ConsentAction>,
+    outcome: Result<(), Refusal>,
+    /// Each decided action and whether it was allowed.
+    steps: Vec<(ConsentAction, bool)>,
+    /// Until when none of the steps is due in the log (so a hit needs no look at it).
+    quiet_until: Option<Instant>,
+}
+
+impl MemoVerdict {
+    fn answers(&self, user: Option<&UserClaim>, actions: &[ConsentAction]) -> bool {
+        self.user.as_ref() == user && self.actions == actions
+    }
+}
+
+fn verdict_hash(user: Option<&UserClaim>, actions: &[ConsentAction]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    user.hash(&mut hasher);
+    actions.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Verdicts kept per slide's rules before the memo starts afresh.
+const VERDICTS_MAX: usize = 4096;
 
 /// Slides' rules for recently asked slides, and when each access was last logged.
 #[derive(Default)]
@@ -240,38 +275,77 @@ impl Federation {
         actions: &[ConsentAction],
     ) -> Option<Result<SlideDecided, RemoteError>> {
         let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
-        let rules = super::remote::lock(&self.gateway.rules)
-            .get(slide)
-            .cloned()?;
-        let fresh = rules.local
-            && rules.generation == generation
-            && rules.read_at.elapsed() < RULES_TTL
-            && Arc::ptr_eq(&rules.policy, &self.policy.current());
-        if !fresh {
-            return None;
-        }
-        let verdict = access::decide(
-            &Rules {
-                policy: &rules.policy,
-                consent: &rules.consent,
-                owner: &rules.owner,
-                roster: None,
-            },
-            Subject {
-                trust: &self.trust,
-                user,
-            },
-            Basis::OwnSlide,
-            *slide,
-            actions,
-            now_unix(),
-        );
-        let due = verdict
-            .decisions
-            .iter()
-            .any(|d| self.log_is_due(&(*slide, user.cloned(), d.action, d.allowed)));
-        if due {
-            return None;
+        let memo = {
+            let rules = super::remote::lock(&self.gateway.rules);
+            let rules = rules.get(slide)?;
+            let fresh = rules.local
+                && rules.generation == generation
+                && rules.read_at.elapsed() < RULES_TTL
+                && Arc::ptr_eq(&rules.policy, &self.policy.current());
+            if !fresh {
+                return None;
+            }
+            rules.verdicts.clone()
+        };
+        let hash = verdict_hash(user, actions);
+        let now = Instant::now();
+        let known = super::remote::lock(&memo)
+            .get(&hash)
+            .filter(|v| v.answers(user, actions))
+            .cloned();
+        let verdict = match known {
+            Some(verdict) => verdict,
+            None => {
+                let rules = super::remote::lock(&self.gateway.rules)
+                    .get(slide)
+                    .cloned()?;
+                let verdict = access::decide(
+                    &Rules {
+                        policy: &rules.policy,
+                        consent: &rules.consent,
+                        owner: &rules.owner,
+                        roster: None,
+                    },
+                    Subject {
+                        trust: &self.trust,
+                        user,
+                    },
+                    Basis::OwnSlide,
+                    *slide,
+                    actions,
+                    now_unix(),
+                );
+                let verdict = MemoVerdict {
+                    user: user.cloned(),
+                    actions: actions.to_vec(),
+                    steps: verdict
+                        .decisions
+                        .iter()
+                        .map(|d| (d.action, d.allowed))
+                        .collect(),
+                    outcome: verdict.outcome,
+                    quiet_until: None,
+                };
+                let mut memo = super::remote::lock(&memo);
+                if memo.len() >= VERDICTS_MAX {
+                    memo.clear();
+                }
+                memo.insert(hash, verdict.clone());
+                verdict
+            }
+        };
+        if verdict.quiet_until.is_none_or(|until| now >= until) {
+            // Some step may be due: ask the log throttle, and note how long all stay quiet.
+            let mut quiet_until: Option<Instant> = None;
+            for &(action, allowed) in &verdict.steps {
+                let until = self.log_quiet_until(&(*slide, user.cloned(), action, allowed))?;
+                quiet_until = Some(quiet_until.map_or(until, |q| q.min(until)));
+            }
+            if let Some(v) = super::remote::lock(&memo).get_mut(&hash)
+                && v.answers(user, actions)
+            {
+                v.quiet_until = quiet_until;
+            }
         }
         Some(match verdict.outcome {
             Ok(()) => Ok(SlideDecided {
@@ -440,6 +514,7 @@ impl Federation {
                 local: true,
                 identified: true,
                 grant: None,
+                verdicts: Default::default(),
             }
         } else {
             let signed = self.grant_for(slide)?;
@@ -477,6 +552,7 @@ impl Federation {
                 local: false,
                 identified,
                 grant: Some(checked),
+                verdicts: Default::default(),
             }
         };
         lock(&self.gateway.rules).insert(*slide, rules.clone());
@@ -503,11 +579,11 @@ impl Federation {
     }
 
     /// Whether a decision keyed `key` is due in the log (without noting it).
-    fn log_is_due(&self, key: &LogKey) -> bool {
+    /// Until when a decision keyed `key` is not due in the log; `None`: due now.
+    fn log_quiet_until(&self, key: &LogKey) -> Option<Instant> {
         let logged = super::remote::lock(&self.gateway.logged);
-        logged
-            .get(key)
-            .is_none_or(|at| at.elapsed() >= log_every(key))
+        let until = *logged.get(key)? + log_every(key);
+        (Instant::now() < until).then_some(until)
     }
 
     /// Whether a decision keyed `key` should be logged now (and notes it).

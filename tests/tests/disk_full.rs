@@ -12,7 +12,6 @@ use std::process::Command;
 use serde_json::Value;
 use slidemesh_e2e::{
     Node, PROXY_SECRET, PROXY_SECRET_HEADER, SMALL, bin, files_under, run, run_ok, synth,
-    wait_until,
 };
 
 /// A tmpfs of a few megabytes, unmounted on drop.
@@ -179,7 +178,10 @@ fn a_full_disk_under_serve_never_serves_a_view_it_could_not_log() {
     // Still failed a moment later (503, or 502 once the store itself reports the failed
     // database): the writer keeps the entry and retries, and nothing it covers is served.
     let still = view(&node, &refused).status;
-    assert!((500..600).contains(&still), "a retried view answered {still}");
+    assert!(
+        (500..600).contains(&still),
+        "a retried view answered {still}"
+    );
 
     // Room again. redb refuses every write on a database handle that saw an I/O error
     // ("close and re-open"), so the log recovers with a restart of `serve`, not by itself.

@@ -1,8 +1,10 @@
 //! Decisions for this trust's own people, and for the trust itself when its API names no
 //! one, about every slide this node shows them: its own slides (its policy and recorded
 //! consent, no grant) and slides other trusts shared with it (the owner's rules from its
-//! signed consent statement, under the grant held). Every decision is
-//! [`crate::access::decide`]; this file gathers the rules and records the entries.
+//! signed consent statement, under the grant held, which that statement must list as
+//! holding: a grantee stops using a grant its owner's latest statement leaves out, whether
+//! or not the revocation itself arrived). Every decision is [`crate::access::decide`]; this
+//! file gathers the rules and records the entries.
 //!
 //! Fail closed: an allowed decision that is due in the log is durable before anything of
 //! the slide is shown (the caller gets its token only then); while the log cannot be
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slidemesh_protocol::{SlideId, TileId, TrustCode, UserClaim};
+use slidemesh_protocol::{GrantId, SlideId, TileId, TrustCode, UserClaim};
 use tracing::info;
 
 use super::Federation;
@@ -99,6 +101,20 @@ struct SlideRules {
     identified: bool,
     /// For a shared slide: the grant held, checked once per read rather than per decision.
     grant: Option<CheckedGrant>,
+    /// For a shared slide: the grants the owner's statement lists as holding, and when it
+    /// was issued.
+    listed: Option<(Vec<GrantId>, u64)>,
+}
+
+impl SlideRules {
+    fn listed(&self) -> Option<access::OwnersList<'_>> {
+        self.listed
+            .as_ref()
+            .map(|(grants, issued_at)| access::OwnersList {
+                grants,
+                issued_at: *issued_at,
+            })
+    }
 }
 
 /// Slides' rules for recently asked slides, and when each access was last logged.
@@ -256,6 +272,7 @@ impl Federation {
                 consent: &rules.consent,
                 owner: &rules.owner,
                 roster: None,
+                listed: None,
             },
             Subject {
                 trust: &self.trust,
@@ -328,6 +345,7 @@ impl Federation {
                 consent: &rules.consent,
                 owner: &rules.owner,
                 roster: roster.as_ref(),
+                listed: rules.listed(),
             },
             Subject {
                 trust: &self.trust,
@@ -440,16 +458,18 @@ impl Federation {
                 local: true,
                 identified: true,
                 grant: None,
+                listed: None,
             }
         } else {
             let signed = self.grant_for(slide)?;
             let roster = self
                 .roster()
                 .ok_or_else(|| RemoteError::Unavailable("this node has no roster".into()))?;
-            let revoked = self
+            let revocations = self
                 .store
-                .is_revoked(&signed.id())
+                .revocations(&signed.id())
                 .map_err(|e| e.to_string());
+            let owners = self.owners_rules(slide).map_err(refused)?;
             let checked = access::check_grant(
                 &signed,
                 &GrantQuestion {
@@ -458,11 +478,11 @@ impl Federation {
                     slide,
                     owner: &served.owner,
                     now: now_unix(),
-                    revoked,
+                    revocations,
+                    listed: Some(owners.listed()),
                 },
             )
             .map_err(refused)?;
-            let (policy, consent) = self.owners_rules(slide).map_err(refused)?;
             let identified = self
                 .store
                 .remote_slide(slide)
@@ -471,8 +491,9 @@ impl Federation {
             SlideRules {
                 read_at: Instant::now(),
                 generation,
-                policy,
-                consent,
+                listed: Some((owners.valid_grants, owners.issued_at)),
+                policy: owners.policy,
+                consent: owners.consent,
                 owner: served.owner.clone(),
                 local: false,
                 identified,

@@ -156,7 +156,7 @@ pub struct NetworkSection {
     #[serde(default = "default_warm_up_bytes")]
     pub warm_up_bytes: u64,
     /// Seconds between fetches of a shared slide's manifest and its owner's consent
-    /// statement (a copy follows the owner's edits within this).
+    /// statement (a copy follows the owner's edits, and revocations it missed, within this).
     #[serde(default = "default_consent_refresh_secs")]
     pub consent_refresh_secs: u64,
     /// Seconds between audit checkpoints co-signed by the members.
@@ -337,8 +337,10 @@ peer_addresses = {peer_addresses}
 # starts at about 12 KB per round trip). Costs this much per connection; 0 turns it off.
 warm_up_bytes = 1048576
 # Seconds between fetches of each shared slide's manifest and its owner's signed consent
-# statement: a slide here follows the owner's consent, policy and opt-out edits within this
-# (revocations are pushed at once). A refused fetch is retried no sooner than this.
+# statement: a slide here follows the owner's consent, policy and opt-out edits within this.
+# Revocations are pushed at once; the statement also lists the owner's grants that still
+# hold, so a copy that missed a revocation refuses the grant from its next fetch (and serves
+# a new grant from then on). A refused fetch is retried no sooner than this.
 consent_refresh_secs = 600
 # Seconds between checkpoints of the audit log, each co-signed by the other members.
 audit_checkpoint_secs = 60

@@ -32,6 +32,8 @@ pub enum GrantError {
     Signature(#[from] SignatureError),
     #[error("grant is inconsistent: {0}")]
     Inconsistent(String),
+    #[error("revocation not by the grant's issuer: {0}")]
+    NotIssuer(String),
 }
 
 /// Why a person may see a slide. The co-operative's information-governance categories.
@@ -210,6 +212,8 @@ impl SignedRevocation {
         }
     }
 
+    /// Checks the signature and decodes. Whether the signer issued the grant it names is
+    /// the caller's question ([`Self::verify_by_issuer`] answers it given the grant).
     pub fn verify(&self) -> Result<Revocation, GrantError> {
         self.signer.verify(
             REVOCATION_DOMAIN,
@@ -217,6 +221,38 @@ impl SignedRevocation {
             &self.signature,
         )?;
         Ok(canonical::decode(&self.bytes)?)
+    }
+
+    /// Checks this revokes the grant `id` (whose statement is `grant`) on behalf of its
+    /// issuer: the signature verifies, the revocation names that grant and the grant's
+    /// owner, and it is signed by `issuer_key`, the node key the roster lists for the
+    /// grant's owner. Anything else revokes nothing.
+    pub fn verify_by_issuer(
+        &self,
+        id: &GrantId,
+        grant: &Grant,
+        issuer_key: &NodePublicKey,
+    ) -> Result<Revocation, GrantError> {
+        let revocation = self.verify()?;
+        if revocation.grant != *id {
+            return Err(GrantError::NotIssuer(format!(
+                "it names grant {}, not {id}",
+                revocation.grant
+            )));
+        }
+        if revocation.owner != grant.owner {
+            return Err(GrantError::NotIssuer(format!(
+                "it is made in the name of {}, but grant {id} was issued by {}",
+                revocation.owner, grant.owner
+            )));
+        }
+        if self.signer != *issuer_key {
+            return Err(GrantError::NotIssuer(format!(
+                "it is not signed by {}'s node key on the roster",
+                grant.owner
+            )));
+        }
+        Ok(revocation)
     }
 }
 
@@ -276,6 +312,52 @@ mod tests {
         let mut bad = signed.clone();
         bad.signature[0] ^= 1;
         assert!(bad.verify().is_err());
+    }
+
+    /// Only the grant's issuer revokes it: another member's signature (in its own name or in
+    /// the owner's) revokes nothing, nor does the owner's revocation of another grant.
+    #[test]
+    fn only_the_issuers_revocation_counts() {
+        let (leeds, bradford) = (NodeKey::generate(), NodeKey::generate());
+        let g = grant();
+        let id = SignedGrant::sign(&g, &leeds).unwrap().id();
+        let revoke = |owner: &str, grant: GrantId, key: &NodeKey| {
+            SignedRevocation::sign(
+                &Revocation {
+                    grant,
+                    owner: owner.parse().unwrap(),
+                    revoked_at: 1_500,
+                },
+                key,
+            )
+        };
+        let by_issuer = revoke("RR8", id, &leeds);
+        assert_eq!(
+            by_issuer
+                .verify_by_issuer(&id, &g, &leeds.public())
+                .unwrap()
+                .grant,
+            id
+        );
+        // Bradford, a member, in its own name and in Leeds's.
+        for claimed in ["RAE", "RR8"] {
+            let forged = revoke(claimed, id, &bradford);
+            assert!(
+                forged.verify().is_ok(),
+                "a valid signature, by the wrong key"
+            );
+            let refused = forged
+                .verify_by_issuer(&id, &g, &leeds.public())
+                .unwrap_err();
+            assert!(matches!(refused, GrantError::NotIssuer(_)), "{refused}");
+        }
+        // The issuer's revocation of another grant does not revoke this one.
+        let other = revoke("RR8", GrantId::of(b"another grant"), &leeds);
+        assert!(other.verify_by_issuer(&id, &g, &leeds.public()).is_err());
+        // Nor does a tampered one.
+        let mut tampered = by_issuer.clone();
+        tampered.signature[0] ^= 1;
+        assert!(tampered.verify_by_issuer(&id, &g, &leeds.public()).is_err());
     }
 
     #[test]

@@ -6,13 +6,13 @@
 //! - [`canonical`]: the versioned canonical encoding used for everything hashed or signed.
 //! - [`manifest`]: `SlideManifest`, a slide's levels, tiles and metadata, and its signed form.
 //! - [`consent`]: a slide's recorded consent and the owner's signed consent statement
-//!   (its policy text and that consent), which replicas decide with.
+//!   (its policy text, that consent and the grants that hold), which replicas decide with.
 //! - [`deidentified`]: the owner's signed statement that a de-identified manifest is a view
 //!   of a slide, made for one project.
 //! - [`sign`]: node signing keys and the domain-separated signatures over canonical bytes.
 //! - [`roster`]: the federation's signed, versioned membership list (k-of-n changes).
 //! - [`grant`]: an owner's signed permission for another trust to view a slide, and its
-//!   revocation.
+//!   revocation (which counts only when signed by the grant's issuer).
 //! - [`user`]: the person behind a request and their role, as their trust's node names them.
 //! - [`wire`]: protocol names, control messages and the tile stream's framing.
 //!

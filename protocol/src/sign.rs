@@ -155,6 +155,9 @@ impl<'de> serde::Deserialize<'de> for NodePublicKey {
 pub trait Statement: Serialize + DeserializeOwned {
     /// The signature domain (`slidemesh/<kind>/v1`).
     const DOMAIN: &'static str;
+    /// The oldest canonical version this statement is read in: the version its shape last
+    /// changed at (older bytes would decode to something else, or not at all).
+    const SINCE_VERSION: u8 = canonical::OLDEST_READABLE_VERSION;
 }
 
 /// Why a signed statement was refused.
@@ -196,7 +199,7 @@ impl<T: Statement> Signed<T> {
     pub fn verify(&self) -> Result<T, StatementError> {
         self.signer
             .verify(T::DOMAIN, &self.bytes, &self.signature)?;
-        Ok(canonical::decode(&self.bytes)?)
+        Ok(canonical::decode_since(&self.bytes, T::SINCE_VERSION)?)
     }
 }
 

@@ -11,11 +11,15 @@
 //! - opt-out: when the owner records the national data opt-out for a research-shared
 //!   slide, the grantee's node stops serving it to its users (the trust itself included),
 //!   empties its cache, and does not keep asking.
+//! - copies: a grantee's cache serves a third trust under the owner's signed rules while
+//!   the owner is down; and a copy holder that never received a revocation (it was down
+//!   while it travelled) refuses the revoked grant from its next refresh of the owner's
+//!   statement on, and stops using the slide itself once its own grant is revoked.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use slidemesh_e2e::federation::{federation, share, share_until, wait_for_shared};
+use slidemesh_e2e::federation::{federation, share, share_for, share_until, wait_for_shared};
 use slidemesh_e2e::{Node, bin, run, run_ok, wait_until};
 
 /// The probe's JSON outcome when `as_node` asks `target` for the slide under the grant
@@ -218,6 +222,9 @@ fn corrupted_tiles_are_detected_and_fetched_from_another_source() {
     let mut fed = federation(&["RR8", "RAE", "RCD"]);
     let slide = fed.slide.clone();
     fed.nodes[1].serve();
+    // RCD's copy serves only grants its latest statement from the owner lists, so it
+    // refreshes that statement every second.
+    fed.nodes[2].edit_config("consent_refresh_secs = 600", "consent_refresh_secs = 1");
     fed.nodes[2].serve();
     // The owner first serves honestly so that RCD can cache the slide and become a source.
     fed.nodes[0].serve();
@@ -231,8 +238,14 @@ fn corrupted_tiles_are_detected_and_fetched_from_another_source() {
     // Now the owner turns bad: every tile it sends has a flipped byte.
     fed.nodes[0].stop();
     fed.nodes[0].serve_env(&[("SLIDEMESH_FAULT_CORRUPT_TILES", "1")]);
-    share(&fed.nodes[0], &slide, "RAE");
+    let grant = share(&fed.nodes[0], &slide, "RAE");
     wait_for_shared(&fed.nodes[1], &slide);
+    wait_until(Duration::from_secs(30), || {
+        probe_grant(&fed.nodes[2], &fed.nodes[1], &slide, &grant, &fed.nodes[0])["tiles"]
+            ["received"]
+            == 4
+    })
+    .expect("RCD's copy serves RAE's grant once its statement lists it");
     for (path, want) in paths.iter().zip(&expected) {
         let got = fed.nodes[1].get(path);
         assert_eq!(
@@ -552,6 +565,9 @@ fn probe_grant(
 fn a_copy_serves_others_under_the_owners_rules_while_the_owner_is_down() {
     let mut fed = federation(&["RR8", "RAE", "RCD"]);
     fed.nodes[0].serve();
+    // Bradford's copy serves only grants its latest statement from the owner lists:
+    // Harrogate's, issued after Bradford's first fetch, once Bradford has refreshed it.
+    fed.nodes[1].edit_config("consent_refresh_secs = 600", "consent_refresh_secs = 1");
     fed.nodes[1].serve();
     // Harrogate refreshes its shared slides' manifests every second, so it asks again while
     // the owner is down.
@@ -570,8 +586,12 @@ fn a_copy_serves_others_under_the_owners_rules_while_the_owner_is_down() {
     // Harrogate holds a second-opinion grant, and a research grant without the ethics
     // approval the owner's policy requires.
     let care = share(owner, &slide, "RCD");
-    let research = slidemesh_e2e::federation::share_for(owner, &slide, "RCD", "research", None);
+    let research = share_for(owner, &slide, "RCD", "research", None);
     wait_for_shared(harrogate, &slide);
+    wait_until(Duration::from_secs(30), || {
+        probe_grant(bradford, harrogate, &slide, &care, owner)["tiles"]["received"] == 4
+    })
+    .expect("Bradford's copy, refreshed, serves Harrogate's grant");
     // Bradford's own policy would allow anything: a copy must not decide with it.
     std::fs::write(
         bradford.data.join("policy.cedar"),
@@ -623,5 +643,130 @@ fn a_copy_serves_others_under_the_owners_rules_while_the_owner_is_down() {
             .any(|e| e["entry"]["rules"][0] == "ethics-approval-required"
                 && e["entry"]["purpose"] == "research"),
         "the copy did not refuse by the owner's rule: {denials:?}"
+    );
+}
+
+/// `slidemesh grants --json` at `node`: the state of grant `id` there ("active",
+/// "revoked", "expired"), or None when the node does not hold it.
+fn grant_state(node: &Node, id: &str) -> Option<String> {
+    let grants: Value = serde_json::from_str(&run_ok(node.cmd().args(["grants", "--json"])))
+        .expect("grants prints JSON");
+    grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["grant_id"] == id)
+        .map(|g| g["state"].as_str().unwrap().to_string())
+}
+
+/// Issue 15, revocations that hold. Leeds owns the slide; Bradford holds a copy (its cache
+/// has every tile) and serves Harrogate from it; Bradford is down while Leeds revokes.
+///
+/// What keeps the revocation from Bradford: it restarts with
+/// `SLIDEMESH_FAULT_DROP_REVOCATIONS`, so every revocation message that reaches it (the
+/// owner's outbox retries delivery, and the revocation is announced on gossipsub again
+/// every 15 s until its grantee acknowledges) is dropped unread, before anything is
+/// stored. What this proves: a node holding no revocation still refuses, from the owner's
+/// consent statement (refreshed every second here) alone. It does not prove the network
+/// itself could not deliver the message; the fault switch stands for that.
+///
+/// First Harrogate's grant is revoked: Bradford refuses it with the statement's reason
+/// (a stored revocation would have been named as such), keeps serving Harrogate's other
+/// grant, and keeps showing the slide to its own users, whose grant still holds. Then
+/// Bradford's own grant is revoked: the owner refuses Bradford's refresh, and Bradford
+/// ends the slide (its own users refused, cache included) and stops serving Harrogate from
+/// it, while its own store still says the grant is active, because the revocation never
+/// reached it.
+#[test]
+fn a_copy_holder_that_missed_the_revocation_refuses_by_the_owners_statement() {
+    let mut fed = federation(&["RR8", "RAE", "RCD"]);
+    for node in &fed.nodes[1..] {
+        node.edit_config("consent_refresh_secs = 600", "consent_refresh_secs = 1");
+    }
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let slide = fed.slide.clone();
+    let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    let for_bradford = share(owner, &slide, "RAE");
+    wait_for_shared(bradford, &slide);
+    let tiles = tile_paths(owner, &slide);
+    for path in &tiles {
+        assert_eq!(bradford.get(path).status, 200, "{path}");
+    }
+    // Two grants for Harrogate: one to revoke, one that stays.
+    let revoked_first = share(owner, &slide, "RCD");
+    let kept = share_for(owner, &slide, "RCD", "mdt", None);
+    wait_for_shared(harrogate, &slide);
+    for grant in [&revoked_first, &kept] {
+        wait_until(Duration::from_secs(30), || {
+            probe_grant(bradford, harrogate, &slide, grant, owner)["tiles"]["received"] == 4
+        })
+        .expect("Bradford's copy serves Harrogate once its statement lists the grant");
+    }
+
+    // Harrogate's first grant is revoked while Bradford is down.
+    fed.nodes[1].stop();
+    let (owner, harrogate) = (&fed.nodes[0], &fed.nodes[2]);
+    run_ok(owner.cmd().args(["revoke", &revoked_first]));
+    wait_until(Duration::from_secs(30), || {
+        grant_state(harrogate, &revoked_first).as_deref() == Some("revoked")
+    })
+    .expect("the grantee itself received the revocation");
+    let restarted = std::time::Instant::now();
+    fed.nodes[1].serve_env(&[("SLIDEMESH_FAULT_DROP_REVOCATIONS", "1")]);
+    let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    let mut last = Value::Null;
+    wait_until(Duration::from_secs(20), || {
+        last = probe_grant(bradford, harrogate, &slide, &revoked_first, owner);
+        last["tiles"]["received"] == 0
+            && last["manifest"]["outcome"] == "denied"
+            && last["manifest"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not among the grants"))
+    })
+    .unwrap_or_else(|_| panic!("the copy still serves the revoked grant: {last}"));
+    eprintln!(
+        "copy refused the revoked grant {:?} after its restart",
+        restarted.elapsed()
+    );
+    // Refused by the owner's list, not by a revocation of its own: a stored revocation by
+    // the issuer is checked first and would have been named.
+    assert!(
+        !last["manifest"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was revoked"),
+        "{last}"
+    );
+    let still = probe_grant(bradford, harrogate, &slide, &kept, owner);
+    assert_eq!(still["tiles"]["received"], 4, "{still}");
+    for path in tiles.iter().take(4) {
+        assert_eq!(bradford.get(path).status, 200, "{path}");
+    }
+
+    // Now Bradford's own grant, again while it is down.
+    fed.nodes[1].stop();
+    run_ok(fed.nodes[0].cmd().args(["revoke", &for_bradford]));
+    let restarted = std::time::Instant::now();
+    fed.nodes[1].serve_env(&[("SLIDEMESH_FAULT_DROP_REVOCATIONS", "1")]);
+    let (owner, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    wait_until(Duration::from_secs(20), || {
+        bradford.get(&format!("/api/v1/slides/{slide}")).status == 404
+    })
+    .expect("Bradford stops showing the slide to its own users");
+    eprintln!(
+        "copy holder ended the slide {:?} after its restart",
+        restarted.elapsed()
+    );
+    for path in tiles.iter().take(4) {
+        assert_ne!(bradford.get(path).status, 200, "{path} from the cache");
+    }
+    let gone = probe_grant(bradford, harrogate, &slide, &kept, owner);
+    assert_eq!(gone["tiles"]["received"], 0, "{gone}");
+    // The revocation of its own grant never reached Bradford's store.
+    assert_eq!(
+        grant_state(bradford, &for_bradford).as_deref(),
+        Some("active")
     );
 }

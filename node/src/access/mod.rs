@@ -12,7 +12,9 @@
 //!
 //! Written once, here:
 //! - the grant rule ([`grant::check_grant`]): signed by the owner's roster key, for the
-//!   requester, slide and time, unrevoked; default deny;
+//!   requester, slide and time, not revoked by its issuer (a revocation signed by anyone
+//!   else counts for nothing), and, away from the owner, listed as holding in the owner's
+//!   latest signed consent statement; default deny;
 //! - the owner's cedar policy for every action, with the person's role when one is named
 //!   ([`crate::consent::Policy::decide`]);
 //! - the label rule: label and overview images (and associated images showing text) never go
@@ -26,12 +28,14 @@ pub mod grant;
 #[cfg(test)]
 mod tests;
 
-use slidemesh_protocol::{GrantId, Roster, SignedGrant, SlideId, TrustCode, UserClaim};
+use slidemesh_protocol::{
+    GrantId, Roster, SignedGrant, SignedRevocation, SlideId, TrustCode, UserClaim,
+};
 
 pub use crate::audit::{AuditEntry, Side};
 use crate::consent::{ConsentAction, ConsentRequest, Policy};
 use crate::store::consent::SlideConsent;
-pub use grant::{CheckedGrant, GrantQuestion, check_grant};
+pub use grant::{CheckedGrant, GrantQuestion, OwnersList, check_grant};
 /// Why a request was not served (its form on the wire: denied, or failed to decide).
 pub use slidemesh_protocol::wire::Refusal;
 
@@ -45,6 +49,10 @@ pub struct Rules<'a> {
     /// The roster in force, for checking a grant's signer (`None`: no federation yet, so
     /// no grant can hold).
     pub roster: Option<&'a Roster>,
+    /// Away from the owner (a copy serving others, a grantee deciding for its own people),
+    /// the grants the owner's latest signed consent statement lists as holding: any other
+    /// is refused. `None` at the owner, whose own store of revocations decides.
+    pub listed: Option<OwnersList<'a>>,
 }
 
 /// Who asks: a trust's node, for itself or for a person it names.
@@ -59,10 +67,11 @@ pub enum Basis<'a> {
     /// The owner's own people (or its node) on the owner's own slide: no grant; the policy
     /// sees the purpose [`OWN_TRUST_PURPOSE`].
     OwnSlide,
-    /// A grant as presented, checked here; `revoked` as the caller's store says.
+    /// A grant as presented, checked here; `revocations` every revocation of it the
+    /// caller's store holds, whoever signed it (only the issuer's count).
     Grant {
         signed: &'a SignedGrant,
-        revoked: Result<bool, String>,
+        revocations: Result<Vec<SignedRevocation>, String>,
     },
     /// A grant that passed [`check_grant`] a moment ago (callers deciding many requests
     /// under the grant they hold keep it, rather than verify its signature each time).
@@ -190,8 +199,21 @@ pub fn decide(
             }
             None
         }
-        Basis::Checked(checked) => Some(checked.clone()),
-        Basis::Grant { signed, revoked } => {
+        Basis::Checked(checked) => {
+            // Checked a moment ago, perhaps before the owner's latest statement arrived.
+            if let Err(refusal) = grant::listed_by_owner(&checked.id(), rules.listed, &slide) {
+                verdict.grant = Some(checked.id());
+                verdict.purpose = checked.grant().purpose.as_str().to_string();
+                let reason = refusal.to_string();
+                refuse(&mut verdict, first, format!("grant: {reason}"), reason);
+                return verdict;
+            }
+            Some(checked.clone())
+        }
+        Basis::Grant {
+            signed,
+            revocations,
+        } => {
             verdict.grant = Some(signed.id());
             let Some(roster) = rules.roster else {
                 let reason = "this node has no roster, so no grant can hold".to_string();
@@ -204,7 +226,8 @@ pub fn decide(
                 slide: &slide,
                 owner: rules.owner,
                 now,
-                revoked,
+                revocations,
+                listed: rules.listed,
             };
             match check_grant(signed, &question) {
                 Ok(checked) => Some(checked),

@@ -1,6 +1,6 @@
 //! Decisions as tables of plain values: no store, no process, no clock.
 
-use slidemesh_protocol::{Action, Grant, Member, NodeKey, Purpose, SignedGrant};
+use slidemesh_protocol::{Action, Grant, Member, NodeKey, Purpose, Revocation, SignedGrant};
 
 use super::*;
 use crate::consent::DEFAULT_POLICY;
@@ -47,6 +47,18 @@ fn forged(grant: &Grant, key: &NodeKey) -> SignedGrant {
         signer: key.public(),
         signature,
     }
+}
+
+/// `signer`'s revocation of `signed`, made in the name of `owner`.
+fn revocation(signed: &SignedGrant, owner: &str, signer: &NodeKey) -> SignedRevocation {
+    SignedRevocation::sign(
+        &Revocation {
+            grant: signed.id(),
+            owner: owner.parse().unwrap(),
+            revoked_at: NOW - 10,
+        },
+        signer,
+    )
 }
 
 struct World {
@@ -97,6 +109,7 @@ fn only_the_slides_owner_grants_and_never_to_itself() {
         consent: &care,
         owner: &leeds,
         roster: Some(&w.roster),
+        listed: None,
     };
     let ask = |who: &TrustCode, signed: &SignedGrant| {
         decide(
@@ -107,7 +120,7 @@ fn only_the_slides_owner_grants_and_never_to_itself() {
             },
             Basis::Grant {
                 signed,
-                revoked: Ok(false),
+                revocations: Ok(vec![]),
             },
             w.slide,
             &[ConsentAction::View],
@@ -148,9 +161,10 @@ fn revocation_is_a_refusal_and_an_unreadable_store_is_a_failure() {
         consent: &care,
         owner: &leeds,
         roster: Some(&w.roster),
+        listed: None,
     };
     let signed = SignedGrant::sign(&grant("RR8", "RAE", w.slide, Purpose::Mdt), &w.leeds).unwrap();
-    let ask = |revoked: Result<bool, String>| {
+    let ask = |revocations: Result<Vec<SignedRevocation>, String>| {
         decide(
             &rules,
             Subject {
@@ -159,14 +173,14 @@ fn revocation_is_a_refusal_and_an_unreadable_store_is_a_failure() {
             },
             Basis::Grant {
                 signed: &signed,
-                revoked,
+                revocations,
             },
             w.slide,
             &[ConsentAction::FetchTiles],
             NOW,
         )
     };
-    let revoked = ask(Ok(true));
+    let revoked = ask(Ok(vec![revocation(&signed, "RR8", &w.leeds)]));
     assert!(matches!(revoked.outcome, Err(Refusal::Denied(ref r)) if r.contains("revoked")));
     assert_eq!(
         revoked
@@ -189,7 +203,7 @@ fn revocation_is_a_refusal_and_an_unreadable_store_is_a_failure() {
         },
         Basis::Grant {
             signed: &signed,
-            revoked: Ok(false),
+            revocations: Ok(vec![]),
         },
         w.slide,
         &[ConsentAction::View],
@@ -228,6 +242,7 @@ fn grantees_by_purpose_consent_and_action() {
             consent: &recorded,
             owner: &leeds,
             roster: Some(&w.roster),
+            listed: None,
         };
         let signed = SignedGrant::sign(&grant("RR8", "RAE", w.slide, purpose), &w.leeds).unwrap();
         let verdict = decide(
@@ -238,7 +253,7 @@ fn grantees_by_purpose_consent_and_action() {
             },
             Basis::Grant {
                 signed: &signed,
-                revoked: Ok(false),
+                revocations: Ok(vec![]),
             },
             w.slide,
             &[action],
@@ -286,6 +301,7 @@ fn own_people_by_role_and_consent() {
             consent: &recorded,
             owner: &leeds,
             roster: None,
+            listed: None,
         };
         let user = role.map(|r| person("jsmith", r));
         let verdict = decide(
@@ -321,6 +337,7 @@ fn another_trust_needs_a_grant_even_for_a_person_the_policy_would_admit() {
         consent: &care,
         owner: &leeds,
         roster: Some(&w.roster),
+        listed: None,
     };
     let pathologist = person("jsmith", "pathologist");
     let verdict = decide(
@@ -354,6 +371,7 @@ fn a_refusal_ends_the_list_and_names_the_rule() {
         consent: &recorded,
         owner: &leeds,
         roster: Some(&w.roster),
+        listed: None,
     };
     let signed = SignedGrant::sign(
         &grant("RR8", "RAE", w.slide, Purpose::SecondOpinion),
@@ -369,7 +387,8 @@ fn a_refusal_ends_the_list_and_names_the_rule() {
             slide: &w.slide,
             owner: &leeds,
             now: NOW,
-            revoked: Ok(false),
+            revocations: Ok(vec![]),
+            listed: None,
         },
     )
     .unwrap();
@@ -417,4 +436,153 @@ fn metadata_and_tiles_name_their_actions() {
         tile_actions(true),
         vec![ConsentAction::FetchTiles, ConsentAction::SeeLabel]
     );
+}
+
+/// Which revocations count and which grants hold away from the owner, as a table: a
+/// revocation only by the grant's issuer (Leeds), and, where a copy or a grantee decides
+/// with the owner's signed statement, only a grant that statement lists.
+#[test]
+fn revocations_by_the_issuer_and_the_owners_list_of_grants() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    let harrogate = NodeKey::generate();
+    let mut roster = w.roster.clone();
+    roster.members.push(member("RCD", &harrogate));
+    let care = consent(&[], false);
+    let signed = SignedGrant::sign(
+        &grant("RR8", "RAE", w.slide, Purpose::SecondOpinion),
+        &w.leeds,
+    )
+    .unwrap();
+    let other = SignedGrant::sign(
+        &grant("RR8", "RCD", w.slide, Purpose::SecondOpinion),
+        &w.leeds,
+    )
+    .unwrap();
+    let by_leeds = revocation(&signed, "RR8", &w.leeds);
+    let by_bradford_as_leeds = revocation(&signed, "RR8", &w.bradford);
+    let by_harrogate = revocation(&signed, "RCD", &harrogate);
+    let of_another_grant = revocation(&other, "RR8", &w.leeds);
+    let listed_both = [signed.id(), other.id()];
+    let listed_other = [other.id()];
+    // (revocations held, the owner's list (None: this node is the owner), allowed)
+    type Row<'a> = (Vec<&'a SignedRevocation>, Option<&'a [GrantId]>, bool);
+    let table: Vec<Row> = vec![
+        (vec![], None, true),
+        (vec![&by_leeds], None, false),
+        // Another member's revocation, in its own name or the owner's, revokes nothing.
+        (vec![&by_bradford_as_leeds], None, true),
+        (vec![&by_harrogate], None, true),
+        (vec![&of_another_grant], None, true),
+        // Kept beside a forged one, the issuer's still counts.
+        (vec![&by_harrogate, &by_leeds], None, false),
+        // Away from the owner: listed and unrevoked holds; unlisted is refused even though
+        // no revocation ever arrived; listed but revoked by the issuer is refused.
+        (vec![], Some(&listed_both[..]), true),
+        (vec![], Some(&listed_other[..]), false),
+        (vec![], Some(&[][..]), false),
+        (vec![&by_leeds], Some(&listed_both[..]), false),
+        (vec![&by_harrogate], Some(&listed_both[..]), true),
+    ];
+    for (held, listed, expected) in table {
+        let rules = Rules {
+            policy: &w.policy,
+            consent: &care,
+            owner: &leeds,
+            roster: Some(&roster),
+            listed: listed.map(|grants| OwnersList {
+                grants,
+                issued_at: NOW - 60,
+            }),
+        };
+        let described: Vec<String> = held
+            .iter()
+            .map(|r| format!("{} as {}", r.signer, r.verify().unwrap().owner))
+            .collect();
+        let verdict = decide(
+            &rules,
+            Subject {
+                trust: &bradford,
+                user: None,
+            },
+            Basis::Grant {
+                signed: &signed,
+                revocations: Ok(held.into_iter().cloned().collect()),
+            },
+            w.slide,
+            &[ConsentAction::View],
+            NOW,
+        );
+        assert_eq!(
+            verdict.allowed(),
+            expected,
+            "revocations {described:?}, listed {listed:?}: {:?}",
+            verdict.outcome
+        );
+        if let (Some(list), false) = (listed, expected)
+            && !list.contains(&signed.id())
+        {
+            let reason = verdict.outcome.unwrap_err().to_string();
+            assert!(reason.contains("not among the grants"), "{reason}");
+            assert_eq!(verdict.decisions.len(), 1);
+            assert!(verdict.decisions[0].rules[0].starts_with("grant: "));
+        }
+    }
+    // A grant checked a moment ago is refused once the owner's newer list leaves it out.
+    let checked = check_grant(
+        &signed,
+        &GrantQuestion {
+            roster: &roster,
+            requester: &bradford,
+            slide: &w.slide,
+            owner: &leeds,
+            now: NOW,
+            revocations: Ok(vec![]),
+            listed: Some(OwnersList {
+                grants: &listed_both,
+                issued_at: NOW - 60,
+            }),
+        },
+    )
+    .unwrap();
+    let newer = Rules {
+        policy: &w.policy,
+        consent: &care,
+        owner: &leeds,
+        roster: Some(&roster),
+        listed: Some(OwnersList {
+            grants: &listed_other,
+            issued_at: NOW,
+        }),
+    };
+    let verdict = decide(
+        &newer,
+        Subject {
+            trust: &bradford,
+            user: None,
+        },
+        Basis::Checked(&checked),
+        w.slide,
+        &[ConsentAction::FetchTiles],
+        NOW,
+    );
+    assert!(!verdict.allowed());
+    assert_eq!(verdict.grant, Some(signed.id()));
+    assert_eq!(verdict.purpose, "second-opinion");
+    // An unreadable store is a failure to decide, not a refusal.
+    let failed = decide(
+        &newer,
+        Subject {
+            trust: &bradford,
+            user: None,
+        },
+        Basis::Grant {
+            signed: &signed,
+            revocations: Err("disk on fire".into()),
+        },
+        w.slide,
+        &[ConsentAction::View],
+        NOW,
+    );
+    assert!(matches!(failed.outcome, Err(Refusal::Failed(_))));
 }

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::audit::AuditLog;
 use crate::consent::PolicyHandle;
-use crate::federation::{Federation, Handlers, PeerAddresses, tasks};
+use crate::federation::{Faults, Federation, Handlers, PeerAddresses, tasks};
 use crate::ingest::incoming::Incoming;
 use crate::net::{NetConfig, Network};
 use crate::store::cache::TileCache;
@@ -27,6 +27,10 @@ use crate::store::cache::TileCache;
 /// Fault injection for tests and the testnet: when set, tiles served to peers have a byte
 /// flipped, so requesters must detect and bypass this node.
 pub const CORRUPT_TILES_ENV: &str = "SLIDEMESH_FAULT_CORRUPT_TILES";
+/// Fault injection for tests: when set, this node drops every revocation message unread
+/// (delivered or announced), standing for a node that was down or cut off whenever one
+/// travelled; it learns of revocations only from the owners' consent statements.
+pub const DROP_REVOCATIONS_ENV: &str = "SLIDEMESH_FAULT_DROP_REVOCATIONS";
 
 use crate::api::requester::ProxyTrust;
 use crate::api::tls::TlsFiles;
@@ -230,10 +234,18 @@ async fn serve(
     let store = Arc::new(store);
     let cache = TileCache::open(&data.cache_dir(), config.network.cache_bytes)
         .with_context(|| format!("cannot open tile cache in {}", data.cache_dir().display()))?;
-    let corrupt = std::env::var_os(CORRUPT_TILES_ENV).is_some();
-    if corrupt {
+    let faults = Faults {
+        corrupt_tiles: std::env::var_os(CORRUPT_TILES_ENV).is_some(),
+        drop_revocations: std::env::var_os(DROP_REVOCATIONS_ENV).is_some(),
+    };
+    if faults.corrupt_tiles {
         warn!(
             "{CORRUPT_TILES_ENV} is set: this node serves corrupted tiles to peers (fault injection)"
+        );
+    }
+    if faults.drop_revocations {
+        warn!(
+            "{DROP_REVOCATIONS_ENV} is set: this node drops every revocation message unread (fault injection)"
         );
     }
     let policy = PolicyHandle::load(data.policy_path()).with_context(|| {
@@ -252,7 +264,7 @@ async fn serve(
         Arc::new(policy),
         audit,
         Arc::new(data.load_key()?),
-        corrupt,
+        faults,
     )?;
     let (network, network_task) = Network::start(
         &key,

@@ -3,7 +3,9 @@
 //! The grant is signed with this node's key and committed together with an outbox entry;
 //! the running node delivers it to the grantee's node (retrying while that node is down).
 //! A revocation is effective here the moment it commits: the serving node reads the
-//! revocation table on every manifest and tile batch request.
+//! revocation table on every manifest and tile batch request. It is signed with this
+//! node's key, which must be the trust's key on the roster: other members count a
+//! revocation only when the grant's issuer signed it.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -143,6 +145,17 @@ pub fn revoke(data: DataDir, args: RevokeArgs) -> Result<()> {
             stored.grant.owner
         );
     }
+    // Others count a revocation only when the grant's issuer signs it with its roster key.
+    if let Some((roster, _)) = node.store.current_roster()?
+        && roster.member(&stored.grant.owner).map(|m| m.node) != Some(node.key.public())
+    {
+        bail!(
+            "this node's key is not {}'s key on roster version {}, so other members would \
+             ignore a revocation it signs; revoke from the node the roster lists",
+            stored.grant.owner,
+            roster.version
+        );
+    }
     let now = now_unix();
     let signed = SignedRevocation::sign(
         &Revocation {
@@ -171,10 +184,17 @@ pub fn revoke(data: DataDir, args: RevokeArgs) -> Result<()> {
 pub fn grants(data: DataDir, args: GrantsArgs) -> Result<()> {
     let node = NodeContext::open(data)?;
     let now = now_unix();
+    let roster = node.store.current_roster()?.map(|(r, _)| r);
     let mut rows = Vec::new();
     for g in node.store.grants()? {
         let id = g.signed.id();
-        let state = if node.store.is_revoked(&id)? {
+        // Only the issuer's revocation counts (one signed by another member is kept, and
+        // ignored).
+        let revocations = node.store.revocations(&id)?;
+        let revoked = roster.as_ref().is_some_and(|roster| {
+            crate::access::grant::revoked_by_issuer(&id, &g.grant, &revocations, roster)
+        });
+        let state = if revoked {
             "revoked"
         } else if g.grant.expires_at <= now {
             "expired"

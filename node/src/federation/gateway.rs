@@ -1,8 +1,10 @@
 //! Decisions for this trust's own people, and for the trust itself when its API names no
 //! one, about every slide this node shows them: its own slides (its policy and recorded
 //! consent, no grant) and slides other trusts shared with it (the owner's rules from its
-//! signed consent statement, under the grant held). Every decision is
-//! [`crate::access::decide`]; this file gathers the rules and records the entries.
+//! signed consent statement, under the grant held, which that statement must list as
+//! holding: a grantee stops using a grant its owner's latest statement leaves out, whether
+//! or not the revocation itself arrived). Every decision is [`crate::access::decide`]; this
+//! file gathers the rules and records the entries.
 //!
 //! Fail closed: an allowed decision that is due in the log is durable before anything of
 //! the slide is shown (the caller gets its token only then); while the log cannot be
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slidemesh_protocol::{SlideId, TileId, TrustCode, UserClaim};
+use slidemesh_protocol::{GrantId, SlideId, TileId, TrustCode, UserClaim};
 use tracing::info;
 
 use super::Federation;
@@ -105,6 +107,20 @@ struct SlideRules {
     /// Keyed by a hash of the one asking and the actions (looked up without allocating);
     /// the entry holds both, compared on a hit.
     verdicts: Arc<std::sync::Mutex<HashMap<u64, MemoVerdict>>>,
+    /// For a shared slide: the grants the owner's statement lists as holding, and when it
+    /// was issued.
+    listed: Option<(Vec<GrantId>, u64)>,
+}
+
+impl SlideRules {
+    fn listed(&self) -> Option<access::OwnersList<'_>> {
+        self.listed
+            .as_ref()
+            .map(|(grants, issued_at)| access::OwnersList {
+                grants,
+                issued_at: *issued_at,
+            })
+    }
 }
 
 /// What a verdict says, without its audit entries (which are built when due).
@@ -305,6 +321,7 @@ impl Federation {
                         consent: &rules.consent,
                         owner: &rules.owner,
                         roster: None,
+                        listed: None,
                     },
                     Subject {
                         trust: &self.trust,
@@ -402,6 +419,7 @@ impl Federation {
                 consent: &rules.consent,
                 owner: &rules.owner,
                 roster: roster.as_ref(),
+                listed: rules.listed(),
             },
             Subject {
                 trust: &self.trust,
@@ -515,16 +533,18 @@ impl Federation {
                 identified: true,
                 grant: None,
                 verdicts: Default::default(),
+                listed: None,
             }
         } else {
             let signed = self.grant_for(slide)?;
             let roster = self
                 .roster()
                 .ok_or_else(|| RemoteError::Unavailable("this node has no roster".into()))?;
-            let revoked = self
+            let revocations = self
                 .store
-                .is_revoked(&signed.id())
+                .revocations(&signed.id())
                 .map_err(|e| e.to_string());
+            let owners = self.owners_rules(slide).map_err(refused)?;
             let checked = access::check_grant(
                 &signed,
                 &GrantQuestion {
@@ -533,11 +553,11 @@ impl Federation {
                     slide,
                     owner: &served.owner,
                     now: now_unix(),
-                    revoked,
+                    revocations,
+                    listed: Some(owners.listed()),
                 },
             )
             .map_err(refused)?;
-            let (policy, consent) = self.owners_rules(slide).map_err(refused)?;
             let identified = self
                 .store
                 .remote_slide(slide)
@@ -546,8 +566,9 @@ impl Federation {
             SlideRules {
                 read_at: Instant::now(),
                 generation,
-                policy,
-                consent,
+                listed: Some((owners.valid_grants, owners.issued_at)),
+                policy: owners.policy,
+                consent: owners.consent,
                 owner: served.owner.clone(),
                 local: false,
                 identified,

@@ -2,9 +2,11 @@
 //! slide's signed manifest when the patient's identity may leave the trust for the grant's
 //! purpose, and otherwise with a de-identified view made for the grant's project
 //! ([`crate::deidentify`]), signed and bound to the granted slide; with either, its signed
-//! consent statement. A node holding an identified copy may relay the owner's manifest and
-//! statement while the owner is down. The grantee checks everything against the owner's
-//! roster key and the grant before it stores the slide.
+//! consent statement, which also lists the owner's grants for the slide that hold. A node
+//! holding an identified copy may relay the owner's manifest and statement while the owner
+//! is down. The grantee checks everything against the owner's roster key and the grant
+//! before it stores the slide, and ends the slide when the statement no longer lists the
+//! grant it holds it under; a newer statement relayed by a copy replaces an older one.
 
 use libp2p::PeerId;
 use slidemesh_protocol::consent::{ConsentStatement, SignedConsentStatement};
@@ -16,6 +18,7 @@ use tracing::{info, warn};
 
 use super::receipts::Asked;
 use super::{Federation, Refusal};
+use crate::access;
 use crate::audit::Pending;
 use crate::consent::ConsentAction;
 use crate::deidentify::{Pseudonyms, deidentify};
@@ -196,22 +199,53 @@ impl Federation {
         }
     }
 
-    /// This node's current rules for one of its slides, signed: its policy's text and the
-    /// slide's recorded consent.
+    /// This node's current rules for one of its slides, signed: its policy's text, the
+    /// slide's recorded consent and the grants for it that hold now.
     fn consent_statement(&self, slide: &SlideId) -> Result<SignedConsentStatement, String> {
         let served = self.served_slide(slide)?;
         let consent = self
             .store
             .consent(&served.series_uid)
             .map_err(|e| format!("cannot read the slide's consent: {e}"))?;
+        let now = now_unix();
         let statement = ConsentStatement {
             owner: self.trust.clone(),
             slide: *slide,
             policy: self.policy.current().text().to_string(),
             consent,
-            issued_at: now_unix(),
+            issued_at: now,
+            valid_grants: self.valid_grants_for(slide, now)?,
         };
         Ok(SignedConsentStatement::sign(&statement, &self.key))
+    }
+
+    /// The grants this node issued for one of its slides that hold at `now`: unexpired and
+    /// not revoked by this node (their issuer). Sorted.
+    fn valid_grants_for(&self, slide: &SlideId, now: u64) -> Result<Vec<GrantId>, String> {
+        let roster = self.roster();
+        let failed = |e: crate::store::StoreError| format!("cannot list the slide's grants: {e}");
+        let mut out = Vec::new();
+        for stored in self.store.grants().map_err(failed)? {
+            if !stored.issued_here || stored.grant.slide != *slide || stored.grant.expires_at <= now
+            {
+                continue;
+            }
+            let id = stored.signed.id();
+            let revocations = self.store.revocations(&id).map_err(failed)?;
+            let revoked = match &roster {
+                Some(roster) => {
+                    access::grant::revoked_by_issuer(&id, &stored.grant, &revocations, roster)
+                }
+                // No roster, so no grant holds anywhere; list none that was revoked.
+                None => !revocations.is_empty(),
+            };
+            if !revoked {
+                out.push(id);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Whether the slide's identifying metadata may go to the grantee: never for research
@@ -395,6 +429,7 @@ impl Federation {
         if Some(manifest_signed.signer) != owner_key || manifest.owner != grant.owner {
             anyhow::bail!("manifest not signed by the owner's roster key");
         }
+        let mut stated_at = None;
         if let Some(statement) = &consent {
             let stated = statement.verify()?;
             if Some(statement.signer) != owner_key
@@ -403,6 +438,18 @@ impl Federation {
             {
                 anyhow::bail!("consent statement not the owner's for this slide");
             }
+            // The owner's word that this grant no longer holds, whoever relayed it: the
+            // slide ends here as if the owner had refused it, revocation received or not.
+            if !stated.lists(&signed.id()) {
+                let reason = format!(
+                    "the owner's consent statement no longer lists grant {}",
+                    signed.id()
+                );
+                self.end_shared_slide(&grant.slide, signed.id(), &reason)
+                    .await;
+                return Err(OwnerRefused(reason).into());
+            }
+            stated_at = Some(stated.issued_at);
         }
         let what = format!(
             "{}{}",
@@ -418,10 +465,30 @@ impl Federation {
         if source != owner {
             let store = self.store.clone();
             let slide = grant.slide;
-            let held = tokio::task::spawn_blocking(move || store.remote_slide(&slide))
-                .await??
-                .is_some();
-            if held {
+            let held = tokio::task::spawn_blocking(move || store.remote_slide(&slide)).await??;
+            if let Some(held) = held {
+                // Except the owner's own newer statement, which a copy may relay: it replaces
+                // an older one (it may list fewer grants), the manifest kept as it is.
+                let kept_at = held
+                    .consent
+                    .as_ref()
+                    .and_then(|c| c.verify().ok())
+                    .map(|c| c.issued_at);
+                let newer = stated_at.is_some_and(|at| kept_at.is_none_or(|kept| at > kept));
+                if newer
+                    && held.grant == signed.id()
+                    && held.signed.slide_id() == manifest_signed.slide_id()
+                {
+                    let store = self.store.clone();
+                    let updated = RemoteSlide {
+                        consent: consent.clone(),
+                        ..held
+                    };
+                    tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &updated))
+                        .await??;
+                    self.forget_owners_rules(&slide);
+                    info!(%slide, %source, "the owner's newer consent statement, relayed by a copy, kept");
+                }
                 let asked = Asked {
                     action: "view",
                     described: &manifest_label(true, refresh, &nonce),
@@ -452,6 +519,8 @@ impl Federation {
         if changed {
             self.manifest_changed(&slide);
         }
+        // The next decision reads the new statement (its grant list among it).
+        self.forget_owners_rules(&slide);
         info!(%slide, owner = %grant.owner, what, "shared slide available");
         let asked = Asked {
             action: "view",

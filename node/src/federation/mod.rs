@@ -30,8 +30,8 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    AssociatedKind, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId, SlideManifest, TileId,
-    TrustCode, UserClaim,
+    AssociatedKind, GrantId, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId,
+    SlideManifest, TileId, TrustCode, UserClaim,
 };
 use tracing::{info, warn};
 
@@ -56,6 +56,39 @@ const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
 
 /// Addresses to dial member trusts at instead of their roster entries'.
 pub type PeerAddresses = HashMap<TrustCode, Vec<Multiaddr>>;
+
+/// Fault injection for tests and the testnet (`serve` reads them from the environment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Serve tiles to peers with one byte flipped, so requesters must detect and bypass
+    /// this node.
+    pub corrupt_tiles: bool,
+    /// Drop every revocation message unread (delivered or announced) and answer that it
+    /// could not be taken: this node stands for one that was down or cut off whenever a
+    /// revocation travelled, and must learn of it from the owner's statements alone.
+    pub drop_revocations: bool,
+}
+
+/// The owner's rules for a slide this node holds a copy of, from the owner's latest signed
+/// consent statement.
+pub(crate) struct OwnersRules {
+    pub policy: Arc<Policy>,
+    pub consent: SlideConsent,
+    /// The owner's grants for the slide that held when the statement was issued.
+    pub valid_grants: Vec<GrantId>,
+    /// When the owner issued the statement (Unix seconds).
+    pub issued_at: u64,
+}
+
+impl OwnersRules {
+    /// The statement's list, as a decision takes it.
+    pub fn listed(&self) -> access::OwnersList<'_> {
+        access::OwnersList {
+            grants: &self.valid_grants,
+            issued_at: self.issued_at,
+        }
+    }
+}
 
 struct ServedSlide {
     tiles: HashSet<TileId>,
@@ -99,8 +132,8 @@ pub struct Federation {
     pub withdrawals: std::sync::atomic::AtomicU64,
     /// When each distinct refusal of a peer was last logged ([`Self::refusal_log_due`]).
     refusals_logged: Mutex<HashMap<blake3::Hash, std::time::Instant>>,
-    /// Test and testnet fault switch: serve tiles with one byte flipped.
-    corrupt_tiles: bool,
+    /// Test and testnet fault switches.
+    faults: Faults,
 }
 
 impl Federation {
@@ -113,7 +146,7 @@ impl Federation {
         policy: Arc<PolicyHandle>,
         audit: AuditLog,
         key: Arc<NodeKey>,
-        corrupt_tiles: bool,
+        faults: Faults,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let roster = store.current_roster()?.map(|(r, _)| r);
         Ok(Arc::new(Self {
@@ -134,7 +167,7 @@ impl Federation {
             gateway: gateway::GatewayState::default(),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
             refusals_logged: Mutex::new(HashMap::new()),
-            corrupt_tiles,
+            faults,
         }))
     }
 
@@ -281,10 +314,10 @@ impl Federation {
         served
     }
 
-    /// The owner's policy and recorded consent for a slide this node holds a copy of, from
-    /// the owner's signed consent statement kept with the slide. None kept: nothing is
-    /// served from the copy (default deny).
-    fn owners_rules(&self, slide: &SlideId) -> Result<(Arc<Policy>, SlideConsent), Refusal> {
+    /// The owner's policy, recorded consent and grants that hold for a slide this node holds
+    /// a copy of, from the owner's signed consent statement kept with the slide. None kept:
+    /// nothing is served from the copy (default deny).
+    fn owners_rules(&self, slide: &SlideId) -> Result<OwnersRules, Refusal> {
         let denied = Refusal::Denied;
         let remote = self
             .store
@@ -331,7 +364,12 @@ impl Federation {
                 policy
             }
         };
-        Ok((policy, statement.consent))
+        Ok(OwnersRules {
+            policy,
+            consent: statement.consent,
+            valid_grants: statement.valid_grants,
+            issued_at: statement.issued_at,
+        })
     }
 
     /// May `peer` do each of `actions` on `slide` under `grant`? Decided by
@@ -356,26 +394,29 @@ impl Federation {
             .trust_of(peer)
             .ok_or_else(|| denied(format!("{peer} is not a member")))?;
         let served = self.served_slide(slide)?;
-        // The owner decides with its own policy and recorded consent. A node serving a copy
-        // decides with the owner's signed statement of both, never with its own rules.
-        let (policy, consent) = if served.local {
+        // The owner decides with its own policy, recorded consent and revocations. A node
+        // serving a copy decides with the owner's signed statement of policy, consent and
+        // the grants that hold, never with its own rules.
+        let (policy, consent, owners) = if served.local {
             let consent = self
                 .store
                 .consent(&served.series_uid)
                 .map_err(|e| Refusal::Failed(format!("cannot read the slide's consent: {e}")))?;
-            (self.policy.current(), consent)
+            (self.policy.current(), consent, None)
         } else {
-            self.owners_rules(slide)?
+            let owners = self.owners_rules(slide)?;
+            (owners.policy.clone(), owners.consent.clone(), Some(owners))
         };
         let rules = access::Rules {
             policy: &policy,
             consent: &consent,
             owner: &served.owner,
             roster: Some(&roster),
+            listed: owners.as_ref().map(OwnersRules::listed),
         };
-        let revoked = self
+        let revocations = self
             .store
-            .is_revoked(&grant.id())
+            .revocations(&grant.id())
             .map_err(|e| e.to_string());
         let verdict = access::decide(
             &rules,
@@ -385,7 +426,7 @@ impl Federation {
             },
             access::Basis::Grant {
                 signed: grant,
-                revoked,
+                revocations,
             },
             *slide,
             actions,
@@ -481,42 +522,88 @@ impl Federation {
         ControlResponse::Accepted
     }
 
-    fn accept_revocation(&self, signed: SignedRevocation) -> ControlResponse {
-        let revocation = match signed.verify() {
-            Ok(r) => r,
-            Err(e) => {
-                return ControlResponse::Denied {
-                    reason: e.to_string(),
-                };
-            }
-        };
-        let owner_key = self
-            .roster()
-            .and_then(|r| r.member(&revocation.owner).map(|m| m.node));
-        if owner_key != Some(signed.signer) {
-            return ControlResponse::Denied {
-                reason: "revocation not signed by the owner's roster key".into(),
+    /// A revocation delivered by `peer` (`via` a control message or a gossip announcement,
+    /// which `peer` may only have relayed). Kept only when it is signed by the roster key of
+    /// the trust it names and, for a grant this node holds, when that trust issued the
+    /// grant; refused with a warning naming the peer otherwise. A revocation of a grant this
+    /// node does not hold (another trust's, which a copy may be asked to serve under) is
+    /// kept as it is, and counts only if the grant later shown with it was issued by its
+    /// signer ([`access::check_grant`] checks that again on every decision).
+    fn accept_revocation(
+        &self,
+        peer: PeerId,
+        signed: SignedRevocation,
+        via: &'static str,
+    ) -> ControlResponse {
+        if self.faults.drop_revocations {
+            warn!(%peer, via, "revocation dropped unread (fault injection)");
+            return ControlResponse::Failed {
+                reason: "this node drops revocations (fault injection)".into(),
             };
         }
-        // Only the owner's own grants can be revoked by the owner.
-        match self.store.grant(&revocation.grant) {
-            Ok(Some(g)) if g.grant.owner != revocation.owner => {
-                return ControlResponse::Denied {
-                    reason: "revocation by a trust that did not issue the grant".into(),
-                };
-            }
+        let refuse = |grant: Option<GrantId>, reason: String| {
+            warn!(%peer, via, grant = ?grant.map(|g| g.to_string()), reason, "revocation refused");
+            ControlResponse::Denied { reason }
+        };
+        let revocation = match signed.verify() {
+            Ok(r) => r,
+            Err(e) => return refuse(None, e.to_string()),
+        };
+        let Some(roster) = self.roster() else {
+            return refuse(
+                Some(revocation.grant),
+                "this node has no roster to check the signer with".into(),
+            );
+        };
+        let signer = roster
+            .members
+            .iter()
+            .find(|m| m.node == signed.signer)
+            .map_or_else(|| format!("key {}", signed.signer), |m| m.trust.to_string());
+        let named_key = roster.member(&revocation.owner).map(|m| m.node);
+        if named_key != Some(signed.signer) {
+            return refuse(
+                Some(revocation.grant),
+                format!(
+                    "revocation in the name of {} is not signed by {}'s roster key (signed by {signer})",
+                    revocation.owner, revocation.owner
+                ),
+            );
+        }
+        // A grant this node holds: only its issuer revokes it.
+        let held = match self.store.grant(&revocation.grant) {
+            Ok(held) => held,
             Err(e) => {
                 return ControlResponse::Failed {
                     reason: e.to_string(),
                 };
             }
-            _ => {}
+        };
+        if let Some(held) = &held {
+            let issuer_key = roster.member(&held.grant.owner).map(|m| m.node);
+            let by_issuer = issuer_key
+                .ok_or_else(|| format!("the grant's issuer {} is not a member", held.grant.owner))
+                .and_then(|key| {
+                    signed
+                        .verify_by_issuer(&revocation.grant, &held.grant, &key)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(reason) = by_issuer {
+                return refuse(
+                    Some(revocation.grant),
+                    format!("revocation by {signer}, who did not issue the grant: {reason}"),
+                );
+            }
         }
         match self.store.put_revocation(&revocation.grant, &signed, None) {
             Ok(()) => {
                 self.withdrawals
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                info!(grant = %revocation.grant, owner = %revocation.owner, "grant revoked by its owner");
+                if held.is_some() {
+                    info!(%peer, via, grant = %revocation.grant, owner = %revocation.owner, "grant revoked by its owner");
+                } else {
+                    info!(%peer, via, grant = %revocation.grant, owner = %revocation.owner, "revocation kept for a grant this node does not hold");
+                }
                 ControlResponse::Accepted
             }
             Err(e) => ControlResponse::Failed {
@@ -534,7 +621,7 @@ impl Federation {
             .flatten()
             .and_then(|location| self.reader.read(&location).ok());
         let mut bytes = from_files.or_else(|| self.cache.get(tile))?;
-        if self.corrupt_tiles
+        if self.faults.corrupt_tiles
             && let Some(b) = bytes.last_mut()
         {
             *b ^= 0xff;
@@ -569,7 +656,7 @@ impl Inbound for Handlers {
                     tokio::task::block_in_place(|| fed.accept_grant(peer, signed))
                 }
                 ControlRequest::DeliverRevocation(signed) => {
-                    tokio::task::block_in_place(|| fed.accept_revocation(signed))
+                    tokio::task::block_in_place(|| fed.accept_revocation(peer, signed, "delivered"))
                 }
                 ControlRequest::Cosign {
                     checkpoint,
@@ -620,8 +707,10 @@ impl Inbound for Handlers {
                     }
                 }
                 Announcement::Revocation(signed) => {
-                    let _ =
-                        tokio::task::spawn_blocking(move || fed.accept_revocation(signed)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        fed.accept_revocation(from, signed, "announced")
+                    })
+                    .await;
                 }
             }
         });

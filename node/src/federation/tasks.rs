@@ -392,9 +392,15 @@ async fn review_received_grants(
         }
         let store = fed.store.clone();
         let fresh_after = now.saturating_sub(refresh_every.as_secs());
+        let roster = fed.roster();
+        let grant = stored.grant.clone();
         // None: nothing to do; Some(refresh): fetch, as a refresh when a copy is held.
         let wanted = tokio::task::spawn_blocking(move || {
-            if store.is_revoked(&id)? {
+            let revocations = store.revocations(&id)?;
+            let revoked = roster.as_ref().is_some_and(|roster| {
+                crate::access::grant::revoked_by_issuer(&id, &grant, &revocations, roster)
+            });
+            if revoked {
                 return Ok::<_, crate::store::StoreError>(None);
             }
             Ok(match store.remote_slide(&slide)? {

@@ -1,14 +1,19 @@
 //! Federation state in the store: roster versions, grants (issued and received),
 //! revocations, slides other trusts shared with us, and the outbox of messages to peers.
 //!
+//! Revocations are kept as received, one per grant and signer: which of them counts (only
+//! the grant issuer's) is decided with the grant and the roster, by `access::grant`, not
+//! here. Keyed by signer too, so a member's forged revocation never replaces the issuer's.
+//!
 //! The outbox is how the CLI and the running node cooperate without talking to each other:
 //! `slidemesh share` signs a grant and commits it together with an outbox entry in one
 //! transaction; the node's delivery task sends outbox entries to their peers and removes
 //! each once the peer acknowledged it, retrying across restarts and outages.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
-use slidemesh_protocol::consent::SignedConsentStatement;
+use slidemesh_protocol::Statement;
+use slidemesh_protocol::consent::{ConsentStatement, SignedConsentStatement};
 use slidemesh_protocol::wire::ControlRequest;
 use slidemesh_protocol::{
     Grant, GrantId, Roster, SignedDeidentifiedView, SignedGrant, SignedManifest, SignedRevocation,
@@ -21,9 +26,12 @@ use super::{RedbContext, SlideSummary, Store, StoreError, decode, encode};
 pub(super) const ROSTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("rosters_v1");
 /// GrantId -> postcard([`StoredGrant`]).
 pub(super) const GRANTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("grants_v1");
-/// GrantId -> postcard([`SignedRevocation`]).
-pub(super) const REVOCATIONS: TableDefinition<&[u8; 32], &[u8]> =
-    TableDefinition::new("revocations_v1");
+/// GrantId ++ the signer's key -> postcard([`SignedRevocation`]). v1 was keyed by the
+/// grant alone (a later revocation replaced an earlier one, whoever signed it); its rows
+/// are moved here when the store is opened ([`Store::migrate_federation`]).
+pub(super) const REVOCATIONS: TableDefinition<&[u8; 64], &[u8]> =
+    TableDefinition::new("revocations_v2");
+const REVOCATIONS_V1: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("revocations_v1");
 /// SlideId -> postcard([`RemoteSlide`]). v2 added the de-identified view, v3 the owner's
 /// consent statement; older rows are left behind unread, and the node fetches those
 /// slides' manifests again because their grants have no stored slide.
@@ -56,9 +64,19 @@ pub struct RemoteSlide {
     /// Present when `signed` is a de-identified view: the owner's statement binding it to
     /// the granted slide and naming the project its pseudonyms are for.
     pub deidentified: Option<SignedDeidentifiedView>,
-    /// The owner's signed policy text and recorded consent for the slide, as of
-    /// `stored_at`: what this node decides with when it serves the slide's tiles to others.
+    /// The owner's signed policy text, recorded consent and grants that hold for the
+    /// slide, as of `stored_at`: what this node decides with when it serves the slide's
+    /// tiles to others, and for its own people. A statement older than canonical version 2
+    /// (no grant list) is dropped when the store is opened, and fetched again at once.
     pub consent: Option<SignedConsentStatement>,
+}
+
+/// The key of one signer's revocation of one grant.
+fn revocation_key(grant: &GrantId, signed: &SignedRevocation) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(grant.as_bytes());
+    key[32..].copy_from_slice(signed.signer.as_bytes());
+    key
 }
 
 /// A message waiting to be delivered to a member trust's node.
@@ -157,8 +175,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a revocation (and optionally an outbox message) in one transaction. At the
-    /// grantee it also forgets the shared slide the grant covered, if no other grant does.
+    /// Records a revocation (and optionally an outbox message) in one transaction, beside
+    /// any other signer's revocation of the same grant. At the grantee it also forgets the
+    /// shared slide the grant covered: the caller checked the revocation is by the grant's
+    /// issuer first (a revocation of a grant this node does not hold covers no slide here).
     pub fn put_revocation(
         &self,
         grant: &GrantId,
@@ -169,7 +189,7 @@ impl Store {
         {
             let mut table = tx.open_table(REVOCATIONS).op("open revocations")?;
             table
-                .insert(grant.as_bytes(), encode(signed).as_slice())
+                .insert(&revocation_key(grant, signed), encode(signed).as_slice())
                 .op("insert revocation")?;
             remove_remote_slides_of(&tx, grant)?;
             if let Some(item) = outbox {
@@ -215,10 +235,110 @@ impl Store {
         Ok(ended)
     }
 
-    pub fn is_revoked(&self, grant: &GrantId) -> Result<bool, StoreError> {
+    /// Every revocation received for `grant`, whoever signed it (see the module docs for
+    /// which count).
+    pub fn revocations(&self, grant: &GrantId) -> Result<Vec<SignedRevocation>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(REVOCATIONS).op("open revocations")?;
-        Ok(table.get(grant.as_bytes()).op("read revocation")?.is_some())
+        let (mut first, mut last) = ([0u8; 64], [0xffu8; 64]);
+        first[..32].copy_from_slice(grant.as_bytes());
+        last[..32].copy_from_slice(grant.as_bytes());
+        let mut out = Vec::new();
+        for entry in table
+            .range::<&[u8; 64]>(&first..=&last)
+            .op("read revocations")?
+        {
+            let (_, value) = entry.op("read revocations")?;
+            out.push(decode("revocations_v2", value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Brings federation tables written by an older version up to date, in one write
+    /// transaction, only when there is something to do:
+    /// - `revocations_v1` (one revocation per grant) moves into `revocations_v2` (one per
+    ///   grant and signer) and is deleted;
+    /// - a shared slide's consent statement of canonical version 1 (no list of the grants
+    ///   that hold) is dropped and the slide marked stale, so the running node asks its
+    ///   owner for a current statement at once. Until then nothing of that slide is served
+    ///   from the copy, nor shown here: without a statement nothing is decided yes.
+    pub(super) fn migrate_federation(&self) -> Result<(), StoreError> {
+        let stale = |slide: &RemoteSlide| {
+            slide.consent.as_ref().is_some_and(|c| {
+                slidemesh_protocol::canonical::version_of(&c.bytes)
+                    .is_none_or(|v| v < ConsentStatement::SINCE_VERSION)
+            })
+        };
+        let (old_revocations, stale_statements) = {
+            let tx = self.db.begin_read().op("begin read")?;
+            let old = tx
+                .list_tables()
+                .op("list tables")?
+                .any(|t| t.name() == REVOCATIONS_V1.name());
+            let table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+            let mut stale_count = 0;
+            for entry in table.iter().op("list remote slides")? {
+                let (_, value) = entry.op("list remote slides")?;
+                // A row this version cannot read is left for its readers to report.
+                if let Ok(slide) = decode::<RemoteSlide>(REMOTE_SLIDES_NAME, value.value())
+                    && stale(&slide)
+                {
+                    stale_count += 1;
+                }
+            }
+            (old, stale_count > 0)
+        };
+        if !old_revocations && !stale_statements {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().op("begin write")?;
+        {
+            // Checked again inside the transaction: another process may have migrated.
+            let old = tx
+                .list_tables()
+                .op("list tables")?
+                .any(|t| t.name() == REVOCATIONS_V1.name());
+            if old {
+                let rows: Vec<(GrantId, SignedRevocation)> = {
+                    let v1 = tx.open_table(REVOCATIONS_V1).op("open revocations_v1")?;
+                    let mut rows = Vec::new();
+                    for entry in v1.iter().op("list revocations_v1")? {
+                        let (key, value) = entry.op("list revocations_v1")?;
+                        rows.push((
+                            GrantId::from_bytes(*key.value()),
+                            decode("revocations_v1", value.value())?,
+                        ));
+                    }
+                    rows
+                };
+                let mut v2 = tx.open_table(REVOCATIONS).op("open revocations")?;
+                for (grant, signed) in &rows {
+                    v2.insert(&revocation_key(grant, signed), encode(signed).as_slice())
+                        .op("move revocation")?;
+                }
+                drop(v2);
+                tx.delete_table(REVOCATIONS_V1)
+                    .op("delete revocations_v1")?;
+            }
+            let mut table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+            let mut rewrite = Vec::new();
+            for entry in table.iter().op("list remote slides")? {
+                let (key, value) = entry.op("list remote slides")?;
+                if let Ok(mut slide) = decode::<RemoteSlide>(REMOTE_SLIDES_NAME, value.value())
+                    && stale(&slide)
+                {
+                    slide.consent = None;
+                    slide.stored_at = 0;
+                    rewrite.push((*key.value(), slide));
+                }
+            }
+            for (key, slide) in rewrite {
+                table
+                    .insert(&key, encode(&slide).as_slice())
+                    .op("rewrite remote slide")?;
+            }
+        }
+        tx.commit().op("commit migration")
     }
 
     pub fn put_remote_slide(&self, id: &SlideId, slide: &RemoteSlide) -> Result<(), StoreError> {
@@ -329,4 +449,157 @@ fn remove_remote_slides_of(
         remote.remove(key).op("remove remote slide")?;
     }
     Ok(covered.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{Database, ReadableDatabase};
+    use slidemesh_protocol::consent::SlideConsent;
+    use slidemesh_protocol::{NodeKey, Revocation};
+
+    use super::*;
+    use crate::store::Origin;
+
+    fn revocation(grant: GrantId, owner: &str, key: &NodeKey) -> SignedRevocation {
+        SignedRevocation::sign(
+            &Revocation {
+                grant,
+                owner: owner.parse().unwrap(),
+                revoked_at: 1_800_000_000,
+            },
+            key,
+        )
+    }
+
+    fn remote(consent: Option<SignedConsentStatement>) -> RemoteSlide {
+        RemoteSlide {
+            // Never verified by the migration.
+            signed: SignedManifest {
+                bytes: vec![2, 0],
+                signer: NodeKey::generate().public(),
+                signature: vec![0; 64],
+            },
+            summary: SlideSummary {
+                owner: "RR8".parse().unwrap(),
+                origin: Origin::Shared,
+                series_uid: "1.2.3".into(),
+                study_uid: "1.2".into(),
+                container_id: None,
+                stain: None,
+                anatomic_site: None,
+                acquired: None,
+                levels: 1,
+                width: 1,
+                height: 1,
+                tiles: 1,
+                bytes: 1,
+                has_label: false,
+                has_overview: false,
+                has_thumbnail: false,
+            },
+            grant: GrantId::of(b"grant"),
+            stored_at: 1_800_000_000,
+            deidentified: None,
+            consent,
+        }
+    }
+
+    /// Every signer's revocation of a grant is kept: a member's forged one arriving after
+    /// the issuer's does not replace it.
+    #[test]
+    fn revocations_are_kept_per_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        let (leeds, bradford) = (NodeKey::generate(), NodeKey::generate());
+        let grant = GrantId::of(b"a grant");
+        let honest = revocation(grant, "RR8", &leeds);
+        let forged = revocation(grant, "RAE", &bradford);
+        store.put_revocation(&grant, &honest, None).unwrap();
+        store.put_revocation(&grant, &forged, None).unwrap();
+        store.put_revocation(&grant, &honest, None).unwrap();
+        let held = store.revocations(&grant).unwrap();
+        assert_eq!(held.len(), 2);
+        assert!(held.contains(&honest) && held.contains(&forged));
+        assert!(
+            store
+                .revocations(&GrantId::of(b"other"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// A data directory of the previous version: `revocations_v1` rows move to
+    /// `revocations_v2`, and a shared slide's consent statement of canonical version 1 is
+    /// dropped with the slide marked for a refresh at once; a current one is kept.
+    #[test]
+    fn an_older_stores_revocations_and_statements_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let key = NodeKey::generate();
+        let grant = GrantId::of(b"a revoked grant");
+        let old_revocation = revocation(grant, "RR8", &key);
+        let current = SignedConsentStatement::sign(
+            &ConsentStatement {
+                owner: "RR8".parse().unwrap(),
+                slide: SlideId::of(b"current"),
+                policy: String::new(),
+                consent: SlideConsent::default(),
+                issued_at: 1_800_000_000,
+                valid_grants: vec![GrantId::of(b"grant")],
+            },
+            &key,
+        );
+        // Version 1 bytes, as an older node signed them (they are never read here).
+        let mut old_statement = current.clone();
+        old_statement.bytes[0] = 1;
+        let (old_slide, current_slide) = (SlideId::of(b"old"), SlideId::of(b"current"));
+        drop(Store::open(&path).unwrap());
+        {
+            let db = Database::builder()
+                .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+                .open(&path)
+                .unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.delete_table(REVOCATIONS).unwrap();
+            {
+                let mut v1 = tx.open_table(REVOCATIONS_V1).unwrap();
+                v1.insert(grant.as_bytes(), encode(&old_revocation).as_slice())
+                    .unwrap();
+                let mut remote_slides = tx.open_table(REMOTE_SLIDES).unwrap();
+                for (slide, consent) in [
+                    (old_slide, old_statement.clone()),
+                    (current_slide, current.clone()),
+                ] {
+                    remote_slides
+                        .insert(slide.as_bytes(), encode(&remote(Some(consent))).as_slice())
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.revocations(&grant).unwrap(), vec![old_revocation]);
+        let tables: Vec<String> = store
+            .db
+            .begin_read()
+            .unwrap()
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(
+            !tables.contains(&"revocations_v1".to_string()),
+            "{tables:?}"
+        );
+        let migrated = store.remote_slide(&old_slide).unwrap().unwrap();
+        assert!(migrated.consent.is_none());
+        assert_eq!(migrated.stored_at, 0, "asked for again at once");
+        let kept = store.remote_slide(&current_slide).unwrap().unwrap();
+        assert_eq!(kept.consent, Some(current));
+        assert_eq!(kept.stored_at, 1_800_000_000);
+        // Opening again changes nothing.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.revocations(&grant).unwrap().len(), 1);
+    }
 }

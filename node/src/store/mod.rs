@@ -281,6 +281,7 @@ impl Store {
             })?;
         let store = Self { db };
         store.ensure_tables()?;
+        store.migrate_federation()?;
         Ok(store)
     }
 

@@ -157,6 +157,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
             consent,
             owner: &owner,
             roster: Some(&roster),
+            listed: None,
         };
         let subject = access::Subject {
             trust: &requester,
@@ -170,7 +171,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
     for i in 0..args.iterations {
         let basis = access::Basis::Grant {
             signed: &signed,
-            revoked: Ok(false),
+            revocations: Ok(Vec::new()),
         };
         allowed += access_as(i, basis, None) as usize;
     }
@@ -183,7 +184,8 @@ pub fn run(args: ConsentBench) -> Result<()> {
             slide: &slide,
             owner: &owner,
             now,
-            revoked: Ok(false),
+            revocations: Ok(Vec::new()),
+            listed: None,
         },
     )
     .map_err(|e| anyhow::anyhow!("the bench's grant does not check: {e}"))?;
@@ -204,6 +206,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
             consent,
             owner: &owner,
             roster: Some(&roster),
+            listed: None,
         };
         let subject = access::Subject {
             user: Some(&people[i % 2]),

@@ -24,8 +24,8 @@ pub struct NodeConfig {
     pub users: UsersSection,
 }
 
-/// Who the HTTP API and web UI act for: the trust itself, or the person the trust's single
-/// sign-on proxy authenticated.
+/// Who the HTTP API and web UI act for: the trust itself, the person the trust's single
+/// sign-on proxy authenticated, or the person who signed on at the trust's OpenID provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsersSection {
@@ -59,6 +59,41 @@ pub struct UsersSection {
     /// `from = "none"` the trust itself may (the node then answers on loopback only).
     #[serde(default = "default_ingest_roles")]
     pub ingest_roles: Vec<String>,
+    /// With `from = "oidc"`: the trust's OpenID provider (its issuer URL; the node reads
+    /// `/.well-known/openid-configuration` under it when `serve` starts).
+    #[serde(default)]
+    pub oidc_issuer: String,
+    /// This node's client id at the provider.
+    #[serde(default)]
+    pub oidc_client_id: String,
+    /// A file holding the client secret (relative paths are in the data directory); empty:
+    /// a public client, PKCE only.
+    #[serde(default)]
+    pub oidc_client_secret_file: String,
+    /// Where the provider sends the browser back: this node's `/auth/callback` as browsers
+    /// reach it, registered at the provider.
+    #[serde(default)]
+    pub oidc_redirect_url: String,
+    /// Scopes asked for (`openid` always is).
+    #[serde(default = "default_oidc_scopes")]
+    pub oidc_scopes: Vec<String>,
+    /// The ID token claim naming the person's account.
+    #[serde(default = "default_oidc_user_claim")]
+    pub oidc_user_claim: String,
+    /// The ID token claim holding the person's role (a string or a list of strings).
+    #[serde(default = "default_oidc_roles_claim")]
+    pub oidc_roles_claim: String,
+    /// Where the provider sends the browser after signing out there (registered at the
+    /// provider); empty: the provider's own page.
+    #[serde(default)]
+    pub oidc_post_logout_redirect_url: String,
+    /// Seconds a session lasts after signing on.
+    #[serde(default = "default_oidc_session_secs")]
+    pub oidc_session_secs: u64,
+    /// A PEM file of CA certificates to trust for the provider besides the system's
+    /// (relative paths are in the data directory); empty: the system's only.
+    #[serde(default)]
+    pub oidc_ca_file: String,
 }
 
 /// See [`UsersSection`].
@@ -70,6 +105,20 @@ pub enum UsersFrom {
     None,
     /// The trust's sign-on proxy in front of the node names the person in headers.
     Proxy,
+    /// People sign on at the trust's OpenID provider (authorization code flow with PKCE);
+    /// the node keeps their sessions.
+    Oidc,
+}
+
+impl UsersFrom {
+    /// As config.toml writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsersFrom::None => "none",
+            UsersFrom::Proxy => "proxy",
+            UsersFrom::Oidc => "oidc",
+        }
+    }
 }
 
 impl Default for UsersSection {
@@ -83,8 +132,35 @@ impl Default for UsersSection {
             proxy_secret_file: String::new(),
             proxy_secret_header: default_proxy_secret_header(),
             ingest_roles: default_ingest_roles(),
+            oidc_issuer: String::new(),
+            oidc_client_id: String::new(),
+            oidc_client_secret_file: String::new(),
+            oidc_redirect_url: String::new(),
+            oidc_scopes: default_oidc_scopes(),
+            oidc_user_claim: default_oidc_user_claim(),
+            oidc_roles_claim: default_oidc_roles_claim(),
+            oidc_post_logout_redirect_url: String::new(),
+            oidc_session_secs: default_oidc_session_secs(),
+            oidc_ca_file: String::new(),
         }
     }
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into()]
+}
+
+fn default_oidc_user_claim() -> String {
+    "preferred_username".into()
+}
+
+fn default_oidc_roles_claim() -> String {
+    "roles".into()
+}
+
+/// A working day.
+fn default_oidc_session_secs() -> u64 {
+    8 * 60 * 60
 }
 
 fn default_proxy_secret_header() -> String {
@@ -308,7 +384,8 @@ trust_name = {name}
 # trust's reverse proxy in front; `slidemesh serve --http` overrides it for one run.
 listen = {listen}
 # Web origins whose pages may call this node's API and DICOMweb (/dicomweb) from a browser,
-# e.g. ["https://viewer.trust.nhs.uk"]; "*" allows any page (refused with [users] sign-on).
+# e.g. ["https://viewer.trust.nhs.uk"]; "*" allows any page (refused with [users] sign-on,
+# "proxy" or "oidc").
 # Empty: only the node's own UI.
 cors_origins = {cors}
 # HTTPS: PEM certificate chain and private key (relative paths are in the data directory).
@@ -349,7 +426,7 @@ audit_checkpoint_secs = 60
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.
 # "127.0.0.1:11112"; empty: off. `slidemesh serve --dimse` overrides it for one run.
 # Received instances are ingested when the sender releases the association. Beyond loopback
-# only with [users] from = "proxy" (sign-on on).
+# only with sign-on ([users] from = "proxy" or "oidc").
 listen = {dimse_listen}
 # This node's AE title: associations calling another title are refused.
 ae_title = {ae_title}
@@ -360,15 +437,17 @@ calling_ae_titles = {callers}
 [users]
 # Who the web UI and API act for. "none": every request acts as this trust, and peers' and
 # owners' policies see the trust. "proxy": the trust's single sign-on proxy in front of this
-# node authenticates each person and names them in the two headers below; owners' policies
-# then decide per person and role (principal Slidemesh::User::"TRUST/account"), and both
+# node authenticates each person and names them in the two headers below. "oidc": people
+# sign on at the trust's OpenID provider (oidc_* below). With "proxy" or "oidc" owners'
+# policies decide per person and role (principal Slidemesh::User::"TRUST/account"), and both
 # sides' audit logs name them. With "none", serve listens on loopback only ([http] listen
 # and [dimse] listen): no one else may act as the trust.
 from = "{users_from}"
 user_header = {user_header}
 role_header = {role_header}
-# With "proxy": refuse requests that name no one (401), so nothing is seen without a named
-# person; false lets them act as the trust when they come from this host (scripts).
+# With "proxy" or "oidc": refuse requests that name no one (401; with "oidc" the web UI's
+# pages go to the provider's sign-in instead), so nothing is seen without a named person;
+# false lets them act as the trust when they come from this host (scripts).
 required = {users_required}
 # With "proxy": the proxy's addresses, IPs or CIDR networks, e.g. ["10.1.2.5", "10.1.3.0/24"],
 # and a file holding a secret it sends in proxy_secret_header with every request (make one
@@ -381,11 +460,47 @@ proxy_secret_header = {proxy_secret_header}
 # Roles whose people or service accounts may store slides through STOW-RS (with "none", the
 # trust itself may).
 ingest_roles = {ingest_roles}
+# With "oidc": the authorization code flow with PKCE at the trust's OpenID provider. The
+# provider is found at serve start from its issuer URL (/.well-known/openid-configuration
+# under it); serve refuses to start when it cannot be reached. Register this node there as a
+# client with oidc_redirect_url (this node's /auth/callback as browsers reach it, e.g.
+# "https://slides.trust.nhs.uk/auth/callback") and put the client secret in a file (chmod
+# 600; relative paths are in the data directory; empty: a public client, PKCE only). The
+# issuer and the redirect URL must be https unless on loopback.
+oidc_issuer = {oidc_issuer}
+oidc_client_id = {oidc_client_id}
+oidc_client_secret_file = {oidc_client_secret_file}
+oidc_redirect_url = {oidc_redirect_url}
+# Scopes asked for ("openid" always is); add the one your provider needs to put the roles
+# claim in the ID token, e.g. ["openid", "profile", "roles"].
+oidc_scopes = {oidc_scopes}
+# ID token claims: the person's account ("preferred_username", "sub", "email" or another
+# string claim) and their role (a string or a list; the first valid role is used: lowercase
+# letters, digits and '-', as policies compare them). No role, no sign-on.
+oidc_user_claim = {oidc_user_claim}
+oidc_roles_claim = {oidc_roles_claim}
+# Where the provider sends the browser after it signed the person out too (its
+# end_session_endpoint, when it has one), e.g. "https://slides.trust.nhs.uk/signed-out";
+# register it at the provider. Empty: the provider's own page.
+oidc_post_logout_redirect_url = {oidc_post_logout_redirect_url}
+# Seconds a session lasts. Sessions live in this process's memory: they end when serve
+# restarts, and people then sign on again (usually without a password, at the provider).
+oidc_session_secs = {oidc_session_secs}
+# Extra CA certificates (PEM) to trust for the provider besides the system's, e.g. the
+# trust's internal CA; empty: the system's trust store only.
+oidc_ca_file = {oidc_ca_file}
 "#,
-            users_from = match self.users.from {
-                UsersFrom::None => "none",
-                UsersFrom::Proxy => "proxy",
-            },
+            users_from = self.users.from.as_str(),
+            oidc_issuer = toml_string(&self.users.oidc_issuer),
+            oidc_client_id = toml_string(&self.users.oidc_client_id),
+            oidc_client_secret_file = toml_string(&self.users.oidc_client_secret_file),
+            oidc_redirect_url = toml_string(&self.users.oidc_redirect_url),
+            oidc_scopes = toml_strings(&self.users.oidc_scopes),
+            oidc_user_claim = toml_string(&self.users.oidc_user_claim),
+            oidc_roles_claim = toml_string(&self.users.oidc_roles_claim),
+            oidc_post_logout_redirect_url = toml_string(&self.users.oidc_post_logout_redirect_url),
+            oidc_session_secs = self.users.oidc_session_secs,
+            oidc_ca_file = toml_string(&self.users.oidc_ca_file),
             user_header = toml_string(&self.users.user_header),
             role_header = toml_string(&self.users.role_header),
             users_required = self.users.required,
@@ -486,6 +601,83 @@ pub fn proxy_networks(list: &[String]) -> Result<Vec<IpNet>> {
         .collect()
 }
 
+impl UsersSection {
+    /// With `from = "oidc"`: the provider and this node's client are named, and both URLs
+    /// are https unless on loopback (a session cookie or a code sent in clear could be
+    /// taken on the way).
+    fn check_oidc(&self) -> Result<()> {
+        let needs = |value: &str, key: &str, example: &str| {
+            if value.trim().is_empty() {
+                bail!("[users] from = \"oidc\" needs {key}, e.g. {key} = {example}");
+            }
+            Ok(())
+        };
+        needs(
+            &self.oidc_issuer,
+            "oidc_issuer",
+            "\"https://login.trust.nhs.uk/realms/staff\" (the provider's issuer URL)",
+        )?;
+        needs(
+            &self.oidc_client_id,
+            "oidc_client_id",
+            "\"slidemesh\" (this node's client at the provider)",
+        )?;
+        needs(
+            &self.oidc_redirect_url,
+            "oidc_redirect_url",
+            "\"https://slides.trust.nhs.uk/auth/callback\" (this node's /auth/callback as \
+             browsers reach it, registered at the provider)",
+        )?;
+        oidc_url("oidc_issuer", &self.oidc_issuer)?;
+        let redirect = oidc_url("oidc_redirect_url", &self.oidc_redirect_url)?;
+        if redirect.path() != "/auth/callback" || redirect.query().is_some() {
+            bail!(
+                "[users] oidc_redirect_url {:?} must be this node's /auth/callback, e.g. \
+                 \"https://slides.trust.nhs.uk/auth/callback\"",
+                self.oidc_redirect_url
+            );
+        }
+        if !self.oidc_post_logout_redirect_url.is_empty() {
+            oidc_url(
+                "oidc_post_logout_redirect_url",
+                &self.oidc_post_logout_redirect_url,
+            )?;
+        }
+        if self.oidc_user_claim.trim().is_empty() || self.oidc_roles_claim.trim().is_empty() {
+            bail!(
+                "[users] oidc_user_claim and oidc_roles_claim name ID token claims, e.g. \
+                 \"preferred_username\" and \"roles\"; one is empty"
+            );
+        }
+        if self.oidc_session_secs == 0 {
+            bail!("[users] oidc_session_secs must be more than 0, e.g. 28800 (eight hours)");
+        }
+        Ok(())
+    }
+}
+
+/// A URL of the sign-on flow: absolute, and https unless its host is loopback.
+pub fn oidc_url(key: &str, value: &str) -> Result<openidconnect::url::Url> {
+    let url = openidconnect::url::Url::parse(value.trim()).map_err(|e| {
+        anyhow!("[users] {key} {value:?} is not a URL ({e}), e.g. \"https://login.trust.nhs.uk\"")
+    })?;
+    let loopback = match url.host() {
+        Some(openidconnect::url::Host::Domain(d)) => d == "localhost",
+        Some(openidconnect::url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(openidconnect::url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => bail!(
+            "[users] {key} {value:?} is plain http: sign-on codes, tokens and session cookies \
+             would cross the network in clear; use https (http is for loopback only)"
+        ),
+        other => bail!("[users] {key} {value:?}: {other:?} is not http or https"),
+    }
+}
+
 impl NodeConfig {
     /// Refuses settings that would let someone other than the trust's signed-on people in,
     /// before `serve` binds anything: `http` is the HTTP address, `dimse` the DICOM
@@ -494,9 +686,11 @@ impl NodeConfig {
         let users = &self.users;
         match users.from {
             UsersFrom::None => {
-                let fix = "listen on loopback (127.0.0.1), or put the trust's sign-on proxy in \
-                           front and set [users] from = \"proxy\" with proxy_addresses and \
-                           proxy_secret_file";
+                let fix = "listen on loopback (127.0.0.1), or turn sign-on on: put the trust's \
+                           sign-on proxy in front and set [users] from = \"proxy\" with \
+                           proxy_addresses and proxy_secret_file, or let people sign on at the \
+                           trust's OpenID provider with [users] from = \"oidc\" and oidc_issuer, \
+                           oidc_client_id and oidc_redirect_url";
                 if !http.ip().is_loopback() {
                     bail!(
                         "refusing to serve HTTP on {http} without sign-on: with [users] from = \
@@ -528,14 +722,16 @@ impl NodeConfig {
                         users.proxy_secret_header
                     );
                 }
-                if self.http.cors_origins.iter().any(|o| o == "*") {
-                    bail!(
-                        "[http] cors_origins = [\"*\"] would let any web page call this node \
-                         with its users' sign-on; with [users] from = \"proxy\" name the viewer \
-                         origins instead, e.g. [\"https://viewer.trust.nhs.uk\"]"
-                    );
-                }
             }
+            UsersFrom::Oidc => users.check_oidc()?,
+        }
+        if users.from != UsersFrom::None && self.http.cors_origins.iter().any(|o| o == "*") {
+            bail!(
+                "[http] cors_origins = [\"*\"] would let any web page call this node with its \
+                 users' sign-on; with [users] from = \"{}\" name the viewer origins instead, \
+                 e.g. [\"https://viewer.trust.nhs.uk\"]",
+                users.from.as_str()
+            );
         }
         if !dimse.is_empty() && self.dimse.calling_ae_titles.is_empty() {
             bail!(
@@ -575,6 +771,19 @@ mod tests {
         assert_eq!(parsed.users.ingest_roles, ["lab", "ingest"]);
         assert_eq!(parsed.users.proxy_secret_header, "x-slidemesh-proxy-secret");
         assert!(parsed.http.tls_cert.is_empty() && parsed.users.proxy_addresses.is_empty());
+        assert_eq!(parsed.users.oidc_scopes, ["openid", "profile"]);
+        assert_eq!(parsed.users.oidc_user_claim, "preferred_username");
+        assert_eq!(parsed.users.oidc_roles_claim, "roles");
+        assert_eq!(parsed.users.oidc_session_secs, 8 * 60 * 60);
+        // Every mode reads back as written.
+        for from in [UsersFrom::None, UsersFrom::Proxy, UsersFrom::Oidc] {
+            let mut c = config.clone();
+            c.users.from = from;
+            c.users.oidc_issuer = "https://login.trust.nhs.uk".into();
+            let parsed: NodeConfig = toml::from_str(&c.to_commented_toml()).unwrap();
+            assert_eq!(parsed.users.from, from);
+            assert_eq!(parsed.users.oidc_issuer, "https://login.trust.nhs.uk");
+        }
     }
 
     fn config() -> NodeConfig {
@@ -586,6 +795,15 @@ mod tests {
         c.users.from = UsersFrom::Proxy;
         c.users.proxy_addresses = vec!["10.1.2.0/24".into()];
         c.users.proxy_secret_file = "proxy-secret".into();
+        c
+    }
+
+    fn signing_on() -> NodeConfig {
+        let mut c = config();
+        c.users.from = UsersFrom::Oidc;
+        c.users.oidc_issuer = "https://login.trust.nhs.uk/realms/staff".into();
+        c.users.oidc_client_id = "slidemesh".into();
+        c.users.oidc_redirect_url = "https://slides.trust.nhs.uk/auth/callback".into();
         c
     }
 
@@ -617,6 +835,10 @@ mod tests {
         };
         let cert_only = |mut c: NodeConfig| {
             c.http.tls_cert = "cert.pem".into();
+            c
+        };
+        let oidc = |mut c: NodeConfig, edit: fn(&mut UsersSection)| {
+            edit(&mut c.users);
             c
         };
         // (config, http, dimse, refusal naming this, or None: accepted)
@@ -655,6 +877,69 @@ mod tests {
             (everyone(behind_proxy()), any, vec![], Some("every address")),
             (cors_any(behind_proxy()), any, vec![], Some("cors_origins")),
             (cert_only(config()), loopback, vec![], Some("tls_key")),
+            // Signing on at the trust's OpenID provider is sign-on too.
+            (signing_on(), any, vec![], None),
+            (scanner(signing_on()), any, vec![lan], None),
+            (cors_any(signing_on()), any, vec![], Some("cors_origins")),
+            (
+                oidc(signing_on(), |u| u.oidc_issuer.clear()),
+                any,
+                vec![],
+                Some("needs oidc_issuer"),
+            ),
+            (
+                oidc(signing_on(), |u| u.oidc_client_id.clear()),
+                any,
+                vec![],
+                Some("needs oidc_client_id"),
+            ),
+            (
+                oidc(signing_on(), |u| u.oidc_redirect_url.clear()),
+                any,
+                vec![],
+                Some("needs oidc_redirect_url"),
+            ),
+            (
+                oidc(signing_on(), |u| {
+                    u.oidc_issuer = "http://login.trust.nhs.uk".into()
+                }),
+                any,
+                vec![],
+                Some("plain http"),
+            ),
+            (
+                oidc(signing_on(), |u| {
+                    u.oidc_redirect_url = "http://slides.trust.nhs.uk/auth/callback".into()
+                }),
+                any,
+                vec![],
+                Some("plain http"),
+            ),
+            (
+                oidc(signing_on(), |u| {
+                    u.oidc_redirect_url = "https://slides.trust.nhs.uk/callback".into()
+                }),
+                any,
+                vec![],
+                Some("/auth/callback"),
+            ),
+            (
+                oidc(signing_on(), |u| {
+                    u.oidc_issuer = "http://127.0.0.1:9000".into();
+                    u.oidc_redirect_url = "http://localhost:8080/auth/callback".into();
+                }),
+                loopback,
+                vec![],
+                None,
+            ),
+            (
+                oidc(signing_on(), |u| {
+                    u.oidc_issuer = "login.trust.nhs.uk".into()
+                }),
+                any,
+                vec![],
+                Some("is not a URL"),
+            ),
         ];
         for (i, (config, http, dimse, refusal)) in cases.into_iter().enumerate() {
             match (config.check_edge(http, &dimse), refusal) {

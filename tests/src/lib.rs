@@ -262,6 +262,17 @@ impl Node {
         url
     }
 
+    /// `serve` on a fixed address (`ADDR:PORT`: URLs registered elsewhere, such as an OpenID
+    /// provider's redirect URL, name it) and waits until it answers.
+    pub fn serve_on(&mut self, http: &str) -> String {
+        let url = self.start(&[], &["--http", http]);
+        wait_until(Duration::from_secs(10), || {
+            ureq::get(&format!("{url}/api/v1/node")).call().is_ok()
+        })
+        .expect("server answers");
+        url
+    }
+
     /// `serve` over HTTPS (`[http] tls_cert` and `tls_key` set): waits until `agent`, which
     /// trusts the node's certificate, gets an answer.
     pub fn serve_https(&mut self, agent: &ureq::Agent) -> String {
@@ -612,6 +623,21 @@ pub fn run_dicomweb_viewer_test(
             ("SLIDEMESH_DICOMWEB", dicomweb),
             ("SLIDEMESH_STUDY", study),
             ("SLIDEMESH_SERIES", series),
+        ],
+        folder,
+    )
+}
+
+/// Runs `tests/browser/signon.test.mjs`: people sign on at the OpenID provider at `issuer`
+/// and use the node at `url` in headless Chromium (`slide`: a slide for clinical care only).
+/// Returns the screenshot folder.
+pub fn run_signon_test(url: &str, issuer: &str, slide: &str, folder: &str) -> PathBuf {
+    run_browser_script(
+        &["--test", "signon.test.mjs"],
+        &[
+            ("SLIDEMESH_URL", url),
+            ("SLIDEMESH_ISSUER", issuer),
+            ("SLIDEMESH_SLIDE_ID", slide),
         ],
         folder,
     )

@@ -11,10 +11,12 @@
 //! - `GET /api/v1/slides/{slide_id}/tiles/{tile_id}` and
 //!   `GET /api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}`: tile bytes ([`tiles`]).
 //! - `/dicomweb/...`: QIDO-RS and WADO-RS ([`dicomweb`]).
+//! - `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout`, `GET /auth/me`: sign-on
+//!   at the trust's OpenID provider and who is signed on ([`oidc`]).
 //! - everything else: the embedded web UI ([`web`]).
 //!
 //! Every route acts for a [`requester::Requester`]: the trust, or the person its sign-on
-//! proxy named. Every route that shows a slide's content is decided for that requester
+//! proxy named or who signed on at its OpenID provider. Every route that shows a slide's content is decided for that requester
 //! first ([`decide`], [`decide_metadata`], or the federation's `authorize_tiles`), and
 //! reads the slide only with the decision's token ([`load_slide`] takes one; tile reads
 //! take a `TilesDecided`). Content-addressed responses carry strong ETags (the id).
@@ -23,6 +25,7 @@
 
 pub mod dicomweb;
 pub mod headers;
+pub mod oidc;
 pub mod requester;
 pub mod slides;
 pub mod tiles;
@@ -68,6 +71,8 @@ pub struct ApiState {
     pub users: crate::config::UsersSection,
     /// With `[users] from = "proxy"`: how the sign-on proxy is recognised (none: no one is).
     pub proxy: Option<requester::ProxyTrust>,
+    /// With `[users] from = "oidc"`: the OpenID provider and the sessions it opened.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 /// A slide as handlers use it.
@@ -118,6 +123,7 @@ impl ApiState {
             incoming: None,
             users: Default::default(),
             proxy: None,
+            oidc: None,
         }
     }
 
@@ -369,6 +375,16 @@ fn routes() -> Vec<Route> {
             get(tiles::by_id),
         ),
         get_("/api/{*rest}", Public, get(api_not_found)),
+        get_("/auth/login", Public, get(oidc::login)),
+        get_("/auth/callback", Public, get(oidc::callback)),
+        (
+            RouteInfo {
+                path: "/auth/logout".into(),
+                methods: vec![(Method::POST, Public)],
+            },
+            post(oidc::logout),
+        ),
+        get_("/auth/me", Public, get(oidc::me)),
     ];
     all.extend(dicomweb::routes().into_iter().map(|(mut info, handler)| {
         info.path = format!("{}{}", dicomweb::urls::PREFIX, info.path);
@@ -412,6 +428,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        // Not the CSRF token's header: only the node's own UI sends it.
         .allow_headers([header::ACCEPT, header::CONTENT_TYPE, header::IF_NONE_MATCH])
         .expose_headers([header::CONTENT_TYPE, header::ETAG, header::WARNING])
 }

@@ -1,12 +1,18 @@
-//! Who an HTTP request acts for: the trust itself, or the person the trust's single sign-on
-//! proxy authenticated and named in headers (`[users]` in config.toml).
+//! Who an HTTP request acts for: the trust itself, the person the trust's single sign-on
+//! proxy authenticated and named in headers, or the person signed on at the trust's OpenID
+//! provider (`[users]` in config.toml).
 //!
-//! One middleware reads the headers for every route. With `from = "proxy"` it believes
+//! One middleware names the requester for every route. With `from = "proxy"` it believes
 //! identity headers only from the proxy: the connection must come from one of
 //! `proxy_addresses` and carry the proxy's shared secret (compared in constant time); anyone
-//! else naming a person is refused (403) and logged with their address. It refuses malformed
-//! names (400) and, when the node requires a named person, anonymous requests (401); without
-//! that requirement anonymous requests act as the trust only from this host. Handlers take a
+//! else naming a person is refused (403) and logged with their address. With `from = "oidc"`
+//! the person is the one whose session the request's cookie names ([`super::oidc`]), and a
+//! request that changes anything must carry that session's CSRF token (403 otherwise);
+//! identity headers are refused there as from anyone who is not a configured proxy. It
+//! refuses malformed names (400) and, when the node requires a named person, anonymous
+//! requests (401; with `from = "oidc"` the web UI's pages are sent to sign in instead, and the
+//! sign-in itself, the UI's files and its signed-out page need no session); without that
+//! requirement anonymous requests act as the trust only from this host. Handlers take a
 //! [`Requester`] and hand it to whatever decides: the owner's rules for a shared slide are
 //! applied to that person here, and the person travels with the tile batches fetched for
 //! them. [`may_ingest`] is STOW-RS's entry check (`ingest_roles`).
@@ -23,6 +29,7 @@ use ipnet::IpNet;
 use slidemesh_protocol::UserClaim;
 use tracing::warn;
 
+use super::oidc::{self, SignedOn};
 use super::{ApiError, ApiState};
 use crate::config::{UsersFrom, UsersSection};
 
@@ -38,6 +45,12 @@ impl Requester {
         self.0.as_ref()
     }
 }
+
+/// Marks a request let through to a route that answers without a person although it named
+/// no one and a person is required (its [`Requester`] is then the trust's, for that route
+/// alone): `/auth/me` says "nobody" rather than "the trust".
+#[derive(Debug, Clone, Copy)]
+pub struct Unidentified;
 
 /// The sign-on proxy as this node recognises it: where it connects from and the secret it
 /// sends with every request.
@@ -88,18 +101,37 @@ pub async fn identify(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
+    let signing_on = state.users.from == UsersFrom::Oidc;
     // Who this node is stays answerable without a person: monitoring and load balancers ask.
-    let anonymous_ok = request.uri().path() == HEALTH_PATH;
+    // With sign-on here, so do the sign-in itself and the UI's files.
+    let anonymous_ok = path == HEALTH_PATH || (signing_on && oidc::open_path(path));
+    let is_page = super::web::is_page(path);
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.to_string(), |p| p.as_str().to_string());
     let remote = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_canonical());
+    let session = state
+        .oidc
+        .as_ref()
+        .and_then(|o| o.session(request.headers()));
     let decided = requester(
         &state.users,
         state.proxy.as_ref(),
+        session.as_ref().map(|s| &s.user),
         remote,
         request.headers(),
-    );
+    )
+    .and_then(|requester| match &session {
+        Some(session) => {
+            oidc::check_csrf(request.method(), request.headers(), session).map(|()| requester)
+        }
+        None => Ok(requester),
+    });
     // The proxy's secret goes no further than this check.
     if let Some(proxy) = &state.proxy {
         request.headers_mut().remove(&proxy.header);
@@ -107,19 +139,29 @@ pub async fn identify(
     match decided {
         Err(e) if anonymous_ok && e.status == StatusCode::UNAUTHORIZED => {
             request.extensions_mut().insert(Requester(None));
+            request.extensions_mut().insert(Unidentified);
             next.run(request).await
         }
         Ok(requester) => {
             request.extensions_mut().insert(requester);
+            if let Some(session) = session {
+                request.extensions_mut().insert::<SignedOn>(session);
+            }
             next.run(request).await
+        }
+        Err(e) if signing_on && e.status == StatusCode::UNAUTHORIZED => {
+            oidc::sign_in_first(&path_and_query, is_page, e.message)
         }
         Err(e) => e.into_response(),
     }
 }
 
+/// Who a request acts for: `session` is the person a sign-on session of this node names
+/// (with `from = "oidc"`), already looked up from the request's cookie.
 fn requester(
     users: &UsersSection,
     proxy: Option<&ProxyTrust>,
+    session: Option<&UserClaim>,
     remote: Option<IpAddr>,
     headers: &HeaderMap,
 ) -> Result<Requester, ApiError> {
@@ -149,6 +191,11 @@ fn requester(
             )));
         }
     }
+    if users.from == UsersFrom::Oidc
+        && let Some(user) = session
+    {
+        return Ok(Requester(Some(user.clone())));
+    }
     let header = |name: &str| -> Result<Option<&str>, ApiError> {
         headers
             .get(name)
@@ -160,12 +207,27 @@ fn requester(
     };
     let unauthorized = |why: &str| ApiError {
         status: StatusCode::UNAUTHORIZED,
-        message: format!(
-            "this node shows nothing without a named person{why}; sign in through the trust's \
-             sign-on proxy (it sets {})",
-            users.user_header
-        ),
+        message: match users.from {
+            UsersFrom::Oidc => format!(
+                "this node shows nothing without a named person{why}; sign in at /auth/login"
+            ),
+            _ => format!(
+                "this node shows nothing without a named person{why}; sign in through the \
+                 trust's sign-on proxy (it sets {})",
+                users.user_header
+            ),
+        },
     };
+    if users.from == UsersFrom::Oidc {
+        // People name themselves by signing on here, never in headers.
+        return if users.required {
+            Err(unauthorized(""))
+        } else if remote.is_some_and(|r| r.is_loopback()) {
+            Ok(Requester(None))
+        } else {
+            Err(unauthorized(" except from this host"))
+        };
+    }
     match (header(&users.user_header)?, header(&users.role_header)?) {
         (Some(id), Some(role)) => UserClaim::new(id.trim(), role.trim())
             .map(|user| Requester(Some(user)))
@@ -196,7 +258,7 @@ pub fn may_ingest(users: &UsersSection, requester: &Requester) -> Result<(), Api
         ),
         None => format!(
             "storing slides needs a named person or service account with one of the roles \
-             [{roles}] ([users] ingest_roles); sign in through the trust's sign-on proxy"
+             [{roles}] ([users] ingest_roles); sign in first"
         ),
     };
     warn!(user = ?requester.user().map(|u| u.to_string()), "STOW-RS refused: no ingest role");
@@ -303,7 +365,7 @@ mod tests {
         ];
         let trust = trust();
         for (i, (users, remote, pairs, expected)) in cases.into_iter().enumerate() {
-            let got = requester(users, Some(&trust), remote, &headers(&pairs))
+            let got = requester(users, Some(&trust), None, remote, &headers(&pairs))
                 .map(|r| r.0.map(|u| u.to_string()).unwrap_or_default())
                 .map_err(|e| e.status.as_u16());
             assert_eq!(
@@ -314,8 +376,51 @@ mod tests {
         }
         // A node in proxy mode that knows no proxy believes no one.
         let named = headers(&[USER, ROLE, GOOD]);
-        let refused = requester(&proxy(true), None, proxy_host, &named).unwrap_err();
+        let refused = requester(&proxy(true), None, None, proxy_host, &named).unwrap_err();
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn with_sign_on_here_the_session_names_the_person_and_headers_name_no_one() {
+        let oidc = |required: bool| UsersSection {
+            from: UsersFrom::Oidc,
+            required,
+            ..UsersSection::default()
+        };
+        let jsmith = UserClaim::new("jsmith", "pathologist").unwrap();
+        let loopback = Some("127.0.0.1".parse().unwrap());
+        let stranger = Some("10.9.9.9".parse().unwrap());
+        let named = headers(&[
+            ("x-slidemesh-user", "akhan"),
+            ("x-slidemesh-role", "pathologist"),
+        ]);
+        let none = HeaderMap::new();
+        let who = |users: &UsersSection,
+                   session: Option<&UserClaim>,
+                   remote: Option<IpAddr>,
+                   headers: &HeaderMap| {
+            requester(users, None, session, remote, headers)
+                .map(|r| r.0.map(|u| u.to_string()).unwrap_or_default())
+                .map_err(|e| e.status.as_u16())
+        };
+        let required = oidc(true);
+        assert_eq!(
+            who(&required, Some(&jsmith), stranger, &none),
+            Ok("jsmith (pathologist)".into())
+        );
+        // Headers naming someone are refused, session or not: no proxy speaks for anyone.
+        assert_eq!(who(&required, None, loopback, &named), Err(403));
+        assert_eq!(who(&required, Some(&jsmith), loopback, &named), Err(403));
+        // No session: 401, or the trust for scripts on this host when no person is required.
+        assert_eq!(who(&required, None, loopback, &none), Err(401));
+        assert_eq!(who(&oidc(false), None, loopback, &none), Ok(String::new()));
+        assert_eq!(who(&oidc(false), None, stranger, &none), Err(401));
+        let message = requester(&required, None, None, stranger, &none)
+            .unwrap_err()
+            .message;
+        assert!(message.contains("/auth/login"), "{message}");
+        // A session counts only in oidc mode (a proxy-mode node keeps no sessions).
+        assert_eq!(who(&proxy(true), Some(&jsmith), loopback, &none), Err(401));
     }
 
     #[test]

@@ -10,11 +10,19 @@ fn find(path: &str) -> Option<&'static (&'static str, &'static str, &'static [u8
     ASSETS.iter().find(|(p, _, _)| *p == path)
 }
 
-/// Serves an asset by path; client-side routes (`/`, `/view/...`) get the UI's index page.
+/// The UI's pages: paths a person opens in the browser (`/`, `/index.html`, `/view/...`),
+/// each answered with the index page, whose script picks the view. Without a session they
+/// go to sign in rather than answer 401 (with `[users] from = "oidc"`).
+pub fn is_page(path: &str) -> bool {
+    path == "/" || path == "/index.html" || path.starts_with("/view/")
+}
+
+/// Serves an asset by path; client-side routes (the pages above, and the signed-out page)
+/// get the UI's index page.
 pub async fn asset(uri: Uri) -> Response {
     let path = uri.path();
     let asset = find(path).or_else(|| {
-        if path == "/" || path.starts_with("/view/") {
+        if is_page(path) || path == super::oidc::SIGNED_OUT_PATH {
             find("/index.html")
         } else {
             None

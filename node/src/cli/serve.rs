@@ -2,8 +2,10 @@
 //!
 //! Before binding anything it refuses settings that would let others act as the trust
 //! (`NodeConfig::check_edge`: without sign-on, loopback only; the sign-on proxy's addresses
-//! and secret; a DICOM caller allow-list), loads the proxy's secret and, with `[http]
-//! tls_cert` and `tls_key`, the certificate (HTTPS only, reloaded when the files change).
+//! and secret; the OpenID provider and this node's client there; a DICOM caller allow-list),
+//! loads the proxy's secret, discovers the OpenID provider (refusing to start when it cannot
+//! be reached) and, with `[http] tls_cert` and `tls_key`, the certificate (HTTPS only,
+//! reloaded when the files change).
 //! Then it sweeps leftovers of interrupted ingests, binds, writes `serve.json` (address and
 //! pid, so tools can find the server) and prints `slidemesh serving http(s)://ADDR` on
 //! stdout. Shutdown stops accepting, lets in-flight requests finish, then removes
@@ -32,6 +34,7 @@ pub const CORRUPT_TILES_ENV: &str = "SLIDEMESH_FAULT_CORRUPT_TILES";
 /// travelled; it learns of revocations only from the owners' consent statements.
 pub const DROP_REVOCATIONS_ENV: &str = "SLIDEMESH_FAULT_DROP_REVOCATIONS";
 
+use crate::api::oidc::{Oidc, Settings as OidcSettings};
 use crate::api::requester::ProxyTrust;
 use crate::api::tls::TlsFiles;
 use crate::api::{self, ApiState};
@@ -104,10 +107,12 @@ pub fn run(data: DataDir, args: ServeArgs) -> Result<()> {
         cert: config::in_data_dir(node.data.root(), &node.config.http.tls_cert),
         key: config::in_data_dir(node.data.root(), &node.config.http.tls_key),
     });
+    let oidc = runtime.block_on(oidc_sign_on(&node.data, &node.config.users, tls.is_some()))?;
     let edge = Edge {
         http: addr,
         dimse: (!dimse.is_empty()).then_some(dimse),
         proxy,
+        oidc,
         tls,
     };
     runtime.block_on(serve(node, edge, p2p, peer_addresses))
@@ -120,6 +125,8 @@ struct Edge {
     dimse: Option<String>,
     /// With `[users] from = "proxy"`: how the sign-on proxy is recognised.
     proxy: Option<ProxyTrust>,
+    /// With `[users] from = "oidc"`: the discovered OpenID provider and its sessions.
+    oidc: Option<Oidc>,
     /// With `[http] tls_cert` and `tls_key`: HTTPS only.
     tls: Option<TlsFiles>,
 }
@@ -163,6 +170,48 @@ fn proxy_trust(data: &DataDir, users: &UsersSection) -> Result<Option<ProxyTrust
 
 /// Fewer bytes than this could be guessed.
 const MIN_PROXY_SECRET: usize = 16;
+
+/// With `[users] from = "oidc"`: the client secret read, the provider discovered (an
+/// unreachable provider refuses to start, saying which). `tls`: the node serves HTTPS.
+async fn oidc_sign_on(data: &DataDir, users: &UsersSection, tls: bool) -> Result<Option<Oidc>> {
+    if users.from != UsersFrom::Oidc {
+        return Ok(None);
+    }
+    let secret = if users.oidc_client_secret_file.trim().is_empty() {
+        None
+    } else {
+        let path = config::in_data_dir(data.root(), users.oidc_client_secret_file.trim());
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read [users] oidc_client_secret_file {} (this node's client secret at \
+                 the OpenID provider)",
+                path.display()
+            )
+        })?;
+        let secret = text.trim();
+        if secret.is_empty() {
+            bail!(
+                "[users] oidc_client_secret_file {} is empty; put the client secret the provider \
+                 issued in it, or leave oidc_client_secret_file empty for a public client",
+                path.display()
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            warn!(
+                path = %path.display(),
+                "the OpenID client secret is readable by other users (chmod 600 it)"
+            );
+        }
+        Some(secret.to_string())
+    };
+    let ca_file = (!users.oidc_ca_file.trim().is_empty())
+        .then(|| config::in_data_dir(data.root(), users.oidc_ca_file.trim()));
+    let settings = OidcSettings::new(users, secret, tls);
+    Oidc::discover(settings, ca_file.as_deref()).await.map(Some)
+}
 
 /// Where to dial member trusts instead of their roster addresses: config.toml's table, with
 /// `--peer-address` flags replacing a trust's entry for this run.
@@ -214,6 +263,7 @@ async fn serve(
         http: addr,
         dimse,
         proxy,
+        oidc,
         tls,
     } = edge;
     // A certificate that does not load refuses to start, before anything else runs.
@@ -305,6 +355,7 @@ async fn serve(
     state.incoming = Some(incoming.clone());
     state.users = config.users.clone();
     state.proxy = proxy;
+    state.oidc = oidc.map(Arc::new);
     let dimse_bound = match &dimse {
         None => None,
         Some(listen) => Some(crate::dimse::start(

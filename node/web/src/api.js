@@ -1,5 +1,7 @@
-// api.js: owns every HTTP call the UI makes to the node's JSON API (/api/v1/...) and the
-// tile URL scheme. Views call these functions and never build API URLs themselves.
+// api.js: owns every HTTP call the UI makes to the node's JSON API (/api/v1/..., /auth/...) and
+// the tile URL scheme. Views call these functions and never build API URLs themselves. When people
+// sign on at the node itself ([users] from = "oidc"), every POST carries the session's CSRF token
+// (X-CSRF-Token, from /auth/me), and an answer saying the session is gone sends the page to sign in.
 
 /** A non-2xx answer from the node, keeping the status so views can tell "not found" from "broken". */
 export class ApiError extends Error {
@@ -8,17 +10,72 @@ export class ApiError extends Error {
     this.name = 'ApiError';
     this.url = url;
     this.status = status;
+    this.detail = detail;
   }
+}
+
+/** What an error answer says: the node's JSON `error`, else the start of the body. */
+async function errorDetail(res) {
+  const text = await res.text().catch(() => '');
+  try {
+    const message = JSON.parse(text)?.error;
+    if (typeof message === 'string') return message.slice(0, 400);
+  } catch { /* not JSON */ }
+  return text.slice(0, 200);
+}
+
+/** The session's CSRF token, once /auth/me has said it; sent with every POST. */
+let csrfToken = null;
+
+/** Where the browser goes to sign in, coming back to the page it is on now. */
+export function signInUrl() {
+  return `/auth/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`;
+}
+
+/**
+ * A 401 that names a sign-in (the node signs people on itself and this browser's session ended or
+ * never was): go there. Other 401s (behind a sign-on proxy) are errors like any other.
+ */
+async function signInIfAsked(res) {
+  if (res.status !== 401) return;
+  const body = await res.clone().json().catch(() => null);
+  if (body?.login) window.location.assign(signInUrl());
 }
 
 async function getJson(url) {
   const res = await fetch(url, { headers: { Accept: 'application/json' } });
   if (!res.ok) {
-    // The body may explain the error (plain text or JSON); keep it short for the message.
-    const detail = (await res.text().catch(() => '')).slice(0, 200);
-    throw new ApiError(url, res.status, detail);
+    await signInIfAsked(res);
+    throw new ApiError(url, res.status, await errorDetail(res));
   }
   return res.json();
+}
+
+/** A POST with a JSON body (and the session's CSRF token); resolves to the Response. */
+async function postJson(url, body) {
+  const headers = { 'Content-Type': 'application/json', Accept: 'application/json' };
+  if (csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  const res = await fetch(url, { method: 'POST', headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!res.ok) await signInIfAsked(res);
+  return res;
+}
+
+/**
+ * Who this browser acts for: { sign_on: "none" | "proxy" | "oidc", trust, user, role, logout,
+ * csrf_token?, expires_in? } (user null: the trust itself). Keeps the CSRF token for later POSTs.
+ * Without a session where the node signs people on, the page goes to sign in.
+ */
+export async function getMe() {
+  const me = await getJson('/auth/me');
+  csrfToken = me?.csrf_token ?? null;
+  return me;
+}
+
+/** Ends the session here; resolves to where the browser goes next (the provider's sign-out, or /signed-out). */
+export async function signOut() {
+  const res = await postJson('/auth/logout');
+  const body = await res.json().catch(() => ({}));
+  return res.ok && body.redirect ? body.redirect : '/signed-out';
 }
 
 /** This node's identity: { trust, trust_name, peer_id, version }. */
@@ -54,11 +111,18 @@ export function tileUrl(slideId, level, col, row) {
  */
 export function postWanted(slideId, level, region) {
   const url = `/api/v1/slides/${encodeURIComponent(slideId)}/levels/${level}/wanted`;
-  return fetch(url, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(region),
-  }).catch(() => undefined);
+  return postJson(url, region).catch(() => undefined);
+}
+
+/**
+ * Fetches every tile of a shared slide into this node's cache now; resolves when done to
+ * { tiles, fetched, ... } or rejects with an ApiError.
+ */
+export async function cacheWholeSlide(slideId) {
+  const url = `/api/v1/slides/${encodeURIComponent(slideId)}/cache`;
+  const res = await postJson(url);
+  if (!res.ok) throw new ApiError(url, res.status, await errorDetail(res));
+  return res.json();
 }
 
 /** The viewer page of a slide (served by the node as index.html; see app.js). */

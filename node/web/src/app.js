@@ -1,9 +1,11 @@
-// app.js: owns start-up: shows the node's identity in the header and picks the view from
-// location.pathname: "/" (or "/index.html") is the slide list, "/view/{slide_id}" the viewer,
-// anything else "not found". Views link to each other with ordinary links (full page loads), so
-// every view starts on a clean page and the server needs only an index.html fallback.
+// app.js: owns start-up: shows the node's identity and who is signed in (with a sign-out button
+// when the node signs people on itself) in the header, and picks the view from location.pathname:
+// "/" (or "/index.html") is the slide list, "/view/{slide_id}" the viewer, "/signed-out" the page
+// after signing out, anything else "not found". Views link to each other with ordinary links (full
+// page loads), so every view starts on a clean page and the server needs only an index.html
+// fallback.
 
-import { getNode } from './api.js';
+import { getMe, getNode, signInUrl, signOut } from './api.js';
 import { h, notice } from './dom.js';
 import { renderSlideList } from './slide-list.js';
 import { renderViewer } from './slide-viewer.js';
@@ -13,7 +15,37 @@ export function route(pathname) {
   if (pathname === '/' || pathname === '/index.html') return { view: 'list' };
   const match = /^\/view\/([^/]+)\/?$/.exec(pathname);
   if (match) return { view: 'viewer', slideId: decodeURIComponent(match[1]) };
+  if (pathname === '/signed-out') return { view: 'signed-out' };
   return { view: 'not-found' };
+}
+
+/** Who is signed in, and a sign-out button when the node keeps the session. */
+function showMe(me) {
+  const el = document.getElementById('signed-in');
+  if (!el || !me?.user) return;
+  const button = me.logout
+    ? h('button', {
+      type: 'button',
+      class: 'signed-in__out',
+      id: 'sign-out',
+      onclick: async () => {
+        button.disabled = true;
+        window.location.assign(await signOut());
+      },
+    }, 'Sign out')
+    : null;
+  el.replaceChildren(
+    h('span', { class: 'signed-in__who', title: `Signed in at ${me.trust}` },
+      h('span', { class: 'signed-in__user' }, me.user), ' · ', h('span', { class: 'signed-in__role' }, me.role)),
+    button);
+  el.hidden = false;
+}
+
+function renderSignedOut(root) {
+  document.title = 'Signed out · slidemesh';
+  root.replaceChildren(h('div', { class: 'page' }, h('h1', {}, 'You have signed out'),
+    notice('info', null, h('p', {}, 'Your session on this node has ended. ',
+      h('a', { href: '/auth/login?next=%2F', id: 'sign-in-again' }, 'Sign in again'), '.'))));
 }
 
 function showNode(node) {
@@ -38,6 +70,14 @@ function main() {
   nodePromise.then(showNode);
 
   const where = route(window.location.pathname);
+  if (where.view === 'signed-out') {
+    renderSignedOut(root);
+    return;
+  }
+  // Who this browser acts for; without a session where the node signs people on, getMe sends the
+  // page to sign in. Any other failure leaves the header without a name.
+  getMe().then(showMe).catch((err) => console.warn('who is signed in is unknown:', err));
+
   if (where.view === 'list') {
     document.getElementById('nav-slides')?.setAttribute('aria-current', 'page');
     renderSlideList(root, nodePromise);

@@ -2,7 +2,7 @@
 // over one slide's tiles, the side panel with the slide's metadata and label/overview images, the
 // scale bar, and the tile statistics that the browser test reads (window.slidemeshStats).
 
-import { ApiError, getAccessHistory, getSlide, postWanted } from './api.js';
+import { ApiError, cacheWholeSlide, getAccessHistory, getSlide, postWanted } from './api.js';
 import { h, metaRows, notice } from './dom.js';
 import { formatAcquired, formatBytes, formatCount, formatDimensions, formatSpacing, slideTitle } from './format.js';
 import { createTileSource, pyramidLevels, wantedRegion } from './tile-source.js';
@@ -98,7 +98,29 @@ function sidePanel(slide, node, tileStatus) {
       associatedImage(slide.overview_url, 'Overview', 'assoc--overview')),
     levelTable(slide),
     tileStatus,
+    slide.origin === 'shared' ? cacheCopy(slide.slide_id) : null,
     accessHistory(slide.slide_id, ours));
+}
+
+/** For a shared slide: fetch all of it into this node's cache now (e.g. before an MDT meeting). */
+function cacheCopy(slideId) {
+  const result = h('p', { class: 'status', role: 'status' });
+  const button = h('button', {
+    type: 'button',
+    onclick: async () => {
+      button.disabled = true;
+      result.textContent = 'Fetching the whole slide…';
+      try {
+        const done = await cacheWholeSlide(slideId);
+        result.textContent = `${formatCount(done.tiles ?? 0)} tiles kept on this node (${formatBytes(done.bytes ?? 0)} fetched).`;
+      } catch (err) {
+        result.textContent = `The slide could not be fetched: ${err.message ?? err}`;
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, 'Keep the whole slide on this node');
+  return h('div', { class: 'cache-copy' }, button, result);
 }
 
 /** Who had what of this slide and why (the owner's decisions, or this node's own fetches). */
@@ -146,11 +168,14 @@ export async function renderViewer(root, slideId, nodePromise) {
   } catch (err) {
     console.error(err);
     const missing = err instanceof ApiError && err.status === 404;
+    const refused = err instanceof ApiError && err.status === 403;
     root.replaceChildren(h('div', { class: 'page' },
       h('a', { class: 'back-link', href: '/' }, '← All slides'),
       missing
         ? notice('error', 'Slide not found.', 'This node has no slide with that id, or it is no longer shared with this trust.')
-        : notice('error', 'The slide could not be loaded.', String(err.message ?? err))));
+        : refused
+          ? notice('error', 'You may not view this slide.', err.detail || 'The owning trust\u2019s policy does not allow it for your role.')
+          : notice('error', 'The slide could not be loaded.', String(err.message ?? err))));
     return;
   }
   if (!window.OpenSeadragon) {

@@ -314,6 +314,30 @@ pub struct RouteInfo {
 
 pub(crate) type Route = (RouteInfo, axum::routing::MethodRouter<Arc<ApiState>>);
 
+/// A route at `path` whose methods expose what `methods` says, handled by `handler`.
+pub(crate) fn route(
+    path: &str,
+    methods: Vec<(axum::http::Method, Exposure)>,
+    handler: axum::routing::MethodRouter<Arc<ApiState>>,
+) -> Route {
+    (
+        RouteInfo {
+            path: path.to_string(),
+            methods,
+        },
+        handler,
+    )
+}
+
+/// A GET-only route.
+pub(crate) fn get_route(
+    path: &str,
+    exposure: Exposure,
+    handler: axum::routing::MethodRouter<Arc<ApiState>>,
+) -> Route {
+    route(path, vec![(axum::http::Method::GET, exposure)], handler)
+}
+
 /// Every route of the API, described and handled: the router is built from this list, so
 /// no route escapes [`route_table`], which the route-walking test requests as a refused
 /// requester (every `Content` route must answer 403 or 404, never the slide).
@@ -321,15 +345,7 @@ fn routes() -> Vec<Route> {
     use Exposure::*;
     use axum::http::Method;
     use axum::routing::post;
-    let get_ = |path: &str, exposure: Exposure, handler| -> Route {
-        (
-            RouteInfo {
-                path: path.to_string(),
-                methods: vec![(Method::GET, exposure)],
-            },
-            handler,
-        )
-    };
+    let get_ = get_route;
     let mut all = vec![
         get_("/api/v1/node", Public, get(slides::node_info)),
         get_("/api/v1/network", Public, get(slides::network_status)),
@@ -345,11 +361,9 @@ fn routes() -> Vec<Route> {
             Content,
             get(slides::access_history),
         ),
-        (
-            RouteInfo {
-                path: "/api/v1/slides/{slide_id}/cache".into(),
-                methods: vec![(Method::POST, Content)],
-            },
+        route(
+            "/api/v1/slides/{slide_id}/cache",
+            vec![(Method::POST, Content)],
             post(tiles::cache_whole_slide),
         ),
         get_(
@@ -362,11 +376,9 @@ fn routes() -> Vec<Route> {
             Content,
             get(tiles::level_tile),
         ),
-        (
-            RouteInfo {
-                path: "/api/v1/slides/{slide_id}/levels/{level}/wanted".into(),
-                methods: vec![(Method::POST, Content)],
-            },
+        route(
+            "/api/v1/slides/{slide_id}/levels/{level}/wanted",
+            vec![(Method::POST, Content)],
             post(tiles::wanted),
         ),
         get_(
@@ -377,11 +389,9 @@ fn routes() -> Vec<Route> {
         get_("/api/{*rest}", Public, get(api_not_found)),
         get_("/auth/login", Public, get(oidc::login)),
         get_("/auth/callback", Public, get(oidc::callback)),
-        (
-            RouteInfo {
-                path: "/auth/logout".into(),
-                methods: vec![(Method::POST, Public)],
-            },
+        route(
+            "/auth/logout",
+            vec![(Method::POST, Public)],
             post(oidc::logout),
         ),
         get_("/auth/me", Public, get(oidc::me)),

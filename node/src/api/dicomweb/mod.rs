@@ -26,7 +26,7 @@ use axum::routing::get;
 use serde_json::Value;
 
 use super::requester::Requester;
-use super::{ApiError, ApiState, Exposure, Route, RouteInfo};
+use super::{ApiError, ApiState, Exposure, Route};
 use qido::Level;
 
 /// The DICOMweb routes, relative to [`urls::PREFIX`], with what each exposes.
@@ -35,15 +35,14 @@ pub(super) fn routes() -> Vec<Route> {
     use axum::http::Method;
     use axum::routing::{MethodRouter, any};
     const INSTANCE: &str = "/studies/{study}/series/{series}/instances/{instance}";
+    // Every DICOMweb answer is private unless its handler says otherwise.
     let route = |path: &str,
                  methods: Vec<(Method, Exposure)>,
                  handler: MethodRouter<Arc<ApiState>>|
      -> Route {
-        (
-            RouteInfo {
-                path: path.to_string(),
-                methods,
-            },
+        super::route(
+            path,
+            methods,
             handler.layer(axum::middleware::map_response(private_unless_said)),
         )
     };

@@ -150,7 +150,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
         ],
         issued_at: now - 10,
     };
-    let access_as = |i: usize, basis: access::Basis<'_>, user: Option<&UserClaim>| {
+    let access_as = |i: usize, subject: access::Subject<'_>, basis: access::Basis<'_>| {
         let (consent, _, action) = requests[i % requests.len()];
         let rules = access::Rules {
             policy: &policy,
@@ -159,13 +159,13 @@ pub fn run(args: ConsentBench) -> Result<()> {
             roster: Some(&roster),
             listed: None,
         };
-        let subject = access::Subject {
-            trust: &requester,
-            user,
-        };
         let verdict = access::decide(&rules, subject, basis, slide, &[action], now);
         std::hint::black_box(verdict.entries(access::Side::Served, &requester, "bench", "bench"));
         verdict.allowed()
+    };
+    let grantee = access::Subject {
+        trust: &requester,
+        user: None,
     };
     let started = Instant::now();
     for i in 0..args.iterations {
@@ -173,7 +173,7 @@ pub fn run(args: ConsentBench) -> Result<()> {
             signed: &signed,
             revocations: Ok(Vec::new()),
         };
-        allowed += access_as(i, basis, None) as usize;
+        allowed += access_as(i, grantee, basis) as usize;
     }
     let access_grant_secs = started.elapsed().as_secs_f64();
     let checked = access::check_grant(
@@ -191,36 +191,16 @@ pub fn run(args: ConsentBench) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("the bench's grant does not check: {e}"))?;
     let started = Instant::now();
     for i in 0..args.iterations {
-        allowed += access_as(i, access::Basis::Checked(&checked), None) as usize;
+        allowed += access_as(i, grantee, access::Basis::Checked(&checked)) as usize;
     }
     let access_checked_secs = started.elapsed().as_secs_f64();
-    let own = access::Subject {
-        trust: &owner,
-        user: None,
-    };
     let started = Instant::now();
     for i in 0..args.iterations {
-        let (consent, _, action) = requests[i % requests.len()];
-        let rules = access::Rules {
-            policy: &policy,
-            consent,
-            owner: &owner,
-            roster: Some(&roster),
-            listed: None,
-        };
-        let subject = access::Subject {
+        let own_person = access::Subject {
+            trust: &owner,
             user: Some(&people[i % 2]),
-            ..own
         };
-        let verdict = access::decide(
-            &rules,
-            subject,
-            access::Basis::OwnSlide,
-            slide,
-            &[action],
-            now,
-        );
-        allowed += verdict.allowed() as usize;
+        allowed += access_as(i, own_person, access::Basis::OwnSlide) as usize;
     }
     let access_own_secs = started.elapsed().as_secs_f64();
 

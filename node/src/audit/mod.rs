@@ -41,6 +41,22 @@ struct Append {
     done: Option<std::sync::mpsc::SyncSender<u64>>,
 }
 
+/// What the writer thread is handed: an entry, or a request to say when everything handed
+/// before it is durable.
+enum ToWriter {
+    Append(Box<Append>),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+impl ToWriter {
+    fn sort_into(self, batch: &mut Vec<Append>, flushes: &mut Vec<mpsc::SyncSender<()>>) {
+        match self {
+            Self::Append(append) => batch.push(*append),
+            Self::Flush(done) => flushes.push(done),
+        }
+    }
+}
+
 /// An entry on its way into the log; [`Pending::wait`] gives its sequence number once it
 /// is durable.
 pub struct Pending {
@@ -60,13 +76,13 @@ impl Pending {
 /// The log's handle for the running node: appends go to a writer thread.
 #[derive(Clone)]
 pub struct AuditLog {
-    sender: mpsc::SyncSender<Append>,
+    sender: mpsc::SyncSender<ToWriter>,
 }
 
 impl AuditLog {
     /// Starts the writer thread over `store`.
     pub fn start(store: std::sync::Arc<Store>) -> std::io::Result<Self> {
-        let (sender, receiver) = mpsc::sync_channel::<Append>(65536);
+        let (sender, receiver) = mpsc::sync_channel::<ToWriter>(65536);
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
@@ -76,28 +92,38 @@ impl AuditLog {
                 // A failed commit (a full disk) loses nothing: the batch is kept and tried
                 // again, with whatever queued meanwhile, until the store takes it. Waiters
                 // for a durable entry meanwhile time out, so nothing leaves unlogged.
+                // A flush is answered once everything handed before it is committed.
                 let mut batch: Vec<Append> = Vec::new();
+                let mut flushes: Vec<mpsc::SyncSender<()>> = Vec::new();
                 let mut backoff = Duration::from_millis(100);
                 loop {
-                    if batch.is_empty() {
+                    if batch.is_empty() && flushes.is_empty() {
                         match receiver.recv() {
-                            Ok(first) => batch.push(first),
+                            Ok(first) => first.sort_into(&mut batch, &mut flushes),
                             Err(_) => break,
                         }
                     }
                     let room = batch.len() + 4096;
                     while batch.len() < room {
                         match receiver.try_recv() {
-                            Ok(append) => batch.push(append),
+                            Ok(message) => message.sort_into(&mut batch, &mut flushes),
                             Err(_) => break,
                         }
                     }
-                    match store.append_audit(&batch) {
+                    let committed = if batch.is_empty() {
+                        Ok(0)
+                    } else {
+                        store.append_audit(&batch)
+                    };
+                    match committed {
                         Ok(first_seq) => {
                             for (seq, append) in (first_seq..).zip(batch.drain(..)) {
                                 if let Some(done) = append.done {
                                     let _ = done.try_send(seq);
                                 }
+                            }
+                            for done in flushes.drain(..) {
+                                let _ = done.try_send(());
                             }
                             backoff = Duration::from_millis(100);
                         }
@@ -115,9 +141,24 @@ impl AuditLog {
     fn send(&self, append: Append) {
         // When the writer is far behind (65,536 queued) the caller waits for room rather
         // than losing entries.
-        if self.sender.send(append).is_err() {
+        if self
+            .sender
+            .send(ToWriter::Append(Box::new(append)))
+            .is_err()
+        {
             tracing::error!("audit writer stopped; entry lost");
         }
+    }
+
+    /// Waits (blocking) until every entry queued before this call is durable: the drain at
+    /// shutdown. `false` if that took longer than `timeout` (the disk is full, say) or the
+    /// writer has stopped.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (done, flushed) = mpsc::sync_channel(1);
+        if self.sender.send(ToWriter::Flush(done)).is_err() {
+            return false;
+        }
+        flushed.recv_timeout(timeout).is_ok()
     }
 
     /// Queues an entry.

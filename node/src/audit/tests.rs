@@ -176,3 +176,22 @@ fn the_writer_gives_sequence_numbers_once_committed_and_keeps_receipts() {
         "{problems:?}"
     );
 }
+
+/// The drain at shutdown: once `flush` returns, everything queued before it is on disk.
+#[test]
+fn flush_returns_once_everything_queued_before_it_is_durable() {
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    let log = AuditLog::start(store.clone()).unwrap();
+    assert!(
+        log.flush(Duration::from_secs(5)),
+        "an empty log flushes at once"
+    );
+    for i in 0..500 {
+        log.record(entry(i, i % 3 != 0));
+    }
+    assert!(log.flush(Duration::from_secs(10)));
+    let written = store.audit_entries().unwrap();
+    assert_eq!(written.len(), 500);
+    assert_eq!(written[499].1, entry(499, true));
+}

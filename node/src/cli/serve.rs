@@ -408,9 +408,19 @@ async fn serve(
             served
         }
     };
+    // Drain: background loops stopped, the network shut, then every audit entry the node
+    // queued is on disk before it exits (received accesses are recorded without waiting).
     background.abort();
+    let _ = background.await;
     network.shutdown().await;
     let _ = network_task.await;
+    let audit = federation.audit.clone();
+    let drained = tokio::task::spawn_blocking(move || audit.flush(AUDIT_DRAIN))
+        .await
+        .unwrap_or(false);
+    if !drained {
+        warn!("audit entries queued at shutdown were not all written within {AUDIT_DRAIN:?}");
+    }
     // Batches cached since the last durable commit survive the restart.
     if let Err(e) = federation.cache.flush() {
         tracing::warn!(error = %e, "tile cache not flushed");
@@ -419,6 +429,9 @@ async fn serve(
     info!("stopped");
     result
 }
+
+/// How long shutdown waits for queued audit entries to reach the disk.
+const AUDIT_DRAIN: Duration = Duration::from_secs(10);
 
 /// How long HTTPS connections may take to finish their requests at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

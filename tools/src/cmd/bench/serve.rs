@@ -105,13 +105,17 @@ pub fn run(args: ServeBench) -> Result<()> {
         .iter()
         .map(|&i| format!("/api/v1/slides/{slide_id}/tiles/{}", tiles[i]))
         .collect();
+    // Every load sends the sign-on proxy's headers, so wrk does the same work in each
+    // (without sign-on the node does not read them: `[users] from = "none"` names no one).
+    let proxy_headers = proxy_headers();
+    let proxy_headers: Vec<&str> = proxy_headers.iter().map(String::as_str).collect();
     loads.push(wrk(
         (args.connections, args.duration),
         &run_dir,
         "slidemesh node",
         &node_url,
         &node_paths,
-        &[],
+        &proxy_headers,
     )?);
     let node_rss = node.peak_rss();
 
@@ -206,9 +210,8 @@ fn signed_on_load(
     data: &Path,
     paths: &[String],
 ) -> Result<Load> {
-    const SECRET: &str = "bench-proxy-secret-0123456789abcdef";
     let secret = data.join("proxy-secret");
-    std::fs::write(&secret, format!("{SECRET}\n"))?;
+    std::fs::write(&secret, format!("{PROXY_SECRET}\n"))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
     let config_path = data.join("config.toml");
@@ -243,12 +246,23 @@ fn signed_on_load(
         "slidemesh node, signed on",
         &url,
         paths,
-        &[
-            &format!("x-slidemesh-proxy-secret: {SECRET}"),
-            "x-slidemesh-user: jsmith",
-            "x-slidemesh-role: pathologist",
-        ],
+        &proxy_headers()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
     )
+}
+
+/// The bench's sign-on proxy secret.
+const PROXY_SECRET: &str = "bench-proxy-secret-0123456789abcdef";
+
+/// What the sign-on proxy adds to every request: its secret, and the person and role.
+fn proxy_headers() -> Vec<String> {
+    vec![
+        format!("x-slidemesh-proxy-secret: {PROXY_SECRET}"),
+        "x-slidemesh-user: jsmith".into(),
+        "x-slidemesh-role: pathologist".into(),
+    ]
 }
 
 fn nginx(
@@ -306,7 +320,11 @@ fn nginx(
         "nginx static files",
         &url,
         &paths,
-        &[],
+        // The same request headers as the node's loads (nginx ignores them).
+        &proxy_headers()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
     )
 }
 

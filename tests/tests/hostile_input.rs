@@ -292,19 +292,26 @@ fn slide_of(node: &Node, series: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn received_instances_never_change_consent_or_patient_identity() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("care");
+/// A node holding one generated slide (care-only consent, as ingest records by default):
+/// what generated it, its series UID, the node and the slide's id.
+fn care_only_slide(tmp: &Path) -> (Value, String, Node, String) {
+    let dir = tmp.join("care");
     let generated = synth(&dir, SMALL).remove(0);
     let series = generated["series_uid"].as_str().unwrap().to_string();
-    let mut node = Node::init("RR8");
+    let node = Node::init("RR8");
     let (code, report) = node.ingest(&[&dir]);
     assert_eq!(code, 0, "{report}");
     let slide = report["slides"][0]["slide_id"]
         .as_str()
         .unwrap()
         .to_string();
+    (generated, series, node, slide)
+}
+
+#[test]
+fn received_instances_never_change_consent_or_patient_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (generated, series, mut node, slide) = care_only_slide(tmp.path());
     assert_eq!(consent_codes(&node, &slide), serde_json::json!(["CC"]));
     node.serve();
 
@@ -400,16 +407,7 @@ fn received_instances_never_change_consent_or_patient_identity() {
 #[test]
 fn instances_pushed_by_c_store_never_change_consent_or_patient_identity() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("care");
-    let generated = synth(&dir, SMALL).remove(0);
-    let series = generated["series_uid"].as_str().unwrap().to_string();
-    let mut node = Node::init("RR8");
-    let (code, report) = node.ingest(&[&dir]);
-    assert_eq!(code, 0, "{report}");
-    let slide = report["slides"][0]["slide_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (generated, series, mut node, slide) = care_only_slide(tmp.path());
     node.edit_config(
         "calling_ae_titles = []",
         "calling_ae_titles = [\"SCANNER1\"]",

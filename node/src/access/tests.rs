@@ -69,6 +69,19 @@ struct World {
     slide: SlideId,
 }
 
+impl World {
+    /// The slide's rules under the default policy and this world's roster.
+    fn rules<'a>(&'a self, consent: &'a SlideConsent, owner: &'a TrustCode) -> Rules<'a> {
+        Rules {
+            policy: &self.policy,
+            consent,
+            owner,
+            roster: Some(&self.roster),
+            listed: None,
+        }
+    }
+}
+
 fn world() -> World {
     let (leeds, bradford) = (NodeKey::generate(), NodeKey::generate());
     let roster = Roster {
@@ -104,13 +117,7 @@ fn only_the_slides_owner_grants_and_never_to_itself() {
     let w = world();
     let (leeds, bradford) = (trust("RR8"), trust("RAE"));
     let care = consent(&[], false);
-    let rules = Rules {
-        policy: &w.policy,
-        consent: &care,
-        owner: &leeds,
-        roster: Some(&w.roster),
-        listed: None,
-    };
+    let rules = w.rules(&care, &leeds);
     let ask = |who: &TrustCode, signed: &SignedGrant| {
         decide(
             &rules,
@@ -156,13 +163,7 @@ fn revocation_is_a_refusal_and_an_unreadable_store_is_a_failure() {
     let w = world();
     let (leeds, bradford) = (trust("RR8"), trust("RAE"));
     let care = consent(&[], false);
-    let rules = Rules {
-        policy: &w.policy,
-        consent: &care,
-        owner: &leeds,
-        roster: Some(&w.roster),
-        listed: None,
-    };
+    let rules = w.rules(&care, &leeds);
     let signed = SignedGrant::sign(&grant("RR8", "RAE", w.slide, Purpose::Mdt), &w.leeds).unwrap();
     let ask = |revocations: Result<Vec<SignedRevocation>, String>| {
         decide(
@@ -237,13 +238,7 @@ fn grantees_by_purpose_consent_and_action() {
     ];
     for &(purpose, codes, opted_out, action, expected) in table {
         let recorded = consent(codes, opted_out);
-        let rules = Rules {
-            policy: &w.policy,
-            consent: &recorded,
-            owner: &leeds,
-            roster: Some(&w.roster),
-            listed: None,
-        };
+        let rules = w.rules(&recorded, &leeds);
         let signed = SignedGrant::sign(&grant("RR8", "RAE", w.slide, purpose), &w.leeds).unwrap();
         let verdict = decide(
             &rules,
@@ -332,13 +327,7 @@ fn another_trust_needs_a_grant_even_for_a_person_the_policy_would_admit() {
     let w = world();
     let (leeds, bradford) = (trust("RR8"), trust("RAE"));
     let care = consent(&["GRU"], false);
-    let rules = Rules {
-        policy: &w.policy,
-        consent: &care,
-        owner: &leeds,
-        roster: Some(&w.roster),
-        listed: None,
-    };
+    let rules = w.rules(&care, &leeds);
     let pathologist = person("jsmith", "pathologist");
     let verdict = decide(
         &rules,
@@ -366,13 +355,7 @@ fn a_refusal_ends_the_list_and_names_the_rule() {
     let w = world();
     let (leeds, bradford) = (trust("RR8"), trust("RAE"));
     let recorded = consent(&["GRU"], false);
-    let rules = Rules {
-        policy: &w.policy,
-        consent: &recorded,
-        owner: &leeds,
-        roster: Some(&w.roster),
-        listed: None,
-    };
+    let rules = w.rules(&recorded, &leeds);
     let signed = SignedGrant::sign(
         &grant("RR8", "RAE", w.slide, Purpose::SecondOpinion),
         &w.leeds,

@@ -15,27 +15,15 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const BASE_URL = (process.env.SLIDEMESH_URL ?? '').replace(/\/+$/, '');
 const ISSUER = (process.env.SLIDEMESH_ISSUER ?? '').replace(/\/+$/, '');
 const SLIDE = process.env.SLIDEMESH_SLIDE_ID ?? '';
 const ARTIFACTS = resolve(process.env.SLIDEMESH_ARTIFACTS || 'artifacts');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WAIT_MS = 30_000;
 const PATHOLOGIST = { login: 'jsmith', password: 'jsmith-password' };
 const STUDENT = { login: 'akhan', password: 'akhan-password' };
-
-// As in viewer.test.mjs: quiet, offline Chromium.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let browser;
 let context;
@@ -103,7 +91,7 @@ describe('sign-on at the trust\'s OpenID provider', () => {
   before(async () => {
     assert.ok(BASE_URL && ISSUER && SLIDE, 'set SLIDEMESH_URL, SLIDEMESH_ISSUER and SLIDEMESH_SLIDE_ID');
     await mkdir(ARTIFACTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     await context.route('**/*', (route) => {
       const { hostname } = new URL(route.request().url());

@@ -11,25 +11,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const BASE_URL = (process.env.SLIDEMESH_URL ?? '').replace(/\/+$/, '');
 const ARTIFACTS = resolve(process.env.SLIDEMESH_ARTIFACTS || 'artifacts');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WANTED_SLIDE = process.env.SLIDEMESH_SLIDE_ID || null;
 const WAIT_MS = 30_000;
-
-// Flags that keep Debian's chromium quiet and offline: no sandbox (we run as root in CI), no GPU,
-// and none of the background services that would try to reach the internet.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let browser;
 let page;
@@ -140,7 +127,7 @@ describe('slidemesh web UI', () => {
   before(async () => {
     assert.ok(BASE_URL, 'set SLIDEMESH_URL to the node\'s base URL, e.g. SLIDEMESH_URL=http://127.0.0.1:8080');
     await mkdir(ARTIFACTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.on('pageerror', (err) => pageErrors.push(String(err?.stack ?? err)));
     page.on('response', (res) => {

@@ -147,7 +147,8 @@ pub fn slide_json(view: &SlideView, etag: &str, request: &HeaderMap, body: Value
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(if view.is_local() {
-            "public, max-age=31536000, immutable"
+            // Decided for this person: only their browser keeps it (as this trust's tiles).
+            "private, max-age=31536000, immutable"
         } else {
             // Shared: decided per person, and may change under the same id.
             "private, no-cache"

@@ -156,7 +156,9 @@ const VERDICTS_MAX: usize = 4096;
 #[derive(Default)]
 pub struct GatewayState {
     rules: std::sync::Mutex<HashMap<SlideId, SlideRules>>,
-    logged: std::sync::Mutex<HashMap<LogKey, Instant>>,
+    /// When each access was last logged, and whether that entry is durable yet (until it
+    /// is, the access counts as not logged: a concurrent request logs and waits too).
+    logged: std::sync::Mutex<HashMap<LogKey, (Instant, bool)>>,
 }
 
 type LogKey = (SlideId, Option<UserClaim>, ConsentAction, bool);
@@ -486,6 +488,8 @@ impl Federation {
                 failed = true;
                 // Logged again next time: this access was not.
                 super::remote::lock(&self.gateway.logged).remove(&key);
+            } else if let Some(logged) = super::remote::lock(&self.gateway.logged).get_mut(&key) {
+                logged.1 = true;
             }
         }
         if failed {
@@ -599,12 +603,13 @@ impl Federation {
         super::remote::lock(&self.gateway.rules).remove(slide);
     }
 
-    /// Whether a decision keyed `key` is due in the log (without noting it).
-    /// Until when a decision keyed `key` is not due in the log; `None`: due now.
+    /// Until when a decision keyed `key` is not due in the log; `None`: due now (never
+    /// logged, logged too long ago, or its entry not durable yet).
     fn log_quiet_until(&self, key: &LogKey) -> Option<Instant> {
         let logged = super::remote::lock(&self.gateway.logged);
-        let until = *logged.get(key)? + log_every(key);
-        (Instant::now() < until).then_some(until)
+        let &(at, durable) = logged.get(key)?;
+        let until = at + log_every(key);
+        (durable && Instant::now() < until).then_some(until)
     }
 
     /// Whether a decision keyed `key` should be logged now (and notes it).
@@ -612,7 +617,7 @@ impl Federation {
         let every = log_every(key);
         let mut logged = super::remote::lock(&self.gateway.logged);
         if logged.len() >= LOGGED_MAX {
-            logged.retain(|_, at| at.elapsed() < GATEWAY_LOG_EVERY);
+            logged.retain(|_, (at, _)| at.elapsed() < GATEWAY_LOG_EVERY);
             if logged.len() >= LOGGED_MAX / 2 {
                 // Still crowded with recent entries: start afresh (a few entries are logged
                 // again early) rather than rescan on every decision.
@@ -620,9 +625,10 @@ impl Federation {
             }
         }
         match logged.get(key) {
-            Some(at) if at.elapsed() < every => false,
+            Some(&(at, true)) if at.elapsed() < every => false,
             _ => {
-                logged.insert(key.clone(), Instant::now());
+                // A refusal is recorded without waiting: nothing of the slide is shown on it.
+                logged.insert(key.clone(), (Instant::now(), !key.3));
                 true
             }
         }

@@ -485,7 +485,8 @@ async fn rendered_frame(
             // asks again each time.
             "private, no-cache"
         } else {
-            "public, max-age=31536000, immutable"
+            // Decided for this person: only their browser keeps it (as this trust's tiles).
+            "private, max-age=31536000, immutable"
         },
     );
     Ok(response)

@@ -84,7 +84,7 @@ impl AccessControl for Callers {
 }
 
 /// Binds the SCP and serves associations on background threads. Returns the bound address.
-pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Result<SocketAddr> {
+pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Result<Receiver> {
     anyhow::ensure!(
         !config.calling_ae_titles.is_empty(),
         "a DICOM receiver needs [dimse] calling_ae_titles: the AE titles of the scanners and \
@@ -104,10 +104,15 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
         .strict(false)
         .read_timeout(Duration::from_secs(120));
     info!(%bound, ae_title = %config.ae_title, "DICOM C-STORE SCP listening");
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_seen = stopping.clone();
     std::thread::Builder::new()
         .name("dimse-accept".into())
         .spawn(move || {
             for stream in listener.incoming() {
+                if stop_seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 let stream = match stream {
                     Ok(s) => s,
                     Err(e) => {
@@ -125,7 +130,28 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
                 }
             }
         })?;
-    Ok(bound)
+    Ok(Receiver {
+        addr: bound,
+        stopping,
+    })
+}
+
+/// The running DICOM receiver.
+pub struct Receiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    /// Stops accepting associations (those in progress run to their end, each file
+    /// ingested whole or not at all) and frees the port.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // The accept loop blocks in accept(): one connection wakes it to see the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
 }
 
 /// One C-STORE in progress: the staging file its data set is written to.

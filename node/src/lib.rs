@@ -2,6 +2,8 @@
 //!
 //! Layout, one module per concern (dependencies point down this list):
 //! - [`cli`]: the `slidemesh` operator commands; parses, validates, calls services.
+//! - [`server`]: the running node (every service `serve` runs), started in-process and
+//!   stopped with a graceful drain.
 //! - [`api`]: the HTTP API and embedded web UI (axum); reads the store, never writes it.
 //! - [`federation`]: what the node does for peers and for shared slides (grants checked,
 //!   manifests and tiles served, remote tiles fetched through the cache), and its
@@ -31,4 +33,5 @@ pub mod dimse;
 pub mod federation;
 pub mod ingest;
 pub mod net;
+pub mod server;
 pub mod store;

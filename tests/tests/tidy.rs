@@ -61,6 +61,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "net",
             "api",
             "consent",
+            "server",
         ],
     ),
     (
@@ -73,14 +74,24 @@ const LAYERS: &[(&str, &[&str])] = &[
             "federation",
             "api",
             "ingest",
+            "server",
         ],
     ),
-    ("access", &["federation", "net", "api", "ingest"]),
-    ("consent", &["federation", "net", "api", "ingest"]),
-    ("audit", &["access", "federation", "net", "api", "ingest"]),
-    ("ingest", &["federation", "net", "api", "access"]),
-    ("deidentify", &["store", "federation", "net", "api"]),
-    ("federation", &["api"]),
+    ("access", &["federation", "net", "api", "ingest", "server"]),
+    ("consent", &["federation", "net", "api", "ingest", "server"]),
+    (
+        "audit",
+        &["access", "federation", "net", "api", "ingest", "server"],
+    ),
+    ("ingest", &["federation", "net", "api", "access", "server"]),
+    (
+        "deidentify",
+        &["store", "federation", "net", "api", "server"],
+    ),
+    ("federation", &["api", "server", "cli"]),
+    // The running node is built from the services; only the CLI starts it.
+    ("api", &["server", "cli"]),
+    ("server", &["cli"]),
 ];
 
 #[test]

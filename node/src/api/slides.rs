@@ -20,19 +20,21 @@ pub async fn node_info(State(state): State<Arc<ApiState>>) -> Json<Value> {
         "trust_name": state.trust_name,
         "node_key": state.node_key,
         "version": env!("CARGO_PKG_VERSION"),
-        "peer_id": state.federation.network().map(|n| n.local_peer_id().to_string()),
+        "peer_id": state.federation.network.local_peer_id().to_string(),
     }))
 }
 
 /// The swarm's view (peers, listen addresses), the roster version and the cache.
 pub async fn network_status(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
-    let network = match state.federation.network() {
-        Some(n) => Some(n.status().await.map_err(ApiError::internal)?),
-        None => None,
-    };
+    let network = state
+        .federation
+        .network
+        .status()
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({
         "network": network,
-        "roster_version": state.federation.roster().map(|r| r.version),
+        "roster_version": state.federation.membership.roster().map(|r| r.version),
         "cache": state.federation.cache.stats(),
     })))
 }

@@ -46,13 +46,28 @@ struct Append {
 enum ToWriter {
     Append(Box<Append>),
     Flush(std::sync::mpsc::SyncSender<()>),
+    /// Flush, then end the writer; a batch the store still refuses at `give_up` is lost
+    /// (nothing it covers was served: its waiters timed out).
+    Stop {
+        done: std::sync::mpsc::SyncSender<()>,
+        give_up: std::time::Instant,
+    },
 }
 
 impl ToWriter {
-    fn sort_into(self, batch: &mut Vec<Append>, flushes: &mut Vec<mpsc::SyncSender<()>>) {
+    fn sort_into(
+        self,
+        batch: &mut Vec<Append>,
+        flushes: &mut Vec<mpsc::SyncSender<()>>,
+        stop: &mut Option<std::time::Instant>,
+    ) {
         match self {
             Self::Append(append) => batch.push(*append),
             Self::Flush(done) => flushes.push(done),
+            Self::Stop { done, give_up } => {
+                flushes.push(done);
+                *stop = Some(give_up);
+            }
         }
     }
 }
@@ -77,13 +92,15 @@ impl Pending {
 #[derive(Clone)]
 pub struct AuditLog {
     sender: mpsc::SyncSender<ToWriter>,
+    /// The writer thread, joined by [`Self::close`].
+    writer: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl AuditLog {
     /// Starts the writer thread over `store`.
     pub fn start(store: std::sync::Arc<Store>) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel::<ToWriter>(65536);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 // Group commit: whatever queued while the previous transaction committed
@@ -92,21 +109,23 @@ impl AuditLog {
                 // A failed commit (a full disk) loses nothing: the batch is kept and tried
                 // again, with whatever queued meanwhile, until the store takes it. Waiters
                 // for a durable entry meanwhile time out, so nothing leaves unlogged.
-                // A flush is answered once everything handed before it is committed.
+                // A flush is answered once everything handed before it is committed; a
+                // stop also ends the writer then.
                 let mut batch: Vec<Append> = Vec::new();
                 let mut flushes: Vec<mpsc::SyncSender<()>> = Vec::new();
+                let mut stop = None;
                 let mut backoff = Duration::from_millis(100);
                 loop {
                     if batch.is_empty() && flushes.is_empty() {
                         match receiver.recv() {
-                            Ok(first) => first.sort_into(&mut batch, &mut flushes),
+                            Ok(first) => first.sort_into(&mut batch, &mut flushes, &mut stop),
                             Err(_) => break,
                         }
                     }
                     let room = batch.len() + 4096;
-                    while batch.len() < room {
+                    while batch.len() < room && stop.is_none() {
                         match receiver.try_recv() {
-                            Ok(message) => message.sort_into(&mut batch, &mut flushes),
+                            Ok(message) => message.sort_into(&mut batch, &mut flushes, &mut stop),
                             Err(_) => break,
                         }
                     }
@@ -126,6 +145,13 @@ impl AuditLog {
                                 let _ = done.try_send(());
                             }
                             backoff = Duration::from_millis(100);
+                            if stop.is_some() {
+                                break;
+                            }
+                        }
+                        Err(e) if stop.is_some_and(|give_up| std::time::Instant::now() >= give_up) => {
+                            tracing::error!(error = %e, entries = batch.len(), "audit writer stopping with entries it could not write; nothing they cover was served");
+                            break;
                         }
                         Err(e) => {
                             tracing::error!(error = %e, entries = batch.len(), retry_in = ?backoff, "audit entries could not be written; kept, and nothing they cover is served");
@@ -135,7 +161,29 @@ impl AuditLog {
                     }
                 }
             })?;
-        Ok(Self { sender })
+        Ok(Self {
+            sender,
+            writer: std::sync::Arc::new(std::sync::Mutex::new(Some(writer))),
+        })
+    }
+
+    /// The drain at shutdown: writes every entry queued before this call, then ends and
+    /// joins the writer thread, so the store is no longer in its hands. Entries queued
+    /// afterwards are refused (their waiters see a failure and serve nothing). `false` when
+    /// the queue could not all be written within `timeout` (a full disk, say); the writer
+    /// still ends then.
+    pub fn close(&self, timeout: Duration) -> bool {
+        let (done, flushed) = mpsc::sync_channel(1);
+        let stop = ToWriter::Stop {
+            done,
+            give_up: std::time::Instant::now() + timeout,
+        };
+        let written = self.sender.send(stop).is_ok() && flushed.recv().is_ok();
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+        written
     }
 
     fn send(&self, append: Append) {

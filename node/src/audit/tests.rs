@@ -195,3 +195,27 @@ fn flush_returns_once_everything_queued_before_it_is_durable() {
     assert_eq!(written.len(), 500);
     assert_eq!(written[499].1, entry(499, true));
 }
+
+/// The drain at shutdown: `close` writes everything queued before it, then ends the writer
+/// thread, which lets go of its store handle; an entry queued afterwards is refused, so a
+/// request still waiting for one serves nothing.
+#[test]
+fn close_writes_the_queue_then_ends_the_writer_and_refuses_later_entries() {
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    let log = AuditLog::start(store.clone()).unwrap();
+    for i in 0..300 {
+        log.record(entry(i, true));
+    }
+    assert!(log.close(Duration::from_secs(10)));
+    assert_eq!(store.audit_entries().unwrap().len(), 300);
+    // Only this test's handle is left: the writer's was dropped with its thread.
+    assert_eq!(std::sync::Arc::strong_count(&store), 1);
+    let late = log.record_pending(entry(300, true));
+    assert!(late.wait(Duration::from_secs(1)).is_none());
+    assert!(
+        !log.close(Duration::from_secs(1)),
+        "a closed log closes no more"
+    );
+    assert_eq!(store.audit_entries().unwrap().len(), 300);
+}

@@ -410,7 +410,7 @@ impl Federation {
                 )));
             }
         }
-        let roster = self.roster();
+        let roster = self.membership.roster();
         let basis = match &rules.grant {
             Some(checked) => Basis::Checked(checked),
             None => Basis::OwnSlide,
@@ -420,7 +420,7 @@ impl Federation {
                 policy: &rules.policy,
                 consent: &rules.consent,
                 owner: &rules.owner,
-                roster: roster.as_ref(),
+                roster: roster.as_deref(),
                 listed: rules.listed(),
             },
             Subject {
@@ -458,6 +458,7 @@ impl Federation {
             )
         } else {
             let peer_id = self
+                .membership
                 .peer_of(&rules.owner)
                 .map(|p| p.to_string())
                 .unwrap_or_default();
@@ -542,6 +543,7 @@ impl Federation {
         } else {
             let signed = self.grant_for(slide)?;
             let roster = self
+                .membership
                 .roster()
                 .ok_or_else(|| RemoteError::Unavailable("this node has no roster".into()))?;
             let revocations = self

@@ -222,7 +222,7 @@ impl Federation {
     /// The grants this node issued for one of its slides that hold at `now`: unexpired and
     /// not revoked by this node (their issuer). Sorted.
     fn valid_grants_for(&self, slide: &SlideId, now: u64) -> Result<Vec<GrantId>, String> {
-        let roster = self.roster();
+        let roster = self.membership.roster();
         let failed = |e: crate::store::StoreError| format!("cannot list the slide's grants: {e}");
         let mut out = Vec::new();
         for stored in self.store.grants().map_err(failed)? {
@@ -337,10 +337,9 @@ impl Federation {
     /// rules (audited as such on both sides).
     pub async fn fetch_manifest(&self, signed: &SignedGrant, refresh: bool) -> anyhow::Result<()> {
         let grant = signed.verify()?;
-        let network = self
-            .network()
-            .ok_or_else(|| anyhow::anyhow!("network not started"))?;
+        let network = &self.network;
         let owner = self
+            .membership
             .peer_of(&grant.owner)
             .ok_or_else(|| anyhow::anyhow!("owner {} is not on the roster", grant.owner))?;
         let nonce = fresh_nonce();
@@ -378,9 +377,7 @@ impl Federation {
                 answered.ok_or(unreachable)?
             }
         };
-        let owner_key = self
-            .roster()
-            .and_then(|r| r.member(&grant.owner).map(|m| m.node));
+        let owner_key = self.membership.node_key_of(&grant.owner);
         let (manifest_signed, deidentified, consent, receipt) = match response {
             ControlResponse::Manifest {
                 manifest: m,

@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - this file: [`Federation`], the shared state, and the [`Inbound`] answers to peers.
+//! - [`membership`]: the roster in force and who each peer speaks for.
 //! - `gateway`: decisions for this trust's own people about shared slides, with the
 //!   owner's signed rules.
 //! - `manifests`: a slide's manifest, or its de-identified view, from owner to grantee.
@@ -18,20 +19,21 @@
 
 mod gateway;
 mod manifests;
+pub mod membership;
 mod receipts;
 pub mod remote;
 pub mod tasks;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    AssociatedKind, GrantId, NodeKey, Roster, SignedGrant, SignedRevocation, SlideId,
-    SlideManifest, TileId, TrustCode, UserClaim,
+    AssociatedKind, GrantId, NodeKey, SignedGrant, SignedRevocation, SlideId, SlideManifest,
+    TileId, TrustCode, UserClaim,
 };
 use tracing::{info, warn};
 
@@ -39,7 +41,7 @@ use crate::access;
 pub(crate) use crate::access::Refusal;
 use crate::audit::{AuditEntry, AuditLog, Pending, Side};
 use crate::consent::{ConsentAction, Policy, PolicyHandle};
-use crate::net::{Inbound, Network, ReceiptFuture, identity};
+use crate::net::{Inbound, Network, ReceiptFuture};
 use crate::store::cache::TileCache;
 use crate::store::consent::SlideConsent;
 use crate::store::federation::StoredGrant;
@@ -47,15 +49,13 @@ use crate::store::locations::LocationCache;
 use crate::store::reader::TileReader;
 use crate::store::{Store, now_unix};
 pub use gateway::{SlideDecided, TilesDecided};
+pub use membership::{Membership, PeerAddresses};
 
 /// How often the same refusal of a peer's request is logged again.
 const SERVED_REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How long a copy decides with an owner's consent statement it could not refresh.
 const CONSENT_STATEMENT_MAX_AGE_SECS: u64 = 24 * 3600;
-
-/// Addresses to dial member trusts at instead of their roster entries'.
-pub type PeerAddresses = HashMap<TrustCode, Vec<Multiaddr>>;
 
 /// Fault injection for tests and the testnet (`serve` reads them from the environment).
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,11 +108,10 @@ pub struct Federation {
     locations: LocationCache,
     reader: TileReader,
     pub cache: TileCache,
-    /// The roster in force (None until this node joined a federation).
-    roster: RwLock<Option<Roster>>,
-    /// Set once the swarm runs; handlers that need the network wait for nothing else.
-    network: OnceLock<Network>,
-    peer_addresses: OnceLock<PeerAddresses>,
+    /// The roster in force and who each peer speaks for.
+    pub membership: Arc<Membership>,
+    /// The handle to the node's swarm (its event loop answers peers through [`Handlers`]).
+    pub network: Network,
     /// What the policy check needs to know of each slide this node serves (its own, and
     /// shared ones it has cached): its tiles (a batch may ask only for tiles of the slide
     /// its grant covers), which of them show the label, its series and owner.
@@ -134,6 +133,9 @@ pub struct Federation {
     refusals_logged: Mutex<HashMap<blake3::Hash, std::time::Instant>>,
     /// Test and testnet fault switches.
     faults: Faults,
+    /// Work spawned on behalf of peers and viewers (tile batches, manifest fetches,
+    /// provider lookups, announcements), awaited at shutdown ([`Self::drain`]).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Federation {
@@ -147,17 +149,17 @@ impl Federation {
         audit: AuditLog,
         key: Arc<NodeKey>,
         faults: Faults,
-    ) -> Result<Arc<Self>, crate::store::StoreError> {
-        let roster = store.current_roster()?.map(|(r, _)| r);
-        Ok(Arc::new(Self {
+        membership: Arc<Membership>,
+        network: Network,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             locations: LocationCache::new(store.clone()),
             store,
             trust,
             reader,
             cache,
-            roster: RwLock::new(roster),
-            network: OnceLock::new(),
-            peer_addresses: OnceLock::new(),
+            membership,
+            network,
             served: Mutex::new(HashMap::new()),
             owner_policies: Mutex::new(HashMap::new()),
             policy,
@@ -168,62 +170,25 @@ impl Federation {
             withdrawals: std::sync::atomic::AtomicU64::new(0),
             refusals_logged: Mutex::new(HashMap::new()),
             faults,
-        }))
+            tasks: tokio_util::task::TaskTracker::new(),
+        })
     }
 
-    /// Connects the federation to the running network; `peer_addresses` replace roster
-    /// addresses for the trusts they name (see `network.peer_addresses` in config.toml).
-    pub fn attach_network(&self, network: Network, peer_addresses: PeerAddresses) {
-        let _ = self.peer_addresses.set(peer_addresses);
-        let _ = self.network.set(network);
+    /// Runs `work` on its own task, tracked so that shutdown can wait for it.
+    pub(crate) fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(work);
     }
 
-    pub fn network(&self) -> Option<&Network> {
-        self.network.get()
-    }
-
-    pub fn roster(&self) -> Option<Roster> {
-        self.roster.read().ok().and_then(|r| r.clone())
-    }
-
-    fn set_roster(&self, roster: Roster) {
-        if let Ok(mut current) = self.roster.write() {
-            *current = Some(roster);
-        }
-    }
-
-    /// The members' PeerIds and the addresses to dial them at, as the network's member gate
-    /// needs them: the roster's, unless config names others for that trust.
-    pub fn member_peers(&self, roster: &Roster) -> Vec<(PeerId, Vec<Multiaddr>)> {
-        let configured = self.peer_addresses.get();
-        roster
-            .members
-            .iter()
-            .filter_map(|m| {
-                let peer = identity::peer_id(&m.node)?;
-                let addrs = match configured.and_then(|c| c.get(&m.trust)) {
-                    Some(addrs) => addrs.clone(),
-                    None => m.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
-                };
-                Some((peer, addrs))
-            })
-            .collect()
-    }
-
-    /// The member trust a connected peer speaks for.
-    pub fn trust_of(&self, peer: &PeerId) -> Option<TrustCode> {
-        let roster = self.roster()?;
-        roster
-            .members
-            .iter()
-            .find(|m| identity::peer_id(&m.node).as_ref() == Some(peer))
-            .map(|m| m.trust.clone())
-    }
-
-    /// The PeerId of a member trust's node.
-    pub fn peer_of(&self, trust: &TrustCode) -> Option<PeerId> {
-        let roster = self.roster()?;
-        identity::peer_id(&roster.member(trust)?.node)
+    /// At shutdown, once the network stopped: waits up to `timeout` for the spawned work
+    /// to end (with the network gone it fails fast); says whether it all did.
+    pub async fn drain(&self, timeout: std::time::Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// Forgets what was memoised about a slide whose stored manifest changed.
@@ -388,9 +353,11 @@ impl Federation {
     ) -> Result<Vec<Pending>, Refusal> {
         let denied = Refusal::Denied;
         let roster = self
+            .membership
             .roster()
             .ok_or_else(|| denied("this node has no roster".into()))?;
         let requester = self
+            .membership
             .trust_of(peer)
             .ok_or_else(|| denied(format!("{peer} is not a member")))?;
         let served = self.served_slide(slide)?;
@@ -491,11 +458,8 @@ impl Federation {
                 };
             }
         };
-        let from_owner = self.trust_of(&peer).as_ref() == Some(&grant.owner)
-            && self
-                .roster()
-                .and_then(|r| r.member(&grant.owner).map(|m| m.node))
-                == Some(signed.signer);
+        let from_owner = self.membership.trust_of(&peer).as_ref() == Some(&grant.owner)
+            && self.membership.node_key_of(&grant.owner) == Some(signed.signer);
         if !from_owner || grant.grantee != self.trust {
             return ControlResponse::Denied {
                 reason: "grant not from its owner's node, or not for this trust".into(),
@@ -514,7 +478,7 @@ impl Federation {
         }
         info!(owner = %grant.owner, slide = %grant.slide, purpose = %grant.purpose, "grant received");
         let this = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             if let Err(e) = this.fetch_manifest(&signed, false).await {
                 warn!(slide = %grant.slide, error = %e, "cannot fetch shared slide's manifest yet");
             }
@@ -549,7 +513,7 @@ impl Federation {
             Ok(r) => r,
             Err(e) => return refuse(None, e.to_string()),
         };
-        let Some(roster) = self.roster() else {
+        let Some(roster) = self.membership.roster() else {
             return refuse(
                 Some(revocation.grant),
                 "this node has no roster to check the signer with".into(),
@@ -663,13 +627,12 @@ impl Inbound for Handlers {
                     since,
                     proof,
                 } => {
-                    let Some(log) = fed.trust_of(&peer) else {
+                    let Some(log) = fed.membership.trust_of(&peer) else {
                         return ControlResponse::Denied {
                             reason: "not a member".into(),
                         };
                     };
-                    let Some(log_key) = fed.roster().and_then(|r| r.member(&log).map(|m| m.node))
-                    else {
+                    let Some(log_key) = fed.membership.node_key_of(&log) else {
                         return ControlResponse::Denied {
                             reason: "not a member".into(),
                         };
@@ -699,7 +662,7 @@ impl Inbound for Handlers {
 
     fn announcement(&self, from: PeerId, announcement: Announcement) {
         let fed = self.0.clone();
-        tokio::spawn(async move {
+        self.0.spawn(async move {
             match announcement {
                 Announcement::Roster(signed) => {
                     if let Err(e) = tasks::offer_roster(&fed, signed).await {

@@ -75,7 +75,7 @@ impl Federation {
         receipt: Option<SignedReceipt>,
     ) {
         let (action, user) = (asked.action, asked.user);
-        let Some(source) = self.trust_of(peer) else {
+        let Some(source) = self.membership.trust_of(peer) else {
             return;
         };
         let grant_id = signed_grant.id();
@@ -131,7 +131,7 @@ impl Federation {
     ) -> Result<Receipt, String> {
         let (action, described, user) = (asked.action, asked.described, asked.user);
         let receipt = signed.verify().map_err(|e| e.to_string())?;
-        let source_key = self.roster().and_then(|r| r.member(source).map(|m| m.node));
+        let source_key = self.membership.node_key_of(source);
         if source_key != Some(signed.signer) || receipt.log != *source {
             return Err(format!("not signed by {source}'s roster key for its log"));
         }

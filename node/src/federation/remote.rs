@@ -309,16 +309,16 @@ impl Federation {
         };
         if start_batch {
             let fed = self.clone();
-            tokio::spawn(
+            self.spawn(
                 async move {
                     tokio::time::sleep(BATCH_WINDOW).await;
                     let tiles = lock(&fed.remote.queued).remove(&key).unwrap_or_default();
                     for chunk in tiles.chunks(BATCH_MAX.min(MAX_TILES_PER_REQUEST)) {
-                        let fed = fed.clone();
                         let chunk = chunk.to_vec();
                         let user = key.2.clone();
-                        tokio::spawn(
-                            async move { fed.fetch_batch(slide, chunk, demanded, user).await },
+                        let batch = fed.clone();
+                        fed.spawn(
+                            async move { batch.fetch_batch(slide, chunk, demanded, user).await },
                         );
                     }
                 }
@@ -470,7 +470,9 @@ impl Federation {
             let fed = self.clone();
             let slide = *slide;
             let known: Vec<PeerId> = peers.clone();
-            tokio::spawn(async move { fed.lookup_providers(slide, &known).await });
+            self.spawn(async move {
+                fed.lookup_providers(slide, &known).await;
+            });
         }
         for p in found {
             if !peers.contains(&p) {
@@ -490,20 +492,20 @@ impl Federation {
     /// ends early once it found a provider not in `known`.
     async fn lookup_providers(&self, slide: SlideId, known: &[PeerId]) -> Vec<PeerId> {
         let mut found = Vec::new();
-        if let Some(network) = self.network() {
-            let besides = known.iter().copied().collect();
-            let lookup =
-                tokio::time::timeout(Duration::from_secs(2), network.providers(slide, besides));
-            match lookup.await {
-                Ok(Ok(set)) => {
-                    let local = network.local_peer_id();
-                    found.extend(set.into_iter().filter(|p| *p != local));
-                }
-                Ok(Err(e)) => debug!(%slide, error = %e, "provider lookup failed"),
-                Err(_) => debug!(%slide, "provider lookup timed out"),
+        let besides = known.iter().copied().collect();
+        let lookup = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.network.providers(slide, besides),
+        );
+        match lookup.await {
+            Ok(Ok(set)) => {
+                let local = self.network.local_peer_id();
+                found.extend(set.into_iter().filter(|p| *p != local));
             }
-            debug!(%slide, providers = found.len(), "providers looked up");
+            Ok(Err(e)) => debug!(%slide, error = %e, "provider lookup failed"),
+            Err(_) => debug!(%slide, "provider lookup timed out"),
         }
+        debug!(%slide, providers = found.len(), "providers looked up");
         lock(&self.remote.providers).insert(slide, (Instant::now(), found.clone()));
         found
     }
@@ -540,10 +542,10 @@ impl Federation {
             Err(e) => return self.fail_all(&tiles, &e.to_string()),
         };
         let granted = grant.verify().ok();
-        let owner = granted.as_ref().and_then(|g| self.peer_of(&g.owner));
-        let Some(network) = self.network().cloned() else {
-            return self.fail_all(&tiles, "network not started");
-        };
+        let owner = granted
+            .as_ref()
+            .and_then(|g| self.membership.peer_of(&g.owner));
+        let network = self.network.clone();
         let lane = if demanded {
             crate::net::Lane::Demanded
         } else {
@@ -736,7 +738,7 @@ impl Federation {
 
     /// A peer as people know it: its trust's ODS code, with the PeerId for the logs.
     fn describe_peer(&self, peer: &PeerId) -> String {
-        match self.trust_of(peer) {
+        match self.membership.trust_of(peer) {
             Some(trust) => format!("{trust}'s node"),
             None => format!("peer {peer}"),
         }

@@ -40,8 +40,8 @@ pub async fn run(fed: Arc<Federation>, timings: Timings) {
     let mut announced = 0u64;
     let mut gossiped = std::collections::HashMap::new();
     let mut manifest_retries = ManifestRetries::default();
-    if let Some(roster) = fed.roster() {
-        apply_members(&fed, &roster).await;
+    if fed.membership.roster().is_some() {
+        apply_members(&fed).await;
     }
     provide_local_slides(&fed).await;
     loop {
@@ -77,9 +77,10 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
     let Ok(latest_checkpoint) = latest.verify() else {
         return;
     };
-    let (Some(roster), Some(network)) = (fed.roster(), fed.network().cloned()) else {
+    let Some(roster) = fed.membership.roster() else {
         return;
     };
+    let network = &fed.network;
     for member in roster.members.iter().filter(|m| m.trust != fed.trust) {
         if latest
             .cosignatures
@@ -88,7 +89,7 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
         {
             continue;
         }
-        let Some(peer) = fed.peer_of(&member.trust) else {
+        let Some(peer) = fed.membership.peer_of(&member.trust) else {
             continue;
         };
         // The last of our checkpoints this member co-signed, to prove we extend it.
@@ -158,14 +159,13 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
     }
 }
 
-async fn apply_members(fed: &Federation, roster: &slidemesh_protocol::Roster) {
-    if let Some(network) = fed.network() {
-        let _ = network.set_members(fed.member_peers(roster)).await;
-    }
+/// Keeps the network's member gate and dial table in step with the roster in force.
+async fn apply_members(fed: &Federation) {
+    let _ = fed.network.set_members(fed.membership.dial_table()).await;
 }
 
 async fn provide_local_slides(fed: &Federation) {
-    let Some(network) = fed.network() else { return };
+    let network = &fed.network;
     let store = fed.store.clone();
     let Ok(Ok(slides)) = tokio::task::spawn_blocking(move || store.summaries()).await else {
         return;
@@ -184,28 +184,21 @@ async fn adopt_stored_roster(fed: &Arc<Federation>, announced: &mut u64) {
     else {
         return;
     };
-    let current = fed.roster().map(|r| r.version).unwrap_or(0);
-    if roster.version > current {
-        info!(
-            version = roster.version,
-            members = roster.members.len(),
-            "roster adopted"
-        );
-        fed.set_roster(roster.clone());
-        apply_members(fed, &roster).await;
+    let (version, members) = (roster.version, roster.members.len());
+    if fed.membership.adopt(roster) {
+        info!(version, members, "roster adopted");
+        apply_members(fed).await;
     }
-    if roster.version > *announced {
-        if let Some(network) = fed.network() {
-            let _ = network.publish(Announcement::Roster(signed)).await;
-        }
-        *announced = roster.version;
+    if version > *announced {
+        let _ = fed.network.publish(Announcement::Roster(signed)).await;
+        *announced = version;
     }
 }
 
 /// Verifies a roster version offered by a peer against the one in force and stores it.
 /// Versions are accepted one at a time, each signed by a quorum of its predecessor.
 pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result<(), RosterError> {
-    let current = fed.roster();
+    let current = fed.membership.roster();
     let roster = match &current {
         Some(current) if signed.roster()?.version <= current.version => return Ok(()),
         Some(current) => signed.verify_successor(current)?,
@@ -218,9 +211,10 @@ pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result
     let stored = signed.clone();
     match tokio::task::spawn_blocking(move || store.put_roster(version, &stored)).await {
         Ok(Ok(_)) => {
-            info!(version, "roster version accepted from a peer");
-            fed.set_roster(roster.clone());
-            apply_members(fed, &roster).await;
+            if fed.membership.adopt(roster) {
+                info!(version, "roster version accepted from a peer");
+                apply_members(fed).await;
+            }
         }
         Ok(Err(e)) => warn!(error = %e, "cannot store roster"),
         Err(e) => warn!(error = %e, "cannot store roster"),
@@ -230,10 +224,11 @@ pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result
 
 /// Asks members in turn for roster versions newer than ours, until one has some.
 async fn pull_rosters(fed: &Arc<Federation>) {
-    let (Some(network), Some(roster)) = (fed.network(), fed.roster()) else {
+    let network = &fed.network;
+    let Some(roster) = fed.membership.roster() else {
         return;
     };
-    for (peer, _) in fed.member_peers(&roster) {
+    for (peer, _) in fed.membership.dial_table() {
         if peer == network.local_peer_id() {
             continue;
         }
@@ -269,7 +264,7 @@ async fn deliver_outbox(
     fed: &Arc<Federation>,
     gossiped: &mut std::collections::HashMap<slidemesh_protocol::GrantId, std::time::Instant>,
 ) {
-    let Some(network) = fed.network() else { return };
+    let network = &fed.network;
     let store = fed.store.clone();
     let Ok(Ok(items)) = tokio::task::spawn_blocking(move || store.outbox()).await else {
         return;
@@ -294,7 +289,7 @@ async fn deliver_outbox(
                     .await;
             }
         }
-        let Some(peer) = fed.peer_of(&item.to) else {
+        let Some(peer) = fed.membership.peer_of(&item.to) else {
             debug!(to = %item.to, "outbox entry for a trust not on the roster; keeping it");
             continue;
         };
@@ -392,7 +387,7 @@ async fn review_received_grants(
         }
         let store = fed.store.clone();
         let fresh_after = now.saturating_sub(refresh_every.as_secs());
-        let roster = fed.roster();
+        let roster = fed.membership.roster();
         let grant = stored.grant.clone();
         // None: nothing to do; Some(refresh): fetch, as a refresh when a copy is held.
         let wanted = tokio::task::spawn_blocking(move || {

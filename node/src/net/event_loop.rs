@@ -50,13 +50,18 @@ pub(crate) struct EventLoop {
     warm_ups: super::warmup::WarmUps,
 }
 
-impl EventLoop {
-    pub(crate) fn new(
-        key: &NodeKey,
-        config: &NetConfig,
-        commands: mpsc::Receiver<Command>,
-        inbound: Arc<dyn Inbound>,
-    ) -> Result<(Self, libp2p_stream::Control, PeerId), NetError> {
+/// A swarm built and listening, not yet answering anyone ([`super::Unanswered`]).
+pub(crate) struct Bound {
+    swarm: Swarm<Behaviour>,
+    topic: gossipsub::IdentTopic,
+    pub(crate) streams: libp2p_stream::Control,
+    pub(crate) local: PeerId,
+    warm_up_bytes: u64,
+}
+
+impl Bound {
+    /// Builds the swarm, starts listening and joins the announcement topic.
+    pub(crate) fn new(key: &NodeKey, config: &NetConfig) -> Result<Self, NetError> {
         let keypair = identity::keypair(key);
         let local = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair)?;
@@ -78,27 +83,39 @@ impl EventLoop {
                 reason: e.to_string(),
             })?;
         let streams = swarm.behaviour().streams.new_control();
-        let (responses, responses_rx) = mpsc::channel(256);
-        Ok((
-            Self {
-                swarm,
-                commands,
-                inbound,
-                responses,
-                responses_rx,
-                members: HashMap::new(),
-                pending_requests: HashMap::new(),
-                pending_providers: HashMap::new(),
-                topic,
-                listening: Vec::new(),
-                connections: HashMap::new(),
-                streams: streams.clone(),
-                warm_up_bytes: config.warm_up_bytes,
-                warm_ups: Default::default(),
-            },
+        Ok(Self {
+            swarm,
+            topic,
             streams,
             local,
-        ))
+            warm_up_bytes: config.warm_up_bytes,
+        })
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        bound: Bound,
+        commands: mpsc::Receiver<Command>,
+        inbound: Arc<dyn Inbound>,
+    ) -> Self {
+        let (responses, responses_rx) = mpsc::channel(256);
+        Self {
+            swarm: bound.swarm,
+            commands,
+            inbound,
+            responses,
+            responses_rx,
+            members: HashMap::new(),
+            pending_requests: HashMap::new(),
+            pending_providers: HashMap::new(),
+            topic: bound.topic,
+            listening: Vec::new(),
+            connections: HashMap::new(),
+            streams: bound.streams,
+            warm_up_bytes: bound.warm_up_bytes,
+            warm_ups: Default::default(),
+        }
     }
 
     pub async fn run(mut self) {

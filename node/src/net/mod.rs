@@ -133,28 +133,62 @@ pub struct Network {
     local: PeerId,
 }
 
+/// A network that listens and takes commands but answers no peer yet: what answers them
+/// is built with the [`Network`] handle and passed to [`Self::answer_with`]. (So the
+/// node's services can hold the handle directly, with no cycle to close afterwards.)
+pub struct Unanswered {
+    bound: event_loop::Bound,
+    commands: mpsc::Receiver<Command>,
+}
+
+impl Unanswered {
+    /// Spawns the event loop, the tile server and the warm-up server on the current tokio
+    /// runtime; the handle ends with the event loop ([`Network::shutdown`]), which also
+    /// ends the two servers. (They would otherwise wait for streams for as long as any
+    /// [`Network`] handle lives, holding `inbound`, whose owner may hold such a handle.)
+    pub fn answer_with(self, inbound: Arc<dyn Inbound>) -> tokio::task::JoinHandle<()> {
+        let streams = self.bound.streams.clone();
+        let tile_server = tokio::spawn(tiles::serve(streams.clone(), inbound.clone()));
+        let warm_up_server = tokio::spawn(warmup::serve(streams));
+        let event_loop = event_loop::EventLoop::new(self.bound, self.commands, inbound);
+        tokio::spawn(async move {
+            event_loop.run().await;
+            tile_server.abort();
+            warm_up_server.abort();
+            let _ = tile_server.await;
+            let _ = warm_up_server.await;
+        })
+    }
+}
+
 impl Network {
-    /// Builds the swarm, starts listening, and spawns the event loop and the tile server on
-    /// the current tokio runtime.
+    /// Builds the swarm and starts listening. Commands sent on the handle wait until
+    /// [`Unanswered::answer_with`] starts the event loop.
+    pub fn bind(key: &NodeKey, config: NetConfig) -> Result<(Network, Unanswered), NetError> {
+        let (commands, receiver) = mpsc::channel(256);
+        let bound = event_loop::Bound::new(key, &config)?;
+        let network = Network {
+            commands,
+            tiles: tiles::TileClient::new(bound.streams.clone()),
+            local: bound.local,
+        };
+        Ok((
+            network,
+            Unanswered {
+                bound,
+                commands: receiver,
+            },
+        ))
+    }
+
+    /// [`Self::bind`], answering peers with `inbound` at once.
     pub async fn start(
         key: &NodeKey,
         config: NetConfig,
         inbound: Arc<dyn Inbound>,
     ) -> Result<(Network, tokio::task::JoinHandle<()>), NetError> {
-        let (commands, receiver) = mpsc::channel(256);
-        let (event_loop, streams, local) =
-            event_loop::EventLoop::new(key, &config, receiver, inbound.clone())?;
-        tokio::spawn(tiles::serve(streams.clone(), inbound));
-        tokio::spawn(warmup::serve(streams.clone()));
-        let task = tokio::spawn(event_loop.run());
-        Ok((
-            Network {
-                commands,
-                tiles: tiles::TileClient::new(streams),
-                local,
-            },
-            task,
-        ))
+        let (network, unanswered) = Self::bind(key, config)?;
+        Ok((network, unanswered.answer_with(inbound)))
     }
 
     pub fn local_peer_id(&self) -> PeerId {

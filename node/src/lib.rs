@@ -35,3 +35,5 @@ pub mod ingest;
 pub mod net;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;

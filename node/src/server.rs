@@ -39,7 +39,9 @@ use crate::config::{self, NodeConfig, UsersFrom, UsersSection};
 use crate::consent::PolicyHandle;
 use crate::context::NodeContext;
 use crate::datadir::{DataDir, write_atomic};
-use crate::federation::{Faults, Federation, Handlers, Membership, PeerAddresses, tasks};
+use crate::federation::{
+    Faults, Federation, Handlers, Holdings, Membership, PeerAddresses, PeerAnswers, tasks,
+};
 use crate::ingest::incoming::Incoming;
 use crate::net::{NetConfig, Network};
 use crate::store::cache::TileCache;
@@ -219,24 +221,29 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         },
     )?;
     let audit = AuditLog::start(store.clone()).context("cannot start the audit log writer")?;
-    let federation = Federation::new(
+    let holdings = Arc::new(Holdings::new(
         store.clone(),
         config.node.trust.clone(),
+        Arc::new(data.load_key()?),
         TileReader::new(objects.clone()),
         cache,
         Arc::new(policy),
         audit,
-        Arc::new(data.load_key()?),
-        faults,
         membership,
-        network.clone(),
-    );
-    let network_task = unanswered.answer_with(Arc::new(Handlers(federation.clone())));
+    ));
+    // What answers peers needs no network; the network answers with it, and what fetches
+    // from peers is built with the network's handle. Work the answers leave for the
+    // fetching side (manifests to fetch, rosters to adopt) goes by channel.
+    let spawned = tokio_util::task::TaskTracker::new();
+    let (followups, followed_up) = tokio::sync::mpsc::unbounded_channel();
+    let answers = PeerAnswers::new(holdings.clone(), faults, followups, spawned.clone());
+    let network_task = unanswered.answer_with(Arc::new(Handlers(Arc::new(answers))));
+    let federation = Federation::new(holdings, network.clone(), spawned);
     let timings = tasks::Timings {
         consent_refresh: Duration::from_secs(config.network.consent_refresh_secs.max(1)),
         audit_checkpoint: Duration::from_secs(config.network.audit_checkpoint_secs.max(1)),
     };
-    let background = tokio::spawn(tasks::run(federation.clone(), timings));
+    let background = tokio::spawn(tasks::run(federation.clone(), timings, followed_up));
 
     let node_key = key.public();
     let incoming = Arc::new(Incoming::new(
@@ -385,7 +392,7 @@ impl RunningNode {
         if !self.federation.drain(DRAIN).await {
             warn!("work for peers and viewers still running after {DRAIN:?}");
         }
-        let audit = self.federation.audit.clone();
+        let audit = self.federation.holdings.audit.clone();
         let drained = tokio::task::spawn_blocking(move || audit.close(DRAIN))
             .await
             .unwrap_or(false);
@@ -393,7 +400,7 @@ impl RunningNode {
             warn!("audit entries queued at shutdown were not all written within {DRAIN:?}");
         }
         // Batches cached since the last durable commit survive the restart.
-        if let Err(e) = self.federation.cache.flush() {
+        if let Err(e) = self.federation.holdings.cache.flush() {
             warn!(error = %e, "tile cache not flushed");
         }
         let _ = std::fs::remove_file(&self.info_path);

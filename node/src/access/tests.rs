@@ -1,23 +1,15 @@
 //! Decisions as tables of plain values: no store, no process, no clock.
 
-use slidemesh_protocol::{Action, Grant, Member, NodeKey, Purpose, Revocation, SignedGrant};
+use slidemesh_protocol::{Action, Grant, NodeKey, Purpose, Revocation, SignedGrant};
 
 use super::*;
 use crate::consent::DEFAULT_POLICY;
+use crate::testing::member;
 
 const NOW: u64 = 1_800_000_100;
 
 fn trust(code: &str) -> TrustCode {
     code.parse().unwrap()
-}
-
-fn member(trust: &str, key: &NodeKey) -> Member {
-    Member {
-        trust: trust.parse().unwrap(),
-        name: trust.into(),
-        node: key.public(),
-        addrs: vec![],
-    }
 }
 
 fn grant(owner: &str, grantee: &str, slide: SlideId, purpose: Purpose) -> Grant {

@@ -132,7 +132,7 @@ impl ApiState {
         use std::sync::atomic::Ordering;
         let mut cache = self.manifests.lock().ok()?;
         // A shared slide was withdrawn (grant revoked): forget every decoded manifest.
-        let now = self.federation.withdrawals.load(Ordering::SeqCst);
+        let now = self.federation.holdings.withdrawals.load(Ordering::SeqCst);
         if self.withdrawals_seen.swap(now, Ordering::SeqCst) != now {
             cache.clear();
         }
@@ -149,6 +149,7 @@ impl ApiState {
         }
         let generation = self
             .federation
+            .holdings
             .withdrawals
             .load(std::sync::atomic::Ordering::SeqCst);
         let local = self.store.slide(id).map_err(ApiError::internal)?;
@@ -186,6 +187,7 @@ impl ApiState {
         // The federation checks every tile request against the same manifest: hand it over
         // verified rather than have the first tile request verify it again.
         self.federation
+            .holdings
             .served_from_verified(id, &manifest, is_local, generation);
         let view = Arc::new(SlideView {
             id: *id,

@@ -34,8 +34,8 @@ pub async fn network_status(State(state): State<Arc<ApiState>>) -> Result<Json<V
         .map_err(ApiError::internal)?;
     Ok(Json(json!({
         "network": network,
-        "roster_version": state.federation.membership.roster().map(|r| r.version),
-        "cache": state.federation.cache.stats(),
+        "roster_version": state.federation.holdings.membership.roster().map(|r| r.version),
+        "cache": state.federation.holdings.cache.stats(),
     })))
 }
 

@@ -171,12 +171,15 @@ impl Federation {
         slide: &SlideId,
         tiles: &[TileId],
     ) -> Result<Vec<ConsentAction>, RemoteError> {
-        let served = self.served_slide(slide).map_err(|refusal| match refusal {
-            Refusal::Denied(_) => RemoteError::NotShared(*slide),
-            Refusal::Failed(reason) => {
-                RemoteError::Unavailable(format!("cannot read slide {slide}: {reason}"))
-            }
-        })?;
+        let served = self
+            .holdings
+            .served_slide(slide)
+            .map_err(|refusal| match refusal {
+                Refusal::Denied(_) => RemoteError::NotShared(*slide),
+                Refusal::Failed(reason) => {
+                    RemoteError::Unavailable(format!("cannot read slide {slide}: {reason}"))
+                }
+            })?;
         if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
             return Err(RemoteError::NoSuchTile(format!(
                 "slide {slide} has no tile {stray}"
@@ -197,7 +200,7 @@ impl Federation {
         user: Option<&UserClaim>,
     ) -> Result<TilesDecided, RemoteError> {
         // This trust's own slide with everything in memory: no trip to the blocking pool.
-        if let Some(served) = self.served_in_memory(&slide) {
+        if let Some(served) = self.holdings.served_in_memory(&slide) {
             if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
                 return Err(RemoteError::NoSuchTile(format!(
                     "slide {slide} has no tile {stray}"
@@ -242,10 +245,13 @@ impl Federation {
                 "tiles of slide {slide} were not decided for this request"
             )));
         }
-        let served = self.served_slide(&slide).map_err(|refusal| match refusal {
-            Refusal::Denied(_) => RemoteError::NotShared(slide),
-            Refusal::Failed(reason) => RemoteError::Unavailable(reason),
-        })?;
+        let served = self
+            .holdings
+            .served_slide(&slide)
+            .map_err(|refusal| match refusal {
+                Refusal::Denied(_) => RemoteError::NotShared(slide),
+                Refusal::Failed(reason) => RemoteError::Unavailable(reason),
+            })?;
         if let Some(stray) = tiles.iter().find(|t| !served.tiles.contains(t)) {
             return Err(RemoteError::Forbidden(format!(
                 "tile {stray} is not part of slide {slide}"
@@ -292,14 +298,17 @@ impl Federation {
         user: Option<&UserClaim>,
         actions: &[ConsentAction],
     ) -> Option<Result<SlideDecided, RemoteError>> {
-        let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self
+            .holdings
+            .withdrawals
+            .load(std::sync::atomic::Ordering::SeqCst);
         let memo = {
             let rules = super::remote::lock(&self.gateway.rules);
             let rules = rules.get(slide)?;
             let fresh = rules.local
                 && rules.generation == generation
                 && rules.read_at.elapsed() < RULES_TTL
-                && Arc::ptr_eq(&rules.policy, &self.policy.current());
+                && Arc::ptr_eq(&rules.policy, &self.holdings.policy.current());
             if !fresh {
                 return None;
             }
@@ -326,7 +335,7 @@ impl Federation {
                         listed: None,
                     },
                     Subject {
-                        trust: &self.trust,
+                        trust: &self.holdings.trust,
                         user,
                     },
                     Basis::OwnSlide,
@@ -410,7 +419,7 @@ impl Federation {
                 )));
             }
         }
-        let roster = self.membership.roster();
+        let roster = self.holdings.membership.roster();
         let basis = match &rules.grant {
             Some(checked) => Basis::Checked(checked),
             None => Basis::OwnSlide,
@@ -424,7 +433,7 @@ impl Federation {
                 listed: rules.listed(),
             },
             Subject {
-                trust: &self.trust,
+                trust: &self.holdings.trust,
                 user,
             },
             basis,
@@ -452,12 +461,13 @@ impl Federation {
     ) -> Result<(), RemoteError> {
         let (peer, peer_id, what) = if rules.local {
             (
-                self.trust.clone(),
+                self.holdings.trust.clone(),
                 String::new(),
                 "own slide, for this trust",
             )
         } else {
             let peer_id = self
+                .holdings
                 .membership
                 .peer_of(&rules.owner)
                 .map(|p| p.to_string())
@@ -473,9 +483,9 @@ impl Federation {
             }
             info!(%slide, user = ?entry.user, action = entry.action, allowed = entry.allowed, rules = ?entry.rules, "decision for this trust");
             if decision.allowed {
-                pending.push((key, self.audit.record_pending(entry)));
+                pending.push((key, self.holdings.audit.record_pending(entry)));
             } else {
-                self.audit.record(entry);
+                self.holdings.audit.record(entry);
             }
         }
         let deadline = Instant::now() + AUDIT_WAIT;
@@ -505,12 +515,15 @@ impl Federation {
     /// owner's signed statement under the grant held for shared ones; memoised briefly and
     /// forgotten at any withdrawal.
     fn rules_here(&self, slide: &SlideId) -> Result<SlideRules, RemoteError> {
-        let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self
+            .holdings
+            .withdrawals
+            .load(std::sync::atomic::Ordering::SeqCst);
         use super::remote::lock;
         if let Some(rules) = lock(&self.gateway.rules).get(slide)
             && rules.generation == generation
             && rules.read_at.elapsed() < RULES_TTL
-            && (!rules.local || Arc::ptr_eq(&rules.policy, &self.policy.current()))
+            && (!rules.local || Arc::ptr_eq(&rules.policy, &self.holdings.policy.current()))
         {
             return Ok(rules.clone());
         }
@@ -519,19 +532,23 @@ impl Federation {
             Refusal::Denied(reason) => RemoteError::Forbidden(reason),
             Refusal::Failed(reason) => RemoteError::Unavailable(reason),
         };
-        let served = self.served_slide(slide).map_err(|refusal| match refusal {
-            Refusal::Denied(_) => RemoteError::NotShared(*slide),
-            Refusal::Failed(reason) => RemoteError::Unavailable(reason),
-        })?;
+        let served = self
+            .holdings
+            .served_slide(slide)
+            .map_err(|refusal| match refusal {
+                Refusal::Denied(_) => RemoteError::NotShared(*slide),
+                Refusal::Failed(reason) => RemoteError::Unavailable(reason),
+            })?;
         let rules = if served.local {
             let consent = self
+                .holdings
                 .store
                 .consent(&served.series_uid)
                 .map_err(|e| unavailable(&e))?;
             SlideRules {
                 read_at: Instant::now(),
                 generation,
-                policy: self.policy.current(),
+                policy: self.holdings.policy.current(),
                 consent,
                 owner: served.owner.clone(),
                 local: true,
@@ -543,19 +560,21 @@ impl Federation {
         } else {
             let signed = self.grant_for(slide)?;
             let roster = self
+                .holdings
                 .membership
                 .roster()
                 .ok_or_else(|| RemoteError::Unavailable("this node has no roster".into()))?;
             let revocations = self
+                .holdings
                 .store
                 .revocations(&signed.id())
                 .map_err(|e| e.to_string());
-            let owners = self.owners_rules(slide).map_err(refused)?;
+            let owners = self.holdings.owners_rules(slide).map_err(refused)?;
             let checked = access::check_grant(
                 &signed,
                 &GrantQuestion {
                     roster: &roster,
-                    requester: &self.trust,
+                    requester: &self.holdings.trust,
                     slide,
                     owner: &served.owner,
                     now: now_unix(),
@@ -565,6 +584,7 @@ impl Federation {
             )
             .map_err(refused)?;
             let identified = self
+                .holdings
                 .store
                 .remote_slide(slide)
                 .map_err(|e| unavailable(&e))?

@@ -17,7 +17,7 @@ use slidemesh_protocol::{
 use tracing::{info, warn};
 
 use super::receipts::Asked;
-use super::{Federation, Refusal};
+use super::{Federation, PeerAnswers, Refusal};
 use crate::access;
 use crate::audit::Pending;
 use crate::consent::ConsentAction;
@@ -51,7 +51,7 @@ fn manifest_label(from_copy: bool, refresh: bool, nonce: &[u8; 16]) -> String {
     format!("{kind}, request {}", request_tag(nonce))
 }
 
-impl Federation {
+impl PeerAnswers {
     /// A grantee asks for a slide's manifest.
     pub(super) fn answer_manifest(
         &self,
@@ -63,7 +63,7 @@ impl Federation {
     ) -> ControlResponse {
         // Not the owner: answer from a copy if one may be relayed, else NotFound before any
         // decision is made (and logged) about a manifest that would not be sent.
-        let record = match self.store.slide(&slide) {
+        let record = match self.holdings.store.slide(&slide) {
             Ok(Some(record)) => record,
             Ok(None) => {
                 return self.answer_manifest_from_copy(peer, slide, signed_grant, refresh, nonce);
@@ -158,7 +158,7 @@ impl Federation {
         refresh: bool,
         nonce: [u8; 16],
     ) -> ControlResponse {
-        let remote = match self.store.remote_slide(&slide) {
+        let remote = match self.holdings.store.remote_slide(&slide) {
             Ok(Some(remote)) if remote.deidentified.is_none() && remote.consent.is_some() => remote,
             Ok(_) => return ControlResponse::NotFound,
             Err(e) => {
@@ -202,36 +202,37 @@ impl Federation {
     /// This node's current rules for one of its slides, signed: its policy's text, the
     /// slide's recorded consent and the grants for it that hold now.
     fn consent_statement(&self, slide: &SlideId) -> Result<SignedConsentStatement, String> {
-        let served = self.served_slide(slide)?;
+        let served = self.holdings.served_slide(slide)?;
         let consent = self
+            .holdings
             .store
             .consent(&served.series_uid)
             .map_err(|e| format!("cannot read the slide's consent: {e}"))?;
         let now = now_unix();
         let statement = ConsentStatement {
-            owner: self.trust.clone(),
+            owner: self.holdings.trust.clone(),
             slide: *slide,
-            policy: self.policy.current().text().to_string(),
+            policy: self.holdings.policy.current().text().to_string(),
             consent,
             issued_at: now,
             valid_grants: self.valid_grants_for(slide, now)?,
         };
-        Ok(SignedConsentStatement::sign(&statement, &self.key))
+        Ok(SignedConsentStatement::sign(&statement, &self.holdings.key))
     }
 
     /// The grants this node issued for one of its slides that hold at `now`: unexpired and
     /// not revoked by this node (their issuer). Sorted.
     fn valid_grants_for(&self, slide: &SlideId, now: u64) -> Result<Vec<GrantId>, String> {
-        let roster = self.membership.roster();
+        let roster = self.holdings.membership.roster();
         let failed = |e: crate::store::StoreError| format!("cannot list the slide's grants: {e}");
         let mut out = Vec::new();
-        for stored in self.store.grants().map_err(failed)? {
+        for stored in self.holdings.store.grants().map_err(failed)? {
             if !stored.issued_here || stored.grant.slide != *slide || stored.grant.expires_at <= now
             {
                 continue;
             }
             let id = stored.signed.id();
-            let revocations = self.store.revocations(&id).map_err(failed)?;
+            let revocations = self.holdings.store.revocations(&id).map_err(failed)?;
             let revoked = match &roster {
                 Some(roster) => {
                     access::grant::revoked_by_issuer(&id, &stored.grant, &revocations, roster)
@@ -288,24 +289,29 @@ impl Federation {
         project: &str,
     ) -> anyhow::Result<(SignedManifest, SignedDeidentifiedView)> {
         let manifest = signed.verify()?;
-        let view = deidentify(&manifest, &Pseudonyms::for_project(&self.key, project))?;
-        let view = SignedManifest::sign(&view, &self.key);
+        let view = deidentify(
+            &manifest,
+            &Pseudonyms::for_project(&self.holdings.key, project),
+        )?;
+        let view = SignedManifest::sign(&view, &self.holdings.key);
         let statement = DeidentifiedView {
             original: *slide,
             view: view.slide_id(),
             project: project.to_string(),
         };
-        let statement = SignedDeidentifiedView::sign(&statement, &self.key);
+        let statement = SignedDeidentifiedView::sign(&statement, &self.holdings.key);
         Ok((view, statement))
     }
+}
 
+impl Federation {
     /// The owner refused this node the slide (its consent or policy changed, or it no
     /// longer holds it): the slide ends here, as the owner's current rules say, for this
     /// trust's people and for any trust its copy would serve. Its cached tiles go too.
     /// The grant is kept: the owner is asked again, rarely ([`OwnerRefused`]), in case it
     /// lets the slide be shown again.
     async fn end_shared_slide(&self, slide: &SlideId, grant: GrantId, reason: &str) {
-        let store = self.store.clone();
+        let store = self.holdings.store.clone();
         let slide = *slide;
         // Only a refusal under the grant the slide is kept under says anything about it.
         let ended = tokio::task::spawn_blocking(move || store.end_remote_slide(&slide, &grant))
@@ -314,14 +320,15 @@ impl Federation {
             .and_then(|r| r.map_err(|e| e.to_string()));
         match ended {
             Ok(Some(remote)) => {
-                self.manifest_changed(&slide);
+                self.holdings.manifest_changed(&slide);
                 self.forget_owners_rules(&slide);
                 let tiles: Vec<_> = remote
                     .signed
                     .verify()
                     .map(|m| m.all_tiles().copied().collect())
                     .unwrap_or_default();
-                let purged = tokio::task::block_in_place(|| self.cache.remove_many(&tiles));
+                let purged =
+                    tokio::task::block_in_place(|| self.holdings.cache.remove_many(&tiles));
                 if purged.is_err() {
                     warn!(%slide, "cannot drop the ended slide's cached tiles; they are unreachable and age out");
                 }
@@ -339,6 +346,7 @@ impl Federation {
         let grant = signed.verify()?;
         let network = &self.network;
         let owner = self
+            .holdings
             .membership
             .peer_of(&grant.owner)
             .ok_or_else(|| anyhow::anyhow!("owner {} is not on the roster", grant.owner))?;
@@ -377,7 +385,7 @@ impl Federation {
                 answered.ok_or(unreachable)?
             }
         };
-        let owner_key = self.membership.node_key_of(&grant.owner);
+        let owner_key = self.holdings.membership.node_key_of(&grant.owner);
         let (manifest_signed, deidentified, consent, receipt) = match response {
             ControlResponse::Manifest {
                 manifest: m,
@@ -460,7 +468,7 @@ impl Federation {
         // came from the owner, or was forgotten because the owner refused it: a copy's older
         // rules must not replace either.
         if source != owner {
-            let store = self.store.clone();
+            let store = self.holdings.store.clone();
             let slide = grant.slide;
             let held = tokio::task::spawn_blocking(move || store.remote_slide(&slide)).await??;
             if let Some(held) = held {
@@ -476,7 +484,7 @@ impl Federation {
                     && held.grant == signed.id()
                     && held.signed.slide_id() == manifest_signed.slide_id()
                 {
-                    let store = self.store.clone();
+                    let store = self.holdings.store.clone();
                     let updated = RemoteSlide {
                         consent: consent.clone(),
                         ..held
@@ -496,7 +504,7 @@ impl Federation {
             }
         }
         let summary = summarise(&manifest, Origin::Shared);
-        let store = self.store.clone();
+        let store = self.holdings.store.clone();
         let remote = RemoteSlide {
             signed: manifest_signed,
             summary,
@@ -514,7 +522,7 @@ impl Federation {
         })
         .await??;
         if changed {
-            self.manifest_changed(&slide);
+            self.holdings.manifest_changed(&slide);
         }
         // The next decision reads the new statement (its grant list among it).
         self.forget_owners_rules(&slide);

@@ -129,10 +129,8 @@ mod tests {
 
     fn member(trust: &str, key: &NodeKey, addr: &str) -> Member {
         Member {
-            trust: trust.parse().unwrap(),
-            name: format!("{trust} trust"),
-            node: key.public(),
             addrs: vec![addr.to_string()],
+            ..crate::testing::member(trust, key)
         }
     }
 

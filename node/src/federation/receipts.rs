@@ -13,7 +13,7 @@ use slidemesh_protocol::audit::{Receipt, SignedReceipt};
 use slidemesh_protocol::{Grant, GrantId, SignedGrant, SlideId, TrustCode, UserClaim};
 use tracing::warn;
 
-use super::Federation;
+use super::{Federation, PeerAnswers};
 use crate::audit::{AuditEntry, Pending, Side};
 use crate::net::identity;
 use crate::store::now_unix;
@@ -36,7 +36,7 @@ pub(crate) struct Asked<'a> {
     pub user: Option<&'a UserClaim>,
 }
 
-impl Federation {
+impl PeerAnswers {
     /// The receipt for allowed decisions, once all are committed (blocking, up to
     /// [`RECEIPT_WAIT`]). `None` when there is nothing to receipt or the log did not take
     /// them in time.
@@ -56,12 +56,14 @@ impl Federation {
             }
         }
         let receipt = Receipt {
-            log: self.trust.clone(),
+            log: self.holdings.trust.clone(),
             entries,
         };
-        Some(SignedReceipt::sign(&receipt, &self.key))
+        Some(SignedReceipt::sign(&receipt, &self.holdings.key))
     }
+}
 
+impl Federation {
     /// Records an access this node made as a requester, with the server's receipt when it
     /// gave a valid one; the entry says when it gave none or a wrong one. A receipt for
     /// another request does not pass for this one (see [`Asked`]).
@@ -75,7 +77,7 @@ impl Federation {
         receipt: Option<SignedReceipt>,
     ) {
         let (action, user) = (asked.action, asked.user);
-        let Some(source) = self.membership.trust_of(peer) else {
+        let Some(source) = self.holdings.membership.trust_of(peer) else {
             return;
         };
         let grant_id = signed_grant.id();
@@ -96,7 +98,7 @@ impl Federation {
         };
         let Some(signed) = receipt else {
             entry.what = format!("{what}; no receipt");
-            self.audit.record(entry);
+            self.holdings.audit.record(entry);
             return;
         };
         match self.check_receipt(&signed, &source, grant.slide, grant_id, &asked) {
@@ -108,12 +110,12 @@ impl Federation {
                     entry.policy_hash = theirs.policy_hash.clone();
                     entry.what = format!("{what}; receipt {}#{seq}", receipt.log);
                 }
-                self.audit.record_with_receipt(entry, signed);
+                self.holdings.audit.record_with_receipt(entry, signed);
             }
             Err(reason) => {
                 warn!(%peer, slide = %grant.slide, reason, "receipt refused");
                 entry.what = format!("{what}; receipt refused: {reason}");
-                self.audit.record(entry);
+                self.holdings.audit.record(entry);
             }
         }
     }
@@ -131,17 +133,17 @@ impl Federation {
     ) -> Result<Receipt, String> {
         let (action, described, user) = (asked.action, asked.described, asked.user);
         let receipt = signed.verify().map_err(|e| e.to_string())?;
-        let source_key = self.membership.node_key_of(source);
+        let source_key = self.holdings.membership.node_key_of(source);
         if source_key != Some(signed.signer) || receipt.log != *source {
             return Err(format!("not signed by {source}'s roster key for its log"));
         }
-        let this_node = identity::peer_id(&self.key.public()).map(|p| p.to_string());
+        let this_node = identity::peer_id(&self.holdings.key.public()).map(|p| p.to_string());
         let now = now_unix();
         let about_this_access = |e: &AuditEntry| {
             e.side == Side::Served
                 && e.allowed
                 && e.time.abs_diff(now) <= RECEIPT_CLOCK_WINDOW_SECS
-                && e.peer == self.trust
+                && e.peer == self.holdings.trust
                 && Some(&e.peer_id) == this_node.as_ref()
                 && e.slide == slide
                 && e.grant == Some(grant)

@@ -169,7 +169,7 @@ impl Federation {
         let fed = self.clone();
         let cached = tokio::task::spawn_blocking(move || {
             fed.grant_for(&slide)?;
-            Ok::<_, RemoteError>(fed.cache.get(&tile))
+            Ok::<_, RemoteError>(fed.holdings.cache.get(&tile))
         })
         .await
         .map_err(|e| RemoteError::Unavailable(e.to_string()))??;
@@ -195,6 +195,7 @@ impl Federation {
         // Label images are left out for someone not decided to see them, rather than
         // failing the whole copy.
         let label = self
+            .holdings
             .served_slide(&slide)
             .map_err(|e| RemoteError::Unavailable(format!("slide {slide}: {e}")))?
             .label_tiles
@@ -207,7 +208,7 @@ impl Federation {
         self.tiles_of(decided, tiles.clone())?;
         let ids: Vec<TileId> = tiles
             .into_iter()
-            .filter(|t| !self.cache.contains(t))
+            .filter(|t| !self.holdings.cache.contains(t))
             .collect();
         let count = ids.len();
         let (waiters, receivers): (Vec<_>, Vec<_>) = ids
@@ -252,14 +253,14 @@ impl Federation {
         urgent: bool,
         user: Option<&UserClaim>,
     ) {
-        let Ok(served) = self.served_slide(&slide) else {
+        let Ok(served) = self.holdings.served_slide(&slide) else {
             return;
         };
         let wanted: Vec<TileId> = tiles
             .iter()
             .copied()
             .filter(|t| !served.label_tiles.contains(t))
-            .filter(|t| !self.cache.contains(t))
+            .filter(|t| !self.holdings.cache.contains(t))
             .collect();
         if !wanted.is_empty() {
             self.enqueue(slide, &wanted, Vec::new(), urgent, user);
@@ -383,7 +384,10 @@ impl Federation {
     /// The grant this node holds for a shared slide, if it has not expired (memoised until
     /// a withdrawal). Reads the store on a miss: call from a blocking context.
     pub(super) fn grant_for(&self, slide: &SlideId) -> Result<SignedGrant, RemoteError> {
-        let generation = self.withdrawals.load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self
+            .holdings
+            .withdrawals
+            .load(std::sync::atomic::Ordering::SeqCst);
         let memo = lock(&self.remote.grants)
             .get(slide)
             .filter(|(at, _, _)| *at == generation)
@@ -394,11 +398,13 @@ impl Federation {
                 let unavailable =
                     |e: crate::store::StoreError| RemoteError::Unavailable(e.to_string());
                 let remote = self
+                    .holdings
                     .store
                     .remote_slide(slide)
                     .map_err(unavailable)?
                     .ok_or(RemoteError::NotShared(*slide))?;
                 let stored = self
+                    .holdings
                     .store
                     .grant(&remote.grant)
                     .map_err(unavailable)?
@@ -435,7 +441,7 @@ impl Federation {
             if !lock(&self.remote.expired).insert(id) {
                 continue;
             }
-            let store = self.store.clone();
+            let store = self.holdings.store.clone();
             let withdrawn = tokio::task::spawn_blocking(move || store.withdraw_grant(&id))
                 .await
                 .map_err(|e| e.to_string())
@@ -443,7 +449,8 @@ impl Federation {
             match withdrawn {
                 Ok(0) => {}
                 Ok(_) => {
-                    self.withdrawals
+                    self.holdings
+                        .withdrawals
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     info!(grant = %id, slide = %stored.grant.slide, owner = %stored.grant.owner,
                         "grant expired: shared slide withdrawn");
@@ -544,7 +551,7 @@ impl Federation {
         let granted = grant.verify().ok();
         let owner = granted
             .as_ref()
-            .and_then(|g| self.membership.peer_of(&g.owner));
+            .and_then(|g| self.holdings.membership.peer_of(&g.owner));
         let network = self.network.clone();
         let lane = if demanded {
             crate::net::Lane::Demanded
@@ -619,7 +626,7 @@ impl Federation {
                     let got = tokio::task::spawn_blocking(move || {
                         let batch: Vec<(TileId, &[u8])> =
                             got.iter().map(|(t, b)| (*t, b.as_slice())).collect();
-                        if let Err(e) = fed.cache.put_many(&batch) {
+                        if let Err(e) = fed.holdings.cache.put_many(&batch) {
                             warn!(tiles = batch.len(), error = %e, "cannot cache tiles");
                         }
                         got
@@ -738,7 +745,7 @@ impl Federation {
 
     /// A peer as people know it: its trust's ODS code, with the PeerId for the logs.
     fn describe_peer(&self, peer: &PeerId) -> String {
-        match self.membership.trust_of(peer) {
+        match self.holdings.membership.trust_of(peer) {
             Some(trust) => format!("{trust}'s node"),
             None => format!("peer {peer}"),
         }

@@ -13,7 +13,9 @@ use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse};
 use slidemesh_protocol::{RosterError, SignedRoster};
 use tracing::{debug, info, warn};
 
-use super::Federation;
+use tokio::sync::mpsc;
+
+use super::{Federation, Followup};
 
 /// How often the store is checked for work the CLI left (rosters, outbox).
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -31,8 +33,13 @@ pub struct Timings {
     pub audit_checkpoint: Duration,
 }
 
-/// Runs the loops until the runtime stops.
-pub async fn run(fed: Arc<Federation>, timings: Timings) {
+/// Runs the loops until the runtime stops, taking the work peers' answers left
+/// ([`Followup`]) as it comes.
+pub async fn run(
+    fed: Arc<Federation>,
+    timings: Timings,
+    mut followups: mpsc::UnboundedReceiver<Followup>,
+) {
     let mut poll = tokio::time::interval(POLL_EVERY);
     let mut pull = tokio::time::interval(ROSTER_PULL_EVERY);
     let mut checkpoint = tokio::time::interval(timings.audit_checkpoint);
@@ -40,7 +47,7 @@ pub async fn run(fed: Arc<Federation>, timings: Timings) {
     let mut announced = 0u64;
     let mut gossiped = std::collections::HashMap::new();
     let mut manifest_retries = ManifestRetries::default();
-    if fed.membership.roster().is_some() {
+    if fed.holdings.membership.roster().is_some() {
         apply_members(&fed).await;
     }
     provide_local_slides(&fed).await;
@@ -52,7 +59,27 @@ pub async fn run(fed: Arc<Federation>, timings: Timings) {
                 review_received_grants(&fed, timings.consent_refresh, &mut manifest_retries).await;
             }
             _ = pull.tick() => pull_rosters(&fed).await,
+            Some(followup) = followups.recv() => follow_up(&fed, followup).await,
             _ = checkpoint.tick() => checkpoint_and_cosign(&fed).await,
+        }
+    }
+}
+
+/// Does what an answer to a peer left for the fetching side.
+async fn follow_up(fed: &Arc<Federation>, followup: Followup) {
+    match followup {
+        Followup::FetchManifest(signed) => {
+            let this = fed.clone();
+            fed.spawn(async move {
+                if let Err(e) = this.fetch_manifest(&signed, false).await {
+                    warn!(grant = %signed.id(), error = %e, "cannot fetch shared slide's manifest yet");
+                }
+            });
+        }
+        Followup::OfferRoster { from, signed } => {
+            if let Err(e) = offer_roster(fed, signed).await {
+                warn!(peer = %from, error = %e, "announced roster refused");
+            }
         }
     }
 }
@@ -62,8 +89,10 @@ pub async fn run(fed: Arc<Federation>, timings: Timings) {
 async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
     let f = fed.clone();
     let signed = tokio::task::spawn_blocking(move || {
-        f.store.audit_checkpoint(&f.trust, &f.key)?;
-        f.store.audit_checkpoints()
+        f.holdings
+            .store
+            .audit_checkpoint(&f.holdings.trust, &f.holdings.key)?;
+        f.holdings.store.audit_checkpoints()
     })
     .await;
     let checkpoints = match signed {
@@ -77,11 +106,15 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
     let Ok(latest_checkpoint) = latest.verify() else {
         return;
     };
-    let Some(roster) = fed.membership.roster() else {
+    let Some(roster) = fed.holdings.membership.roster() else {
         return;
     };
     let network = &fed.network;
-    for member in roster.members.iter().filter(|m| m.trust != fed.trust) {
+    for member in roster
+        .members
+        .iter()
+        .filter(|m| m.trust != fed.holdings.trust)
+    {
         if latest
             .cosignatures
             .iter()
@@ -89,7 +122,7 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
         {
             continue;
         }
-        let Some(peer) = fed.membership.peer_of(&member.trust) else {
+        let Some(peer) = fed.holdings.membership.peer_of(&member.trust) else {
             continue;
         };
         // The last of our checkpoints this member co-signed, to prove we extend it.
@@ -101,7 +134,7 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
             .map(|c| c.size)
             .unwrap_or(0);
         for _ in 0..2 {
-            let proof = match fed.store.audit_leaves(latest_checkpoint.size) {
+            let proof = match fed.holdings.store.audit_leaves(latest_checkpoint.size) {
                 Ok(leaves) => slidemesh_protocol::audit::consistency_proof(since as usize, &leaves),
                 Err(e) => return warn!(error = %e, "cannot read audit leaves"),
             };
@@ -122,7 +155,7 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
                         .is_ok();
                     if valid {
                         let (store, trust, key, size) = (
-                            fed.store.clone(),
+                            fed.holdings.store.clone(),
                             member.trust.clone(),
                             member.node,
                             latest_checkpoint.size,
@@ -161,12 +194,15 @@ async fn checkpoint_and_cosign(fed: &Arc<Federation>) {
 
 /// Keeps the network's member gate and dial table in step with the roster in force.
 async fn apply_members(fed: &Federation) {
-    let _ = fed.network.set_members(fed.membership.dial_table()).await;
+    let _ = fed
+        .network
+        .set_members(fed.holdings.membership.dial_table())
+        .await;
 }
 
 async fn provide_local_slides(fed: &Federation) {
     let network = &fed.network;
-    let store = fed.store.clone();
+    let store = fed.holdings.store.clone();
     let Ok(Ok(slides)) = tokio::task::spawn_blocking(move || store.summaries()).await else {
         return;
     };
@@ -178,14 +214,14 @@ async fn provide_local_slides(fed: &Federation) {
 /// Adopts a roster version newer than the one in force if the store has it (published by
 /// the CLI or accepted from a peer), and announces it once.
 async fn adopt_stored_roster(fed: &Arc<Federation>, announced: &mut u64) {
-    let store = fed.store.clone();
+    let store = fed.holdings.store.clone();
     let Ok(Ok(Some((roster, signed)))) =
         tokio::task::spawn_blocking(move || store.current_roster()).await
     else {
         return;
     };
     let (version, members) = (roster.version, roster.members.len());
-    if fed.membership.adopt(roster) {
+    if fed.holdings.membership.adopt(roster) {
         info!(version, members, "roster adopted");
         apply_members(fed).await;
     }
@@ -198,7 +234,7 @@ async fn adopt_stored_roster(fed: &Arc<Federation>, announced: &mut u64) {
 /// Verifies a roster version offered by a peer against the one in force and stores it.
 /// Versions are accepted one at a time, each signed by a quorum of its predecessor.
 pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result<(), RosterError> {
-    let current = fed.membership.roster();
+    let current = fed.holdings.membership.roster();
     let roster = match &current {
         Some(current) if signed.roster()?.version <= current.version => return Ok(()),
         Some(current) => signed.verify_successor(current)?,
@@ -206,12 +242,12 @@ pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result
         // publishes the genesis it was given.
         None => return Ok(()),
     };
-    let store = fed.store.clone();
+    let store = fed.holdings.store.clone();
     let version = roster.version;
     let stored = signed.clone();
     match tokio::task::spawn_blocking(move || store.put_roster(version, &stored)).await {
         Ok(Ok(_)) => {
-            if fed.membership.adopt(roster) {
+            if fed.holdings.membership.adopt(roster) {
                 info!(version, "roster version accepted from a peer");
                 apply_members(fed).await;
             }
@@ -225,10 +261,10 @@ pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result
 /// Asks members in turn for roster versions newer than ours, until one has some.
 async fn pull_rosters(fed: &Arc<Federation>) {
     let network = &fed.network;
-    let Some(roster) = fed.membership.roster() else {
+    let Some(roster) = fed.holdings.membership.roster() else {
         return;
     };
-    for (peer, _) in fed.membership.dial_table() {
+    for (peer, _) in fed.holdings.membership.dial_table() {
         if peer == network.local_peer_id() {
             continue;
         }
@@ -265,7 +301,7 @@ async fn deliver_outbox(
     gossiped: &mut std::collections::HashMap<slidemesh_protocol::GrantId, std::time::Instant>,
 ) {
     let network = &fed.network;
-    let store = fed.store.clone();
+    let store = fed.holdings.store.clone();
     let Ok(Ok(items)) = tokio::task::spawn_blocking(move || store.outbox()).await else {
         return;
     };
@@ -289,20 +325,20 @@ async fn deliver_outbox(
                     .await;
             }
         }
-        let Some(peer) = fed.membership.peer_of(&item.to) else {
+        let Some(peer) = fed.holdings.membership.peer_of(&item.to) else {
             debug!(to = %item.to, "outbox entry for a trust not on the roster; keeping it");
             continue;
         };
         match network.request(peer, item.message.clone()).await {
             Ok(ControlResponse::Accepted) => {
                 info!(to = %item.to, "delivered");
-                let store = fed.store.clone();
+                let store = fed.holdings.store.clone();
                 let _ = tokio::task::spawn_blocking(move || store.outbox_done(seq)).await;
             }
             Ok(ControlResponse::Denied { reason }) => {
                 // The grantee will never accept it; keeping it would retry forever.
                 warn!(to = %item.to, reason, "grantee refused the message; dropping it");
-                let store = fed.store.clone();
+                let store = fed.holdings.store.clone();
                 let _ = tokio::task::spawn_blocking(move || store.outbox_done(seq)).await;
             }
             Ok(other) => debug!(to = %item.to, answer = ?other, "not delivered yet"),
@@ -363,7 +399,7 @@ async fn review_received_grants(
     refresh_every: Duration,
     retries: &mut ManifestRetries,
 ) {
-    let store = fed.store.clone();
+    let store = fed.holdings.store.clone();
     let Ok(Ok(grants)) = tokio::task::spawn_blocking(move || store.grants()).await else {
         return;
     };
@@ -385,9 +421,9 @@ async fn review_received_grants(
         {
             continue;
         }
-        let store = fed.store.clone();
+        let store = fed.holdings.store.clone();
         let fresh_after = now.saturating_sub(refresh_every.as_secs());
-        let roster = fed.membership.roster();
+        let roster = fed.holdings.membership.roster();
         let grant = stored.grant.clone();
         // None: nothing to do; Some(refresh): fetch, as a refresh when a copy is held.
         let wanted = tokio::task::spawn_blocking(move || {

@@ -200,7 +200,7 @@ fn wado_rs_follows_the_standard() {
     // Metadata: the instance's attributes, pixel data as a link under the Host asked for.
     let metadata = node.get_with(
         &format!("{instance}/metadata"),
-        &[("Host", "pacs.example:8443")],
+        &[("Host", "localhost:8443")],
     );
     assert_eq!(metadata.status, 200);
     assert_eq!(
@@ -212,7 +212,7 @@ fn wado_rs_follows_the_standard() {
     let bulk = metadata[0]["7FE00010"]["BulkDataURI"].as_str().unwrap();
     assert_eq!(
         bulk,
-        format!("http://pacs.example:8443{instance}/bulkdata/7FE00010")
+        format!("http://localhost:8443{instance}/bulkdata/7FE00010")
     );
 
     // QIDO errors name the problem.

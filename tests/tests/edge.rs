@@ -1,8 +1,10 @@
 //! The node's edge, where a hospital network meets it: identity headers count only from the
 //! trust's sign-on proxy (its address and its secret); a node without sign-on refuses to
 //! listen beyond loopback; storing slides over STOW-RS needs an ingest role; settings that
-//! would admit anyone refuse to start, each with a message saying what to configure; every
-//! response carries the security headers; HTTPS with a certificate replaced while serving.
+//! would admit anyone refuse to start, each with a message saying what to configure; a node
+//! without sign-on answers only under loopback names (a web page's DNS-rebound name is
+//! refused); every response carries the security headers; HTTPS with a certificate
+//! replaced while serving.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,6 +245,35 @@ fn assert_secured(r: &Response, what: &str) {
         "{what}"
     );
     assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{what}");
+}
+
+/// Without sign-on every request acts as the trust, so a page that made its own name
+/// resolve to 127.0.0.1 (DNS rebinding) must not get answers: only loopback names are.
+#[test]
+fn without_sign_on_only_loopback_names_are_answered() {
+    let mut node = Node::init("RR8");
+    let url = node.serve();
+    let port = url.rsplit(':').next().unwrap().to_string();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_string(),
+    ] {
+        let r = node.get_with("/api/v1/slides", &[("host", &host)]);
+        assert_eq!(r.status, 200, "Host {host}: {}", body(&r));
+    }
+    for host in [
+        format!("rebound.example:{port}"),
+        "10.0.0.5".to_string(),
+        format!("127.0.0.1.rebound.example:{port}"),
+    ] {
+        let r = node.get_with("/api/v1/slides", &[("host", &host)]);
+        assert_eq!(r.status, 421, "Host {host}: {}", body(&r));
+        assert!(body(&r).contains("localhost"), "{}", body(&r));
+    }
+    // The web UI too: the page itself is not handed to a rebound name.
+    let r = node.get_with("/", &[("host", "rebound.example")]);
+    assert_eq!(r.status, 421);
 }
 
 #[test]

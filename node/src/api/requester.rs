@@ -16,6 +16,12 @@
 //! [`Requester`] and hand it to whatever decides: the owner's rules for a shared slide are
 //! applied to that person here, and the person travels with the tile batches fetched for
 //! them. [`may_ingest`] is STOW-RS's entry check (`ingest_roles`).
+//!
+//! With `from = "none"` (loopback only) every request acts as the trust, so a web page on
+//! this host's browser must not reach the API under a name of its own (DNS rebinding: a
+//! site's name made to resolve to 127.0.0.1, which makes the API same-origin to that site).
+//! Such requests name a host other than a loopback address or `localhost`; they are refused
+//! (421) and logged.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -101,6 +107,22 @@ pub async fn identify(
     mut request: Request,
     next: Next,
 ) -> Response {
+    if state.users.from == UsersFrom::None
+        && let Some(host) = foreign_host(&request)
+    {
+        warn!(
+            host,
+            "request naming a host other than this one refused (from = \"none\")"
+        );
+        return ApiError {
+            status: StatusCode::MISDIRECTED_REQUEST,
+            message: format!(
+                "this node answers without sign-on, so only as 127.0.0.1, [::1] or localhost, \
+                 not as {host:?}"
+            ),
+        }
+        .into_response();
+    }
     let path = request.uri().path();
     let signing_on = state.users.from == UsersFrom::Oidc;
     // Who this node is stays answerable without a person: monitoring and load balancers ask.
@@ -154,6 +176,24 @@ pub async fn identify(
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The host a request names (its `Host` header, or an HTTP/2 request's authority) when
+/// that is neither a loopback address nor `localhost`; a request that names none (an
+/// HTTP/1.0 tool) names no other host either.
+fn foreign_host(request: &Request) -> Option<String> {
+    let named = match request.headers().get(axum::http::header::HOST) {
+        Some(value) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        None => request.uri().authority()?.as_str().to_string(),
+    };
+    // The port goes: `[::1]:8080`, `127.0.0.1:8080`, `localhost:8080`.
+    let host = match named.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => named.rsplit_once(':').map_or(named.as_str(), |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some(named)
 }
 
 /// Who a request acts for: `session` is the person a sign-on session of this node names

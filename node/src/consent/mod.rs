@@ -119,10 +119,67 @@ pub enum PolicyError {
     },
     #[error("the policy does not parse:\n{0}")]
     Parse(String),
+    #[error("the policy is not taken: {0}")]
+    Shape(String),
     #[error("the policy does not fit the schema:\n{0}")]
     Invalid(String),
     #[error("the built-in schema does not parse: {0}")]
     Schema(String),
+}
+
+/// The largest policy text taken (the default policy is about 6 KiB).
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+
+/// The deepest nesting of brackets taken. cedar's parser recurses once per level (about
+/// 150 levels fill a 2 MiB thread stack in a debug build, and a stack overflow ends the
+/// process); real policies nest a few levels.
+pub const MAX_POLICY_NESTING: usize = 32;
+
+/// Refuses policy text that is too large or nests brackets too deeply to parse safely,
+/// before cedar sees it. Brackets inside string literals and `//` comments do not count.
+pub fn check_shape(text: &str) -> Result<(), PolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(PolicyError::Shape(format!(
+            "{} bytes, more than the {MAX_POLICY_BYTES} a policy may have",
+            text.len()
+        )));
+    }
+    let mut depth = 0usize;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                // Skip the string literal, escapes included.
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.clone().next() == Some('/') => {
+                for s in chars.by_ref() {
+                    if s == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_POLICY_NESTING {
+                    return Err(PolicyError::Shape(format!(
+                        "brackets nested more than {MAX_POLICY_NESTING} deep"
+                    )));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A loaded, validated policy.
@@ -135,8 +192,11 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Parses and validates policy text against the schema (strict mode).
+    /// Parses and validates policy text against the schema (strict mode). Text too large
+    /// or too deeply nested to parse safely is refused first ([`check_shape`]): policies
+    /// also arrive from peers, inside owners' consent statements.
     pub fn from_text(text: &str) -> Result<Self, PolicyError> {
+        check_shape(text)?;
         let (schema, _warnings) =
             Schema::from_cedarschema_str(SCHEMA).map_err(|e| PolicyError::Schema(e.to_string()))?;
         let set = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(render(&e)))?;

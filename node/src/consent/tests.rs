@@ -254,3 +254,36 @@ when { principal is Slidemesh::User && principal.role == "pathologist" };
     let typo = text.replace("principal.role", "principal.rol");
     assert!(Policy::from_text(&typo).is_err());
 }
+
+/// Policies also arrive from peers (in owners' consent statements): text nested too deeply
+/// for cedar's recursive parser, or too large, is refused before it is parsed, instead of
+/// overflowing the stack and ending the node.
+#[test]
+fn a_policy_built_to_overflow_the_parser_is_refused_before_parsing() {
+    let rule = |body: &str| {
+        format!("@id(\"deep\") permit (principal, action, resource) when {{ {body} }};")
+    };
+    for depth in [MAX_POLICY_NESTING, 1_000, 100_000] {
+        let nested = rule(&format!("{}true{}", "(".repeat(depth), ")".repeat(depth)));
+        let listed = rule(&format!("{}1{} == 1", "[".repeat(depth), "]".repeat(depth)));
+        for text in [nested, listed] {
+            match Policy::from_text(&text) {
+                Err(PolicyError::Shape(why)) => assert!(why.contains("nested"), "{why}"),
+                other => panic!("{depth} levels: expected a refusal of its shape, got {other:?}"),
+            }
+        }
+    }
+    let huge = format!("{}\n// {}\n", DEFAULT_POLICY, "x".repeat(MAX_POLICY_BYTES));
+    assert!(matches!(
+        Policy::from_text(&huge),
+        Err(PolicyError::Shape(_))
+    ));
+    // Brackets in strings and comments do not count: the default policy with a long
+    // bracketed comment and a role string full of brackets still loads.
+    let commented = format!(
+        "{DEFAULT_POLICY}\n// {}\n@id(\"odd-role\") forbid (principal is Slidemesh::User, action, resource) when {{ principal.role == \"{}\" }};\n",
+        "(".repeat(500),
+        "[".repeat(500)
+    );
+    Policy::from_text(&commented).expect("brackets in comments and strings are text");
+}

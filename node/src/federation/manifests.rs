@@ -443,6 +443,10 @@ impl Federation {
             {
                 anyhow::bail!("consent statement not the owner's for this slide");
             }
+            // Its policy is parsed whenever this node decides for the slide: text built to
+            // exhaust the parser is not kept.
+            crate::consent::check_shape(&stated.policy)
+                .map_err(|e| anyhow::anyhow!("the owner's policy for {}: {e}", grant.slide))?;
             // The owner's word that this grant no longer holds, whoever relayed it: the
             // slide ends here as if the owner had refused it, revocation received or not.
             if !stated.lists(&signed.id()) {

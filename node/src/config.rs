@@ -306,6 +306,40 @@ pub struct HttpSection {
     /// PEM private key of `tls_cert`.
     #[serde(default)]
     pub tls_key: String,
+    /// What one client may take of the server (`[http.limits]`).
+    #[serde(default)]
+    pub limits: HttpLimits,
+}
+
+/// Bounds on what clients may take of the HTTP server; over them a client gets a clear
+/// refusal (connection closed at the cap, 503 when busy, 413 for a body too large, the
+/// connection closed when its request head does not arrive in time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Open connections at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's head (its first one included, TLS
+    /// handshake too), and may stay idle between requests.
+    pub header_timeout_secs: u64,
+    /// Requests being answered at once; more are answered 503 at once.
+    pub max_requests_in_flight: usize,
+    /// Bytes of one STOW-RS request, and of one instance (part) in it.
+    pub stow_max_bytes: u64,
+    pub stow_max_part_bytes: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout_secs: 30,
+            max_requests_in_flight: 512,
+            // Whole-slide images run to a few GB an instance.
+            stow_max_bytes: 16 << 30,
+            stow_max_part_bytes: 8 << 30,
+        }
+    }
 }
 
 /// How ingest keeps original files.
@@ -348,6 +382,7 @@ impl NodeConfig {
                 cors_origins: Vec::new(),
                 tls_cert: String::new(),
                 tls_key: String::new(),
+                limits: HttpLimits::default(),
             },
             ingest: IngestSection::default(),
             network: NetworkSection::default(),
@@ -393,6 +428,16 @@ cors_origins = {cors}
 # a restart. Empty: plain HTTP (for loopback, or behind a proxy that terminates TLS).
 tls_cert = {tls_cert}
 tls_key = {tls_key}
+
+[http.limits]
+# Open connections at once (more are closed as they arrive); requests answered at once (more
+# get 503); seconds a client may take to send a request's head or stay idle between requests.
+max_connections = {max_connections}
+max_requests_in_flight = {max_requests_in_flight}
+header_timeout_secs = {header_timeout_secs}
+# Bytes of one STOW-RS request and of one instance in it (more: 413).
+stow_max_bytes = {stow_max_bytes}
+stow_max_part_bytes = {stow_max_part_bytes}
 
 [ingest]
 # How original DICOM files are kept in objects/: "link" hard-links them when they are on the
@@ -510,6 +555,11 @@ oidc_ca_file = {oidc_ca_file}
             ingest_roles = toml_strings(&self.users.ingest_roles),
             tls_cert = toml_string(&self.http.tls_cert),
             tls_key = toml_string(&self.http.tls_key),
+            max_connections = self.http.limits.max_connections,
+            max_requests_in_flight = self.http.limits.max_requests_in_flight,
+            header_timeout_secs = self.http.limits.header_timeout_secs,
+            stow_max_bytes = self.http.limits.stow_max_bytes,
+            stow_max_part_bytes = self.http.limits.stow_max_part_bytes,
             dimse_listen = toml_string(&self.dimse.listen),
             ae_title = toml_string(&self.dimse.ae_title),
             callers = toml::Value::Array(
@@ -763,8 +813,10 @@ mod tests {
             .network
             .peer_addresses
             .insert("RR8".into(), vec!["/ip4/10.20.0.2/tcp/7400".into()]);
+        config.http.limits.max_connections = 77;
         let parsed: NodeConfig = toml::from_str(&config.to_commented_toml()).unwrap();
         assert_eq!(parsed.network.peer_addresses, config.network.peer_addresses);
+        assert_eq!(parsed.http.limits, config.http.limits);
         assert_eq!(parsed.node.trust.as_str(), "RAE");
         assert_eq!(parsed.node.trust_name, "Bradford \"BTHFT\"");
         assert_eq!(parsed.ingest.keep_originals, KeepOriginals::Link);

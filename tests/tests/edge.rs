@@ -1,7 +1,9 @@
 //! The node's edge, where a hospital network meets it: identity headers count only from the
 //! trust's sign-on proxy (its address and its secret); a node without sign-on refuses to
 //! listen beyond loopback; storing slides over STOW-RS needs an ingest role; settings that
-//! would admit anyone refuse to start, each with a message saying what to configure; a node
+//! would admit anyone refuse to start, each with a message saying what to configure; a
+//! client gets only its share of the server (connections, slow heads, requests at once,
+//! STOW-RS body sizes: `[http.limits]`); a node
 //! without sign-on answers only under loopback names (a web page's DNS-rebound name is
 //! refused); every response carries the security headers; HTTPS with a certificate
 //! replaced while serving.
@@ -113,13 +115,19 @@ fn settings_that_would_admit_anyone_refuse_to_start_and_say_what_to_configure() 
 
 /// A `multipart/related` STOW-RS body holding `files`.
 fn stow_body(files: &[String]) -> (String, Vec<u8>) {
+    let parts: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    multipart(&parts)
+}
+
+/// A STOW-RS body of `parts` and its content type.
+fn multipart(parts: &[Vec<u8>]) -> (String, Vec<u8>) {
     let boundary = "edge-test-boundary-51c2";
     let mut body = Vec::new();
-    for file in files {
+    for part in parts {
         body.extend_from_slice(
             format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
         );
-        body.extend_from_slice(&std::fs::read(file).unwrap());
+        body.extend_from_slice(part);
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
@@ -429,4 +437,115 @@ fn https_serves_the_configured_certificate_and_picks_up_a_replaced_one() {
         200
     );
     assert_eq!(node.stop().and_then(|s| s.code()), Some(0));
+}
+
+/// Whether the server closed `stream` within `within` (a read returns end of file or an
+/// error), having sent nothing.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// `[http.limits]`: connections over the cap are closed as they arrive, a request head that
+/// does not arrive in time closes its connection, requests over the in-flight cap get 503
+/// at once, and STOW-RS bodies over their sizes get 413 naming the setting.
+#[test]
+fn a_client_gets_only_its_share_of_the_http_server() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let mut node = Node::init("RR8");
+    node.edit_config("max_connections = 1024", "max_connections = 4");
+    node.edit_config("header_timeout_secs = 30", "header_timeout_secs = 3");
+    node.edit_config("max_requests_in_flight = 512", "max_requests_in_flight = 1");
+    node.edit_config("stow_max_bytes = 17179869184", "stow_max_bytes = 300000");
+    node.edit_config(
+        "stow_max_part_bytes = 8589934592",
+        "stow_max_part_bytes = 100000",
+    );
+    let url = node.serve();
+    let addr = url.trim_start_matches("http://").to_string();
+
+    // Four connections open (no request yet): a fifth is closed at once.
+    let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = TcpStream::connect(&addr).unwrap();
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(2)),
+        "a connection over the cap is closed"
+    );
+    // A head that never completes: the connection is closed after the header timeout.
+    held[0]
+        .write_all(b"GET /api/v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    assert!(
+        closed_within(&mut held[0], Duration::from_secs(8)),
+        "a slow request head is cut off"
+    );
+    held.clear();
+    wait_until(Duration::from_secs(5), || {
+        node.get("/api/v1/node").status == 200
+    })
+    .expect("connections are admitted again once others close");
+    // A kept-alive connection left idle after its answer is closed too, freeing its place.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /api/v1/node HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut answer = [0u8; 4096];
+    let read = std::io::Read::read(&mut idle, &mut answer).unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    idle.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let ended = std::io::Read::read_to_end(&mut idle, &mut rest);
+    assert!(
+        ended.is_ok(),
+        "an idle connection is closed by the server: {ended:?}"
+    );
+
+    // STOW-RS bodies over their sizes.
+    let (content_type, payload) = multipart(&[vec![0u8; 120_000]]);
+    let r = node.post(
+        "/dicomweb/studies",
+        &[("Content-Type", &content_type)],
+        &payload,
+    );
+    assert_eq!(r.status, 413, "{}", body(&r));
+    assert!(body(&r).contains("stow_max_part_bytes"), "{}", body(&r));
+    let (content_type, payload) = multipart(&vec![vec![0u8; 90_000]; 4]);
+    let r = node.post(
+        "/dicomweb/studies",
+        &[("Content-Type", &content_type)],
+        &payload,
+    );
+    assert_eq!(r.status, 413, "{}", body(&r));
+    assert!(body(&r).contains("stow_max_bytes"), "{}", body(&r));
+
+    // One request in flight (a STOW-RS body still arriving): the next gets 503 at once.
+    let (content_type, payload) = multipart(&[vec![0u8; 50_000]]);
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    )
+    .unwrap();
+    slow.write_all(&payload[..1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = node.get("/api/v1/slides");
+    assert_eq!(r.status, 503, "{}", body(&r));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(body(&r).contains("max_requests_in_flight"));
+    drop(slow);
+    wait_until(Duration::from_secs(5), || {
+        node.get("/api/v1/slides").status == 200
+    })
+    .expect("requests are answered again once the slow one ends");
 }

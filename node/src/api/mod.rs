@@ -73,6 +73,8 @@ pub struct ApiState {
     pub proxy: Option<requester::ProxyTrust>,
     /// With `[users] from = "oidc"`: the OpenID provider and the sessions it opened.
     pub oidc: Option<Arc<oidc::Oidc>>,
+    /// Bounds on requests (`[http.limits]`); STOW-RS reads its body sizes here.
+    pub limits: crate::config::HttpLimits,
 }
 
 /// A slide as handlers use it.
@@ -124,6 +126,7 @@ impl ApiState {
             users: Default::default(),
             proxy: None,
             oidc: None,
+            limits: crate::config::HttpLimits::default(),
         }
     }
 

@@ -59,6 +59,29 @@ struct Part {
     written: Result<(), String>,
 }
 
+/// Why a STOW-RS body could not be read, `parts` parts in: too large (413, saying which
+/// limit), or malformed or broken off (400).
+fn body_error(e: multer::Error, parts: usize) -> ApiError {
+    match e {
+        multer::Error::StreamSizeExceeded { limit } => ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "the request is larger than {limit} bytes, the most one STOW-RS request may \
+                 carry here ([http.limits] stow_max_bytes); send fewer instances per request"
+            ),
+        },
+        multer::Error::FieldSizeExceeded { limit, .. } => ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "part {} is larger than {limit} bytes, the most one instance may have here \
+                 ([http.limits] stow_max_part_bytes)",
+                parts + 1
+            ),
+        },
+        e => ApiError::bad_request(format!("malformed multipart body after {parts} parts: {e}")),
+    }
+}
+
 async fn store(
     state: Arc<ApiState>,
     study: Option<String>,
@@ -73,18 +96,21 @@ async fn store(
     let mut batch = incoming.batch().map_err(|e| {
         ApiError::internal(format!("cannot create a staging folder for STOW-RS: {e}"))
     })?;
-    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    let limits = &state.limits;
+    let sizes = multer::SizeLimit::new()
+        .whole_stream(limits.stow_max_bytes)
+        .per_field(limits.stow_max_part_bytes);
+    let mut multipart = multer::Multipart::with_constraints(
+        body.into_data_stream(),
+        boundary,
+        multer::Constraints::new().size_limit(sizes),
+    );
     let mut parts = Vec::new();
     loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "malformed multipart body after {} parts: {e}",
-                    parts.len()
-                )));
-            }
+            Err(e) => return Err(body_error(e, parts.len())),
         };
         if let Some(t) = field.content_type()
             && t.essence_str() != "application/dicom"
@@ -110,12 +136,7 @@ async fn store(
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(ApiError::bad_request(format!(
-                        "part {} broke off: {e}",
-                        parts.len() + 1
-                    )));
-                }
+                Err(e) => return Err(body_error(e, parts.len())),
             }
         }
         if written.is_ok()

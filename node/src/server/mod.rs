@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use hyper_util::rt::TokioTimer;
 use libp2p::{Multiaddr, PeerId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,8 @@ use crate::ingest::incoming::Incoming;
 use crate::net::{NetConfig, Network};
 use crate::store::cache::TileCache;
 use crate::store::reader::TileReader;
+
+mod limits;
 
 /// Where the node listens and whom it dials; what config.toml says unless the operator
 /// (flags) or a test says otherwise.
@@ -151,6 +154,9 @@ pub struct RunningNode {
     federation: Arc<Federation>,
     info_path: PathBuf,
 }
+
+/// Requests one HTTP/2 connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 
 /// How long shutdown waits for requests in flight, spawned work and queued audit entries.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -266,6 +272,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     state.users = config.users.clone();
     state.proxy = proxy;
     state.oidc = oidc.map(Arc::new);
+    state.limits = config.http.limits.clone();
     let dimse = match &settings.dimse {
         None => None,
         Some(listen) => Some(crate::dimse::start(&config.dimse, listen, incoming)?),
@@ -296,39 +303,64 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     });
     write_atomic(&info_path, info.to_string().as_bytes())?;
     info!(trust = %config.node.trust, %bound, scheme, peer_id = %started.peer_id, "serving");
+    let limits = config.http.limits.clone();
+    let in_flight = limits::InFlight::new(limits.max_requests_in_flight.max(1));
     let app = api::router(Arc::new(state), &config.http.cors_origins, tls.is_some())
+        .layer(axum::middleware::from_fn_with_state(
+            in_flight,
+            limits::shed_when_busy,
+        ))
         .into_make_service_with_connect_info::<SocketAddr>();
+    let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
+    let mut server = axum_server::from_tcp(listener.into_std()?)?;
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    server
+        .http_builder()
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    let handle = axum_server::Handle::new();
+    let server = server
+        .first_request_timeout(header_timeout)
+        .handle(handle.clone());
+    let cap = limits::ConnectionCap::new(
+        axum_server::accept::DefaultAcceptor::new(),
+        limits.max_connections.max(1),
+    );
     let stopping = CancellationToken::new();
-    let http = {
-        let stopping = stopping.clone();
+    let closing = stopping.clone();
+    tokio::spawn(async move {
+        closing.cancelled().await;
+        handle.graceful_shutdown(Some(DRAIN));
+    });
+    let http = tokio::spawn(async move {
         match tls {
-            None => tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopping.cancelled_owned())
-                    .await
-                    .context("HTTP server failed")
-            }),
-            Some((files, tls_config)) => tokio::spawn(async move {
-                let watcher = files.watch(tls_config.clone());
-                let handle = axum_server::Handle::new();
-                let closing = handle.clone();
-                tokio::spawn(async move {
-                    stopping.cancelled().await;
-                    closing.graceful_shutdown(Some(DRAIN));
-                });
-                let served = async {
-                    axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, tls_config)?
-                        .handle(handle)
-                        .serve(app)
-                        .await
-                }
+            None => server
+                .acceptor(cap)
+                .serve(app)
                 .await
-                .context("HTTPS server failed");
+                .context("HTTP server failed"),
+            Some((files, tls_config)) => {
+                let watcher = files.watch(tls_config.clone());
+                // The cap counts connections before their TLS handshake, which has the
+                // header timeout too.
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls_config)
+                    .handshake_timeout(header_timeout)
+                    .acceptor(cap);
+                let served = server
+                    .acceptor(tls)
+                    .serve(app)
+                    .await
+                    .context("HTTPS server failed");
                 watcher.abort();
                 served
-            }),
+            }
         }
-    };
+    });
     Ok(RunningNode {
         started,
         stopping,

@@ -1,0 +1,10 @@
+//! Signed grants, revocations, manifests and de-identified views, as sent and signed here.
+//! The input's layout is documented on [`slidemesh_fuzz::targets::signed_statements`].
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // The outcome matters to the seed generator only; here, only a panic is a finding.
+    let _ = slidemesh_fuzz::targets::signed_statements(data);
+});

@@ -197,6 +197,21 @@ pub struct DimseSection {
     /// whenever `listen` is set: `serve` refuses to start a receiver that admits any caller.
     #[serde(default)]
     pub calling_ae_titles: Vec<String>,
+    /// Associations received at once; more are closed as they arrive.
+    #[serde(default = "default_max_associations")]
+    pub max_associations: usize,
+    /// Bytes of data one association may send; more aborts it (instances already
+    /// acknowledged are kept).
+    #[serde(default = "default_max_association_bytes")]
+    pub max_bytes_per_association: u64,
+}
+
+fn default_max_associations() -> usize {
+    16
+}
+
+fn default_max_association_bytes() -> u64 {
+    64 << 30
 }
 
 impl Default for DimseSection {
@@ -205,6 +220,8 @@ impl Default for DimseSection {
             listen: String::new(),
             ae_title: default_ae_title(),
             calling_ae_titles: Vec::new(),
+            max_associations: default_max_associations(),
+            max_bytes_per_association: default_max_association_bytes(),
         }
     }
 }
@@ -478,6 +495,10 @@ ae_title = {ae_title}
 # AE titles allowed to send (your scanners and PACS), e.g. ["SCANNER1", "PACS"]. Required
 # when listen is set: serve refuses to start a receiver that admits any caller.
 calling_ae_titles = {callers}
+# Associations received at once (more are closed as they arrive), and bytes one association
+# may send (more aborts it; instances already acknowledged are kept).
+max_associations = {max_associations}
+max_bytes_per_association = {max_association_bytes}
 
 [users]
 # Who the web UI and API act for. "none": every request acts as this trust, and peers' and
@@ -561,6 +582,8 @@ oidc_ca_file = {oidc_ca_file}
             stow_max_bytes = self.http.limits.stow_max_bytes,
             stow_max_part_bytes = self.http.limits.stow_max_part_bytes,
             dimse_listen = toml_string(&self.dimse.listen),
+            max_associations = self.dimse.max_associations,
+            max_association_bytes = self.dimse.max_bytes_per_association,
             ae_title = toml_string(&self.dimse.ae_title),
             callers = toml::Value::Array(
                 self.dimse

@@ -101,11 +101,18 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
         .with_abstract_syntax(uids::VERIFICATION)
         .with_abstract_syntax(uids::VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE)
         .max_pdu_length(MAX_PDU)
-        .strict(false)
+        // PDUs over the length this node announced are refused, not buffered.
+        .strict(true)
         .read_timeout(Duration::from_secs(120));
     info!(%bound, ae_title = %config.ae_title, "DICOM C-STORE SCP listening");
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_seen = stopping.clone();
+    let (max_associations, max_bytes) = (
+        config.max_associations.max(1),
+        config.max_bytes_per_association,
+    );
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused = std::sync::atomic::AtomicU64::new(0);
     std::thread::Builder::new()
         .name("dimse-accept".into())
         .spawn(move || {
@@ -120,11 +127,26 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
                         continue;
                     }
                 };
+                // One thread per association, at most `max_associations` of them.
+                let Some(slot) = AssociationSlot::take(&active, max_associations) else {
+                    let refused = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if refused.is_multiple_of(100) {
+                        warn!(
+                            max_associations,
+                            refused = refused + 1,
+                            "DICOM connection closed: [dimse] max_associations in progress"
+                        );
+                    }
+                    continue;
+                };
                 let options = options.clone();
                 let incoming = incoming.clone();
                 let spawned = std::thread::Builder::new()
                     .name("dimse-association".into())
-                    .spawn(move || serve_association(stream, &options, &incoming));
+                    .spawn(move || {
+                        let _slot = slot;
+                        serve_association(stream, &options, &incoming, max_bytes);
+                    });
                 if let Err(e) = spawned {
                     warn!(error = %e, "cannot start a thread for a DICOM association");
                 }
@@ -134,6 +156,25 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
         addr: bound,
         stopping,
     })
+}
+
+/// One association in progress, counted until its thread ends.
+struct AssociationSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl AssociationSlot {
+    fn take(active: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        active
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(active.clone()))
+    }
+}
+
+impl Drop for AssociationSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The running DICOM receiver.
@@ -169,6 +210,7 @@ fn serve_association(
     stream: TcpStream,
     options: &ServerAssociationOptions<'static, Callers, DefaultNegotiation>,
     incoming: &Incoming,
+    max_bytes: u64,
 ) {
     let peer = stream
         .peer_addr()
@@ -192,7 +234,7 @@ fn serve_association(
             return;
         }
     };
-    let outcome = receive_all(&mut association, &mut batch, &calling);
+    let outcome = receive_all(&mut association, &mut batch, &calling, max_bytes);
     match outcome {
         Ok(()) => {}
         Err(reason) => {
@@ -225,9 +267,11 @@ fn receive_all(
     association: &mut ServerAssociation<TcpStream>,
     batch: &mut Batch,
     calling: &str,
+    max_bytes: u64,
 ) -> Result<(), String> {
     let mut command = Vec::new();
     let mut current: Option<Receiving> = None;
+    let mut received = 0u64;
     let result = 'receive: loop {
         let pdu = match association.receive() {
             Ok(pdu) => pdu,
@@ -235,6 +279,13 @@ fn receive_all(
         };
         match pdu {
             Pdu::PData { data } => {
+                received += data.iter().map(|v| v.data.len() as u64).sum::<u64>();
+                if received > max_bytes {
+                    break Err(format!(
+                        "more than {max_bytes} bytes in one association ([dimse] \
+                         max_bytes_per_association)"
+                    ));
+                }
                 for pdv in data {
                     if let Err(e) =
                         handle_pdv(association, batch, calling, pdv, &mut command, &mut current)

@@ -111,10 +111,18 @@ impl Level {
         }
         match self.organization {
             DimensionOrganization::TiledFull => {
-                let expected = self.cols() as u64
-                    * self.rows() as u64
-                    * self.focal_planes.max(1) as u64
-                    * self.optical_paths.max(1) as u64;
+                // Checked: a peer's manifest may claim a grid whose size does not fit in
+                // u64, which must be refused, not wrapped to a count that happens to match.
+                let expected = [
+                    self.rows() as u64,
+                    self.focal_planes.max(1) as u64,
+                    self.optical_paths.max(1) as u64,
+                ]
+                .into_iter()
+                .try_fold(self.cols() as u64, |n, factor| n.checked_mul(factor));
+                let Some(expected) = expected else {
+                    return bad("a tile grid too large to count".into());
+                };
                 if self.tiles.len() as u64 != expected {
                     return bad(format!(
                         "{} tiles for a full grid of {expected}",
@@ -427,6 +435,20 @@ mod tests {
         let mut m = sample();
         m.levels[0].tiles.pop();
         assert!(matches!(m.validate(), Err(ManifestError::Inconsistent(_))));
+    }
+
+    /// Found by `fuzz/fuzz_targets/canonical.rs` (`fuzz/regressions/canonical/`): a level
+    /// of 2^31 x 2^31 one-pixel tiles in four focal planes, a grid of 2^64 tiles, overflowed
+    /// the count (a panic with overflow checks, a count wrapped to 0 without).
+    #[test]
+    fn a_grid_too_large_to_count_is_refused() {
+        let bytes =
+            hex::decode("020352523800000001ffffffff0fffffffff0f010100020100000000000000").unwrap();
+        let manifest: SlideManifest = crate::canonical::decode(&bytes).unwrap();
+        assert!(matches!(
+            manifest.validate(),
+            Err(ManifestError::Inconsistent(why)) if why.contains("too large to count")
+        ));
     }
 
     #[test]

@@ -107,3 +107,59 @@ fn dcmtk_echoes_and_pushes_a_slide_that_is_ingested() {
     let leftovers = node.staging_leftovers();
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
+
+/// `[dimse]` limits: associations over `max_associations` are closed as they arrive (a
+/// connection that never associates holds its place until it goes), and an association
+/// sending more than `max_bytes_per_association` is aborted; the receiver keeps serving.
+#[test]
+fn a_sender_gets_only_its_share_of_the_dicom_receiver() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = synth(&tmp.path().join("slide"), SMALL).remove(0);
+    let files = instance_files(&generated);
+    let mut node = Node::init("RR8");
+    node.edit_config(
+        "calling_ae_titles = []",
+        "calling_ae_titles = [\"SCANNER1\"]",
+    );
+    node.edit_config("max_associations = 16", "max_associations = 1");
+    node.edit_config(
+        "max_bytes_per_association = 68719476736",
+        "max_bytes_per_association = 20000",
+    );
+    node.serve_with(&[], &["--dimse", "127.0.0.1:0"]);
+    let address = node.serve_info()["dimse"].as_str().unwrap().to_string();
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let echo = || {
+        run(dcmtk("echoscu").args(["-aet", "SCANNER1", "-aec", "SLIDEMESH", host, port]))
+            .status
+            .success()
+    };
+    assert!(echo(), "C-ECHO within the limits");
+
+    let holder = std::net::TcpStream::connect(&address).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!echo(), "a second association while one is in progress");
+    drop(holder);
+    slidemesh_e2e::wait_until(std::time::Duration::from_secs(10), echo)
+        .expect("the receiver takes associations again once the first goes");
+
+    let pushed = run(dcmtk("storescu")
+        .args([
+            "-R",
+            "-xy",
+            "-aet",
+            "SCANNER1",
+            "-aec",
+            "SLIDEMESH",
+            host,
+            port,
+        ])
+        .args(&files));
+    assert!(
+        !pushed.status.success(),
+        "an association over max_bytes_per_association completed"
+    );
+    let said = String::from_utf8_lossy(&pushed.stderr);
+    assert!(said.contains("aborted"), "storescu: {said}");
+    assert!(echo(), "the receiver keeps serving after aborting one");
+}

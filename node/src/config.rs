@@ -255,6 +255,11 @@ pub struct NetworkSection {
     /// Seconds between audit checkpoints co-signed by the members.
     #[serde(default = "default_audit_checkpoint_secs")]
     pub audit_checkpoint_secs: u64,
+    /// Control requests (manifests, grants, revocations, co-signing, rosters) one member's
+    /// node may send per second, in bursts of twice that; more are answered "failed, ask
+    /// again later" without being handled.
+    #[serde(default = "default_peer_requests_per_sec")]
+    pub peer_requests_per_sec: u32,
 }
 
 impl Default for NetworkSection {
@@ -266,6 +271,7 @@ impl Default for NetworkSection {
             warm_up_bytes: default_warm_up_bytes(),
             consent_refresh_secs: default_consent_refresh_secs(),
             audit_checkpoint_secs: default_audit_checkpoint_secs(),
+            peer_requests_per_sec: default_peer_requests_per_sec(),
         }
     }
 }
@@ -287,6 +293,10 @@ fn default_consent_refresh_secs() -> u64 {
 
 fn default_audit_checkpoint_secs() -> u64 {
     60
+}
+
+fn default_peer_requests_per_sec() -> u32 {
+    50
 }
 
 /// About one first screen of tiles, plus headroom.
@@ -483,6 +493,9 @@ warm_up_bytes = 1048576
 consent_refresh_secs = 600
 # Seconds between checkpoints of the audit log, each co-signed by the other members.
 audit_checkpoint_secs = 60
+# Control requests one member's node may send per second (bursts of twice that); more are
+# answered "failed, ask again later" unhandled. Tile batches travel on their own streams.
+peer_requests_per_sec = {peer_requests_per_sec}
 
 [dimse]
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.
@@ -582,6 +595,7 @@ oidc_ca_file = {oidc_ca_file}
             stow_max_bytes = self.http.limits.stow_max_bytes,
             stow_max_part_bytes = self.http.limits.stow_max_part_bytes,
             dimse_listen = toml_string(&self.dimse.listen),
+            peer_requests_per_sec = self.network.peer_requests_per_sec,
             max_associations = self.dimse.max_associations,
             max_association_bytes = self.dimse.max_bytes_per_association,
             ae_title = toml_string(&self.dimse.ae_title),

@@ -22,6 +22,8 @@ const REDIAL_EVERY: Duration = Duration::from_secs(5);
 
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// Control requests each peer may send ([`super::limits`]).
+    peer_requests: super::limits::PeerRequests,
     commands: mpsc::Receiver<Command>,
     inbound: Arc<dyn Inbound>,
     /// Answers to inbound control requests come back here from their tasks.
@@ -53,6 +55,7 @@ pub(crate) struct EventLoop {
 /// A swarm built and listening, not yet answering anyone ([`super::Unanswered`]).
 pub(crate) struct Bound {
     swarm: Swarm<Behaviour>,
+    peer_requests: super::limits::PeerRequests,
     topic: gossipsub::IdentTopic,
     pub(crate) streams: libp2p_stream::Control,
     pub(crate) local: PeerId,
@@ -85,6 +88,7 @@ impl Bound {
         let streams = swarm.behaviour().streams.new_control();
         Ok(Self {
             swarm,
+            peer_requests: super::limits::PeerRequests::new(config.peer_requests_per_sec),
             topic,
             streams,
             local,
@@ -102,6 +106,7 @@ impl EventLoop {
         let (responses, responses_rx) = mpsc::channel(256);
         Self {
             swarm: bound.swarm,
+            peer_requests: bound.peer_requests,
             commands,
             inbound,
             responses,
@@ -132,7 +137,10 @@ impl EventLoop {
                         debug!("peer went away before its control answer was sent");
                     }
                 }
-                _ = redial.tick() => self.dial_members(),
+                _ = redial.tick() => {
+                    self.dial_members();
+                    self.peer_requests.forget_quiet();
+                }
             }
         }
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
@@ -348,6 +356,17 @@ impl EventLoop {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
+                        if !self.peer_requests.admit(&peer) {
+                            let busy = ControlResponse::Failed {
+                                reason: "too many requests from this node; ask again later".into(),
+                            };
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .control
+                                .send_response(channel, busy);
+                            return;
+                        }
                         let answer = self.inbound.control(peer, request);
                         let responses = self.responses.clone();
                         tokio::spawn(async move {

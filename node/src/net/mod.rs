@@ -19,6 +19,7 @@ pub mod behaviour;
 pub mod codec;
 pub mod event_loop;
 pub mod identity;
+pub mod limits;
 pub mod tiles;
 pub mod warmup;
 
@@ -75,6 +76,8 @@ pub struct NetConfig {
     pub listen: Vec<Multiaddr>,
     /// Filler bytes pushed to each member on a new connection ([`warmup`]); 0: none.
     pub warm_up_bytes: u64,
+    /// Control requests a member's node may send per second ([`limits`]).
+    pub peer_requests_per_sec: u32,
 }
 
 /// Commands to the event loop. Each that expects an answer carries a oneshot for it.

@@ -224,6 +224,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         NetConfig {
             listen: settings.p2p,
             warm_up_bytes: config.network.warm_up_bytes,
+            peer_requests_per_sec: config.network.peer_requests_per_sec,
         },
     )?;
     let audit = AuditLog::start(store.clone()).context("cannot start the audit log writer")?;

@@ -187,6 +187,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
                 listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
                 // A probe asks a few requests and leaves.
                 warm_up_bytes: 0,
+                peer_requests_per_sec: 50,
             },
             Arc::new(Silent),
         )

@@ -333,7 +333,7 @@ pub struct HttpSection {
     /// PEM private key of `tls_cert`.
     #[serde(default)]
     pub tls_key: String,
-    /// What one client may take of the server (`[http.limits]`).
+    /// What clients may take of the server (`[http.limits]`).
     #[serde(default)]
     pub limits: HttpLimits,
 }
@@ -347,7 +347,7 @@ pub struct HttpLimits {
     /// Open connections at once; more are closed as they arrive.
     pub max_connections: usize,
     /// Seconds a connection may take to send a request's head (its first one included, TLS
-    /// handshake too), and may stay idle between requests.
+    /// handshake too), and an HTTP/1 connection may stay idle between requests.
     pub header_timeout_secs: u64,
     /// Requests being answered at once; more are answered 503 at once.
     pub max_requests_in_flight: usize,
@@ -458,7 +458,7 @@ tls_key = {tls_key}
 
 [http.limits]
 # Open connections at once (more are closed as they arrive); requests answered at once (more
-# get 503); seconds a client may take to send a request's head or stay idle between requests.
+# get 503); seconds a client may take to send a request's head or (HTTP/1) stay idle.
 max_connections = {max_connections}
 max_requests_in_flight = {max_requests_in_flight}
 header_timeout_secs = {header_timeout_secs}

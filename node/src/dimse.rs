@@ -112,6 +112,7 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
         config.max_bytes_per_association,
     );
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = active.clone();
     let refused = std::sync::atomic::AtomicU64::new(0);
     std::thread::Builder::new()
         .name("dimse-accept".into())
@@ -128,7 +129,7 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
                     }
                 };
                 // One thread per association, at most `max_associations` of them.
-                let Some(slot) = AssociationSlot::take(&active, max_associations) else {
+                let Some(slot) = AssociationSlot::take(&counted, max_associations) else {
                     let refused = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if refused.is_multiple_of(100) {
                         warn!(
@@ -141,11 +142,12 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
                 };
                 let options = options.clone();
                 let incoming = incoming.clone();
+                let stopping = stop_seen.clone();
                 let spawned = std::thread::Builder::new()
                     .name("dimse-association".into())
                     .spawn(move || {
                         let _slot = slot;
-                        serve_association(stream, &options, &incoming, max_bytes);
+                        serve_association(stream, &options, &incoming, max_bytes, &stopping);
                     });
                 if let Err(e) = spawned {
                     warn!(error = %e, "cannot start a thread for a DICOM association");
@@ -155,6 +157,7 @@ pub fn start(config: &DimseSection, listen: &str, incoming: Arc<Incoming>) -> Re
     Ok(Receiver {
         addr: bound,
         stopping,
+        active,
     })
 }
 
@@ -182,16 +185,28 @@ pub struct Receiver {
     /// Where it listens.
     pub addr: SocketAddr,
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Associations in progress.
+    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Receiver {
-    /// Stops accepting associations (those in progress run to their end, each file
-    /// ingested whole or not at all) and frees the port.
-    pub fn stop(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+    /// Stops accepting associations and frees the port. Associations in progress end at
+    /// their next message, aborted, with the instances they had acknowledged ingested
+    /// (a sender was told those are stored); waits (blocking) up to `wait` for them, and
+    /// says whether all ended.
+    pub fn stop(&self, wait: Duration) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.stopping.store(true, SeqCst);
         // The accept loop blocks in accept(): one connection wakes it to see the flag.
         let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let deadline = std::time::Instant::now() + wait;
+        while self.active.load(SeqCst) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 }
 
@@ -211,6 +226,7 @@ fn serve_association(
     options: &ServerAssociationOptions<'static, Callers, DefaultNegotiation>,
     incoming: &Incoming,
     max_bytes: u64,
+    stopping: &std::sync::atomic::AtomicBool,
 ) {
     let peer = stream
         .peer_addr()
@@ -234,7 +250,7 @@ fn serve_association(
             return;
         }
     };
-    let outcome = receive_all(&mut association, &mut batch, &calling, max_bytes);
+    let outcome = receive_all(&mut association, &mut batch, &calling, max_bytes, stopping);
     match outcome {
         Ok(()) => {}
         Err(reason) => {
@@ -268,6 +284,7 @@ fn receive_all(
     batch: &mut Batch,
     calling: &str,
     max_bytes: u64,
+    stopping: &std::sync::atomic::AtomicBool,
 ) -> Result<(), String> {
     let mut command = Vec::new();
     let mut current: Option<Receiving> = None;
@@ -277,6 +294,9 @@ fn receive_all(
             Ok(pdu) => pdu,
             Err(e) => break Err(format!("connection lost: {e}")),
         };
+        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            break Err("the node is shutting down".into());
+        }
         match pdu {
             Pdu::PData { data } => {
                 received += data.iter().map(|v| v.data.len() as u64).sum::<u64>();

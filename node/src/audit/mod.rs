@@ -178,9 +178,15 @@ impl AuditLog {
             done,
             give_up: std::time::Instant::now() + timeout,
         };
-        let written = self.sender.send(stop).is_ok() && flushed.recv().is_ok();
+        // The writer gives up at `give_up`, after its current back-off (at most 5 s).
+        let written = self.sender.send(stop).is_ok()
+            && flushed
+                .recv_timeout(timeout + Duration::from_secs(6))
+                .is_ok();
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(writer) = writer {
+        if let Some(writer) = writer
+            && (written || writer.is_finished())
+        {
             let _ = writer.join();
         }
         written

@@ -130,13 +130,20 @@ pub enum PolicyError {
 /// The largest policy text taken (the default policy is about 6 KiB).
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 
-/// The deepest nesting of brackets taken. cedar's parser recurses once per level (about
-/// 150 levels fill a 2 MiB thread stack in a debug build, and a stack overflow ends the
-/// process); real policies nest a few levels.
+/// The deepest nesting taken: brackets open at once, plus every `if` (which nests with
+/// no closing bracket). cedar's parser and its syntax tree's drop recurse once per level
+/// (about 150 bracket levels, or a few thousand `if`s, fill a 2 MiB thread stack in a debug
+/// build, and a stack overflow ends the process); real policies nest a few levels.
 pub const MAX_POLICY_NESTING: usize = 32;
 
-/// Refuses policy text that is too large or nests brackets too deeply to parse safely,
-/// before cedar sees it. Brackets inside string literals and `//` comments do not count.
+/// The most attribute and method accesses (`.`) taken in one policy text: a chain of them
+/// nests the syntax tree one level per access (60,000 overflow a 2 MiB stack when the tree
+/// is dropped). The default policy has a few dozen.
+pub const MAX_POLICY_ACCESSES: usize = 2_000;
+
+/// Refuses policy text that is too large or nests too deeply to parse safely, before
+/// cedar sees it. Text inside string literals and `//` comments does not count (a comment
+/// ends at a line feed or a carriage return, as cedar's lexer ends it).
 pub fn check_shape(text: &str) -> Result<(), PolicyError> {
     if text.len() > MAX_POLICY_BYTES {
         return Err(PolicyError::Shape(format!(
@@ -144,8 +151,13 @@ pub fn check_shape(text: &str) -> Result<(), PolicyError> {
             text.len()
         )));
     }
-    let mut depth = 0usize;
-    let mut chars = text.chars();
+    let too_deep = || {
+        Err(PolicyError::Shape(format!(
+            "brackets and `if`s nested more than {MAX_POLICY_NESTING} deep"
+        )))
+    };
+    let (mut depth, mut ifs, mut accesses) = (0usize, 0usize, 0usize);
+    let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '"' => {
@@ -160,22 +172,36 @@ pub fn check_shape(text: &str) -> Result<(), PolicyError> {
                     }
                 }
             }
-            '/' if chars.clone().next() == Some('/') => {
-                for s in chars.by_ref() {
-                    if s == '\n' {
-                        break;
-                    }
-                }
+            '/' if chars.peek() == Some(&'/') => {
+                while chars.next_if(|s| *s != '\n' && *s != '\r').is_some() {}
             }
             '(' | '[' | '{' => {
                 depth += 1;
-                if depth > MAX_POLICY_NESTING {
-                    return Err(PolicyError::Shape(format!(
-                        "brackets nested more than {MAX_POLICY_NESTING} deep"
-                    )));
+                if depth + ifs > MAX_POLICY_NESTING {
+                    return too_deep();
                 }
             }
             ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '.' => {
+                accesses += 1;
+                if accesses > MAX_POLICY_ACCESSES {
+                    return Err(PolicyError::Shape(format!(
+                        "more than {MAX_POLICY_ACCESSES} attribute or method accesses"
+                    )));
+                }
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                let mut word = String::from(c);
+                while let Some(w) = chars.next_if(|w| w.is_alphanumeric() || *w == '_') {
+                    word.push(w);
+                }
+                if word == "if" {
+                    ifs += 1;
+                    if depth + ifs > MAX_POLICY_NESTING {
+                        return too_deep();
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -266,9 +266,24 @@ fn a_policy_built_to_overflow_the_parser_is_refused_before_parsing() {
     for depth in [MAX_POLICY_NESTING, 1_000, 100_000] {
         let nested = rule(&format!("{}true{}", "(".repeat(depth), ")".repeat(depth)));
         let listed = rule(&format!("{}1{} == 1", "[".repeat(depth), "]".repeat(depth)));
-        for text in [nested, listed] {
+        let ifs = rule(&format!(
+            "{}true{}",
+            "if true then ".repeat(depth),
+            " else false".repeat(depth)
+        ));
+        // A comment ended by a carriage return, as cedar's lexer ends it, hides nothing.
+        let hidden = format!(
+            "//\r@id(\"deep\") permit (principal, action, resource) when {{ {}true{} }};",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        );
+        for text in [nested, listed, ifs, hidden] {
             match Policy::from_text(&text) {
-                Err(PolicyError::Shape(why)) => assert!(why.contains("nested"), "{why}"),
+                // The deepest are also over the size limit, which is checked first.
+                Err(PolicyError::Shape(why)) => assert!(
+                    why.contains("nested") || text.len() > MAX_POLICY_BYTES,
+                    "{why}"
+                ),
                 other => panic!("{depth} levels: expected a refusal of its shape, got {other:?}"),
             }
         }
@@ -277,6 +292,11 @@ fn a_policy_built_to_overflow_the_parser_is_refused_before_parsing() {
     assert!(matches!(
         Policy::from_text(&huge),
         Err(PolicyError::Shape(_))
+    ));
+    let chained = rule(&format!("context{} == 1", ".a".repeat(60_000)));
+    assert!(matches!(
+        Policy::from_text(&chained),
+        Err(PolicyError::Shape(why)) if why.contains("accesses")
     ));
     // Brackets in strings and comments do not count: the default policy with a long
     // bracketed comment and a role string full of brackets still loads.

@@ -1,6 +1,7 @@
-//! What one client may take of the HTTP server (`[http.limits]`): a cap on open connections
-//! (more are closed as they arrive, before any TLS handshake) and on requests answered at
-//! once (more get 503 at once rather than queueing). Header and idle timeouts are set on the
+//! What clients may take of the HTTP server (`[http.limits]`): a cap on open connections
+//! (more are closed as they arrive, before any TLS handshake; one cap for all clients) and
+//! on requests answered at once (more get 503 at once rather than queueing; a request counts
+//! until its response head is sent, not to the end of a streamed body). Header and idle timeouts are set on the
 //! connection builder in [`super`]; STOW-RS body sizes are checked where the body is read.
 
 use std::future::Future;

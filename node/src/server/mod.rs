@@ -13,11 +13,13 @@
 //! (HTTPS only, reloaded when the files change). Then it sweeps leftovers of interrupted
 //! ingests, binds, and writes `serve.json` (address and pid, so tools find the server).
 //!
-//! The drain, in order: stop accepting HTTP and DICOM connections and let requests in
-//! flight finish; stop the background loops; shut the network; wait for work spawned for
-//! peers and viewers; write every queued audit entry and join the writer; flush the tile
-//! cache; remove `serve.json`. After [`RunningNode::stop`] returns, the store is free
-//! to open again.
+//! The drain, in order: stop accepting HTTP and DICOM connections together, let HTTP
+//! requests in flight finish and end DICOM associations at their next message (what they
+//! acknowledged is ingested); stop the background loops; shut the network; wait for the
+//! work the federation spawned; write every queued audit entry and join the writer; flush
+//! the tile cache; remove `serve.json`. After [`RunningNode::stop`] returns, the ports and
+//! the tile cache are free. (The network's own tasks end with it but are not awaited, and
+//! a `start` that fails after the network started does not yet tear it down.)
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -390,33 +392,50 @@ impl RunningNode {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
-        tokio::select! {
-            () = shutdown => {}
-            // The HTTP server ended on its own: its error is reported by stop.
-            _ = &mut self.http => {}
-        }
-        self.stop().await
+        let ended = tokio::select! {
+            () = shutdown => None,
+            // The HTTP server ended on its own (an error): the drain reports it.
+            joined = &mut self.http => Some(joined),
+        };
+        self.drain(ended).await
     }
 
     /// The graceful drain (see the module docs). The HTTP server's error, if it failed.
     pub async fn stop(self) -> Result<()> {
+        self.drain(None).await
+    }
+
+    /// [`Self::stop`], with the HTTP server's outcome when it already ended.
+    async fn drain(
+        mut self,
+        http_ended: Option<Result<Result<()>, tokio::task::JoinError>>,
+    ) -> Result<()> {
         self.stopping.cancel();
-        let served = if self.http.is_finished() {
-            self.http.await
-        } else {
-            let mut http = self.http;
-            match tokio::time::timeout(DRAIN + Duration::from_secs(1), &mut http).await {
-                Ok(joined) => joined,
-                Err(_) => {
-                    warn!("HTTP requests still running after {DRAIN:?}; ending them");
-                    http.abort();
-                    Ok(Ok(()))
+        // The DICOM receiver stops accepting at once too, and its associations end with
+        // what they had acknowledged ingested.
+        let dimse = self
+            .dimse
+            .take()
+            .map(|receiver| tokio::task::spawn_blocking(move || receiver.stop(DRAIN)));
+        let served = match http_ended {
+            Some(joined) => joined,
+            None => {
+                let mut http = self.http;
+                match tokio::time::timeout(DRAIN + Duration::from_secs(1), &mut http).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        warn!("HTTP requests still running after {DRAIN:?}; ending them");
+                        http.abort();
+                        Ok(Ok(()))
+                    }
                 }
             }
         };
         let served = served.unwrap_or_else(|e| Err(anyhow!("HTTP server task: {e}")));
-        if let Some(dimse) = &self.dimse {
-            dimse.stop();
+        if let Some(waiting) = dimse
+            && !waiting.await.unwrap_or(false)
+        {
+            warn!("DICOM associations still running after {DRAIN:?}");
         }
         self.background.abort();
         let _ = self.background.await;

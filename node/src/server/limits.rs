@@ -1,7 +1,8 @@
 //! What clients may take of the HTTP server (`[http.limits]`): a cap on open connections
 //! (more are closed as they arrive, before any TLS handshake; one cap for all clients) and
 //! on requests answered at once (more get 503 at once rather than queueing; a request counts
-//! until its response head is sent, not to the end of a streamed body). Header and idle timeouts are set on the
+//! until the last byte of its response body is sent, so a slow reader of a large answer
+//! holds its place). Header and idle timeouts are set on the
 //! connection builder in [`super`]; STOW-RS body sizes are checked where the body is read.
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -130,6 +132,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
     }
 }
 
+/// A response body that keeps its request's in-flight permit until it is sent.
+struct Held {
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Held {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Requests being answered at once, shared by every route.
 #[derive(Clone)]
 pub struct InFlight(Arc<Semaphore>);
@@ -150,7 +178,12 @@ pub fn shed_when_busy(
     let permit = in_flight.0.try_acquire_owned();
     async move {
         match permit {
-            Ok(_permit) => next.run(request).await,
+            Ok(permit) => next.run(request).await.map(|body| {
+                Body::new(Held {
+                    body,
+                    _permit: permit,
+                })
+            }),
             Err(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(axum::http::header::RETRY_AFTER, "1")],

@@ -349,6 +349,9 @@ pub struct HttpLimits {
     /// Seconds a connection may take to send a request's head (its first one included, TLS
     /// handshake too), and an HTTP/1 connection may stay idle between requests.
     pub header_timeout_secs: u64,
+    /// Seconds a connection may pass without a byte either way before it is closed (an
+    /// HTTP/2 connection left open after its requests; longer than any answer takes).
+    pub idle_timeout_secs: u64,
     /// Requests being answered at once; more are answered 503 at once.
     pub max_requests_in_flight: usize,
     /// Bytes of one STOW-RS request, and of one instance (part) in it.
@@ -361,6 +364,7 @@ impl Default for HttpLimits {
         Self {
             max_connections: 1024,
             header_timeout_secs: 30,
+            idle_timeout_secs: 120,
             max_requests_in_flight: 512,
             // Whole-slide images run to a few GB an instance.
             stow_max_bytes: 16 << 30,
@@ -458,10 +462,12 @@ tls_key = {tls_key}
 
 [http.limits]
 # Open connections at once (more are closed as they arrive); requests answered at once (more
-# get 503); seconds a client may take to send a request's head or (HTTP/1) stay idle.
+# get 503); seconds a client may take to send a request's head or (HTTP/1) stay idle, and
+# seconds any connection may pass without a byte either way (an idle HTTP/2 connection).
 max_connections = {max_connections}
 max_requests_in_flight = {max_requests_in_flight}
 header_timeout_secs = {header_timeout_secs}
+idle_timeout_secs = {idle_timeout_secs}
 # Bytes of one STOW-RS request and of one instance in it (more: 413).
 stow_max_bytes = {stow_max_bytes}
 stow_max_part_bytes = {stow_max_part_bytes}
@@ -592,6 +598,7 @@ oidc_ca_file = {oidc_ca_file}
             max_connections = self.http.limits.max_connections,
             max_requests_in_flight = self.http.limits.max_requests_in_flight,
             header_timeout_secs = self.http.limits.header_timeout_secs,
+            idle_timeout_secs = self.http.limits.idle_timeout_secs,
             stow_max_bytes = self.http.limits.stow_max_bytes,
             stow_max_part_bytes = self.http.limits.stow_max_part_bytes,
             dimse_listen = toml_string(&self.dimse.listen),

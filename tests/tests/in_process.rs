@@ -1,7 +1,8 @@
 //! A node started in this test's own process (`slidemesh_node::server`, as `slidemesh
 //! serve` starts it): it serves, and its drain stops every listener, ends the audit writer
-//! and lets go of the node's files, so the same data directory can be served again at once, with every
-//! view of the first run in its audit log.
+//! and lets go of the node's files, so the same data directory can be served again at once,
+//! with every view of the first run in its audit log; a start that is refused leaves
+//! nothing behind.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -84,4 +85,19 @@ fn a_node_run_in_process_drains_and_lets_go_of_its_files_and_ports() {
         "the first run's views are in the log: {history:#}"
     );
     runtime.block_on(running.stop()).unwrap();
+
+    // A node that cannot start (its HTTP address is taken) leaves nothing running either.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let node_context = NodeContext::open(DataDir::new(&node.data)).unwrap();
+    let mut settings = Settings::from_config(&node_context.config).unwrap();
+    settings.http = taken.local_addr().unwrap();
+    let refused = runtime.block_on(server::start(node_context, settings));
+    let why = format!("{:#}", refused.err().expect("the taken address is refused"));
+    assert!(why.contains("cannot listen"), "{why}");
+    let cache = TileCache::open(&node.data.join("cache"), 1 << 20);
+    assert!(
+        cache.is_ok(),
+        "the tile cache is held after a refused start: {:?}",
+        cache.err()
+    );
 }

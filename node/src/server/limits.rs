@@ -22,24 +22,29 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Duration, Instant, Sleep};
 use tracing::warn;
 
 /// An acceptor that admits at most `max` open connections; the stream it yields holds one
-/// permit until the connection closes.
+/// permit until the connection closes, and closes itself when no byte moved either way
+/// for `idle` (an HTTP/2 connection left open after its requests, which hyper would keep
+/// for ever, holding its place under the cap).
 #[derive(Clone)]
 pub struct ConnectionCap<A> {
     inner: A,
     open: Arc<Semaphore>,
     max: usize,
+    idle: Duration,
     refused: Arc<AtomicU64>,
 }
 
 impl<A> ConnectionCap<A> {
-    pub fn new(inner: A, max: usize) -> Self {
+    pub fn new(inner: A, max: usize, idle: Duration) -> Self {
         Self {
             inner,
             open: Arc::new(Semaphore::new(max)),
             max,
+            idle,
             refused: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -72,24 +77,51 @@ where
             return std::future::ready(Err(io::Error::other("connection cap reached"))).boxed();
         };
         let accepted = self.inner.accept(stream, service);
+        let idle = self.idle;
         async move {
             let (stream, service) = accepted.await?;
-            Ok((
-                Capped {
-                    stream,
-                    _permit: permit,
-                },
-                service,
-            ))
+            Ok((Capped::new(stream, permit, idle), service))
         }
         .boxed()
     }
 }
 
-/// A connection counted against [`ConnectionCap`].
+/// A connection counted against [`ConnectionCap`], closed after `idle` without traffic.
 pub struct Capped<S> {
     stream: S,
     _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    /// When the connection is closed unless a byte moves before.
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<S> Capped<S> {
+    fn new(stream: S, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+        Self {
+            stream,
+            _permit: permit,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// A byte moved: the idle time starts again.
+    fn active(&mut self) {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Whether the connection has been idle too long; registers for the deadline if not.
+    fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error(idle: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no traffic for {idle:?}: connection closed"),
+    )
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
@@ -98,7 +130,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.idle_too_long(cx) => Poll::Ready(Err(idle_error(self.idle))),
+            other => other,
+        }
     }
 }
 
@@ -108,7 +150,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.idle_too_long(cx) => Poll::Ready(Err(idle_error(self.idle))),
+            other => other,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -124,7 +175,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.idle_too_long(cx) => Poll::Ready(Err(idle_error(self.idle))),
+            other => other,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -194,5 +254,58 @@ pub fn shed_when_busy(
             )
                 .into_response(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn capped(idle: Duration) -> (Capped<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (server, client) = tokio::io::duplex(1024);
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        (Capped::new(server, permit, idle), client)
+    }
+
+    /// An idle connection is closed at its deadline, not before; traffic either way moves
+    /// the deadline on.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_traffic_is_closed_at_its_idle_deadline() {
+        let idle = Duration::from_secs(120);
+        let (mut server, mut client) = capped(idle);
+        let mut byte = [0u8; 1];
+
+        // Traffic at 100 s (a request in) and 200 s (an answer out) keeps it open.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        client.write_all(b"a").await.unwrap();
+        server.read_exact(&mut byte).await.unwrap();
+        tokio::time::advance(Duration::from_secs(100)).await;
+        server.write_all(b"b").await.unwrap();
+        client.read_exact(&mut byte).await.unwrap();
+
+        // Then nothing: the read waits until 120 s after the last byte, and fails there.
+        let started = Instant::now();
+        let read = tokio::time::timeout(idle * 2, server.read(&mut byte))
+            .await
+            .expect("the idle connection was not closed");
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), idle);
+    }
+
+    /// The cap: the stream holds its permit until it is dropped.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_holds_its_place_until_dropped() {
+        let open = Arc::new(Semaphore::new(1));
+        let (stream, _client) = tokio::io::duplex(64);
+        let held = Capped::new(
+            stream,
+            open.clone().try_acquire_owned().unwrap(),
+            Duration::from_secs(1),
+        );
+        assert!(open.clone().try_acquire_owned().is_err());
+        drop(held);
+        assert!(open.try_acquire_owned().is_ok());
     }
 }

@@ -18,8 +18,7 @@
 //! acknowledged is ingested); stop the background loops; shut the network; wait for the
 //! work the federation spawned; write every queued audit entry and join the writer; flush
 //! the tile cache; remove `serve.json`. After [`RunningNode::stop`] returns, the ports and
-//! the tile cache are free. (The network's own tasks end with it but are not awaited, and
-//! a `start` that fails after the network started does not yet tear it down.)
+//! the tile cache are free. (The network's own tasks end with it but are not awaited.)
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -240,6 +239,49 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         audit,
         membership,
     ));
+    // Everything that can fail is done before anything runs (the swarm is built but not
+    // yet answering), so a refusal to start leaves nothing behind but the DICOM receiver,
+    // which is stopped then.
+    let node_key = key.public();
+    let incoming = Arc::new(Incoming::new(
+        config.node.trust.clone(),
+        key,
+        store.clone(),
+        objects.clone(),
+        config.ingest.keep_originals,
+        data.tmp_dir(),
+    ));
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another node using it?)",
+                settings.http
+            )
+        })?;
+    let bound = listener.local_addr()?;
+    let limits = config.http.limits.clone();
+    let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
+    let mut server = axum_server::from_tcp(listener.into_std()?)?;
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    server
+        .http_builder()
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    let dimse = match &settings.dimse {
+        None => None,
+        Some(listen) => Some(crate::dimse::start(
+            &config.dimse,
+            listen,
+            incoming.clone(),
+        )?),
+    };
+
     // What answers peers needs no network; the network answers with it, and what fetches
     // from peers is built with the network's handle. Work the answers leave for the
     // fetching side (manifests to fetch, rosters to adopt) goes by channel.
@@ -254,15 +296,6 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     };
     let background = tokio::spawn(tasks::run(federation.clone(), timings, followed_up));
 
-    let node_key = key.public();
-    let incoming = Arc::new(Incoming::new(
-        config.node.trust.clone(),
-        key,
-        store.clone(),
-        objects.clone(),
-        config.ingest.keep_originals,
-        data.tmp_dir(),
-    ));
     let mut state = ApiState::new(
         store,
         TileReader::new(objects),
@@ -271,24 +304,11 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         node_key,
         federation.clone(),
     );
-    state.incoming = Some(incoming.clone());
+    state.incoming = Some(incoming);
     state.users = config.users.clone();
     state.proxy = proxy;
     state.oidc = oidc.map(Arc::new);
-    state.limits = config.http.limits.clone();
-    let dimse = match &settings.dimse {
-        None => None,
-        Some(listen) => Some(crate::dimse::start(&config.dimse, listen, incoming)?),
-    };
-    let listener = tokio::net::TcpListener::bind(settings.http)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another node using it?)",
-                settings.http
-            )
-        })?;
-    let bound = listener.local_addr()?;
+    state.limits = limits.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let started = Started {
         url: format!("{scheme}://{bound}"),
@@ -296,17 +316,6 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         peer_id: network.local_peer_id(),
         dimse: dimse.as_ref().map(|d| d.addr),
     };
-    let info_path = data.serve_info_path();
-    let info = serde_json::json!({
-        "http": started.url,
-        "pid": std::process::id(),
-        "peer_id": started.peer_id.to_string(),
-        "dimse": started.dimse.map(|a| a.to_string()),
-        "ae_title": config.dimse.ae_title,
-    });
-    write_atomic(&info_path, info.to_string().as_bytes())?;
-    info!(trust = %config.node.trust, %bound, scheme, peer_id = %started.peer_id, "serving");
-    let limits = config.http.limits.clone();
     let in_flight = limits::InFlight::new(limits.max_requests_in_flight.max(1));
     let app = api::router(Arc::new(state), &config.http.cors_origins, tls.is_some())
         .layer(axum::middleware::from_fn_with_state(
@@ -314,18 +323,6 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
             limits::shed_when_busy,
         ))
         .into_make_service_with_connect_info::<SocketAddr>();
-    let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
-    let mut server = axum_server::from_tcp(listener.into_std()?)?;
-    server
-        .http_builder()
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    server
-        .http_builder()
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     let handle = axum_server::Handle::new();
     let server = server
         .first_request_timeout(header_timeout)
@@ -333,6 +330,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     let cap = limits::ConnectionCap::new(
         axum_server::accept::DefaultAcceptor::new(),
         limits.max_connections.max(1),
+        Duration::from_secs(limits.idle_timeout_secs.max(1)),
     );
     let stopping = CancellationToken::new();
     let closing = stopping.clone();
@@ -364,7 +362,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
             }
         }
     });
-    Ok(RunningNode {
+    let running = RunningNode {
         started,
         stopping,
         http,
@@ -373,8 +371,21 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         network,
         network_task,
         federation,
-        info_path,
-    })
+        info_path: data.serve_info_path(),
+    };
+    let info = serde_json::json!({
+        "http": running.started.url,
+        "pid": std::process::id(),
+        "peer_id": running.started.peer_id.to_string(),
+        "dimse": running.started.dimse.map(|a| a.to_string()),
+        "ae_title": config.dimse.ae_title,
+    });
+    if let Err(e) = write_atomic(&running.info_path, info.to_string().as_bytes()) {
+        let _ = running.stop().await;
+        return Err(e);
+    }
+    info!(trust = %config.node.trust, %bound, scheme, peer_id = %running.started.peer_id, "serving");
+    Ok(running)
 }
 
 /// Runs the node until `shutdown` resolves (or its HTTP server fails), then drains it.

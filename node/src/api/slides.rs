@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -240,31 +240,49 @@ pub async fn manifest(
     Ok(slide_json(&view, &etag, &request, body))
 }
 
-/// Most entries the access history returns (newest first).
-const ACCESS_HISTORY_LIMIT: usize = 200;
+/// Entries the access history returns per page unless asked for fewer (newest first).
+const ACCESS_HISTORY_PAGE: usize = 200;
+/// The most entries one page may have.
+const ACCESS_HISTORY_MAX_PAGE: usize = 1000;
 
-/// The audit trail about one slide, newest first: at the owner, who was allowed or refused
-/// what and why; at a grantee, what this node fetched. From this node's own log.
+/// Which page of a slide's history: entries older than `before` (a sequence number;
+/// none: from the newest), at most `limit` of them.
+#[derive(Debug, serde::Deserialize)]
+pub struct HistoryPage {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// The audit trail about one slide, newest first, a page at a time (`?before=SEQ&limit=N`;
+/// `next_before` names the next page): at the owner, who was allowed or refused what and
+/// why; at a grantee, what this node fetched. From this node's own log, read through its
+/// index by slide (not a scan of the log).
 pub async fn access_history(
     State(state): State<Arc<ApiState>>,
     requester: Requester,
     Path(slide_id): Path<String>,
+    Query(page): Query<HistoryPage>,
 ) -> Result<Response, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
     // The history of a slide is for those who may view it (it names their colleagues).
     let decided = super::decide(&state, &requester, id, &[ConsentAction::View]).await?;
     let id = decided.slide();
+    let limit = page
+        .limit
+        .unwrap_or(ACCESS_HISTORY_PAGE)
+        .clamp(1, ACCESS_HISTORY_MAX_PAGE);
     let store = state.store.clone();
-    let entries = tokio::task::spawn_blocking(move || store.audit_entries())
+    let history = tokio::task::spawn_blocking(move || store.slide_history(&id, page.before, limit))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let total = entries.iter().filter(|(_, e)| e.slide == id).count();
-    let entries: Vec<Value> = entries
+    let total = history.total;
+    let next_before = (history.entries.len() == limit)
+        .then(|| history.entries.last().map(|(seq, _)| *seq))
+        .flatten();
+    let entries: Vec<Value> = history
+        .entries
         .iter()
-        .rev()
-        .filter(|(_, e)| e.slide == id)
-        .take(ACCESS_HISTORY_LIMIT)
         .map(|(seq, e)| {
             json!({
                 "seq": seq,
@@ -282,7 +300,12 @@ pub async fn access_history(
         .collect();
     Ok((
         [(header::CACHE_CONTROL, "no-cache")],
-        Json(json!({ "slide_id": id, "total": total, "entries": entries })),
+        Json(json!({
+            "slide_id": id,
+            "total": total,
+            "entries": entries,
+            "next_before": next_before,
+        })),
     )
         .into_response())
 }

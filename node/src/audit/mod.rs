@@ -29,7 +29,9 @@ use slidemesh_protocol::audit::{
 };
 use slidemesh_protocol::{NodeKey, NodePublicKey, TrustCode, canonical};
 
-use crate::store::audit::{CHECKPOINTS, COSIGNED, ENTRIES, LEAVES, RECEIPTS};
+use crate::store::audit::{
+    BY_SLIDE, CHECKPOINTS, COSIGNED, ENTRIES, LEAVES, RECEIPTS, by_slide_key,
+};
 use crate::store::{RedbContext, Store, StoreError, decode, encode, now_unix};
 
 /// One append for the writer thread.
@@ -283,6 +285,7 @@ impl Store {
             let mut table = tx.open_table(ENTRIES).op("open audit entries")?;
             let mut leaves = tx.open_table(LEAVES).op("open audit leaves")?;
             let mut receipts = tx.open_table(RECEIPTS).op("open audit receipts")?;
+            let mut by_slide = tx.open_table(BY_SLIDE).op("open audit index")?;
             let first = table
                 .last()
                 .op("read audit size")?
@@ -296,6 +299,9 @@ impl Store {
                 leaves
                     .insert(seq, &leaf_hash(&bytes))
                     .op("append audit leaf")?;
+                by_slide
+                    .insert(by_slide_key(&append.entry.slide, seq).as_slice(), ())
+                    .op("index audit entry")?;
                 if let Some(receipt) = &append.receipt {
                     receipts
                         .insert(seq, encode(receipt).as_slice())

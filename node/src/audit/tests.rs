@@ -219,3 +219,49 @@ fn close_writes_the_queue_then_ends_the_writer_and_refuses_later_entries() {
     );
     assert_eq!(store.audit_entries().unwrap().len(), 300);
 }
+
+/// A slide's history comes from the index by slide, newest first, a page at a time; a log
+/// written before the index existed is indexed when the store opens.
+#[test]
+fn a_slides_history_is_read_through_its_index_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let (one, other) = (SlideId::of(b"one"), SlideId::of(b"other"));
+    let about = |slide: SlideId, i: u64| AuditEntry {
+        slide,
+        ..entry(i, true)
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        let entries: Vec<AuditEntry> = (0..10)
+            .map(|i| about(if i % 2 == 0 { one } else { other }, i))
+            .collect();
+        store.append_audit_entries(&entries).unwrap();
+        let history = store.slide_history(&one, None, 3).unwrap();
+        assert_eq!(history.total, 5);
+        let seqs: Vec<u64> = history.entries.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [8, 6, 4]);
+        assert!(history.entries.iter().all(|(_, e)| e.slide == one));
+        let next = store.slide_history(&one, Some(4), 3).unwrap();
+        let seqs: Vec<u64> = next.entries.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [2, 0]);
+        assert!(
+            store
+                .slide_history(&SlideId::of(b"none"), None, 3)
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+
+        // As a log from before the index: the index emptied.
+        let tx = store.db.begin_write().unwrap();
+        tx.delete_table(crate::store::audit::BY_SLIDE).unwrap();
+        tx.open_table(crate::store::audit::BY_SLIDE).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(store.slide_history(&other, None, 10).unwrap().total, 0);
+    }
+    let store = Store::open(&path).unwrap();
+    let history = store.slide_history(&other, None, 10).unwrap();
+    let seqs: Vec<u64> = history.entries.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [9, 7, 5, 3, 1]);
+}

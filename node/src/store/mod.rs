@@ -282,6 +282,7 @@ impl Store {
         let store = Self { db };
         store.ensure_tables()?;
         store.migrate_federation()?;
+        store.index_audit_by_slide()?;
         Ok(store)
     }
 
@@ -424,7 +425,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 17;
+const TABLE_COUNT: usize = 18;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -532,6 +533,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(audit::CHECKPOINTS).op("create tables")?;
     tx.open_table(audit::COSIGNED).op("create tables")?;
     tx.open_table(audit::RECEIPTS).op("create tables")?;
+    tx.open_table(audit::BY_SLIDE).op("create tables")?;
     tx.open_table(federation::GRANTS).op("create tables")?;
     tx.open_table(federation::REVOCATIONS).op("create tables")?;
     tx.open_table(federation::REMOTE_SLIDES)

@@ -474,13 +474,15 @@ fn a_client_gets_only_its_share_of_the_http_server() {
     let url = node.serve();
     let addr = url.trim_start_matches("http://").to_string();
 
-    // Four connections open (no request yet): a fifth is closed at once.
-    let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let mut fifth = TcpStream::connect(&addr).unwrap();
-    assert!(
-        closed_within(&mut fifth, Duration::from_secs(2)),
-        "a connection over the cap is closed"
+    // Five connections opened (no request yet) under a cap of four: one of them is closed
+    // at once. (Which one is the server's tasks' order, not necessarily the last.)
+    let mut held: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    held.retain_mut(|c| !closed_within(c, Duration::from_millis(200)));
+    assert_eq!(
+        held.len(),
+        4,
+        "one connection over the cap is closed, the others stay"
     );
     // A head that never completes: the connection is closed after the header timeout.
     held[0]
@@ -529,18 +531,24 @@ fn a_client_gets_only_its_share_of_the_http_server() {
     assert!(body(&r).contains("stow_max_bytes"), "{}", body(&r));
 
     // One request in flight (a STOW-RS body still arriving): the next gets 503 at once.
+    // (A probe that reaches the server before the STOW-RS request takes its place instead,
+    // and the STOW-RS request is the one turned away: then try again.)
     let (content_type, payload) = multipart(&[vec![0u8; 50_000]]);
-    let mut slow = TcpStream::connect(&addr).unwrap();
-    write!(
-        slow,
-        "POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    )
-    .unwrap();
-    slow.write_all(&payload[..1000]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let r = node.get("/api/v1/slides");
-    assert_eq!(r.status, 503, "{}", body(&r));
+    let (slow, r) = (0..5)
+        .find_map(|_| {
+            let mut slow = TcpStream::connect(&addr).unwrap();
+            write!(
+                slow,
+                "POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                payload.len()
+            )
+            .unwrap();
+            slow.write_all(&payload[..1000]).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let r = node.get("/api/v1/slides");
+            (r.status == 503).then_some((slow, r))
+        })
+        .expect("a request while another is in flight gets 503");
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(body(&r).contains("max_requests_in_flight"));
     drop(slow);

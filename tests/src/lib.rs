@@ -76,6 +76,39 @@ pub fn wsidicom_check(generated: &Value, work: &Path, source: &[&std::ffi::OsStr
         .args(source))
 }
 
+/// A dcmtk tool, failing clearly when dcmtk is not installed.
+pub fn dcmtk(tool: &str) -> Command {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} (dcmtk) is missing: run scripts/setup, or apt-get install dcmtk"
+    );
+    Command::new(tool)
+}
+
+/// The AE title the tests' scanner calls from (listed in `[dimse] calling_ae_titles`).
+pub const SCANNER_AE: &str = "SCANNER1";
+
+/// dcmtk's `storescu` pushing `files` from [`SCANNER_AE`] to a node's DICOM receiver at
+/// `host`:`port`, proposing the files' own transfer syntax; its output, success or not.
+pub fn storescu(host: &str, port: &str, files: &[impl AsRef<std::ffi::OsStr>]) -> Output {
+    run(dcmtk("storescu")
+        .args([
+            "-R",
+            "-xy",
+            "-aet",
+            SCANNER_AE,
+            "-aec",
+            "SLIDEMESH",
+            host,
+            port,
+        ])
+        .args(files))
+}
+
 /// Runs a command to completion, failing with its output if it could not start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()

@@ -3,21 +3,7 @@
 //! `storescu` is ingested when the association is released, with exactly the frames the
 //! same files give through `slidemesh ingest`.
 
-use std::process::Command;
-
-use slidemesh_e2e::{Node, SMALL, instance_files, run, synth};
-
-fn dcmtk(tool: &str) -> Command {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} (dcmtk) is missing: run scripts/setup, or apt-get install dcmtk"
-    );
-    Command::new(tool)
-}
+use slidemesh_e2e::{Node, SMALL, dcmtk, instance_files, run, storescu, synth};
 
 #[test]
 fn dcmtk_echoes_and_pushes_a_slide_that_is_ingested() {
@@ -63,18 +49,7 @@ fn dcmtk_echoes_and_pushes_a_slide_that_is_ingested() {
     );
 
     // Push the slide: the files' own transfer syntax (JPEG baseline) is proposed.
-    let pushed = run(dcmtk("storescu")
-        .args([
-            "-R",
-            "-xy",
-            "-aet",
-            "SCANNER1",
-            "-aec",
-            "SLIDEMESH",
-            host,
-            port,
-        ])
-        .args(&files));
+    let pushed = storescu(host, port, &files);
     assert!(
         pushed.status.success(),
         "storescu failed:\n{}",
@@ -143,18 +118,7 @@ fn a_sender_gets_only_its_share_of_the_dicom_receiver() {
     slidemesh_e2e::wait_until(std::time::Duration::from_secs(10), echo)
         .expect("the receiver takes associations again once the first goes");
 
-    let pushed = run(dcmtk("storescu")
-        .args([
-            "-R",
-            "-xy",
-            "-aet",
-            "SCANNER1",
-            "-aec",
-            "SLIDEMESH",
-            host,
-            port,
-        ])
-        .args(&files));
+    let pushed = storescu(host, port, &files);
     assert!(
         !pushed.status.success(),
         "an association over max_bytes_per_association completed"

@@ -416,20 +416,7 @@ fn instances_pushed_by_c_store_never_change_consent_or_patient_identity() {
     let address = node.serve_info()["dimse"].as_str().unwrap().to_string();
     let (host, port) = address.rsplit_once(':').unwrap();
     let push = |file: &Path| {
-        let out = slidemesh_e2e::run(
-            std::process::Command::new("storescu")
-                .args([
-                    "-R",
-                    "-xy",
-                    "-aet",
-                    "SCANNER1",
-                    "-aec",
-                    "SLIDEMESH",
-                    host,
-                    port,
-                ])
-                .arg(file),
-        );
+        let out = slidemesh_e2e::storescu(host, port, &[file]);
         assert!(
             out.status.success(),
             "storescu: {}",

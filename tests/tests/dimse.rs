@@ -124,6 +124,8 @@ fn a_sender_gets_only_its_share_of_the_dicom_receiver() {
         "an association over max_bytes_per_association completed"
     );
     let said = String::from_utf8_lossy(&pushed.stderr);
-    assert!(said.contains("aborted"), "storescu: {said}");
+    // Associated, then cut off while storing (dcmtk sees the abort, or a broken pipe when
+    // the node closed first): not refused up front for another reason.
+    assert!(said.contains("Store Failed"), "storescu: {said}");
     assert!(echo(), "the receiver keeps serving after aborting one");
 }

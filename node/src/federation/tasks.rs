@@ -233,7 +233,7 @@ async fn adopt_stored_roster(fed: &Arc<Federation>, announced: &mut u64) {
 
 /// Verifies a roster version offered by a peer against the one in force and stores it.
 /// Versions are accepted one at a time, each signed by a quorum of its predecessor.
-pub async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result<(), RosterError> {
+async fn offer_roster(fed: &Arc<Federation>, signed: SignedRoster) -> Result<(), RosterError> {
     let current = fed.holdings.membership.roster();
     let roster = match &current {
         Some(current) if signed.roster()?.version <= current.version => return Ok(()),

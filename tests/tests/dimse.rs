@@ -111,8 +111,22 @@ fn a_sender_gets_only_its_share_of_the_dicom_receiver() {
     };
     assert!(echo(), "C-ECHO within the limits");
 
-    let holder = std::net::TcpStream::connect(&address).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // A connection that never associates holds the one place: once it is seen to stay
+    // open (the echo's association may still be ending, and take the place first).
+    let holder = (0..20)
+        .find_map(|_| {
+            let mut holder = std::net::TcpStream::connect(&address).unwrap();
+            holder
+                .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            let open = matches!(
+                std::io::Read::read(&mut holder, &mut byte),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            );
+            open.then_some(holder)
+        })
+        .expect("a connection takes the receiver's one place");
     assert!(!echo(), "a second association while one is in progress");
     drop(holder);
     slidemesh_e2e::wait_until(std::time::Duration::from_secs(10), echo)

@@ -8,6 +8,8 @@
 //! - [`federation`]: what the node does for peers and for shared slides (grants checked,
 //!   manifests and tiles served, remote tiles fetched through the cache), and its
 //!   background loops (roster, outbox).
+//! - [`referrals`]: referrals of a case's slides to another trust for an opinion: sending,
+//!   receiving, each step of their life, both sides' histories.
 //! - [`access`]: who may see or do what: every decision in one pure function (grants,
 //!   the owner's cedar policy, roles, the label and identity rules).
 //! - [`net`]: the libp2p swarm task and its handle; knows nothing of the store.
@@ -33,6 +35,7 @@ pub mod dimse;
 pub mod federation;
 pub mod ingest;
 pub mod net;
+pub mod referrals;
 pub mod server;
 pub mod store;
 #[cfg(test)]

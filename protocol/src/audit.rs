@@ -37,6 +37,12 @@ pub enum Side {
     /// One of this node's own people asked for a slide another trust shared; this node
     /// decided, with the owner's signed rules. (`peer` is the owner.)
     Gateway,
+    /// A step of a referral this node's trust took (sent, opened, answered, withdrawn...),
+    /// one entry per slide the referral names (`peer` the other trust, `action` the step,
+    /// `what` the referral's id).
+    ReferralStep,
+    /// A step of a referral the other trust took and told this node of (`peer` that trust).
+    ReferralNotice,
 }
 
 /// One audited access. No patient data: ids, codes and names of rules only. Its canonical

@@ -133,6 +133,11 @@ content_id!(
     /// BLAKE3 of one roster version's canonical encoding (see [`crate::roster`]).
     RosterId
 );
+content_id!(
+    /// A referral's name: BLAKE3 of random bytes its referring node drew (see
+    /// [`crate::referral`]); the grants made for it carry it as their reference.
+    ReferralId
+);
 
 #[cfg(test)]
 mod tests {

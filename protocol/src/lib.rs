@@ -9,6 +9,8 @@
 //!   (its policy text, that consent and the grants that hold), which replicas decide with.
 //! - [`deidentified`]: the owner's signed statement that a de-identified manifest is a view
 //!   of a slide, made for one project.
+//! - [`referral`]: a signed referral of a case's slides to another trust for an opinion,
+//!   and the signed updates (delivered, opened, answered, ...) both sides keep.
 //! - [`sign`]: node signing keys and the domain-separated signatures over canonical bytes.
 //! - [`roster`]: the federation's signed, versioned membership list (k-of-n changes).
 //! - [`grant`]: an owner's signed permission for another trust to view a slide, and its
@@ -27,6 +29,7 @@ pub mod deidentified;
 pub mod grant;
 pub mod ids;
 pub mod manifest;
+pub mod referral;
 pub mod roster;
 pub mod sign;
 pub mod trust;
@@ -36,10 +39,14 @@ pub mod wire;
 pub use canonical::{CANONICAL_VERSION, CanonicalError};
 pub use deidentified::{DeidentifiedView, SignedDeidentifiedView};
 pub use grant::{Action, Grant, GrantError, Purpose, Revocation, SignedGrant, SignedRevocation};
-pub use ids::{GrantId, IdParseError, ObjectId, RosterId, SlideId, TileId};
+pub use ids::{GrantId, IdParseError, ObjectId, ReferralId, RosterId, SlideId, TileId};
 pub use manifest::{
     AssociatedImage, AssociatedKind, DimensionOrganization, InstanceMeta, InstanceRole, Level,
     ManifestError, OpticalPath, SignedManifest, SlideManifest, TilePosition,
+};
+pub use referral::{
+    Opinion, Recipient, Referral, ReferralUpdate, SignedReferral, SignedReferralUpdate, Step,
+    Urgency,
 };
 pub use roster::{Member, Roster, RosterError, RosterSignature, SignedRoster};
 pub use sign::{NodeKey, NodePublicKey, SignatureError, Signed, Statement, StatementError};

@@ -27,12 +27,14 @@ use crate::deidentified::SignedDeidentifiedView;
 use crate::grant::{SignedGrant, SignedRevocation};
 use crate::ids::{SlideId, TileId};
 use crate::manifest::SignedManifest;
+use crate::referral::{SignedReferral, SignedReferralUpdate};
 use crate::roster::SignedRoster;
 use crate::user::UserClaim;
 
 /// Request-response protocol for manifests, grants, revocations and rosters (2: receipts,
-/// consent statements, de-identified views, refreshes; 3: a nonce per manifest request).
-pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/3";
+/// consent statements, de-identified views, refreshes; 3: a nonce per manifest request;
+/// 4: referrals and their updates).
+pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/4";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
 /// receipt after each batch; 4: the user who asked; 5: a nonce per request).
 pub const TILES_PROTOCOL: &str = "/slidemesh/tiles/5";
@@ -90,6 +92,11 @@ pub enum ControlRequest {
         since: u64,
         proof: Vec<crate::audit::Hash>,
     },
+    /// The referring trust hands a referral to the trust it refers to (after the grants it
+    /// names, which travel first on the same ordered queue).
+    DeliverReferral(SignedReferral),
+    /// A step of a referral, from the trust that took it to the other side.
+    DeliverReferralUpdate(SignedReferralUpdate),
 }
 
 /// Why a request was not served.

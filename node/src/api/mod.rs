@@ -1,5 +1,6 @@
 //! The HTTP API and web UI (axum). Handlers hold only an `Arc<ApiState>`; they read the
-//! store and never write it.
+//! store and never write its tables (referral steps go through [`crate::referrals`], files
+//! through ingest).
 //!
 //! Routes (all JSON unless stated):
 //! - `GET /api/v1/node`: who this node is; `GET /api/v1/network`: peers and cache.
@@ -10,6 +11,7 @@
 //!   cache now (verified), answering when done ([`tiles`]).
 //! - `GET /api/v1/slides/{slide_id}/tiles/{tile_id}` and
 //!   `GET /api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}`: tile bytes ([`tiles`]).
+//! - `/api/v1/referrals...`: the referral inbox and sent list, sending, steps ([`referrals`]).
 //! - `/dicomweb/...`: QIDO-RS and WADO-RS ([`dicomweb`]).
 //! - `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout`, `GET /auth/me`: sign-on
 //!   at the trust's OpenID provider and who is signed on ([`oidc`]).
@@ -26,6 +28,7 @@
 pub mod dicomweb;
 pub mod headers;
 pub mod oidc;
+pub mod referrals;
 pub mod requester;
 pub mod slides;
 pub mod tiles;
@@ -307,6 +310,9 @@ pub enum Exposure {
     Content,
     /// Files into the node's ingest (STOW-RS).
     Ingest,
+    /// One referral, seen or acted on: decided for the requester on every slide it names
+    /// (refer at the referring trust, answer at the receiving one), refused 403.
+    Referral,
 }
 
 /// One route: its path (as the router writes it, `/dicomweb` prefix included) and what
@@ -390,6 +396,21 @@ fn routes() -> Vec<Route> {
             "/api/v1/slides/{slide_id}/tiles/{tile_id}",
             Content,
             get(tiles::by_id),
+        ),
+        route(
+            "/api/v1/referrals",
+            vec![(Method::GET, Listing), (Method::POST, Referral)],
+            get(referrals::list).post(referrals::create),
+        ),
+        get_(
+            "/api/v1/referrals/{referral_id}",
+            Referral,
+            get(referrals::detail),
+        ),
+        route(
+            "/api/v1/referrals/{referral_id}/{step}",
+            vec![(Method::POST, Referral)],
+            post(referrals::step),
         ),
         get_("/api/{*rest}", Public, get(api_not_found)),
         get_("/auth/login", Public, get(oidc::login)),

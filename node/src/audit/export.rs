@@ -22,16 +22,19 @@ fn audit_event(node_trust: &str, seq: u64, e: &AuditEntry) -> Value {
     )
     .to_string();
     // DICOM audit event types: 110106 Export (we sent), 110107 Import (we received),
-    // 110103 Instances Accessed (one of our people looked at a shared slide).
+    // 110103 Instances Accessed (one of our people looked at a shared slide), 110110 Patient
+    // Record (a referral's step).
     let (code, display) = match e.side {
         Side::Served => ("110106", "Export"),
         Side::Received => ("110107", "Import"),
         Side::Gateway => ("110103", "DICOM Instances Accessed"),
+        // A referral's step changes the patient's record at both trusts.
+        Side::ReferralStep | Side::ReferralNotice => ("110110", "Patient Record"),
     };
     let ods = |trust: &str| json!({ "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": trust });
     let (requester, source) = match e.side {
-        Side::Served => (e.peer.as_str(), node_trust),
-        Side::Received | Side::Gateway => (node_trust, e.peer.as_str()),
+        Side::Served | Side::ReferralNotice => (e.peer.as_str(), node_trust),
+        Side::Received | Side::Gateway | Side::ReferralStep => (node_trust, e.peer.as_str()),
     };
     json!({
         "resourceType": "AuditEvent",

@@ -29,9 +29,7 @@ use slidemesh_protocol::audit::{
 };
 use slidemesh_protocol::{NodeKey, NodePublicKey, TrustCode, canonical};
 
-use crate::store::audit::{
-    BY_SLIDE, CHECKPOINTS, COSIGNED, ENTRIES, LEAVES, RECEIPTS, by_slide_key,
-};
+use crate::store::audit::{CHECKPOINTS, COSIGNED, ENTRIES, LEAVES, RECEIPTS};
 use crate::store::{RedbContext, Store, StoreError, decode, encode, now_unix};
 
 /// One append for the writer thread.
@@ -281,35 +279,11 @@ impl Store {
     /// the first entry's sequence number.
     fn append_audit(&self, appends: &[Append]) -> Result<u64, StoreError> {
         let tx = self.db.begin_write().op("begin audit write")?;
-        let first = {
-            let mut table = tx.open_table(ENTRIES).op("open audit entries")?;
-            let mut leaves = tx.open_table(LEAVES).op("open audit leaves")?;
-            let mut receipts = tx.open_table(RECEIPTS).op("open audit receipts")?;
-            let mut by_slide = tx.open_table(BY_SLIDE).op("open audit index")?;
-            let first = table
-                .last()
-                .op("read audit size")?
-                .map(|(k, _)| k.value() + 1)
-                .unwrap_or(0);
-            for (seq, append) in (first..).zip(appends) {
-                let bytes = canonical::encode(&append.entry);
-                table
-                    .insert(seq, bytes.as_slice())
-                    .op("append audit entry")?;
-                leaves
-                    .insert(seq, &leaf_hash(&bytes))
-                    .op("append audit leaf")?;
-                by_slide
-                    .insert(by_slide_key(&append.entry.slide, seq).as_slice(), ())
-                    .op("index audit entry")?;
-                if let Some(receipt) = &append.receipt {
-                    receipts
-                        .insert(seq, encode(receipt).as_slice())
-                        .op("store audit receipt")?;
-                }
-            }
-            first
-        };
+        let rows: Vec<_> = appends
+            .iter()
+            .map(|a| (&a.entry, a.receipt.as_ref()))
+            .collect();
+        let first = crate::store::audit::append_in(&tx, &rows)?;
         tx.commit().op("commit audit entries")?;
         Ok(first)
     }
@@ -317,15 +291,11 @@ impl Store {
     /// Appends entries directly (tests and tools; the running node goes through
     /// [`AuditLog`]).
     pub fn append_audit_entries(&self, entries: &[AuditEntry]) -> Result<u64, StoreError> {
-        let appends: Vec<Append> = entries
-            .iter()
-            .map(|entry| Append {
-                entry: entry.clone(),
-                receipt: None,
-                done: None,
-            })
-            .collect();
-        self.append_audit(&appends)
+        let tx = self.db.begin_write().op("begin audit write")?;
+        let rows: Vec<_> = entries.iter().map(|e| (e, None)).collect();
+        let first = crate::store::audit::append_in(&tx, &rows)?;
+        tx.commit().op("commit audit entries")?;
+        Ok(first)
     }
 
     /// The receipt a peer gave for entry `seq` of this log (a received access), if any.

@@ -70,11 +70,11 @@ impl Filter {
             None => (None, u),
         });
         // Entries name a person as "account (role)"; their trust is the requester: the peer
-        // when this node served, this node's own trust otherwise.
+        // when this node served or was told of a peer's referral step, this node's otherwise.
         let names = |e: &AuditEntry, (trust, account): (Option<&str>, &str)| {
             let their_trust = match e.side {
-                Side::Served => e.peer.as_str(),
-                Side::Received | Side::Gateway => node_trust.as_str(),
+                Side::Served | Side::ReferralNotice => e.peer.as_str(),
+                Side::Received | Side::Gateway | Side::ReferralStep => node_trust.as_str(),
             };
             e.user
                 .as_deref()

@@ -7,6 +7,7 @@ mod federation;
 mod ingest;
 mod init;
 mod policy;
+mod refer;
 mod serve;
 mod share;
 mod slides;
@@ -55,6 +56,10 @@ enum Command {
     Revoke(share::RevokeArgs),
     /// List grants issued and received.
     Grants(share::GrantsArgs),
+    /// Refer slides to another trust for an opinion (signed referral and its grants).
+    Refer(refer::ReferArgs),
+    /// Referrals sent and received: list, show, withdraw.
+    Referrals(refer::ReferralsArgs),
     /// The trust's consent policy (cedar): check, show, test a request against it.
     Policy(policy::PolicyArgs),
     /// Show or set a slide's recorded consent (DUO codes, national data opt-out, end date).
@@ -84,6 +89,8 @@ pub fn run() -> Result<()> {
         Command::Share(args) => share::share(data, args),
         Command::Revoke(args) => share::revoke(data, args),
         Command::Grants(args) => share::grants(data, args),
+        Command::Refer(args) => refer::refer(data, args),
+        Command::Referrals(args) => refer::referrals(data, args),
         Command::Policy(args) => policy::run(data, args),
         Command::Consent(args) => policy::consent(data, args),
         Command::Audit(args) => audit::run(data, args),

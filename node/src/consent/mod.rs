@@ -47,6 +47,12 @@ pub enum ConsentAction {
     ReceiveCohort,
     Replicate,
     Export,
+    /// Refer the slide to another trust for an opinion (the owner's own people).
+    Refer,
+    /// Answer a referral of the slide (the receiving trust's people, under its grant).
+    Answer,
+    /// Claim the slide's case from a shared reporting queue.
+    Claim,
 }
 
 impl ConsentAction {
@@ -59,6 +65,9 @@ impl ConsentAction {
             Self::ReceiveCohort => "receive_cohort",
             Self::Replicate => "replicate",
             Self::Export => "export",
+            Self::Refer => "refer",
+            Self::Answer => "answer",
+            Self::Claim => "claim",
         }
     }
 }

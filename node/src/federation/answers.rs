@@ -218,6 +218,51 @@ impl PeerAnswers {
         ControlResponse::Accepted
     }
 
+    /// A referral delivered by the referring trust's node, or a step of one from the other
+    /// side: checked and recorded by [`crate::referrals`], acknowledged once durable (a
+    /// repeated delivery is acknowledged again and changes nothing).
+    fn accept_referral_message(&self, peer: PeerId, message: ReferralMessage) -> ControlResponse {
+        let Some(roster) = self.holdings.membership.roster() else {
+            return ControlResponse::Denied {
+                reason: "this node has no roster".into(),
+            };
+        };
+        let Some(trust) = self.holdings.membership.trust_of(&peer) else {
+            return ControlResponse::Denied {
+                reason: format!("{peer} is not a member"),
+            };
+        };
+        let party = self.holdings.referral_party();
+        let (kind, result) = match message {
+            ReferralMessage::Referral(signed) => (
+                "referral",
+                party.receive(&roster, &trust, signed, now_unix()),
+            ),
+            ReferralMessage::Update(signed) => (
+                "referral update",
+                party.receive_update(&roster, &trust, signed),
+            ),
+        };
+        use crate::referrals::ReferralFailure;
+        match result {
+            Ok(()) => {
+                info!(%peer, from = %trust, kind, "received");
+                // A referral's acknowledgement is queued for the referring node.
+                self.holdings.outbox_queued.notify_one();
+                ControlResponse::Accepted
+            }
+            Err(ReferralFailure::Store(e)) => ControlResponse::Failed {
+                reason: e.to_string(),
+            },
+            Err(e) => {
+                warn!(%peer, from = %trust, kind, reason = %e, "refused");
+                ControlResponse::Denied {
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+
     /// A revocation delivered by `peer` (`via` a control message or a gossip announcement,
     /// which `peer` may only have relayed). Kept only when it is signed by the roster key of
     /// the trust it names and, for a grant this node holds, when that trust issued the
@@ -332,6 +377,12 @@ impl PeerAnswers {
     }
 }
 
+/// A referral or a step of one, as delivered.
+enum ReferralMessage {
+    Referral(slidemesh_protocol::SignedReferral),
+    Update(slidemesh_protocol::SignedReferralUpdate),
+}
+
 /// Network handlers, each answered on its own task (store reads are blocking).
 pub struct Handlers(pub Arc<PeerAnswers>);
 
@@ -360,6 +411,14 @@ impl Inbound for Handlers {
                 ControlRequest::DeliverRevocation(signed) => tokio::task::block_in_place(|| {
                     answers.accept_revocation(peer, signed, "delivered")
                 }),
+                ControlRequest::DeliverReferral(signed) => tokio::task::block_in_place(|| {
+                    answers.accept_referral_message(peer, ReferralMessage::Referral(signed))
+                }),
+                ControlRequest::DeliverReferralUpdate(signed) => {
+                    tokio::task::block_in_place(|| {
+                        answers.accept_referral_message(peer, ReferralMessage::Update(signed))
+                    })
+                }
                 ControlRequest::Cosign {
                     checkpoint,
                     since,

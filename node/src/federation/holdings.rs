@@ -81,6 +81,9 @@ pub struct Holdings {
     /// Bumped whenever a shared slide is withdrawn or its stored manifest replaced, so
     /// readers holding decoded manifests (the HTTP API's cache) drop them.
     pub withdrawals: std::sync::atomic::AtomicU64,
+    /// Told when this process queued a message in the outbox, so the delivery loop sends
+    /// it now rather than at its next poll (the CLI's messages wait for the poll).
+    pub(crate) outbox_queued: tokio::sync::Notify,
 }
 
 impl Holdings {
@@ -108,6 +111,16 @@ impl Holdings {
             served: Mutex::new(HashMap::new()),
             owner_policies: Mutex::new(HashMap::new()),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
+            outbox_queued: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// This trust's side of referrals, with this node's store and key.
+    pub fn referral_party(&self) -> crate::referrals::Party<'_> {
+        crate::referrals::Party {
+            store: &self.store,
+            trust: &self.trust,
+            key: &self.key,
         }
     }
 

@@ -1,8 +1,11 @@
 //! Background loops of a serving node:
 //! - roster: picks up versions the CLI published into the store, pulls newer versions from
 //!   members, and keeps the network's member gate in step; announces what it adopted.
-//! - outbox: delivers grants and revocations to their grantees until acknowledged, and
-//!   announces revocations on gossipsub so they also travel around a broken link.
+//! - outbox: delivers grants, revocations and referral messages to their trusts until
+//!   acknowledged, each trust's in the order queued, at once when the node queued them
+//!   itself (`Holdings::outbox_queued`); announces revocations on gossipsub so they also
+//!   travel around a broken link.
+//! - referrals: marks those whose end has come expired.
 //! - shared slides: fetches manifests for received grants that have none yet, and
 //!   withdraws those whose grant expired.
 
@@ -19,6 +22,8 @@ use super::{Federation, Followup};
 
 /// How often the store is checked for work the CLI left (rosters, outbox).
 const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often referrals are checked for their end.
+const REFERRAL_EXPIRY_EVERY: Duration = Duration::from_secs(5);
 /// How often members are asked for newer roster versions.
 const ROSTER_PULL_EVERY: Duration = Duration::from_secs(10);
 
@@ -43,6 +48,7 @@ pub async fn run(
     let mut poll = tokio::time::interval(POLL_EVERY);
     let mut pull = tokio::time::interval(ROSTER_PULL_EVERY);
     let mut checkpoint = tokio::time::interval(timings.audit_checkpoint);
+    let mut expiry = tokio::time::interval(REFERRAL_EXPIRY_EVERY);
     checkpoint.tick().await;
     let mut announced = 0u64;
     let mut gossiped = std::collections::HashMap::new();
@@ -58,6 +64,8 @@ pub async fn run(
                 deliver_outbox(&fed, &mut gossiped).await;
                 review_received_grants(&fed, timings.consent_refresh, &mut manifest_retries).await;
             }
+            _ = fed.holdings.outbox_queued.notified() => deliver_outbox(&fed, &mut gossiped).await,
+            _ = expiry.tick() => expire_referrals(&fed).await,
             _ = pull.tick() => pull_rosters(&fed).await,
             Some(followup) = followups.recv() => follow_up(&fed, followup).await,
             _ = checkpoint.tick() => checkpoint_and_cosign(&fed).await,
@@ -306,6 +314,10 @@ async fn deliver_outbox(
         return;
     };
     let mut outstanding = std::collections::HashSet::new();
+    // Each trust's messages go in the order they were queued: once one is not delivered,
+    // the rest for that trust wait for the next round (a referral must not arrive before
+    // its grants, nor an answer's acknowledgement before the referral).
+    let mut held_up = std::collections::HashSet::new();
     for (seq, item) in items {
         // A revocation is also announced to every member, at once and again every
         // REANNOUNCE_EVERY, so it reaches the grantee by way of others when the direct path
@@ -325,8 +337,12 @@ async fn deliver_outbox(
                     .await;
             }
         }
+        if held_up.contains(&item.to) {
+            continue;
+        }
         let Some(peer) = fed.holdings.membership.peer_of(&item.to) else {
             debug!(to = %item.to, "outbox entry for a trust not on the roster; keeping it");
+            held_up.insert(item.to.clone());
             continue;
         };
         match network.request(peer, item.message.clone()).await {
@@ -341,11 +357,37 @@ async fn deliver_outbox(
                 let store = fed.holdings.store.clone();
                 let _ = tokio::task::spawn_blocking(move || store.outbox_done(seq)).await;
             }
-            Ok(other) => debug!(to = %item.to, answer = ?other, "not delivered yet"),
-            Err(e) => debug!(to = %item.to, error = %e, "not delivered yet"),
+            Ok(other) => {
+                debug!(to = %item.to, answer = ?other, "not delivered yet");
+                held_up.insert(item.to.clone());
+            }
+            Err(e) => {
+                debug!(to = %item.to, error = %e, "not delivered yet");
+                held_up.insert(item.to.clone());
+            }
         }
     }
     gossiped.retain(|grant, _| outstanding.contains(grant));
+}
+
+/// Marks expired the referrals whose end has come.
+async fn expire_referrals(fed: &Arc<Federation>) {
+    let holdings = fed.holdings.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        holdings
+            .referral_party()
+            .expire_due(crate::store::now_unix())
+    })
+    .await;
+    match done {
+        Ok(Ok(ids)) => {
+            for id in ids {
+                info!(referral = %id, "referral expired");
+            }
+        }
+        Ok(Err(e)) => warn!(error = %e, "cannot mark expired referrals"),
+        Err(_) => {}
+    }
 }
 
 /// When each received grant's manifest may be asked for again, after a failure.

@@ -5,9 +5,10 @@
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use slidemesh_protocol::SlideId;
-use slidemesh_protocol::audit::AuditEntry;
+use slidemesh_protocol::audit::{AuditEntry, SignedReceipt, leaf_hash};
+use slidemesh_protocol::canonical;
 
-use super::{RedbContext, Store, StoreError};
+use super::{RedbContext, Store, StoreError, encode};
 
 /// Sequence number -> canonical([`AuditEntry`](slidemesh_protocol::audit::AuditEntry)).
 pub(crate) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_entries_v1");
@@ -30,6 +31,43 @@ pub(crate) fn by_slide_key(slide: &SlideId, seq: u64) -> [u8; 40] {
     key[..32].copy_from_slice(slide.as_bytes());
     key[32..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// Appends entries (each with the receipt a server gave for it, if any) within `tx`: the
+/// entry, its leaf hash, its place in the index by slide. The audit log's writer commits
+/// them on their own; a referral's step commits its entries with the step, so the two cannot
+/// part. Returns the first entry's sequence number.
+pub(crate) fn append_in(
+    tx: &redb::WriteTransaction,
+    rows: &[(&AuditEntry, Option<&SignedReceipt>)],
+) -> Result<u64, StoreError> {
+    let mut table = tx.open_table(ENTRIES).op("open audit entries")?;
+    let mut leaves = tx.open_table(LEAVES).op("open audit leaves")?;
+    let mut receipts = tx.open_table(RECEIPTS).op("open audit receipts")?;
+    let mut by_slide = tx.open_table(BY_SLIDE).op("open audit index")?;
+    let first = table
+        .last()
+        .op("read audit size")?
+        .map(|(k, _)| k.value() + 1)
+        .unwrap_or(0);
+    for (seq, (entry, receipt)) in (first..).zip(rows) {
+        let bytes = canonical::encode(*entry);
+        table
+            .insert(seq, bytes.as_slice())
+            .op("append audit entry")?;
+        leaves
+            .insert(seq, &leaf_hash(&bytes))
+            .op("append audit leaf")?;
+        by_slide
+            .insert(by_slide_key(&entry.slide, seq).as_slice(), ())
+            .op("index audit entry")?;
+        if let Some(receipt) = receipt {
+            receipts
+                .insert(seq, encode(*receipt).as_slice())
+                .op("store audit receipt")?;
+        }
+    }
+    Ok(first)
 }
 
 fn seq_of(key: &[u8]) -> u64 {

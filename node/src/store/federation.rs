@@ -141,14 +141,9 @@ impl Store {
         outbox: Option<OutboxItem>,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().op("begin write")?;
-        {
-            let mut grants = tx.open_table(GRANTS).op("open grants")?;
-            grants
-                .insert(stored.signed.id().as_bytes(), encode(stored).as_slice())
-                .op("insert grant")?;
-            if let Some(item) = outbox {
-                push_outbox(&tx, &item)?;
-            }
+        insert_grant(&tx, stored)?;
+        if let Some(item) = outbox {
+            push_outbox(&tx, &item)?;
         }
         tx.commit().op("commit grant")?;
         Ok(())
@@ -186,15 +181,9 @@ impl Store {
         outbox: Option<OutboxItem>,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().op("begin write")?;
-        {
-            let mut table = tx.open_table(REVOCATIONS).op("open revocations")?;
-            table
-                .insert(&revocation_key(grant, signed), encode(signed).as_slice())
-                .op("insert revocation")?;
-            remove_remote_slides_of(&tx, grant)?;
-            if let Some(item) = outbox {
-                push_outbox(&tx, &item)?;
-            }
+        insert_revocation(&tx, grant, signed)?;
+        if let Some(item) = outbox {
+            push_outbox(&tx, &item)?;
         }
         tx.commit().op("commit revocation")?;
         Ok(())
@@ -417,7 +406,38 @@ impl Store {
     }
 }
 
-fn push_outbox(tx: &redb::WriteTransaction, item: &OutboxItem) -> Result<(), StoreError> {
+/// Stores a grant within `tx`.
+pub(super) fn insert_grant(
+    tx: &redb::WriteTransaction,
+    stored: &StoredGrant,
+) -> Result<(), StoreError> {
+    let mut grants = tx.open_table(GRANTS).op("open grants")?;
+    grants
+        .insert(stored.signed.id().as_bytes(), encode(stored).as_slice())
+        .op("insert grant")?;
+    Ok(())
+}
+
+/// Records a revocation within `tx` (see [`Store::put_revocation`]).
+pub(super) fn insert_revocation(
+    tx: &redb::WriteTransaction,
+    grant: &GrantId,
+    signed: &SignedRevocation,
+) -> Result<(), StoreError> {
+    {
+        let mut table = tx.open_table(REVOCATIONS).op("open revocations")?;
+        table
+            .insert(&revocation_key(grant, signed), encode(signed).as_slice())
+            .op("insert revocation")?;
+    }
+    remove_remote_slides_of(tx, grant).map(drop)
+}
+
+/// Queues a message after every one queued before it.
+pub(super) fn push_outbox(
+    tx: &redb::WriteTransaction,
+    item: &OutboxItem,
+) -> Result<(), StoreError> {
     let mut table = tx.open_table(OUTBOX).op("open outbox")?;
     let next = table
         .last()

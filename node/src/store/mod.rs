@@ -20,6 +20,7 @@ pub mod instance;
 pub mod locations;
 pub mod objects;
 pub mod reader;
+pub mod referrals;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -425,7 +426,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 18;
+const TABLE_COUNT: usize = 19;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -539,6 +540,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(federation::REMOTE_SLIDES)
         .op("create tables")?;
     tx.open_table(federation::OUTBOX).op("create tables")?;
+    tx.open_table(referrals::REFERRALS).op("create tables")?;
     Ok(())
 }
 

@@ -1,0 +1,323 @@
+//! Referrals over HTTP: the inbox and sent list, a referral in full, sending one, and the
+//! steps people take on it.
+//!
+//! - `GET /api/v1/referrals[?box=inbox|sent]`: the referrals the requester may see, newest
+//!   first.
+//! - `POST /api/v1/referrals`: refer slides of this trust to another trust (JSON body:
+//!   `to`, `recipient` (`{"queue": "breast"}` or `{"specialist": "account"}`), `slides`,
+//!   `question`, `urgency`, `report`, optional `expires_at` in Unix seconds).
+//! - `GET /api/v1/referrals/{id}`: one referral, its history and any opinion.
+//! - `POST /api/v1/referrals/{id}/open|answer|close|withdraw`: a step (`answer` takes
+//!   `{"text": ..., "diagnosis": {"code": SCTID, "display": ...}}`).
+//!
+//! Who may see or act on a referral is decided for every slide it names, with the action
+//! [`referrals::visible_action`] says (refer at the referring trust, answer at the receiving
+//! one), through the same gateway as every other decision; a list leaves out what the
+//! requester may not see without logging anything. Writes go through
+//! [`crate::referrals`], never to the store's tables from here.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use slidemesh_protocol::referral::{Coding, SNOMED_CT};
+use slidemesh_protocol::{Opinion, Recipient, ReferralId, SlideId, Step, TrustCode, Urgency};
+
+use super::requester::Requester;
+use super::{ApiError, ApiState};
+use crate::consent::ConsentAction;
+use crate::referrals::{self, NewReferral, ReferralFailure};
+use crate::store::now_unix;
+use crate::store::referrals::StoredReferral;
+
+/// How long a referral stays open when the form names no end, by urgency.
+fn default_lifetime(urgency: Urgency) -> u64 {
+    const DAY: u64 = 86_400;
+    match urgency {
+        Urgency::Routine => 28 * DAY,
+        Urgency::Urgent => 14 * DAY,
+        Urgency::TwoWeekWait => 14 * DAY,
+    }
+}
+
+/// A referral as JSON.
+pub fn referral_json(stored: &StoredReferral, now: u64) -> Value {
+    let r = &stored.referral;
+    let recipient = match &r.recipient {
+        Recipient::Specialist(name) => json!({ "specialist": name }),
+        Recipient::Queue(name) => json!({ "queue": name }),
+    };
+    let opinion = stored.opinion.as_ref().map(|(o, _)| {
+        json!({
+            "author": o.author.as_ref().map(ToString::to_string),
+            "text": o.text,
+            "diagnosis": o.diagnosis,
+        })
+    });
+    json!({
+        "id": r.id,
+        "direction": if stored.sent_here { "sent" } else { "received" },
+        "from": r.from,
+        "to": r.to,
+        "referrer": r.referrer.as_ref().map(ToString::to_string),
+        "recipient": recipient,
+        "slides": r.slides,
+        "grants": r.grants,
+        "question": r.question,
+        "urgency": r.urgency,
+        "report": r.report,
+        "status": stored.status.as_str(),
+        "sent_at": r.sent_at,
+        "expires_at": r.expires_at,
+        "age_secs": now.saturating_sub(r.sent_at),
+        "history": stored.history.iter().map(|h| json!({
+            "status": h.status.as_str(),
+            "at": h.at,
+            "by": h.by,
+            "user": h.user,
+        })).collect::<Vec<_>>(),
+        "opinion": opinion,
+    })
+}
+
+fn failure(e: ReferralFailure) -> ApiError {
+    match e {
+        ReferralFailure::Invalid(m) => ApiError {
+            status: StatusCode::CONFLICT,
+            message: m,
+        },
+        ReferralFailure::NotFound(_) => ApiError::not_found(e.to_string()),
+        ReferralFailure::Refused(m) => ApiError::forbidden(m),
+        ReferralFailure::Store(e) => ApiError::internal(e),
+    }
+}
+
+fn parse_id(text: &str) -> Result<ReferralId, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid referral id {text:?}: {e}")))
+}
+
+/// Decides, for the requester, the action that shows `stored` on each of its slides
+/// (logged; refused 403).
+async fn decide_referral(
+    state: &Arc<ApiState>,
+    requester: &Requester,
+    stored: &StoredReferral,
+) -> Result<(), ApiError> {
+    let action = referrals::visible_action(stored);
+    for slide in &stored.referral.slides {
+        super::decide(state, requester, *slide, &[action]).await?;
+    }
+    Ok(())
+}
+
+async fn load(state: &Arc<ApiState>, id: ReferralId) -> Result<StoredReferral, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.referral(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no referral {id} here")))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// `inbox` (received), `sent`, or both when absent.
+    #[serde(rename = "box")]
+    which: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let sent = match query.which.as_deref() {
+        None | Some("all") => None,
+        Some("inbox") => Some(false),
+        Some("sent") => Some(true),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "box must be inbox, sent or all, not {other:?}"
+            )));
+        }
+    };
+    let (store, federation, user) = (
+        state.store.clone(),
+        state.federation.clone(),
+        requester.0.clone(),
+    );
+    let referrals = tokio::task::spawn_blocking(move || {
+        let now = now_unix();
+        let all = store.referrals()?;
+        let shown: Vec<Value> = all
+            .iter()
+            .filter(|r| sent.is_none_or(|s| r.sent_here == s))
+            .filter(|r| {
+                let action = referrals::visible_action(r);
+                r.referral
+                    .slides
+                    .iter()
+                    .all(|s| federation.user_may(s, user.as_ref(), action))
+            })
+            .map(|r| referral_json(r, now))
+            .collect();
+        Ok::<_, crate::store::StoreError>(shown)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "referrals": referrals })))
+}
+
+pub async fn detail(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let stored = load(&state, parse_id(&id)?).await?;
+    decide_referral(&state, &requester, &stored).await?;
+    Ok(Json(referral_json(&stored, now_unix())))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientForm {
+    Specialist(String),
+    Queue(String),
+}
+
+#[derive(Deserialize)]
+pub struct ReferralForm {
+    to: String,
+    recipient: RecipientForm,
+    slides: Vec<String>,
+    question: String,
+    urgency: String,
+    #[serde(default)]
+    report: String,
+    expires_at: Option<u64>,
+}
+
+pub async fn create(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Json(form): Json<ReferralForm>,
+) -> Result<Response, ApiError> {
+    let to: TrustCode = form
+        .to
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("to: {e}")))?;
+    let urgency: Urgency = form.urgency.parse().map_err(ApiError::bad_request)?;
+    let slides = form
+        .slides
+        .iter()
+        .map(|s| {
+            s.parse::<SlideId>()
+                .map_err(|e| ApiError::bad_request(format!("invalid slide id {s:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = now_unix();
+    let expires_at = form.expires_at.unwrap_or(now + default_lifetime(urgency));
+    for slide in &slides {
+        super::decide(&state, &requester, *slide, &[ConsentAction::Refer]).await?;
+    }
+    let roster = state
+        .federation
+        .holdings
+        .membership
+        .roster()
+        .ok_or_else(|| failure(ReferralFailure::Invalid("this node has no roster".into())))?;
+    let new = NewReferral {
+        to,
+        recipient: match form.recipient {
+            RecipientForm::Specialist(s) => Recipient::Specialist(s),
+            RecipientForm::Queue(q) => Recipient::Queue(q),
+        },
+        slides,
+        question: form.question,
+        urgency,
+        report: form.report,
+        expires_at,
+    };
+    let federation = state.federation.clone();
+    let user = requester.0.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        federation
+            .holdings
+            .referral_party()
+            .send(&roster, user.as_ref(), new, now)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(failure)?;
+    state.federation.holdings.outbox_queued.notify_one();
+    tracing::info!(referral = %stored.referral.id, to = %stored.referral.to, slides = stored.referral.slides.len(), "referral sent");
+    Ok((StatusCode::CREATED, Json(referral_json(&stored, now))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub struct StepForm {
+    /// The opinion's text (`answer`).
+    text: Option<String>,
+    /// The coded diagnosis (`answer`): a SNOMED CT concept id and its display.
+    diagnosis: Option<DiagnosisForm>,
+}
+
+#[derive(Deserialize)]
+pub struct DiagnosisForm {
+    code: String,
+    #[serde(default)]
+    display: String,
+}
+
+pub async fn step(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Path((id, step)): Path<(String, String)>,
+    body: Option<Json<StepForm>>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let form = body.map(|Json(f)| f).unwrap_or_default();
+    let step = match step.as_str() {
+        "open" => Step::Opened,
+        "close" => Step::Closed,
+        "withdraw" => Step::Withdrawn,
+        "answer" => Step::Answered(Opinion {
+            author: requester.0.clone(),
+            text: form
+                .text
+                .ok_or_else(|| ApiError::bad_request("an answer needs its text"))?,
+            diagnosis: form.diagnosis.map(|d| Coding {
+                system: SNOMED_CT.to_string(),
+                code: d.code,
+                display: d.display,
+            }),
+        }),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no referral step {other:?}; open, answer, close or withdraw"
+            )));
+        }
+    };
+    let stored = load(&state, id).await?;
+    decide_referral(&state, &requester, &stored).await?;
+    let federation = state.federation.clone();
+    let user = requester.0.clone();
+    let now = now_unix();
+    let stored = tokio::task::spawn_blocking(move || {
+        federation
+            .holdings
+            .referral_party()
+            .take_step(&id, user.as_ref(), step, now)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(failure)?;
+    state.federation.holdings.outbox_queued.notify_one();
+    Ok(Json(referral_json(&stored, now)))
+}

@@ -1,0 +1,415 @@
+//! Referrals between two stores, Leeds (RR8) referring to Bradford (RAE), with Wakefield
+//! (RWA) as a third member: messages handed over as plain values, as the outbox would.
+
+use slidemesh_protocol::referral::{Coding, SNOMED_CT};
+use slidemesh_protocol::wire::ControlRequest;
+use slidemesh_protocol::{
+    GrantId, NodeKey, Opinion, Recipient, Referral, ReferralId, Roster, SignedReferral,
+    SignedReferralUpdate, SlideId, Step, TrustCode, Urgency, UserClaim,
+};
+
+use super::{Party, ReferralFailure};
+use crate::audit::Side;
+use crate::store::Store;
+use crate::store::federation::OutboxItem;
+use crate::store::referrals::{Alongside, Status, StoredReferral};
+use crate::testing::member;
+
+struct Site {
+    _dir: tempfile::TempDir,
+    store: Store,
+    trust: TrustCode,
+    key: NodeKey,
+}
+
+impl Site {
+    fn new(trust: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        Self {
+            _dir: dir,
+            store,
+            trust: trust.parse().unwrap(),
+            key: NodeKey::generate(),
+        }
+    }
+
+    fn party(&self) -> Party<'_> {
+        Party {
+            store: &self.store,
+            trust: &self.trust,
+            key: &self.key,
+        }
+    }
+
+    fn outbox(&self) -> Vec<OutboxItem> {
+        self.store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect()
+    }
+
+    /// The referral updates queued for the other side, oldest first.
+    fn updates(&self) -> Vec<SignedReferralUpdate> {
+        self.outbox()
+            .into_iter()
+            .filter_map(|i| match i.message {
+                ControlRequest::DeliverReferralUpdate(u) => Some(u),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn referral(&self, id: &ReferralId) -> StoredReferral {
+        self.store.referral(id).unwrap().unwrap()
+    }
+
+    fn audit_sides(&self) -> Vec<(Side, String)> {
+        self.store
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| (e.side, e.action))
+            .collect()
+    }
+}
+
+struct World {
+    leeds: Site,
+    bradford: Site,
+    wakefield: Site,
+    roster: Roster,
+}
+
+fn world() -> World {
+    let (leeds, bradford, wakefield) = (Site::new("RR8"), Site::new("RAE"), Site::new("RWA"));
+    let roster = Roster {
+        federation: "north".into(),
+        version: 1,
+        quorum: 1,
+        members: vec![
+            member("RR8", &leeds.key),
+            member("RAE", &bradford.key),
+            member("RWA", &wakefield.key),
+        ],
+        issued_at: 1,
+    };
+    World {
+        leeds,
+        bradford,
+        wakefield,
+        roster,
+    }
+}
+
+const NOW: u64 = 1_800_000_000;
+
+fn referral(from: &Site, to: &str) -> Referral {
+    Referral {
+        id: slidemesh_protocol::referral::fresh_referral_id(),
+        from: from.trust.clone(),
+        referrer: Some(UserClaim::new("jsmith", "pathologist").unwrap()),
+        to: to.parse().unwrap(),
+        recipient: Recipient::Queue("breast".into()),
+        slides: vec![SlideId::of(b"core 1"), SlideId::of(b"core 2")],
+        grants: vec![GrantId::of(b"g1"), GrantId::of(b"g2")],
+        question: "DCIS or invasive?".into(),
+        urgency: Urgency::TwoWeekWait,
+        report: String::new(),
+        sent_at: NOW,
+        expires_at: NOW + 86_400,
+    }
+}
+
+/// Leeds has sent a referral to Bradford (as `Party::send` stores it) and Bradford received it.
+fn sent_and_received(w: &World) -> ReferralId {
+    let r = referral(&w.leeds, "RAE");
+    let signed = SignedReferral::sign(&r, &w.leeds.key);
+    w.leeds
+        .store
+        .put_referral(
+            &StoredReferral::new(signed.clone(), r.clone(), true),
+            Alongside::default(),
+        )
+        .unwrap();
+    w.bradford
+        .party()
+        .receive(&w.roster, &w.leeds.trust, signed, NOW + 1)
+        .unwrap();
+    r.id
+}
+
+fn opinion() -> Opinion {
+    Opinion {
+        author: Some(UserClaim::new("apatel", "pathologist").unwrap()),
+        text: "High-grade DCIS; no invasion seen.".into(),
+        diagnosis: Some(Coding {
+            system: SNOMED_CT.into(),
+            code: "399935008".into(),
+            display: "Ductal carcinoma in situ of breast".into(),
+        }),
+    }
+}
+
+#[test]
+fn a_received_referral_is_stored_once_acknowledged_and_logged_per_slide() {
+    let w = world();
+    let id = sent_and_received(&w);
+    let stored = w.bradford.referral(&id);
+    assert!(!stored.sent_here);
+    assert_eq!(stored.status, Status::Delivered);
+    assert_eq!(stored.peer(), &w.leeds.trust);
+    let updates = w.bradford.updates();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].verify().unwrap().step, Step::Delivered);
+    assert_eq!(w.bradford.outbox()[0].to, w.leeds.trust);
+    let logged = w.bradford.audit_sides();
+    assert_eq!(
+        logged,
+        vec![
+            (Side::ReferralNotice, "referral:sent".to_string()),
+            (Side::ReferralNotice, "referral:sent".to_string()),
+            (Side::ReferralStep, "referral:delivered".to_string()),
+            (Side::ReferralStep, "referral:delivered".to_string()),
+        ]
+    );
+    // Delivered again (the acknowledgement was lost): nothing changes, nothing is queued.
+    let signed = w.leeds.referral(&id).signed;
+    w.bradford
+        .party()
+        .receive(&w.roster, &w.leeds.trust, signed, NOW + 5)
+        .unwrap();
+    assert_eq!(w.bradford.updates().len(), 1);
+    assert_eq!(w.bradford.audit_sides().len(), 4);
+
+    // The acknowledgement reaches Leeds: delivered there too, once however often it comes.
+    for _ in 0..2 {
+        w.leeds
+            .party()
+            .receive_update(&w.roster, &w.bradford.trust, updates[0].clone())
+            .unwrap();
+    }
+    let at_leeds = w.leeds.referral(&id);
+    assert_eq!(at_leeds.status, Status::Delivered);
+    assert_eq!(at_leeds.history.len(), 2);
+    assert_eq!(at_leeds.history[1].at, NOW + 1);
+}
+
+#[test]
+fn forged_and_misdirected_referrals_are_refused() {
+    let w = world();
+    let r = referral(&w.leeds, "RAE");
+    // Signed by Wakefield's key, claiming to be from Leeds.
+    let forged = SignedReferral::sign(&r, &w.wakefield.key);
+    let e = w
+        .bradford
+        .party()
+        .receive(&w.roster, &w.leeds.trust, forged, NOW)
+        .unwrap_err();
+    assert!(matches!(e, ReferralFailure::Refused(_)), "{e}");
+    assert!(e.to_string().contains("roster key"), "{e}");
+    // Leeds' genuine referral relayed by Wakefield's node.
+    let genuine = SignedReferral::sign(&r, &w.leeds.key);
+    let e = w
+        .bradford
+        .party()
+        .receive(&w.roster, &w.wakefield.trust, genuine.clone(), NOW)
+        .unwrap_err();
+    assert!(e.to_string().contains("delivered a referral from"), "{e}");
+    // For Bradford, delivered to Wakefield.
+    let e = w
+        .wakefield
+        .party()
+        .receive(&w.roster, &w.leeds.trust, genuine, NOW)
+        .unwrap_err();
+    assert!(e.to_string().contains("not this trust"), "{e}");
+    // Malformed (a question of nothing).
+    let mut empty = referral(&w.leeds, "RAE");
+    empty.question = String::new();
+    let e = w
+        .bradford
+        .party()
+        .receive(
+            &w.roster,
+            &w.leeds.trust,
+            SignedReferral::sign(&empty, &w.leeds.key),
+            NOW,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("question"), "{e}");
+    assert!(w.bradford.store.referrals().unwrap().is_empty());
+    assert!(w.bradford.outbox().is_empty());
+    assert!(w.bradford.audit_sides().is_empty());
+}
+
+#[test]
+fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
+    let w = world();
+    let id = sent_and_received(&w);
+    let specialist = UserClaim::new("apatel", "pathologist").unwrap();
+    let bradford = w.bradford.party();
+    // Opening twice is one step.
+    bradford
+        .take_step(&id, Some(&specialist), Step::Opened, NOW + 10)
+        .unwrap();
+    bradford
+        .take_step(&id, Some(&specialist), Step::Opened, NOW + 11)
+        .unwrap();
+    assert_eq!(w.bradford.referral(&id).status, Status::Opened);
+    assert_eq!(w.bradford.updates().len(), 2, "delivered, opened");
+    // Closing and withdrawing are the referrer's.
+    for step in [Step::Closed, Step::Withdrawn] {
+        let e = bradford.take_step(&id, None, step, NOW + 12).unwrap_err();
+        assert!(e.to_string().contains("the referring trust"), "{e}");
+    }
+    // An opinion with a made-up SNOMED CT id is refused before anything is written.
+    let mut wrong = opinion();
+    wrong.diagnosis.as_mut().unwrap().code = "399935009".into();
+    let e = bradford
+        .take_step(&id, Some(&specialist), Step::Answered(wrong), NOW + 13)
+        .unwrap_err();
+    assert!(e.to_string().contains("SNOMED"), "{e}");
+    let answered = bradford
+        .take_step(&id, Some(&specialist), Step::Answered(opinion()), NOW + 20)
+        .unwrap();
+    assert_eq!(answered.status, Status::Answered);
+
+    // Leeds receives the steps in order; the answer carries the opinion.
+    let leeds = w.leeds.party();
+    for update in w.bradford.updates() {
+        leeds
+            .receive_update(&w.roster, &w.bradford.trust, update)
+            .unwrap();
+    }
+    let at_leeds = w.leeds.referral(&id);
+    assert_eq!(at_leeds.status, Status::Answered);
+    assert_eq!(super::opinion(&at_leeds), Some(&opinion()));
+    let steps: Vec<_> = at_leeds.history.iter().map(|h| h.status).collect();
+    assert_eq!(
+        steps,
+        [
+            Status::Sent,
+            Status::Delivered,
+            Status::Opened,
+            Status::Answered
+        ]
+    );
+    assert_eq!(
+        at_leeds.history[3].user.as_deref(),
+        Some("apatel (pathologist)")
+    );
+
+    // A step Bradford took, replayed as if Wakefield sent it, or Bradford claiming the
+    // referrer's step: refused.
+    let stolen = w.bradford.updates().pop().unwrap();
+    let e = leeds
+        .receive_update(&w.roster, &w.wakefield.trust, stolen)
+        .unwrap_err();
+    assert!(matches!(e, ReferralFailure::Refused(_)), "{e}");
+    let claimed = SignedReferralUpdate::sign(
+        &slidemesh_protocol::ReferralUpdate {
+            referral: id,
+            by: w.bradford.trust.clone(),
+            user: None,
+            at: NOW + 30,
+            step: Step::Closed,
+        },
+        &w.bradford.key,
+    );
+    let e = leeds
+        .receive_update(&w.roster, &w.bradford.trust, claimed)
+        .unwrap_err();
+    assert!(e.to_string().contains("may not mark"), "{e}");
+
+    // Leeds closes it; Bradford learns; nothing more can happen.
+    leeds.take_step(&id, None, Step::Closed, NOW + 40).unwrap();
+    let close = w.leeds.updates().pop().unwrap();
+    bradford
+        .receive_update(&w.roster, &w.leeds.trust, close)
+        .unwrap();
+    assert_eq!(w.bradford.referral(&id).status, Status::Closed);
+    let e = bradford
+        .take_step(&id, Some(&specialist), Step::Opened, NOW + 41)
+        .unwrap_err();
+    assert!(e.to_string().contains("closed already"), "{e}");
+}
+
+#[test]
+fn withdrawing_revokes_the_grants_and_tells_the_receiver_after_them() {
+    let w = world();
+    let id = sent_and_received(&w);
+    let leeds = w.leeds.party();
+    // Closing an unanswered referral is refused: withdrawal is what revokes its grants.
+    let e = leeds
+        .take_step(&id, None, Step::Closed, NOW + 5)
+        .unwrap_err();
+    assert!(e.to_string().contains("withdraw it instead"), "{e}");
+    leeds
+        .take_step(&id, None, Step::Withdrawn, NOW + 10)
+        .unwrap();
+    let stored = w.leeds.referral(&id);
+    assert_eq!(stored.status, Status::Withdrawn);
+    for grant in &stored.referral.grants {
+        let revocations = w.leeds.store.revocations(grant).unwrap();
+        assert_eq!(revocations.len(), 1, "grant {grant}");
+        assert_eq!(revocations[0].verify().unwrap().grant, *grant);
+    }
+    let kinds: Vec<&str> = w
+        .leeds
+        .outbox()
+        .iter()
+        .map(|i| match &i.message {
+            ControlRequest::DeliverRevocation(_) => "revocation",
+            ControlRequest::DeliverReferralUpdate(_) => "update",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["revocation", "revocation", "update"]);
+    let update = w.leeds.updates().pop().unwrap();
+    w.bradford
+        .party()
+        .receive_update(&w.roster, &w.leeds.trust, update)
+        .unwrap();
+    assert_eq!(w.bradford.referral(&id).status, Status::Withdrawn);
+    let e = w
+        .bradford
+        .party()
+        .take_step(&id, None, Step::Answered(opinion()), NOW + 20)
+        .unwrap_err();
+    assert!(e.to_string().contains("withdrawn already"), "{e}");
+}
+
+#[test]
+fn referrals_expire_on_each_side_by_its_own_clock() {
+    let w = world();
+    let id = sent_and_received(&w);
+    let end = w.leeds.referral(&id).referral.expires_at;
+    assert!(w.leeds.party().expire_due(end - 1).unwrap().is_empty());
+    assert_eq!(w.leeds.party().expire_due(end).unwrap(), vec![id]);
+    assert_eq!(w.bradford.party().expire_due(end + 60).unwrap(), vec![id]);
+    assert!(w.leeds.party().expire_due(end + 120).unwrap().is_empty());
+    for site in [&w.leeds, &w.bradford] {
+        let stored = site.referral(&id);
+        assert_eq!(stored.status, Status::Expired);
+        assert_eq!(stored.history.last().unwrap().at, end);
+    }
+    // A late answer changes nothing.
+    let e = w
+        .bradford
+        .party()
+        .take_step(&id, None, Step::Answered(opinion()), end + 200)
+        .unwrap_err();
+    assert!(e.to_string().contains("expired already"), "{e}");
+}
+
+#[test]
+fn statuses_move_forward_and_final_ones_stay() {
+    use Status::*;
+    assert_eq!(Answered.after(Opened), Answered);
+    assert_eq!(Opened.after(Answered), Answered);
+    assert_eq!(Withdrawn.after(Answered), Withdrawn);
+    assert_eq!(Answered.after(Closed), Closed);
+    assert_eq!(Expired.after(Closed), Expired);
+}

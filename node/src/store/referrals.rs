@@ -1,0 +1,295 @@
+//! Referrals in the store: table `referrals_v1`, a referral's signed form and its history as
+//! this node knows it (sent here or received). Every change commits in one transaction with
+//! what goes with it: the grants made for a referral and the messages to the other side
+//! (outbox, in order), revocations on withdrawal, and the step's audit entries, so a crash
+//! leaves a step whole (recorded, logged and queued for the other side) or absent.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use slidemesh_protocol::{
+    GrantId, Opinion, Referral, ReferralId, SignedReferral, SignedReferralUpdate, SignedRevocation,
+    TrustCode,
+};
+
+use super::federation::{OutboxItem, StoredGrant};
+use super::{RedbContext, Store, StoreError, decode, encode};
+use slidemesh_protocol::audit::AuditEntry;
+
+/// ReferralId -> postcard([`StoredReferral`]).
+pub(super) const REFERRALS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("referrals_v1");
+
+/// Most steps a referral's history keeps: a peer sending endless updates is refused beyond
+/// it.
+pub const MAX_HISTORY: usize = 64;
+
+/// Where a referral stands, from the last step that decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Sent,
+    Delivered,
+    Opened,
+    Answered,
+    Closed,
+    Expired,
+    Withdrawn,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Opened => "opened",
+            Status::Answered => "answered",
+            Status::Closed => "closed",
+            Status::Expired => "expired",
+            Status::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Closed, expired or withdrawn: no later step changes the status.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Closed | Status::Expired | Status::Withdrawn)
+    }
+
+    /// Where a step leads from `self`: a final status stays; otherwise the further along of
+    /// the two (a late "opened" after "answered" does not move it back).
+    pub fn after(self, step: Status) -> Status {
+        if self.is_final() {
+            self
+        } else if step.is_final() || step.rank() > self.rank() {
+            step
+        } else {
+            self
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Status::Sent => 0,
+            Status::Delivered => 1,
+            Status::Opened => 2,
+            Status::Answered => 3,
+            Status::Closed | Status::Expired | Status::Withdrawn => 4,
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Status::Sent,
+            Status::Delivered,
+            Status::Opened,
+            Status::Answered,
+            Status::Closed,
+            Status::Expired,
+            Status::Withdrawn,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| format!("unknown referral status {s:?}"))
+    }
+}
+
+/// One step of a referral's history as this node recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryStep {
+    pub status: Status,
+    /// Unix seconds, as the trust that took the step stated it (expiry: this node's clock).
+    pub at: u64,
+    /// The trust that took it.
+    pub by: TrustCode,
+    /// The person who took it, as "account (role)".
+    pub user: Option<String>,
+    /// BLAKE3 of the signed update that told this node of it (none for steps this node
+    /// took itself and for the referral's sending): a repeated delivery is recognised.
+    pub update: Option<[u8; 32]>,
+}
+
+/// A referral this node sent or received, and what happened to it since.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredReferral {
+    pub signed: SignedReferral,
+    /// The decoded statement (verified before it was stored).
+    pub referral: Referral,
+    /// True at the referring node, false at the receiving one.
+    pub sent_here: bool,
+    pub status: Status,
+    /// Every step, oldest first; the first is the sending.
+    pub history: Vec<HistoryStep>,
+    /// The specialist's opinion once answered, with the receiving node's signed update.
+    pub opinion: Option<(Opinion, SignedReferralUpdate)>,
+}
+
+impl StoredReferral {
+    /// A referral as first stored: sent, at its referring trust's time.
+    pub fn new(signed: SignedReferral, referral: Referral, sent_here: bool) -> Self {
+        let history = vec![HistoryStep {
+            status: Status::Sent,
+            at: referral.sent_at,
+            by: referral.from.clone(),
+            user: referral.referrer.as_ref().map(ToString::to_string),
+            update: None,
+        }];
+        Self {
+            signed,
+            referral,
+            sent_here,
+            status: Status::Sent,
+            history,
+            opinion: None,
+        }
+    }
+
+    /// The other trust.
+    pub fn peer(&self) -> &TrustCode {
+        if self.sent_here {
+            &self.referral.to
+        } else {
+            &self.referral.from
+        }
+    }
+
+    /// Whether the signed update with this hash was applied already.
+    pub fn has_update(&self, hash: &[u8; 32]) -> bool {
+        self.history.iter().any(|s| s.update.as_ref() == Some(hash))
+    }
+
+    /// Adds a step to the history and moves the status on; refused past [`MAX_HISTORY`].
+    pub fn push(&mut self, step: HistoryStep) -> Result<(), String> {
+        if self.history.len() >= MAX_HISTORY {
+            return Err(format!(
+                "referral {} has {MAX_HISTORY} steps already",
+                self.referral.id
+            ));
+        }
+        self.status = self.status.after(step.status);
+        self.history.push(step);
+        Ok(())
+    }
+}
+
+/// What commits with a referral's change, besides the referral itself.
+#[derive(Default)]
+pub struct Alongside {
+    /// Grants made for it (the referring side, when sending).
+    pub grants: Vec<StoredGrant>,
+    /// Revocations of its grants (withdrawal, expiry), each with its grant.
+    pub revocations: Vec<(GrantId, SignedRevocation)>,
+    /// Messages to the other side, delivered in this order after any queued before them.
+    pub outbox: Vec<OutboxItem>,
+    /// The step's audit entries.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// The outcome of [`Store::change_referral`]'s closure.
+pub enum Change<T> {
+    /// Write the referral (as the closure left it) and everything alongside.
+    Commit(Alongside, T),
+    /// Write nothing.
+    Keep(T),
+}
+
+impl Store {
+    /// Stores a new referral with what goes with it. Returns false, writing nothing, when a
+    /// referral with its id is stored already (a repeated delivery).
+    pub fn put_referral(
+        &self,
+        stored: &StoredReferral,
+        alongside: Alongside,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        {
+            let mut table = tx.open_table(REFERRALS).op("open referrals")?;
+            let key = stored.referral.id.as_bytes();
+            if table.get(key).op("read referral")?.is_some() {
+                return Ok(false);
+            }
+            table
+                .insert(key, encode(stored).as_slice())
+                .op("insert referral")?;
+        }
+        write_alongside(&tx, alongside)?;
+        tx.commit().op("commit referral")?;
+        Ok(true)
+    }
+
+    /// Reads referral `id` and, in the same write transaction, lets `change` edit it and say
+    /// what commits with the edit. `Ok(None)` when no such referral is stored.
+    pub fn change_referral<T>(
+        &self,
+        id: &ReferralId,
+        change: impl FnOnce(&mut StoredReferral) -> Change<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        let (out, alongside) = {
+            let mut table = tx.open_table(REFERRALS).op("open referrals")?;
+            let Some(value) = table.get(id.as_bytes()).op("read referral")? else {
+                return Ok(None);
+            };
+            let mut stored: StoredReferral = decode("referrals_v1", value.value())?;
+            drop(value);
+            match change(&mut stored) {
+                Change::Keep(out) => return Ok(Some(out)),
+                Change::Commit(alongside, out) => {
+                    table
+                        .insert(id.as_bytes(), encode(&stored).as_slice())
+                        .op("update referral")?;
+                    (out, alongside)
+                }
+            }
+        };
+        write_alongside(&tx, alongside)?;
+        tx.commit().op("commit referral")?;
+        Ok(Some(out))
+    }
+
+    pub fn referral(&self, id: &ReferralId) -> Result<Option<StoredReferral>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(REFERRALS).op("open referrals")?;
+        table
+            .get(id.as_bytes())
+            .op("read referral")?
+            .map(|v| decode("referrals_v1", v.value()))
+            .transpose()
+    }
+
+    /// Every referral sent or received, newest first.
+    pub fn referrals(&self) -> Result<Vec<StoredReferral>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(REFERRALS).op("open referrals")?;
+        let mut out: Vec<StoredReferral> = Vec::new();
+        for entry in table.iter().op("list referrals")? {
+            let (_, value) = entry.op("list referrals")?;
+            out.push(decode("referrals_v1", value.value())?);
+        }
+        out.sort_by(|a, b| {
+            b.referral
+                .sent_at
+                .cmp(&a.referral.sent_at)
+                .then(a.referral.id.cmp(&b.referral.id))
+        });
+        Ok(out)
+    }
+}
+
+fn write_alongside(tx: &redb::WriteTransaction, alongside: Alongside) -> Result<(), StoreError> {
+    for grant in &alongside.grants {
+        super::federation::insert_grant(tx, grant)?;
+    }
+    for (grant, revocation) in &alongside.revocations {
+        super::federation::insert_revocation(tx, grant, revocation)?;
+    }
+    for item in &alongside.outbox {
+        super::federation::push_outbox(tx, item)?;
+    }
+    if !alongside.audit.is_empty() {
+        let rows: Vec<_> = alongside.audit.iter().map(|e| (e, None)).collect();
+        super::audit::append_in(tx, &rows)?;
+    }
+    Ok(())
+}

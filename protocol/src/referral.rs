@@ -1,0 +1,439 @@
+//! Referrals: one trust asks another for a pathologist's opinion on a case's slides.
+//!
+//! The referring node signs a [`Referral`] (the slides, the question, the urgency, the
+//! report so far, who it is for) and the second-opinion grants it needs, scoped to it (each
+//! grant's reference is the referral's id) and ending with it. Each later step (delivered,
+//! opened, answered, closed, withdrawn, expired) is a [`ReferralUpdate`] signed by the node
+//! of the trust that took it and sent to the other side, so both keep the same timestamped
+//! history. An answer carries the specialist's [`Opinion`]. Whether a node may speak for
+//! the trust a statement names is the receiver's question (the roster's key for it).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{GrantId, ReferralId, SlideId};
+use crate::sign::{Signed, Statement};
+use crate::trust::TrustCode;
+use crate::user::UserClaim;
+
+/// Signature domain for referrals.
+pub const REFERRAL_DOMAIN: &str = "slidemesh/referral/v1";
+/// Signature domain for referral updates.
+pub const REFERRAL_UPDATE_DOMAIN: &str = "slidemesh/referral-update/v1";
+
+/// Most slides one referral names.
+pub const MAX_REFERRAL_SLIDES: usize = 64;
+/// Longest clinical question, in bytes.
+pub const MAX_QUESTION: usize = 4 << 10;
+/// Longest report text or opinion, in bytes.
+pub const MAX_REPORT: usize = 64 << 10;
+/// Longest queue name or coded value, in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// How soon the referring pathologist needs the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Urgency {
+    Routine,
+    Urgent,
+    /// The NHS two-week-wait suspected cancer pathway.
+    TwoWeekWait,
+}
+
+impl Urgency {
+    pub const ALL: [Urgency; 3] = [Urgency::Routine, Urgency::Urgent, Urgency::TwoWeekWait];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Routine => "routine",
+            Urgency::Urgent => "urgent",
+            Urgency::TwoWeekWait => "two-week-wait",
+        }
+    }
+}
+
+impl std::str::FromStr for Urgency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|u| u.as_str() == s)
+            .ok_or_else(|| format!("urgency must be routine, urgent or two-week-wait, got {s:?}"))
+    }
+}
+
+impl std::fmt::Display for Urgency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A new referral's id: BLAKE3 of 32 bytes from the operating system's random source.
+pub fn fresh_referral_id() -> ReferralId {
+    use rand_core::RngCore;
+    let mut random = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut random);
+    ReferralId::of(&random)
+}
+
+/// Who at the receiving trust the referral is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recipient {
+    /// A named specialist (their account at the receiving trust).
+    Specialist(String),
+    /// A sub-specialty queue there (`breast`, `gi`, `skin`, `haematopathology`, ...).
+    Queue(String),
+}
+
+/// A referral, as the referring node signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referral {
+    pub id: ReferralId,
+    /// The referring trust (its node signs).
+    pub from: TrustCode,
+    /// The referring pathologist; `None` when the trust's node refers on its own account.
+    pub referrer: Option<UserClaim>,
+    pub to: TrustCode,
+    pub recipient: Recipient,
+    /// The case's slides, each owned by `from`.
+    pub slides: Vec<SlideId>,
+    /// The grants made for this referral, one per slide, in the order of `slides`.
+    pub grants: Vec<GrantId>,
+    pub question: String,
+    pub urgency: Urgency,
+    /// The relevant report text so far (may be empty).
+    pub report: String,
+    /// Unix seconds.
+    pub sent_at: u64,
+    /// Unix seconds; the referral and its grants end then.
+    pub expires_at: u64,
+}
+
+/// Why a referral or update is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReferralError(pub String);
+
+fn check_text(what: &str, text: &str, max: usize, required: bool) -> Result<(), ReferralError> {
+    if required && text.trim().is_empty() {
+        return Err(ReferralError(format!("{what} must not be empty")));
+    }
+    if text.len() > max {
+        return Err(ReferralError(format!(
+            "{what} is {} bytes; at most {max}",
+            text.len()
+        )));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        return Err(ReferralError(format!("{what} contains control characters")));
+    }
+    Ok(())
+}
+
+impl Referral {
+    /// Checks what a receiver must not trust blindly: sizes, texts, one grant per slide,
+    /// an end after the start. (The signer's right to speak for `from` is the roster's.)
+    pub fn validate(&self) -> Result<(), ReferralError> {
+        if self.from == self.to {
+            return Err(ReferralError("a trust cannot refer to itself".into()));
+        }
+        if self.slides.is_empty() || self.slides.len() > MAX_REFERRAL_SLIDES {
+            return Err(ReferralError(format!(
+                "a referral names 1 to {MAX_REFERRAL_SLIDES} slides, this one {}",
+                self.slides.len()
+            )));
+        }
+        let mut unique = self.slides.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != self.slides.len() {
+            return Err(ReferralError("a slide is named twice".into()));
+        }
+        if self.grants.len() != self.slides.len() {
+            return Err(ReferralError(format!(
+                "{} grants for {} slides; one per slide",
+                self.grants.len(),
+                self.slides.len()
+            )));
+        }
+        if let Some(referrer) = &self.referrer {
+            referrer
+                .validate()
+                .map_err(|e| ReferralError(format!("referrer: {e}")))?;
+        }
+        match &self.recipient {
+            Recipient::Specialist(name) | Recipient::Queue(name) => {
+                check_text("recipient", name, MAX_NAME, true)?
+            }
+        }
+        check_text("question", &self.question, MAX_QUESTION, true)?;
+        check_text("report", &self.report, MAX_REPORT, false)?;
+        if self.expires_at <= self.sent_at {
+            return Err(ReferralError("the referral ends before it is sent".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Statement for Referral {
+    const DOMAIN: &'static str = REFERRAL_DOMAIN;
+}
+
+/// A [`Referral`] signed by the referring trust's node.
+pub type SignedReferral = Signed<Referral>;
+
+/// A coded value (SNOMED CT for diagnoses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coding {
+    /// The code system's URI (`http://snomed.info/sct`).
+    pub system: String,
+    pub code: String,
+    pub display: String,
+}
+
+/// The SNOMED CT code system URI, as FHIR names it.
+pub const SNOMED_CT: &str = "http://snomed.info/sct";
+
+/// A specialist's answer to a referral.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opinion {
+    /// The specialist who wrote it; `None` when the receiving trust's node answered on its
+    /// own account.
+    pub author: Option<UserClaim>,
+    pub text: String,
+    pub diagnosis: Option<Coding>,
+}
+
+impl Opinion {
+    pub fn validate(&self) -> Result<(), ReferralError> {
+        if let Some(author) = &self.author {
+            author
+                .validate()
+                .map_err(|e| ReferralError(format!("author: {e}")))?;
+        }
+        check_text("opinion", &self.text, MAX_REPORT, true)?;
+        if let Some(code) = &self.diagnosis {
+            check_text("diagnosis system", &code.system, MAX_NAME, true)?;
+            check_text("diagnosis code", &code.code, MAX_NAME, true)?;
+            check_text("diagnosis display", &code.display, MAX_NAME * 4, false)?;
+            if code.system == SNOMED_CT && !is_sctid(&code.code) {
+                return Err(ReferralError(format!(
+                    "{:?} is not a SNOMED CT concept id",
+                    code.code
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A SNOMED CT identifier: 6 to 18 digits, no leading zero, its last digit a Verhoeff check
+/// digit over the rest.
+pub fn is_sctid(code: &str) -> bool {
+    const D: [[u8; 10]; 10] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ];
+    const P: [[u8; 10]; 8] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ];
+    if !(6..=18).contains(&code.len())
+        || code.starts_with('0')
+        || !code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return false;
+    }
+    let check = code.bytes().rev().enumerate().fold(0u8, |c, (i, b)| {
+        D[c as usize][P[i % 8][(b - b'0') as usize] as usize]
+    });
+    check == 0
+}
+
+/// One step of a referral's life after it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The receiving node stored it (sent by the receiver).
+    Delivered,
+    /// Someone at the receiving trust opened it (sent by the receiver).
+    Opened,
+    /// The specialist's opinion (sent by the receiver).
+    Answered(Opinion),
+    /// The referring trust is done with it (sent by the referrer).
+    Closed,
+    /// The referring trust took it back; its grants are revoked (sent by the referrer).
+    Withdrawn,
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Delivered => "delivered",
+            Step::Opened => "opened",
+            Step::Answered(_) => "answered",
+            Step::Closed => "closed",
+            Step::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Whether the receiving trust takes this step (else the referring one does).
+    pub fn by_receiver(&self) -> bool {
+        matches!(self, Step::Delivered | Step::Opened | Step::Answered(_))
+    }
+}
+
+/// A step, as the node of the trust that took it signs it for the other side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralUpdate {
+    pub referral: ReferralId,
+    /// The trust that took the step (its node signs).
+    pub by: TrustCode,
+    /// The person who took it, when one did.
+    pub user: Option<UserClaim>,
+    /// Unix seconds.
+    pub at: u64,
+    pub step: Step,
+}
+
+impl ReferralUpdate {
+    pub fn validate(&self) -> Result<(), ReferralError> {
+        if let Some(user) = &self.user {
+            user.validate()
+                .map_err(|e| ReferralError(format!("user: {e}")))?;
+        }
+        if let Step::Answered(opinion) = &self.step {
+            opinion.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Statement for ReferralUpdate {
+    const DOMAIN: &'static str = REFERRAL_UPDATE_DOMAIN;
+}
+
+/// A [`ReferralUpdate`] signed by the node of the trust that took the step.
+pub type SignedReferralUpdate = Signed<ReferralUpdate>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::NodeKey;
+
+    fn referral() -> Referral {
+        Referral {
+            id: ReferralId::of(b"r"),
+            from: "RR8".parse().unwrap(),
+            referrer: Some(UserClaim::new("jsmith", "pathologist").unwrap()),
+            to: "RAE".parse().unwrap(),
+            recipient: Recipient::Queue("breast".into()),
+            slides: vec![SlideId::of(b"a"), SlideId::of(b"b")],
+            grants: vec![GrantId::of(b"ga"), GrantId::of(b"gb")],
+            question: "Grade this DCIS?".into(),
+            urgency: Urgency::TwoWeekWait,
+            report: "Core biopsy, left breast.\nSee slides.".into(),
+            sent_at: 1_800_000_000,
+            expires_at: 1_800_600_000,
+        }
+    }
+
+    #[test]
+    fn referrals_sign_verify_and_detect_tampering() {
+        let key = NodeKey::generate();
+        let r = referral();
+        r.validate().unwrap();
+        let signed = SignedReferral::sign(&r, &key);
+        assert_eq!(signed.verify().unwrap(), r);
+        let mut tampered = signed.clone();
+        let last = tampered.bytes.len() - 1;
+        tampered.bytes[last] ^= 1;
+        assert!(tampered.verify().is_err());
+        // An update's signature is no referral's.
+        let as_update: Signed<ReferralUpdate> =
+            postcard::from_bytes(&postcard::to_allocvec(&signed).unwrap()).unwrap();
+        assert!(as_update.verify().is_err());
+    }
+
+    #[test]
+    fn malformed_referrals_are_refused_with_the_reason() {
+        type Spoil = fn(&mut Referral);
+        let cases: Vec<(Spoil, &str)> = vec![
+            (|r| r.to = r.from.clone(), "itself"),
+            (|r| r.slides.clear(), "1 to 64"),
+            (|r| r.slides[1] = r.slides[0], "twice"),
+            (|r| r.grants.pop().map(drop).unwrap_or(()), "one per slide"),
+            (|r| r.question = "  ".into(), "question must not be empty"),
+            (|r| r.question = "a".repeat(MAX_QUESTION + 1), "at most"),
+            (|r| r.report = "bell\u{7}".into(), "control characters"),
+            (|r| r.expires_at = r.sent_at, "ends before"),
+            (
+                |r| r.recipient = Recipient::Specialist(String::new()),
+                "recipient",
+            ),
+        ];
+        for (spoil, expect) in cases {
+            let mut r = referral();
+            spoil(&mut r);
+            let e = r.validate().unwrap_err().to_string();
+            assert!(e.contains(expect), "{e} (expected {expect})");
+        }
+    }
+
+    #[test]
+    fn snomed_ids_are_checked_by_their_check_digit() {
+        // Real concept ids: ductal carcinoma in situ of breast, invasive ductal carcinoma,
+        // clinical finding.
+        for good in ["399935008", "408643008", "404684003"] {
+            assert!(is_sctid(good), "{good}");
+        }
+        for bad in [
+            "399935009",
+            "012345",
+            "12345",
+            "abc123456",
+            "4046840031234567890",
+        ] {
+            assert!(!is_sctid(bad), "{bad}");
+        }
+        let opinion = Opinion {
+            author: None,
+            text: "DCIS, high grade.".into(),
+            diagnosis: Some(Coding {
+                system: SNOMED_CT.into(),
+                code: "399935009".into(),
+                display: "x".into(),
+            }),
+        };
+        assert!(opinion.validate().unwrap_err().0.contains("SNOMED"));
+    }
+
+    #[test]
+    fn steps_name_who_takes_them() {
+        assert!(Step::Delivered.by_receiver());
+        assert!(!Step::Withdrawn.by_receiver());
+        assert_eq!(Step::Closed.name(), "closed");
+        assert_eq!(
+            "two-week-wait".parse::<Urgency>().unwrap(),
+            Urgency::TwoWeekWait
+        );
+        assert!("soon".parse::<Urgency>().is_err());
+    }
+}

@@ -88,6 +88,12 @@ const LAYERS: &[(&str, &[&str])] = &[
         "deidentify",
         &["store", "federation", "net", "api", "server"],
     ),
+    // Referrals are kept and exchanged through the store's outbox; what decides who may
+    // see them, and what delivers them, call in.
+    (
+        "referrals",
+        &["federation", "net", "api", "ingest", "server", "cli"],
+    ),
     ("federation", &["api", "server", "cli"]),
     // The running node is built from the services; only the CLI starts it.
     ("api", &["server", "cli"]),

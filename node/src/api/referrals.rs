@@ -279,10 +279,16 @@ pub async fn step(
     State(state): State<Arc<ApiState>>,
     requester: Requester,
     Path((id, step)): Path<(String, String)>,
-    body: Option<Json<StepForm>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let form = body.map(|Json(f)| f).unwrap_or_default();
+    // Open, close and withdraw need no body; an answer's is JSON, whatever its type says.
+    let form: StepForm = if body.iter().all(u8::is_ascii_whitespace) {
+        StepForm::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the step's body is not valid: {e}")))?
+    };
     let step = match step.as_str() {
         "open" => Step::Opened,
         "close" => Step::Closed,

@@ -1,0 +1,271 @@
+//! Referrals between two real nodes, Leeds (RR8) referring a case to Bradford (RAE), both
+//! behind their trusts' sign-on proxies: sent by a pathologist in one, seen in the other's
+//! inbox, opened and answered with a coded opinion, the answer seen where it was asked;
+//! people without the role refused at both ends; store and forward across the receiver's
+//! outage and the sender's restart, exactly once; withdrawal revoking the grants; expiry.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use slidemesh_e2e::federation::federation;
+use slidemesh_e2e::{Node, PROXY_SECRET, PROXY_SECRET_HEADER, run_ok, wait_until};
+
+fn person(user: &'static str, role: &'static str) -> [(&'static str, &'static str); 4] {
+    [
+        ("x-slidemesh-user", user),
+        ("x-slidemesh-role", role),
+        (PROXY_SECRET_HEADER, PROXY_SECRET),
+        ("content-type", "application/json"),
+    ]
+}
+
+fn body(r: &slidemesh_e2e::Response) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+fn json_of(r: &slidemesh_e2e::Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", body(r)))
+}
+
+/// The referrals `who` sees in `node`'s box.
+fn listed(node: &Node, which: &str, who: &[(&str, &str)]) -> Vec<Value> {
+    let r = node.get_with(&format!("/api/v1/referrals?box={which}"), who);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    json_of(&r)["referrals"].as_array().unwrap().clone()
+}
+
+fn statuses(referral: &Value) -> Vec<String> {
+    referral["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn audit_actions(node: &Node) -> Vec<String> {
+    run_ok(node.cmd().args(["audit", "show", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["entry"]["action"].to_string())
+        .collect()
+}
+
+#[test]
+fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    let slide = fed.slide.clone();
+    for node in &fed.nodes {
+        node.behind_proxy("[\"127.0.0.1\"]");
+    }
+    fed.nodes[0].serve();
+    fed.nodes[1].serve();
+    let (leeds, bradford) = (&fed.nodes[0], &fed.nodes[1]);
+    let jsmith = person("jsmith", "pathologist");
+    let apatel = person("apatel", "pathologist");
+    let form = json!({
+        "to": "RAE",
+        "recipient": {"queue": "breast"},
+        "slides": [slide],
+        "question": "DCIS or invasive carcinoma? Please grade.",
+        "urgency": "two-week-wait",
+        "report": "Core biopsy, left breast, 2 cores.",
+    });
+
+    // A student may not refer; a pathologist may.
+    let r = leeds.post(
+        "/api/v1/referrals",
+        &person("akhan", "student"),
+        form.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", body(&r));
+    let sent_at = Instant::now();
+    let r = leeds.post("/api/v1/referrals", &jsmith, form.to_string().as_bytes());
+    assert_eq!(r.status, 201, "{}", body(&r));
+    let sent = json_of(&r);
+    let id = sent["id"].as_str().unwrap().to_string();
+    assert_eq!(sent["status"], "sent");
+    assert_eq!(sent["referrer"], "jsmith (pathologist)");
+
+    // In Bradford's inbox for its pathologists, with the question and the urgency.
+    wait_until(Duration::from_secs(30), || {
+        !listed(bradford, "inbox", &apatel).is_empty()
+    })
+    .expect("the referral reaches the receiving inbox");
+    let visible_after = sent_at.elapsed();
+    eprintln!("referral sent to visible in the receiving inbox: {visible_after:?}");
+    let inbox = listed(bradford, "inbox", &apatel);
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0]["id"], id.as_str());
+    assert_eq!(inbox[0]["from"], "RR8");
+    assert_eq!(inbox[0]["urgency"], "two-week-wait");
+    assert_eq!(inbox[0]["question"], form["question"]);
+    // Not for a student there: not listed, and refused when asked for by id.
+    let student = person("bjones", "student");
+    assert!(listed(bradford, "inbox", &student).is_empty());
+    let detail = format!("/api/v1/referrals/{id}");
+    let r = bradford.get_with(&detail, &student);
+    assert_eq!(r.status, 403, "{}", body(&r));
+    let r = bradford.post(
+        &format!("{detail}/answer"),
+        &student,
+        br#"{"text": "looks fine"}"#,
+    );
+    assert_eq!(r.status, 403, "{}", body(&r));
+
+    // The specialist opens it (the slide streams from Leeds) and answers with a code.
+    let r = bradford.post(&format!("{detail}/open"), &apatel, b"");
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let tile = format!("/api/v1/slides/{slide}/levels/0/tiles/0/0");
+    let r = bradford.get_with(&tile, &apatel);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let answer = json!({
+        "text": "High-grade DCIS with comedonecrosis; no invasion in the levels examined.",
+        "diagnosis": {"code": "399935008", "display": "Ductal carcinoma in situ of breast"},
+    });
+    let r = bradford.post(
+        &format!("{detail}/answer"),
+        &apatel,
+        answer.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", body(&r));
+    assert_eq!(json_of(&r)["status"], "answered");
+    // An answer coded with a made-up SNOMED CT id is refused (check digit).
+    let r = bradford.post(
+        &format!("{detail}/answer"),
+        &apatel,
+        br#"{"text": "x", "diagnosis": {"code": "399935009"}}"#,
+    );
+    assert_eq!(r.status, 409, "{}", body(&r));
+
+    // Leeds sees the answer on the case, with every step timestamped.
+    wait_until(Duration::from_secs(30), || {
+        json_of(&leeds.get_with(&detail, &jsmith))["status"] == "answered"
+    })
+    .expect("the answer reaches the referring trust");
+    let at_leeds = json_of(&leeds.get_with(&detail, &jsmith));
+    assert_eq!(at_leeds["opinion"]["text"], answer["text"]);
+    assert_eq!(at_leeds["opinion"]["diagnosis"]["code"], "399935008");
+    assert_eq!(at_leeds["opinion"]["author"], "apatel (pathologist)");
+    assert_eq!(
+        statuses(&at_leeds),
+        ["sent", "delivered", "opened", "answered"]
+    );
+    // The referring side's list is for those who may refer.
+    assert_eq!(listed(leeds, "sent", &jsmith).len(), 1);
+    assert!(listed(leeds, "sent", &person("akhan", "student")).is_empty());
+
+    // Leeds closes it; Bradford sees it closed.
+    let r = leeds.post(&format!("{detail}/close"), &jsmith, b"");
+    assert_eq!(r.status, 200, "{}", body(&r));
+    wait_until(Duration::from_secs(30), || {
+        json_of(&bradford.get_with(&detail, &apatel))["status"] == "closed"
+    })
+    .expect("the closing reaches the receiving trust");
+
+    // Both audit logs hold every step, and both logs verify.
+    for (node, steps) in [
+        (leeds, ["sent", "delivered", "opened", "answered", "closed"]),
+        (
+            bradford,
+            ["sent", "delivered", "opened", "answered", "closed"],
+        ),
+    ] {
+        let actions = audit_actions(node);
+        for step in steps {
+            assert!(
+                actions.contains(&format!("\"referral:{step}\"")),
+                "{step} missing from the log: {actions:?}"
+            );
+        }
+        run_ok(node.cmd().args(["audit", "verify"]));
+    }
+}
+
+/// Refers `slide` from `node`'s command line to Bradford's apatel; returns the referral id.
+fn refer(node: &Node, slide: &str, until: &str) -> String {
+    let out = run_ok(node.cmd().args([
+        "refer",
+        slide,
+        "--to",
+        "RAE",
+        "--specialist",
+        "apatel",
+        "--question",
+        "Second opinion on margins, please.",
+        "--urgency",
+        "urgent",
+        "--until",
+        until,
+        "--json",
+    ]));
+    serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn referrals_are_stored_and_forwarded_exactly_once_withdrawn_and_expired() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    let slide = fed.slide.clone();
+    fed.nodes[0].serve();
+    // Bradford is down while Leeds refers (from its command line) and restarts.
+    let first = refer(&fed.nodes[0], &slide, "2h");
+    std::thread::sleep(Duration::from_secs(2));
+    fed.nodes[0].stop();
+    fed.nodes[1].serve();
+    std::thread::sleep(Duration::from_secs(1));
+    fed.nodes[0].serve();
+    let (leeds, bradford) = (&fed.nodes[0], &fed.nodes[1]);
+    let detail = format!("/api/v1/referrals/{first}");
+    wait_until(Duration::from_secs(60), || {
+        json_of(&leeds.get(&detail))["status"] == "delivered"
+    })
+    .expect("delivered once the receiver is back");
+    let inbox = listed(bradford, "inbox", &[]);
+    assert_eq!(inbox.len(), 1, "{inbox:#?}");
+    assert_eq!(inbox[0]["recipient"]["specialist"], "apatel");
+    // Exactly once: one delivery in each history, one referral in the receiver's store.
+    std::thread::sleep(Duration::from_secs(2));
+    let at_leeds = json_of(&leeds.get(&detail));
+    assert_eq!(statuses(&at_leeds), ["sent", "delivered"]);
+    let at_bradford = json_of(&bradford.get(&detail));
+    assert_eq!(statuses(&at_bradford), ["sent", "delivered"]);
+    let listed_cli = run_ok(
+        bradford
+            .cmd()
+            .args(["referrals", "--box", "inbox", "--json"]),
+    );
+    assert_eq!(listed_cli.lines().count(), 1, "{listed_cli}");
+
+    // The slide can be viewed under the referral's grant, until Leeds withdraws it.
+    let tile = format!("/api/v1/slides/{slide}/levels/0/tiles/0/0");
+    wait_until(Duration::from_secs(30), || {
+        bradford.get(&tile).status == 200
+    })
+    .expect("the referred slide is viewable at the receiver");
+    run_ok(leeds.cmd().args(["referrals", "withdraw", &first]));
+    wait_until(Duration::from_secs(30), || {
+        run_ok(bradford.cmd().args(["referrals", "show", &first])).contains("\"withdrawn\"")
+    })
+    .expect("the withdrawal reaches the receiver");
+    wait_until(Duration::from_secs(30), || {
+        bradford.get(&tile).status != 200
+    })
+    .expect("the withdrawn referral's slide is no longer shown");
+    let r = bradford.post(
+        &format!("{detail}/answer"),
+        &[("content-type", "application/json")],
+        br#"{"text": "late"}"#,
+    );
+    // Refused: its slide is no longer shared (404), or the referral is withdrawn (409).
+    assert!([404, 409].contains(&r.status), "{} {}", r.status, body(&r));
+
+    // A referral whose end comes is marked expired on both sides.
+    let second = refer(leeds, &slide, "4s");
+    wait_until(Duration::from_secs(30), || {
+        run_ok(leeds.cmd().args(["referrals", "show", &second])).contains("\"expired\"")
+            && run_ok(bradford.cmd().args(["referrals", "show", &second])).contains("\"expired\"")
+    })
+    .expect("the referral expires on both sides");
+}

@@ -676,6 +676,23 @@ pub fn run_signon_test(url: &str, issuer: &str, slide: &str, folder: &str) -> Pa
     )
 }
 
+/// Runs `tests/browser/referral.test.mjs`: a pathologist at the node at `from` refers
+/// `slide` to the node at `to` by keyboard in headless Chromium, a pathologist there answers
+/// it in a second browser, and every page passes axe-core. Both nodes sit behind sign-on
+/// proxies with [`PROXY_SECRET`]. Returns the screenshot folder.
+pub fn run_referral_browser_test(from: &str, to: &str, slide: &str, folder: &str) -> PathBuf {
+    run_browser_script(
+        &["--test", "referral.test.mjs"],
+        &[
+            ("SLIDEMESH_URL_FROM", from),
+            ("SLIDEMESH_URL_TO", to),
+            ("SLIDEMESH_SLIDE_ID", slide),
+            ("SLIDEMESH_PROXY_SECRET", PROXY_SECRET),
+        ],
+        folder,
+    )
+}
+
 /// Runs a Node.js script in `tests/browser` with screenshots going to
 /// `$SLIDEMESH_ARTIFACTS/<folder>`; fails the test with its output if it fails.
 fn run_browser_script(args: &[&str], env: &[(&str, &str)], folder: &str) -> PathBuf {
@@ -684,7 +701,8 @@ fn run_browser_script(args: &[&str], env: &[(&str, &str)], folder: &str) -> Path
         browser_dir.join("node_modules/playwright-core").is_dir()
             && browser_dir
                 .join("node_modules/dicom-microscopy-viewer")
-                .is_dir(),
+                .is_dir()
+            && browser_dir.join("node_modules/axe-core").is_dir(),
         "tests/browser/node_modules is missing or stale: run scripts/setup (the README's test \
          command does)"
     );

@@ -14,13 +14,22 @@ use super::{ApiError, ApiState, SlideView, parse_id};
 use crate::consent::ConsentAction;
 use crate::store::{Origin, SlideSummary};
 
+/// Who this node is, and the federation's members (what a referral can be addressed to).
 pub async fn node_info(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let roster = state.federation.holdings.membership.roster();
+    let members: Vec<Value> = roster
+        .iter()
+        .flat_map(|r| r.members.iter())
+        .map(|m| json!({ "trust": m.trust, "name": m.name }))
+        .collect();
     Json(json!({
         "trust": state.trust,
         "trust_name": state.trust_name,
         "node_key": state.node_key,
         "version": env!("CARGO_PKG_VERSION"),
         "peer_id": state.federation.network.local_peer_id().to_string(),
+        "federation": roster.as_ref().map(|r| r.federation.clone()),
+        "members": members,
     }))
 }
 

@@ -10,11 +10,16 @@ fn find(path: &str) -> Option<&'static (&'static str, &'static str, &'static [u8
     ASSETS.iter().find(|(p, _, _)| *p == path)
 }
 
-/// The UI's pages: paths a person opens in the browser (`/`, `/index.html`, `/view/...`),
+/// The UI's pages: paths a person opens in the browser (`/`, `/index.html`, `/view/...`,
+/// `/referrals` and below),
 /// each answered with the index page, whose script picks the view. Without a session they
 /// go to sign in rather than answer 401 (with `[users] from = "oidc"`).
 pub fn is_page(path: &str) -> bool {
-    path == "/" || path == "/index.html" || path.starts_with("/view/")
+    path == "/"
+        || path == "/index.html"
+        || path.starts_with("/view/")
+        || path == "/referrals"
+        || path.starts_with("/referrals/")
 }
 
 /// Serves an asset by path; client-side routes (the pages above, and the signed-out page)

@@ -129,3 +129,45 @@ export async function cacheWholeSlide(slideId) {
 export function viewerPath(slideId) {
   return `/view/${encodeURIComponent(slideId)}`;
 }
+
+/** The referrals this browser's person may see: `box` is "inbox" (received), "sent" or undefined (both). */
+export async function listReferrals(box) {
+  const body = await getJson(`/api/v1/referrals${box ? `?box=${encodeURIComponent(box)}` : ''}`);
+  return Array.isArray(body?.referrals) ? body.referrals : [];
+}
+
+/** One referral with its history and any opinion. */
+export function getReferral(id) {
+  return getJson(`/api/v1/referrals/${encodeURIComponent(id)}`);
+}
+
+/** POSTs and answers the JSON body, or throws an ApiError naming what the node said. */
+async function postForJson(url, body) {
+  const res = await postJson(url, body);
+  if (!res.ok) throw new ApiError(url, res.status, await errorDetail(res));
+  return res.json();
+}
+
+/**
+ * Sends a referral: { to, recipient: { queue } | { specialist }, slides, question, urgency,
+ * report, expires_at? }; resolves to the referral as stored.
+ */
+export function sendReferral(form) {
+  return postForJson('/api/v1/referrals', form);
+}
+
+/**
+ * A step on a referral: "open", "close", "withdraw", or "answer" with
+ * { text, diagnosis?: { code, display } }; resolves to the referral after it.
+ */
+export function referralStep(id, step, body) {
+  return postForJson(`/api/v1/referrals/${encodeURIComponent(id)}/${step}`, body);
+}
+
+/** The page of one referral, and of the form that sends one (optionally with a slide ticked). */
+export function referralPath(id) {
+  return `/referrals/${encodeURIComponent(id)}`;
+}
+export function newReferralPath(slideId) {
+  return `/referrals/new${slideId ? `?slide=${encodeURIComponent(slideId)}` : ''}`;
+}

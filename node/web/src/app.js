@@ -1,12 +1,14 @@
 // app.js: owns start-up: shows the node's identity and who is signed in (with a sign-out button
 // when the node signs people on itself) in the header, and picks the view from location.pathname:
-// "/" (or "/index.html") is the slide list, "/view/{slide_id}" the viewer, "/signed-out" the page
-// after signing out, anything else "not found". Views link to each other with ordinary links (full
+// "/" (or "/index.html") is the slide list, "/view/{slide_id}" the viewer, "/referrals",
+// "/referrals/new" and "/referrals/{id}" the referral pages, "/signed-out" the page after signing
+// out, anything else "not found". Views link to each other with ordinary links (full
 // page loads), so every view starts on a clean page and the server needs only an index.html
 // fallback.
 
 import { getMe, getNode, signInUrl, signOut } from './api.js';
 import { h, notice } from './dom.js';
+import { renderNewReferral, renderReferral, renderReferralList } from './referrals.js';
 import { renderSlideList } from './slide-list.js';
 import { renderViewer } from './slide-viewer.js';
 
@@ -16,6 +18,10 @@ export function route(pathname) {
   const match = /^\/view\/([^/]+)\/?$/.exec(pathname);
   if (match) return { view: 'viewer', slideId: decodeURIComponent(match[1]) };
   if (pathname === '/signed-out') return { view: 'signed-out' };
+  if (pathname === '/referrals' || pathname === '/referrals/') return { view: 'referrals' };
+  if (pathname === '/referrals/new') return { view: 'new-referral' };
+  const referral = /^\/referrals\/([^/]+)\/?$/.exec(pathname);
+  if (referral) return { view: 'referral', referralId: decodeURIComponent(referral[1]) };
   return { view: 'not-found' };
 }
 
@@ -34,10 +40,12 @@ function showMe(me) {
       },
     }, 'Sign out')
     : null;
-  el.replaceChildren(
+  // replaceChildren would show a missing button as the text "null".
+  el.replaceChildren(...[
     h('span', { class: 'signed-in__who', title: `Signed in at ${me.trust}` },
       h('span', { class: 'signed-in__user' }, me.user), ' · ', h('span', { class: 'signed-in__role' }, me.role)),
-    button);
+    button,
+  ].filter(Boolean));
   el.hidden = false;
 }
 
@@ -83,6 +91,12 @@ function main() {
     renderSlideList(root, nodePromise);
   } else if (where.view === 'viewer') {
     renderViewer(root, where.slideId, nodePromise);
+  } else if (where.view === 'referrals') {
+    renderReferralList(root);
+  } else if (where.view === 'new-referral') {
+    renderNewReferral(root, nodePromise);
+  } else if (where.view === 'referral') {
+    renderReferral(root, where.referralId);
   } else {
     document.title = 'Page not found · slidemesh';
     root.replaceChildren(h('div', { class: 'page' }, h('h1', {}, 'Page not found'),

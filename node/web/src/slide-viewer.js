@@ -2,7 +2,7 @@
 // over one slide's tiles, the side panel with the slide's metadata and label/overview images, the
 // scale bar, and the tile statistics that the browser test reads (window.slidemeshStats).
 
-import { ApiError, cacheWholeSlide, getAccessHistory, getSlide, postWanted } from './api.js';
+import { ApiError, cacheWholeSlide, getAccessHistory, getSlide, newReferralPath, postWanted } from './api.js';
 import { h, metaRows, notice } from './dom.js';
 import { formatAcquired, formatBytes, formatCount, formatDimensions, formatSpacing, slideTitle } from './format.js';
 import { createTileSource, pyramidLevels, wantedRegion } from './tile-source.js';
@@ -99,6 +99,7 @@ function sidePanel(slide, node, tileStatus) {
     levelTable(slide),
     tileStatus,
     slide.origin === 'shared' ? cacheCopy(slide.slide_id) : null,
+    ours ? h('p', {}, h('a', { class: 'button button--secondary', id: 'refer-slide', href: newReferralPath(slide.slide_id) }, 'Refer for an opinion')) : null,
     accessHistory(slide.slide_id, ours));
 }
 

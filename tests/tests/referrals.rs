@@ -19,6 +19,14 @@ fn person(user: &'static str, role: &'static str) -> [(&'static str, &'static st
     ]
 }
 
+/// Validates a DiagnosticReport (argv[1]) with fhir.resources and prints what it read.
+const FHIR_CHECK: &str = r#"
+import sys
+from fhir.resources.diagnosticreport import DiagnosticReport
+r = DiagnosticReport.model_validate_json(sys.argv[1])
+print(r.get_resource_type(), r.status, r.conclusionCode[0].coding[0].code)
+"#;
+
 fn body(r: &slidemesh_e2e::Response) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
@@ -149,6 +157,23 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
     assert_eq!(
         statuses(&at_leeds),
         ["sent", "delivered", "opened", "answered"]
+    );
+    // The opinion as a FHIR DiagnosticReport for the LIMS, valid by fhir.resources (R5).
+    let r = leeds.get_with(&format!("{detail}/fhir"), &jsmith);
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let report = json_of(&r);
+    assert_eq!(
+        report["conclusionCode"][0]["coding"][0]["code"],
+        "399935008"
+    );
+    let checked = slidemesh_e2e::run_ok(
+        std::process::Command::new(slidemesh_e2e::python())
+            .args(["-c", FHIR_CHECK])
+            .arg(r.body.iter().map(|&b| b as char).collect::<String>()),
+    );
+    assert!(
+        checked.contains("DiagnosticReport final 399935008"),
+        "{checked}"
     );
     // The referring side's list is for those who may refer.
     assert_eq!(listed(leeds, "sent", &jsmith).len(), 1);

@@ -17,7 +17,11 @@ fn a_referral_is_sent_and_answered_in_two_browsers() {
     let from = fed.nodes[0].url.clone().unwrap();
     let to = fed.nodes[1].url.clone().unwrap();
     let artifacts = run_referral_browser_test(&from, &to, &fed.slide, "referral");
-    for shot in ["referral-form.png", "inbox-1024x768.png", "opinion-seen.png"] {
+    for shot in [
+        "referral-form.png",
+        "inbox-1024x768.png",
+        "opinion-seen.png",
+    ] {
         assert!(artifacts.join(shot).is_file(), "{shot} missing");
     }
     // The answer is in the referring trust's store too, not only on its page.

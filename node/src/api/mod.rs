@@ -409,8 +409,8 @@ fn routes() -> Vec<Route> {
         ),
         route(
             "/api/v1/referrals/{referral_id}/{step}",
-            vec![(Method::POST, Referral)],
-            post(referrals::step),
+            vec![(Method::GET, Referral), (Method::POST, Referral)],
+            get(referrals::fhir).post(referrals::step),
         ),
         get_("/api/{*rest}", Public, get(api_not_found)),
         get_("/auth/login", Public, get(oidc::login)),

@@ -7,6 +7,8 @@
 //!   `to`, `recipient` (`{"queue": "breast"}` or `{"specialist": "account"}`), `slides`,
 //!   `question`, `urgency`, `report`, optional `expires_at` in Unix seconds).
 //! - `GET /api/v1/referrals/{id}`: one referral, its history and any opinion.
+//! - `GET /api/v1/referrals/{id}/fhir`: its opinion as a FHIR DiagnosticReport (404 until
+//!   answered).
 //! - `POST /api/v1/referrals/{id}/open|answer|close|withdraw`: a step (`answer` takes
 //!   `{"text": ..., "diagnosis": {"code": SCTID, "display": ...}}`).
 //!
@@ -182,6 +184,28 @@ pub async fn detail(
     let stored = load(&state, parse_id(&id)?).await?;
     decide_referral(&state, &requester, &stored).await?;
     Ok(Json(referral_json(&stored, now_unix())))
+}
+
+/// `GET .../{id}/fhir`: the opinion as a FHIR DiagnosticReport, for the trust's LIMS.
+pub async fn fhir(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Path((id, what)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if what != "fhir" {
+        return Err(ApiError::not_found(format!(
+            "no referral resource {what:?}; fhir"
+        )));
+    }
+    let stored = load(&state, parse_id(&id)?).await?;
+    decide_referral(&state, &requester, &stored).await?;
+    let report = referrals::fhir::diagnostic_report(&stored)
+        .ok_or_else(|| ApiError::not_found(format!("referral {id} has no answer yet")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/fhir+json")],
+        Json(report),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

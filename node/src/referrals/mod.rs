@@ -15,6 +15,7 @@
 //! rest: that a step is the taking side's to take, that messages are signed by the roster
 //! key of the trust they speak for, and that the referral is still open.
 
+pub mod fhir;
 #[cfg(test)]
 mod tests;
 

@@ -22,6 +22,40 @@ pub struct NodeConfig {
     pub dimse: DimseSection,
     #[serde(default)]
     pub users: UsersSection,
+    #[serde(default)]
+    pub referrals: ReferralsSection,
+}
+
+/// This trust's referral directory (`[referrals]`): what other trusts' referral forms offer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferralsSection {
+    /// Sub-specialty queues this trust takes referrals for.
+    #[serde(default)]
+    pub queues: Vec<slidemesh_protocol::QueueEntry>,
+    /// Its named specialists, the queues they report and who covers for them.
+    #[serde(default)]
+    pub specialists: Vec<slidemesh_protocol::SpecialistEntry>,
+}
+
+impl ReferralsSection {
+    /// The directory to sign and announce, checked as receivers check it.
+    pub fn directory(
+        &self,
+        trust: &TrustCode,
+        issued_at: u64,
+    ) -> Result<slidemesh_protocol::Directory> {
+        let directory = slidemesh_protocol::Directory {
+            trust: trust.clone(),
+            issued_at,
+            queues: self.queues.clone(),
+            specialists: self.specialists.clone(),
+        };
+        directory
+            .validate()
+            .map_err(|e| anyhow!("[referrals]: {e}"))?;
+        Ok(directory)
+    }
 }
 
 /// Who the HTTP API and web UI act for: the trust itself, the person the trust's single
@@ -417,6 +451,7 @@ impl NodeConfig {
             },
             ingest: IngestSection::default(),
             network: NetworkSection::default(),
+            referrals: ReferralsSection::default(),
             dimse: DimseSection::default(),
             users: UsersSection::default(),
         }
@@ -574,7 +609,19 @@ oidc_session_secs = {oidc_session_secs}
 # Extra CA certificates (PEM) to trust for the provider besides the system's, e.g. the
 # trust's internal CA; empty: the system's trust store only.
 oidc_ca_file = {oidc_ca_file}
+
+[referrals]
+# This trust's referral directory, signed by this node and announced to every member, so
+# their referral forms offer it: the sub-specialty queues it takes referrals for (name:
+# lowercase letters, digits and '-'), and its named specialists (their sign-on accounts) with
+# the queues they report and who covers for them, e.g.
+#   queues = [{{ name = "breast", title = "Breast pathology" }}]
+#   specialists = [{{ account = "apatel", name = "Dr A Patel", queues = ["breast"], covered_by = "bjones" }}]
+queues = {referral_queues}
+specialists = {referral_specialists}
 "#,
+            referral_queues = inline_tables(&self.referrals.queues),
+            referral_specialists = inline_tables(&self.referrals.specialists),
             users_from = self.users.from.as_str(),
             oidc_issuer = toml_string(&self.users.oidc_issuer),
             oidc_client_id = toml_string(&self.users.oidc_client_id),
@@ -654,6 +701,26 @@ oidc_ca_file = {oidc_ca_file}
 
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+/// A list of records as one line of TOML inline tables (their fields are strings and lists
+/// of strings, which `toml::Value` writes inline).
+fn inline_tables<T: Serialize>(list: &[T]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .filter_map(|item| match toml::Value::try_from(item) {
+            Ok(toml::Value::Table(table)) => Some(format!(
+                "{{ {} }}",
+                table
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => None,
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn toml_strings(list: &[String]) -> String {

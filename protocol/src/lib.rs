@@ -45,8 +45,8 @@ pub use manifest::{
     ManifestError, OpticalPath, SignedManifest, SlideManifest, TilePosition,
 };
 pub use referral::{
-    Opinion, Recipient, Referral, ReferralUpdate, SignedReferral, SignedReferralUpdate, Step,
-    Urgency,
+    Directory, Opinion, QueueEntry, Recipient, Referral, ReferralUpdate, SignedDirectory,
+    SignedReferral, SignedReferralUpdate, SpecialistEntry, Step, Urgency,
 };
 pub use roster::{Member, Roster, RosterError, RosterSignature, SignedRoster};
 pub use sign::{NodeKey, NodePublicKey, SignatureError, Signed, Statement, StatementError};

@@ -333,6 +333,100 @@ impl Statement for ReferralUpdate {
 /// A [`ReferralUpdate`] signed by the node of the trust that took the step.
 pub type SignedReferralUpdate = Signed<ReferralUpdate>;
 
+/// Signature domain for directories.
+pub const DIRECTORY_DOMAIN: &str = "slidemesh/directory/v1";
+/// Most queues and specialists one trust's directory lists.
+pub const MAX_QUEUES: usize = 64;
+pub const MAX_SPECIALISTS: usize = 1024;
+
+/// A trust's referral directory: the sub-specialty queues it takes referrals for and its
+/// named specialists (with who covers for them), signed by its node and spread to every
+/// member, so a referral form offers them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Directory {
+    pub trust: TrustCode,
+    /// Unix seconds; a newer directory replaces an older one.
+    pub issued_at: u64,
+    pub queues: Vec<QueueEntry>,
+    pub specialists: Vec<SpecialistEntry>,
+}
+
+/// A sub-specialty queue (`breast`, `gi`, `skin`, `haematopathology`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// Lowercase letters, digits and '-': what a referral names.
+    pub name: String,
+    /// How people read it ("Breast pathology").
+    pub title: String,
+}
+
+/// A named specialist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialistEntry {
+    /// Their account at the trust (what a referral names).
+    pub account: String,
+    pub name: String,
+    /// The queues they report.
+    pub queues: Vec<String>,
+    /// Who covers while they are away (an account of the same trust), if anyone.
+    pub covered_by: Option<String>,
+}
+
+impl Directory {
+    pub fn validate(&self) -> Result<(), ReferralError> {
+        if self.queues.len() > MAX_QUEUES || self.specialists.len() > MAX_SPECIALISTS {
+            return Err(ReferralError(format!(
+                "a directory lists at most {MAX_QUEUES} queues and {MAX_SPECIALISTS} specialists"
+            )));
+        }
+        for q in &self.queues {
+            let ok = !q.name.is_empty()
+                && q.name.len() <= MAX_NAME
+                && q.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(ReferralError(format!(
+                    "queue name {:?}: lowercase letters, digits and '-' only",
+                    q.name
+                )));
+            }
+            check_text("queue title", &q.title, MAX_NAME, false)?;
+        }
+        for s in &self.specialists {
+            UserClaim::new(s.account.clone(), "pathologist")
+                .map_err(|e| ReferralError(format!("specialist: {e}")))?;
+            check_text("specialist name", &s.name, MAX_NAME, false)?;
+            if let Some(q) = s
+                .queues
+                .iter()
+                .find(|q| !self.queues.iter().any(|e| &e.name == *q))
+            {
+                return Err(ReferralError(format!(
+                    "specialist {} reports queue {q:?}, which the directory does not list",
+                    s.account
+                )));
+            }
+            if let Some(cover) = &s.covered_by
+                && !self.specialists.iter().any(|o| &o.account == cover)
+            {
+                return Err(ReferralError(format!(
+                    "specialist {} is covered by {cover:?}, who is not listed",
+                    s.account
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Statement for Directory {
+    const DOMAIN: &'static str = DIRECTORY_DOMAIN;
+}
+
+/// A [`Directory`] signed by its trust's node.
+pub type SignedDirectory = Signed<Directory>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +517,41 @@ mod tests {
             }),
         };
         assert!(opinion.validate().unwrap_err().0.contains("SNOMED"));
+    }
+
+    #[test]
+    fn directories_list_only_queues_and_cover_they_define() {
+        let mut d = Directory {
+            trust: "RAE".parse().unwrap(),
+            issued_at: 1,
+            queues: vec![QueueEntry {
+                name: "breast".into(),
+                title: "Breast pathology".into(),
+            }],
+            specialists: vec![
+                SpecialistEntry {
+                    account: "apatel".into(),
+                    name: "Dr A Patel".into(),
+                    queues: vec!["breast".into()],
+                    covered_by: Some("bjones".into()),
+                },
+                SpecialistEntry {
+                    account: "bjones".into(),
+                    name: "Dr B Jones".into(),
+                    queues: vec![],
+                    covered_by: None,
+                },
+            ],
+        };
+        d.validate().unwrap();
+        d.specialists[1].queues.push("skin".into());
+        assert!(d.validate().unwrap_err().0.contains("skin"));
+        d.specialists[1].queues.clear();
+        d.specialists[0].covered_by = Some("nobody".into());
+        assert!(d.validate().unwrap_err().0.contains("nobody"));
+        d.specialists[0].covered_by = None;
+        d.queues[0].name = "Breast!".into();
+        assert!(d.validate().is_err());
     }
 
     #[test]

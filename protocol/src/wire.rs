@@ -27,7 +27,7 @@ use crate::deidentified::SignedDeidentifiedView;
 use crate::grant::{SignedGrant, SignedRevocation};
 use crate::ids::{SlideId, TileId};
 use crate::manifest::SignedManifest;
-use crate::referral::{SignedReferral, SignedReferralUpdate};
+use crate::referral::{SignedDirectory, SignedReferral, SignedReferralUpdate};
 use crate::roster::SignedRoster;
 use crate::user::UserClaim;
 
@@ -174,6 +174,8 @@ pub enum ControlResponse {
 pub enum Announcement {
     Roster(SignedRoster),
     Revocation(SignedRevocation),
+    /// A trust's referral directory, announced when its node starts and every few minutes.
+    Directory(SignedDirectory),
 }
 
 /// One batch of tiles of one slide, under one grant.

@@ -65,6 +65,15 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
     for node in &fed.nodes {
         node.behind_proxy("[\"127.0.0.1\"]");
     }
+    // Bradford's directory: its breast queue and the specialist who reports it.
+    fed.nodes[1].edit_config(
+        "queues = []",
+        r#"queues = [{ name = "breast", title = "Breast pathology" }]"#,
+    );
+    fed.nodes[1].edit_config(
+        "specialists = []",
+        r#"specialists = [{ account = "apatel", name = "Dr A Patel", queues = ["breast"] }]"#,
+    );
     fed.nodes[0].serve();
     fed.nodes[1].serve();
     let (leeds, bradford) = (&fed.nodes[0], &fed.nodes[1]);
@@ -78,6 +87,29 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
         "urgency": "two-week-wait",
         "report": "Core biopsy, left breast, 2 cores.",
     });
+
+    // Leeds learns Bradford's directory; a queue it does not list is refused.
+    wait_until(Duration::from_secs(60), || {
+        json_of(&leeds.get_with("/api/v1/directory", &jsmith))["trusts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["trust"] == "RAE" && t["queues"][0]["name"] == "breast")
+    })
+    .expect("Bradford's directory reaches Leeds");
+    let mut elsewhere = form.clone();
+    elsewhere["recipient"] = json!({"queue": "neuro"});
+    let r = leeds.post(
+        "/api/v1/referrals",
+        &jsmith,
+        elsewhere.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 409, "{}", body(&r));
+    let refusal = json_of(&r)["error"].as_str().unwrap().to_string();
+    assert!(
+        refusal.contains("lists no \"neuro\"; it lists: breast"),
+        "{refusal}"
+    );
 
     // A student may not refer; a pathologist may.
     let r = leeds.post(

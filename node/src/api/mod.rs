@@ -397,6 +397,7 @@ fn routes() -> Vec<Route> {
             Content,
             get(tiles::by_id),
         ),
+        get_("/api/v1/directory", Public, get(referrals::directory)),
         route(
             "/api/v1/referrals",
             vec![(Method::GET, Listing), (Method::POST, Referral)],

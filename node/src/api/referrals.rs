@@ -6,6 +6,7 @@
 //! - `POST /api/v1/referrals`: refer slides of this trust to another trust (JSON body:
 //!   `to`, `recipient` (`{"queue": "breast"}` or `{"specialist": "account"}`), `slides`,
 //!   `question`, `urgency`, `report`, optional `expires_at` in Unix seconds).
+//! - `GET /api/v1/directory`: every member's referral directory (queues, specialists, cover).
 //! - `GET /api/v1/referrals/{id}`: one referral, its history and any opinion.
 //! - `GET /api/v1/referrals/{id}/fhir`: its opinion as a FHIR DiagnosticReport (404 until
 //!   answered).
@@ -184,6 +185,27 @@ pub async fn detail(
     let stored = load(&state, parse_id(&id)?).await?;
     decide_referral(&state, &requester, &stored).await?;
     Ok(Json(referral_json(&stored, now_unix())))
+}
+
+/// Every member's referral directory, this trust's own included, by trust.
+pub async fn directory(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let all = tokio::task::spawn_blocking(move || store.directories())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let trusts: Vec<Value> = all
+        .into_iter()
+        .map(|(_, d)| {
+            json!({
+                "trust": d.trust,
+                "issued_at": d.issued_at,
+                "queues": d.queues,
+                "specialists": d.specialists,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "trusts": trusts })))
 }
 
 /// `GET .../{id}/fhir`: the opinion as a FHIR DiagnosticReport, for the trust's LIMS.

@@ -263,6 +263,28 @@ impl PeerAnswers {
         }
     }
 
+    /// A member's referral directory, announced: kept when signed by the roster key of the
+    /// trust it describes and newer than the one kept.
+    fn accept_directory(&self, from: PeerId, signed: slidemesh_protocol::SignedDirectory) {
+        let directory = match signed.verify() {
+            Ok(d) => d,
+            Err(e) => return warn!(peer = %from, error = %e, "directory refused"),
+        };
+        if self.holdings.membership.node_key_of(&directory.trust) != Some(signed.signer) {
+            return warn!(peer = %from, trust = %directory.trust, "directory not signed by its trust's roster key; refused");
+        }
+        if let Err(e) = directory.validate() {
+            return warn!(peer = %from, trust = %directory.trust, error = %e, "malformed directory refused");
+        }
+        match self.holdings.store.put_directory(&signed, &directory) {
+            Ok(true) => {
+                info!(trust = %directory.trust, queues = directory.queues.len(), "referral directory updated")
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot keep a referral directory"),
+        }
+    }
+
     /// A revocation delivered by `peer` (`via` a control message or a gossip announcement,
     /// which `peer` may only have relayed). Kept only when it is signed by the roster key of
     /// the trust it names and, for a grant this node holds, when that trust issued the
@@ -467,6 +489,14 @@ impl Inbound for Handlers {
                     .0
                     .followups
                     .send(Followup::OfferRoster { from, signed });
+            }
+            Announcement::Directory(signed) => {
+                let answers = self.0.clone();
+                self.0.tasks.spawn(async move {
+                    let _ =
+                        tokio::task::spawn_blocking(move || answers.accept_directory(from, signed))
+                            .await;
+                });
             }
             Announcement::Revocation(signed) => {
                 let answers = self.0.clone();

@@ -5,7 +5,7 @@
 //!   acknowledged, each trust's in the order queued, at once when the node queued them
 //!   itself (`Holdings::outbox_queued`); announces revocations on gossipsub so they also
 //!   travel around a broken link.
-//! - referrals: marks those whose end has come expired.
+//! - referrals: marks those whose end has come expired; announces this trust's directory.
 //! - shared slides: fetches manifests for received grants that have none yet, and
 //!   withdraws those whose grant expired.
 
@@ -22,6 +22,9 @@ use super::{Federation, Followup};
 
 /// How often the store is checked for work the CLI left (rosters, outbox).
 const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often this trust's referral directory is announced (a member that was away gets it
+/// within this).
+const DIRECTORY_ANNOUNCE_EVERY: Duration = Duration::from_secs(15);
 /// How often referrals are checked for their end.
 const REFERRAL_EXPIRY_EVERY: Duration = Duration::from_secs(5);
 /// How often members are asked for newer roster versions.
@@ -49,6 +52,7 @@ pub async fn run(
     let mut pull = tokio::time::interval(ROSTER_PULL_EVERY);
     let mut checkpoint = tokio::time::interval(timings.audit_checkpoint);
     let mut expiry = tokio::time::interval(REFERRAL_EXPIRY_EVERY);
+    let mut directory = tokio::time::interval(DIRECTORY_ANNOUNCE_EVERY);
     checkpoint.tick().await;
     let mut announced = 0u64;
     let mut gossiped = std::collections::HashMap::new();
@@ -66,6 +70,7 @@ pub async fn run(
             }
             _ = fed.holdings.outbox_queued.notified() => deliver_outbox(&fed, &mut gossiped).await,
             _ = expiry.tick() => expire_referrals(&fed).await,
+            _ = directory.tick() => announce_directory(&fed).await,
             _ = pull.tick() => pull_rosters(&fed).await,
             Some(followup) = followups.recv() => follow_up(&fed, followup).await,
             _ = checkpoint.tick() => checkpoint_and_cosign(&fed).await,
@@ -368,6 +373,21 @@ async fn deliver_outbox(
         }
     }
     gossiped.retain(|grant, _| outstanding.contains(grant));
+}
+
+/// Announces this trust's referral directory to every member.
+async fn announce_directory(fed: &Arc<Federation>) {
+    let store = fed.holdings.store.clone();
+    let trust = fed.holdings.trust.clone();
+    let own = tokio::task::spawn_blocking(move || {
+        store
+            .directories()
+            .map(|all| all.into_iter().find(|(_, d)| d.trust == trust))
+    })
+    .await;
+    if let Ok(Ok(Some((signed, _)))) = own {
+        let _ = fed.network.publish(Announcement::Directory(signed)).await;
+    }
 }
 
 /// Marks expired the referrals whose end has come.

@@ -140,6 +140,42 @@ impl Party<'_> {
                 new.to, roster.federation
             )));
         }
+        // Addressed as the receiving trust's directory says, when it has announced one that
+        // lists anything.
+        if let Some((_, directory)) =
+            self.store.directories()?.into_iter().find(|(_, d)| {
+                d.trust == new.to && !(d.queues.is_empty() && d.specialists.is_empty())
+            })
+        {
+            let listed = match &new.recipient {
+                Recipient::Queue(q) => directory.queues.iter().any(|e| &e.name == q),
+                Recipient::Specialist(a) => directory.specialists.iter().any(|e| &e.account == a),
+            };
+            if !listed {
+                let names: Vec<&str> = match &new.recipient {
+                    Recipient::Queue(_) => {
+                        directory.queues.iter().map(|e| e.name.as_str()).collect()
+                    }
+                    Recipient::Specialist(_) => directory
+                        .specialists
+                        .iter()
+                        .map(|e| e.account.as_str())
+                        .collect(),
+                };
+                return Err(invalid(format!(
+                    "{}'s directory lists no {:?}; it lists: {}",
+                    new.to,
+                    match &new.recipient {
+                        Recipient::Queue(q) | Recipient::Specialist(q) => q,
+                    },
+                    if names.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
         for slide in &new.slides {
             if self.store.slide(slide)?.is_none() {
                 return Err(invalid(format!(

@@ -217,6 +217,15 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     for (trust, addrs) in &settings.peer_addresses {
         info!(%trust, ?addrs, "dialling this member at configured addresses, not the roster's");
     }
+    // This trust's referral directory as config says it now, signed and kept beside the
+    // members' (the background loops announce it).
+    let directory = config
+        .referrals
+        .directory(&config.node.trust, crate::store::now_unix())?;
+    store.put_directory(
+        &slidemesh_protocol::SignedDirectory::sign(&directory, &key),
+        &directory,
+    )?;
     let roster = store.current_roster()?.map(|(roster, _)| roster);
     let membership = Arc::new(Membership::new(roster, settings.peer_addresses));
     // The swarm listens first; what answers peers is built with its handle, then answers.

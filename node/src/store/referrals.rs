@@ -7,8 +7,8 @@
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use slidemesh_protocol::{
-    GrantId, Opinion, Referral, ReferralId, SignedReferral, SignedReferralUpdate, SignedRevocation,
-    TrustCode,
+    Directory, GrantId, Opinion, Referral, ReferralId, SignedDirectory, SignedReferral,
+    SignedReferralUpdate, SignedRevocation, TrustCode,
 };
 
 use super::federation::{OutboxItem, StoredGrant};
@@ -18,6 +18,10 @@ use slidemesh_protocol::audit::AuditEntry;
 /// ReferralId -> postcard([`StoredReferral`]).
 pub(super) const REFERRALS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("referrals_v1");
+
+/// Trust (ODS code) -> postcard([`SignedDirectory`]): each member's latest referral
+/// directory, this trust's own included.
+pub(super) const DIRECTORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("directories_v1");
 
 /// Most steps a referral's history keeps: a peer sending endless updates is refused beyond
 /// it.
@@ -273,6 +277,56 @@ impl Store {
                 .cmp(&a.referral.sent_at)
                 .then(a.referral.id.cmp(&b.referral.id))
         });
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// Keeps `signed` (verified by the caller, `directory` its statement) as its trust's
+    /// directory unless one issued at the same time or later is kept already. Returns
+    /// whether it was kept.
+    pub fn put_directory(
+        &self,
+        signed: &SignedDirectory,
+        directory: &Directory,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        let kept = {
+            let mut table = tx.open_table(DIRECTORIES).op("open directories")?;
+            let trust = directory.trust.as_str();
+            let newer = match table.get(trust).op("read directory")? {
+                Some(old) => {
+                    let old: SignedDirectory = decode("directories_v1", old.value())?;
+                    old.verify()
+                        .map_or(true, |old| old.issued_at < directory.issued_at)
+                }
+                None => true,
+            };
+            if newer {
+                table
+                    .insert(trust, encode(signed).as_slice())
+                    .op("insert directory")?;
+            }
+            newer
+        };
+        tx.commit().op("commit directory")?;
+        Ok(kept)
+    }
+
+    /// Every member's directory kept, by trust.
+    pub fn directories(&self) -> Result<Vec<(SignedDirectory, Directory)>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(DIRECTORIES).op("open directories")?;
+        let mut out = Vec::new();
+        for entry in table.iter().op("list directories")? {
+            let (_, value) = entry.op("list directories")?;
+            let signed: SignedDirectory = decode("directories_v1", value.value())?;
+            let directory = signed.verify().map_err(|e| StoreError::Corrupt {
+                table: "directories_v1",
+                detail: e.to_string(),
+            })?;
+            out.push((signed, directory));
+        }
         Ok(out)
     }
 }

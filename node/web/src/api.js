@@ -171,3 +171,9 @@ export function referralPath(id) {
 export function newReferralPath(slideId) {
   return `/referrals/new${slideId ? `?slide=${encodeURIComponent(slideId)}` : ''}`;
 }
+
+/** Every member's referral directory: [{ trust, queues: [{ name, title }], specialists: [{ account, name, queues, covered_by }] }]. */
+export async function getDirectory() {
+  const body = await getJson('/api/v1/directory');
+  return Array.isArray(body?.trusts) ? body.trusts : [];
+}

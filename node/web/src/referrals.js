@@ -5,7 +5,7 @@
 // control is a native form element with a visible label, so the flow works by keyboard alone.
 
 import {
-  ApiError, getReferral, listReferrals, listSlides, newReferralPath, referralPath, referralStep,
+  ApiError, getDirectory, getReferral, listReferrals, listSlides, newReferralPath, referralPath, referralStep,
   sendReferral, viewerPath,
 } from './api.js';
 import { h, metaRows, notice } from './dom.js';
@@ -156,14 +156,31 @@ export async function renderNewReferral(root, nodePromise) {
         h('label', { for: 'for-queue' }, 'A sub-specialty queue')),
       h('div', { class: 'check' }, h('input', { type: 'radio', id: 'for-specialist', name: 'for', value: 'specialist' }),
         h('label', { for: 'for-specialist' }, 'A named specialist')),
-      field('recipient', 'Queue or specialist', h('input', { id: 'recipient', name: 'recipient', required: true, autocomplete: 'off', 'aria-describedby': 'recipient-hint' }),
-        'A queue such as breast, gi, skin or haematopathology; or the specialist’s account at that trust.')),
+      field('recipient', 'Queue or specialist', h('input', {
+        id: 'recipient', name: 'recipient', required: true, autocomplete: 'off', list: 'recipient-options', 'aria-describedby': 'recipient-hint',
+      }), 'A queue such as breast, gi, skin or haematopathology; or the specialist’s account at that trust.'),
+      h('datalist', { id: 'recipient-options' })),
     field('urgency', 'Urgency', h('select', { id: 'urgency', name: 'urgency' },
       Object.entries(URGENCY).map(([value, text]) => h('option', { value }, text)))),
     field('question', 'Clinical question', h('textarea', { id: 'question', name: 'question', rows: 3, required: true })),
     field('report', 'Report so far (optional)', h('textarea', { id: 'report', name: 'report', rows: 6 })),
     error,
     h('button', { type: 'submit', class: 'button', id: 'send-referral' }, 'Send referral'));
+  // What the chosen trust's directory offers for the chosen kind of recipient.
+  const directory = getDirectory().catch(() => []);
+  const offer = async () => {
+    const trust = form.querySelector('#to').value;
+    const kind = form.querySelector('input[name="for"]:checked')?.value;
+    const entry = (await directory).find((d) => d.trust === trust);
+    const options = kind === 'specialist'
+      ? (entry?.specialists ?? []).map((s) => [s.account, `${s.name}${s.covered_by ? ` (cover: ${s.covered_by})` : ''}`])
+      : (entry?.queues ?? []).map((q) => [q.name, q.title]);
+    form.querySelector('#recipient-options').replaceChildren(...options.map(([value, label]) => h('option', { value }, label)));
+  };
+  form.addEventListener('change', (event) => {
+    if (event.target.id === 'to' || event.target.name === 'for') offer();
+  });
+  offer();
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const data = new FormData(form);

@@ -27,7 +27,10 @@ use clap::Args;
 use slidemesh_protocol::COOPERATIVE_TRUSTS;
 
 use crate::link_relay::{Link, Relays};
-use crate::setup::{MemberSpec, first_slide, init_member, make_roster, share, slidemesh, status};
+use crate::setup::{
+    MemberSpec, demo_queues, first_slide, init_member, make_roster, refer, share, slidemesh,
+    status, write_demo_directory,
+};
 
 #[derive(Debug, Args)]
 pub struct TestnetArgs {
@@ -145,6 +148,7 @@ pub fn run(args: TestnetArgs) -> Result<()> {
                 p2p_port: args.p2p_port + i as u16,
             },
         )?;
+        write_demo_directory(&m.data, i)?;
         let slides = dir.join("slides").join(m.trust);
         let marker = dir.join(format!("{}.ingested", m.trust));
         if !marker.exists() {
@@ -232,6 +236,39 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         }
         std::fs::write(dir.join("grants.made"), b"")?;
     }
+    // Open referrals: each trust refers its slide to the one two along, to a queue there.
+    if members.len() > 2 && !dir.join("referrals.made").exists() {
+        const CASES: [(&str, &str); 3] = [
+            (
+                "Atypical ductal proliferation on core: DCIS or invasive? Please grade.",
+                "two-week-wait",
+            ),
+            (
+                "Dysplasia in Barrett's segment: low or high grade?",
+                "urgent",
+            ),
+            (
+                "Spitzoid lesion in a young adult: benign or atypical?",
+                "routine",
+            ),
+        ];
+        for (i, m) in members.iter().enumerate() {
+            let j = (i + 2) % members.len();
+            if let Some(slide) = first_slide(&bin, &m.data)? {
+                let (question, urgency) = CASES[i % CASES.len()];
+                refer(
+                    &bin,
+                    &m.data,
+                    &slide,
+                    members[j].trust,
+                    demo_queues(j)[0],
+                    question,
+                    urgency,
+                )?;
+            }
+        }
+        std::fs::write(dir.join("referrals.made"), b"")?;
+    }
     println!(
         "slidemesh testnet: {} nodes (logs in {})",
         members.len(),
@@ -240,7 +277,10 @@ pub fn run(args: TestnetArgs) -> Result<()> {
     for m in &members {
         println!("  {:<4} {:<45} http://{}", m.trust, m.name, m.http);
     }
-    println!("each trust shared one slide with the next; Ctrl-C stops every node");
+    println!(
+        "each trust shared one slide with the next and referred it to the one after \
+         (/referrals); Ctrl-C stops every node"
+    );
     match &links {
         Some(_) => println!(
             "links between nodes run through relays here; faults, typed here:\n  \

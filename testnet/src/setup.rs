@@ -124,6 +124,80 @@ pub fn share(bin: &Path, owner: &Path, slide: &str, with: &str, reference: &str)
         .context("share printed no grant id")
 }
 
+/// The sub-specialty queues of the co-operative's demo directories, two per trust.
+const QUEUES: [(&str, &str); 6] = [
+    ("breast", "Breast pathology"),
+    ("gi", "Gastrointestinal pathology"),
+    ("skin", "Dermatopathology"),
+    ("haematopathology", "Haematopathology"),
+    ("gynae", "Gynaecological pathology"),
+    ("uropath", "Urological pathology"),
+];
+
+/// The demo's queue names for the `i`th member: two of [`QUEUES`].
+pub fn demo_queues(i: usize) -> [&'static str; 2] {
+    [QUEUES[i % 6].0, QUEUES[(i + 1) % 6].0]
+}
+
+/// Writes the `i`th member's referral directory into its config (on a freshly initialised
+/// node only): its two queues, and two specialists who report them and cover each other.
+pub fn write_demo_directory(data: &Path, i: usize) -> Result<()> {
+    let path = data.join("config.toml");
+    let config = std::fs::read_to_string(&path)?;
+    if !config.contains("\nqueues = []\n") {
+        return Ok(());
+    }
+    let [a, b] = demo_queues(i);
+    let title = |q: &'static str| QUEUES.iter().find(|(n, _)| *n == q).map_or(q, |(_, t)| *t);
+    let queues = format!(
+        "queues = [{{ name = \"{a}\", title = \"{}\" }}, {{ name = \"{b}\", title = \"{}\" }}]",
+        title(a),
+        title(b)
+    );
+    let specialists = format!(
+        "specialists = [{{ account = \"{a}-lead\", name = \"Consultant, {a}\", queues = [\"{a}\"], \
+         covered_by = \"{b}-lead\" }}, {{ account = \"{b}-lead\", name = \"Consultant, {b}\", \
+         queues = [\"{b}\"], covered_by = \"{a}-lead\" }}]"
+    );
+    let config = config
+        .replace("\nqueues = []\n", &format!("\n{queues}\n"))
+        .replace("\nspecialists = []\n", &format!("\n{specialists}\n"));
+    std::fs::write(&path, config)?;
+    Ok(())
+}
+
+/// `slidemesh refer` from `owner` of `slide` to `queue` at `to`; returns the referral id.
+pub fn refer(
+    bin: &Path,
+    owner: &Path,
+    slide: &str,
+    to: &str,
+    queue: &str,
+    question: &str,
+    urgency: &str,
+) -> Result<String> {
+    let out = output(slidemesh(bin, owner).args([
+        "refer",
+        slide,
+        "--to",
+        to,
+        "--queue",
+        queue,
+        "--question",
+        question,
+        "--urgency",
+        urgency,
+        "--until",
+        "14d",
+        "--json",
+    ]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("refer printed no referral id")
+}
+
 /// The id of the first slide a node holds.
 pub fn first_slide(bin: &Path, data: &Path) -> Result<Option<String>> {
     let slides: serde_json::Value =

@@ -20,11 +20,9 @@ use serde_json::Value;
 
 use super::cached_slide;
 use super::median;
-use super::procs::{Server, free_port, sibling, wait_http};
-use slidemesh_testnet::link_relay;
-use slidemesh_testnet::setup::{
-    MemberSpec, first_slide, init_member, make_roster_with_addrs, share, slidemesh, status,
-};
+use super::procs::{Server, sibling, wait_http};
+use super::pair::{get_json, init_pair, link_pair, serve, wait_for};
+use slidemesh_testnet::setup::{MemberSpec, first_slide, share, slidemesh, status};
 
 #[derive(Debug, Args)]
 pub struct FederationBench {
@@ -67,21 +65,6 @@ pub struct FederationBench {
     work: PathBuf,
 }
 
-fn serve(bin: &Path, data: &Path, http: &str) -> Result<Server> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--data")
-        .arg(data)
-        .args(["serve", "--http", http])
-        .env(
-            "RUST_LOG",
-            std::env::var("SLIDEMESH_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null());
-    Ok(Server {
-        child: cmd.spawn().context("cannot start slidemesh serve")?,
-    })
-}
-
 pub fn run(args: FederationBench) -> Result<()> {
     std::fs::create_dir_all(&args.work)?;
     let work = std::fs::canonicalize(&args.work)?;
@@ -91,22 +74,7 @@ pub fn run(args: FederationBench) -> Result<()> {
     std::fs::create_dir_all(&run_dir)?;
     let bin = sibling("slidemesh")?;
 
-    let owner = MemberSpec {
-        trust: "RR8".into(),
-        data: run_dir.join("RR8"),
-        http: format!("127.0.0.1:{}", free_port()?),
-        p2p_ip: "127.0.0.1".into(),
-        p2p_port: free_port()?,
-    };
-    let grantee = MemberSpec {
-        trust: "RAE".into(),
-        data: run_dir.join("RAE"),
-        http: format!("127.0.0.1:{}", free_port()?),
-        p2p_ip: "127.0.0.1".into(),
-        p2p_port: free_port()?,
-    };
-    init_member(&bin, &owner)?;
-    init_member(&bin, &grantee)?;
+    let (owner, grantee) = init_pair(&bin, &run_dir)?;
     if let Some(bytes) = args.warm_up_bytes {
         for member in [&owner, &grantee] {
             let path = member.data.join("config.toml");
@@ -123,42 +91,8 @@ pub fn run(args: FederationBench) -> Result<()> {
     }
     status(slidemesh(&bin, &owner.data).arg("ingest").arg(&slide_dir))?;
     let slide = first_slide(&bin, &owner.data)?.context("the owner holds the slide")?;
-    // With a delay, each node is reachable only through a relay that adds half the round
-    // trip per direction, so whichever side dials, the connection crosses one relay.
-    let relays = link_relay::Relays::start()?;
-    let link = link_relay::Link::new();
-    link.set_one_way_delay(Duration::from_micros(args.delay_ms as u64 * 500));
-    let addrs = if args.delay_ms > 0 {
-        [&owner, &grantee]
-            .iter()
-            .map(|m| {
-                let upstream = format!("127.0.0.1:{}", m.p2p_port).parse()?;
-                let tcp = relays.relay(upstream, &link)?;
-                let mut addrs = vec![format!("/ip4/127.0.0.1/tcp/{}", tcp.port())];
-                if !args.tcp {
-                    // QUIC first, as nodes dial it: through a UDP relay under the same link.
-                    let udp = relays.udp_relay_from(upstream, &link, None)?;
-                    addrs.insert(0, format!("/ip4/127.0.0.1/udp/{}/quic-v1", udp.port()));
-                }
-                Ok(addrs)
-            })
-            .collect::<Result<Vec<_>>>()?
-    } else if args.tcp {
-        [&owner, &grantee]
-            .iter()
-            .map(|m| vec![format!("/ip4/127.0.0.1/tcp/{}", m.p2p_port)])
-            .collect()
-    } else {
-        Vec::new()
-    };
-    make_roster_with_addrs(
-        &bin,
-        "benchmark",
-        &[owner.data.as_path(), grantee.data.as_path()],
-        &addrs,
-        1,
-        &run_dir,
-    )?;
+    let pair = link_pair(&bin, &run_dir, (owner, grantee), args.delay_ms, args.tcp)?;
+    let (owner, grantee) = (&pair.owner, &pair.grantee);
     let owner_node = serve(&bin, &owner.data, &owner.http)?;
     let mut grantee_node = serve(&bin, &grantee.data, &grantee.http)?;
     let base = format!("http://{}", grantee.http);
@@ -457,24 +391,6 @@ fn fetch_parallel(urls: &[String], connections: usize) -> Result<()> {
 }
 
 use std::io::Read;
-
-fn get_json(url: &str) -> Result<Value> {
-    Ok(ureq::get(url)
-        .timeout(Duration::from_secs(30))
-        .call()?
-        .into_json()?)
-}
-
-fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("condition not met within {timeout:?}")
-}
 
 /// Copies the grantee's cached tiles into one folder of files and times `sendme receive`
 /// of that folder from a `sendme send` process; returns tiles/s (median of the runs).

@@ -11,6 +11,8 @@
 //!   and client: frames (single and 8 per request), QIDO-RS latency, STOW-RS ingest time.
 //! - `bench consent`: cedar policy decisions per second and per tile batch, beside the
 //!   grant signature check every request already pays.
+//! - `bench referrals`: a referral from sent to visible in the receiving inbox, beside one
+//!   remote tile over the same link; delivery after the receiver's outage.
 
 mod consent;
 mod dicomweb;
@@ -18,7 +20,9 @@ mod federation;
 mod ingest;
 mod load;
 mod orthanc;
+mod pair;
 mod procs;
+mod referrals;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +50,8 @@ enum Which {
     Dicomweb(dicomweb::DicomwebBench),
     /// Consent policy decisions per second and the latency they add to a tile batch.
     Consent(consent::ConsentBench),
+    /// Referral sent to visible in the receiving inbox, and delivery after an outage.
+    Referrals(referrals::ReferralsBench),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -55,6 +61,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Federation(a) => federation::run(a),
         Which::Dicomweb(a) => dicomweb::run(a),
         Which::Consent(a) => consent::run(a),
+        Which::Referrals(a) => referrals::run(a),
     }
 }
 

@@ -45,8 +45,9 @@ pub use manifest::{
     ManifestError, OpticalPath, SignedManifest, SlideManifest, TilePosition,
 };
 pub use referral::{
-    Directory, Opinion, QueueEntry, Recipient, Referral, ReferralUpdate, SignedDirectory,
-    SignedReferral, SignedReferralUpdate, SpecialistEntry, Step, Urgency,
+    Claim, Directory, Offer, OfferOutcome, Opinion, QueueEntry, Recipient, Referral,
+    ReferralUpdate, SignedClaim, SignedDirectory, SignedOffer, SignedOfferOutcome, SignedReferral,
+    SignedReferralUpdate, SpecialistEntry, Step, Urgency,
 };
 pub use roster::{Member, Roster, RosterError, RosterSignature, SignedRoster};
 pub use sign::{NodeKey, NodePublicKey, SignatureError, Signed, Statement, StatementError};

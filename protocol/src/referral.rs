@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::grant::Purpose;
 use crate::ids::{GrantId, ReferralId, SlideId};
 use crate::sign::{Signed, Statement};
 use crate::trust::TrustCode;
@@ -99,6 +100,9 @@ pub struct Referral {
     pub slides: Vec<SlideId>,
     /// The grants made for this referral, one per slide, in the order of `slides`.
     pub grants: Vec<GrantId>,
+    /// Their purpose: second-opinion for a referral; direct-care for a case a member claimed
+    /// from the co-operative's queue (it reports it).
+    pub purpose: Purpose,
     pub question: String,
     pub urgency: Urgency,
     /// The relevant report text so far (may be empty).
@@ -173,6 +177,15 @@ impl Referral {
         check_text("report", &self.report, MAX_REPORT, false)?;
         if self.expires_at <= self.sent_at {
             return Err(ReferralError("the referral ends before it is sent".into()));
+        }
+        if !matches!(
+            self.purpose,
+            Purpose::DirectCare | Purpose::SecondOpinion | Purpose::Mdt
+        ) {
+            return Err(ReferralError(format!(
+                "a referral is for care, not {}",
+                self.purpose
+            )));
         }
         Ok(())
     }
@@ -333,6 +346,85 @@ impl Statement for ReferralUpdate {
 /// A [`ReferralUpdate`] signed by the node of the trust that took the step.
 pub type SignedReferralUpdate = Signed<ReferralUpdate>;
 
+/// Signature domains for the shared reporting queue.
+pub const OFFER_DOMAIN: &str = "slidemesh/offer/v1";
+pub const CLAIM_DOMAIN: &str = "slidemesh/claim/v1";
+pub const OFFER_OUTCOME_DOMAIN: &str = "slidemesh/offer-outcome/v1";
+
+/// A case a trust with a backlog offers to the co-operative's queue for a sub-specialty:
+/// announced to every member; any with capacity may claim it from the offering trust, whose
+/// node gives it to the first claim it receives and refers the case there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub id: ReferralId,
+    pub from: TrustCode,
+    /// The sub-specialty queue (`breast`, `gi`, ...).
+    pub queue: String,
+    pub slides: Vec<SlideId>,
+    pub question: String,
+    pub urgency: Urgency,
+    pub report: String,
+    pub offered_at: u64,
+    pub expires_at: u64,
+}
+
+impl Offer {
+    pub fn validate(&self) -> Result<(), ReferralError> {
+        if self.slides.is_empty() || self.slides.len() > MAX_REFERRAL_SLIDES {
+            return Err(ReferralError(format!(
+                "an offer names 1 to {MAX_REFERRAL_SLIDES} slides, this one {}",
+                self.slides.len()
+            )));
+        }
+        check_text("queue", &self.queue, MAX_NAME, true)?;
+        check_text("question", &self.question, MAX_QUESTION, true)?;
+        check_text("report", &self.report, MAX_REPORT, false)?;
+        if self.expires_at <= self.offered_at {
+            return Err(ReferralError("the offer ends before it is made".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Statement for Offer {
+    const DOMAIN: &'static str = OFFER_DOMAIN;
+}
+
+pub type SignedOffer = Signed<Offer>;
+
+/// A member's claim of an offer, sent to the offering trust's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub offer: ReferralId,
+    pub by: TrustCode,
+    /// The pathologist who will report it.
+    pub user: Option<UserClaim>,
+    pub at: u64,
+}
+
+impl Statement for Claim {
+    const DOMAIN: &'static str = CLAIM_DOMAIN;
+}
+
+pub type SignedClaim = Signed<Claim>;
+
+/// The offering trust's word on an offer: who took it (the case is then referred to them
+/// under `referral`), or that it is no longer on offer (withdrawn or expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferOutcome {
+    pub offer: ReferralId,
+    pub from: TrustCode,
+    pub taken_by: Option<TrustCode>,
+    pub referral: Option<ReferralId>,
+    pub at: u64,
+}
+
+impl Statement for OfferOutcome {
+    const DOMAIN: &'static str = OFFER_OUTCOME_DOMAIN;
+}
+
+pub type SignedOfferOutcome = Signed<OfferOutcome>;
+
 /// Signature domain for directories.
 pub const DIRECTORY_DOMAIN: &str = "slidemesh/directory/v1";
 /// Most queues and specialists one trust's directory lists.
@@ -441,6 +533,7 @@ mod tests {
             recipient: Recipient::Queue("breast".into()),
             slides: vec![SlideId::of(b"a"), SlideId::of(b"b")],
             grants: vec![GrantId::of(b"ga"), GrantId::of(b"gb")],
+            purpose: Purpose::SecondOpinion,
             question: "Grade this DCIS?".into(),
             urgency: Urgency::TwoWeekWait,
             report: "Core biopsy, left breast.\nSee slides.".into(),

@@ -27,13 +27,16 @@ use crate::deidentified::SignedDeidentifiedView;
 use crate::grant::{SignedGrant, SignedRevocation};
 use crate::ids::{SlideId, TileId};
 use crate::manifest::SignedManifest;
-use crate::referral::{SignedDirectory, SignedReferral, SignedReferralUpdate};
+use crate::referral::{
+    SignedClaim, SignedDirectory, SignedOffer, SignedOfferOutcome, SignedReferral,
+    SignedReferralUpdate,
+};
 use crate::roster::SignedRoster;
 use crate::user::UserClaim;
 
 /// Request-response protocol for manifests, grants, revocations and rosters (2: receipts,
 /// consent statements, de-identified views, refreshes; 3: a nonce per manifest request;
-/// 4: referrals and their updates).
+/// 4: referrals and their updates, claims of offered cases).
 pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/4";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
 /// receipt after each batch; 4: the user who asked; 5: a nonce per request).
@@ -97,6 +100,9 @@ pub enum ControlRequest {
     DeliverReferral(SignedReferral),
     /// A step of a referral, from the trust that took it to the other side.
     DeliverReferralUpdate(SignedReferralUpdate),
+    /// A member claims a case another offered to the co-operative's queue (answered
+    /// `Accepted` when it is the first claim, `Denied` naming the taker otherwise).
+    ClaimOffer(SignedClaim),
 }
 
 /// Why a request was not served.
@@ -176,6 +182,10 @@ pub enum Announcement {
     Revocation(SignedRevocation),
     /// A trust's referral directory, announced when its node starts and every few minutes.
     Directory(SignedDirectory),
+    /// A case offered to the co-operative's queue, announced while it is open.
+    Offer(SignedOffer),
+    /// Who took an offered case (or that it is off the queue), announced by its offerer.
+    OfferOutcome(SignedOfferOutcome),
 }
 
 /// One batch of tiles of one slide, under one grant.

@@ -326,3 +326,94 @@ fn referrals_are_stored_and_forwarded_exactly_once_withdrawn_and_expired() {
     })
     .expect("the referral expires on both sides");
 }
+
+/// The co-operative's shared queue: Leeds offers a case; Bradford and Harrogate both claim
+/// it at once; exactly one wins, the case is referred to the winner for direct care, and
+/// every member sees who took it.
+#[test]
+fn an_offered_case_is_taken_by_exactly_one_of_two_racing_claims() {
+    let mut fed = federation(&["RR8", "RAE", "RCD"]);
+    let slide = fed.slide.clone();
+    for node in fed.nodes.iter_mut() {
+        node.serve();
+    }
+    let offer = json!({
+        "queue": "gi",
+        "slides": [slide],
+        "question": "Backlog: Barrett's biopsy, dysplasia?",
+        "urgency": "routine",
+    });
+    let (leeds, bradford, harrogate) = (&fed.nodes[0], &fed.nodes[1], &fed.nodes[2]);
+    let r = leeds.post(
+        "/api/v1/offers",
+        &[("content-type", "application/json")],
+        offer.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", body(&r));
+    let id = json_of(&r)["id"].as_str().unwrap().to_string();
+    for node in [bradford, harrogate] {
+        wait_until(Duration::from_secs(60), || {
+            json_of(&node.get("/api/v1/offers"))["offers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["id"] == id.as_str() && o["open"] == true)
+        })
+        .expect("the offer reaches every member");
+    }
+    let gi = |node: &Node| -> Value {
+        json_of(&node.get("/api/v1/offers"))["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "gi")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(gi(bradford)["open"], 1);
+    // Both claim at the same moment.
+    let claim = format!("/api/v1/offers/{id}/claim");
+    std::thread::scope(|s| {
+        for node in [bradford, harrogate] {
+            let claim = &claim;
+            s.spawn(move || {
+                let r = node.post(claim, &[], b"");
+                assert_eq!(r.status, 202, "{}", body(&r));
+            });
+        }
+    });
+    // The offerer records one taker; every member learns the same one.
+    wait_until(Duration::from_secs(60), || {
+        [leeds, bradford, harrogate]
+            .iter()
+            .all(|n| json_of(&n.get("/api/v1/offers"))["offers"][0]["referral"].is_string())
+    })
+    .expect("every member learns who took the case");
+    let takers: Vec<Value> = [leeds, bradford, harrogate]
+        .iter()
+        .map(|n| json_of(&n.get("/api/v1/offers"))["offers"][0]["taken_by"].clone())
+        .collect();
+    assert!(takers.iter().all(|t| *t == takers[0]), "{takers:?}");
+    let (winner, loser) = if takers[0] == "RAE" {
+        (bradford, harrogate)
+    } else {
+        assert_eq!(takers[0], "RCD");
+        (harrogate, bradford)
+    };
+    // The case is referred to the winner, for direct care, and to no one else.
+    wait_until(Duration::from_secs(30), || {
+        !listed(winner, "inbox", &[]).is_empty()
+    })
+    .expect("the winner receives the case");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(listed(winner, "inbox", &[]).len(), 1);
+    assert!(listed(loser, "inbox", &[]).is_empty());
+    assert_eq!(listed(leeds, "sent", &[]).len(), 1);
+    let grants = run_ok(leeds.cmd().args(["grants", "--json"]));
+    assert!(grants.contains("direct-care"), "{grants}");
+    assert_eq!(gi(leeds)["open"], 0);
+    assert_eq!(gi(leeds)["taken"], 1);
+    // A claim after the case was taken is refused at once.
+    let r = loser.post(&claim, &[], b"");
+    assert_eq!(r.status, 409, "{}", body(&r));
+}

@@ -76,6 +76,11 @@ pub enum Basis<'a> {
     /// A grant that passed [`check_grant`] a moment ago (callers deciding many requests
     /// under the grant they hold keep it, rather than verify its signature each time).
     Checked(&'a CheckedGrant),
+    /// The owner offered the slide's case to the co-operative's reporting queue (`offer`
+    /// its id, open until `expires_at`): any member may ask to claim it, and nothing else;
+    /// the policy sees the purpose direct-care (the claimant becomes its reporter) and the
+    /// offer as the referral.
+    Offered { offer: &'a str, expires_at: u64 },
 }
 
 /// The purpose the policy sees when the owner's own people use its own slides.
@@ -187,7 +192,26 @@ pub fn decide(
         return verdict;
     }
     // The grant, when there is one; the owner's own people need none.
+    let mut offered: Option<(&str, u64)> = None;
     let checked = match basis {
+        Basis::Offered { offer, expires_at } => {
+            verdict.purpose = slidemesh_protocol::Purpose::DirectCare.as_str().to_string();
+            if let Some(&other) = actions.iter().find(|&&a| a != ConsentAction::Claim) {
+                let reason = format!(
+                    "an offered case may be claimed, nothing else ({} asked)",
+                    other.as_str()
+                );
+                refuse(&mut verdict, other, format!("built-in: {reason}"), reason);
+                return verdict;
+            }
+            if expires_at <= now {
+                let reason = format!("offer {offer} has ended");
+                refuse(&mut verdict, first, format!("built-in: {reason}"), reason);
+                return verdict;
+            }
+            offered = Some((offer, expires_at));
+            None
+        }
         Basis::OwnSlide => {
             if subject.trust != rules.owner {
                 let reason = format!(
@@ -275,9 +299,13 @@ pub fn decide(
             slide,
             owner: rules.owner,
             consent: rules.consent,
-            purpose: grant.map(|g| g.purpose),
-            reference: grant.and_then(|g| g.reference.as_deref()),
-            grant_expires: grant.map_or(0, |g| g.expires_at),
+            purpose: grant
+                .map(|g| g.purpose)
+                .or(offered.map(|_| slidemesh_protocol::Purpose::DirectCare)),
+            reference: grant
+                .and_then(|g| g.reference.as_deref())
+                .or(offered.map(|(offer, _)| offer)),
+            grant_expires: grant.map_or(offered.map_or(0, |(_, e)| e), |g| g.expires_at),
             now,
         });
         verdict.decisions.push(ActionDecision {

@@ -561,3 +561,82 @@ fn revocations_by_the_issuer_and_the_owners_list_of_grants() {
     );
     assert!(matches!(failed.outcome, Err(Refusal::Failed(_))));
 }
+
+#[test]
+fn an_offered_case_may_be_claimed_by_a_members_pathologist_and_nothing_else() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    let care = consent(&["CC"], false);
+    let rules = w.rules(&care, &leeds);
+    let offered = Basis::Offered {
+        offer: "an offer",
+        expires_at: NOW + 60,
+    };
+    let ask = |user: Option<&UserClaim>, actions: &[ConsentAction], basis| {
+        decide(
+            &rules,
+            Subject {
+                trust: &bradford,
+                user,
+            },
+            basis,
+            w.slide,
+            actions,
+            NOW,
+        )
+    };
+    let pathologist = person("apatel", "pathologist");
+    let verdict = ask(Some(&pathologist), &[ConsentAction::Claim], offered);
+    assert!(verdict.allowed(), "{:?}", verdict.outcome);
+    assert_eq!(verdict.purpose, "direct-care");
+    assert_eq!(verdict.decisions[0].rules, ["claim-offered-cases"]);
+    // The trust's node itself may claim (on loopback); a student may not.
+    assert!(
+        ask(
+            None,
+            &[ConsentAction::Claim],
+            Basis::Offered {
+                offer: "x",
+                expires_at: NOW + 60
+            }
+        )
+        .allowed()
+    );
+    let student = person("bjones", "student");
+    let refused = ask(
+        Some(&student),
+        &[ConsentAction::Claim],
+        Basis::Offered {
+            offer: "x",
+            expires_at: NOW + 60,
+        },
+    );
+    assert!(!refused.allowed());
+    assert_eq!(refused.decisions[0].rules, ["claim-by-pathologists-only"]);
+    // An offer is no grant: viewing needs the grant the claim brings.
+    let viewing = ask(
+        Some(&pathologist),
+        &[ConsentAction::View],
+        Basis::Offered {
+            offer: "x",
+            expires_at: NOW + 60,
+        },
+    );
+    assert!(
+        viewing
+            .outcome
+            .unwrap_err()
+            .to_string()
+            .contains("nothing else")
+    );
+    // Nor does an ended offer hold.
+    let ended = ask(
+        Some(&pathologist),
+        &[ConsentAction::Claim],
+        Basis::Offered {
+            offer: "x",
+            expires_at: NOW,
+        },
+    );
+    assert!(ended.outcome.unwrap_err().to_string().contains("ended"));
+}

@@ -11,7 +11,9 @@
 //!   cache now (verified), answering when done ([`tiles`]).
 //! - `GET /api/v1/slides/{slide_id}/tiles/{tile_id}` and
 //!   `GET /api/v1/slides/{slide_id}/levels/{level}/tiles/{col}/{row}`: tile bytes ([`tiles`]).
-//! - `/api/v1/referrals...`: the referral inbox and sent list, sending, steps ([`referrals`]).
+//! - `/api/v1/referrals...`, `/api/v1/directory`, `/api/v1/offers...`: the referral inbox
+//!   and sent list, sending, steps, members' directories, the shared reporting queue
+//!   ([`referrals`]).
 //! - `/dicomweb/...`: QIDO-RS and WADO-RS ([`dicomweb`]).
 //! - `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout`, `GET /auth/me`: sign-on
 //!   at the trust's OpenID provider and who is signed on ([`oidc`]).
@@ -311,7 +313,8 @@ pub enum Exposure {
     /// Files into the node's ingest (STOW-RS).
     Ingest,
     /// One referral, seen or acted on: decided for the requester on every slide it names
-    /// (refer at the referring trust, answer at the receiving one), refused 403.
+    /// (refer at the referring trust, answer at the receiving one), refused 403. Offering a
+    /// case is decided as referring it; claiming one is decided by the offering trust.
     Referral,
 }
 
@@ -398,6 +401,16 @@ fn routes() -> Vec<Route> {
             get(tiles::by_id),
         ),
         get_("/api/v1/directory", Public, get(referrals::directory)),
+        route(
+            "/api/v1/offers",
+            vec![(Method::GET, Listing), (Method::POST, Referral)],
+            get(referrals::offers).post(referrals::create_offer),
+        ),
+        route(
+            "/api/v1/offers/{offer_id}/{step}",
+            vec![(Method::POST, Referral)],
+            post(referrals::claim_offer),
+        ),
         route(
             "/api/v1/referrals",
             vec![(Method::GET, Listing), (Method::POST, Referral)],

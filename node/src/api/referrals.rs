@@ -7,6 +7,9 @@
 //!   `to`, `recipient` (`{"queue": "breast"}` or `{"specialist": "account"}`), `slides`,
 //!   `question`, `urgency`, `report`, optional `expires_at` in Unix seconds).
 //! - `GET /api/v1/directory`: every member's referral directory (queues, specialists, cover).
+//! - `GET /api/v1/offers`: the co-operative's reporting queue (each queue's depth and
+//!   turnaround, the offers); `POST /api/v1/offers`: offer a case of this trust to it;
+//!   `POST /api/v1/offers/{id}/claim`: claim another trust's case (decided at the offerer).
 //! - `GET /api/v1/referrals/{id}`: one referral, its history and any opinion.
 //! - `GET /api/v1/referrals/{id}/fhir`: its opinion as a FHIR DiagnosticReport (404 until
 //!   answered).
@@ -289,6 +292,7 @@ pub async fn create(
         urgency,
         report: form.report,
         expires_at,
+        purpose: slidemesh_protocol::Purpose::SecondOpinion,
     };
     let federation = state.federation.clone();
     let user = requester.0.clone();
@@ -372,4 +376,133 @@ pub async fn step(
     .map_err(failure)?;
     state.federation.holdings.outbox_queued.notify_one();
     Ok(Json(referral_json(&stored, now)))
+}
+
+/// An offered case as JSON.
+fn offer_json(o: &crate::store::referrals::StoredOffer, now: u64) -> Value {
+    let (taken_by, referral) = match (&o.outcome, &o.taken_by) {
+        (Some((out, _)), _) => (out.taken_by.clone(), out.referral),
+        (None, Some((taker, _, _))) => (Some(taker.clone()), None),
+        (None, None) => (None, None),
+    };
+    json!({
+        "id": o.offer.id,
+        "from": o.offer.from,
+        "queue": o.offer.queue,
+        "slides": o.offer.slides,
+        "question": o.offer.question,
+        "urgency": o.offer.urgency,
+        "report": o.offer.report,
+        "offered_at": o.offer.offered_at,
+        "expires_at": o.offer.expires_at,
+        "age_secs": now.saturating_sub(o.offer.offered_at),
+        "open": o.is_open(now),
+        "taken_by": taken_by,
+        "referral": referral,
+        "claimed_here_at": o.claimed_here,
+    })
+}
+
+/// `GET /api/v1/offers`: the co-operative's reporting queue as this node knows it: each
+/// queue's depth and turnaround, and the offers (open first).
+pub async fn offers(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let store = state.store.clone();
+    let (offers, referrals) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((store.offers()?, store.referrals()?))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let now = now_unix();
+    let figures = referrals::queue::figures(&offers, &referrals, now);
+    let mut listed: Vec<&crate::store::referrals::StoredOffer> = offers.iter().collect();
+    listed.sort_by_key(|o| (!o.is_open(now), o.offer.offered_at));
+    Ok(Json(json!({
+        "queues": figures,
+        "offers": listed.iter().map(|o| offer_json(o, now)).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct OfferForm {
+    queue: String,
+    slides: Vec<String>,
+    question: String,
+    urgency: String,
+    #[serde(default)]
+    report: String,
+    expires_at: Option<u64>,
+}
+
+/// `POST /api/v1/offers`: offers this trust's case to the co-operative's queue (decided
+/// `refer` on every slide, as a referral is), announced to every member at once.
+pub async fn create_offer(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Json(form): Json<OfferForm>,
+) -> Result<Response, ApiError> {
+    let urgency: Urgency = form.urgency.parse().map_err(ApiError::bad_request)?;
+    let slides = form
+        .slides
+        .iter()
+        .map(|s| {
+            s.parse::<SlideId>()
+                .map_err(|e| ApiError::bad_request(format!("invalid slide id {s:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for slide in &slides {
+        super::decide(&state, &requester, *slide, &[ConsentAction::Refer]).await?;
+    }
+    let now = now_unix();
+    let new = referrals::queue::NewOffer {
+        queue: form.queue,
+        slides,
+        question: form.question,
+        urgency,
+        report: form.report,
+        expires_at: form.expires_at.unwrap_or(now + default_lifetime(urgency)),
+    };
+    let federation = state.federation.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || federation.holdings.referral_party().offer(new, now))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(failure)?;
+    let _ = state
+        .federation
+        .network
+        .publish(slidemesh_protocol::wire::Announcement::Offer(
+            stored.signed.clone(),
+        ))
+        .await;
+    Ok((StatusCode::CREATED, Json(offer_json(&stored, now))).into_response())
+}
+
+/// `POST /api/v1/offers/{id}/claim`: claims another trust's offered case for the requester
+/// (queued for the offering trust's node, which decides `claim` and takes the first).
+pub async fn claim_offer(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Path((id, what)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if what != "claim" {
+        return Err(ApiError::not_found(format!(
+            "no offer step {what:?}; claim"
+        )));
+    }
+    let id = parse_id(&id)?;
+    let federation = state.federation.clone();
+    let user = requester.0.clone();
+    let now = now_unix();
+    let stored = tokio::task::spawn_blocking(move || {
+        federation
+            .holdings
+            .referral_party()
+            .claim(&id, user.as_ref(), now)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(failure)?;
+    state.federation.holdings.outbox_queued.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(offer_json(&stored, now))).into_response())
 }

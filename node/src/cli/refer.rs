@@ -126,6 +126,7 @@ pub fn refer(data: DataDir, args: ReferArgs) -> Result<()> {
             urgency,
             report,
             expires_at,
+            purpose: slidemesh_protocol::Purpose::SecondOpinion,
         },
         now,
     )?;

@@ -38,6 +38,8 @@ pub enum Followup {
     FetchManifest(SignedGrant),
     /// A member announced a roster version: verify it against the one in force, adopt it.
     OfferRoster { from: PeerId, signed: SignedRoster },
+    /// Something to announce to every member now (an offered case's outcome).
+    Announce(Announcement),
 }
 
 /// Answers peers' requests with this node's holdings.
@@ -263,6 +265,116 @@ impl PeerAnswers {
         }
     }
 
+    /// A member claims a case this trust offered to the co-operative's queue: decided
+    /// (`claim`, with this trust's policy and each slide's recorded consent, for the
+    /// claiming trust and person), then the first claim recorded takes the case; its
+    /// referral goes out and its outcome is announced at once.
+    fn accept_claim(
+        &self,
+        peer: PeerId,
+        signed: slidemesh_protocol::SignedClaim,
+    ) -> ControlResponse {
+        let denied = |reason: String| ControlResponse::Denied { reason };
+        let (Some(roster), Some(trust)) = (
+            self.holdings.membership.roster(),
+            self.holdings.membership.trust_of(&peer),
+        ) else {
+            return denied(format!("{peer} is not a member"));
+        };
+        let claim = match signed.verify() {
+            Ok(c) => c,
+            Err(e) => return denied(format!("claim does not verify: {e}")),
+        };
+        if claim.by != trust || roster.member(&trust).map(|m| m.node) != Some(signed.signer) {
+            return denied(format!("{trust} sent a claim signed for {}", claim.by));
+        }
+        if let Some(Err(e)) = claim.user.as_ref().map(UserClaim::validate) {
+            return denied(format!("claim names no valid person: {e}"));
+        }
+        let offer = match self.holdings.store.offer(&claim.offer) {
+            Ok(Some(o)) if o.offer.from == self.holdings.trust => o,
+            Ok(_) => return denied(format!("no offer {} of this trust", claim.offer)),
+            Err(e) => {
+                return ControlResponse::Failed {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let now = now_unix();
+        let offer_id = claim.offer.to_string();
+        for slide in &offer.offer.slides {
+            let consent = match self.holdings.served_slide(slide).and_then(|served| {
+                self.holdings
+                    .store
+                    .consent(&served.series_uid)
+                    .map_err(|e| Refusal::Failed(e.to_string()))
+            }) {
+                Ok(consent) => consent,
+                Err(refusal) => return refusal.into(),
+            };
+            let policy = self.holdings.policy.current();
+            let verdict = access::decide(
+                &access::Rules {
+                    policy: &policy,
+                    consent: &consent,
+                    owner: &self.holdings.trust,
+                    roster: Some(&roster),
+                    listed: None,
+                },
+                access::Subject {
+                    trust: &trust,
+                    user: claim.user.as_ref(),
+                },
+                access::Basis::Offered {
+                    offer: &offer_id,
+                    expires_at: offer.offer.expires_at,
+                },
+                *slide,
+                &[ConsentAction::Claim],
+                now,
+            );
+            for entry in verdict.entries(
+                Side::Served,
+                &trust,
+                &peer.to_string(),
+                &format!("offer {offer_id}"),
+            ) {
+                self.holdings.audit.record(entry);
+            }
+            if let Err(refusal) = verdict.outcome {
+                warn!(%peer, from = %trust, offer = %offer_id, reason = %refusal, "claim refused");
+                return refusal.into();
+            }
+        }
+        let party = self.holdings.referral_party();
+        match party.take_claim(&claim, now) {
+            Ok(Ok(_)) => {}
+            Ok(Err(reason)) => {
+                info!(%peer, from = %trust, offer = %offer_id, reason, "claim lost");
+                return denied(reason);
+            }
+            Err(e) => {
+                return ControlResponse::Failed {
+                    reason: e.to_string(),
+                };
+            }
+        }
+        info!(%peer, from = %trust, offer = %offer_id, "offered case taken");
+        match party.finish_taken(&roster, now) {
+            Ok(outcomes) => {
+                self.holdings.outbox_queued.notify_one();
+                for outcome in outcomes {
+                    let _ = self
+                        .followups
+                        .send(Followup::Announce(Announcement::OfferOutcome(outcome)));
+                }
+            }
+            // Taken, and recorded: the referral is made at the next try of the loops.
+            Err(e) => warn!(offer = %offer_id, error = %e, "cannot refer the taken case yet"),
+        }
+        ControlResponse::Accepted
+    }
+
     /// A member's referral directory, announced: kept when signed by the roster key of the
     /// trust it describes and newer than the one kept.
     fn accept_directory(&self, from: PeerId, signed: slidemesh_protocol::SignedDirectory) {
@@ -441,6 +553,9 @@ impl Inbound for Handlers {
                         answers.accept_referral_message(peer, ReferralMessage::Update(signed))
                     })
                 }
+                ControlRequest::ClaimOffer(signed) => {
+                    tokio::task::block_in_place(|| answers.accept_claim(peer, signed))
+                }
                 ControlRequest::Cosign {
                     checkpoint,
                     since,
@@ -496,6 +611,44 @@ impl Inbound for Handlers {
                     let _ =
                         tokio::task::spawn_blocking(move || answers.accept_directory(from, signed))
                             .await;
+                });
+            }
+            Announcement::Offer(signed) => {
+                let answers = self.0.clone();
+                self.0.tasks.spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let Some(roster) = answers.holdings.membership.roster() else {
+                            return;
+                        };
+                        match answers
+                            .holdings
+                            .referral_party()
+                            .receive_offer(&roster, signed)
+                        {
+                            Ok(true) => info!(peer = %from, "offered case received"),
+                            Ok(false) => {}
+                            Err(e) => warn!(peer = %from, error = %e, "offer refused"),
+                        }
+                    })
+                    .await;
+                });
+            }
+            Announcement::OfferOutcome(signed) => {
+                let answers = self.0.clone();
+                self.0.tasks.spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let Some(roster) = answers.holdings.membership.roster() else {
+                            return;
+                        };
+                        if let Err(e) = answers
+                            .holdings
+                            .referral_party()
+                            .receive_outcome(&roster, signed)
+                        {
+                            warn!(peer = %from, error = %e, "offer outcome refused");
+                        }
+                    })
+                    .await;
                 });
             }
             Announcement::Revocation(signed) => {

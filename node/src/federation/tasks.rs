@@ -22,8 +22,8 @@ use super::{Federation, Followup};
 
 /// How often the store is checked for work the CLI left (rosters, outbox).
 const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How often this trust's referral directory is announced (a member that was away gets it
-/// within this).
+/// How often this trust's referral directory, open offers and their outcomes are announced
+/// (a member that was away gets them within this).
 const DIRECTORY_ANNOUNCE_EVERY: Duration = Duration::from_secs(15);
 /// How often referrals are checked for their end.
 const REFERRAL_EXPIRY_EVERY: Duration = Duration::from_secs(5);
@@ -93,6 +93,9 @@ async fn follow_up(fed: &Arc<Federation>, followup: Followup) {
             if let Err(e) = offer_roster(fed, signed).await {
                 warn!(peer = %from, error = %e, "announced roster refused");
             }
+        }
+        Followup::Announce(announcement) => {
+            let _ = fed.network.publish(announcement).await;
         }
     }
 }
@@ -375,18 +378,39 @@ async fn deliver_outbox(
     gossiped.retain(|grant, _| outstanding.contains(grant));
 }
 
-/// Announces this trust's referral directory to every member.
+/// Announces this trust's referral directory, its open offers and the outcomes of those
+/// taken to every member; finishes offers taken but not yet referred (a crash between).
 async fn announce_directory(fed: &Arc<Federation>) {
-    let store = fed.holdings.store.clone();
-    let trust = fed.holdings.trust.clone();
-    let own = tokio::task::spawn_blocking(move || {
-        store
-            .directories()
-            .map(|all| all.into_iter().find(|(_, d)| d.trust == trust))
+    let holdings = fed.holdings.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let now = crate::store::now_unix();
+        if let Some(roster) = holdings.membership.roster()
+            && let Err(e) = holdings.referral_party().finish_taken(&roster, now)
+        {
+            warn!(error = %e, "cannot refer a taken case yet");
+        }
+        let own = holdings
+            .store
+            .directories()?
+            .into_iter()
+            .find(|(_, d)| d.trust == holdings.trust)
+            .map(|(signed, _)| signed);
+        let offers = holdings.store.offers()?;
+        let (open, outcomes) =
+            crate::referrals::queue::announcements(&offers, &holdings.trust, now);
+        Ok::<_, crate::store::StoreError>((own, open, outcomes))
     })
     .await;
-    if let Ok(Ok(Some((signed, _)))) = own {
-        let _ = fed.network.publish(Announcement::Directory(signed)).await;
+    let Ok(Ok((own, open, outcomes))) = found else {
+        return;
+    };
+    let announcements = own
+        .map(Announcement::Directory)
+        .into_iter()
+        .chain(open.into_iter().map(Announcement::Offer))
+        .chain(outcomes.into_iter().map(Announcement::OfferOutcome));
+    for announcement in announcements {
+        let _ = fed.network.publish(announcement).await;
     }
 }
 

@@ -16,6 +16,7 @@
 //! key of the trust they speak for, and that the referral is still open.
 
 pub mod fhir;
+pub mod queue;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +67,8 @@ pub struct NewReferral {
     pub report: String,
     /// Unix seconds; the referral and its grants end then.
     pub expires_at: u64,
+    /// Second opinion, or direct care for a case claimed from the co-operative's queue.
+    pub purpose: Purpose,
 }
 
 /// The action that shows a referral to one of this trust's people: referring its slides at
@@ -78,9 +81,6 @@ pub fn visible_action(stored: &StoredReferral) -> ConsentAction {
         ConsentAction::Answer
     }
 }
-
-/// The purpose of a referral's grants.
-pub const REFERRAL_PURPOSE: Purpose = Purpose::SecondOpinion;
 
 /// One audit entry per slide of the referral for a step.
 fn step_entries(
@@ -100,7 +100,7 @@ fn step_entries(
             peer: stored.peer().clone(),
             peer_id: String::new(),
             user: user.map(str::to_string),
-            purpose: REFERRAL_PURPOSE.as_str().to_string(),
+            purpose: r.purpose.as_str().to_string(),
             slide: *slide,
             action: format!("referral:{}", step.as_str()),
             what: format!("referral {}", r.id),
@@ -141,9 +141,9 @@ impl Party<'_> {
             )));
         }
         // Addressed as the receiving trust's directory says, when it has announced one that
-        // lists anything.
-        if let Some((_, directory)) =
-            self.store.directories()?.into_iter().find(|(_, d)| {
+        // lists anything (a claimed case goes to whoever claimed it).
+        if new.purpose == Purpose::SecondOpinion
+            && let Some((_, directory)) = self.store.directories()?.into_iter().find(|(_, d)| {
                 d.trust == new.to && !(d.queues.is_empty() && d.specialists.is_empty())
             })
         {
@@ -191,7 +191,7 @@ impl Party<'_> {
                 owner: self.trust.clone(),
                 grantee: new.to.clone(),
                 action: Action::View,
-                purpose: REFERRAL_PURPOSE,
+                purpose: new.purpose,
                 reference: Some(id.to_string()),
                 issued_at: now,
                 expires_at: new.expires_at,
@@ -212,6 +212,7 @@ impl Party<'_> {
             recipient: new.recipient,
             slides: new.slides,
             grants: grants.iter().map(|g| g.signed.id()).collect(),
+            purpose: new.purpose,
             question: new.question,
             urgency: new.urgency,
             report: new.report,

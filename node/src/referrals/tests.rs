@@ -115,6 +115,7 @@ fn referral(from: &Site, to: &str) -> Referral {
         recipient: Recipient::Queue("breast".into()),
         slides: vec![SlideId::of(b"core 1"), SlideId::of(b"core 2")],
         grants: vec![GrantId::of(b"g1"), GrantId::of(b"g2")],
+        purpose: slidemesh_protocol::Purpose::SecondOpinion,
         question: "DCIS or invasive?".into(),
         urgency: Urgency::TwoWeekWait,
         report: String::new(),
@@ -412,4 +413,169 @@ fn statuses_move_forward_and_final_ones_stay() {
     assert_eq!(Withdrawn.after(Answered), Withdrawn);
     assert_eq!(Answered.after(Closed), Closed);
     assert_eq!(Expired.after(Closed), Expired);
+}
+
+mod queue {
+    use slidemesh_protocol::{Claim, Offer, SignedOffer, Urgency};
+
+    use super::*;
+    use crate::referrals::queue::figures;
+    use crate::store::referrals::StoredOffer;
+
+    /// Leeds's offer of a case to the gi queue, stored at Leeds (as `Party::offer` would,
+    /// without the slide check) and received by Bradford and Wakefield.
+    fn offered(w: &World) -> Offer {
+        let offer = Offer {
+            id: slidemesh_protocol::referral::fresh_referral_id(),
+            from: w.leeds.trust.clone(),
+            queue: "gi".into(),
+            slides: vec![SlideId::of(b"biopsy")],
+            question: "Dysplasia?".into(),
+            urgency: Urgency::Routine,
+            report: String::new(),
+            offered_at: NOW,
+            expires_at: NOW + 86_400,
+        };
+        let signed = SignedOffer::sign(&offer, &w.leeds.key);
+        w.leeds
+            .store
+            .put_offer(&StoredOffer {
+                signed: signed.clone(),
+                offer: offer.clone(),
+                taken_by: None,
+                outcome: None,
+                claimed_here: None,
+            })
+            .unwrap();
+        for site in [&w.bradford, &w.wakefield] {
+            assert!(
+                site.party()
+                    .receive_offer(&w.roster, signed.clone())
+                    .unwrap()
+            );
+            // Announced again: nothing new.
+            assert!(
+                !site
+                    .party()
+                    .receive_offer(&w.roster, signed.clone())
+                    .unwrap()
+            );
+        }
+        offer
+    }
+
+    fn claim_by(site: &Site, offer: &Offer) -> Claim {
+        Claim {
+            offer: offer.id,
+            by: site.trust.clone(),
+            user: Some(UserClaim::new("apatel", "pathologist").unwrap()),
+            at: NOW + 5,
+        }
+    }
+
+    #[test]
+    fn the_first_claim_takes_the_case_and_later_ones_name_the_taker() {
+        let w = world();
+        let offer = offered(&w);
+        let leeds = w.leeds.party();
+        assert!(
+            leeds
+                .take_claim(&claim_by(&w.bradford, &offer), NOW + 6)
+                .unwrap()
+                .is_ok()
+        );
+        let lost = leeds
+            .take_claim(&claim_by(&w.wakefield, &offer), NOW + 6)
+            .unwrap()
+            .unwrap_err();
+        assert!(lost.contains("taken by RAE"), "{lost}");
+        // Bradford's claim delivered again: the same answer, still Bradford's.
+        let again = leeds
+            .take_claim(&claim_by(&w.bradford, &offer), NOW + 7)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.taken_by.unwrap().0, w.bradford.trust);
+        // A claim of an offer that is not Leeds's, at Leeds: refused.
+        let foreign = Claim {
+            offer: ReferralId::of(b"unknown"),
+            ..claim_by(&w.bradford, &offer)
+        };
+        assert!(matches!(
+            leeds.take_claim(&foreign, NOW),
+            Err(ReferralFailure::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_claim_is_queued_for_the_offerer_once_and_an_outcome_closes_the_offer_everywhere() {
+        let w = world();
+        let offer = offered(&w);
+        let bradford = w.bradford.party();
+        let user = UserClaim::new("apatel", "pathologist").unwrap();
+        bradford.claim(&offer.id, Some(&user), NOW + 1).unwrap();
+        bradford.claim(&offer.id, Some(&user), NOW + 2).unwrap();
+        let claims: Vec<_> = w
+            .bradford
+            .outbox()
+            .into_iter()
+            .filter(|i| matches!(i.message, ControlRequest::ClaimOffer(_)))
+            .collect();
+        assert_eq!(
+            claims.len(),
+            1,
+            "one claim queued however often it is asked"
+        );
+        assert_eq!(claims[0].to, w.leeds.trust);
+        // Leeds's own offer cannot be claimed by Leeds.
+        let e = w.leeds.party().claim(&offer.id, None, NOW + 1).unwrap_err();
+        assert!(e.to_string().contains("own offer"), "{e}");
+
+        // Leeds takes Bradford's claim; its outcome, forged by Wakefield, is refused; Leeds's
+        // own closes the offer at Wakefield.
+        let leeds = w.leeds.party();
+        leeds
+            .take_claim(&claim_by(&w.bradford, &offer), NOW + 3)
+            .unwrap()
+            .unwrap();
+        let outcome = slidemesh_protocol::OfferOutcome {
+            offer: offer.id,
+            from: w.leeds.trust.clone(),
+            taken_by: Some(w.bradford.trust.clone()),
+            referral: None,
+            at: NOW + 3,
+        };
+        let forged = slidemesh_protocol::SignedOfferOutcome::sign(&outcome, &w.wakefield.key);
+        assert!(
+            w.wakefield
+                .party()
+                .receive_outcome(&w.roster, forged)
+                .is_err()
+        );
+        assert!(
+            w.wakefield
+                .store
+                .offer(&offer.id)
+                .unwrap()
+                .unwrap()
+                .is_open(NOW + 4)
+        );
+        let signed = slidemesh_protocol::SignedOfferOutcome::sign(&outcome, &w.leeds.key);
+        w.wakefield
+            .party()
+            .receive_outcome(&w.roster, signed)
+            .unwrap();
+        let at_wakefield = w.wakefield.store.offer(&offer.id).unwrap().unwrap();
+        assert!(!at_wakefield.is_open(NOW + 4));
+        let e = w
+            .wakefield
+            .party()
+            .claim(&offer.id, None, NOW + 5)
+            .unwrap_err();
+        assert!(e.to_string().contains("no longer open"), "{e}");
+
+        let shown = figures(&w.leeds.store.offers().unwrap(), &[], NOW + 10);
+        assert_eq!(shown.len(), 1);
+        assert_eq!((shown[0].open, shown[0].taken), (0, 1));
+        assert_eq!(shown[0].median_wait_secs, Some(3));
+    }
 }

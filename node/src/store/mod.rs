@@ -426,7 +426,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 20;
+const TABLE_COUNT: usize = 21;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -542,6 +542,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(federation::OUTBOX).op("create tables")?;
     tx.open_table(referrals::REFERRALS).op("create tables")?;
     tx.open_table(referrals::DIRECTORIES).op("create tables")?;
+    tx.open_table(referrals::OFFERS).op("create tables")?;
     Ok(())
 }
 

@@ -7,8 +7,9 @@
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use slidemesh_protocol::{
-    Directory, GrantId, Opinion, Referral, ReferralId, SignedDirectory, SignedReferral,
-    SignedReferralUpdate, SignedRevocation, TrustCode,
+    Directory, GrantId, Offer, OfferOutcome, Opinion, Referral, ReferralId, SignedDirectory,
+    SignedOffer, SignedOfferOutcome, SignedReferral, SignedReferralUpdate, SignedRevocation,
+    TrustCode, UserClaim,
 };
 
 use super::federation::{OutboxItem, StoredGrant};
@@ -18,6 +19,10 @@ use slidemesh_protocol::audit::AuditEntry;
 /// ReferralId -> postcard([`StoredReferral`]).
 pub(super) const REFERRALS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("referrals_v1");
+
+/// Offer id -> postcard([`StoredOffer`]): cases offered to the co-operative's reporting
+/// queue, by this trust or announced by others.
+pub(super) const OFFERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("offers_v1");
 
 /// Trust (ODS code) -> postcard([`SignedDirectory`]): each member's latest referral
 /// directory, this trust's own included.
@@ -177,6 +182,27 @@ impl StoredReferral {
     }
 }
 
+/// A case offered to the co-operative's queue, as this node knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredOffer {
+    pub signed: SignedOffer,
+    pub offer: Offer,
+    /// At the offering node: the claim that won, once one did (before its referral is
+    /// made: a crash between the two is finished at the next start).
+    pub taken_by: Option<(TrustCode, Option<UserClaim>, u64)>,
+    /// The offering trust's signed word on who took it, once given.
+    pub outcome: Option<(OfferOutcome, SignedOfferOutcome)>,
+    /// At a claiming node: when this trust sent its claim.
+    pub claimed_here: Option<u64>,
+}
+
+impl StoredOffer {
+    /// Still on offer at `now`: not taken, not withdrawn, not ended.
+    pub fn is_open(&self, now: u64) -> bool {
+        self.taken_by.is_none() && self.outcome.is_none() && self.offer.expires_at > now
+    }
+}
+
 /// What commits with a referral's change, besides the referral itself.
 #[derive(Default)]
 pub struct Alongside {
@@ -229,27 +255,86 @@ impl Store {
         id: &ReferralId,
         change: impl FnOnce(&mut StoredReferral) -> Change<T>,
     ) -> Result<Option<T>, StoreError> {
+        self.change_row(REFERRALS, "referrals_v1", id, change)
+    }
+
+    /// [`Self::change_referral`] for an offer.
+    pub fn change_offer<T>(
+        &self,
+        id: &ReferralId,
+        change: impl FnOnce(&mut StoredOffer) -> Change<T>,
+    ) -> Result<Option<T>, StoreError> {
+        self.change_row(OFFERS, "offers_v1", id, change)
+    }
+
+    fn change_row<R: Serialize + for<'de> Deserialize<'de>, T>(
+        &self,
+        definition: TableDefinition<&[u8; 32], &[u8]>,
+        name: &'static str,
+        id: &ReferralId,
+        change: impl FnOnce(&mut R) -> Change<T>,
+    ) -> Result<Option<T>, StoreError> {
         let tx = self.db.begin_write().op("begin write")?;
         let (out, alongside) = {
-            let mut table = tx.open_table(REFERRALS).op("open referrals")?;
-            let Some(value) = table.get(id.as_bytes()).op("read referral")? else {
+            let mut table = tx.open_table(definition).op("open table")?;
+            let Some(value) = table.get(id.as_bytes()).op("read row")? else {
                 return Ok(None);
             };
-            let mut stored: StoredReferral = decode("referrals_v1", value.value())?;
+            let mut row: R = decode(name, value.value())?;
             drop(value);
-            match change(&mut stored) {
+            match change(&mut row) {
                 Change::Keep(out) => return Ok(Some(out)),
                 Change::Commit(alongside, out) => {
                     table
-                        .insert(id.as_bytes(), encode(&stored).as_slice())
-                        .op("update referral")?;
+                        .insert(id.as_bytes(), encode(&row).as_slice())
+                        .op("update row")?;
                     (out, alongside)
                 }
             }
         };
         write_alongside(&tx, alongside)?;
-        tx.commit().op("commit referral")?;
+        tx.commit().op("commit change")?;
         Ok(Some(out))
+    }
+
+    /// Stores an offer unless one with its id is stored already; returns whether it was.
+    pub fn put_offer(&self, stored: &StoredOffer) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        {
+            let mut table = tx.open_table(OFFERS).op("open offers")?;
+            let key = stored.offer.id.as_bytes();
+            if table.get(key).op("read offer")?.is_some() {
+                return Ok(false);
+            }
+            table
+                .insert(key, encode(stored).as_slice())
+                .op("insert offer")?;
+        }
+        tx.commit().op("commit offer")?;
+        Ok(true)
+    }
+
+    pub fn offer(&self, id: &ReferralId) -> Result<Option<StoredOffer>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(OFFERS).op("open offers")?;
+        table
+            .get(id.as_bytes())
+            .op("read offer")?
+            .map(|v| decode("offers_v1", v.value()))
+            .transpose()
+    }
+
+    /// Every offer known here, newest first.
+    pub fn offers(&self) -> Result<Vec<StoredOffer>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(OFFERS).op("open offers")?;
+        let mut out: Vec<StoredOffer> = Vec::new();
+        for entry in table.iter().op("list offers")? {
+            let (_, value) = entry.op("list offers")?;
+            out.push(decode("offers_v1", value.value())?);
+        }
+        out.sort_by_key(|o| std::cmp::Reverse(o.offer.offered_at));
+        Ok(out)
     }
 
     pub fn referral(&self, id: &ReferralId) -> Result<Option<StoredReferral>, StoreError> {

@@ -177,3 +177,13 @@ export async function getDirectory() {
   const body = await getJson('/api/v1/directory');
   return Array.isArray(body?.trusts) ? body.trusts : [];
 }
+
+/** The co-operative's reporting queue: { queues: [{ queue, open, taken, median_wait_secs, median_turnaround_secs }], offers: [...] }. */
+export function getOffers() {
+  return getJson('/api/v1/offers');
+}
+
+/** Claims an offered case for this browser's person; resolves to the offer as it now stands. */
+export function claimOffer(id) {
+  return postForJson(`/api/v1/offers/${encodeURIComponent(id)}/claim`);
+}

@@ -1,14 +1,14 @@
 // app.js: owns start-up: shows the node's identity and who is signed in (with a sign-out button
 // when the node signs people on itself) in the header, and picks the view from location.pathname:
 // "/" (or "/index.html") is the slide list, "/view/{slide_id}" the viewer, "/referrals",
-// "/referrals/new" and "/referrals/{id}" the referral pages, "/signed-out" the page after signing
+// "/referrals/new", "/referrals/queue" and "/referrals/{id}" the referral pages, "/signed-out" the page after signing
 // out, anything else "not found". Views link to each other with ordinary links (full
 // page loads), so every view starts on a clean page and the server needs only an index.html
 // fallback.
 
 import { getMe, getNode, signInUrl, signOut } from './api.js';
 import { h, notice } from './dom.js';
-import { renderNewReferral, renderReferral, renderReferralList } from './referrals.js';
+import { renderNewReferral, renderQueue, renderReferral, renderReferralList } from './referrals.js';
 import { renderSlideList } from './slide-list.js';
 import { renderViewer } from './slide-viewer.js';
 
@@ -20,6 +20,7 @@ export function route(pathname) {
   if (pathname === '/signed-out') return { view: 'signed-out' };
   if (pathname === '/referrals' || pathname === '/referrals/') return { view: 'referrals' };
   if (pathname === '/referrals/new') return { view: 'new-referral' };
+  if (pathname === '/referrals/queue') return { view: 'queue' };
   const referral = /^\/referrals\/([^/]+)\/?$/.exec(pathname);
   if (referral) return { view: 'referral', referralId: decodeURIComponent(referral[1]) };
   return { view: 'not-found' };
@@ -93,6 +94,8 @@ function main() {
     renderViewer(root, where.slideId, nodePromise);
   } else if (where.view === 'referrals') {
     renderReferralList(root);
+  } else if (where.view === 'queue') {
+    renderQueue(root);
   } else if (where.view === 'new-referral') {
     renderNewReferral(root, nodePromise);
   } else if (where.view === 'referral') {

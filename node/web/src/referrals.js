@@ -1,11 +1,13 @@
-// referrals.js: owns the referral pages: the inbox and sent list ("/referrals"), the form that
+// referrals.js: owns the referral pages: the co-operative's shared reporting queue
+// ("/referrals/queue": each queue's depth and turnaround, offered cases to claim), the inbox
+// and sent list ("/referrals"), the form that
 // refers a case's slides to another trust ("/referrals/new"), and one referral with its history,
 // the opinion, and the steps the person may take ("/referrals/{id}": open is recorded when a
 // received referral is first shown; answer; close or withdraw at the referring trust). Every
 // control is a native form element with a visible label, so the flow works by keyboard alone.
 
 import {
-  ApiError, getDirectory, getReferral, listReferrals, listSlides, newReferralPath, referralPath, referralStep,
+  ApiError, claimOffer, getDirectory, getOffers, getReferral, listReferrals, listSlides, newReferralPath, referralPath, referralStep,
   sendReferral, viewerPath,
 } from './api.js';
 import { h, metaRows, notice } from './dom.js';
@@ -98,7 +100,8 @@ export function byPriority(a, b) {
 /** "/referrals": the inbox and what this trust sent. */
 export async function renderReferralList(root) {
   const page = pageShell(root, 'Referrals');
-  page.append(h('p', {}, h('a', { class: 'button', href: newReferralPath() }, 'Refer a case')));
+  page.append(h('p', {}, h('a', { class: 'button', href: newReferralPath() }, 'Refer a case'), ' ',
+    h('a', { href: '/referrals/queue' }, 'Shared reporting queue')));
   let referrals;
   try {
     referrals = await listReferrals();
@@ -334,4 +337,62 @@ export async function renderReferral(root, id) {
     return;
   }
   showReferral(page, referral);
+}
+
+function duration(seconds) {
+  return Number.isFinite(seconds) ? formatAge(seconds) : '–';
+}
+
+/** "/referrals/queue": the shared reporting queue: figures per queue, offered cases to claim. */
+export async function renderQueue(root) {
+  const page = pageShell(root, 'Shared reporting queue');
+  let data;
+  try {
+    data = await getOffers();
+  } catch (err) {
+    failed(page, 'The queue', err);
+    return;
+  }
+  const figures = data.queues ?? [];
+  page.append(h('section', { 'aria-labelledby': 'queues-heading' },
+    h('h2', { id: 'queues-heading' }, 'Queues'),
+    figures.length
+      ? h('table', { class: 'referrals', id: 'queue-figures' },
+        h('caption', { class: 'visually-hidden' }, 'Depth and turnaround of each queue'),
+        h('thead', {}, h('tr', {}, ['Queue', 'Waiting', 'Taken', 'Median wait to be taken', 'Median turnaround'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, figures.map((q) => h('tr', { 'data-queue': q.queue },
+          h('td', {}, q.queue), h('td', {}, String(q.open)), h('td', {}, String(q.taken)),
+          h('td', {}, duration(q.median_wait_secs)), h('td', {}, duration(q.median_turnaround_secs))))))
+      : notice('empty', 'No cases have been offered yet.')));
+  const open = (data.offers ?? []).filter((o) => o.open).sort(byPriority);
+  const rows = open.map((o) => {
+    const status = h('span', {}, o.claimed_here_at ? 'Claim sent' : '');
+    const button = o.claimed_here_at ? null : h('button', {
+      type: 'button',
+      class: 'button button--secondary',
+      onclick: async (event) => {
+        event.target.disabled = true;
+        try {
+          await claimOffer(o.id);
+          status.textContent = 'Claim sent; the case comes to your inbox if yours was first.';
+          event.target.remove();
+        } catch (err) {
+          event.target.disabled = false;
+          status.textContent = String(err.detail || err.message || err);
+        }
+      },
+    }, 'Claim');
+    return h('tr', { 'data-offer-id': o.id },
+      h('td', {}, urgencyTag(o.urgency)), h('td', {}, o.from), h('td', {}, o.queue),
+      h('td', {}, o.question), h('td', {}, `${formatAge(o.age_secs)} ago`),
+      h('td', {}, button, ' ', status));
+  });
+  page.append(h('section', { 'aria-labelledby': 'offers-heading' },
+    h('h2', { id: 'offers-heading' }, 'Cases waiting ', h('span', { class: 'count' }, String(open.length))),
+    rows.length
+      ? h('table', { class: 'referrals', id: 'offers' },
+        h('caption', { class: 'visually-hidden' }, 'Cases offered by member trusts, most urgent first'),
+        h('thead', {}, h('tr', {}, ['Urgency', 'From', 'Queue', 'Question', 'Offered', 'Claim'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, rows))
+      : notice('empty', 'No case is waiting.')));
 }

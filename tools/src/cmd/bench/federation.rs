@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use super::cached_slide;
 use super::median;
-use super::procs::{Server, sibling, wait_http};
 use super::pair::{get_json, init_pair, link_pair, serve, wait_for};
+use super::procs::{Server, sibling, wait_http};
 use slidemesh_testnet::setup::{MemberSpec, first_slide, share, slidemesh, status};
 
 #[derive(Debug, Args)]
@@ -113,7 +113,7 @@ pub fn run(args: FederationBench) -> Result<()> {
     let mut fetched_tiles = 0u64;
     for run in 0..args.runs {
         if run > 0 {
-            grantee_node = restart_empty(&bin, &grantee, grantee_node, &base)?;
+            grantee_node = restart_empty(&bin, grantee, grantee_node, &base)?;
         }
         settle_disk();
         let answer: Value = match ureq::post(&format!("{base}/api/v1/slides/{slide}/cache"))
@@ -214,7 +214,7 @@ pub fn run(args: FederationBench) -> Result<()> {
     let warm_up = args.warm_up_bytes != Some(0);
     for _ in 0..args.screens {
         let warm_ups = warm_ups_done(&owner_base)?;
-        grantee_node = restart_empty(&bin, &grantee, grantee_node, &base)?;
+        grantee_node = restart_empty(&bin, grantee, grantee_node, &base)?;
         if warm_up {
             // As while a user works: the owner's node warmed the new connection up when
             // the grantee's node came back, before anyone opened a slide.

@@ -173,9 +173,9 @@ pub fn run(args: ReferralsBench) -> Result<()> {
     let mut delivered_twice = 0;
     for w in &waiting {
         let r = get_json(&format!("{from}/api/v1/referrals/{w}"))?;
-        let deliveries = r["history"]
-            .as_array()
-            .map_or(0, |h| h.iter().filter(|s| s["status"] == "delivered").count());
+        let deliveries = r["history"].as_array().map_or(0, |h| {
+            h.iter().filter(|s| s["status"] == "delivered").count()
+        });
         if deliveries != 1 {
             delivered_twice += 1;
         }

@@ -68,12 +68,49 @@ impl std::fmt::Display for Urgency {
     }
 }
 
-/// A new referral's id: BLAKE3 of 32 bytes from the operating system's random source.
-pub fn fresh_referral_id() -> ReferralId {
-    use rand_core::RngCore;
-    let mut random = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut random);
-    ReferralId::of(&random)
+/// The id of a referral or offer made by `from` with `nonce`: BLAKE3 over both, so no other
+/// trust can sign a statement under an id a member announced (receivers recompute it).
+pub fn referral_id(from: &TrustCode, nonce: &[u8; 16]) -> ReferralId {
+    let mut hasher = blake3::Hasher::new_derive_key("slidemesh referral id v1");
+    hasher.update(from.as_str().as_bytes());
+    hasher.update(&[0]);
+    hasher.update(nonce);
+    ReferralId::from(hasher.finalize())
+}
+
+/// 16 bytes from the operating system's random source, for a new referral's or offer's id.
+pub fn fresh_nonce() -> [u8; 16] {
+    crate::wire::fresh_nonce()
+}
+
+/// The longest a referral or offer stays open.
+pub const MAX_LIFETIME_SECS: u64 = 366 * 86_400;
+
+/// Checks a statement's id against its maker and nonce, and its times: the end after the
+/// start and within [`MAX_LIFETIME_SECS`] of it.
+fn check_id_and_times(
+    what: &str,
+    id: &ReferralId,
+    from: &TrustCode,
+    nonce: &[u8; 16],
+    start: u64,
+    end: u64,
+) -> Result<(), ReferralError> {
+    if *id != referral_id(from, nonce) {
+        return Err(ReferralError(format!(
+            "the {what}'s id is not {from}'s with its nonce"
+        )));
+    }
+    if end <= start {
+        return Err(ReferralError(format!("the {what} ends before it starts")));
+    }
+    if end - start > MAX_LIFETIME_SECS {
+        return Err(ReferralError(format!(
+            "the {what} stays open longer than {} days",
+            MAX_LIFETIME_SECS / 86_400
+        )));
+    }
+    Ok(())
 }
 
 /// Who at the receiving trust the referral is for.
@@ -89,7 +126,9 @@ pub enum Recipient {
 /// A referral, as the referring node signs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Referral {
+    /// [`referral_id`] of `from` and `nonce`.
     pub id: ReferralId,
+    pub nonce: [u8; 16],
     /// The referring trust (its node signs).
     pub from: TrustCode,
     /// The referring pathologist; `None` when the trust's node refers on its own account.
@@ -175,9 +214,14 @@ impl Referral {
         }
         check_text("question", &self.question, MAX_QUESTION, true)?;
         check_text("report", &self.report, MAX_REPORT, false)?;
-        if self.expires_at <= self.sent_at {
-            return Err(ReferralError("the referral ends before it is sent".into()));
-        }
+        check_id_and_times(
+            "referral",
+            &self.id,
+            &self.from,
+            &self.nonce,
+            self.sent_at,
+            self.expires_at,
+        )?;
         if !matches!(
             self.purpose,
             Purpose::DirectCare | Purpose::SecondOpinion | Purpose::Mdt
@@ -274,6 +318,13 @@ pub fn is_sctid(code: &str) -> bool {
     {
         return false;
     }
+    // The partition (the two digits before the check digit) says what the id names: a
+    // concept is 00 (short format) or 10 (long format); descriptions and relationships
+    // are not diagnoses.
+    let partition = &code[code.len() - 3..code.len() - 1];
+    if partition != "00" && partition != "10" {
+        return false;
+    }
     let check = code.bytes().rev().enumerate().fold(0u8, |c, (i, b)| {
         D[c as usize][P[i % 8][(b - b'0') as usize] as usize]
     });
@@ -356,14 +407,17 @@ pub const OFFER_OUTCOME_DOMAIN: &str = "slidemesh/offer-outcome/v1";
 /// node gives it to the first claim it receives and refers the case there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
+    /// [`referral_id`] of `from` and `nonce`.
     pub id: ReferralId,
+    pub nonce: [u8; 16],
     pub from: TrustCode,
     /// The sub-specialty queue (`breast`, `gi`, ...).
     pub queue: String,
     pub slides: Vec<SlideId>,
+    /// A summary of the case for every member to read (no patient identifiers: the report
+    /// travels only with the referral to the trust that takes it).
     pub question: String,
     pub urgency: Urgency,
-    pub report: String,
     pub offered_at: u64,
     pub expires_at: u64,
 }
@@ -378,10 +432,14 @@ impl Offer {
         }
         check_text("queue", &self.queue, MAX_NAME, true)?;
         check_text("question", &self.question, MAX_QUESTION, true)?;
-        check_text("report", &self.report, MAX_REPORT, false)?;
-        if self.expires_at <= self.offered_at {
-            return Err(ReferralError("the offer ends before it is made".into()));
-        }
+        check_id_and_times(
+            "offer",
+            &self.id,
+            &self.from,
+            &self.nonce,
+            self.offered_at,
+            self.expires_at,
+        )?;
         Ok(())
     }
 }
@@ -525,9 +583,12 @@ mod tests {
     use crate::sign::NodeKey;
 
     fn referral() -> Referral {
+        let from: TrustCode = "RR8".parse().unwrap();
+        let nonce = [7; 16];
         Referral {
-            id: ReferralId::of(b"r"),
-            from: "RR8".parse().unwrap(),
+            id: referral_id(&from, &nonce),
+            nonce,
+            from,
             referrer: Some(UserClaim::new("jsmith", "pathologist").unwrap()),
             to: "RAE".parse().unwrap(),
             recipient: Recipient::Queue("breast".into()),
@@ -571,6 +632,12 @@ mod tests {
             (|r| r.question = "a".repeat(MAX_QUESTION + 1), "at most"),
             (|r| r.report = "bell\u{7}".into(), "control characters"),
             (|r| r.expires_at = r.sent_at, "ends before"),
+            (
+                |r| r.expires_at = r.sent_at + MAX_LIFETIME_SECS + 1,
+                "longer than",
+            ),
+            (|r| r.nonce[0] ^= 1, "nonce"),
+            (|r| r.from = "RAE".parse().unwrap(), "nonce"),
             (
                 |r| r.recipient = Recipient::Specialist(String::new()),
                 "recipient",

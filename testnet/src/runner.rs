@@ -267,6 +267,17 @@ pub fn run(args: TestnetArgs) -> Result<()> {
                 )?;
             }
         }
+        // And a backlog: the first trust offers its slide's case to the shared gi queue.
+        if let Some(slide) = first_slide(&bin, &members[0].data)? {
+            status(sm(&members[0]).args([
+                "offer",
+                &slide,
+                "--queue",
+                "gi",
+                "--question",
+                "Backlog: colonic biopsy, please report.",
+            ]))?;
+        }
         std::fs::write(dir.join("referrals.made"), b"")?;
     }
     println!(
@@ -278,8 +289,9 @@ pub fn run(args: TestnetArgs) -> Result<()> {
         println!("  {:<4} {:<45} http://{}", m.trust, m.name, m.http);
     }
     println!(
-        "each trust shared one slide with the next and referred it to the one after \
-         (/referrals); Ctrl-C stops every node"
+        "each trust shared one slide with the next and referred it to the one after, and {} \
+         offered a case to the shared gi queue (/referrals); Ctrl-C stops every node",
+        members[0].trust
     );
     match &links {
         Some(_) => println!(

@@ -1,8 +1,9 @@
 // referral.test.mjs: owns the two-browser check of a referral between two trusts' web UIs, at
 // tablet size (1024x768): a pathologist at the referring trust fills in the referral form by
 // keyboard alone and sends it; a pathologist at the receiving trust finds it in the inbox, opens
-// the referred slide (tiles stream from the referring trust), and answers with a coded opinion;
-// the first sees the answer on the case. Every page passes axe-core with no WCAG 2.0/2.1/2.2 A or
+// the referred slide (tiles stream from the referring trust), answers with a coded opinion, and
+// claims a case the referring trust offered to the shared queue; the first sees the answer on
+// the case. Every page passes axe-core with no WCAG 2.0/2.1/2.2 A or
 // AA violation. Screenshots of each step go to SLIDEMESH_ARTIFACTS.
 //
 // Both nodes run behind their trust's sign-on proxy; each browser sends what the proxy would
@@ -183,6 +184,23 @@ describe('a referral between two trusts in two browsers', () => {
     await specialist.waitForSelector('.opinion', { timeout: WAIT_MS });
     await shot(specialist, 'answered.png');
     await accessible(specialist, 'answered referral');
+  });
+
+  step('the receiving pathologist claims a case from the shared queue by keyboard', async () => {
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      await specialist.goto(`${TO}/referrals/queue`, { waitUntil: 'domcontentloaded' });
+      await specialist.waitForSelector('#queue-figures, .notice', { timeout: WAIT_MS });
+      if (await specialist.locator('#offers tbody tr').count()) break;
+      assert.ok(Date.now() < deadline, 'the offered case did not reach the queue');
+      await specialist.waitForTimeout(250);
+    }
+    await shot(specialist, 'queue-1024x768.png');
+    await accessible(specialist, 'shared queue');
+    const id = await specialist.locator('#offers tbody tr').first().getAttribute('data-offer-id');
+    await tabTo(specialist, `claim-${id}`);
+    await specialist.keyboard.press('Enter');
+    await specialist.waitForFunction(() => /Claim sent/.test(document.querySelector('#offers .claim-status')?.textContent ?? ''), null, { timeout: WAIT_MS });
   });
 
   step('the referring pathologist sees the opinion on the case', async () => {

@@ -211,13 +211,19 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
     assert_eq!(listed(leeds, "sent", &jsmith).len(), 1);
     assert!(listed(leeds, "sent", &person("akhan", "student")).is_empty());
 
-    // Leeds closes it; Bradford sees it closed.
+    // Leeds closes it, which revokes its grants; Bradford records it closed, and its
+    // people no longer see the referral or its slides.
     let r = leeds.post(&format!("{detail}/close"), &jsmith, b"");
     assert_eq!(r.status, 200, "{}", body(&r));
     wait_until(Duration::from_secs(30), || {
-        json_of(&bradford.get_with(&detail, &apatel))["status"] == "closed"
+        run_ok(bradford.cmd().args(["referrals", "show", &id])).contains("\"closed\"")
     })
     .expect("the closing reaches the receiving trust");
+    wait_until(Duration::from_secs(30), || {
+        bradford.get_with(&detail, &apatel).status == 403
+    })
+    .expect("a closed referral's slides are no longer shown at the receiver");
+    assert!(listed(bradford, "inbox", &apatel).is_empty());
 
     // Both audit logs hold every step, and both logs verify.
     for (node, steps) in [
@@ -315,8 +321,8 @@ fn referrals_are_stored_and_forwarded_exactly_once_withdrawn_and_expired() {
         &[("content-type", "application/json")],
         br#"{"text": "late"}"#,
     );
-    // Refused: its slide is no longer shared (404), or the referral is withdrawn (409).
-    assert!([404, 409].contains(&r.status), "{} {}", r.status, body(&r));
+    // Refused: its slides are no longer held under its grants (403).
+    assert_eq!(r.status, 403, "{}", body(&r));
 
     // A referral whose end comes is marked expired on both sides.
     let second = refer(leeds, &slide, "4s");

@@ -5,7 +5,15 @@
 //! $SLIDEMESH_ARTIFACTS/referral.
 
 use slidemesh_e2e::federation::federation;
-use slidemesh_e2e::run_referral_browser_test;
+use slidemesh_e2e::{PROXY_SECRET, PROXY_SECRET_HEADER, run_referral_browser_test};
+
+/// Leeds's pathologist, as its sign-on proxy names her.
+const JSMITH: &[(&str, &str)] = &[
+    ("x-slidemesh-user", "jsmith"),
+    ("x-slidemesh-role", "pathologist"),
+    (PROXY_SECRET_HEADER, PROXY_SECRET),
+    ("content-type", "application/json"),
+];
 
 #[test]
 fn a_referral_is_sent_and_answered_in_two_browsers() {
@@ -14,6 +22,15 @@ fn a_referral_is_sent_and_answered_in_two_browsers() {
         node.behind_proxy("[\"127.0.0.1\"]");
         node.serve();
     }
+    // A case Leeds offers to the shared queue, for Bradford's pathologist to claim.
+    let offer = serde_json::json!({
+        "queue": "breast",
+        "slides": [fed.slide],
+        "question": "Backlog: core biopsy, please report.",
+        "urgency": "routine",
+    });
+    let r = fed.nodes[0].post("/api/v1/offers", JSMITH, offer.to_string().as_bytes());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let from = fed.nodes[0].url.clone().unwrap();
     let to = fed.nodes[1].url.clone().unwrap();
     let artifacts = run_referral_browser_test(&from, &to, &fed.slide, "referral");
@@ -27,4 +44,11 @@ fn a_referral_is_sent_and_answered_in_two_browsers() {
     // The answer is in the referring trust's store too, not only on its page.
     let shown = slidemesh_e2e::run_ok(fed.nodes[0].cmd().args(["referrals", "--json"]));
     assert!(shown.contains("\"answered\""), "{shown}");
+    // The claim made in the browser took the offered case: Leeds referred it to Bradford.
+    slidemesh_e2e::wait_until(std::time::Duration::from_secs(30), || {
+        let r = fed.nodes[0].get_with("/api/v1/offers", JSMITH);
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .is_ok_and(|offers| offers["offers"][0]["taken_by"] == "RAE")
+    })
+    .expect("the claimed case is Bradford's");
 }

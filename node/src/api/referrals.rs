@@ -98,6 +98,10 @@ fn failure(e: ReferralFailure) -> ApiError {
         },
         ReferralFailure::NotFound(_) => ApiError::not_found(e.to_string()),
         ReferralFailure::Refused(m) => ApiError::forbidden(m),
+        ReferralFailure::NotYet(m) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: m,
+        },
         ReferralFailure::Store(e) => ApiError::internal(e),
     }
 }
@@ -114,6 +118,19 @@ async fn decide_referral(
     requester: &Requester,
     stored: &StoredReferral,
 ) -> Result<(), ApiError> {
+    let (store, held) = (state.store.clone(), stored.clone());
+    let under_its_grants =
+        tokio::task::spawn_blocking(move || referrals::shown_under_its_grants(&store, &held))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+    if !under_its_grants {
+        return Err(ApiError::forbidden(format!(
+            "the slides of referral {} are not held here under its grants (withdrawn, \
+             ended, or not arrived yet)",
+            stored.referral.id
+        )));
+    }
     let action = referrals::visible_action(stored);
     for slide in &stored.referral.slides {
         super::decide(state, requester, *slide, &[action]).await?;
@@ -165,10 +182,11 @@ pub async fn list(
             .filter(|r| sent.is_none_or(|s| r.sent_here == s))
             .filter(|r| {
                 let action = referrals::visible_action(r);
-                r.referral
-                    .slides
-                    .iter()
-                    .all(|s| federation.user_may(s, user.as_ref(), action))
+                referrals::shown_under_its_grants(&store, r).unwrap_or(false)
+                    && r.referral
+                        .slides
+                        .iter()
+                        .all(|s| federation.user_may(s, user.as_ref(), action))
             })
             .map(|r| referral_json(r, now))
             .collect();
@@ -293,6 +311,7 @@ pub async fn create(
         report: form.report,
         expires_at,
         purpose: slidemesh_protocol::Purpose::SecondOpinion,
+        nonce: None,
     };
     let federation = state.federation.clone();
     let user = requester.0.clone();
@@ -392,7 +411,6 @@ fn offer_json(o: &crate::store::referrals::StoredOffer, now: u64) -> Value {
         "slides": o.offer.slides,
         "question": o.offer.question,
         "urgency": o.offer.urgency,
-        "report": o.offer.report,
         "offered_at": o.offer.offered_at,
         "expires_at": o.offer.expires_at,
         "age_secs": now.saturating_sub(o.offer.offered_at),

@@ -60,6 +60,8 @@ enum Command {
     Refer(refer::ReferArgs),
     /// Referrals sent and received: list, show, withdraw.
     Referrals(refer::ReferralsArgs),
+    /// Offer a case to the co-operative's shared reporting queue (any member may claim it).
+    Offer(refer::OfferArgs),
     /// The trust's consent policy (cedar): check, show, test a request against it.
     Policy(policy::PolicyArgs),
     /// Show or set a slide's recorded consent (DUO codes, national data opt-out, end date).
@@ -91,6 +93,7 @@ pub fn run() -> Result<()> {
         Command::Grants(args) => share::grants(data, args),
         Command::Refer(args) => refer::refer(data, args),
         Command::Referrals(args) => refer::referrals(data, args),
+        Command::Offer(args) => refer::offer(data, args),
         Command::Policy(args) => policy::run(data, args),
         Command::Consent(args) => policy::consent(data, args),
         Command::Audit(args) => audit::run(data, args),

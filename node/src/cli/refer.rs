@@ -1,5 +1,6 @@
-//! `slidemesh refer` and `referrals`: refer slides to another trust for an opinion from the
-//! node's host, and list, show or withdraw referrals.
+//! `slidemesh refer`, `offer` and `referrals`: refer slides to another trust for an opinion
+//! from the node's host, offer a case to the co-operative's shared queue, and list, show or
+//! withdraw referrals.
 //!
 //! Like `share`, the operator acts for the trust itself: the referral names no referring
 //! person unless `--by` does, and no policy decision is asked for (the web UI and API decide
@@ -51,6 +52,25 @@ pub struct ReferArgs {
     /// Print the referral as JSON
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OfferArgs {
+    /// The case's slides, all held by this node
+    #[arg(required = true)]
+    slides: Vec<String>,
+    /// The sub-specialty queue of the co-operative (breast, gi, skin, ...)
+    #[arg(long)]
+    queue: String,
+    /// The clinical question
+    #[arg(long)]
+    question: String,
+    /// routine, urgent or two-week-wait
+    #[arg(long, default_value = "routine")]
+    urgency: String,
+    /// When the offer ends: a duration (14d) or a date
+    #[arg(long, value_name = "TIME", default_value = "14d")]
+    until: String,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +147,7 @@ pub fn refer(data: DataDir, args: ReferArgs) -> Result<()> {
             report,
             expires_at,
             purpose: slidemesh_protocol::Purpose::SecondOpinion,
+            nonce: None,
         },
         now,
     )?;
@@ -141,6 +162,38 @@ pub fn refer(data: DataDir, args: ReferArgs) -> Result<()> {
             stored.referral.urgency
         );
     }
+    Ok(())
+}
+
+/// `slidemesh offer`: offers a case to the co-operative's shared reporting queue; the
+/// running node announces it to every member within seconds.
+pub fn offer(data: DataDir, args: OfferArgs) -> Result<()> {
+    let node = NodeContext::open(data)?;
+    let now = now_unix();
+    let slides = args
+        .slides
+        .iter()
+        .map(|s| {
+            s.parse::<SlideId>()
+                .map_err(|e| anyhow::anyhow!("invalid slide id {s:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let expires_at = super::share::parse_until(&args.until, now)?;
+    let stored = party(&node).offer(
+        crate::referrals::queue::NewOffer {
+            queue: args.queue,
+            slides,
+            question: args.question,
+            urgency: args.urgency.parse().map_err(anyhow::Error::msg)?,
+            report: String::new(),
+            expires_at,
+        },
+        now,
+    )?;
+    println!(
+        "offered case {} to the {} queue; the running node announces it to every member",
+        stored.offer.id, stored.offer.queue
+    );
     Ok(())
 }
 

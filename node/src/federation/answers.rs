@@ -224,14 +224,16 @@ impl PeerAnswers {
     /// side: checked and recorded by [`crate::referrals`], acknowledged once durable (a
     /// repeated delivery is acknowledged again and changes nothing).
     fn accept_referral_message(&self, peer: PeerId, message: ReferralMessage) -> ControlResponse {
+        // No roster yet, or one behind the sender's: not a refusal, ask again later (the
+        // sender's outbox would drop a refused referral for good).
         let Some(roster) = self.holdings.membership.roster() else {
-            return ControlResponse::Denied {
-                reason: "this node has no roster".into(),
+            return ControlResponse::Failed {
+                reason: "this node has no roster yet".into(),
             };
         };
         let Some(trust) = self.holdings.membership.trust_of(&peer) else {
-            return ControlResponse::Denied {
-                reason: format!("{peer} is not a member"),
+            return ControlResponse::Failed {
+                reason: format!("{peer} is not a member of the roster in force here"),
             };
         };
         let party = self.holdings.referral_party();
@@ -242,7 +244,7 @@ impl PeerAnswers {
             ),
             ReferralMessage::Update(signed) => (
                 "referral update",
-                party.receive_update(&roster, &trust, signed),
+                party.receive_update(&roster, &trust, signed, now_unix()),
             ),
         };
         use crate::referrals::ReferralFailure;
@@ -256,6 +258,12 @@ impl PeerAnswers {
             Err(ReferralFailure::Store(e)) => ControlResponse::Failed {
                 reason: e.to_string(),
             },
+            // What it needs has not arrived (the referral of an update, a grant): later.
+            Err(e @ (ReferralFailure::NotYet(_) | ReferralFailure::NotFound(_))) => {
+                ControlResponse::Failed {
+                    reason: e.to_string(),
+                }
+            }
             Err(e) => {
                 warn!(%peer, from = %trust, kind, reason = %e, "refused");
                 ControlResponse::Denied {

@@ -45,9 +45,15 @@ pub enum ReferralFailure {
     /// A peer's message that must not be accepted (wrong signer, wrong trust).
     #[error("{0}")]
     Refused(String),
+    /// Not now, perhaps later (what it needs has not arrived yet): the sender asks again.
+    #[error("{0}")]
+    NotYet(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How far in the future a peer's timestamp may be (clocks differ a little).
+pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 
 /// This node as a party to referrals: its trust and the key it signs with.
 pub struct Party<'a> {
@@ -69,6 +75,9 @@ pub struct NewReferral {
     pub expires_at: u64,
     /// Second opinion, or direct care for a case claimed from the co-operative's queue.
     pub purpose: Purpose,
+    /// The nonce the referral's id is made from; `None`: a fresh one. (A claimed case's is
+    /// derived from its offer, so referring it twice makes the same referral once.)
+    pub nonce: Option<[u8; 16]>,
 }
 
 /// The action that shows a referral to one of this trust's people: referring its slides at
@@ -80,6 +89,23 @@ pub fn visible_action(stored: &StoredReferral) -> ConsentAction {
     } else {
         ConsentAction::Answer
     }
+}
+
+/// Whether a received referral's slides are shown here under its own grants (the shared
+/// slide this trust holds for each is the one the referral's grant brought), so that its
+/// `answer` decision is made under the grant that names it, not another trust's or another
+/// referral's. A sent referral's slides are this trust's own: always.
+pub fn shown_under_its_grants(store: &Store, stored: &StoredReferral) -> Result<bool, StoreError> {
+    if stored.sent_here {
+        return Ok(true);
+    }
+    let r = &stored.referral;
+    for (slide, grant) in r.slides.iter().zip(&r.grants) {
+        if store.remote_slide(slide)?.map(|held| held.grant) != Some(*grant) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// One audit entry per slide of the referral for a step.
@@ -183,7 +209,10 @@ impl Party<'_> {
                 )));
             }
         }
-        let id = slidemesh_protocol::referral::fresh_referral_id();
+        let nonce = new
+            .nonce
+            .unwrap_or_else(slidemesh_protocol::referral::fresh_nonce);
+        let id = slidemesh_protocol::referral::referral_id(self.trust, &nonce);
         let mut grants = Vec::new();
         for slide in &new.slides {
             let grant = Grant {
@@ -206,6 +235,7 @@ impl Party<'_> {
         }
         let referral = Referral {
             id,
+            nonce,
             from: self.trust.clone(),
             referrer: referrer.cloned(),
             to: new.to.clone(),
@@ -257,7 +287,8 @@ impl Party<'_> {
 
     /// Takes a step on referral `id` as this trust (opened or answered at the receiving
     /// trust; closed or withdrawn at the referring one), records it and queues it for the
-    /// other side. Withdrawing revokes the referral's grants. Opening is recorded once.
+    /// other side. Withdrawing or closing revokes the referral's grants. Opening is recorded
+    /// once.
     pub fn take_step(
         &self,
         id: &ReferralId,
@@ -336,7 +367,8 @@ impl Party<'_> {
                 ),
                 ..Alongside::default()
             };
-            if matches!(step, Step::Withdrawn) {
+            // Done with, one way or the other: the other trust no longer sees the slides.
+            if matches!(step, Step::Withdrawn | Step::Closed) {
                 for grant in &stored.referral.grants {
                     let revocation = SignedRevocation::sign(
                         &Revocation {
@@ -400,6 +432,36 @@ impl Party<'_> {
         referral
             .validate()
             .map_err(|e| refused(format!("malformed referral: {e}")))?;
+        if referral.sent_at > now + MAX_CLOCK_SKEW_SECS {
+            return Err(refused(format!(
+                "referral sent {} s in the future",
+                referral.sent_at - now
+            )));
+        }
+        // Its grants came first, on the same ordered queue: each from the referring trust,
+        // for this trust, for its slide, naming this referral. (Not here: not yet, ask again.)
+        for (slide, grant) in referral.slides.iter().zip(&referral.grants) {
+            let Some(held) = self.store.grant(grant)? else {
+                return Err(ReferralFailure::NotYet(format!(
+                    "grant {grant} for referral {} is not here yet",
+                    referral.id
+                )));
+            };
+            let g = &held.grant;
+            let id = referral.id.to_string();
+            if held.issued_here
+                || g.owner != referral.from
+                || &g.grantee != self.trust
+                || g.slide != *slide
+                || g.reference.as_deref() != Some(id.as_str())
+                || g.purpose != referral.purpose
+            {
+                return Err(refused(format!(
+                    "grant {grant} is not {}'s grant of slide {slide} for referral {id}",
+                    referral.from
+                )));
+            }
+        }
         let mut stored = StoredReferral::new(signed, referral, false);
         let mut audit = step_entries(
             &stored,
@@ -462,6 +524,7 @@ impl Party<'_> {
         roster: &Roster,
         peer_trust: &TrustCode,
         signed: SignedReferralUpdate,
+        now: u64,
     ) -> Result<(), ReferralFailure> {
         let refused = |m: String| ReferralFailure::Refused(m);
         let update = signed
@@ -482,6 +545,12 @@ impl Party<'_> {
         update
             .validate()
             .map_err(|e| refused(format!("malformed referral update: {e}")))?;
+        if update.at > now + MAX_CLOCK_SKEW_SECS {
+            return Err(refused(format!(
+                "referral step taken {} s in the future",
+                update.at - now
+            )));
+        }
         let hash = *blake3::hash(&signed.bytes).as_bytes();
         let status = status_of(&update.step);
         let id = update.referral;
@@ -504,7 +573,7 @@ impl Party<'_> {
             let user = update.user.as_ref().map(ToString::to_string);
             if let Err(e) = stored.push(HistoryStep {
                 status,
-                at: update.at,
+                at: update.at.max(stored.referral.sent_at),
                 by: update.by.clone(),
                 user: user.clone(),
                 update: Some(hash),
@@ -514,13 +583,7 @@ impl Party<'_> {
             if let Step::Answered(opinion) = &update.step {
                 stored.opinion = Some((opinion.clone(), signed.clone()));
             }
-            let audit = step_entries(
-                stored,
-                Side::ReferralNotice,
-                status,
-                user.as_deref(),
-                update.at,
-            );
+            let audit = step_entries(stored, Side::ReferralNotice, status, user.as_deref(), now);
             Change::Commit(
                 Alongside {
                     audit,

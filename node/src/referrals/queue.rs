@@ -24,10 +24,36 @@ use crate::store::referrals::{Alongside, Change, Status, StoredOffer, StoredRefe
 pub struct NewOffer {
     pub queue: String,
     pub slides: Vec<SlideId>,
+    /// A summary every member reads (no patient identifiers).
     pub question: String,
     pub urgency: Urgency,
+    /// The report so far: only the trust that takes the case receives it, with the referral.
     pub report: String,
     pub expires_at: u64,
+}
+
+fn check_text_of_report(report: &str) -> Result<(), ReferralFailure> {
+    if report.len() > slidemesh_protocol::referral::MAX_REPORT {
+        return Err(ReferralFailure::Invalid(format!(
+            "the report is {} bytes; at most {}",
+            report.len(),
+            slidemesh_protocol::referral::MAX_REPORT
+        )));
+    }
+    Ok(())
+}
+
+/// One finisher at a time in this process: the claim handler and the background loop may
+/// both find the same taken offer.
+static FINISHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The nonce of the referral a taken offer becomes: derived from the offer, so making it
+/// again (after a crash between referral and outcome) makes the same referral, once.
+fn claimed_referral_nonce(offer: &ReferralId) -> [u8; 16] {
+    let hash = blake3::derive_key("slidemesh claimed case referral v1", offer.as_bytes());
+    let mut nonce = [0u8; 16];
+    nonce.copy_from_slice(&hash[..16]);
+    nonce
 }
 
 /// One queue's figures, as this node sees them.
@@ -115,24 +141,27 @@ impl Party<'_> {
                 )));
             }
         }
+        let nonce = slidemesh_protocol::referral::fresh_nonce();
         let offer = Offer {
-            id: slidemesh_protocol::referral::fresh_referral_id(),
+            id: slidemesh_protocol::referral::referral_id(self.trust, &nonce),
+            nonce,
             from: self.trust.clone(),
             queue: new.queue,
             slides: new.slides,
             question: new.question,
             urgency: new.urgency,
-            report: new.report,
             offered_at: now,
             expires_at: new.expires_at,
         };
         offer.validate().map_err(|e| invalid(e.to_string()))?;
+        check_text_of_report(&new.report)?;
         let stored = StoredOffer {
             signed: SignedOffer::sign(&offer, self.key),
             offer,
             taken_by: None,
             outcome: None,
             claimed_here: None,
+            report: new.report,
         };
         self.store.put_offer(&stored)?;
         Ok(stored)
@@ -167,6 +196,7 @@ impl Party<'_> {
             taken_by: None,
             outcome: None,
             claimed_here: None,
+            report: String::new(),
         })?)
     }
 
@@ -254,6 +284,7 @@ impl Party<'_> {
         roster: &Roster,
         now: u64,
     ) -> Result<Vec<SignedOfferOutcome>, ReferralFailure> {
+        let _one_at_a_time = FINISHING.lock().unwrap_or_else(|e| e.into_inner());
         let mut made = Vec::new();
         for stored in self.store.offers()? {
             let Some((taker, user, _)) = stored.taken_by.clone() else {
@@ -262,12 +293,37 @@ impl Party<'_> {
             if stored.outcome.is_some() || &stored.offer.from != self.trust {
                 continue;
             }
-            let o = &stored.offer;
-            let recipient = match &user {
-                Some(u) => Recipient::Specialist(u.id.clone()),
-                None => Recipient::Queue(o.queue.clone()),
-            };
-            let referral = self.send(
+            // One offer that cannot be referred (its taker left the roster, a slide is
+            // gone) does not hold up the others.
+            match self.finish_one(roster, &stored, taker, user, now) {
+                Ok(Some(signed)) => made.push(signed),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(offer = %stored.offer.id, error = %e, "cannot refer a taken case")
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    fn finish_one(
+        &self,
+        roster: &Roster,
+        stored: &StoredOffer,
+        taker: TrustCode,
+        user: Option<UserClaim>,
+        now: u64,
+    ) -> Result<Option<SignedOfferOutcome>, ReferralFailure> {
+        let o = &stored.offer;
+        let recipient = match &user {
+            Some(u) => Recipient::Specialist(u.id.clone()),
+            None => Recipient::Queue(o.queue.clone()),
+        };
+        let nonce = claimed_referral_nonce(&o.id);
+        let id = slidemesh_protocol::referral::referral_id(self.trust, &nonce);
+        // Made already (the outcome was not written after it): the same referral.
+        if self.store.referral(&id)?.is_none() {
+            self.send(
                 roster,
                 None,
                 NewReferral {
@@ -276,27 +332,30 @@ impl Party<'_> {
                     slides: o.slides.clone(),
                     question: o.question.clone(),
                     urgency: o.urgency,
-                    report: o.report.clone(),
+                    report: stored.report.clone(),
                     expires_at: o.expires_at.max(now + 86_400),
                     purpose: Purpose::DirectCare,
+                    nonce: Some(nonce),
                 },
                 now,
             )?;
-            let outcome = OfferOutcome {
-                offer: o.id,
-                from: self.trust.clone(),
-                taken_by: Some(taker),
-                referral: Some(referral.referral.id),
-                at: now,
-            };
-            let signed = SignedOfferOutcome::sign(&outcome, self.key);
-            self.store.change_offer(&o.id, |s| {
-                s.outcome = Some((outcome.clone(), signed.clone()));
-                Change::Commit(Alongside::default(), ())
-            })?;
-            made.push(signed);
         }
-        Ok(made)
+        let outcome = OfferOutcome {
+            offer: o.id,
+            from: self.trust.clone(),
+            taken_by: Some(taker),
+            referral: Some(id),
+            at: now,
+        };
+        let signed = SignedOfferOutcome::sign(&outcome, self.key);
+        let written = self.store.change_offer(&o.id, |s| {
+            if s.outcome.is_some() {
+                return Change::Keep(false);
+            }
+            s.outcome = Some((outcome.clone(), signed.clone()));
+            Change::Commit(Alongside::default(), true)
+        })?;
+        Ok((written == Some(true)).then_some(signed))
     }
 
     /// An outcome announced by the offering trust: kept with its offer.

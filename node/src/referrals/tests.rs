@@ -4,14 +4,14 @@
 use slidemesh_protocol::referral::{Coding, SNOMED_CT};
 use slidemesh_protocol::wire::ControlRequest;
 use slidemesh_protocol::{
-    GrantId, NodeKey, Opinion, Recipient, Referral, ReferralId, Roster, SignedReferral,
+    NodeKey, Opinion, Recipient, Referral, ReferralId, Roster, SignedReferral,
     SignedReferralUpdate, SlideId, Step, TrustCode, Urgency, UserClaim,
 };
 
 use super::{Party, ReferralFailure};
 use crate::audit::Side;
 use crate::store::Store;
-use crate::store::federation::OutboxItem;
+use crate::store::federation::{OutboxItem, StoredGrant};
 use crate::store::referrals::{Alongside, Status, StoredReferral};
 use crate::testing::member;
 
@@ -104,29 +104,71 @@ fn world() -> World {
     }
 }
 
-const NOW: u64 = 1_800_000_000;
+/// A time in the past (steps a peer dates in the future are refused).
+const NOW: u64 = 1_790_000_000;
 
-fn referral(from: &Site, to: &str) -> Referral {
-    Referral {
-        id: slidemesh_protocol::referral::fresh_referral_id(),
+/// A referral from `from` to `to` of two slides, with its grants (signed by `from`, naming
+/// it), which the test delivers first as the outbox would.
+fn referral_with_grants(from: &Site, to: &str) -> (Referral, Vec<StoredGrant>) {
+    let nonce = slidemesh_protocol::referral::fresh_nonce();
+    let id = slidemesh_protocol::referral::referral_id(&from.trust, &nonce);
+    let slides = vec![SlideId::of(b"core 1"), SlideId::of(b"core 2")];
+    let grants: Vec<StoredGrant> = slides
+        .iter()
+        .map(|slide| {
+            let grant = slidemesh_protocol::Grant {
+                slide: *slide,
+                owner: from.trust.clone(),
+                grantee: to.parse().unwrap(),
+                action: slidemesh_protocol::Action::View,
+                purpose: slidemesh_protocol::Purpose::SecondOpinion,
+                reference: Some(id.to_string()),
+                issued_at: NOW,
+                expires_at: NOW + 86_400,
+            };
+            StoredGrant {
+                signed: slidemesh_protocol::SignedGrant::sign(&grant, &from.key).unwrap(),
+                grant,
+                issued_here: false,
+                stored_at: NOW,
+            }
+        })
+        .collect();
+    let referral = Referral {
+        id,
+        nonce,
         from: from.trust.clone(),
         referrer: Some(UserClaim::new("jsmith", "pathologist").unwrap()),
         to: to.parse().unwrap(),
         recipient: Recipient::Queue("breast".into()),
-        slides: vec![SlideId::of(b"core 1"), SlideId::of(b"core 2")],
-        grants: vec![GrantId::of(b"g1"), GrantId::of(b"g2")],
+        grants: grants.iter().map(|g| g.signed.id()).collect(),
+        slides,
         purpose: slidemesh_protocol::Purpose::SecondOpinion,
         question: "DCIS or invasive?".into(),
         urgency: Urgency::TwoWeekWait,
         report: String::new(),
         sent_at: NOW,
         expires_at: NOW + 86_400,
+    };
+    (referral, grants)
+}
+
+fn referral(from: &Site, to: &str) -> Referral {
+    referral_with_grants(from, to).0
+}
+
+/// Delivers `grants` to `site` as its node accepts a delivered grant.
+fn deliver_grants(site: &Site, grants: &[StoredGrant]) {
+    for g in grants {
+        site.store.put_grant(g, None).unwrap();
     }
 }
 
-/// Leeds has sent a referral to Bradford (as `Party::send` stores it) and Bradford received it.
+/// Leeds has sent a referral to Bradford (as `Party::send` stores it) and Bradford received
+/// its grants, then it.
 fn sent_and_received(w: &World) -> ReferralId {
-    let r = referral(&w.leeds, "RAE");
+    let (r, grants) = referral_with_grants(&w.leeds, "RAE");
+    deliver_grants(&w.bradford, &grants);
     let signed = SignedReferral::sign(&r, &w.leeds.key);
     w.leeds
         .store
@@ -189,7 +231,7 @@ fn a_received_referral_is_stored_once_acknowledged_and_logged_per_slide() {
     for _ in 0..2 {
         w.leeds
             .party()
-            .receive_update(&w.roster, &w.bradford.trust, updates[0].clone())
+            .receive_update(&w.roster, &w.bradford.trust, updates[0].clone(), NOW + 2)
             .unwrap();
     }
     let at_leeds = w.leeds.referral(&id);
@@ -246,6 +288,43 @@ fn forged_and_misdirected_referrals_are_refused() {
 }
 
 #[test]
+fn a_referral_is_received_only_after_its_own_grants() {
+    let w = world();
+    let (r, grants) = referral_with_grants(&w.leeds, "RAE");
+    let signed = SignedReferral::sign(&r, &w.leeds.key);
+    // Its grants not here yet: not a refusal, the sender asks again.
+    let e = w
+        .bradford
+        .party()
+        .receive(&w.roster, &w.leeds.trust, signed.clone(), NOW + 1)
+        .unwrap_err();
+    assert!(matches!(e, ReferralFailure::NotYet(_)), "{e}");
+    // Grants that name another referral (a member reusing grants Bradford holds for
+    // something else): refused.
+    let (_, others) = referral_with_grants(&w.leeds, "RAE");
+    deliver_grants(&w.bradford, &others);
+    let mut borrowed = r.clone();
+    borrowed.grants = others.iter().map(|g| g.signed.id()).collect();
+    let e = w
+        .bradford
+        .party()
+        .receive(
+            &w.roster,
+            &w.leeds.trust,
+            SignedReferral::sign(&borrowed, &w.leeds.key),
+            NOW + 1,
+        )
+        .unwrap_err();
+    assert!(matches!(e, ReferralFailure::Refused(_)), "{e}");
+    assert!(e.to_string().contains("for referral"), "{e}");
+    deliver_grants(&w.bradford, &grants);
+    w.bradford
+        .party()
+        .receive(&w.roster, &w.leeds.trust, signed, NOW + 1)
+        .unwrap();
+}
+
+#[test]
 fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
     let w = world();
     let id = sent_and_received(&w);
@@ -281,7 +360,7 @@ fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
     let leeds = w.leeds.party();
     for update in w.bradford.updates() {
         leeds
-            .receive_update(&w.roster, &w.bradford.trust, update)
+            .receive_update(&w.roster, &w.bradford.trust, update, NOW + 30)
             .unwrap();
     }
     let at_leeds = w.leeds.referral(&id);
@@ -306,7 +385,7 @@ fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
     // referrer's step: refused.
     let stolen = w.bradford.updates().pop().unwrap();
     let e = leeds
-        .receive_update(&w.roster, &w.wakefield.trust, stolen)
+        .receive_update(&w.roster, &w.wakefield.trust, stolen, NOW + 30)
         .unwrap_err();
     assert!(matches!(e, ReferralFailure::Refused(_)), "{e}");
     let claimed = SignedReferralUpdate::sign(
@@ -320,7 +399,7 @@ fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
         &w.bradford.key,
     );
     let e = leeds
-        .receive_update(&w.roster, &w.bradford.trust, claimed)
+        .receive_update(&w.roster, &w.bradford.trust, claimed, NOW + 30)
         .unwrap_err();
     assert!(e.to_string().contains("may not mark"), "{e}");
 
@@ -328,7 +407,7 @@ fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
     leeds.take_step(&id, None, Step::Closed, NOW + 40).unwrap();
     let close = w.leeds.updates().pop().unwrap();
     bradford
-        .receive_update(&w.roster, &w.leeds.trust, close)
+        .receive_update(&w.roster, &w.leeds.trust, close, NOW + 41)
         .unwrap();
     assert_eq!(w.bradford.referral(&id).status, Status::Closed);
     let e = bradford
@@ -371,7 +450,7 @@ fn withdrawing_revokes_the_grants_and_tells_the_receiver_after_them() {
     let update = w.leeds.updates().pop().unwrap();
     w.bradford
         .party()
-        .receive_update(&w.roster, &w.leeds.trust, update)
+        .receive_update(&w.roster, &w.leeds.trust, update, NOW + 11)
         .unwrap();
     assert_eq!(w.bradford.referral(&id).status, Status::Withdrawn);
     let e = w
@@ -425,14 +504,15 @@ mod queue {
     /// Leeds's offer of a case to the gi queue, stored at Leeds (as `Party::offer` would,
     /// without the slide check) and received by Bradford and Wakefield.
     fn offered(w: &World) -> Offer {
+        let nonce = slidemesh_protocol::referral::fresh_nonce();
         let offer = Offer {
-            id: slidemesh_protocol::referral::fresh_referral_id(),
+            id: slidemesh_protocol::referral::referral_id(&w.leeds.trust, &nonce),
+            nonce,
             from: w.leeds.trust.clone(),
             queue: "gi".into(),
             slides: vec![SlideId::of(b"biopsy")],
             question: "Dysplasia?".into(),
             urgency: Urgency::Routine,
-            report: String::new(),
             offered_at: NOW,
             expires_at: NOW + 86_400,
         };
@@ -445,6 +525,7 @@ mod queue {
                 taken_by: None,
                 outcome: None,
                 claimed_here: None,
+                report: String::new(),
             })
             .unwrap();
         for site in [&w.bradford, &w.wakefield] {

@@ -168,9 +168,25 @@ impl StoredReferral {
         self.history.iter().any(|s| s.update.as_ref() == Some(hash))
     }
 
-    /// Adds a step to the history and moves the status on; refused past [`MAX_HISTORY`].
+    /// Adds a step to the history and moves the status on. Each step happens once, and none
+    /// after the referral is closed, expired or withdrawn (so the other side can neither
+    /// fill the history nor change an opinion after the fact); a final step is always taken.
     pub fn push(&mut self, step: HistoryStep) -> Result<(), String> {
-        if self.history.len() >= MAX_HISTORY {
+        if self.status.is_final() {
+            return Err(format!(
+                "referral {} is {} already",
+                self.referral.id,
+                self.status.as_str()
+            ));
+        }
+        if self.history.iter().any(|h| h.status == step.status) {
+            return Err(format!(
+                "referral {} was {} already",
+                self.referral.id,
+                step.status.as_str()
+            ));
+        }
+        if self.history.len() >= MAX_HISTORY && !step.status.is_final() {
             return Err(format!(
                 "referral {} has {MAX_HISTORY} steps already",
                 self.referral.id
@@ -192,6 +208,8 @@ pub struct StoredOffer {
     pub taken_by: Option<(TrustCode, Option<UserClaim>, u64)>,
     /// The offering trust's signed word on who took it, once given.
     pub outcome: Option<(OfferOutcome, SignedOfferOutcome)>,
+    /// At the offering node: the report so far, sent only with the referral to the taker.
+    pub report: String,
     /// At a claiming node: when this trust sent its claim.
     pub claimed_here: Option<u64>,
 }

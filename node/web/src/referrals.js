@@ -366,10 +366,12 @@ export async function renderQueue(root) {
       : notice('empty', 'No cases have been offered yet.')));
   const open = (data.offers ?? []).filter((o) => o.open).sort(byPriority);
   const rows = open.map((o) => {
-    const status = h('span', {}, o.claimed_here_at ? 'Claim sent' : '');
+    const status = h('span', { class: 'claim-status', role: 'status' }, o.claimed_here_at ? 'Claim sent' : '');
     const button = o.claimed_here_at ? null : h('button', {
       type: 'button',
+      id: `claim-${o.id}`,
       class: 'button button--secondary',
+      'aria-label': `Claim the ${o.queue} case from ${o.from}`,
       onclick: async (event) => {
         event.target.disabled = true;
         try {

@@ -119,15 +119,16 @@ async fn decide_referral(
     stored: &StoredReferral,
 ) -> Result<(), ApiError> {
     let (store, held) = (state.store.clone(), stored.clone());
-    let under_its_grants =
-        tokio::task::spawn_blocking(move || referrals::shown_under_its_grants(&store, &held))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
-    if !under_its_grants {
+    let roster = state.federation.holdings.membership.roster();
+    let hold = tokio::task::spawn_blocking(move || {
+        referrals::grants_hold(&store, roster.as_deref(), &held, now_unix())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    if !hold {
         return Err(ApiError::forbidden(format!(
-            "the slides of referral {} are not held here under its grants (withdrawn, \
-             ended, or not arrived yet)",
+            "referral {}'s grants no longer hold here (withdrawn, closed or ended)",
             stored.referral.id
         )));
     }
@@ -174,6 +175,7 @@ pub async fn list(
         state.federation.clone(),
         requester.0.clone(),
     );
+    let roster = state.federation.holdings.membership.roster();
     let referrals = tokio::task::spawn_blocking(move || {
         let now = now_unix();
         let all = store.referrals()?;
@@ -182,7 +184,7 @@ pub async fn list(
             .filter(|r| sent.is_none_or(|s| r.sent_here == s))
             .filter(|r| {
                 let action = referrals::visible_action(r);
-                referrals::shown_under_its_grants(&store, r).unwrap_or(false)
+                referrals::grants_hold(&store, roster.as_deref(), r, now).unwrap_or(false)
                     && r.referral
                         .slides
                         .iter()

@@ -91,17 +91,32 @@ pub fn visible_action(stored: &StoredReferral) -> ConsentAction {
     }
 }
 
-/// Whether a received referral's slides are shown here under its own grants (the shared
-/// slide this trust holds for each is the one the referral's grant brought), so that its
-/// `answer` decision is made under the grant that names it, not another trust's or another
-/// referral's. A sent referral's slides are this trust's own: always.
-pub fn shown_under_its_grants(store: &Store, stored: &StoredReferral) -> Result<bool, StoreError> {
+/// Whether a received referral's own grants still hold here (stored when delivered: from
+/// the referring trust, for this trust, naming this referral; none expired or revoked by
+/// their issuer): the referral is shown only then, so a withdrawn, closed or ended one is
+/// not. A sent referral's slides are this trust's own: always. (Several referrals of one
+/// slide may be open at once; the slide itself is shown under whichever of its grants the
+/// node holds, all from its owner.)
+pub fn grants_hold(
+    store: &Store,
+    roster: Option<&Roster>,
+    stored: &StoredReferral,
+    now: u64,
+) -> Result<bool, StoreError> {
     if stored.sent_here {
         return Ok(true);
     }
-    let r = &stored.referral;
-    for (slide, grant) in r.slides.iter().zip(&r.grants) {
-        if store.remote_slide(slide)?.map(|held| held.grant) != Some(*grant) {
+    let Some(roster) = roster else {
+        return Ok(false);
+    };
+    for id in &stored.referral.grants {
+        let Some(held) = store.grant(id)? else {
+            return Ok(false);
+        };
+        let revocations = store.revocations(id)?;
+        if held.grant.expires_at <= now
+            || crate::access::grant::revoked_by_issuer(id, &held.grant, &revocations, roster)
+        {
             return Ok(false);
         }
     }

@@ -106,6 +106,16 @@ fn failure(e: ReferralFailure) -> ApiError {
     }
 }
 
+fn parse_slides(texts: &[String]) -> Result<Vec<SlideId>, ApiError> {
+    texts
+        .iter()
+        .map(|s| {
+            s.parse::<SlideId>()
+                .map_err(|e| ApiError::bad_request(format!("invalid slide id {s:?}: {e}")))
+        })
+        .collect()
+}
+
 fn parse_id(text: &str) -> Result<ReferralId, ApiError> {
     text.parse()
         .map_err(|e| ApiError::bad_request(format!("invalid referral id {text:?}: {e}")))
@@ -282,14 +292,7 @@ pub async fn create(
         .parse()
         .map_err(|e| ApiError::bad_request(format!("to: {e}")))?;
     let urgency: Urgency = form.urgency.parse().map_err(ApiError::bad_request)?;
-    let slides = form
-        .slides
-        .iter()
-        .map(|s| {
-            s.parse::<SlideId>()
-                .map_err(|e| ApiError::bad_request(format!("invalid slide id {s:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let slides = parse_slides(&form.slides)?;
     let now = now_unix();
     let expires_at = form.expires_at.unwrap_or(now + default_lifetime(urgency));
     for slide in &slides {
@@ -462,14 +465,7 @@ pub async fn create_offer(
     Json(form): Json<OfferForm>,
 ) -> Result<Response, ApiError> {
     let urgency: Urgency = form.urgency.parse().map_err(ApiError::bad_request)?;
-    let slides = form
-        .slides
-        .iter()
-        .map(|s| {
-            s.parse::<SlideId>()
-                .map_err(|e| ApiError::bad_request(format!("invalid slide id {s:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let slides = parse_slides(&form.slides)?;
     for slide in &slides {
         super::decide(&state, &requester, *slide, &[ConsentAction::Refer]).await?;
     }

@@ -103,14 +103,7 @@ fn party(node: &NodeContext) -> Party<'_> {
 pub fn refer(data: DataDir, args: ReferArgs) -> Result<()> {
     let node = NodeContext::open(data)?;
     let now = now_unix();
-    let slides = args
-        .slides
-        .iter()
-        .map(|s| {
-            s.parse::<SlideId>()
-                .map_err(|e| anyhow::anyhow!("invalid slide id {s:?}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let slides = parse_slides(&args.slides)?;
     let to: TrustCode = args.to.parse()?;
     let urgency: Urgency = args.urgency.parse().map_err(anyhow::Error::msg)?;
     let expires_at = super::share::parse_until(&args.until, now)?;
@@ -170,14 +163,7 @@ pub fn refer(data: DataDir, args: ReferArgs) -> Result<()> {
 pub fn offer(data: DataDir, args: OfferArgs) -> Result<()> {
     let node = NodeContext::open(data)?;
     let now = now_unix();
-    let slides = args
-        .slides
-        .iter()
-        .map(|s| {
-            s.parse::<SlideId>()
-                .map_err(|e| anyhow::anyhow!("invalid slide id {s:?}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let slides = parse_slides(&args.slides)?;
     let expires_at = super::share::parse_until(&args.until, now)?;
     let stored = party(&node).offer(
         crate::referrals::queue::NewOffer {
@@ -263,6 +249,16 @@ pub fn referrals(data: DataDir, args: ReferralsArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_slides(texts: &[String]) -> Result<Vec<SlideId>> {
+    texts
+        .iter()
+        .map(|s| {
+            s.parse::<SlideId>()
+                .map_err(|e| anyhow::anyhow!("invalid slide id {s:?}: {e}"))
+        })
+        .collect()
 }
 
 fn parse_id(text: &str) -> Result<ReferralId> {

@@ -5,8 +5,9 @@
 //!   listed in Bradford's inbox (`GET /api/v1/referrals?box=inbox`, polled every 2 ms): its
 //!   grant, the slide's manifest and consent statement, and the referral itself cross the
 //!   link. p50 and p99, beside the reference measured on the same link in the same run: one
-//!   uncached tile of the referred slide fetched through Bradford's API (one round trip to
-//!   Leeds and back), so the ratio says how many such round trips a referral costs.
+//!   uncached tile of the referred slide fetched through Bradford's API, each far from the
+//!   last (one round trip to Leeds and back), so the ratio says how many such round trips a
+//!   referral costs.
 //! - Outage: Bradford stopped, referrals sent, Bradford started again after `--outage-secs`:
 //!   the time from its API answering to every referral listed, and whether each arrived
 //!   exactly once (one referral in the inbox, one delivery in Leeds's history).
@@ -124,26 +125,29 @@ pub fn run(args: ReferralsBench) -> Result<()> {
     }
     visible.sort_by(f64::total_cmp);
 
-    // The reference: uncached tiles of the referred slide through Bradford, one at a time.
+    // The reference: uncached tiles of the referred slide through Bradford, one at a time,
+    // each far from the ones before (a request fetches the screen around it too).
     let detail = get_json(&format!("{to}/api/v1/slides/{slide}"))?;
     let finest = &detail["levels"][0];
     let cols = finest["cols"].as_u64().unwrap_or(1);
-    let tiles = finest["tiles"].as_u64().unwrap_or(0);
+    let rows = finest["rows"].as_u64().unwrap_or(1);
     let mut tile_ms = Vec::new();
-    // Far from the start of the level, where prefetch may already have fetched.
-    for i in 0..args.referrals.min(tiles as usize / 2) as u64 {
-        let k = tiles - 1 - i * 2;
-        let url = format!(
-            "{to}/api/v1/slides/{slide}/levels/0/tiles/{}/{}",
-            k % cols,
-            k / cols
-        );
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..args.referrals as u64 {
+        let (col, row) = ((i * 13) % cols, (i * 11 + i / 7 * 5) % rows);
+        if !seen.insert((col / 8, row / 8)) {
+            continue;
+        }
+        let url = format!("{to}/api/v1/slides/{slide}/levels/0/tiles/{col}/{row}");
         let started = Instant::now();
         ureq::get(&url)
             .timeout(Duration::from_secs(30))
             .call()
             .with_context(|| format!("GET {url}"))?;
         tile_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    if tile_ms.is_empty() {
+        bail!("the slide is too small for the tile reference");
     }
     tile_ms.sort_by(f64::total_cmp);
 

@@ -255,6 +255,8 @@ fn cut_heal_and_delay_the_link_between_owner_and_grantee() {
                 g["direction"] == "issued"
                     && g["state"] == "active"
                     && g["grant"]["slide"] == slide.as_str()
+                    // Leeds also referred the slide to Harrogate (the demo's referrals).
+                    && g["grant"]["grantee"] == "RAE"
             })
             .expect("an active grant from Leeds to Bradford")["grant_id"]
             .as_str()

@@ -637,7 +637,7 @@ mod tests {
                 "longer than",
             ),
             (|r| r.nonce[0] ^= 1, "nonce"),
-            (|r| r.from = "RAE".parse().unwrap(), "nonce"),
+            (|r| r.from = "RWA".parse().unwrap(), "nonce"),
             (
                 |r| r.recipient = Recipient::Specialist(String::new()),
                 "recipient",

@@ -423,6 +423,7 @@ fn offer_json(o: &crate::store::referrals::StoredOffer, now: u64) -> Value {
         "taken_by": taken_by,
         "referral": referral,
         "claimed_here_at": o.claimed_here,
+        "claim_refused": o.claim_refused,
     })
 }
 

@@ -362,8 +362,21 @@ async fn deliver_outbox(
             Ok(ControlResponse::Denied { reason }) => {
                 // The grantee will never accept it; keeping it would retry forever.
                 warn!(to = %item.to, reason, "grantee refused the message; dropping it");
-                let store = fed.holdings.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.outbox_done(seq)).await;
+                let holdings = fed.holdings.clone();
+                let refused_claim = match &item.message {
+                    ControlRequest::ClaimOffer(signed) => signed.verify().ok().map(|c| c.offer),
+                    _ => None,
+                };
+                let _ = tokio::task::spawn_blocking(move || {
+                    // A refused claim is said on the offer, and this trust may claim again.
+                    if let Some(offer) = refused_claim
+                        && let Err(e) = holdings.referral_party().claim_refused(&offer, &reason)
+                    {
+                        warn!(%offer, error = %e, "cannot record a refused claim");
+                    }
+                    holdings.store.outbox_done(seq)
+                })
+                .await;
             }
             Ok(other) => {
                 debug!(to = %item.to, answer = ?other, "not delivered yet");

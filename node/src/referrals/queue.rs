@@ -162,6 +162,7 @@ impl Party<'_> {
             outcome: None,
             claimed_here: None,
             report: new.report,
+            claim_refused: None,
         };
         self.store.put_offer(&stored)?;
         Ok(stored)
@@ -197,6 +198,7 @@ impl Party<'_> {
             outcome: None,
             claimed_here: None,
             report: String::new(),
+            claim_refused: None,
         })?)
     }
 
@@ -224,6 +226,7 @@ impl Party<'_> {
                 return Change::Keep(Ok(stored.clone()));
             }
             stored.claimed_here = Some(now);
+            stored.claim_refused = None;
             let claim = Claim {
                 offer: *id,
                 by: self.trust.clone(),
@@ -244,6 +247,18 @@ impl Party<'_> {
             )
         })?;
         changed.ok_or(ReferralFailure::NotFound(*id))?
+    }
+
+    /// At a claiming node: the offerer refused this trust's claim (its policy, or the case
+    /// was taken): the reason is kept on the offer, and this trust may claim again.
+    pub fn claim_refused(&self, id: &ReferralId, reason: &str) -> Result<(), ReferralFailure> {
+        let reason: String = reason.chars().take(512).collect();
+        self.store.change_offer(id, |stored| {
+            stored.claimed_here = None;
+            stored.claim_refused = Some(reason.clone());
+            Change::Commit(Alongside::default(), ())
+        })?;
+        Ok(())
     }
 
     /// At the offering node, a claim whose `claim` decision allowed it (the caller's):

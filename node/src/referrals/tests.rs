@@ -526,6 +526,7 @@ mod queue {
                 outcome: None,
                 claimed_here: None,
                 report: String::new(),
+                claim_refused: None,
             })
             .unwrap();
         for site in [&w.bradford, &w.wakefield] {
@@ -607,6 +608,23 @@ mod queue {
             "one claim queued however often it is asked"
         );
         assert_eq!(claims[0].to, w.leeds.trust);
+        // Refused by Leeds (say, the claimant's role): said on the offer, and Bradford may
+        // claim it again, which queues a new claim.
+        bradford
+            .claim_refused(&offer.id, "not a pathologist")
+            .unwrap();
+        let at_bradford = w.bradford.store.offer(&offer.id).unwrap().unwrap();
+        assert_eq!(
+            at_bradford.claim_refused.as_deref(),
+            Some("not a pathologist")
+        );
+        assert_eq!(at_bradford.claimed_here, None);
+        bradford.claim(&offer.id, Some(&user), NOW + 3).unwrap();
+        let at_bradford = w.bradford.store.offer(&offer.id).unwrap().unwrap();
+        assert_eq!(
+            (at_bradford.claim_refused, at_bradford.claimed_here),
+            (None, Some(NOW + 3))
+        );
         // Leeds's own offer cannot be claimed by Leeds.
         let e = w.leeds.party().claim(&offer.id, None, NOW + 1).unwrap_err();
         assert!(e.to_string().contains("own offer"), "{e}");

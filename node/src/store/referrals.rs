@@ -212,6 +212,9 @@ pub struct StoredOffer {
     pub report: String,
     /// At a claiming node: when this trust sent its claim.
     pub claimed_here: Option<u64>,
+    /// At a claiming node: why the offerer refused this trust's last claim (it may claim
+    /// again).
+    pub claim_refused: Option<String>,
 }
 
 impl StoredOffer {

@@ -366,7 +366,8 @@ export async function renderQueue(root) {
       : notice('empty', 'No cases have been offered yet.')));
   const open = (data.offers ?? []).filter((o) => o.open).sort(byPriority);
   const rows = open.map((o) => {
-    const status = h('span', { class: 'claim-status', role: 'status' }, o.claimed_here_at ? 'Claim sent' : '');
+    const status = h('span', { class: 'claim-status', role: 'status' },
+      o.claimed_here_at ? 'Claim sent' : (o.claim_refused ? `Last claim refused: ${o.claim_refused}` : ''));
     const button = o.claimed_here_at ? null : h('button', {
       type: 'button',
       id: `claim-${o.id}`,

@@ -270,16 +270,55 @@ pub enum RecipientForm {
     Queue(String),
 }
 
+/// What a referral and an offer both describe: the case.
 #[derive(Deserialize)]
-pub struct ReferralForm {
-    to: String,
-    recipient: RecipientForm,
+pub struct CaseForm {
     slides: Vec<String>,
     question: String,
     urgency: String,
     #[serde(default)]
     report: String,
     expires_at: Option<u64>,
+}
+
+/// A case as checked: its slides, each with `refer` decided for the requester (offering a
+/// case to the shared queue is decided as referring it), its urgency and its end.
+struct Case {
+    slides: Vec<SlideId>,
+    question: String,
+    urgency: Urgency,
+    report: String,
+    expires_at: u64,
+}
+
+impl CaseForm {
+    async fn decide(
+        self,
+        state: &Arc<ApiState>,
+        requester: &Requester,
+        now: u64,
+    ) -> Result<Case, ApiError> {
+        let urgency: Urgency = self.urgency.parse().map_err(ApiError::bad_request)?;
+        let slides = parse_slides(&self.slides)?;
+        for slide in &slides {
+            super::decide(state, requester, *slide, &[ConsentAction::Refer]).await?;
+        }
+        Ok(Case {
+            slides,
+            question: self.question,
+            urgency,
+            report: self.report,
+            expires_at: self.expires_at.unwrap_or(now + default_lifetime(urgency)),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ReferralForm {
+    to: String,
+    recipient: RecipientForm,
+    #[serde(flatten)]
+    case: CaseForm,
 }
 
 pub async fn create(
@@ -291,13 +330,8 @@ pub async fn create(
         .to
         .parse()
         .map_err(|e| ApiError::bad_request(format!("to: {e}")))?;
-    let urgency: Urgency = form.urgency.parse().map_err(ApiError::bad_request)?;
-    let slides = parse_slides(&form.slides)?;
     let now = now_unix();
-    let expires_at = form.expires_at.unwrap_or(now + default_lifetime(urgency));
-    for slide in &slides {
-        super::decide(&state, &requester, *slide, &[ConsentAction::Refer]).await?;
-    }
+    let case = form.case.decide(&state, &requester, now).await?;
     let roster = state
         .federation
         .holdings
@@ -310,11 +344,11 @@ pub async fn create(
             RecipientForm::Specialist(s) => Recipient::Specialist(s),
             RecipientForm::Queue(q) => Recipient::Queue(q),
         },
-        slides,
-        question: form.question,
-        urgency,
-        report: form.report,
-        expires_at,
+        slides: case.slides,
+        question: case.question,
+        urgency: case.urgency,
+        report: case.report,
+        expires_at: case.expires_at,
         purpose: slidemesh_protocol::Purpose::SecondOpinion,
         nonce: None,
     };
@@ -450,12 +484,8 @@ pub async fn offers(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, A
 #[derive(Deserialize)]
 pub struct OfferForm {
     queue: String,
-    slides: Vec<String>,
-    question: String,
-    urgency: String,
-    #[serde(default)]
-    report: String,
-    expires_at: Option<u64>,
+    #[serde(flatten)]
+    case: CaseForm,
 }
 
 /// `POST /api/v1/offers`: offers this trust's case to the co-operative's queue (decided
@@ -465,19 +495,15 @@ pub async fn create_offer(
     requester: Requester,
     Json(form): Json<OfferForm>,
 ) -> Result<Response, ApiError> {
-    let urgency: Urgency = form.urgency.parse().map_err(ApiError::bad_request)?;
-    let slides = parse_slides(&form.slides)?;
-    for slide in &slides {
-        super::decide(&state, &requester, *slide, &[ConsentAction::Refer]).await?;
-    }
     let now = now_unix();
+    let case = form.case.decide(&state, &requester, now).await?;
     let new = referrals::queue::NewOffer {
         queue: form.queue,
-        slides,
-        question: form.question,
-        urgency,
-        report: form.report,
-        expires_at: form.expires_at.unwrap_or(now + default_lifetime(urgency)),
+        slides: case.slides,
+        question: case.question,
+        urgency: case.urgency,
+        report: case.report,
+        expires_at: case.expires_at,
     };
     let federation = state.federation.clone();
     let stored =

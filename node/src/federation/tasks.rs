@@ -70,7 +70,7 @@ pub async fn run(
             }
             _ = fed.holdings.outbox_queued.notified() => deliver_outbox(&fed, &mut gossiped).await,
             _ = expiry.tick() => expire_referrals(&fed).await,
-            _ = directory.tick() => announce_directory(&fed).await,
+            _ = directory.tick() => announce_referral_statements(&fed).await,
             _ = pull.tick() => pull_rosters(&fed).await,
             Some(followup) = followups.recv() => follow_up(&fed, followup).await,
             _ = checkpoint.tick() => checkpoint_and_cosign(&fed).await,
@@ -393,7 +393,7 @@ async fn deliver_outbox(
 
 /// Announces this trust's referral directory, its open offers and the outcomes of those
 /// taken to every member; finishes offers taken but not yet referred (a crash between).
-async fn announce_directory(fed: &Arc<Federation>) {
+async fn announce_referral_statements(fed: &Arc<Federation>) {
     let holdings = fed.holdings.clone();
     let found = tokio::task::spawn_blocking(move || {
         let now = crate::store::now_unix();

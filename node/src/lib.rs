@@ -30,6 +30,7 @@ pub mod consent;
 pub mod context;
 pub mod datadir;
 pub mod deidentify;
+pub mod dicom_build;
 pub mod dicom_json;
 pub mod dimse;
 pub mod federation;

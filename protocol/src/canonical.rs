@@ -7,16 +7,17 @@
 //! over-long varint) is refused rather than given a second id.
 //!
 //! Versions (the first byte): 1, the first; 2, consent statements list the owner's grants
-//! that hold for the slide. Every other type is unchanged from 1 to 2, so bytes written
-//! at version 1 (stored manifests, grants, audit entries, rosters) are still read, and
-//! checked against their own version's encoding. A type whose shape changed says from
-//! which version on it is read ([`decode_since`]); anything new is written at
+//! that hold for the slide; 3, a referral's opinion carries annotations. Every other type
+//! is unchanged from 1 to 3, so bytes written at version 1 (stored manifests, grants, audit
+//! entries, rosters) are still read, and checked against their own version's encoding. A
+//! type whose shape changed says from which version on it is read ([`decode_since`]);
+//! anything new is written at
 //! [`CANONICAL_VERSION`].
 
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The version of the canonical encoding. Bump it when any hashed type changes shape.
-pub const CANONICAL_VERSION: u8 = 2;
+pub const CANONICAL_VERSION: u8 = 3;
 
 /// The oldest version still read (for the types whose shape it shares with the current one).
 pub const OLDEST_READABLE_VERSION: u8 = 1;

@@ -9,6 +9,8 @@
 //!   (its policy text, that consent and the grants that hold), which replicas decide with.
 //! - [`deidentified`]: the owner's signed statement that a de-identified manifest is a view
 //!   of a slide, made for one project.
+//! - [`annotation`]: the marks a specialist draws on a referral's slides, and what they
+//!   measure.
 //! - [`referral`]: a signed referral of a case's slides to another trust for an opinion,
 //!   and the signed updates (delivered, opened, answered, ...) both sides keep.
 //! - [`sign`]: node signing keys and the domain-separated signatures over canonical bytes.
@@ -22,6 +24,7 @@
 //! or DICOM parsing. It is the API boundary between nodes: changing how a type encodes
 //! changes every id, so such changes bump the canonical version.
 
+pub mod annotation;
 pub mod audit;
 pub mod canonical;
 pub mod consent;
@@ -36,6 +39,7 @@ pub mod trust;
 pub mod user;
 pub mod wire;
 
+pub use annotation::{Annotation, Point, Shape};
 pub use canonical::{CANONICAL_VERSION, CanonicalError};
 pub use deidentified::{DeidentifiedView, SignedDeidentifiedView};
 pub use grant::{Action, Grant, GrantError, Purpose, Revocation, SignedGrant, SignedRevocation};

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::annotation::{self, Annotation};
 use crate::grant::Purpose;
 use crate::ids::{GrantId, ReferralId, SlideId};
 use crate::sign::{Signed, Statement};
@@ -262,6 +263,8 @@ pub struct Opinion {
     pub author: Option<UserClaim>,
     pub text: String,
     pub diagnosis: Option<Coding>,
+    /// The marks drawn on the referral's slides (each names one of them).
+    pub annotations: Vec<Annotation>,
 }
 
 impl Opinion {
@@ -283,6 +286,7 @@ impl Opinion {
                 )));
             }
         }
+        annotation::validate_all(&self.annotations)?;
         Ok(())
     }
 }
@@ -392,6 +396,8 @@ impl ReferralUpdate {
 
 impl Statement for ReferralUpdate {
     const DOMAIN: &'static str = REFERRAL_UPDATE_DOMAIN;
+    /// Opinions carry annotations from version 3 on.
+    const SINCE_VERSION: u8 = 3;
 }
 
 /// A [`ReferralUpdate`] signed by the node of the trust that took the step.
@@ -675,8 +681,48 @@ mod tests {
                 code: "399935009".into(),
                 display: "x".into(),
             }),
+            annotations: vec![],
         };
         assert!(opinion.validate().unwrap_err().0.contains("SNOMED"));
+    }
+
+    #[test]
+    fn an_answer_carries_its_annotations_signed_and_checked() {
+        use crate::annotation::{Point, Shape};
+        let mark = |shape| Annotation {
+            slide: SlideId::of(b"s"),
+            shape,
+            text: "invasive focus".into(),
+        };
+        let mut opinion = Opinion {
+            author: None,
+            text: "Invasive ductal carcinoma.".into(),
+            diagnosis: None,
+            annotations: vec![
+                mark(Shape::Point(Point::new(10.5, 20.25))),
+                mark(Shape::Polygon(vec![
+                    Point::new(0.0, 0.0),
+                    Point::new(100.0, 0.0),
+                    Point::new(50.0, 80.0),
+                ])),
+            ],
+        };
+        let update = ReferralUpdate {
+            referral: referral_id(&"RR8".parse().unwrap(), &[1; 16]),
+            by: "RAE".parse().unwrap(),
+            user: None,
+            at: 1_700_000_000,
+            step: Step::Answered(opinion.clone()),
+        };
+        update.validate().unwrap();
+        let key = crate::sign::NodeKey::generate();
+        let signed = Signed::sign(&update, &key);
+        assert_eq!(signed.verify().unwrap(), update);
+        opinion
+            .annotations
+            .push(mark(Shape::Line(vec![Point::new(1.0, 1.0)])));
+        let e = opinion.validate().unwrap_err().0;
+        assert!(e.starts_with("annotation 3: line annotation"), "{e}");
     }
 
     #[test]

@@ -421,6 +421,11 @@ fn routes() -> Vec<Route> {
             Referral,
             get(referrals::detail),
         ),
+        get_(
+            "/api/v1/referrals/{referral_id}/annotations/{slide_id}",
+            Referral,
+            get(referrals::annotations),
+        ),
         route(
             "/api/v1/referrals/{referral_id}/{step}",
             vec![(Method::GET, Referral), (Method::POST, Referral)],

@@ -13,8 +13,12 @@
 //! - `GET /api/v1/referrals/{id}`: one referral, its history and any opinion.
 //! - `GET /api/v1/referrals/{id}/fhir`: its opinion as a FHIR DiagnosticReport (404 until
 //!   answered).
+//! - `GET /api/v1/referrals/{id}/annotations/{slide}`: the opinion's marks on that slide as
+//!   a DICOM Microscopy Bulk Simple Annotations file ([`referrals::dicom`]).
 //! - `POST /api/v1/referrals/{id}/open|answer|close|withdraw`: a step (`answer` takes
-//!   `{"text": ..., "diagnosis": {"code": SCTID, "display": ...}}`).
+//!   `{"text": ..., "diagnosis": {"code": SCTID, "display": ...}, "annotations": [{"slide":
+//!   ..., "shape": "point|line|rectangle|polygon", "points": [[x, y], ...], "text": ...}]}`,
+//!   points in the slide's full-resolution pixels, a rectangle's as two corners).
 //!
 //! Who may see or act on a referral is decided for every slide it names, with the action
 //! [`referrals::visible_action`] says (refer at the referring trust, answer at the receiving
@@ -28,10 +32,12 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use slidemesh_protocol::referral::{Coding, SNOMED_CT};
-use slidemesh_protocol::{Opinion, Recipient, ReferralId, SlideId, Step, TrustCode, Urgency};
+use slidemesh_protocol::{
+    Annotation, Opinion, Point, Recipient, ReferralId, Shape, SlideId, Step, TrustCode, Urgency,
+};
 
 use super::requester::Requester;
 use super::{ApiError, ApiState};
@@ -62,6 +68,7 @@ pub fn referral_json(stored: &StoredReferral, now: u64) -> Value {
             "author": o.author.as_ref().map(ToString::to_string),
             "text": o.text,
             "diagnosis": o.diagnosis,
+            "annotations": o.annotations.iter().map(AnnotationForm::of).collect::<Vec<_>>(),
         })
     });
     json!({
@@ -127,7 +134,7 @@ async fn decide_referral(
     state: &Arc<ApiState>,
     requester: &Requester,
     stored: &StoredReferral,
-) -> Result<(), ApiError> {
+) -> Result<Vec<super::SlideDecided>, ApiError> {
     let (store, held) = (state.store.clone(), stored.clone());
     let roster = state.federation.holdings.membership.roster();
     let hold = tokio::task::spawn_blocking(move || {
@@ -143,10 +150,11 @@ async fn decide_referral(
         )));
     }
     let action = referrals::visible_action(stored);
+    let mut decided = Vec::with_capacity(stored.referral.slides.len());
     for slide in &stored.referral.slides {
-        super::decide(state, requester, *slide, &[action]).await?;
+        decided.push(super::decide(state, requester, *slide, &[action]).await?);
     }
-    Ok(())
+    Ok(decided)
 }
 
 async fn load(state: &Arc<ApiState>, id: ReferralId) -> Result<StoredReferral, ApiError> {
@@ -239,6 +247,33 @@ pub async fn directory(State(state): State<Arc<ApiState>>) -> Result<Json<Value>
         })
         .collect();
     Ok(Json(json!({ "trusts": trusts })))
+}
+
+/// `GET .../{id}/annotations/{slide}`: the opinion's marks on one of the referral's slides
+/// as a DICOM Microscopy Bulk Simple Annotations file (Part 10, `application/dicom`).
+pub async fn annotations(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Path((id, slide)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let stored = load(&state, parse_id(&id)?).await?;
+    let slide = parse_slides(&[slide])?[0];
+    let decided = decide_referral(&state, &requester, &stored).await?;
+    let token = decided
+        .iter()
+        .find(|d| d.slide() == slide)
+        .ok_or_else(|| ApiError::not_found(format!("referral {id} does not name slide {slide}")))?;
+    let view = super::load_slide(&state, token).await?;
+    let bytes = referrals::dicom::annotation_file(&stored, &slide, &view.manifest)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("referral {id} has no annotations on slide {slide}"))
+        })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/dicom")],
+        bytes,
+    )
+        .into_response())
 }
 
 /// `GET .../{id}/fhir`: the opinion as a FHIR DiagnosticReport, for the trust's LIMS.
@@ -374,6 +409,74 @@ pub struct StepForm {
     text: Option<String>,
     /// The coded diagnosis (`answer`): a SNOMED CT concept id and its display.
     diagnosis: Option<DiagnosisForm>,
+    /// The marks drawn on the slides (`answer`).
+    #[serde(default)]
+    annotations: Vec<AnnotationForm>,
+}
+
+/// One annotation as the API reads and writes it: its slide, its shape's kind, its
+/// vertices as `[x, y]` pairs in the full-resolution pixel matrix (a rectangle's top-left
+/// and bottom-right corners) and its text.
+#[derive(Deserialize, Serialize)]
+pub struct AnnotationForm {
+    slide: String,
+    shape: String,
+    points: Vec<[f32; 2]>,
+    #[serde(default)]
+    text: String,
+}
+
+impl AnnotationForm {
+    pub fn of(a: &Annotation) -> AnnotationForm {
+        let points = match &a.shape {
+            Shape::Rectangle {
+                top_left,
+                bottom_right,
+            } => vec![*top_left, *bottom_right],
+            other => other.vertices(),
+        };
+        AnnotationForm {
+            slide: a.slide.to_string(),
+            shape: a.shape.kind().to_string(),
+            points: points.iter().map(|p| [p.x, p.y]).collect(),
+            text: a.text.clone(),
+        }
+    }
+
+    fn read(self, index: usize) -> Result<Annotation, ApiError> {
+        let bad = |why: String| ApiError::bad_request(format!("annotation {}: {why}", index + 1));
+        let slide = self
+            .slide
+            .parse::<SlideId>()
+            .map_err(|e| bad(format!("invalid slide id {:?}: {e}", self.slide)))?;
+        let mut points = self.points.iter().map(|&[x, y]| Point::new(x, y));
+        let shape = match (self.shape.as_str(), self.points.len()) {
+            ("point", 1) => Shape::Point(points.next().expect("one point")),
+            ("rectangle", 2) => Shape::Rectangle {
+                top_left: points.next().expect("two points"),
+                bottom_right: points.next().expect("two points"),
+            },
+            ("line", _) => Shape::Line(points.collect()),
+            ("polygon", _) => Shape::Polygon(points.collect()),
+            ("point" | "rectangle", n) => {
+                return Err(bad(format!(
+                    "a {} takes {} points, not {n}",
+                    self.shape,
+                    if self.shape == "point" { 1 } else { 2 }
+                )));
+            }
+            (other, _) => {
+                return Err(bad(format!(
+                    "no shape {other:?}; point, line, rectangle or polygon"
+                )));
+            }
+        };
+        Ok(Annotation {
+            slide,
+            shape,
+            text: self.text,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -411,6 +514,12 @@ pub async fn step(
                 code: d.code,
                 display: d.display,
             }),
+            annotations: form
+                .annotations
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| a.read(i))
+                .collect::<Result<_, _>>()?,
         }),
         other => {
             return Err(ApiError::not_found(format!(
@@ -419,7 +528,26 @@ pub async fn step(
         }
     };
     let stored = load(&state, id).await?;
-    decide_referral(&state, &requester, &stored).await?;
+    let decided = decide_referral(&state, &requester, &stored).await?;
+    if let Step::Answered(opinion) = &step {
+        // Marks lie on the slide: inside its full-resolution pixel matrix.
+        for (i, mark) in opinion.annotations.iter().enumerate() {
+            let Some(token) = decided.iter().find(|d| d.slide() == mark.slide) else {
+                continue; // not the referral's slide: the referral module refuses it
+            };
+            let view = super::load_slide(&state, token).await?;
+            let base = &view.manifest.levels[0];
+            if !mark.fits(base.width, base.height) {
+                return Err(ApiError::bad_request(format!(
+                    "annotation {}: it lies outside slide {}'s {} x {} pixels",
+                    i + 1,
+                    mark.slide,
+                    base.width,
+                    base.height
+                )));
+            }
+        }
+    }
     let federation = state.federation.clone();
     let user = requester.0.clone();
     let now = now_unix();

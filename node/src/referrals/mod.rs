@@ -15,6 +15,7 @@
 //! rest: that a step is the taking side's to take, that messages are signed by the roster
 //! key of the trust they speak for, and that the referral is still open.
 
+pub mod dicom;
 pub mod fhir;
 pub mod queue;
 #[cfg(test)]
@@ -345,6 +346,11 @@ impl Party<'_> {
             {
                 return Change::Keep(Ok(stored.clone()));
             }
+            if let Step::Answered(opinion) = &step
+                && let Err(e) = marks_its_own_slides(&stored.referral, opinion)
+            {
+                return Change::Keep(Err(ReferralFailure::Invalid(e)));
+            }
             if matches!(step, Step::Closed) && stored.status != Status::Answered {
                 // Closing before an answer is what withdrawal is for (it revokes the grants).
                 return Change::Keep(Err(ReferralFailure::Invalid(format!(
@@ -585,6 +591,11 @@ impl Party<'_> {
             if stored.has_update(&hash) {
                 return Change::Keep(Ok(()));
             }
+            if let Step::Answered(opinion) = &update.step
+                && let Err(e) = marks_its_own_slides(&stored.referral, opinion)
+            {
+                return Change::Keep(Err(refused(e)));
+            }
             let user = update.user.as_ref().map(ToString::to_string);
             if let Err(e) = stored.push(HistoryStep {
                 status,
@@ -664,6 +675,21 @@ pub fn grant_of(referral: &Referral, slide: &SlideId) -> Option<GrantId> {
 }
 
 /// The opinion of an answered referral.
+/// An opinion's annotations may mark only the referral's own slides.
+fn marks_its_own_slides(referral: &Referral, opinion: &Opinion) -> Result<(), String> {
+    match opinion
+        .annotations
+        .iter()
+        .find(|a| !referral.slides.contains(&a.slide))
+    {
+        Some(a) => Err(format!(
+            "an annotation marks slide {}, which referral {} does not name",
+            a.slide, referral.id
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn opinion(stored: &StoredReferral) -> Option<&Opinion> {
     stored.opinion.as_ref().map(|(o, _)| o)
 }

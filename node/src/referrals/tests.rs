@@ -193,6 +193,11 @@ fn opinion() -> Opinion {
             code: "399935008".into(),
             display: "Ductal carcinoma in situ of breast".into(),
         }),
+        annotations: vec![slidemesh_protocol::Annotation {
+            slide: SlideId::of(b"core 2"),
+            shape: slidemesh_protocol::Shape::Point(slidemesh_protocol::Point::new(812.5, 96.0)),
+            text: "comedo necrosis".into(),
+        }],
     }
 }
 
@@ -351,6 +356,13 @@ fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
         .take_step(&id, Some(&specialist), Step::Answered(wrong), NOW + 13)
         .unwrap_err();
     assert!(e.to_string().contains("SNOMED"), "{e}");
+    // So is one marking a slide the referral does not name.
+    let mut elsewhere = opinion();
+    elsewhere.annotations[0].slide = SlideId::of(b"another case");
+    let e = bradford
+        .take_step(&id, Some(&specialist), Step::Answered(elsewhere), NOW + 13)
+        .unwrap_err();
+    assert!(e.to_string().contains("does not name"), "{e}");
     let answered = bradford
         .take_step(&id, Some(&specialist), Step::Answered(opinion()), NOW + 20)
         .unwrap();

@@ -8,21 +8,18 @@
 use std::path::Path;
 
 use anyhow::Context;
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::value::{DataSetSequence, PixelFragmentSequence, PrimitiveValue, Value};
-use dicom_core::{DataElement, Tag, VR};
-use dicom_dictionary_std::{StandardDataDictionary, tags, uids};
+use dicom_core::value::{PixelFragmentSequence, PrimitiveValue, Value};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use dicom_object::mem::InMemElement;
 use dicom_object::meta::FileMetaTableBuilder;
+use slidemesh_node::dicom_build::{DataSet, IMPLEMENTATION_CLASS_UID};
 
 use super::encode::Encapsulated;
 use super::icc;
 use super::meta::{Code, SlideMeta};
 
-/// Implementation Class UID of files written by slidemesh-tools (PS3.7 D.3.3.2), a
-/// fixed UUID-derived UID so files do not claim to come from dicom-rs itself.
-pub(crate) const IMPLEMENTATION_CLASS_UID: &str = "2.25.203915613480532711340476385312964467227";
 /// Implementation Version Name (at most 16 characters).
 const IMPLEMENTATION_VERSION_NAME: &str = "SLIDEMESH_SYNTH";
 
@@ -73,127 +70,17 @@ impl InstanceDesc {
     }
 }
 
-/// A decimal string (DS) of at most 16 characters, without exponent.
-fn ds(v: f64) -> String {
-    for decimals in (0..=10).rev() {
-        let s = format!("{v:.decimals$}");
-        let s = if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        };
-        if s.len() <= 16 {
-            return s;
-        }
-    }
-    format!("{v:.0}")
-}
-
-/// Builds a data set, taking each attribute's VR from the standard dictionary.
-struct Builder(InMemDicomObject);
-
-impl Builder {
-    fn new() -> Self {
-        Builder(InMemDicomObject::new_empty())
-    }
-
-    fn vr(tag: Tag) -> VR {
-        StandardDataDictionary
-            .by_tag(tag)
-            .map(|e| e.vr().relaxed())
-            .unwrap_or(VR::UN)
-    }
-
-    fn put(&mut self, tag: Tag, value: PrimitiveValue) -> &mut Self {
-        self.0.put(DataElement::new(tag, Self::vr(tag), value));
-        self
-    }
-
-    fn str(&mut self, tag: Tag, v: &str) -> &mut Self {
-        self.put(tag, PrimitiveValue::from(v))
-    }
-
-    fn strs(&mut self, tag: Tag, v: &[&str]) -> &mut Self {
-        self.put(
-            tag,
-            PrimitiveValue::Strs(v.iter().map(|s| s.to_string()).collect()),
-        )
-    }
-
-    /// An empty value, for type 2 attributes that are known but have no value.
-    fn empty(&mut self, tag: Tag) -> &mut Self {
-        self.put(tag, PrimitiveValue::Empty)
-    }
-
-    fn ds(&mut self, tag: Tag, v: &[f64]) -> &mut Self {
-        self.put(
-            tag,
-            PrimitiveValue::Strs(v.iter().map(|&x| ds(x)).collect()),
-        )
-    }
-
-    fn int_str(&mut self, tag: Tag, v: u64) -> &mut Self {
-        self.put(tag, PrimitiveValue::from(v.to_string()))
-    }
-
-    fn u16(&mut self, tag: Tag, v: u16) -> &mut Self {
-        self.put(tag, PrimitiveValue::from(v))
-    }
-
-    fn u32(&mut self, tag: Tag, v: u32) -> &mut Self {
-        self.put(tag, PrimitiveValue::from(v))
-    }
-
-    fn f32(&mut self, tag: Tag, v: f32) -> &mut Self {
-        self.put(tag, PrimitiveValue::from(v))
-    }
-
-    fn tags(&mut self, tag: Tag, v: &[Tag]) -> &mut Self {
-        self.put(tag, PrimitiveValue::Tags(v.iter().copied().collect()))
-    }
-
-    fn seq(&mut self, tag: Tag, items: Vec<InMemDicomObject>) -> &mut Self {
-        self.0.put(InMemElement::new(
-            tag,
-            VR::SQ,
-            Value::from(DataSetSequence::from(items)),
-        ));
-        self
-    }
-
-    fn build(&mut self) -> InMemDicomObject {
-        std::mem::replace(&mut self.0, InMemDicomObject::new_empty())
-    }
-}
-
-/// A code sequence item (Code Sequence Macro, PS3.3 Table 8.8-1).
-fn code_item(code: Code) -> InMemDicomObject {
-    Builder::new()
-        .str(tags::CODE_VALUE, code.value)
-        .str(tags::CODING_SCHEME_DESIGNATOR, code.scheme)
-        .str(tags::CODE_MEANING, code.meaning)
-        .build()
-}
-
-const fn code(value: &'static str, scheme: &'static str, meaning: &'static str) -> Code {
-    Code {
-        value,
-        scheme,
-        meaning,
-    }
-}
-
 /// A content item of a specimen preparation step (TID 8001).
 fn content_item(name: Code, value: ContentValue) -> InMemDicomObject {
-    let mut b = Builder::new();
-    b.seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![code_item(name)]);
+    let mut b = DataSet::new();
+    b.seq(tags::CONCEPT_NAME_CODE_SEQUENCE, vec![name.item()]);
     match value {
         ContentValue::Text(text) => {
             b.str(tags::VALUE_TYPE, "TEXT").str(tags::TEXT_VALUE, &text);
         }
         ContentValue::Code(c) => {
             b.str(tags::VALUE_TYPE, "CODE")
-                .seq(tags::CONCEPT_CODE_SEQUENCE, vec![code_item(c)]);
+                .seq(tags::CONCEPT_CODE_SEQUENCE, vec![c.item()]);
         }
     }
     b.build()
@@ -207,31 +94,31 @@ enum ContentValue {
 /// The Specimen module's description of the one specimen on the slide: identifiers,
 /// H&E staining (hematoxylin and water-soluble eosin, SNOMED CT) and the anatomic site.
 fn specimen_description(meta: &SlideMeta) -> InMemDicomObject {
-    let using_substance = code("424361007", "SCT", "Using substance");
-    let staining_step = Builder::new()
+    let using_substance = Code::new("424361007", "SCT", "Using substance");
+    let staining_step = DataSet::new()
         .seq(
             tags::SPECIMEN_PREPARATION_STEP_CONTENT_ITEM_SEQUENCE,
             vec![
                 content_item(
-                    code("121041", "DCM", "Specimen Identifier"),
+                    Code::new("121041", "DCM", "Specimen Identifier"),
                     ContentValue::Text(meta.specimen_id.clone()),
                 ),
                 content_item(
-                    code("111701", "DCM", "Processing type"),
-                    ContentValue::Code(code("127790008", "SCT", "Staining")),
+                    Code::new("111701", "DCM", "Processing type"),
+                    ContentValue::Code(Code::new("127790008", "SCT", "Staining")),
                 ),
                 content_item(
                     using_substance,
-                    ContentValue::Code(code("12710003", "SCT", "hematoxylin stain")),
+                    ContentValue::Code(Code::new("12710003", "SCT", "hematoxylin stain")),
                 ),
                 content_item(
                     using_substance,
-                    ContentValue::Code(code("36879007", "SCT", "water soluble eosin stain")),
+                    ContentValue::Code(Code::new("36879007", "SCT", "water soluble eosin stain")),
                 ),
             ],
         )
         .build();
-    Builder::new()
+    DataSet::new()
         .str(tags::SPECIMEN_IDENTIFIER, &meta.specimen_id)
         .seq(tags::ISSUER_OF_THE_SPECIMEN_IDENTIFIER_SEQUENCE, vec![])
         .str(tags::SPECIMEN_UID, &meta.specimen_uid)
@@ -242,23 +129,23 @@ fn specimen_description(meta: &SlideMeta) -> InMemDicomObject {
         .seq(tags::SPECIMEN_PREPARATION_SEQUENCE, vec![staining_step])
         .seq(
             tags::PRIMARY_ANATOMIC_STRUCTURE_SEQUENCE,
-            vec![code_item(meta.site)],
+            vec![meta.site.item()],
         )
         .build()
 }
 
 /// The one optical path: brightfield, full-spectrum illumination, 40x objective, sRGB.
 fn optical_path() -> InMemDicomObject {
-    Builder::new()
+    DataSet::new()
         .str(tags::OPTICAL_PATH_IDENTIFIER, "1")
         .str(tags::OPTICAL_PATH_DESCRIPTION, "Brightfield")
         .seq(
             tags::ILLUMINATION_TYPE_CODE_SEQUENCE,
-            vec![code_item(code("111744", "DCM", "Brightfield illumination"))],
+            vec![Code::new("111744", "DCM", "Brightfield illumination").item()],
         )
         .seq(
             tags::ILLUMINATION_COLOR_CODE_SEQUENCE,
-            vec![code_item(code("414298005", "SCT", "Full Spectrum"))],
+            vec![Code::new("414298005", "SCT", "Full Spectrum").item()],
         )
         .ds(tags::OBJECTIVE_LENS_POWER, &[40.0])
         // The pixels are generated as sRGB; say so, for colour-managed viewers.
@@ -279,7 +166,7 @@ pub(crate) fn build_instance(meta: &SlideMeta, desc: InstanceDesc) -> InMemDicom
     let compressed = desc.pixels.item_bytes().max(1) as f64;
     let sp = desc.pixel_spacing_mm;
 
-    let mut b = Builder::new();
+    let mut b = DataSet::new();
     // SOP Common, Patient, General Study, Series, Frame of Reference, Equipment.
     b.str(
         tags::SOP_CLASS_UID,
@@ -336,7 +223,7 @@ pub(crate) fn build_instance(meta: &SlideMeta, desc: InstanceDesc) -> InMemDicom
         .seq(
             tags::TOTAL_PIXEL_MATRIX_ORIGIN_SEQUENCE,
             vec![
-                Builder::new()
+                DataSet::new()
                     .ds(
                         tags::X_OFFSET_IN_SLIDE_COORDINATE_SYSTEM,
                         &[desc.origin_mm.0],
@@ -381,14 +268,14 @@ pub(crate) fn build_instance(meta: &SlideMeta, desc: InstanceDesc) -> InMemDicom
 
     // Multi-frame Dimension module: TILED_FULL frames are indexed by their position in
     // the total pixel matrix.
-    let organization = Builder::new()
+    let organization = DataSet::new()
         .str(
             tags::DIMENSION_ORGANIZATION_UID,
             &meta.dimension_organization_uid,
         )
         .build();
     let index = |pointer: Tag, label: &str| {
-        Builder::new()
+        DataSet::new()
             .str(
                 tags::DIMENSION_ORGANIZATION_UID,
                 &meta.dimension_organization_uid,
@@ -417,11 +304,11 @@ pub(crate) fn build_instance(meta: &SlideMeta, desc: InstanceDesc) -> InMemDicom
         );
 
     // Shared functional groups: spacing, frame type and optical path hold for all frames.
-    let shared = Builder::new()
+    let shared = DataSet::new()
         .seq(
             tags::PIXEL_MEASURES_SEQUENCE,
             vec![
-                Builder::new()
+                DataSet::new()
                     .ds(tags::PIXEL_SPACING, &[sp, sp])
                     .ds(tags::SLICE_THICKNESS, &[0.004])
                     .build(),
@@ -429,12 +316,12 @@ pub(crate) fn build_instance(meta: &SlideMeta, desc: InstanceDesc) -> InMemDicom
         )
         .seq(
             tags::WHOLE_SLIDE_MICROSCOPY_IMAGE_FRAME_TYPE_SEQUENCE,
-            vec![Builder::new().strs(tags::FRAME_TYPE, &image_type).build()],
+            vec![DataSet::new().strs(tags::FRAME_TYPE, &image_type).build()],
         )
         .seq(
             tags::OPTICAL_PATH_IDENTIFICATION_SEQUENCE,
             vec![
-                Builder::new()
+                DataSet::new()
                     .str(tags::OPTICAL_PATH_IDENTIFIER, "1")
                     .build(),
             ],
@@ -448,7 +335,7 @@ pub(crate) fn build_instance(meta: &SlideMeta, desc: InstanceDesc) -> InMemDicom
         .seq(tags::ISSUER_OF_THE_CONTAINER_IDENTIFIER_SEQUENCE, vec![])
         .seq(
             tags::CONTAINER_TYPE_CODE_SEQUENCE,
-            vec![code_item(code("433466003", "SCT", "Microscope slide"))],
+            vec![Code::new("433466003", "SCT", "Microscope slide").item()],
         )
         .seq(
             tags::SPECIMEN_DESCRIPTION_SEQUENCE,
@@ -471,7 +358,7 @@ pub(crate) fn build_instance(meta: &SlideMeta, desc: InstanceDesc) -> InMemDicom
             PrimitiveValue::U64(lengths.into()),
         );
     }
-    b.0.put(InMemElement::new(
+    b.element(InMemElement::new(
         tags::PIXEL_DATA,
         VR::OB,
         Value::PixelSequence(PixelFragmentSequence::new(basic_offsets, fragments)),
@@ -491,19 +378,4 @@ pub(crate) fn write_instance(obj: InMemDicomObject, path: &Path) -> anyhow::Resu
         .context("building the file meta group")?;
     file.write_to_file(path)
         .with_context(|| format!("writing {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimal_strings_fit_sixteen_chars() {
-        assert_eq!(ds(0.00025), "0.00025");
-        assert_eq!(ds(-1.0), "-1");
-        assert_eq!(ds(0.0), "0");
-        assert_eq!(ds(12.5 + 0.000125 * 30001.0), "16.250125");
-        assert!(ds(0.1 + 0.2).len() <= 16);
-        assert!(ds(123456.123456789).len() <= 16);
-    }
 }

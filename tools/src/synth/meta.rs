@@ -38,20 +38,10 @@ const GIVEN_NAMES: &[(&str, &str)] = &[
     ("ZACHARY", "M"),
 ];
 
-/// A SNOMED CT coded concept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Code {
-    pub value: &'static str,
-    pub scheme: &'static str,
-    pub meaning: &'static str,
-}
+pub(crate) use slidemesh_node::dicom_build::Code;
 
 const fn sct(value: &'static str, meaning: &'static str) -> Code {
-    Code {
-        value,
-        scheme: "SCT",
-        meaning,
-    }
+    Code::new(value, "SCT", meaning)
 }
 
 /// Anatomic sites a histopathology slide commonly comes from, with the sex a site

@@ -1,13 +1,16 @@
 //! Build script: embeds the web UI (node/web) into the binary.
 //!
-//! It makes sure OpenSeadragon is installed (`npm ci` in node/web when
-//! `node_modules/openseadragon` is missing, pinned by package-lock.json), then writes
+//! It makes sure the npm packages are installed (`npm ci` in node/web when one of
+//! [`PACKAGES`] is missing, pinned by package-lock.json), then writes
 //! `$OUT_DIR/web_assets.rs` with one `(url path, content type, bytes)` entry per served file:
 //!
 //! - `node/web/src/index.html`            -> `/index.html`
 //! - every other file in `node/web/src/`  -> `/assets/<name>`
 //! - OpenSeadragon's minified build       -> `/assets/openseadragon.min.js`
 //! - OpenSeadragon's button images        -> `/assets/osd-images/<name>`
+//! - Annotorious (the OpenSeadragon annotation layer, its stylesheet and the selector pack
+//!   with the point and line tools) -> `/assets/annotorious.min.js`, `/assets/annotorious.min.css`,
+//!   `/assets/annotorious-selector-pack.js`
 //!
 //! Entries are sorted by url path so the output is deterministic. The bytes are pulled in with
 //! `include_bytes!`, so rustc itself tracks them for recompilation.
@@ -17,6 +20,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// The npm packages the UI serves files of.
+const PACKAGES: &[&str] = &[
+    "openseadragon",
+    "@recogito/annotorious-openseadragon",
+    "@recogito/annotorious-selector-pack",
+];
 
 fn main() {
     let manifest_dir =
@@ -30,10 +40,14 @@ fn main() {
     println!("cargo:rerun-if-changed=web/src");
     println!("cargo:rerun-if-changed=web/package.json");
     println!("cargo:rerun-if-changed=web/package-lock.json");
-    // If node_modules is deleted this file vanishes, and cargo reruns the script to reinstall.
-    println!("cargo:rerun-if-changed=web/node_modules/openseadragon/package.json");
-
-    if !web.join("node_modules/openseadragon").is_dir() {
+    // If node_modules is deleted these files vanish, and cargo reruns the script to reinstall.
+    for package in PACKAGES {
+        println!("cargo:rerun-if-changed=web/node_modules/{package}/package.json");
+    }
+    if PACKAGES
+        .iter()
+        .any(|p| !web.join("node_modules").join(p).is_dir())
+    {
         npm_ci(&web);
     }
 
@@ -53,6 +67,23 @@ fn main() {
     ));
     for file in files_in(&osd.join("images")) {
         assets.push((format!("/assets/osd-images/{}", file_name(&file)), file));
+    }
+    let recogito = web.join("node_modules/@recogito");
+    for (url, file) in [
+        (
+            "/assets/annotorious.min.js",
+            "annotorious-openseadragon/dist/openseadragon-annotorious.min.js",
+        ),
+        (
+            "/assets/annotorious.min.css",
+            "annotorious-openseadragon/dist/annotorious.min.css",
+        ),
+        (
+            "/assets/annotorious-selector-pack.js",
+            "annotorious-selector-pack/dist/annotorious-selector-pack.js",
+        ),
+    ] {
+        assets.push((url.to_owned(), recogito.join(file)));
     }
     assets.sort();
 
@@ -116,11 +147,13 @@ fn npm_ci(web: &Path) {
             web.display()
         );
     }
-    if !web.join("node_modules/openseadragon").is_dir() {
-        panic!(
-            "`npm ci` succeeded but {} has no node_modules/openseadragon; is it in package.json?",
-            web.display()
-        );
+    for package in PACKAGES {
+        if !web.join("node_modules").join(package).is_dir() {
+            panic!(
+                "`npm ci` succeeded but {} has no node_modules/{package}; is it in package.json?",
+                web.display()
+            );
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 // referral.test.mjs: owns the two-browser check of a referral between two trusts' web UIs, at
 // tablet size (1024x768): a pathologist at the referring trust fills in the referral form by
 // keyboard alone and sends it; a pathologist at the receiving trust finds it in the inbox, opens
-// the referred slide (tiles stream from the referring trust), answers with a coded opinion, and
-// claims a case the referring trust offered to the shared queue; the first sees the answer on
-// the case. Every page passes axe-core with no WCAG 2.0/2.1/2.2 A or
+// the referred slide (tiles stream from the referring trust), marks it (a rectangle, a line and
+// a point, drawn with the mouse, each with a note), answers with a coded opinion, and claims a
+// case the referring trust offered to the shared queue; the first sees the answer on the case
+// and the marks on its slide. Every page passes axe-core with no WCAG 2.0/2.1/2.2 A or
 // AA violation. Screenshots of each step go to SLIDEMESH_ARTIFACTS.
 //
 // Both nodes run behind their trust's sign-on proxy; each browser sends what the proxy would
@@ -167,12 +168,40 @@ describe('a referral between two trusts in two browsers', () => {
     await specialist.waitForSelector('#answer-form', { timeout: WAIT_MS });
     assert.match(await specialist.locator('.referral-question').innerText(), /DCIS or invasive/);
     await accessible(specialist, 'received referral');
-    // The slide streams from the referring trust.
+    // The slide streams from the referring trust; the specialist marks it: a rectangle, a
+    // line and a point, each with a note.
     await specialist.locator('.referral-slides a').first().click();
     await specialist.waitForFunction(() => window.slidemeshStats?.tilesLoaded > 0, null, { timeout: WAIT_MS });
-    await shot(specialist, 'referred-slide-1024x768.png');
+    await specialist.waitForSelector('#marks-heading', { timeout: WAIT_MS });
+    const box = await specialist.locator('#osd').boundingBox();
+    const at = (fx, fy) => [box.x + box.width * fx, box.y + box.height * fy];
+    const drag = async ([x0, y0], [x1, y1]) => {
+      await specialist.mouse.move(x0, y0);
+      await specialist.mouse.down();
+      await specialist.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, { steps: 5 });
+      await specialist.mouse.move(x1, y1, { steps: 5 });
+      await specialist.mouse.up();
+    };
+    const marks = [
+      ['rectangle', () => drag(at(0.35, 0.35), at(0.55, 0.5)), 'Focus of comedonecrosis'],
+      ['line', () => drag(at(0.3, 0.6), at(0.6, 0.65)), 'Extent of DCIS'],
+      ['point', async () => specialist.mouse.click(...at(0.45, 0.42)), 'Mitosis'],
+    ];
+    for (const [i, [tool, draw, note]] of marks.entries()) {
+      await specialist.click(`#tool-${tool}`);
+      await draw();
+      await specialist.waitForSelector(`#mark-note-${i + 1}`, { timeout: WAIT_MS });
+      await specialist.fill(`#mark-note-${i + 1}`, note);
+      await specialist.press(`#mark-note-${i + 1}`, 'Tab');
+    }
+    const listed = await specialist.locator('#marks-list').innerText();
+    assert.match(listed, /Rectangle 1 · [\d,.]+ (µm²|mm²)/);
+    assert.match(listed, /Line 2 · [\d,.]+ (µm|mm)/);
+    await shot(specialist, 'marks-drawn-1024x768.png');
+    await accessible(specialist, 'viewer with marks being drawn');
     await specialist.goBack({ waitUntil: 'domcontentloaded' });
     await specialist.waitForSelector('#answer-form', { timeout: WAIT_MS });
+    assert.match(await specialist.locator('#answer-marks').innerText(), /3 marks on 1 slide will be sent/);
     await tabTo(specialist, 'opinion-text');
     await specialist.keyboard.type(OPINION);
     await tabTo(specialist, 'diagnosis-code');
@@ -182,6 +211,7 @@ describe('a referral between two trusts in two browsers', () => {
     await tabTo(specialist, 'send-answer');
     await specialist.keyboard.press('Enter');
     await specialist.waitForSelector('.opinion', { timeout: WAIT_MS });
+    assert.match(await specialist.locator('.opinion').innerText(), /Marks\s+3 on 1 slide/);
     await shot(specialist, 'answered.png');
     await accessible(specialist, 'answered referral');
   });
@@ -218,6 +248,15 @@ describe('a referral between two trusts in two browsers', () => {
     assert.match(opinion, /apatel/);
     await shot(referrer, 'opinion-seen.png');
     await accessible(referrer, 'answered referral, referring side');
+    // The marks, on the referring trust's own slide, with their notes.
+    await referrer.locator('.opinion__marks-link').first().click();
+    await referrer.waitForFunction(() => window.slidemeshStats?.tilesLoaded > 0, null, { timeout: WAIT_MS });
+    await referrer.waitForFunction(() => document.querySelectorAll('.a9s-annotation').length === 3, null, { timeout: WAIT_MS });
+    const seen = await referrer.locator('#marks-list').innerText();
+    for (const note of ['Focus of comedonecrosis', 'Extent of DCIS', 'Mitosis']) assert.match(seen, new RegExp(note));
+    assert.equal(await referrer.locator('#tool-rectangle').count(), 0, 'the referring side cannot draw');
+    await shot(referrer, 'marks-seen-1024x768.png');
+    await accessible(referrer, 'viewer with the opinion\u2019s marks');
     assert.deepEqual(pageErrors, []);
   });
 });

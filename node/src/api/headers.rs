@@ -15,12 +15,16 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-/// What the web UI (`node/web/`) loads. The `sha256-` source is OpenSeadragon 6's injected
-/// style (`@media (hover: none) { .openseadragon-canvas:focus ... }`); the browser test
-/// (`tests/browser/viewer.test.mjs`) fails on any violation, so a new OpenSeadragon that
-/// changes it is noticed.
+/// What the web UI (`node/web/`) loads. The `sha256-` sources are the only inline styles
+/// it runs: OpenSeadragon 6's (`@media (hover: none) { .openseadragon-canvas:focus ... }`),
+/// and the two the Annotorious selector pack injects as it loads (an empty one, then its
+/// tools' rules). The browser tests (`tests/browser/viewer.test.mjs`, `referral.test.mjs`)
+/// fail on any violation, so a new version that changes them is noticed. (Annotorious 3 is
+/// not used: it draws with PixiJS, which needs `'unsafe-eval'`.)
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self' 'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='; \
+     style-src 'self' 'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE=' \
+     'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' \
+     'sha256-/zsNvWA0LoHsrhUzbV55w54k6n1c5nns1J2NZPQeHbY='; \
      img-src 'self' blob: data:; worker-src 'self' blob:; connect-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 

@@ -3,7 +3,8 @@
 // and sent list ("/referrals"), the form that
 // refers a case's slides to another trust ("/referrals/new"), and one referral with its history,
 // the opinion, and the steps the person may take ("/referrals/{id}": open is recorded when a
-// received referral is first shown; answer; close or withdraw at the referring trust). Every
+// received referral is first shown; answer, with the marks drawn on its slides in the viewer;
+// close or withdraw at the referring trust). Every
 // control is a native form element with a visible label, so the flow works by keyboard alone.
 
 import {
@@ -12,6 +13,7 @@ import {
 } from './api.js';
 import { h, metaRows, notice } from './dom.js';
 import { shortId, slideTitle } from './format.js';
+import { loadDrafts, saveDrafts } from './marks.js';
 
 const URGENCY = {
   routine: 'Routine',
@@ -224,19 +226,35 @@ function historyList(referral) {
     ' · ', step.by, step.user ? ` · ${step.user}` : '')));
 }
 
-function opinionBlock(opinion) {
+/** The viewer page of one of a referral's slides, with the referral's marks. */
+function markedSlidePath(referral, slideId) {
+  return `${viewerPath(slideId)}?referral=${encodeURIComponent(referral.id)}`;
+}
+
+function opinionBlock(referral) {
+  const { opinion } = referral;
   if (!opinion) return null;
+  const marks = opinion.annotations ?? [];
+  const onSlides = referral.slides.filter((id) => marks.some((m) => m.slide === id));
   return h('section', { class: 'opinion', 'aria-labelledby': 'opinion-heading' },
     h('h2', { id: 'opinion-heading' }, 'Opinion'),
     h('dl', { class: 'meta' }, metaRows([
       ['Diagnosis', opinion.diagnosis ? `${opinion.diagnosis.display || ''} (SNOMED CT ${opinion.diagnosis.code})`.trim() : null],
       ['By', opinion.author ?? 'the receiving trust'],
+      ['Marks', marks.length ? `${marks.length} on ${onSlides.length} slide${onSlides.length === 1 ? '' : 's'}` : null],
     ])),
-    h('p', { class: 'opinion__text' }, opinion.text));
+    h('p', { class: 'opinion__text' }, opinion.text),
+    onSlides.length ? h('ul', { class: 'opinion__marks' }, onSlides.map((id) => h('li', {},
+      h('a', { href: markedSlidePath(referral, id), class: 'opinion__marks-link' }, `See the marks on slide ${shortId(id)}`),
+      ' · ',
+      h('a', { href: `/api/v1/referrals/${encodeURIComponent(referral.id)}/annotations/${encodeURIComponent(id)}`, download: `annotations-${shortId(id)}.dcm` },
+        'DICOM annotations file')))) : null);
 }
 
 function answerForm(referral, onDone) {
   const error = h('div', { 'aria-live': 'assertive' });
+  const drafts = loadDrafts(window.sessionStorage, referral.id);
+  const marked = referral.slides.filter((id) => drafts.some((m) => m.slide === id));
   const form = h('form', { class: 'referral-form', id: 'answer-form', novalidate: true },
     h('h2', {}, 'Your opinion'),
     field('opinion-text', 'Opinion', h('textarea', { id: 'opinion-text', name: 'text', rows: 6, required: true })),
@@ -244,6 +262,9 @@ function answerForm(referral, onDone) {
       h('input', { id: 'diagnosis-code', name: 'code', inputmode: 'numeric', autocomplete: 'off', 'aria-describedby': 'diagnosis-code-hint' }),
       'For example 399935008 (ductal carcinoma in situ of breast).'),
     field('diagnosis-display', 'Diagnosis, as words', h('input', { id: 'diagnosis-display', name: 'display', autocomplete: 'off' })),
+    h('p', { class: 'answer-marks', id: 'answer-marks' }, drafts.length
+      ? `${drafts.length} mark${drafts.length === 1 ? '' : 's'} on ${marked.length} slide${marked.length === 1 ? '' : 's'} will be sent with the opinion.`
+      : 'No marks drawn. To mark a slide, open it from the list of slides above.'),
     error,
     h('button', { type: 'submit', class: 'button', id: 'send-answer' }, 'Send opinion'));
   form.addEventListener('submit', async (event) => {
@@ -257,8 +278,11 @@ function answerForm(referral, onDone) {
     }
     const body = { text };
     if (code) body.diagnosis = { code, display: String(data.get('display') ?? '').trim() };
+    body.annotations = drafts.map(({ slide, shape, points, text: note }) => ({ slide, shape, points, text: note ?? '' }));
     try {
-      onDone(await referralStep(referral.id, 'answer', body));
+      const answered = await referralStep(referral.id, 'answer', body);
+      saveDrafts(window.sessionStorage, referral.id, []);
+      onDone(answered);
     } catch (err) {
       error.replaceChildren(notice('error', 'The opinion was not sent.', String(err.detail || err.message || err)));
     }
@@ -294,7 +318,7 @@ function showReferral(page, referral) {
     page.querySelector('h2')?.focus?.();
   };
   const slides = h('ul', { class: 'referral-slides' }, referral.slides.map((id) => h('li', {},
-    h('a', { href: viewerPath(id) }, `Slide ${shortId(id)}`))));
+    h('a', { href: markedSlidePath(referral, id) }, `Slide ${shortId(id)}`))));
   const actions = [];
   if (!FINAL.includes(referral.status)) {
     if (received) {
@@ -317,7 +341,7 @@ function showReferral(page, referral) {
       h('h2', { id: 'question-heading' }, 'Question'), h('p', { class: 'referral-question' }, referral.question),
       referral.report ? h('details', { class: 'panel-details' }, h('summary', {}, 'Report so far'), h('p', { class: 'referral-report' }, referral.report)) : null),
     h('section', { 'aria-labelledby': 'slides-heading' }, h('h2', { id: 'slides-heading' }, 'Slides'), slides),
-    opinionBlock(referral.opinion),
+    opinionBlock(referral),
     ...actions,
     h('section', { 'aria-labelledby': 'history-heading' }, h('h2', { id: 'history-heading' }, 'History'), historyList(referral)));
 }

@@ -1,7 +1,9 @@
 // slide-viewer.js: owns the viewer page ("/view/{slide_id}"): the OpenSeadragon deep-zoom viewer
 // over one slide's tiles, the side panel with the slide's metadata and label/overview images, the
 // scale bar, and the tile statistics that the browser test reads (window.slidemeshStats).
+// Opened with ?referral={id}, it also shows that referral's marks (annotation-layer.js).
 
+import { marksPanel } from './annotation-layer.js';
 import { ApiError, cacheWholeSlide, getAccessHistory, getSlide, newReferralPath, postWanted } from './api.js';
 import { h, metaRows, notice } from './dom.js';
 import { formatAcquired, formatBytes, formatCount, formatDimensions, formatSpacing, slideTitle } from './format.js';
@@ -232,6 +234,14 @@ export async function renderViewer(root, slideId, nodePromise) {
     gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
   });
   window.slidemeshViewer = viewer;
+
+  // Opened from a referral: its marks (drawn here by the specialist, or shown with the opinion).
+  const referralId = new URLSearchParams(window.location.search).get('referral');
+  if (referralId) {
+    const placeholder = h('p', { class: 'status', role: 'status' }, 'Loading the referral\u2019s marks…');
+    root.querySelector('.viewer-panel__title').after(placeholder);
+    viewer.addOnceHandler('open', async () => placeholder.replaceWith(await marksPanel(viewer, slide, referralId)));
+  }
 
   const refreshStatus = () => {
     tileStatus.textContent = describeStats(stats);

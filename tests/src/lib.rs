@@ -650,15 +650,29 @@ pub fn run_dicomweb_viewer_test(
     series: &str,
     folder: &str,
 ) -> PathBuf {
-    run_browser_script(
-        &["dicomweb-viewer.test.mjs"],
-        &[
-            ("SLIDEMESH_DICOMWEB", dicomweb),
-            ("SLIDEMESH_STUDY", study),
-            ("SLIDEMESH_SERIES", series),
-        ],
-        folder,
-    )
+    run_dicomweb_viewer_with_annotations(dicomweb, study, series, None, folder)
+}
+
+/// [`run_dicomweb_viewer_test`], also drawing annotation series `annotations.0` of the study,
+/// which holds `annotations.1` marks: the viewer must draw every one.
+pub fn run_dicomweb_viewer_with_annotations(
+    dicomweb: &str,
+    study: &str,
+    series: &str,
+    annotations: Option<(&str, usize)>,
+    folder: &str,
+) -> PathBuf {
+    let marks = annotations.map(|(_, n)| n.to_string()).unwrap_or_default();
+    let mut env = vec![
+        ("SLIDEMESH_DICOMWEB", dicomweb),
+        ("SLIDEMESH_STUDY", study),
+        ("SLIDEMESH_SERIES", series),
+    ];
+    if let Some((uid, _)) = annotations {
+        env.push(("SLIDEMESH_ANN_SERIES", uid));
+        env.push(("SLIDEMESH_ANN_MARKS", &marks));
+    }
+    run_browser_script(&["dicomweb-viewer.test.mjs"], &env, folder)
 }
 
 /// Runs `tests/browser/signon.test.mjs`: people sign on at the OpenID provider at `issuer`

@@ -564,3 +564,107 @@ fn an_offered_case_is_taken_by_exactly_one_of_two_racing_claims() {
     let r = loser.post(&claim, &[], b"");
     assert_eq!(r.status, 409, "{}", body(&r));
 }
+
+/// An answered referral's marks over DICOMweb: at both trusts an annotation series in the
+/// slide's study (found by QIDO, its metadata and instance by WADO-RS, the same file as the
+/// API's), which dicom-microscopy-viewer, an independent viewer, draws over the slide.
+#[test]
+fn a_referrals_marks_are_served_over_dicomweb_and_drawn_by_a_dicom_viewer() {
+    let mut fed = federation(&["RR8", "RAE"]);
+    let slide = fed.slide.clone();
+    // The viewer is served from its own origin (a random port): allow any.
+    fed.nodes[0].edit_config("cors_origins = []", "cors_origins = [\"*\"]");
+    fed.nodes[0].serve();
+    fed.nodes[1].serve();
+    let (leeds, bradford) = (&fed.nodes[0], &fed.nodes[1]);
+    let id = refer(leeds, &slide, "2h");
+    let detail = format!("/api/v1/referrals/{id}");
+    wait_until(Duration::from_secs(30), || {
+        bradford.get(&detail).status == 200
+    })
+    .expect("the referral reaches Bradford");
+    let json = [("content-type", "application/json")];
+    let marks = json!([
+        {"slide": slide, "shape": "point", "points": [[600.5, 400.5]], "text": "Mitosis"},
+        {"slide": slide, "shape": "rectangle", "points": [[500.0, 300.0], [900.0, 700.0]], "text": "Focus"},
+        {"slide": slide, "shape": "polygon", "points": [[1000.0, 800.0], [1400.0, 820.0], [1200.0, 1200.0]], "text": "DCIS"},
+    ]);
+    let answer = json!({"text": "Clear margins.", "annotations": marks});
+    let r = bradford.post(
+        &format!("{detail}/answer"),
+        &json,
+        answer.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", body(&r));
+    wait_until(Duration::from_secs(30), || {
+        json_of(&leeds.get(&detail))["status"] == "answered"
+    })
+    .expect("the answer reaches Leeds");
+
+    let manifest =
+        json_of(&leeds.get(&format!("/api/v1/slides/{slide}/manifest")))["manifest"].clone();
+    let study = manifest["study_uid"].as_str().unwrap().to_string();
+    let slide_series = manifest["series_uid"].as_str().unwrap().to_string();
+    let api_file = leeds.get(&format!("{detail}/annotations/{slide}")).body;
+    let mut ann_series = String::new();
+    for node in [leeds, bradford] {
+        let found = node.get_with(
+            &format!("/dicomweb/studies/{study}/series?Modality=ANN"),
+            &[("accept", "application/dicom+json")],
+        );
+        assert_eq!(found.status, 200, "{}", body(&found));
+        let found = json_of(&found);
+        assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+        ann_series = found[0]["0020000E"]["Value"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let all = json_of(&node.get_with(
+            &format!("/dicomweb/studies/{study}/series"),
+            &[("accept", "application/dicom+json")],
+        ));
+        assert_eq!(
+            all.as_array().unwrap().len(),
+            2,
+            "the slide and its marks: {all}"
+        );
+        let r = node.get_with(
+            &format!("/dicomweb/studies/{study}/series/{ann_series}/metadata"),
+            &[("accept", "application/dicom+json")],
+        );
+        assert_eq!(r.status, 200, "{}", body(&r));
+        let metadata = json_of(&r);
+        assert_eq!(
+            metadata[0]["00080016"]["Value"][0],
+            "1.2.840.10008.5.1.4.1.1.91.1"
+        );
+        assert_eq!(
+            metadata[0]["006A0002"]["Value"].as_array().unwrap().len(),
+            3
+        );
+        let r = node.get_with(
+            &format!("/dicomweb/studies/{study}/series/{ann_series}"),
+            &[("accept", "multipart/related; type=\"application/dicom\"")],
+        );
+        assert_eq!(r.status, 200, "{}", body(&r));
+        assert_eq!(
+            r.multipart_parts(),
+            vec![api_file.clone()],
+            "the same file as the API's"
+        );
+    }
+    // Frames and bulk data of an annotation series do not exist.
+    let r = leeds.get(&format!(
+        "/dicomweb/studies/{study}/series/{ann_series}/thumbnail"
+    ));
+    assert_eq!(r.status, 404, "{}", body(&r));
+
+    let artifacts = slidemesh_e2e::run_dicomweb_viewer_with_annotations(
+        &format!("{}/dicomweb", leeds.url.as_deref().unwrap()),
+        &study,
+        &slide_series,
+        Some((&ann_series, 3)),
+        "dicomweb-viewer-annotations",
+    );
+    assert!(artifacts.join("dicomweb-viewer-annotations.png").is_file());
+}

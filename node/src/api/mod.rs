@@ -70,6 +70,8 @@ pub struct ApiState {
     withdrawals_seen: std::sync::atomic::AtomicU64,
     /// Slides as DICOM studies, series and instances, for DICOMweb.
     pub dicomweb: dicomweb::catalogue::Catalogue,
+    /// The answered referrals' annotation series, served over DICOMweb beside the slides.
+    pub annotations: dicomweb::annotations::AnnotationCatalogue,
     /// Ingest of files received over the network (STOW-RS).
     pub incoming: Option<Arc<crate::ingest::incoming::Incoming>>,
     /// Who requests act for ([`requester`]).
@@ -127,6 +129,7 @@ impl ApiState {
             manifests: Mutex::new(HashMap::new()),
             withdrawals_seen: std::sync::atomic::AtomicU64::new(0),
             dicomweb: Default::default(),
+            annotations: Default::default(),
             incoming: None,
             users: Default::default(),
             proxy: None,

@@ -130,7 +130,30 @@ fn parse_id(text: &str) -> Result<ReferralId, ApiError> {
 
 /// Decides, for the requester, the action that shows `stored` on each of its slides
 /// (logged; refused 403).
-async fn decide_referral(
+/// Whether `user` may see referral `stored` (its grants still hold, and the owners' rules
+/// allow [`referrals::visible_action`] on each of its slides), without logging a decision:
+/// for lists and searches, which leave out what is not theirs. Blocking (reads the store).
+pub(crate) fn may_see(
+    store: &crate::store::Store,
+    federation: &crate::federation::Federation,
+    roster: Option<&slidemesh_protocol::Roster>,
+    user: Option<&slidemesh_protocol::UserClaim>,
+    stored: &StoredReferral,
+    now: u64,
+) -> bool {
+    let action = referrals::visible_action(stored);
+    referrals::grants_hold(store, roster, stored, now).unwrap_or(false)
+        && stored
+            .referral
+            .slides
+            .iter()
+            .all(|s| federation.user_may(s, user, action))
+}
+
+/// Decides seeing or acting on referral `stored` for the requester, logged per slide (403
+/// when its grants no longer hold or the owners' rules refuse); the decisions' tokens read
+/// its slides.
+pub(crate) async fn decide_referral(
     state: &Arc<ApiState>,
     requester: &Requester,
     stored: &StoredReferral,
@@ -201,12 +224,14 @@ pub async fn list(
             .iter()
             .filter(|r| sent.is_none_or(|s| r.sent_here == s))
             .filter(|r| {
-                let action = referrals::visible_action(r);
-                referrals::grants_hold(&store, roster.as_deref(), r, now).unwrap_or(false)
-                    && r.referral
-                        .slides
-                        .iter()
-                        .all(|s| federation.user_may(s, user.as_ref(), action))
+                may_see(
+                    &store,
+                    &federation,
+                    roster.as_deref(),
+                    user.as_ref(),
+                    r,
+                    now,
+                )
             })
             .map(|r| referral_json(r, now))
             .collect();

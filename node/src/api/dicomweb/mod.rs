@@ -4,11 +4,13 @@
 //! at a trust's own node sees both; STOW-RS into the node's ingest ([`stow`]).
 //!
 //! - [`catalogue`]: slides as studies, series and instances, with each frame's tile id.
+//! - [`annotations`]: answered referrals' marks as annotation series in the slides' studies.
 //! - [`qido`]: matching and result attributes. [`wado`]: retrieval.
 //! - [`accept`]: content negotiation (the node never transcodes: other syntaxes are 406).
 //! - [`urls`]: links as the client sees the node; `crate::dicom_json`: the DICOM JSON model.
 
 pub mod accept;
+pub mod annotations;
 pub mod catalogue;
 pub mod qido;
 pub mod rebuild;
@@ -177,6 +179,11 @@ async fn search(
     })
     .await
     .map_err(ApiError::internal)?;
+    catalogue.extend(annotations::visible(state, requester).await?);
+    catalogue.sort_by(|a, b| {
+        (a.study_uid.as_str(), a.series_uid.as_str())
+            .cmp(&(b.study_uid.as_str(), b.series_uid.as_str()))
+    });
     let urls = urls::Urls::from_headers(headers);
     let results = query.run(&catalogue, level, study, series, &urls);
     let mut response = axum::Json(Value::Array(results)).into_response();

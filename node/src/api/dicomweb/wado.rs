@@ -18,7 +18,7 @@ use super::super::{ApiError, ApiState};
 use super::accept::{self, FrameFormat};
 use super::catalogue::{self, InstanceEntry, SeriesEntry};
 use super::urls::Urls;
-use super::{rebuild, render};
+use super::{annotations, rebuild, render};
 use crate::api::requester::Requester;
 use crate::consent::ConsentAction;
 use crate::dicom_json::PIXEL_DATA;
@@ -60,6 +60,9 @@ pub async fn series_metadata(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
+    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
+        return Ok(dicom_json(annotations::metadata(&marks)));
+    }
     let entry = catalogue::series(&state, &study, &series).await?;
     may_read(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
@@ -79,6 +82,18 @@ pub async fn instance_metadata_route(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
+    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
+        let body: Vec<Value> = annotations::metadata(&marks)
+            .into_iter()
+            .filter(|_| marks.entry.instance(&instance).is_some())
+            .collect();
+        if body.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "no instance {instance} in series {series}"
+            )));
+        }
+        return Ok(dicom_json(body));
+    }
     let (entry, index) = find_instance(&state, &study, &series, &instance).await?;
     may_read(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
@@ -346,6 +361,9 @@ pub async fn retrieve_series(
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
+        return annotation_instance(&headers, &marks, None);
+    }
     let entry = catalogue::series(&state, &study, &series).await?;
     retrieve_instances(&state, &requester, &headers, &[entry], None).await
 }
@@ -357,8 +375,43 @@ pub async fn retrieve_instance(
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
+        return annotation_instance(&headers, &marks, Some(&instance));
+    }
     let (entry, _) = find_instance(&state, &study, &series, &instance).await?;
     retrieve_instances(&state, &requester, &headers, &[entry], Some(&instance)).await
+}
+
+/// An annotation series' instance as a Part 10 file in `multipart/related`.
+fn annotation_instance(
+    headers: &HeaderMap,
+    marks: &annotations::AnnotationSeries,
+    only: Option<&str>,
+) -> Result<Response, ApiError> {
+    let inst = &marks.entry.instances[0];
+    if only.is_some_and(|uid| uid != inst.sop_instance_uid) {
+        return Err(ApiError::not_found(format!(
+            "no instance {} in series {}",
+            only.unwrap_or_default(),
+            marks.entry.series_uid
+        )));
+    }
+    accept::instances(&accept::ranges(headers), &inst.transfer_syntax_uid)?;
+    let boundary = new_boundary();
+    let mut body = format!(
+        "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={}\r\n\r\n",
+        inst.transfer_syntax_uid
+    )
+    .into_bytes();
+    body.extend_from_slice(&marks.part10);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut response = Response::new(Body::from(body));
+    set_header(
+        &mut response,
+        header::CONTENT_TYPE,
+        &format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+    );
+    Ok(response)
 }
 
 /// One instance in a retrieve answer.

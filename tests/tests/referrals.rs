@@ -206,7 +206,7 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
         &apatel,
         outside.to_string().as_bytes(),
     );
-    assert_eq!(r.status, 400, "{}", body(&r));
+    assert_eq!(r.status, 409, "{}", body(&r));
     assert!(
         body(&r).contains("annotation 1: it lies outside"),
         "{}",
@@ -565,7 +565,7 @@ fn an_offered_case_is_taken_by_exactly_one_of_two_racing_claims() {
     assert_eq!(r.status, 409, "{}", body(&r));
 }
 
-/// An answered referral's marks over DICOMweb: at both trusts an annotation series in the
+/// An answered referral's marks (answered from the command line) over DICOMweb: at both trusts an annotation series in the
 /// slide's study (found by QIDO, its metadata and instance by WADO-RS, the same file as the
 /// API's), which dicom-microscopy-viewer, an independent viewer, draws over the slide.
 #[test]
@@ -583,19 +583,43 @@ fn a_referrals_marks_are_served_over_dicomweb_and_drawn_by_a_dicom_viewer() {
         bradford.get(&detail).status == 200
     })
     .expect("the referral reaches Bradford");
-    let json = [("content-type", "application/json")];
     let marks = json!([
         {"slide": slide, "shape": "point", "points": [[600.5, 400.5]], "text": "Mitosis"},
         {"slide": slide, "shape": "rectangle", "points": [[500.0, 300.0], [900.0, 700.0]], "text": "Focus"},
         {"slide": slide, "shape": "polygon", "points": [[1000.0, 800.0], [1400.0, 820.0], [1200.0, 1200.0]], "text": "DCIS"},
     ]);
-    let answer = json!({"text": "Clear margins.", "annotations": marks});
-    let r = bradford.post(
-        &format!("{detail}/answer"),
-        &json,
-        answer.to_string().as_bytes(),
+    // Answered from Bradford's command line, the marks from a file.
+    let file = bradford.data.join("marks.json");
+    std::fs::write(&file, marks.to_string()).unwrap();
+    let mut outside = marks.clone();
+    outside[1]["points"][1] = json!([90_000.0, 700.0]);
+    let bad = bradford.data.join("outside.json");
+    std::fs::write(&bad, outside.to_string()).unwrap();
+    let refused = bradford
+        .cmd()
+        .args(["referrals", "answer", &id, "--text", "x", "--marks"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("annotation 2: it lies outside"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
     );
-    assert_eq!(r.status, 200, "{}", body(&r));
+    run_ok(
+        bradford
+            .cmd()
+            .args([
+                "referrals",
+                "answer",
+                &id,
+                "--text",
+                "Clear margins.",
+                "--marks",
+            ])
+            .arg(&file),
+    );
     wait_until(Duration::from_secs(30), || {
         json_of(&leeds.get(&detail))["status"] == "answered"
     })

@@ -468,7 +468,7 @@ impl AnnotationForm {
         }
     }
 
-    fn read(self, index: usize) -> Result<Annotation, ApiError> {
+    pub(crate) fn read(self, index: usize) -> Result<Annotation, ApiError> {
         let bad = |why: String| ApiError::bad_request(format!("annotation {}: {why}", index + 1));
         let slide = self
             .slide
@@ -553,26 +553,7 @@ pub async fn step(
         }
     };
     let stored = load(&state, id).await?;
-    let decided = decide_referral(&state, &requester, &stored).await?;
-    if let Step::Answered(opinion) = &step {
-        // Marks lie on the slide: inside its full-resolution pixel matrix.
-        for (i, mark) in opinion.annotations.iter().enumerate() {
-            let Some(token) = decided.iter().find(|d| d.slide() == mark.slide) else {
-                continue; // not the referral's slide: the referral module refuses it
-            };
-            let view = super::load_slide(&state, token).await?;
-            let base = &view.manifest.levels[0];
-            if !mark.fits(base.width, base.height) {
-                return Err(ApiError::bad_request(format!(
-                    "annotation {}: it lies outside slide {}'s {} x {} pixels",
-                    i + 1,
-                    mark.slide,
-                    base.width,
-                    base.height
-                )));
-            }
-        }
-    }
+    decide_referral(&state, &requester, &stored).await?;
     let federation = state.federation.clone();
     let user = requester.0.clone();
     let now = now_unix();

@@ -58,7 +58,7 @@ enum Command {
     Grants(share::GrantsArgs),
     /// Refer slides to another trust for an opinion (signed referral and its grants).
     Refer(refer::ReferArgs),
-    /// Referrals sent and received: list, show, withdraw.
+    /// Referrals sent and received: list, show, answer, close, withdraw.
     Referrals(refer::ReferralsArgs),
     /// Offer a case to the co-operative's shared reporting queue (any member may claim it).
     Offer(refer::OfferArgs),

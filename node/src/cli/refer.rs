@@ -90,6 +90,26 @@ enum ReferralsCommand {
     Show { id: String },
     /// Withdraw a referral this trust sent: its grants are revoked at once here
     Withdraw { id: String },
+    /// Answer a referral this trust received, on the trust's own account (a person answers
+    /// in the web UI)
+    Answer {
+        id: String,
+        /// The opinion
+        #[arg(long)]
+        text: String,
+        /// The diagnosis as a SNOMED CT concept id
+        #[arg(long, value_name = "SCTID")]
+        diagnosis: Option<String>,
+        /// The diagnosis in words
+        #[arg(long, default_value = "")]
+        display: String,
+        /// Marks on the slides: a JSON array as the API takes (`[{"slide": ID, "shape":
+        /// "point|line|rectangle|polygon", "points": [[x, y], ...], "text": ...}]`)
+        #[arg(long, value_name = "FILE")]
+        marks: Option<std::path::PathBuf>,
+    },
+    /// Close an answered referral this trust sent: its grants are revoked at once here
+    Close { id: String },
 }
 
 fn party(node: &NodeContext) -> Party<'_> {
@@ -204,6 +224,54 @@ pub fn referrals(data: DataDir, args: ReferralsArgs) -> Result<()> {
             println!(
                 "withdrew referral {id}: {} grant(s) revoked here; the running node tells {}",
                 stored.referral.grants.len(),
+                stored.referral.to
+            );
+        }
+        Some(ReferralsCommand::Answer {
+            id,
+            text,
+            diagnosis,
+            display,
+            marks,
+        }) => {
+            let id = parse_id(&id)?;
+            let annotations = match marks {
+                None => Vec::new(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let forms: Vec<crate::api::referrals::AnnotationForm> =
+                        serde_json::from_str(&text).with_context(|| {
+                            format!("{} is not a list of marks", path.display())
+                        })?;
+                    forms
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, f)| f.read(i).map_err(|e| anyhow::anyhow!(e.message)))
+                        .collect::<Result<_>>()?
+                }
+            };
+            let opinion = slidemesh_protocol::Opinion {
+                author: None,
+                text,
+                diagnosis: diagnosis.map(|code| slidemesh_protocol::referral::Coding {
+                    system: slidemesh_protocol::referral::SNOMED_CT.to_string(),
+                    code,
+                    display,
+                }),
+                annotations,
+            };
+            let stored = party(&node).take_step(&id, None, Step::Answered(opinion), now)?;
+            println!(
+                "answered referral {id}; the running node sends the opinion to {}",
+                stored.referral.from
+            );
+        }
+        Some(ReferralsCommand::Close { id }) => {
+            let id = parse_id(&id)?;
+            let stored = party(&node).take_step(&id, None, Step::Closed, now)?;
+            println!(
+                "closed referral {id}; the running node tells {}",
                 stored.referral.to
             );
         }

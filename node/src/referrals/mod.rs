@@ -316,6 +316,11 @@ impl Party<'_> {
             opinion
                 .validate()
                 .map_err(|e| ReferralFailure::Invalid(e.to_string()))?;
+            let stored = self
+                .store
+                .referral(id)?
+                .ok_or_else(|| ReferralFailure::NotFound(*id))?;
+            check_marks(self.store, &stored.referral, opinion).map_err(ReferralFailure::Invalid)?;
         }
         let status = status_of(&step);
         let changed = self.store.change_referral(id, |stored| {
@@ -345,11 +350,6 @@ impl Party<'_> {
                 && stored.history.iter().any(|h| h.status == Status::Opened)
             {
                 return Change::Keep(Ok(stored.clone()));
-            }
-            if let Step::Answered(opinion) = &step
-                && let Err(e) = marks_its_own_slides(&stored.referral, opinion)
-            {
-                return Change::Keep(Err(ReferralFailure::Invalid(e)));
             }
             if matches!(step, Step::Closed) && stored.status != Status::Answered {
                 // Closing before an answer is what withdrawal is for (it revokes the grants).
@@ -575,6 +575,11 @@ impl Party<'_> {
         let hash = *blake3::hash(&signed.bytes).as_bytes();
         let status = status_of(&update.step);
         let id = update.referral;
+        if let Step::Answered(opinion) = &update.step
+            && let Some(stored) = self.store.referral(&id)?
+        {
+            check_marks(self.store, &stored.referral, opinion).map_err(refused)?;
+        }
         let changed = self.store.change_referral(&id, |stored| {
             let takers = if update.step.by_receiver() {
                 &stored.referral.to
@@ -590,11 +595,6 @@ impl Party<'_> {
             }
             if stored.has_update(&hash) {
                 return Change::Keep(Ok(()));
-            }
-            if let Step::Answered(opinion) = &update.step
-                && let Err(e) = marks_its_own_slides(&stored.referral, opinion)
-            {
-                return Change::Keep(Err(refused(e)));
             }
             let user = update.user.as_ref().map(ToString::to_string);
             if let Err(e) = stored.push(HistoryStep {
@@ -675,19 +675,51 @@ pub fn grant_of(referral: &Referral, slide: &SlideId) -> Option<GrantId> {
 }
 
 /// The opinion of an answered referral.
-/// An opinion's annotations may mark only the referral's own slides.
-fn marks_its_own_slides(referral: &Referral, opinion: &Opinion) -> Result<(), String> {
-    match opinion
-        .annotations
-        .iter()
-        .find(|a| !referral.slides.contains(&a.slide))
-    {
-        Some(a) => Err(format!(
-            "an annotation marks slide {}, which referral {} does not name",
-            a.slide, referral.id
-        )),
-        None => Ok(()),
+/// An opinion's marks lie on the referral's own slides, inside each one's full-resolution
+/// pixel matrix (as the owner's signed manifest held here gives it: the referring trust
+/// always holds it; the answering one does once the slide has been viewed, as marking it
+/// needs).
+fn check_marks(store: &Store, referral: &Referral, opinion: &Opinion) -> Result<(), String> {
+    for (i, mark) in opinion.annotations.iter().enumerate() {
+        if !referral.slides.contains(&mark.slide) {
+            return Err(format!(
+                "annotation {}: it marks slide {}, which referral {} does not name",
+                i + 1,
+                mark.slide,
+                referral.id
+            ));
+        }
+        let signed =
+            match store.slide(&mark.slide).map_err(|e| e.to_string())? {
+                Some(local) => local.signed,
+                None => store
+                    .remote_slide(&mark.slide)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "annotation {}: slide {} is not held here; view it before marking it",
+                            i + 1,
+                            mark.slide
+                        )
+                    })?
+                    .signed,
+            };
+        let manifest = signed.verify().map_err(|e| e.to_string())?;
+        let base = manifest
+            .levels
+            .first()
+            .ok_or_else(|| format!("slide {} has no pyramid level", mark.slide))?;
+        if !mark.fits(base.width, base.height) {
+            return Err(format!(
+                "annotation {}: it lies outside slide {}'s {} x {} pixels",
+                i + 1,
+                mark.slide,
+                base.width,
+                base.height
+            ));
+        }
     }
+    Ok(())
 }
 
 pub fn opinion(stored: &StoredReferral) -> Option<&Opinion> {

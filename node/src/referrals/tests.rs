@@ -193,11 +193,7 @@ fn opinion() -> Opinion {
             code: "399935008".into(),
             display: "Ductal carcinoma in situ of breast".into(),
         }),
-        annotations: vec![slidemesh_protocol::Annotation {
-            slide: SlideId::of(b"core 2"),
-            shape: slidemesh_protocol::Shape::Point(slidemesh_protocol::Point::new(812.5, 96.0)),
-            text: "comedo necrosis".into(),
-        }],
+        annotations: vec![],
     }
 }
 
@@ -358,7 +354,11 @@ fn each_side_takes_only_its_own_steps_and_an_answer_reaches_the_referrer() {
     assert!(e.to_string().contains("SNOMED"), "{e}");
     // So is one marking a slide the referral does not name.
     let mut elsewhere = opinion();
-    elsewhere.annotations[0].slide = SlideId::of(b"another case");
+    elsewhere.annotations.push(slidemesh_protocol::Annotation {
+        slide: SlideId::of(b"another case"),
+        shape: slidemesh_protocol::Shape::Point(slidemesh_protocol::Point::new(812.5, 96.0)),
+        text: "comedo necrosis".into(),
+    });
     let e = bradford
         .take_step(&id, Some(&specialist), Step::Answered(elsewhere), NOW + 13)
         .unwrap_err();

@@ -1,6 +1,6 @@
 //! Building DICOM data sets to write: [`DataSet`] puts attributes with the VR the standard
-//! dictionary gives each tag (so an attribute can never be written with the wrong VR), and
-//! code sequence items. The node writes annotation instances with it; slidemesh-tools
+//! dictionary gives each tag (so a value cannot go out under the wrong VR; only
+//! [`DataSet::element`] takes an element as it is, for pixel data), and code sequence items. The node writes annotation instances with it; slidemesh-tools
 //! writes its synthetic slides with it.
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};

@@ -170,8 +170,8 @@ impl Annotation {
             }
         };
         let least = match self.shape {
-            Shape::Point(_) => 1,
-            Shape::Line(_) | Shape::Rectangle { .. } => 2,
+            Shape::Point(_) | Shape::Rectangle { .. } => 1,
+            Shape::Line(_) => 2,
             Shape::Polygon(_) => 3,
         };
         if count < least || count > MAX_VERTICES {

@@ -394,10 +394,10 @@ impl ReferralUpdate {
     }
 }
 
+/// Read at every version: only an answer's shape changed at 3 (it carries annotations), and
+/// an answer written before fails to decode rather than being misread.
 impl Statement for ReferralUpdate {
     const DOMAIN: &'static str = REFERRAL_UPDATE_DOMAIN;
-    /// Opinions carry annotations from version 3 on.
-    const SINCE_VERSION: u8 = 3;
 }
 
 /// A [`ReferralUpdate`] signed by the node of the trust that took the step.

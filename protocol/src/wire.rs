@@ -36,7 +36,7 @@ use crate::user::UserClaim;
 
 /// Request-response protocol for manifests, grants, revocations and rosters (2: receipts,
 /// consent statements, de-identified views, refreshes; 3: a nonce per manifest request;
-/// 4: referrals and their updates, claims of offered cases).
+/// 4: referrals and their updates, claims of offered cases; 5: opinions carry annotations).
 pub const CONTROL_PROTOCOL: &str = "/slidemesh/control/5";
 /// Stream protocol for batches of tiles (2: several batches per stream, in order; 3: a
 /// receipt after each batch; 4: the user who asked; 5: a nonce per request).

@@ -147,7 +147,6 @@ async function main() {
       await page.screenshot({ path: path.join(ARTIFACTS, 'dicomweb-viewer-annotations.png') });
       if (state.state !== 'rendered') throw new Error(`page ${state.state}: ${state.error}`);
       if (state.annotationGroups.length !== ANN_MARKS) fail(`${state.annotationGroups.length} annotation groups, expected ${ANN_MARKS}`);
-      if (!state.annotationGroups.every((g) => g.visible)) fail(`hidden annotation groups: ${JSON.stringify(state.annotationGroups)}`);
       if (state.annotationFeatures !== ANN_MARKS) fail(`${state.annotationFeatures} marks drawn, expected ${ANN_MARKS}`);
       for (const e of state.annotationErrors) fail(`annotation loading: ${e}`);
       console.log(`annotations: ${state.annotationFeatures} marks drawn in groups ${state.annotationGroups.map((g) => g.label).join(', ')}`);

@@ -27,6 +27,9 @@ r = DiagnosticReport.model_validate_json(sys.argv[1])
 print(r.get_resource_type(), r.status, r.conclusionCode[0].coding[0].code)
 "#;
 
+/// A note longer than a DICOM label, with characters outside ASCII.
+const LONG_NOTE: &str = "Comedonecrosis – the pathologist’s focus; grade 3 nuclei throughout the duct, extending to the margin";
+
 /// Reads an annotation instance (argv[1]) with highdicom; prints its study and, per group,
 /// label, graphic type, vertices and measurements, as JSON.
 const ANN_CHECK: &str = r#"
@@ -38,7 +41,7 @@ for g in ann.get_annotation_groups():
     (points,) = g.get_graphic_data(ann.annotation_coordinate_type)
     names, values, units = g.get_measurements()
     groups.append({
-        "label": g.label, "type": g.graphic_type.value,
+        "label": g.label, "type": g.graphic_type.value, "description": g.get("AnnotationGroupDescription"),
         "points": [[float(x), float(y)] for x, y in points],
         "measurements": [{"name": n.meaning, "unit": u.value, "value": float(values[0, j])}
                          for j, (n, u) in enumerate(zip(names, units))],
@@ -188,7 +191,7 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
     );
     let spacing_um = base["pixel_spacing_mm"][0].as_f64().unwrap() * 1000.0;
     let marks = json!([
-        {"slide": slide, "shape": "point", "points": [[w * 0.25, h * 0.25]], "text": "Comedonecrosis"},
+        {"slide": slide, "shape": "point", "points": [[w * 0.25, h * 0.25]], "text": LONG_NOTE},
         {"slide": slide, "shape": "line", "points": [[100.5, 100.5], [400.5, 500.5]], "text": "Tumour width"},
         {"slide": slide, "shape": "rectangle", "points": [[w * 0.5, h * 0.5], [w * 0.5 + 200.0, h * 0.5 + 100.0]], "text": ""},
         {"slide": slide, "shape": "polygon", "points": [[10.0, 10.0], [610.0, 10.0], [10.0, 410.0]], "text": "Focus \\ of DCIS"},
@@ -296,7 +299,15 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
     let groups = read["groups"].as_array().unwrap();
     let kinds: Vec<&str> = groups.iter().map(|g| g["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["POINT", "POLYLINE", "RECTANGLE", "POLYGON"]);
-    assert_eq!(groups[0]["label"], "Comedonecrosis");
+    // A long note in any script: the label is as much of it as fits LO's 64 bytes, with an
+    // ellipsis, the description all of it.
+    let label = groups[0]["label"].as_str().unwrap();
+    assert!(label.len() <= 64 && label.ends_with('…'), "{label}");
+    assert!(
+        LONG_NOTE.starts_with(label.trim_end_matches('…')),
+        "{label}"
+    );
+    assert_eq!(groups[0]["description"], LONG_NOTE);
     assert_eq!(groups[2]["label"], "rectangle 3");
     assert_eq!(groups[3]["label"], "Focus   of DCIS", "LO has no backslash");
     for (group, mark) in groups.iter().zip(marks.as_array().unwrap()) {
@@ -348,6 +359,19 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
         "{verdict}"
     );
     assert!(errors.is_empty(), "dciodvfy: {verdict}");
+    // Over DICOMweb the marks are a series of the slide's study, for those who may see the
+    // referral: not found by a student's search, and refused when asked for by UID.
+    let study = read["study"].as_str().unwrap().to_string();
+    let ann_search = format!("/dicomweb/studies/{study}/series?Modality=ANN");
+    let found = json_of(&leeds.get_with(&ann_search, &jsmith));
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    let ann_series = found[0]["0020000E"]["Value"][0].as_str().unwrap();
+    let student = person("akhan", "student");
+    let hidden = json_of(&leeds.get_with(&ann_search, &student));
+    assert!(hidden.as_array().unwrap().is_empty(), "{hidden}");
+    let metadata = format!("/dicomweb/studies/{study}/series/{ann_series}/metadata");
+    assert_eq!(leeds.get_with(&metadata, &jsmith).status, 200);
+    assert_eq!(leeds.get_with(&metadata, &student).status, 403);
     // The referring side's list is for those who may refer.
     assert_eq!(listed(leeds, "sent", &jsmith).len(), 1);
     assert!(listed(leeds, "sent", &person("akhan", "student")).is_empty());
@@ -677,11 +701,21 @@ fn a_referrals_marks_are_served_over_dicomweb_and_drawn_by_a_dicom_viewer() {
             "the same file as the API's"
         );
     }
-    // Frames and bulk data of an annotation series do not exist.
-    let r = leeds.get(&format!(
-        "/dicomweb/studies/{study}/series/{ann_series}/thumbnail"
-    ));
-    assert_eq!(r.status, 404, "{}", body(&r));
+    // An annotation series has no frames, pixel data or thumbnail.
+    let ann_instance = json_of(&leeds.get(&format!(
+        "/dicomweb/studies/{study}/series/{ann_series}/instances"
+    )))[0]["00080018"]["Value"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for what in [
+        format!("series/{ann_series}/thumbnail"),
+        format!("series/{ann_series}/instances/{ann_instance}/frames/1"),
+        format!("series/{ann_series}/instances/{ann_instance}/bulkdata/7FE00010"),
+    ] {
+        let r = leeds.get(&format!("/dicomweb/studies/{study}/{what}"));
+        assert_eq!(r.status, 404, "{what}: {}", body(&r));
+    }
 
     let artifacts = slidemesh_e2e::run_dicomweb_viewer_with_annotations(
         &format!("{}/dicomweb", leeds.url.as_deref().unwrap()),

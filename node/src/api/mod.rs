@@ -152,8 +152,9 @@ impl ApiState {
 
     /// The slide with this id, decoded and verified once, then cached. Reads the store on a
     /// miss: call from a blocking context. Undecided: handlers go through [`load_slide`]
-    /// with a decision's token; only the DICOMweb catalogue reads here, and its answers are
-    /// filtered per requester before anything is shown.
+    /// with a decision's token; only the DICOMweb catalogues (slides, and referrals'
+    /// annotation series) read here, and their answers are decided per requester before
+    /// anything is shown.
     pub(crate) fn slide(&self, id: &SlideId) -> Result<Arc<SlideView>, ApiError> {
         if let Some(view) = self.cached_slide(id) {
             return Ok(view);

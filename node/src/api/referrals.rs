@@ -128,8 +128,6 @@ fn parse_id(text: &str) -> Result<ReferralId, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid referral id {text:?}: {e}")))
 }
 
-/// Decides, for the requester, the action that shows `stored` on each of its slides
-/// (logged; refused 403).
 /// Whether `user` may see referral `stored` (its grants still hold, and the owners' rules
 /// allow [`referrals::visible_action`] on each of its slides), without logging a decision:
 /// for lists and searches, which leave out what is not theirs. Blocking (reads the store).
@@ -288,6 +286,8 @@ pub async fn annotations(
         .iter()
         .find(|d| d.slide() == slide)
         .ok_or_else(|| ApiError::not_found(format!("referral {id} does not name slide {slide}")))?;
+    // The file names the patient: reading it is decided as reading the slide's metadata.
+    super::decide_metadata(&state, &requester, slide).await?;
     let view = super::load_slide(&state, token).await?;
     let bytes = referrals::dicom::annotation_file(&stored, &slide, &view.manifest)
         .map_err(ApiError::internal)?

@@ -37,7 +37,6 @@ const SQUARE_MICROMETRE: Code = Code::new("um2", "UCUM", "square micrometer");
 /// What the annotation instance copies from the slide's image: patient, study and specimen
 /// (so it files with the case, and validators find the modules the IOD expects).
 const COPIED: &[Tag] = &[
-    tags::SPECIFIC_CHARACTER_SET,
     tags::PATIENT_NAME,
     tags::PATIENT_ID,
     tags::ISSUER_OF_PATIENT_ID,
@@ -63,7 +62,10 @@ pub fn uids(referral: &Referral, slide: &SlideId) -> (String, String) {
         h.update(referral.id.as_bytes());
         h.update(slide.as_bytes());
         h.update(what.as_bytes());
-        let bytes: [u8; 16] = h.finalize().as_bytes()[..16].try_into().expect("16 bytes");
+        let mut bytes: [u8; 16] = h.finalize().as_bytes()[..16].try_into().expect("16 bytes");
+        // A name-based UUID (version 8, RFC 9562 variant), as PS3.5 B.2 wants under 2.25.
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
         format!("2.25.{}", u128::from_be_bytes(bytes))
     };
     (derive("series"), derive("instance"))
@@ -119,15 +121,16 @@ pub fn annotation_instance(
             ds.element(e.clone());
         }
     }
-    let reference = |with_class: bool| {
-        let mut item = DataSet::new();
-        if with_class {
-            item.str(tags::REFERENCED_SOP_CLASS_UID, WSI_SOP_CLASS);
-        }
-        item.str(tags::REFERENCED_SOP_INSTANCE_UID, image_uid)
+    let reference = || {
+        DataSet::new()
+            .str(tags::REFERENCED_SOP_CLASS_UID, WSI_SOP_CLASS)
+            .str(tags::REFERENCED_SOP_INSTANCE_UID, image_uid)
             .build()
     };
-    ds.str(tags::SOP_CLASS_UID, ANN_SOP_CLASS)
+    // Notes are free text in any script: UTF-8, whatever the slide's own character set (the
+    // copied values are text already, decoded from its DICOM JSON).
+    ds.str(tags::SPECIFIC_CHARACTER_SET, "ISO_IR 192")
+        .str(tags::SOP_CLASS_UID, ANN_SOP_CLASS)
         .str(tags::SOP_INSTANCE_UID, &instance_uid)
         .str(tags::INSTANCE_CREATION_DATE, &date)
         .str(tags::INSTANCE_CREATION_TIME, &time)
@@ -154,23 +157,40 @@ pub fn annotation_instance(
         .str(tags::CONTENT_TIME, &time)
         .str(tags::ANNOTATION_COORDINATE_TYPE, "2D")
         .str(tags::PIXEL_ORIGIN_INTERPRETATION, "VOLUME")
-        .seq(tags::REFERENCED_IMAGE_SEQUENCE, vec![reference(true)])
+        .seq(tags::REFERENCED_IMAGE_SEQUENCE, vec![reference()])
         .seq(
             tags::REFERENCED_SERIES_SEQUENCE,
             vec![
                 DataSet::new()
                     .str(tags::SERIES_INSTANCE_UID, &manifest.series_uid)
-                    .seq(tags::REFERENCED_INSTANCE_SEQUENCE, vec![reference(true)])
+                    .seq(tags::REFERENCED_INSTANCE_SEQUENCE, vec![reference()])
                     .build(),
             ],
         );
-    if let Some(author) = &opinion.author {
-        ds.str(tags::CONTENT_CREATOR_NAME, &author.id);
-    }
+    // Type 2: empty when the trust's node answered on its own account. An account name is
+    // no person name: PN's separators are blanked.
+    match &opinion.author {
+        Some(author) => ds.str(
+            tags::CONTENT_CREATOR_NAME,
+            &author
+                .id
+                .chars()
+                .map(|c| {
+                    if matches!(c, '\\' | '^' | '=') {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
+                .take(64)
+                .collect::<String>(),
+        ),
+        None => ds.empty(tags::CONTENT_CREATOR_NAME),
+    };
     let groups = marks
         .iter()
         .enumerate()
-        .map(|(i, mark)| group(referral, slide, i, mark, spacing))
+        .map(|(i, mark)| group(&instance_uid, i, mark, spacing))
         .collect();
     ds.seq(tags::ANNOTATION_GROUP_SEQUENCE, groups);
 
@@ -189,18 +209,18 @@ pub fn annotation_instance(
 
 /// One mark as its own annotation group (so each keeps its text and its measurement).
 fn group(
-    referral: &Referral,
-    slide: &SlideId,
+    instance_uid: &str,
     index: usize,
     mark: &Annotation,
     spacing: Option<Spacing>,
 ) -> InMemDicomObject {
-    let (graphic_type, vertices) = match &mark.shape {
-        Shape::Point(_) => ("POINT", mark.shape.vertices()),
-        Shape::Line(_) => ("POLYLINE", mark.shape.vertices()),
-        Shape::Rectangle { .. } => ("RECTANGLE", mark.shape.vertices()),
-        Shape::Polygon(_) => ("POLYGON", mark.shape.vertices()),
+    let graphic_type = match &mark.shape {
+        Shape::Point(_) => "POINT",
+        Shape::Line(_) => "POLYLINE",
+        Shape::Rectangle { .. } => "RECTANGLE",
+        Shape::Polygon(_) => "POLYGON",
     };
+    let vertices = mark.shape.vertices();
     let number = index + 1;
     let text = mark.text.trim();
     let label = if text.is_empty() {
@@ -208,11 +228,10 @@ fn group(
     } else {
         long_string(text)
     };
-    let (_, instance_uid) = uids(referral, slide);
     let mut g = DataSet::new();
     g.u16(
         tags::ANNOTATION_GROUP_NUMBER,
-        u16::try_from(number).unwrap_or(u16::MAX),
+        u16::try_from(number).expect("at most MAX_ANNOTATIONS (256) marks"),
     )
     .str(
         tags::ANNOTATION_GROUP_UID,
@@ -274,18 +293,25 @@ fn group(
     g.build()
 }
 
-/// Text as a Long String (LO): at most 64 characters, no backslash (LO's value
-/// separator) and no control characters.
+/// Text as a Long String (LO): at most 64 bytes of UTF-8 (validators count bytes, not
+/// characters), no backslash (LO's value separator), no control characters; longer text is
+/// cut at a character boundary and ends in an ellipsis.
 fn long_string(text: &str) -> String {
     let clean: String = text
         .chars()
         .map(|c| if c == '\\' || c.is_control() { ' ' } else { c })
         .collect();
-    let mut out: String = clean.chars().take(64).collect();
-    if clean.chars().count() > 64 {
-        out = out.chars().take(63).collect::<String>() + "…";
+    if clean.len() <= 64 {
+        return clean.trim_end().to_string();
     }
-    out.trim_end().to_string()
+    let mut out = String::new();
+    for c in clean.chars() {
+        if out.len() + c.len_utf8() > 64 - '…'.len_utf8() {
+            break;
+        }
+        out.push(c);
+    }
+    format!("{}…", out.trim_end())
 }
 
 /// A Unix time as DICOM DA and TM, in UTC.
@@ -310,6 +336,9 @@ pub fn annotation_file(
     let Some((opinion, update)) = &stored.opinion else {
         return Ok(None);
     };
+    if !opinion.annotations.iter().any(|a| &a.slide == slide) {
+        return Ok(None);
+    }
     // When the answer was given, as its signer stated it (the same at both trusts).
     let answered_at = update
         .verify()
@@ -333,8 +362,12 @@ mod tests {
     fn long_strings_fit_lo() {
         assert_eq!(long_string("a\\b\tc"), "a b c");
         let long = long_string(&"x".repeat(100));
-        assert_eq!(long.chars().count(), 64);
+        assert_eq!(long.len(), 64);
         assert!(long.ends_with('…'));
+        // Bytes, not characters: each of these takes two.
+        let accented = long_string(&"é".repeat(40));
+        assert!(accented.len() <= 64, "{}", accented.len());
+        assert_eq!(accented, format!("{}…", "é".repeat(30)));
     }
 
     #[test]

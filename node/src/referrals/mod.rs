@@ -23,7 +23,7 @@ mod tests;
 
 use slidemesh_protocol::wire::ControlRequest;
 use slidemesh_protocol::{
-    Action, Grant, GrantId, NodeKey, Opinion, Purpose, Recipient, Referral, ReferralId,
+    Action, Annotation, Grant, GrantId, NodeKey, Opinion, Purpose, Recipient, Referral, ReferralId,
     ReferralUpdate, Revocation, Roster, SignedGrant, SignedReferral, SignedReferralUpdate,
     SignedRevocation, SlideId, Step, TrustCode, Urgency, UserClaim,
 };
@@ -575,11 +575,6 @@ impl Party<'_> {
         let hash = *blake3::hash(&signed.bytes).as_bytes();
         let status = status_of(&update.step);
         let id = update.referral;
-        if let Step::Answered(opinion) = &update.step
-            && let Some(stored) = self.store.referral(&id)?
-        {
-            check_marks(self.store, &stored.referral, opinion).map_err(refused)?;
-        }
         let changed = self.store.change_referral(&id, |stored| {
             let takers = if update.step.by_receiver() {
                 &stored.referral.to
@@ -595,6 +590,11 @@ impl Party<'_> {
             }
             if stored.has_update(&hash) {
                 return Change::Keep(Ok(()));
+            }
+            if let Step::Answered(opinion) = &update.step
+                && let Err(e) = check_marks(self.store, &stored.referral, opinion)
+            {
+                return Change::Keep(Err(refused(e)));
             }
             let user = update.user.as_ref().map(ToString::to_string);
             if let Err(e) = stored.push(HistoryStep {
@@ -674,12 +674,13 @@ pub fn grant_of(referral: &Referral, slide: &SlideId) -> Option<GrantId> {
         .map(|i| referral.grants[i])
 }
 
-/// The opinion of an answered referral.
 /// An opinion's marks lie on the referral's own slides, inside each one's full-resolution
 /// pixel matrix (as the owner's signed manifest held here gives it: the referring trust
 /// always holds it; the answering one does once the slide has been viewed, as marking it
 /// needs).
 fn check_marks(store: &Store, referral: &Referral, opinion: &Opinion) -> Result<(), String> {
+    // Each slide's size, read and verified once however many marks it has.
+    let mut sizes: std::collections::HashMap<SlideId, (u32, u32)> = Default::default();
     for (i, mark) in opinion.annotations.iter().enumerate() {
         if !referral.slides.contains(&mark.slide) {
             return Err(format!(
@@ -688,6 +689,12 @@ fn check_marks(store: &Store, referral: &Referral, opinion: &Opinion) -> Result<
                 mark.slide,
                 referral.id
             ));
+        }
+        if let Some(&(width, height)) = sizes.get(&mark.slide) {
+            if !mark.fits(width, height) {
+                return Err(outside(i, mark, width, height));
+            }
+            continue;
         }
         let signed =
             match store.slide(&mark.slide).map_err(|e| e.to_string())? {
@@ -709,19 +716,23 @@ fn check_marks(store: &Store, referral: &Referral, opinion: &Opinion) -> Result<
             .levels
             .first()
             .ok_or_else(|| format!("slide {} has no pyramid level", mark.slide))?;
+        sizes.insert(mark.slide, (base.width, base.height));
         if !mark.fits(base.width, base.height) {
-            return Err(format!(
-                "annotation {}: it lies outside slide {}'s {} x {} pixels",
-                i + 1,
-                mark.slide,
-                base.width,
-                base.height
-            ));
+            return Err(outside(i, mark, base.width, base.height));
         }
     }
     Ok(())
 }
 
+fn outside(index: usize, mark: &Annotation, width: u32, height: u32) -> String {
+    format!(
+        "annotation {}: it lies outside slide {}'s {width} x {height} pixels",
+        index + 1,
+        mark.slide
+    )
+}
+
+/// The opinion of an answered referral.
 pub fn opinion(stored: &StoredReferral) -> Option<&Opinion> {
     stored.opinion.as_ref().map(|(o, _)| o)
 }

@@ -690,3 +690,31 @@ mod queue {
         assert_eq!(shown[0].median_wait_secs, Some(3));
     }
 }
+
+#[test]
+fn a_peers_answer_marking_a_slide_outside_the_referral_is_refused() {
+    let w = world();
+    let id = sent_and_received(&w);
+    let mut answer = opinion();
+    answer.annotations.push(slidemesh_protocol::Annotation {
+        slide: SlideId::of(b"another case"),
+        shape: slidemesh_protocol::Shape::Point(slidemesh_protocol::Point::new(10.0, 10.0)),
+        text: String::new(),
+    });
+    // Signed by Bradford's roster key, as its node would (its own checks bypassed).
+    let update = slidemesh_protocol::ReferralUpdate {
+        referral: id,
+        by: w.bradford.trust.clone(),
+        user: None,
+        at: NOW + 20,
+        step: Step::Answered(answer),
+    };
+    let signed = SignedReferralUpdate::sign(&update, &w.bradford.key);
+    let e = w
+        .leeds
+        .party()
+        .receive_update(&w.roster, &w.bradford.trust, signed, NOW + 30)
+        .unwrap_err();
+    assert!(e.to_string().contains("does not name"), "{e}");
+    assert_ne!(w.leeds.referral(&id).status, Status::Answered);
+}

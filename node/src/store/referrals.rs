@@ -368,14 +368,22 @@ impl Store {
             .transpose()
     }
 
-    /// Every referral sent or received, newest first.
+    /// Every referral sent or received, newest first. A row this version cannot read (an
+    /// answer stored before opinions carried annotations) is left as it is and out of the
+    /// list, logged, so one old row does not take every list and search down with it.
     pub fn referrals(&self) -> Result<Vec<StoredReferral>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(REFERRALS).op("open referrals")?;
         let mut out: Vec<StoredReferral> = Vec::new();
         for entry in table.iter().op("list referrals")? {
-            let (_, value) = entry.op("list referrals")?;
-            out.push(decode("referrals_v1", value.value())?);
+            let (key, value) = entry.op("list referrals")?;
+            match decode("referrals_v1", value.value()) {
+                Ok(stored) => out.push(stored),
+                Err(e) => tracing::error!(
+                    referral = %hex::encode(key.value()), error = %e,
+                    "stored referral unreadable by this version; left out"
+                ),
+            }
         }
         out.sort_by(|a, b| {
             b.referral

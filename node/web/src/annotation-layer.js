@@ -18,6 +18,14 @@ import {
 const TOOLS = [['point', 'point'], ['line', 'line'], ['rectangle', 'rect'], ['polygon', 'polygon']];
 const FINAL = ['closed', 'expired', 'withdrawn'];
 
+/** Whether every vertex lies on the full-resolution image (the node refuses marks off it). */
+function insideSlide(mark, slide) {
+  const base = slide.levels?.[0] ?? slide;
+  const [w, h] = [base.width, base.height];
+  if (!(w > 0 && h > 0)) return true;
+  return mark.points.every(([x, y]) => x >= 0 && y >= 0 && x <= w && y <= h);
+}
+
 function markLabel(mark, index, spacing) {
   const size = formatMeasure(measure(mark, spacing));
   return `${SHAPE_NAMES[mark.shape] ?? mark.shape} ${index + 1}${size ? ` · ${size}` : ''}`;
@@ -41,7 +49,8 @@ export async function marksPanel(viewer, slide, referralId) {
   }
   const slideId = slide.slide_id;
   const spacing = slide.pixel_spacing_mm;
-  const editable = referral.direction === 'received' && !referral.opinion && !FINAL.includes(referral.status);
+  const editable = referral.direction === 'received' && !referral.opinion && !FINAL.includes(referral.status)
+    && referral.slides.includes(slideId);
   let drafts = editable ? loadDrafts(window.sessionStorage, referral.id) : [];
   const shown = editable
     ? drafts.filter((m) => m.slide === slideId)
@@ -73,7 +82,8 @@ export async function marksPanel(viewer, slide, referralId) {
           id: noteId,
           class: 'marks__note',
           value: mark.text ?? '',
-          maxlength: 1000,
+          // The node takes 1024 bytes of UTF-8: 250 characters fit in any script.
+          maxlength: 250,
           autocomplete: 'off',
           onchange: (event) => {
             mark.text = event.target.value.trim();
@@ -127,9 +137,11 @@ export async function marksPanel(viewer, slide, referralId) {
     anno.on('createAnnotation', (annotation) => {
       idle();
       const mark = markFromAnnotation(annotation, slideId);
-      if (!mark) {
+      if (!mark || !insideSlide(mark, slide)) {
         anno.removeAnnotation(annotation);
-        status.textContent = 'That shape could not be kept; draw it again.';
+        status.textContent = mark
+          ? 'That shape runs off the slide; draw it inside the image.'
+          : 'That shape could not be kept; draw it again.';
         return;
       }
       drafts.push({ id: annotation.id, ...mark });

@@ -253,7 +253,9 @@ function opinionBlock(referral) {
 
 function answerForm(referral, onDone) {
   const error = h('div', { 'aria-live': 'assertive' });
-  const drafts = loadDrafts(window.sessionStorage, referral.id);
+  // Only marks on this referral's slides go with it.
+  const draftsNow = () => loadDrafts(window.sessionStorage, referral.id).filter((m) => referral.slides.includes(m.slide));
+  const drafts = draftsNow();
   const marked = referral.slides.filter((id) => drafts.some((m) => m.slide === id));
   const form = h('form', { class: 'referral-form', id: 'answer-form', novalidate: true },
     h('h2', {}, 'Your opinion'),
@@ -278,7 +280,7 @@ function answerForm(referral, onDone) {
     }
     const body = { text };
     if (code) body.diagnosis = { code, display: String(data.get('display') ?? '').trim() };
-    body.annotations = drafts.map(({ slide, shape, points, text: note }) => ({ slide, shape, points, text: note ?? '' }));
+    body.annotations = draftsNow().map(({ slide, shape, points, text: note }) => ({ slide, shape, points, text: note ?? '' }));
     try {
       const answered = await referralStep(referral.id, 'answer', body);
       saveDrafts(window.sessionStorage, referral.id, []);

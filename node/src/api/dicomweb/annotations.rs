@@ -7,7 +7,8 @@
 //! catalogue rather than in it: searches add the ones the requester may see, and series
 //! metadata and retrieval look here when the catalogue has no such series. Who may see one is
 //! who may see its referral (`api::referrals::may_see` for searches, which leave the rest
-//! out silently; `decide_referral`, logged, for reading one). Coordinates travel inline in the
+//! out silently; `decide_referral`, logged, for reading one) and may read the marked slide's
+//! metadata (the instance names the patient). Coordinates travel inline in the
 //! metadata (InlineBinary), so no bulk data endpoint is needed.
 
 use std::collections::HashMap;
@@ -111,18 +112,26 @@ fn build(
     }))
 }
 
-/// The annotation series the requester may see (for searches: nothing is logged for the
-/// ones left out).
+/// The annotation series (of `study`, or of all) the requester may see: their referral,
+/// and the metadata of the slide they mark (the instance names the patient). For searches:
+/// nothing is logged for the ones left out. A store that cannot be read leaves them out
+/// (logged) rather than failing the search of the slides.
 pub async fn visible(
     state: &Arc<ApiState>,
     requester: &Requester,
+    study: Option<&str>,
 ) -> Result<Vec<Arc<SeriesEntry>>, ApiError> {
     let (state, user) = (state.clone(), requester.user().cloned());
+    let study = study.map(str::to_string);
     tokio::task::spawn_blocking(move || {
         let now = crate::store::now_unix();
         let roster = state.federation.holdings.membership.roster();
+        let referrals = state.store.referrals().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "referrals unreadable; no annotation series listed");
+            Vec::new()
+        });
         let mut out = Vec::new();
-        for stored in state.store.referrals().map_err(ApiError::internal)? {
+        for stored in referrals {
             if stored.opinion.is_none()
                 || !crate::api::referrals::may_see(
                     &state.store,
@@ -140,17 +149,24 @@ pub async fn visible(
                     .annotations
                     .of(&state, &stored)
                     .iter()
+                    .filter(|s| study.as_deref().is_none_or(|u| s.entry.study_uid == u))
+                    .filter(|s| {
+                        state
+                            .federation
+                            .user_may_read_metadata(&s.entry.slide, user.as_ref())
+                    })
                     .map(|s| s.entry.clone()),
             );
         }
-        Ok(out)
+        out
     })
     .await
-    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
 }
 
-/// The annotation series `series` of study `study`, decided for the requester (logged);
-/// `None` when no referral has such a series here.
+/// The annotation series `series` of study `study`, decided for the requester (its
+/// referral, and the marked slide's metadata; logged); `None` when no referral has such a
+/// series here. Slide handlers ask only when the slide catalogue has no such series.
 pub async fn find(
     state: &Arc<ApiState>,
     requester: &Requester,
@@ -187,6 +203,8 @@ pub async fn find(
         return Ok(None);
     };
     crate::api::referrals::decide_referral(state, requester, &stored).await?;
+    // The instance names the patient: decided as reading the marked slide's metadata.
+    crate::api::decide_metadata(state, requester, series.entry.slide).await?;
     Ok(Some(series))
 }
 

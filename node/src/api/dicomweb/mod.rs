@@ -179,7 +179,7 @@ async fn search(
     })
     .await
     .map_err(ApiError::internal)?;
-    catalogue.extend(annotations::visible(state, requester).await?);
+    catalogue.extend(annotations::visible(state, requester, study).await?);
     catalogue.sort_by(|a, b| {
         (a.study_uid.as_str(), a.series_uid.as_str())
             .cmp(&(b.study_uid.as_str(), b.series_uid.as_str()))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
@@ -60,10 +60,15 @@ pub async fn series_metadata(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
-    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
-        return Ok(dicom_json(annotations::metadata(&marks)));
-    }
-    let entry = catalogue::series(&state, &study, &series).await?;
+    let entry = match catalogue::series(&state, &study, &series).await {
+        Err(missing) if missing.status == StatusCode::NOT_FOUND => {
+            return match annotations::find(&state, &requester, &study, &series).await? {
+                Some(marks) => Ok(dicom_json(annotations::metadata(&marks))),
+                None => Err(missing),
+            };
+        }
+        other => other?,
+    };
     may_read(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
     let body = entry
@@ -82,19 +87,17 @@ pub async fn instance_metadata_route(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     accept::json(&accept::ranges(&headers))?;
-    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
-        let body: Vec<Value> = annotations::metadata(&marks)
-            .into_iter()
-            .filter(|_| marks.entry.instance(&instance).is_some())
-            .collect();
-        if body.is_empty() {
-            return Err(ApiError::not_found(format!(
-                "no instance {instance} in series {series}"
-            )));
+    let (entry, index) = match find_instance(&state, &study, &series, &instance).await {
+        Err(missing) if missing.status == StatusCode::NOT_FOUND => {
+            return match annotations::find(&state, &requester, &study, &series).await? {
+                Some(marks) if marks.entry.instance(&instance).is_some() => {
+                    Ok(dicom_json(annotations::metadata(&marks)))
+                }
+                _ => Err(missing),
+            };
         }
-        return Ok(dicom_json(body));
-    }
-    let (entry, index) = find_instance(&state, &study, &series, &instance).await?;
+        other => other?,
+    };
     may_read(&state, &requester, &entry).await?;
     let urls = Urls::from_headers(&headers);
     Ok(dicom_json(vec![instance_metadata(
@@ -361,10 +364,15 @@ pub async fn retrieve_series(
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
-        return annotation_instance(&headers, &marks, None);
-    }
-    let entry = catalogue::series(&state, &study, &series).await?;
+    let entry = match catalogue::series(&state, &study, &series).await {
+        Err(missing) if missing.status == StatusCode::NOT_FOUND => {
+            return match annotations::find(&state, &requester, &study, &series).await? {
+                Some(marks) => annotation_instance(&headers, &marks, None),
+                None => Err(missing),
+            };
+        }
+        other => other?,
+    };
     retrieve_instances(&state, &requester, &headers, &[entry], None).await
 }
 
@@ -375,10 +383,15 @@ pub async fn retrieve_instance(
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(marks) = annotations::find(&state, &requester, &study, &series).await? {
-        return annotation_instance(&headers, &marks, Some(&instance));
-    }
-    let (entry, _) = find_instance(&state, &study, &series, &instance).await?;
+    let (entry, _) = match find_instance(&state, &study, &series, &instance).await {
+        Err(missing) if missing.status == StatusCode::NOT_FOUND => {
+            return match annotations::find(&state, &requester, &study, &series).await? {
+                Some(marks) => annotation_instance(&headers, &marks, Some(&instance)),
+                None => Err(missing),
+            };
+        }
+        other => other?,
+    };
     retrieve_instances(&state, &requester, &headers, &[entry], Some(&instance)).await
 }
 

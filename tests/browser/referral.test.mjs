@@ -1,6 +1,7 @@
 // referral.test.mjs: owns the two-browser check of a referral between two trusts' web UIs, at
 // tablet size (1024x768): a pathologist at the referring trust fills in the referral form by
-// keyboard alone and sends it; a pathologist at the receiving trust finds it in the inbox, opens
+// keyboard alone and sends it, and offers another case to the shared queue the same way; a
+// pathologist at the receiving trust finds the referral in the inbox, opens
 // the referred slide (tiles stream from the referring trust), marks it (a rectangle, a line and
 // a point, drawn with the mouse, each with a note), answers with a coded opinion, and claims a
 // case the referring trust offered to the shared queue; the first sees the answer on the case
@@ -145,6 +146,27 @@ describe('a referral between two trusts in two browsers', () => {
     await referrer.waitForSelector('.referral-summary', { timeout: WAIT_MS });
     await shot(referrer, 'referral-sent.png');
     await accessible(referrer, 'sent referral');
+  });
+
+  step('the referring pathologist offers a case to the shared queue by keyboard', async () => {
+    await referrer.goto(`${FROM}/referrals/queue`, { waitUntil: 'domcontentloaded' });
+    await referrer.waitForSelector('#offer-case', { timeout: WAIT_MS });
+    await tabTo(referrer, 'offer-case');
+    await referrer.keyboard.press('Enter');
+    await referrer.waitForSelector('#offer-form', { timeout: WAIT_MS });
+    await accessible(referrer, 'offer form');
+    await tabTo(referrer, `slide-${SLIDE}`);
+    await referrer.keyboard.press('Space');
+    await tabTo(referrer, 'queue');
+    await referrer.keyboard.type('breast');
+    await tabTo(referrer, 'question');
+    await referrer.keyboard.type('Backlog: core biopsy, please report.');
+    await tabTo(referrer, 'send-offer');
+    await shot(referrer, 'offer-form.png');
+    await referrer.keyboard.press('Enter');
+    await referrer.waitForURL(/\/referrals\/queue$/, { timeout: WAIT_MS });
+    await referrer.waitForSelector('#queue-figures', { timeout: WAIT_MS });
+    assert.match(await referrer.locator('#queue-figures').innerText(), /breast/);
   });
 
   step('the receiving pathologist finds it in the inbox', async () => {

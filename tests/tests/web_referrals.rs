@@ -22,15 +22,6 @@ fn a_referral_is_sent_and_answered_in_two_browsers() {
         node.behind_proxy("[\"127.0.0.1\"]");
         node.serve();
     }
-    // A case Leeds offers to the shared queue, for Bradford's pathologist to claim.
-    let offer = serde_json::json!({
-        "queue": "breast",
-        "slides": [fed.slide],
-        "question": "Backlog: core biopsy, please report.",
-        "urgency": "routine",
-    });
-    let r = fed.nodes[0].post("/api/v1/offers", JSMITH, offer.to_string().as_bytes());
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let from = fed.nodes[0].url.clone().unwrap();
     let to = fed.nodes[1].url.clone().unwrap();
     let artifacts = run_referral_browser_test(&from, &to, &fed.slide, "referral");

@@ -183,6 +183,11 @@ export function getOffers() {
   return getJson('/api/v1/offers');
 }
 
+/** Offers a case of this trust to the shared queue: { queue, slides, question, urgency, report }. */
+export function sendOffer(form) {
+  return postForJson('/api/v1/offers', form);
+}
+
 /** Claims an offered case for this browser's person; resolves to the offer as it now stands. */
 export function claimOffer(id) {
   return postForJson(`/api/v1/offers/${encodeURIComponent(id)}/claim`);

@@ -8,7 +8,7 @@
 
 import { getMe, getNode, signInUrl, signOut } from './api.js';
 import { h, notice } from './dom.js';
-import { renderNewReferral, renderQueue, renderReferral, renderReferralList } from './referrals.js';
+import { renderNewOffer, renderNewReferral, renderQueue, renderReferral, renderReferralList } from './referrals.js';
 import { renderSlideList } from './slide-list.js';
 import { renderViewer } from './slide-viewer.js';
 
@@ -21,6 +21,7 @@ export function route(pathname) {
   if (pathname === '/referrals' || pathname === '/referrals/') return { view: 'referrals' };
   if (pathname === '/referrals/new') return { view: 'new-referral' };
   if (pathname === '/referrals/queue') return { view: 'queue' };
+  if (pathname === '/referrals/offer') return { view: 'new-offer' };
   const referral = /^\/referrals\/([^/]+)\/?$/.exec(pathname);
   if (referral) return { view: 'referral', referralId: decodeURIComponent(referral[1]) };
   return { view: 'not-found' };
@@ -98,6 +99,8 @@ function main() {
     renderQueue(root);
   } else if (where.view === 'new-referral') {
     renderNewReferral(root, nodePromise);
+  } else if (where.view === 'new-offer') {
+    renderNewOffer(root, nodePromise);
   } else if (where.view === 'referral') {
     renderReferral(root, where.referralId);
   } else {

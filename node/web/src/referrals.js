@@ -1,7 +1,8 @@
 // referrals.js: owns the referral pages: the co-operative's shared reporting queue
 // ("/referrals/queue": each queue's depth and turnaround, offered cases to claim), the inbox
 // and sent list ("/referrals"), the form that
-// refers a case's slides to another trust ("/referrals/new"), and one referral with its history,
+// refers a case's slides to another trust ("/referrals/new"), the one that offers a case to the
+// shared queue ("/referrals/offer"), and one referral with its history,
 // the opinion, and the steps the person may take ("/referrals/{id}": open is recorded when a
 // received referral is first shown; answer, with the marks drawn on its slides in the viewer;
 // close or withdraw at the referring trust). Every
@@ -9,7 +10,7 @@
 
 import {
   ApiError, claimOffer, getDirectory, getOffers, getReferral, listReferrals, listSlides, newReferralPath, referralPath, referralStep,
-  sendReferral, viewerPath,
+  sendOffer, sendReferral, viewerPath,
 } from './api.js';
 import { h, metaRows, notice } from './dom.js';
 import { shortId, slideTitle } from './format.js';
@@ -129,6 +130,78 @@ function field(id, label, control, hint) {
     control);
 }
 
+/** The case's slides to choose from: this trust's own, `ticked` chosen already. */
+function slideChoices(ours, ticked) {
+  return h('fieldset', {}, h('legend', {}, 'Slides of the case'), ours.map((s) => h('div', { class: 'check' },
+    h('input', { type: 'checkbox', id: `slide-${s.slide_id}`, name: 'slides', value: s.slide_id, checked: s.slide_id === ticked }),
+    h('label', { for: `slide-${s.slide_id}` }, `${slideTitle(s)} · ${s.container_id ?? shortId(s.slide_id)}`))));
+}
+
+/**
+ * "/referrals/offer": offers a case of this trust to the co-operative's shared reporting queue
+ * for a sub-specialty (any member with capacity claims it); `?slide=` ticks that slide.
+ */
+export async function renderNewOffer(root, nodePromise) {
+  const page = pageShell(root, 'Offer a case to the shared queue');
+  let node;
+  let slides;
+  try {
+    [node, slides] = await Promise.all([nodePromise, listSlides()]);
+  } catch (err) {
+    failed(page, 'The slides', err);
+    return;
+  }
+  const ours = slides.filter((s) => node && s.owner === node.trust);
+  if (!ours.length) {
+    page.append(notice('empty', 'Nothing to offer yet.', 'This trust has no slides of its own on this node.'));
+    return;
+  }
+  const ticked = new URLSearchParams(window.location.search).get('slide');
+  const error = h('div', { id: 'offer-error', 'aria-live': 'assertive' });
+  const form = h('form', { class: 'referral-form', id: 'offer-form', novalidate: true },
+    slideChoices(ours, ticked),
+    field('queue', 'Queue', h('input', {
+      id: 'queue', name: 'queue', required: true, autocomplete: 'off', list: 'queue-options', 'aria-describedby': 'queue-hint',
+    }), 'The sub-specialty, as the members\u2019 directories name it: breast, gi, skin, haematopathology…'),
+    h('datalist', { id: 'queue-options' }),
+    field('urgency', 'Urgency', h('select', { id: 'urgency', name: 'urgency' },
+      Object.entries(URGENCY).map(([value, text]) => h('option', { value }, text)))),
+    field('question', 'Summary for the members', h('textarea', { id: 'question', name: 'question', rows: 3, required: true, 'aria-describedby': 'question-hint' }),
+      'Every member reads this: no patient identifiers. The trust that takes the case gets the slides and the report.'),
+    field('report', 'Report so far (optional; only for the trust that takes it)', h('textarea', { id: 'report', name: 'report', rows: 6 })),
+    error,
+    h('button', { type: 'submit', class: 'button', id: 'send-offer' }, 'Offer the case'));
+  getDirectory().then((trusts) => {
+    const names = [...new Set(trusts.flatMap((t) => (t.queues ?? []).map((q) => q.name)))].sort();
+    form.querySelector('#queue-options').replaceChildren(...names.map((name) => h('option', { value: name })));
+  }).catch(() => null);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const chosen = data.getAll('slides');
+    const queue = String(data.get('queue') ?? '').trim();
+    const question = String(data.get('question') ?? '').trim();
+    const problems = [];
+    if (!chosen.length) problems.push('Choose at least one slide.');
+    if (!queue) problems.push('Name the queue.');
+    if (!question) problems.push('Write a summary of the case.');
+    if (problems.length) {
+      error.replaceChildren(notice('error', 'The offer is not complete.', ...problems));
+      return;
+    }
+    const button = form.querySelector('#send-offer');
+    button.disabled = true;
+    try {
+      await sendOffer({ queue, slides: chosen, question, urgency: data.get('urgency'), report: String(data.get('report') ?? '') });
+      window.location.assign('/referrals/queue');
+    } catch (err) {
+      button.disabled = false;
+      error.replaceChildren(notice('error', 'The case was not offered.', String(err.detail || err.message || err)));
+    }
+  });
+  page.append(form);
+}
+
 /** "/referrals/new": the referral form; `?slide=` ticks that slide. */
 export async function renderNewReferral(root, nodePromise) {
   const page = pageShell(root, 'Refer a case');
@@ -149,11 +222,8 @@ export async function renderNewReferral(root, nodePromise) {
     return;
   }
   const error = h('div', { id: 'referral-error', 'aria-live': 'assertive' });
-  const slideBoxes = ours.map((s) => h('div', { class: 'check' },
-    h('input', { type: 'checkbox', id: `slide-${s.slide_id}`, name: 'slides', value: s.slide_id, checked: s.slide_id === ticked }),
-    h('label', { for: `slide-${s.slide_id}` }, `${slideTitle(s)} · ${s.container_id ?? shortId(s.slide_id)}`)));
   const form = h('form', { class: 'referral-form', id: 'referral-form', novalidate: true },
-    h('fieldset', {}, h('legend', {}, 'Slides of the case'), slideBoxes),
+    slideChoices(ours, ticked),
     field('to', 'Refer to', h('select', { id: 'to', name: 'to', required: true },
       members.map((m) => h('option', { value: m.trust }, `${m.name} (${m.trust})`)))),
     h('fieldset', {}, h('legend', {}, 'For'),
@@ -380,6 +450,7 @@ export async function renderQueue(root) {
     return;
   }
   const figures = data.queues ?? [];
+  page.append(h('p', {}, h('a', { class: 'button button--secondary', id: 'offer-case', href: '/referrals/offer' }, 'Offer a case of this trust')));
   page.append(h('section', { 'aria-labelledby': 'queues-heading' },
     h('h2', { id: 'queues-heading' }, 'Queues'),
     figures.length

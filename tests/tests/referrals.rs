@@ -390,6 +390,23 @@ fn a_referral_is_answered_across_trusts_and_only_pathologists_take_part() {
     .expect("a closed referral's slides are no longer shown at the receiver");
     assert!(listed(bradford, "inbox", &apatel).is_empty());
 
+    // A referral to a named specialist is for them (and their cover), not every
+    // pathologist there.
+    let mut named = form.clone();
+    named["recipient"] = json!({"specialist": "apatel"});
+    let r = leeds.post("/api/v1/referrals", &jsmith, named.to_string().as_bytes());
+    assert_eq!(r.status, 201, "{}", body(&r));
+    let named_id = json_of(&r)["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), || {
+        !listed(bradford, "inbox", &apatel).is_empty()
+    })
+    .expect("the named referral reaches apatel's inbox");
+    let colleague = person("cother", "pathologist");
+    assert!(listed(bradford, "inbox", &colleague).is_empty());
+    let r = bradford.get_with(&format!("/api/v1/referrals/{named_id}"), &colleague);
+    assert_eq!(r.status, 403, "{}", body(&r));
+    assert!(body(&r).contains("is for apatel"), "{}", body(&r));
+
     // Both audit logs hold every step, and both logs verify.
     for (node, steps) in [
         (leeds, ["sent", "delivered", "opened", "answered", "closed"]),

@@ -128,19 +128,22 @@ fn parse_id(text: &str) -> Result<ReferralId, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid referral id {text:?}: {e}")))
 }
 
-/// Whether `user` may see referral `stored` (its grants still hold, and the owners' rules
-/// allow [`referrals::visible_action`] on each of its slides), without logging a decision:
-/// for lists and searches, which leave out what is not theirs. Blocking (reads the store).
+/// Whether `user` may see referral `stored` (its grants still hold, it is addressed to them
+/// ([`referrals::addressed_to`], with this trust's `directory`), and the owners' rules allow
+/// [`referrals::visible_action`] on each of its slides), without logging a decision: for
+/// lists and searches, which leave out what is not theirs. Blocking (reads the store).
 pub(crate) fn may_see(
     store: &crate::store::Store,
     federation: &crate::federation::Federation,
     roster: Option<&slidemesh_protocol::Roster>,
+    directory: Option<&slidemesh_protocol::Directory>,
     user: Option<&slidemesh_protocol::UserClaim>,
     stored: &StoredReferral,
     now: u64,
 ) -> bool {
     let action = referrals::visible_action(stored);
-    referrals::grants_hold(store, roster, stored, now).unwrap_or(false)
+    referrals::addressed_to(stored, user, directory)
+        && referrals::grants_hold(store, roster, stored, now).unwrap_or(false)
         && stored
             .referral
             .slides
@@ -158,12 +161,29 @@ pub(crate) async fn decide_referral(
 ) -> Result<Vec<super::SlideDecided>, ApiError> {
     let (store, held) = (state.store.clone(), stored.clone());
     let roster = state.federation.holdings.membership.roster();
-    let hold = tokio::task::spawn_blocking(move || {
-        referrals::grants_hold(&store, roster.as_deref(), &held, now_unix())
+    let trust = state.federation.holdings.trust.clone();
+    let user = requester.user().cloned();
+    let (hold, addressed) = tokio::task::spawn_blocking(move || {
+        let directory = referrals::own_directory(&store, &trust)?;
+        let addressed = referrals::addressed_to(&held, user.as_ref(), directory.as_ref());
+        Ok::<_, crate::store::StoreError>((
+            referrals::grants_hold(&store, roster.as_deref(), &held, now_unix())?,
+            addressed,
+        ))
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
+    if !addressed {
+        let to = match &stored.referral.recipient {
+            Recipient::Specialist(name) => name.as_str(),
+            Recipient::Queue(name) => name.as_str(),
+        };
+        return Err(ApiError::forbidden(format!(
+            "referral {} is for {to} (and whoever covers them)",
+            stored.referral.id
+        )));
+    }
     if !hold {
         return Err(ApiError::forbidden(format!(
             "referral {}'s grants no longer hold here (withdrawn, closed or ended)",
@@ -215,8 +235,10 @@ pub async fn list(
         requester.0.clone(),
     );
     let roster = state.federation.holdings.membership.roster();
+    let trust = state.federation.holdings.trust.clone();
     let referrals = tokio::task::spawn_blocking(move || {
         let now = now_unix();
+        let directory = referrals::own_directory(&store, &trust)?;
         let all = store.referrals()?;
         let shown: Vec<Value> = all
             .iter()
@@ -226,6 +248,7 @@ pub async fn list(
                     &store,
                     &federation,
                     roster.as_deref(),
+                    directory.as_ref(),
                     user.as_ref(),
                     r,
                     now,

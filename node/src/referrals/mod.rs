@@ -23,9 +23,9 @@ mod tests;
 
 use slidemesh_protocol::wire::ControlRequest;
 use slidemesh_protocol::{
-    Action, Annotation, Grant, GrantId, NodeKey, Opinion, Purpose, Recipient, Referral, ReferralId,
-    ReferralUpdate, Revocation, Roster, SignedGrant, SignedReferral, SignedReferralUpdate,
-    SignedRevocation, SlideId, Step, TrustCode, Urgency, UserClaim,
+    Action, Annotation, Directory, Grant, GrantId, NodeKey, Opinion, Purpose, Recipient, Referral,
+    ReferralId, ReferralUpdate, Revocation, Roster, SignedGrant, SignedReferral,
+    SignedReferralUpdate, SignedRevocation, SlideId, Step, TrustCode, Urgency, UserClaim,
 };
 
 use crate::audit::{AuditEntry, Side};
@@ -672,6 +672,41 @@ pub fn grant_of(referral: &Referral, slide: &SlideId) -> Option<GrantId> {
         .iter()
         .position(|s| s == slide)
         .map(|i| referral.grants[i])
+}
+
+/// Whether a referral this trust holds is for `user` here. The referring trust's side is
+/// not narrowed, nor is the trust's node acting on its own account, nor a referral to a
+/// queue (whoever there may answer, as the owner's policy decides). A referral to a named
+/// specialist is for that specialist and whoever covers them in this trust's `directory`
+/// (where people set their cover). On top of, never instead of, the owner's decision.
+pub fn addressed_to(
+    stored: &StoredReferral,
+    user: Option<&UserClaim>,
+    directory: Option<&Directory>,
+) -> bool {
+    let (Some(user), false) = (user, stored.sent_here) else {
+        return true;
+    };
+    match &stored.referral.recipient {
+        Recipient::Queue(_) => true,
+        Recipient::Specialist(account) => {
+            user.id == *account
+                || directory.is_some_and(|d| {
+                    d.specialists
+                        .iter()
+                        .any(|s| s.account == *account && s.covered_by.as_ref() == Some(&user.id))
+                })
+        }
+    }
+}
+
+/// This trust's own directory as it signed it, if it publishes one.
+pub fn own_directory(store: &Store, trust: &TrustCode) -> Result<Option<Directory>, StoreError> {
+    Ok(store
+        .directories()?
+        .into_iter()
+        .map(|(_, d)| d)
+        .find(|d| &d.trust == trust))
 }
 
 /// An opinion's marks lie on the referral's own slides, inside each one's full-resolution

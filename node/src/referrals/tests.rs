@@ -718,3 +718,51 @@ fn a_peers_answer_marking_a_slide_outside_the_referral_is_refused() {
     assert!(e.to_string().contains("does not name"), "{e}");
     assert_ne!(w.leeds.referral(&id).status, Status::Answered);
 }
+
+#[test]
+fn a_referral_to_a_named_specialist_is_for_them_and_their_cover_only() {
+    let w = world();
+    let id = sent_and_received(&w);
+    let mut at_bradford = w.bradford.referral(&id);
+    let person = |id: &str| UserClaim::new(id, "pathologist").unwrap();
+    let directory = slidemesh_protocol::Directory {
+        trust: w.bradford.trust.clone(),
+        issued_at: NOW,
+        queues: vec![],
+        specialists: vec![slidemesh_protocol::SpecialistEntry {
+            account: "apatel".into(),
+            name: "Dr A Patel".into(),
+            queues: vec![],
+            covered_by: Some("bcover".into()),
+        }],
+    };
+    at_bradford.referral.recipient = Recipient::Specialist("apatel".into());
+    for (who, expected) in [("apatel", true), ("bcover", true), ("cother", false)] {
+        assert_eq!(
+            super::addressed_to(&at_bradford, Some(&person(who)), Some(&directory)),
+            expected,
+            "{who}"
+        );
+    }
+    // Without a directory, only the specialist; the trust's node itself always.
+    assert!(!super::addressed_to(
+        &at_bradford,
+        Some(&person("bcover")),
+        None
+    ));
+    assert!(super::addressed_to(&at_bradford, None, None));
+    // A queue's referral is for whoever there may answer; the referring side is not narrowed.
+    at_bradford.referral.recipient = Recipient::Queue("breast".into());
+    assert!(super::addressed_to(
+        &at_bradford,
+        Some(&person("cother")),
+        None
+    ));
+    let mut at_leeds = w.leeds.referral(&id);
+    at_leeds.referral.recipient = Recipient::Specialist("apatel".into());
+    assert!(super::addressed_to(
+        &at_leeds,
+        Some(&person("jsmith")),
+        None
+    ));
+}

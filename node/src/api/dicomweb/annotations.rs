@@ -126,6 +126,9 @@ pub async fn visible(
     tokio::task::spawn_blocking(move || {
         let now = crate::store::now_unix();
         let roster = state.federation.holdings.membership.roster();
+        let directory =
+            crate::referrals::own_directory(&state.store, &state.federation.holdings.trust)
+                .unwrap_or_default();
         let referrals = state.store.referrals().unwrap_or_else(|e| {
             tracing::error!(error = %e, "referrals unreadable; no annotation series listed");
             Vec::new()
@@ -137,6 +140,7 @@ pub async fn visible(
                     &state.store,
                     &state.federation,
                     roster.as_deref(),
+                    directory.as_ref(),
                     user.as_ref(),
                     &stored,
                     now,

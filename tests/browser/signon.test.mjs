@@ -4,6 +4,7 @@
 // sees who she is in the header, and the slide's tiles load; the slide's access history names her;
 // a POST without the session's CSRF token is refused; signing out ends the session here (her old
 // cookie gets 401) and at the provider; a student then signs in and is refused the care-only slide.
+// The signed-out page and the refusal pass axe-core (WCAG 2.x A and AA).
 // Every request the browser makes to anywhere but loopback is blocked and fails the test.
 //
 // Run by tests/tests/oidc.rs against a node and a provider it started:
@@ -13,7 +14,8 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { launchChromium } from './chromium.mjs';
 
@@ -35,6 +37,23 @@ const offsite = [];
 let broken = false;
 /** The pathologist's session cookie, kept to show it is dead after she signs out. */
 let oldSession;
+
+/**
+ * axe-core on the page as it is now: no WCAG 2.x A or AA violation. Evaluated through the
+ * debugging protocol, which the page's Content-Security-Policy (checked by this test) does not
+ * govern, rather than injected as a script tag, which it would rightly refuse.
+ */
+async function accessible(name) {
+  const axe = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  await page.evaluate(axe);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] },
+    });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  assert.deepEqual(violations, [], `${name}: accessibility violations`);
+}
 
 async function screenshot(name) {
   return page.screenshot({ path: resolve(ARTIFACTS, name), fullPage: true });
@@ -183,6 +202,7 @@ describe('sign-on at the trust\'s OpenID provider', () => {
     ]);
     await page.waitForSelector('#sign-in-again', { timeout: WAIT_MS });
     await screenshot('signed-out.png');
+    await accessible('signed-out page');
     const after = await fetchInPage('/api/v1/slides');
     assert.equal(after.status, 401, JSON.stringify(after.body));
     assert.ok(after.body.login?.startsWith('/auth/login'), JSON.stringify(after.body));
@@ -208,6 +228,7 @@ describe('sign-on at the trust\'s OpenID provider', () => {
     await page.goto(`${BASE_URL}/view/${SLIDE}`, { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('.notice--error', { timeout: WAIT_MS });
     await screenshot('viewer-refused.png');
+    await accessible('refused viewer');
   });
 
   step('had no page errors, nothing blocked by the CSP and no request off this machine', () => {

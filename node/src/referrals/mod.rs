@@ -459,6 +459,17 @@ impl Party<'_> {
                 referral.sent_at - now
             )));
         }
+        // One member cannot fill this trust's store and inbox: a new referral is refused
+        // while that trust has MAX_OPEN_FROM_ONE_TRUST open here (a repeat is still answered).
+        if self.store.referral(&referral.id)?.is_none() {
+            let open = open_from(&self.store.referrals()?, &referral.from);
+            if open >= MAX_OPEN_FROM_ONE_TRUST {
+                return Err(refused(format!(
+                    "{} has {open} referrals open here already; at most {MAX_OPEN_FROM_ONE_TRUST}",
+                    referral.from
+                )));
+            }
+        }
         // Its grants came first, on the same ordered queue: each from the referring trust,
         // for this trust, for its slide, naming this referral. (Not here: not yet, ask again.)
         for (slide, grant) in referral.slides.iter().zip(&referral.grants) {
@@ -672,6 +683,18 @@ pub fn grant_of(referral: &Referral, slide: &SlideId) -> Option<GrantId> {
         .iter()
         .position(|s| s == slide)
         .map(|i| referral.grants[i])
+}
+
+/// Most referrals one trust may have open at another: beyond any co-operative's workload
+/// (six trusts exchange a few hundred a month), small enough that a member gone rogue
+/// cannot fill the receiver's store.
+pub const MAX_OPEN_FROM_ONE_TRUST: usize = 10_000;
+
+/// How many referrals received from `from` are still open.
+fn open_from(all: &[StoredReferral], from: &TrustCode) -> usize {
+    all.iter()
+        .filter(|r| !r.sent_here && &r.referral.from == from && !r.status.is_final())
+        .count()
 }
 
 /// Whether a referral this trust holds is for `user` here. The referring trust's side is

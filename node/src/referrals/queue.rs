@@ -129,6 +129,16 @@ pub fn figures(
         .collect()
 }
 
+/// Most cases one trust may have on offer at once, as another member holds them.
+pub const MAX_OPEN_OFFERS: usize = 1_000;
+
+/// How many of `from`'s offers are open at `now`.
+pub(crate) fn open_offers_from(held: &[StoredOffer], from: &TrustCode, now: u64) -> usize {
+    held.iter()
+        .filter(|o| &o.offer.from == from && o.is_open(now))
+        .count()
+}
+
 impl Party<'_> {
     /// Signs and stores an offer of this trust's case; the background loops announce it.
     /// The caller decided `refer` on every slide.
@@ -191,6 +201,19 @@ impl Party<'_> {
         offer
             .validate()
             .map_err(|e| refused(format!("malformed offer: {e}")))?;
+        // One member cannot flood every member's queue: a new offer is refused while its
+        // trust has MAX_OPEN_OFFERS of them open here (a repeat announcement is not new).
+        let held = self.store.offers()?;
+        if !held.iter().any(|o| o.offer.id == offer.id) {
+            // A new offer was made just now: its own time stands for the clock.
+            let open = open_offers_from(&held, &offer.from, offer.offered_at);
+            if open >= MAX_OPEN_OFFERS {
+                return Err(refused(format!(
+                    "{} has {open} cases on offer here already; at most {MAX_OPEN_OFFERS}",
+                    offer.from
+                )));
+            }
+        }
         Ok(self.store.put_offer(&StoredOffer {
             signed,
             offer,

@@ -766,3 +766,17 @@ fn a_referral_to_a_named_specialist_is_for_them_and_their_cover_only() {
         None
     ));
 }
+
+#[test]
+fn quotas_count_only_what_is_open_from_that_trust() {
+    let w = world();
+    let id = sent_and_received(&w);
+    let received = w.bradford.referral(&id);
+    let mut closed = received.clone();
+    closed.status = Status::Closed;
+    let sent = w.leeds.referral(&id);
+    let all = vec![received.clone(), received, closed, sent];
+    assert_eq!(super::open_from(&all, &w.leeds.trust), 2);
+    assert_eq!(super::open_from(&all, &w.bradford.trust), 0);
+    assert!(super::MAX_OPEN_FROM_ONE_TRUST >= 1_000);
+}

@@ -11,6 +11,8 @@
 //!   of a slide, made for one project.
 //! - [`annotation`]: the marks a specialist draws on a referral's slides, and what they
 //!   measure.
+//! - [`query`]: research queries (a grouped count over slide records), their text and JSON
+//!   forms and their evaluation, the same at every site.
 //! - [`referral`]: a signed referral of a case's slides to another trust for an opinion,
 //!   and the signed updates (delivered, opened, answered, ...) both sides keep.
 //! - [`sign`]: node signing keys and the domain-separated signatures over canonical bytes.
@@ -32,6 +34,7 @@ pub mod deidentified;
 pub mod grant;
 pub mod ids;
 pub mod manifest;
+pub mod query;
 pub mod referral;
 pub mod roster;
 pub mod sign;

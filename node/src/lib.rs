@@ -9,13 +9,16 @@
 //!   manifests and tiles served, remote tiles fetched through the cache), and its
 //!   background loops (roster, outbox).
 //! - [`referrals`]: referrals of a case's slides to another trust for an opinion: sending,
-//!   receiving, each step of their life, both sides' histories.
+//!   receiving, each step of their life, both sides' histories; their marks as DICOM.
+//! - [`research`]: research queries at this node: each own slide's facts as query fields
+//!   (partly built: no index, LIMS fields, fan-out or disclosure control yet).
 //! - [`access`]: who may see or do what: every decision in one pure function (grants,
 //!   the owner's cedar policy, roles, the label and identity rules).
 //! - [`net`]: the libp2p swarm task and its handle; knows nothing of the store.
 //! - [`ingest`]: DICOM WSI files in, signed slides in the store out.
 //! - [`context`]: an opened node (config, key, store) and start-up housekeeping.
 //! - [`store`]: redb tables and the object store of original files; tile reads.
+//! - [`dicom_json`], [`dicom_build`]: reading DICOM JSON, writing DICOM data sets.
 //! - [`config`], [`datadir`]: the operator's settings and the data directory's layout.
 //!
 //! Architecture invariant: only `ingest` writes slides to the store, always in one redb
@@ -37,6 +40,7 @@ pub mod federation;
 pub mod ingest;
 pub mod net;
 pub mod referrals;
+pub mod research;
 pub mod server;
 pub mod store;
 #[cfg(test)]

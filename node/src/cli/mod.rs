@@ -7,6 +7,7 @@ mod federation;
 mod ingest;
 mod init;
 mod policy;
+mod query;
 mod refer;
 mod serve;
 mod share;
@@ -46,6 +47,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the slides this node holds.
     Slides(slides::SlidesArgs),
+    /// Count this node's own slides by a research query (partly built: this node only, no
+    /// index, LIMS fields or disclosure control yet)
+    Query(query::QueryArgs),
     /// Re-read every tile from the original files and check it against its id.
     Verify(verify::VerifyArgs),
     /// The federation roster: member entries, proposals, co-signing, publishing.
@@ -86,6 +90,7 @@ pub fn run() -> Result<()> {
         Command::Ingest(args) => ingest::run(data, args),
         Command::Serve(args) => serve::run(data, args),
         Command::Slides(args) => slides::run(data, args),
+        Command::Query(args) => query::run(data, args),
         Command::Verify(args) => verify::run(data, args),
         Command::Federation(args) => federation::run(data, args),
         Command::Share(args) => share::share(data, args),

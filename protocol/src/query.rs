@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 /// Longest query text, in bytes.
 pub const MAX_QUERY_TEXT: usize = 4 << 10;
-/// Most conditions (comparisons, sets, ranges, hierarchy tests) in one query.
+/// Most nodes (comparisons, sets, ranges, hierarchy tests, and, or, not) in one query.
 pub const MAX_CONDITIONS: usize = 64;
 /// Deepest nesting of `not`, `and`, `or` and parentheses.
 pub const MAX_DEPTH: usize = 16;
@@ -33,6 +33,8 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_SET: usize = 256;
 /// Most fields to group by.
 pub const MAX_GROUP_BY: usize = 4;
+/// Longest value, in bytes.
+pub const MAX_VALUE: usize = 256;
 
 /// What a slide record says, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -49,6 +51,7 @@ pub enum Field {
     Grade,
     /// The study's year.
     Year,
+    /// The decade of age at the study, as its first year (40 for 40 to 49).
     AgeBand,
     Sex,
     Scanner,
@@ -189,9 +192,14 @@ pub struct QueryError {
 impl QueryError {
     /// The query text with a caret line under the offending token, and the message.
     pub fn render(&self, text: &str) -> String {
-        let start = text[..self.at.min(text.len())].chars().count();
+        // Offsets from another text (or the length limit) may fall inside a character.
+        let mut at = self.at.min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let start = text[..at].chars().count();
         let width = text
-            .get(self.at..(self.at + self.len).min(text.len()))
+            .get(at..(at + self.len).min(text.len()))
             .map_or(1, |t| t.chars().count().max(1));
         format!(
             "{text}\n{}{}\n{}",
@@ -257,6 +265,17 @@ impl Condition {
         if depth > MAX_DEPTH {
             return Err(format!("nested deeper than {MAX_DEPTH}"));
         }
+        let long = |v: &Value| matches!(v, Value::Text(t) if t.len() > MAX_VALUE);
+        let too_long = match self {
+            Condition::Compare { value, .. } => long(value),
+            Condition::In { values, .. } => values.iter().any(long),
+            Condition::Between { low, high, .. } => long(low) || long(high),
+            Condition::Under { code, .. } => code.len() > MAX_VALUE,
+            _ => false,
+        };
+        if too_long {
+            return Err(format!("a value is longer than {MAX_VALUE} bytes"));
+        }
         Ok(match self {
             Condition::In { values, .. } => {
                 if values.is_empty() || values.len() > MAX_SET {
@@ -265,9 +284,12 @@ impl Condition {
                 1
             }
             Condition::Compare { .. } | Condition::Between { .. } | Condition::Under { .. } => 1,
-            Condition::Not(inner) => inner.size(depth + 1)?,
+            Condition::Not(inner) => 1 + inner.size(depth + 1)?,
             Condition::And(all) | Condition::Or(all) => {
-                let mut n = 0;
+                if all.is_empty() {
+                    return Err("`and` and `or` join one or more conditions".into());
+                }
+                let mut n = 1;
                 for c in all {
                     n += c.size(depth + 1)?;
                 }
@@ -298,15 +320,40 @@ impl Query {
         Ok(())
     }
 
+    /// The fields the query names, in its filter or its grouping.
+    pub fn fields(&self) -> std::collections::BTreeSet<Field> {
+        fn walk(c: &Condition, out: &mut std::collections::BTreeSet<Field>) {
+            match c {
+                Condition::Compare { field, .. }
+                | Condition::In { field, .. }
+                | Condition::Between { field, .. }
+                | Condition::Under { field, .. } => {
+                    out.insert(*field);
+                }
+                Condition::Not(inner) => walk(inner, out),
+                Condition::And(all) | Condition::Or(all) => all.iter().for_each(|c| walk(c, out)),
+            }
+        }
+        let mut out: std::collections::BTreeSet<Field> = self.group_by.iter().copied().collect();
+        if let Some(f) = &self.filter {
+            walk(f, &mut out);
+        }
+        out
+    }
+
     /// Counts `records` matching the filter, per combination of the group-by fields' values
     /// (a record with several values for a group-by field counts once under each; one with
-    /// none, under `None`).
+    /// none, under `None`; text grouped without regard to case, shown in capitals). Without
+    /// grouping there is always one count, 0 included.
     pub fn count<'r, R: Record + 'r>(
         &self,
         records: impl IntoIterator<Item = &'r R>,
         is_a: IsA<'_>,
     ) -> BTreeMap<Vec<Option<Value>>, u64> {
         let mut out = BTreeMap::new();
+        if self.group_by.is_empty() {
+            out.insert(Vec::new(), 0);
+        }
         for record in records {
             if self
                 .filter
@@ -321,7 +368,16 @@ impl Query {
                 let choices: Vec<Option<Value>> = if values.is_empty() {
                     vec![None]
                 } else {
-                    let mut v: Vec<Option<Value>> = values.into_iter().map(Some).collect();
+                    // Grouped as matched: text without regard to ASCII case.
+                    let mut v: Vec<Option<Value>> = values
+                        .into_iter()
+                        .map(|v| {
+                            Some(match v {
+                                Value::Text(t) => Value::Text(t.to_ascii_uppercase()),
+                                n => n,
+                            })
+                        })
+                        .collect();
                     v.sort();
                     v.dedup();
                     v
@@ -418,7 +474,13 @@ fn tokens(text: &str) -> Result<Vec<Token>, QueryError> {
                 match c {
                     '"' => break,
                     '\\' => {
-                        let escaped = text[i..].chars().next().unwrap_or('\\');
+                        let Some(escaped) = text[i..].chars().next() else {
+                            return Err(QueryError {
+                                at: start,
+                                len: i - start,
+                                message: "this string has no closing quote".into(),
+                            });
+                        };
                         i += escaped.len_utf8();
                         value.push(escaped);
                     }
@@ -800,14 +862,28 @@ mod tests {
         let e = format!("count where {many}").parse::<Query>().unwrap_err();
         assert!(e.message.contains("conditions"), "{e}");
         let deep = format!("count where {}year = 1{}", "(".repeat(20), ")".repeat(20));
-        assert!(deep.parse::<Query>().is_err());
+        let e = deep.parse::<Query>().unwrap_err();
+        assert!(
+            e.message.contains("nesting") || e.message.contains("nested"),
+            "{e}"
+        );
         let json = serde_json::json!({
             "filter": {"in": {"field": "grade", "values": []}},
             "group_by": ["trust"],
         });
         let q: Query = serde_json::from_value(json).unwrap();
         assert!(q.validate().unwrap_err().message.contains("set"));
-        assert!("x".repeat(MAX_QUERY_TEXT + 1).parse::<Query>().is_err());
+        let long = format!("count where stain = {}", "x".repeat(MAX_QUERY_TEXT));
+        let e = long.parse::<Query>().unwrap_err();
+        assert!(e.message.contains("longer than"), "{e}");
+        let empty = serde_json::json!({"filter": {"and": []}});
+        let q: Query = serde_json::from_value(empty).unwrap();
+        assert!(q.validate().is_err());
+        // Nested empty joins count as nodes: no way around the limit.
+        let nodes: Vec<serde_json::Value> = (0..100).map(|_| serde_json::json!({"and": [{"compare": {"field": "year", "op": "eq", "value": 1}}]})).collect();
+        let q: Query =
+            serde_json::from_value(serde_json::json!({"filter": {"or": nodes}})).unwrap();
+        assert!(q.validate().unwrap_err().message.contains("conditions"));
     }
 
     #[test]
@@ -827,5 +903,50 @@ mod tests {
             })
         );
         assert_eq!(serde_json::from_value::<Query>(json).unwrap(), q);
+    }
+
+    #[test]
+    fn hostile_text_is_an_error_not_a_panic() {
+        for text in [
+            "",
+            "count where stain = \"\\",
+            "count where stain = \"é\\",
+            "count where stain = é€",
+            "count where stain = \"a\\\"b\" by",
+            &format!("count where stain = {}", "€".repeat(1400)),
+        ] {
+            let e = text.parse::<Query>().unwrap_err();
+            let _ = e.render(text);
+        }
+        let q: Query = "count where stain = \"a\\\"b\"".parse().unwrap();
+        assert_eq!(
+            q.filter,
+            Some(Condition::Compare {
+                field: Field::Stain,
+                op: Op::Eq,
+                value: text("a\"b")
+            })
+        );
+        let q: Query = "count where anatomic_site = Bröst".parse().unwrap();
+        assert!(
+            matches!(q.filter, Some(Condition::Compare { value: Value::Text(ref t), .. }) if t == "Bröst")
+        );
+        let e = "count where stain = Bröst ~".parse::<Query>().unwrap_err();
+        assert_eq!(
+            e.render("count where stain = Bröst ~").lines().nth(1),
+            Some("                          ^")
+        );
+    }
+
+    #[test]
+    fn grouping_ignores_case_as_matching_does() {
+        let q: Query = "count by stain".parse().unwrap();
+        let records = [
+            slide("RR8", "H&E", 2020, None, &[]),
+            slide("RR8", "h&e", 2020, None, &[]),
+        ];
+        let counts = q.count(&records, &is_a);
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts.values().next(), Some(&2));
     }
 }

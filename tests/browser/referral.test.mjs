@@ -165,8 +165,10 @@ describe('a referral between two trusts in two browsers', () => {
     await shot(referrer, 'offer-form.png');
     await referrer.keyboard.press('Enter');
     await referrer.waitForURL(/\/referrals\/queue$/, { timeout: WAIT_MS });
-    await referrer.waitForSelector('#queue-figures', { timeout: WAIT_MS });
-    assert.match(await referrer.locator('#queue-figures').innerText(), /breast/);
+    await referrer.waitForSelector('#offers', { timeout: WAIT_MS });
+    const own = referrer.locator('#offers tbody tr', { hasText: 'Backlog: core biopsy, please report.' });
+    assert.equal(await own.count(), 1, 'the offer is listed in the queue');
+    assert.equal(await own.locator('button').count(), 0, 'no claim button on this trust\u2019s own offer');
   });
 
   step('the receiving pathologist finds it in the inbox', async () => {

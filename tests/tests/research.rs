@@ -51,7 +51,16 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
         node.cmd()
             .args(["query", "count where year < 1900", "--json"]),
     );
-    assert!(none.trim().is_empty(), "{none}");
+    let row: Value = serde_json::from_str(none.trim()).unwrap();
+    assert_eq!(row["count"].as_u64(), Some(0), "{none}");
+    // LIMS fields are not held yet: refused, saying so.
+    let lims = node
+        .cmd()
+        .args(["query", "count by diagnosis"])
+        .output()
+        .unwrap();
+    assert!(!lims.status.success());
+    assert!(String::from_utf8_lossy(&lims.stderr).contains("LIMS sidecar"));
     let all = run_ok(
         node.cmd()
             .args(["query", "count where stain = \"h&e\"", "--json"]),

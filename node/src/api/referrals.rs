@@ -164,7 +164,7 @@ pub(crate) async fn decide_referral(
     let trust = state.federation.holdings.trust.clone();
     let user = requester.user().cloned();
     let (hold, addressed) = tokio::task::spawn_blocking(move || {
-        let directory = referrals::own_directory(&store, &trust)?;
+        let directory = referrals::own_directory(&store, &trust);
         let addressed = referrals::addressed_to(&held, user.as_ref(), directory.as_ref());
         Ok::<_, crate::store::StoreError>((
             referrals::grants_hold(&store, roster.as_deref(), &held, now_unix())?,
@@ -238,7 +238,7 @@ pub async fn list(
     let trust = state.federation.holdings.trust.clone();
     let referrals = tokio::task::spawn_blocking(move || {
         let now = now_unix();
-        let directory = referrals::own_directory(&store, &trust)?;
+        let directory = referrals::own_directory(&store, &trust);
         let all = store.referrals()?;
         let shown: Vec<Value> = all
             .iter()
@@ -633,6 +633,7 @@ pub async fn offers(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, A
     let mut listed: Vec<&crate::store::referrals::StoredOffer> = offers.iter().collect();
     listed.sort_by_key(|o| (!o.is_open(now), o.offer.offered_at));
     Ok(Json(json!({
+        "trust": state.federation.holdings.trust,
         "queues": figures,
         "offers": listed.iter().map(|o| offer_json(o, now)).collect::<Vec<_>>(),
     })))

@@ -25,6 +25,20 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
         .map_err(|e: slidemesh_protocol::query::QueryError| {
             anyhow::anyhow!("not a query:\n{}", e.render(&args.text))
         })?;
+    use slidemesh_protocol::query::Field;
+    let lims: Vec<&str> = query
+        .fields()
+        .into_iter()
+        .filter(|f| matches!(f, Field::Diagnosis | Field::Grade | Field::Specimen))
+        .map(Field::name)
+        .collect();
+    if !lims.is_empty() {
+        anyhow::bail!(
+            "{} come from the LIMS sidecar, which this node does not hold yet (not built); \
+             query by trust, stain, anatomic_site, year, age_band, sex or scanner",
+            lims.join(", ")
+        );
+    }
     let node = NodeContext::open(data)?;
     let mut facts = Vec::new();
     for (id, summary) in node.store.summaries()? {

@@ -628,11 +628,11 @@ impl Inbound for Handlers {
                         let Some(roster) = answers.holdings.membership.roster() else {
                             return;
                         };
-                        match answers
-                            .holdings
-                            .referral_party()
-                            .receive_offer(&roster, signed)
-                        {
+                        match answers.holdings.referral_party().receive_offer(
+                            &roster,
+                            signed,
+                            crate::store::now_unix(),
+                        ) {
                             Ok(true) => info!(peer = %from, "offered case received"),
                             Ok(false) => {}
                             Err(e) => warn!(peer = %from, error = %e, "offer refused"),

@@ -687,7 +687,8 @@ pub fn grant_of(referral: &Referral, slide: &SlideId) -> Option<GrantId> {
 
 /// Most referrals one trust may have open at another: beyond any co-operative's workload
 /// (six trusts exchange a few hundred a month), small enough that a member gone rogue
-/// cannot fill the receiver's store.
+/// cannot flood the receiver's inbox. (Closed, withdrawn and expired ones still take space
+/// until pruning, which is not built.)
 pub const MAX_OPEN_FROM_ONE_TRUST: usize = 10_000;
 
 /// How many referrals received from `from` are still open.
@@ -723,13 +724,17 @@ pub fn addressed_to(
     }
 }
 
-/// This trust's own directory as it signed it, if it publishes one.
-pub fn own_directory(store: &Store, trust: &TrustCode) -> Result<Option<Directory>, StoreError> {
-    Ok(store
-        .directories()?
-        .into_iter()
-        .map(|(_, d)| d)
-        .find(|d| &d.trust == trust))
+/// This trust's own directory as it signed it, if it publishes one. Unreadable, it is
+/// logged and taken as none: a named specialist's referral is then for them alone (closed,
+/// not open, on error).
+pub fn own_directory(store: &Store, trust: &TrustCode) -> Option<Directory> {
+    match store.directories() {
+        Ok(all) => all.into_iter().map(|(_, d)| d).find(|d| &d.trust == trust),
+        Err(e) => {
+            tracing::error!(error = %e, "stored directories unreadable; no cover applies");
+            None
+        }
+    }
 }
 
 /// An opinion's marks lie on the referral's own slides, inside each one's full-resolution

@@ -184,6 +184,7 @@ impl Party<'_> {
         &self,
         roster: &Roster,
         signed: SignedOffer,
+        now: u64,
     ) -> Result<bool, ReferralFailure> {
         let refused = ReferralFailure::Refused;
         let offer = signed
@@ -202,11 +203,19 @@ impl Party<'_> {
             .validate()
             .map_err(|e| refused(format!("malformed offer: {e}")))?;
         // One member cannot flood every member's queue: a new offer is refused while its
-        // trust has MAX_OPEN_OFFERS of them open here (a repeat announcement is not new).
-        let held = self.store.offers()?;
-        if !held.iter().any(|o| o.offer.id == offer.id) {
-            // A new offer was made just now: its own time stands for the clock.
-            let open = open_offers_from(&held, &offer.from, offer.offered_at);
+        // trust has MAX_OPEN_OFFERS of them open here by this node's clock, and one made in
+        // the future or already ended is refused outright (a repeat announcement is not new).
+        if self.store.offer(&offer.id)?.is_none() {
+            if offer.offered_at > now + super::MAX_CLOCK_SKEW_SECS {
+                return Err(refused(format!(
+                    "offer made {} s in the future",
+                    offer.offered_at - now
+                )));
+            }
+            if offer.expires_at <= now {
+                return Err(refused("offer ended before it arrived".into()));
+            }
+            let open = open_offers_from(&self.store.offers()?, &offer.from, now);
             if open >= MAX_OPEN_OFFERS {
                 return Err(refused(format!(
                     "{} has {open} cases on offer here already; at most {MAX_OPEN_OFFERS}",

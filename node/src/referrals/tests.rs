@@ -513,6 +513,40 @@ mod queue {
     use crate::referrals::queue::figures;
     use crate::store::referrals::StoredOffer;
 
+    #[test]
+    fn offers_made_in_the_future_or_already_ended_are_refused() {
+        let w = world();
+        let make = |offered_at: u64, expires_at: u64| {
+            let nonce = slidemesh_protocol::referral::fresh_nonce();
+            let offer = Offer {
+                id: slidemesh_protocol::referral::referral_id(&w.leeds.trust, &nonce),
+                nonce,
+                from: w.leeds.trust.clone(),
+                queue: "gi".into(),
+                slides: vec![SlideId::of(b"biopsy")],
+                question: "Dysplasia?".into(),
+                urgency: Urgency::Routine,
+                offered_at,
+                expires_at,
+            };
+            SignedOffer::sign(&offer, &w.leeds.key)
+        };
+        let bradford = w.bradford.party();
+        let e = bradford
+            .receive_offer(&w.roster, make(NOW + 3_600, NOW + 86_400), NOW)
+            .unwrap_err();
+        assert!(e.to_string().contains("in the future"), "{e}");
+        let e = bradford
+            .receive_offer(&w.roster, make(NOW - 7_200, NOW - 3_600), NOW)
+            .unwrap_err();
+        assert!(e.to_string().contains("ended"), "{e}");
+        assert!(
+            bradford
+                .receive_offer(&w.roster, make(NOW, NOW + 86_400), NOW)
+                .unwrap()
+        );
+    }
+
     /// Leeds's offer of a case to the gi queue, stored at Leeds (as `Party::offer` would,
     /// without the slide check) and received by Bradford and Wakefield.
     fn offered(w: &World) -> Offer {
@@ -544,14 +578,14 @@ mod queue {
         for site in [&w.bradford, &w.wakefield] {
             assert!(
                 site.party()
-                    .receive_offer(&w.roster, signed.clone())
+                    .receive_offer(&w.roster, signed.clone(), NOW + 1)
                     .unwrap()
             );
             // Announced again: nothing new.
             assert!(
                 !site
                     .party()
-                    .receive_offer(&w.roster, signed.clone())
+                    .receive_offer(&w.roster, signed.clone(), NOW + 1)
                     .unwrap()
             );
         }

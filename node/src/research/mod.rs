@@ -20,8 +20,8 @@ pub struct SlideFacts {
     pub stain: Option<String>,
     pub anatomic_site: Option<String>,
     pub year: Option<i64>,
-    /// Decades of age at the study: "40-49".
-    pub age_band: Option<String>,
+    /// The decade of age at the study, as its first year (40 for 40 to 49).
+    pub age_band: Option<i64>,
     pub sex: Option<String>,
     /// Manufacturer and model.
     pub scanner: Option<String>,
@@ -39,7 +39,7 @@ impl Record for SlideFacts {
             Field::Stain => text(&self.stain),
             Field::AnatomicSite => text(&self.anatomic_site),
             Field::Year => self.year.iter().map(|y| Value::Number(*y)).collect(),
-            Field::AgeBand => text(&self.age_band),
+            Field::AgeBand => self.age_band.iter().map(|a| Value::Number(*a)).collect(),
             Field::Sex => text(&self.sex),
             Field::Scanner => text(&self.scanner),
             // From the LIMS sidecar, not built yet.
@@ -74,10 +74,7 @@ pub fn facts(summary: &SlideSummary, manifest: &SlideManifest) -> SlideFacts {
         .and_then(|d| d.get(..4))
         .and_then(|y| y.parse().ok());
     let age_band = match (study_date.as_deref(), first(dicom_json::PATIENT_BIRTH_DATE)) {
-        (Some(study), Some(birth)) => age_years(&birth, study).map(|a| {
-            let decade = a / 10 * 10;
-            format!("{decade}-{}", decade + 9)
-        }),
+        (Some(study), Some(birth)) => age_years(&birth, study).map(|a| a / 10 * 10),
         _ => None,
     };
     let scanner = match (first("00080070"), first("00081090")) {

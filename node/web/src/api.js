@@ -178,7 +178,7 @@ export async function getDirectory() {
   return Array.isArray(body?.trusts) ? body.trusts : [];
 }
 
-/** The co-operative's reporting queue: { queues: [{ queue, open, taken, median_wait_secs, median_turnaround_secs }], offers: [...] }. */
+/** The co-operative's reporting queue: { trust (this node's), queues: [{ queue, open, taken, median_wait_secs, median_turnaround_secs }], offers: [...] }. */
 export function getOffers() {
   return getJson('/api/v1/offers');
 }

@@ -465,7 +465,8 @@ export async function renderQueue(root) {
   const rows = open.map((o) => {
     const status = h('span', { class: 'claim-status', role: 'status' },
       o.claimed_here_at ? 'Claim sent' : (o.claim_refused ? `Last claim refused: ${o.claim_refused}` : ''));
-    const button = o.claimed_here_at ? null : h('button', {
+    // A trust does not claim its own offers.
+    const button = o.claimed_here_at || o.from === data.trust ? null : h('button', {
       type: 'button',
       id: `claim-${o.id}`,
       class: 'button button--secondary',

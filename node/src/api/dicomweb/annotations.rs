@@ -127,8 +127,7 @@ pub async fn visible(
         let now = crate::store::now_unix();
         let roster = state.federation.holdings.membership.roster();
         let directory =
-            crate::referrals::own_directory(&state.store, &state.federation.holdings.trust)
-                .unwrap_or_default();
+            crate::referrals::own_directory(&state.store, &state.federation.holdings.trust);
         let referrals = state.store.referrals().unwrap_or_else(|e| {
             tracing::error!(error = %e, "referrals unreadable; no annotation series listed");
             Vec::new()

@@ -513,24 +513,28 @@ mod queue {
     use crate::referrals::queue::figures;
     use crate::store::referrals::StoredOffer;
 
+    /// Leeds's offer of a case to the gi queue, made and ending at these times, signed.
+    fn leeds_offer(w: &World, offered_at: u64, expires_at: u64) -> (Offer, SignedOffer) {
+        let nonce = slidemesh_protocol::referral::fresh_nonce();
+        let offer = Offer {
+            id: slidemesh_protocol::referral::referral_id(&w.leeds.trust, &nonce),
+            nonce,
+            from: w.leeds.trust.clone(),
+            queue: "gi".into(),
+            slides: vec![SlideId::of(b"biopsy")],
+            question: "Dysplasia?".into(),
+            urgency: Urgency::Routine,
+            offered_at,
+            expires_at,
+        };
+        let signed = SignedOffer::sign(&offer, &w.leeds.key);
+        (offer, signed)
+    }
+
     #[test]
     fn offers_made_in_the_future_or_already_ended_are_refused() {
         let w = world();
-        let make = |offered_at: u64, expires_at: u64| {
-            let nonce = slidemesh_protocol::referral::fresh_nonce();
-            let offer = Offer {
-                id: slidemesh_protocol::referral::referral_id(&w.leeds.trust, &nonce),
-                nonce,
-                from: w.leeds.trust.clone(),
-                queue: "gi".into(),
-                slides: vec![SlideId::of(b"biopsy")],
-                question: "Dysplasia?".into(),
-                urgency: Urgency::Routine,
-                offered_at,
-                expires_at,
-            };
-            SignedOffer::sign(&offer, &w.leeds.key)
-        };
+        let make = |offered_at, expires_at| leeds_offer(&w, offered_at, expires_at).1;
         let bradford = w.bradford.party();
         let e = bradford
             .receive_offer(&w.roster, make(NOW + 3_600, NOW + 86_400), NOW)
@@ -550,19 +554,7 @@ mod queue {
     /// Leeds's offer of a case to the gi queue, stored at Leeds (as `Party::offer` would,
     /// without the slide check) and received by Bradford and Wakefield.
     fn offered(w: &World) -> Offer {
-        let nonce = slidemesh_protocol::referral::fresh_nonce();
-        let offer = Offer {
-            id: slidemesh_protocol::referral::referral_id(&w.leeds.trust, &nonce),
-            nonce,
-            from: w.leeds.trust.clone(),
-            queue: "gi".into(),
-            slides: vec![SlideId::of(b"biopsy")],
-            question: "Dysplasia?".into(),
-            urgency: Urgency::Routine,
-            offered_at: NOW,
-            expires_at: NOW + 86_400,
-        };
-        let signed = SignedOffer::sign(&offer, &w.leeds.key);
+        let (offer, signed) = leeds_offer(w, NOW, NOW + 86_400);
         w.leeds
             .store
             .put_offer(&StoredOffer {

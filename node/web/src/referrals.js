@@ -130,6 +130,45 @@ function field(id, label, control, hint) {
     control);
 }
 
+/**
+ * Submits a case form (a referral or an offer): at least one slide and every `required`
+ * field ([name, what to say when empty]) first, then `send(data, value)`; says what is
+ * missing, or why it was not sent.
+ */
+function onCaseSubmit(form, { buttonId, error, what, required, send }) {
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const value = (name) => String(data.get(name) ?? '').trim();
+    const problems = [];
+    if (!data.getAll('slides').length) problems.push('Choose at least one slide.');
+    for (const [name, message] of required) if (!value(name)) problems.push(message);
+    if (problems.length) {
+      error.replaceChildren(notice('error', `The ${what} is not complete.`, ...problems));
+      return;
+    }
+    const button = form.querySelector(`#${buttonId}`);
+    button.disabled = true;
+    try {
+      await send(data, value);
+    } catch (err) {
+      button.disabled = false;
+      error.replaceChildren(notice('error', `The ${what} was not sent.`, String(err.detail || err.message || err)));
+    }
+  });
+}
+
+/** The node and this trust's own slides, or null (the failure shown on `page`). */
+async function ownSlides(page, nodePromise) {
+  try {
+    const [node, slides] = await Promise.all([nodePromise, listSlides()]);
+    return { node, ours: slides.filter((s) => node && s.owner === node.trust) };
+  } catch (err) {
+    failed(page, 'The slides', err);
+    return null;
+  }
+}
+
 /** The case's slides to choose from: this trust's own, `ticked` chosen already. */
 function slideChoices(ours, ticked) {
   return h('fieldset', {}, h('legend', {}, 'Slides of the case'), ours.map((s) => h('div', { class: 'check' },
@@ -143,15 +182,9 @@ function slideChoices(ours, ticked) {
  */
 export async function renderNewOffer(root, nodePromise) {
   const page = pageShell(root, 'Offer a case to the shared queue');
-  let node;
-  let slides;
-  try {
-    [node, slides] = await Promise.all([nodePromise, listSlides()]);
-  } catch (err) {
-    failed(page, 'The slides', err);
-    return;
-  }
-  const ours = slides.filter((s) => node && s.owner === node.trust);
+  const loaded = await ownSlides(page, nodePromise);
+  if (!loaded) return;
+  const { ours } = loaded;
   if (!ours.length) {
     page.append(notice('empty', 'Nothing to offer yet.', 'This trust has no slides of its own on this node.'));
     return;
@@ -175,29 +208,17 @@ export async function renderNewOffer(root, nodePromise) {
     const names = [...new Set(trusts.flatMap((t) => (t.queues ?? []).map((q) => q.name)))].sort();
     form.querySelector('#queue-options').replaceChildren(...names.map((name) => h('option', { value: name })));
   }).catch(() => null);
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const data = new FormData(form);
-    const chosen = data.getAll('slides');
-    const queue = String(data.get('queue') ?? '').trim();
-    const question = String(data.get('question') ?? '').trim();
-    const problems = [];
-    if (!chosen.length) problems.push('Choose at least one slide.');
-    if (!queue) problems.push('Name the queue.');
-    if (!question) problems.push('Write a summary of the case.');
-    if (problems.length) {
-      error.replaceChildren(notice('error', 'The offer is not complete.', ...problems));
-      return;
-    }
-    const button = form.querySelector('#send-offer');
-    button.disabled = true;
-    try {
-      await sendOffer({ queue, slides: chosen, question, urgency: data.get('urgency'), report: String(data.get('report') ?? '') });
+  onCaseSubmit(form, {
+    buttonId: 'send-offer',
+    error,
+    what: 'offer',
+    required: [['queue', 'Name the queue.'], ['question', 'Write a summary of the case.']],
+    send: async (data, value) => {
+      await sendOffer({
+        queue: value('queue'), slides: data.getAll('slides'), question: value('question'), urgency: data.get('urgency'), report: String(data.get('report') ?? ''),
+      });
       window.location.assign('/referrals/queue');
-    } catch (err) {
-      button.disabled = false;
-      error.replaceChildren(notice('error', 'The case was not offered.', String(err.detail || err.message || err)));
-    }
+    },
   });
   page.append(form);
 }
@@ -205,15 +226,9 @@ export async function renderNewOffer(root, nodePromise) {
 /** "/referrals/new": the referral form; `?slide=` ticks that slide. */
 export async function renderNewReferral(root, nodePromise) {
   const page = pageShell(root, 'Refer a case');
-  let node;
-  let slides;
-  try {
-    [node, slides] = await Promise.all([nodePromise, listSlides()]);
-  } catch (err) {
-    failed(page, 'The slides', err);
-    return;
-  }
-  const ours = slides.filter((s) => node && s.owner === node.trust);
+  const loaded = await ownSlides(page, nodePromise);
+  if (!loaded) return;
+  const { node, ours } = loaded;
   const ticked = new URLSearchParams(window.location.search).get('slide');
   const members = (node?.members ?? []).filter((m) => m.trust !== node?.trust);
   if (!ours.length || !members.length) {
@@ -256,36 +271,22 @@ export async function renderNewReferral(root, nodePromise) {
     if (event.target.id === 'to' || event.target.name === 'for') offer();
   });
   offer();
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const data = new FormData(form);
-    const chosen = data.getAll('slides');
-    const recipient = String(data.get('recipient') ?? '').trim();
-    const question = String(data.get('question') ?? '').trim();
-    const problems = [];
-    if (!chosen.length) problems.push('Choose at least one slide.');
-    if (!recipient) problems.push('Name a queue or a specialist.');
-    if (!question) problems.push('Write the clinical question.');
-    if (problems.length) {
-      error.replaceChildren(notice('error', 'The referral is not complete.', ...problems));
-      return;
-    }
-    const button = form.querySelector('#send-referral');
-    button.disabled = true;
-    try {
+  onCaseSubmit(form, {
+    buttonId: 'send-referral',
+    error,
+    what: 'referral',
+    required: [['recipient', 'Name a queue or a specialist.'], ['question', 'Write the clinical question.']],
+    send: async (data, value) => {
       const sent = await sendReferral({
         to: data.get('to'),
-        recipient: { [data.get('for')]: recipient },
-        slides: chosen,
-        question,
+        recipient: { [data.get('for')]: value('recipient') },
+        slides: data.getAll('slides'),
+        question: value('question'),
         urgency: data.get('urgency'),
         report: String(data.get('report') ?? ''),
       });
       window.location.assign(referralPath(sent.id));
-    } catch (err) {
-      button.disabled = false;
-      error.replaceChildren(notice('error', 'The referral was not sent.', String(err.detail || err.message || err)));
-    }
+    },
   });
   page.append(form);
 }

@@ -18,9 +18,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// What the web UI (`node/web/`) loads. The `sha256-` sources are the only inline styles
 /// it runs: OpenSeadragon 6's (`@media (hover: none) { .openseadragon-canvas:focus ... }`),
 /// and the two the Annotorious selector pack injects as it loads (an empty one, then its
-/// tools' rules). The browser tests (`tests/browser/viewer.test.mjs`, `referral.test.mjs`)
-/// fail on any violation, so a new version that changes them is noticed. (Annotorious 3 is
-/// not used: it draws with PixiJS, which needs `'unsafe-eval'`.)
+/// tools' rules). The browser tests (`tests/browser/viewer.test.mjs`, `referral.test.mjs`,
+/// `signon.test.mjs`) fail on any violation, so a new version that changes them is noticed.
+/// (Annotorious 3 is not used: it draws with PixiJS, which needs `'unsafe-eval'`.)
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self' 'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE=' \
      'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' \

@@ -16,7 +16,8 @@
 //! ([`QueryError::render`] draws a caret under it).
 //!
 //! Status: the language, its checks and its evaluation over plain records are built; the
-//! per-node index, the fan-out to members and disclosure control are not yet.
+//! per-node index, the fan-out to members and disclosure control are not yet (see
+//! `slidemesh-node`'s `research`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,8 @@
-//! Research queries at one real node (issue 18, first step): `slidemesh query` counts the
+//! Research queries at one real node (issue 18, first steps): `slidemesh query` counts the
 //! node's own slides, grouped, and the counts agree with what pydicom reads from the same
-//! generated files; a malformed query is refused with a caret under the offending token.
+//! generated files; the LIMS's diagnoses and grades (`slidemesh annotate-lims`) join on
+//! accession number, a malformed LIMS file is refused whole, an opted-out patient is never
+//! counted; a malformed query is refused with a caret under the offending token.
 
 use std::collections::BTreeMap;
 
@@ -46,27 +48,82 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
     }
     assert_eq!(counted, truth);
 
-    // A filter that matches nothing counts nothing; one on the stain every slide has, all.
+    // A filter that matches nothing counts 0.
     let none = run_ok(
         node.cmd()
             .args(["query", "count where year < 1900", "--json"]),
     );
     let row: Value = serde_json::from_str(none.trim()).unwrap();
     assert_eq!(row["count"].as_u64(), Some(0), "{none}");
-    // LIMS fields are not held yet: refused, saying so.
-    let lims = node
+    // The LIMS's word, joined on accession number: two invasive carcinomas (grades 2 and
+    // 3), one DCIS whose patient opted out of research, one case the LIMS does not list.
+    let accession = |i: usize| {
+        generated[i]["accession_number"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let cases = serde_json::json!([
+        {"accession": accession(0), "diagnoses": ["413448000"], "grade": 2, "specimen": "core biopsy"},
+        {"accession": accession(1), "diagnoses": ["413448000"], "grade": 3, "specimen": "excision"},
+        {"accession": accession(2), "diagnoses": ["399935008"], "opted_out": true},
+    ]);
+    let bad = serde_json::json!([
+        {"accession": accession(3), "diagnoses": ["413448001"]},
+    ]);
+    let bad_file = dir.path().join("bad-lims.json");
+    std::fs::write(&bad_file, bad.to_string()).unwrap();
+    let refused = node
         .cmd()
-        .args(["query", "count by diagnosis"])
+        .arg("annotate-lims")
+        .arg(&bad_file)
         .output()
         .unwrap();
-    assert!(!lims.status.success());
-    assert!(String::from_utf8_lossy(&lims.stderr).contains("LIMS sidecar"));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("case 1"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let file = dir.path().join("lims.json");
+    std::fs::write(&file, cases.to_string()).unwrap();
+    run_ok(node.cmd().arg("annotate-lims").arg(&file));
+    let graded = run_ok(node.cmd().args([
+        "query",
+        "count where diagnosis = 413448000 by grade",
+        "--json",
+    ]));
+    let rows: Vec<Value> = graded
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_grade: BTreeMap<i64, u64> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["groups"]["grade"].as_i64().unwrap(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(by_grade, BTreeMap::from([(2, 1), (3, 1)]), "{graded}");
+    // The opted-out patient's slide is never counted, whatever the query.
+    let total = run_ok(node.cmd().args(["query", "count", "--json"]));
+    let row: Value = serde_json::from_str(total.trim()).unwrap();
+    assert_eq!(row["count"].as_u64(), Some(3), "{total}");
+    let dcis = run_ok(
+        node.cmd()
+            .args(["query", "count where diagnosis = 399935008", "--json"]),
+    );
+    let row: Value = serde_json::from_str(dcis.trim()).unwrap();
+    assert_eq!(row["count"].as_u64(), Some(0), "{dcis}");
     let all = run_ok(
         node.cmd()
             .args(["query", "count where stain = \"h&e\"", "--json"]),
     );
     let row: Value = serde_json::from_str(all.trim()).unwrap();
-    assert_eq!(row["count"].as_u64(), Some(4), "{all}");
+    // Every slide is H&E; the opted-out patient's is not counted.
+    assert_eq!(row["count"].as_u64(), Some(3), "{all}");
 
     let refused = node
         .cmd()

@@ -6,6 +6,7 @@ mod audit;
 mod federation;
 mod ingest;
 mod init;
+mod lims;
 mod policy;
 mod query;
 mod refer;
@@ -48,8 +49,10 @@ enum Command {
     /// List the slides this node holds.
     Slides(slides::SlidesArgs),
     /// Count this node's own slides by a research query (partly built: this node only, no
-    /// index, LIMS fields or disclosure control yet)
+    /// index or disclosure control yet)
     Query(query::QueryArgs),
+    /// Record what the LIMS says of cases (diagnoses, grade, specimen, consent, opt-out)
+    AnnotateLims(lims::LimsArgs),
     /// Re-read every tile from the original files and check it against its id.
     Verify(verify::VerifyArgs),
     /// The federation roster: member entries, proposals, co-signing, publishing.
@@ -91,6 +94,7 @@ pub fn run() -> Result<()> {
         Command::Serve(args) => serve::run(data, args),
         Command::Slides(args) => slides::run(data, args),
         Command::Query(args) => query::run(data, args),
+        Command::AnnotateLims(args) => lims::run(data, args),
         Command::Verify(args) => verify::run(data, args),
         Command::Federation(args) => federation::run(data, args),
         Command::Share(args) => share::share(data, args),

@@ -25,22 +25,10 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
         .map_err(|e: slidemesh_protocol::query::QueryError| {
             anyhow::anyhow!("not a query:\n{}", e.render(&args.text))
         })?;
-    use slidemesh_protocol::query::Field;
-    let lims: Vec<&str> = query
-        .fields()
-        .into_iter()
-        .filter(|f| matches!(f, Field::Diagnosis | Field::Grade | Field::Specimen))
-        .map(Field::name)
-        .collect();
-    if !lims.is_empty() {
-        anyhow::bail!(
-            "{} come from the LIMS sidecar, which this node does not hold yet (not built); \
-             query by trust, stain, anatomic_site, year, age_band, sex or scanner",
-            lims.join(", ")
-        );
-    }
     let node = NodeContext::open(data)?;
+    let lims = node.store.lims()?;
     let mut facts = Vec::new();
+    let mut opted_out = 0;
     for (id, summary) in node.store.summaries()? {
         if summary.origin != Origin::Local {
             continue;
@@ -53,7 +41,13 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
             .signed
             .verify()
             .with_context(|| format!("stored manifest of {id} does not verify"))?;
-        facts.push(crate::research::facts(&summary, &manifest));
+        let slide = crate::research::facts(&summary, &manifest, &lims);
+        // A patient who opted out of research is never counted.
+        if slide.opted_out {
+            opted_out += 1;
+            continue;
+        }
+        facts.push(slide);
     }
     let counts = query.count(&facts, &crate::research::is_a);
     let show = |v: &Option<Value>| {
@@ -93,8 +87,9 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "{} of this node's own slides read; other sites are not asked yet (no fan-out), \
-         and no disclosure control is applied",
+        "{} of this node's own slides counted ({opted_out} left out: their patients opted \
+         out); other sites are not asked yet (no fan-out), and no disclosure control is \
+         applied",
         facts.len()
     );
     Ok(())

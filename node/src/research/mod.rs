@@ -2,16 +2,23 @@
 //! [`slidemesh_protocol::query::Query`] counts over ([`SlideFacts`]), taken from the slide's
 //! summary and its full-resolution image's DICOM attributes.
 //!
+//! The LIMS's word on the case (diagnosis codes, grade, specimen type, opt-out; table
+//! `lims_v1`, written by `slidemesh annotate-lims`) is joined on the slide's accession
+//! number; a patient who opted out is never counted.
+//!
 //! Status: the facts are read from each slide's stored manifest when asked (a full scan);
-//! the redb index filled at ingest, the LIMS sidecar (diagnosis, grade, consent, opt-out),
-//! the fan-out to members and disclosure control are not built yet.
+//! the redb index filled at ingest, the fan-out to members and disclosure control are not
+//! built yet.
 
 use serde_json::Value as Json;
 use slidemesh_protocol::query::{Field, Record, Value};
 use slidemesh_protocol::{SlideManifest, TrustCode};
 
+use std::collections::HashMap;
+
 use crate::dicom_json;
 use crate::store::SlideSummary;
+use crate::store::lims::LimsEntry;
 
 /// One slide as a research query sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,6 +32,12 @@ pub struct SlideFacts {
     pub sex: Option<String>,
     /// Manufacturer and model.
     pub scanner: Option<String>,
+    /// From the LIMS entry of the slide's accession number, when there is one.
+    pub diagnoses: Vec<String>,
+    pub grade: Option<i64>,
+    pub specimen: Option<String>,
+    /// Never counted for research.
+    pub opted_out: bool,
 }
 
 impl Record for SlideFacts {
@@ -42,14 +55,23 @@ impl Record for SlideFacts {
             Field::AgeBand => self.age_band.iter().map(|a| Value::Number(*a)).collect(),
             Field::Sex => text(&self.sex),
             Field::Scanner => text(&self.scanner),
-            // From the LIMS sidecar, not built yet.
-            Field::Specimen | Field::Diagnosis | Field::Grade => Vec::new(),
+            Field::Specimen => text(&self.specimen),
+            Field::Diagnosis => self
+                .diagnoses
+                .iter()
+                .map(|d| Value::Text(d.clone()))
+                .collect(),
+            Field::Grade => self.grade.iter().map(|g| Value::Number(*g)).collect(),
         }
     }
 }
 
-/// The facts of a slide from its summary and manifest.
-pub fn facts(summary: &SlideSummary, manifest: &SlideManifest) -> SlideFacts {
+/// The facts of a slide from its summary, its manifest and the LIMS entries by accession.
+pub fn facts(
+    summary: &SlideSummary,
+    manifest: &SlideManifest,
+    lims: &HashMap<String, LimsEntry>,
+) -> SlideFacts {
     let base: Json = manifest
         .levels
         .first()
@@ -81,7 +103,12 @@ pub fn facts(summary: &SlideSummary, manifest: &SlideManifest) -> SlideFacts {
         (Some(make), Some(model)) => Some(format!("{make} {model}")),
         (make, model) => make.or(model),
     };
+    let case = first(dicom_json::ACCESSION_NUMBER).and_then(|a| lims.get(&a));
     SlideFacts {
+        diagnoses: case.map(|c| c.diagnoses.clone()).unwrap_or_default(),
+        grade: case.and_then(|c| c.grade),
+        specimen: case.and_then(|c| c.specimen.clone()),
+        opted_out: case.is_some_and(|c| c.opted_out),
         trust: Some(summary.owner.clone()),
         stain: summary.stain.clone(),
         anatomic_site: summary.anatomic_site.clone(),

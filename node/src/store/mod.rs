@@ -17,6 +17,7 @@ pub mod cache;
 pub mod consent;
 pub mod federation;
 pub mod instance;
+pub mod lims;
 pub mod locations;
 pub mod objects;
 pub mod reader;
@@ -426,7 +427,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 21;
+const TABLE_COUNT: usize = 22;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -543,6 +544,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(referrals::REFERRALS).op("create tables")?;
     tx.open_table(referrals::DIRECTORIES).op("create tables")?;
     tx.open_table(referrals::OFFERS).op("create tables")?;
+    tx.open_table(lims::LIMS).op("create tables")?;
     Ok(())
 }
 

@@ -115,6 +115,17 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// Runs a command that must fail, returning what it said on stderr.
+pub fn run_refused(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have been refused\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs a command that must succeed, returning its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);

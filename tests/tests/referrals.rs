@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use slidemesh_e2e::federation::federation;
-use slidemesh_e2e::{Node, PROXY_SECRET, PROXY_SECRET_HEADER, run_ok, wait_until};
+use slidemesh_e2e::{Node, PROXY_SECRET, PROXY_SECRET_HEADER, run_ok, run_refused, wait_until};
 
 fn person(user: &'static str, role: &'static str) -> [(&'static str, &'static str); 4] {
     [
@@ -636,18 +636,13 @@ fn a_referrals_marks_are_served_over_dicomweb_and_drawn_by_a_dicom_viewer() {
     outside[1]["points"][1] = json!([90_000.0, 700.0]);
     let bad = bradford.data.join("outside.json");
     std::fs::write(&bad, outside.to_string()).unwrap();
-    let refused = bradford
-        .cmd()
-        .args(["referrals", "answer", &id, "--text", "x", "--marks"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("annotation 2: it lies outside"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
+    let said = run_refused(
+        bradford
+            .cmd()
+            .args(["referrals", "answer", &id, "--text", "x", "--marks"])
+            .arg(&bad),
     );
+    assert!(said.contains("annotation 2: it lies outside"), "{said}");
     run_ok(
         bradford
             .cmd()

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use slidemesh_e2e::{Node, SMALL, run_ok, synth};
+use slidemesh_e2e::{Node, SMALL, run_ok, run_refused, synth};
 
 /// Prints "year sex" of a DICOM file (argv[1]) as pydicom reads it.
 const TRUTH: &str = r#"
@@ -73,18 +73,8 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
     ]);
     let bad_file = dir.path().join("bad-lims.json");
     std::fs::write(&bad_file, bad.to_string()).unwrap();
-    let refused = node
-        .cmd()
-        .arg("annotate-lims")
-        .arg(&bad_file)
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("case 1"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    let said = run_refused(node.cmd().arg("annotate-lims").arg(&bad_file));
+    assert!(said.contains("case 1"), "{said}");
     let file = dir.path().join("lims.json");
     std::fs::write(&file, cases.to_string()).unwrap();
     run_ok(node.cmd().arg("annotate-lims").arg(&file));
@@ -125,13 +115,7 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
     // Every slide is H&E; the opted-out patient's is not counted.
     assert_eq!(row["count"].as_u64(), Some(3), "{all}");
 
-    let refused = node
-        .cmd()
-        .args(["query", "count where stian = HE"])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    let said = String::from_utf8_lossy(&refused.stderr);
+    let said = run_refused(node.cmd().args(["query", "count where stian = HE"]));
     assert!(said.contains("            ^^^^^"), "{said}");
     assert!(said.contains("expected a field"), "{said}");
 }

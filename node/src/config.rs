@@ -24,6 +24,59 @@ pub struct NodeConfig {
     pub users: UsersSection,
     #[serde(default)]
     pub referrals: ReferralsSection,
+    #[serde(default)]
+    pub research: ResearchSection,
+}
+
+/// How this trust answers research queries (`[research]`): its disclosure control, and how
+/// long its own people's queries wait for other members.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchSection {
+    /// Counts below this are released as "<min_cell" (small-cell suppression).
+    #[serde(default = "default_min_cell")]
+    pub min_cell: u64,
+    /// Each released count is moved by a seeded amount of at most this much (the same query
+    /// always gets the same amount, so repeating it does not average the noise away).
+    #[serde(default = "default_noise")]
+    pub noise: u64,
+    /// Distinct queries one requester (a trust's node, or a person it names) is answered
+    /// per `budget_window_secs`; repeating one is free.
+    #[serde(default = "default_query_budget")]
+    pub budget: u32,
+    #[serde(default = "default_budget_window_secs")]
+    pub budget_window_secs: u64,
+    /// Milliseconds a query from this node waits for each member's answer.
+    #[serde(default = "default_query_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+fn default_min_cell() -> u64 {
+    10
+}
+fn default_noise() -> u64 {
+    2
+}
+fn default_query_budget() -> u32 {
+    200
+}
+fn default_budget_window_secs() -> u64 {
+    86_400
+}
+fn default_query_deadline_ms() -> u64 {
+    3_000
+}
+
+impl Default for ResearchSection {
+    fn default() -> Self {
+        Self {
+            min_cell: default_min_cell(),
+            noise: default_noise(),
+            budget: default_query_budget(),
+            budget_window_secs: default_budget_window_secs(),
+            deadline_ms: default_query_deadline_ms(),
+        }
+    }
 }
 
 /// This trust's referral directory (`[referrals]`): what other trusts' referral forms offer.
@@ -452,6 +505,7 @@ impl NodeConfig {
             ingest: IngestSection::default(),
             network: NetworkSection::default(),
             referrals: ReferralsSection::default(),
+            research: ResearchSection::default(),
             dimse: DimseSection::default(),
             users: UsersSection::default(),
         }
@@ -619,7 +673,25 @@ oidc_ca_file = {oidc_ca_file}
 #   specialists = [{{ account = "apatel", name = "Dr A Patel", queues = ["breast"], covered_by = "bjones" }}]
 queues = {referral_queues}
 specialists = {referral_specialists}
+
+[research]
+# Research queries from any member are answered under this trust's policy (action `query`)
+# and this disclosure control: counts below `min_cell` are released as "<min_cell"; every
+# count is moved by at most `noise`, seeded by this node's key and the query, so the same
+# query always gets the same answer; one requester (a trust, or a person it names) is
+# answered at most `budget` distinct queries per `budget_window_secs`.
+min_cell = {research_min_cell}
+noise = {research_noise}
+budget = {research_budget}
+budget_window_secs = {research_budget_window_secs}
+# Milliseconds this node's own queries wait for each member before calling it timed out.
+deadline_ms = {research_deadline_ms}
 "#,
+            research_min_cell = self.research.min_cell,
+            research_noise = self.research.noise,
+            research_budget = self.research.budget,
+            research_budget_window_secs = self.research.budget_window_secs,
+            research_deadline_ms = self.research.deadline_ms,
             referral_queues = inline_tables(&self.referrals.queues),
             referral_specialists = inline_tables(&self.referrals.specialists),
             users_from = self.users.from.as_str(),

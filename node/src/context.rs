@@ -31,6 +31,13 @@ impl NodeContext {
         let config = data.load_config()?;
         let key = data.load_key()?;
         let store = Store::open(&data.store_path()).context("cannot open the node's store")?;
+        // A data directory from before the research index gets it now, once.
+        if let Some(indexed) = crate::research::index_if_missing(&store)
+            .context("cannot index the slides' research facts")?
+            && indexed > 0
+        {
+            tracing::info!(slides = indexed, "research facts indexed");
+        }
         let objects = ObjectStore::new(data.objects_dir(), data.tmp_dir());
         Ok(Self {
             data,

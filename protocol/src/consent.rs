@@ -22,7 +22,7 @@ use crate::trust::TrustCode;
 pub const CONSENT_STATEMENT_DOMAIN: &str = "slidemesh/consent-statement/v1";
 
 /// What the patient agreed to for a specimen's slides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SlideConsent {
     /// GA4GH DUO codes (e.g. `GRU`, `HMB`, `DS`, `NCU`, `IRB`, `CC`), upper case, sorted.
     pub codes: Vec<String>,

@@ -15,8 +15,9 @@
 //! double-quoted strings. A parse error names the byte offset of the offending token
 //! ([`QueryError::render`] draws a caret under it).
 //!
-//! Status: the language, its checks and its evaluation over plain records are built; the
-//! per-node index, the fan-out to members and disclosure control are not yet (see
+//! A query travels between members as its canonical text ([`Query::canonical`], parsed
+//! again by the answering node under the same limits; its BLAKE3 is the query's id), and a
+//! site answers with its [`ReleasedCounts`] (after its own disclosure control, in
 //! `slidemesh-node`'s `research`).
 
 use std::collections::BTreeMap;
@@ -85,6 +86,11 @@ impl Field {
             Field::Sex => "sex",
             Field::Scanner => "scanner",
         }
+    }
+
+    /// Whether the field's values are numbers (year, age band, grade).
+    pub fn is_number(self) -> bool {
+        matches!(self, Field::Year | Field::AgeBand | Field::Grade)
     }
 
     fn parse(name: &str) -> Option<Field> {
@@ -401,6 +407,209 @@ impl Query {
         out
     }
 }
+
+impl fmt::Display for Query {
+    /// The canonical text form: what is sent to members (each parses it again under the same
+    /// limits) and what a query's id and its noise are derived from, so the same question
+    /// asked as text or as JSON, spaced or cased differently, is the same query everywhere.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("count")?;
+        if let Some(filter) = &self.filter {
+            write!(f, " where {}", Clause(filter, Context::Top))?;
+        }
+        for (i, field) in self.group_by.iter().enumerate() {
+            f.write_str(if i == 0 { " by " } else { ", " })?;
+            f.write_str(field.name())?;
+        }
+        Ok(())
+    }
+}
+
+impl Query {
+    /// The query's canonical text, checked to read back as this very query (a JSON query can
+    /// say what the text form cannot: a field grouped by twice, or more text than a member
+    /// will read).
+    pub fn canonical(&self) -> Result<String, QueryError> {
+        let text = self.to_string();
+        let again: Query = text.parse()?;
+        if again != self.normalised() {
+            return Err(QueryError {
+                at: 0,
+                len: 0,
+                message: "this query has no text form (a field grouped by twice?)".into(),
+            });
+        }
+        Ok(text)
+    }
+
+    /// The query's id: BLAKE3 of its canonical text, as 64 hex digits.
+    pub fn id(&self) -> String {
+        blake3::hash(self.to_string().as_bytes())
+            .to_hex()
+            .to_string()
+    }
+
+    /// The same query as its text form reads back (a one-member `and` or `or` is that member).
+    fn normalised(&self) -> Query {
+        fn norm(c: &Condition) -> Condition {
+            match c {
+                Condition::And(all) | Condition::Or(all) if all.len() == 1 => norm(&all[0]),
+                Condition::And(all) => Condition::And(all.iter().map(norm).collect()),
+                Condition::Or(any) => Condition::Or(any.iter().map(norm).collect()),
+                Condition::Not(inner) => Condition::Not(Box::new(norm(inner))),
+                other => other.clone(),
+            }
+        }
+        Query {
+            filter: self.filter.as_ref().map(norm),
+            group_by: self.group_by.clone(),
+        }
+    }
+}
+
+/// Where a condition is written, for the parentheses it needs there.
+#[derive(Clone, Copy, PartialEq)]
+enum Context {
+    Top,
+    InOr,
+    InAnd,
+    InNot,
+}
+
+struct Clause<'a>(&'a Condition, Context);
+
+impl fmt::Display for Clause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Clause(condition, context) = *self;
+        let joined = |f: &mut fmt::Formatter<'_>, all: &[Condition], word: &str, inner| {
+            for (i, c) in all.iter().enumerate() {
+                if i > 0 {
+                    write!(f, " {word} ")?;
+                }
+                write!(f, "{}", Clause(c, inner))?;
+            }
+            Ok(())
+        };
+        match condition {
+            Condition::Compare { field, op, value } => {
+                let op = match op {
+                    Op::Eq => "=",
+                    Op::Ne => "!=",
+                    Op::Lt => "<",
+                    Op::Le => "<=",
+                    Op::Gt => ">",
+                    Op::Ge => ">=",
+                };
+                write!(f, "{field} {op} {}", Literal(value))
+            }
+            Condition::In { field, values } => {
+                write!(f, "{field} in (")?;
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", Literal(v))?;
+                }
+                f.write_str(")")
+            }
+            Condition::Between { field, low, high } => {
+                write!(f, "{field} between {} and {}", Literal(low), Literal(high))
+            }
+            Condition::Under { field, code } => {
+                write!(f, "{field} under {}", Literal(&Value::Text(code.clone())))
+            }
+            Condition::Not(inner) => write!(f, "not {}", Clause(inner, Context::InNot)),
+            // A single member reads back as itself.
+            Condition::And(all) | Condition::Or(all) if all.len() == 1 => {
+                write!(f, "{}", Clause(&all[0], context))
+            }
+            Condition::And(_) | Condition::Or(_) => {
+                // `and` binds tighter than `or`: an `and` needs parentheses only inside a
+                // `not` or another `and`, an `or` anywhere but at the top.
+                let (members, word, inner, bare) = match condition {
+                    Condition::And(all) => (
+                        all,
+                        "and",
+                        Context::InAnd,
+                        matches!(context, Context::Top | Context::InOr),
+                    ),
+                    Condition::Or(any) => (any, "or", Context::InOr, context == Context::Top),
+                    _ => unreachable!("matched above"),
+                };
+                if !bare {
+                    f.write_str("(")?;
+                }
+                joined(f, members, word, inner)?;
+                if !bare {
+                    f.write_str(")")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A value as the parser reads it back: numbers bare, text always quoted (so a code such as
+/// "0123" or a word such as `and` stays text).
+struct Literal<'a>(&'a Value);
+
+impl fmt::Display for Literal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Text(t) => {
+                f.write_str("\"")?;
+                for c in t.chars() {
+                    if c == '"' || c == '\\' {
+                        f.write_str("\\")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str("\"")
+            }
+        }
+    }
+}
+
+/// A query as one member asks another: the canonical text (parsed again by the answering
+/// node, under the same limits), who asks and under what approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub text: String,
+    /// The person asking, as the requesting trust's sign-on names them.
+    pub user: Option<crate::UserClaim>,
+    /// The research ethics approval the query is made under, when it names one.
+    pub ethics: Option<String>,
+}
+
+/// One site's counts as it released them, after its own disclosure control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleasedCounts {
+    pub cells: Vec<ReleasedCell>,
+    /// The site's smallest count shown: fewer is shown as "<min_cell".
+    pub min_cell: u64,
+    /// The largest noise the site adds to a count (each count is moved by at most this).
+    pub noise: u64,
+}
+
+/// One group's count: its group-by values (as text; `None` where a slide had none) and
+/// the count as released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleasedCell {
+    pub key: Vec<Option<String>>,
+    pub count: Released,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Released {
+    /// The count with the site's noise added.
+    Count(u64),
+    /// Fewer than this many (suppressed).
+    Below(u64),
+}
+
+/// Most groups one site releases for one query.
+pub const MAX_CELLS: usize = 10_000;
 
 impl std::str::FromStr for Query {
     type Err = QueryError;
@@ -885,6 +1094,39 @@ mod tests {
         let q: Query =
             serde_json::from_value(serde_json::json!({"filter": {"or": nodes}})).unwrap();
         assert!(q.validate().unwrap_err().message.contains("conditions"));
+    }
+
+    #[test]
+    fn the_canonical_text_reads_back_as_the_same_query() {
+        for text in [
+            "count",
+            "count by trust",
+            "COUNT WHERE stain = he and (year < 2020 or year >= 2023) by Trust, grade",
+            "count where not (sex = F or sex = M) and diagnosis under 413448000",
+            "count where scanner in (\"Leica GT450\", \"say \\\"hi\\\"\", 3) by year",
+            "count where year between 2022 and 2024 and not not grade != 2",
+            "count where stain = \"and\" or stain = \"0123\"",
+            "count where ((stain = a and stain = b) and (grade = 1 or grade = 2)) or year = 1",
+        ] {
+            let query: Query = text.parse().unwrap();
+            let canonical = query.canonical().unwrap();
+            let again: Query = canonical.parse().unwrap();
+            assert_eq!(again, query, "{text} -> {canonical}");
+            assert_eq!(again.to_string(), canonical, "canonical is a fixed point");
+            assert_eq!(again.id(), query.id());
+        }
+        let a: Query = "count where stain = HE by trust".parse().unwrap();
+        let b: Query = "count   where STAIN=\"HE\"   group by TRUST"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            a.id(),
+            b.id(),
+            "spacing and case of keywords do not change the id"
+        );
+        let twice: Query =
+            serde_json::from_str(r#"{"filter": null, "group_by": ["trust", "trust"]}"#).unwrap();
+        assert!(twice.canonical().is_err(), "no text form");
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub enum ControlRequest {
     /// A member claims a case another offered to the co-operative's queue (answered
     /// `Accepted` when it is the first claim, `Denied` naming the taker otherwise).
     ClaimOffer(SignedClaim),
+    /// A research query's grouped counts over the server's own slides, released under its
+    /// own policy and disclosure control (answered `Counts`, or `Denied` naming why).
+    Query(crate::query::QueryRequest),
 }
 
 /// Why a request was not served.
@@ -173,6 +176,8 @@ pub enum ControlResponse {
         consent: Option<SignedConsentStatement>,
         receipt: Option<SignedReceipt>,
     },
+    /// A research query's counts as the server released them.
+    Counts(crate::query::ReleasedCounts),
 }
 
 /// Gossiped to every member.

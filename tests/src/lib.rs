@@ -173,6 +173,20 @@ pub fn instance_files(generated: &Value) -> Vec<String> {
 /// A small slide (48 level-0 tiles, 4 levels, label/overview/thumbnail) for fast tests.
 pub const SMALL: &[&str] = &["--width", "2048", "--height", "1536", "--tile", "256"];
 
+/// Writes the LIMS's consent sidecar (`consent.json`, read at ingest) into every folder
+/// under `dir` holding DICOM files: `record` applies to every series there.
+pub fn consent_sidecars(dir: &Path, record: &str) {
+    let mut folders = std::collections::BTreeSet::new();
+    for file in files_under(dir).expect("generated files") {
+        if file.extension().is_some_and(|e| e == "dcm") {
+            folders.insert(file.parent().expect("a folder").to_path_buf());
+        }
+    }
+    for folder in folders {
+        std::fs::write(folder.join("consent.json"), record).expect("write consent.json");
+    }
+}
+
 /// The secret the tests' stand-in for a sign-on proxy sends ([`Node::behind_proxy`]).
 pub const PROXY_SECRET: &str = "a-test-sign-on-proxy-secret-0f3e9b";
 /// The header it sends it in (the node's default).

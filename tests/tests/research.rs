@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use slidemesh_e2e::{Node, SMALL, run_ok, run_refused, synth};
+use slidemesh_e2e::{Node, SMALL, consent_sidecars, run_ok, run_refused, synth};
 
 /// Prints "year sex" of a DICOM file (argv[1]) as pydicom reads it.
 const TRUTH: &str = r#"
@@ -24,7 +24,13 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
         &slides,
         &[SMALL, &["--count", "4", "--seed", "18"]].concat(),
     );
+    // The patients consented to research (the LIMS's sidecar, read at ingest); without it
+    // the default policy lets no slide be counted.
+    consent_sidecars(&slides, r#"{"codes": ["GRU"]}"#);
     let node = Node::init("RR8");
+    // Exact counts: this test checks counting, not disclosure control.
+    node.edit_config("min_cell = 10", "min_cell = 0");
+    node.edit_config("noise = 2", "noise = 0");
     let (code, report) = node.ingest(&[&slides]);
     assert_eq!(code, 0, "{report}");
 

@@ -55,6 +55,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "store",
         &[
             "ingest",
+            "research",
             "audit",
             "access",
             "federation",
@@ -92,6 +93,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     // see them, and what delivers them, call in.
     (
         "referrals",
+        &["federation", "net", "api", "ingest", "server", "cli"],
+    ),
+    // Research answers from the store and decides through access; what carries queries
+    // between members (federation) and takes them from people (api, cli) calls in.
+    (
+        "research",
         &["federation", "net", "api", "ingest", "server", "cli"],
     ),
     ("federation", &["api", "server", "cli"]),

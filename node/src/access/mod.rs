@@ -81,6 +81,10 @@ pub enum Basis<'a> {
     /// the policy sees the purpose direct-care (the claimant becomes its reporter) and the
     /// offer as the referral.
     Offered { offer: &'a str, expires_at: u64 },
+    /// A research query or cohort from any member, with no grant: the policy sees the
+    /// purpose research and `reference` (an ethics approval, when the requester names one).
+    /// Only `query` and `receive_cohort` are decided on this basis.
+    Research { reference: Option<&'a str> },
 }
 
 /// The purpose the policy sees when the owner's own people use its own slides.
@@ -193,7 +197,25 @@ pub fn decide(
     }
     // The grant, when there is one; the owner's own people need none.
     let mut offered: Option<(&str, u64)> = None;
+    let mut research: Option<Option<&str>> = None;
     let checked = match basis {
+        Basis::Research { reference } => {
+            verdict.purpose = slidemesh_protocol::Purpose::Research.as_str().to_string();
+            if let Some(&other) = actions
+                .iter()
+                .find(|&&a| !matches!(a, ConsentAction::Query | ConsentAction::ReceiveCohort))
+            {
+                let reason = format!(
+                    "without a grant, research may query and receive cohorts, nothing else ({} \
+                     asked)",
+                    other.as_str()
+                );
+                refuse(&mut verdict, other, format!("built-in: {reason}"), reason);
+                return verdict;
+            }
+            research = Some(reference);
+            None
+        }
         Basis::Offered { offer, expires_at } => {
             verdict.purpose = slidemesh_protocol::Purpose::DirectCare.as_str().to_string();
             if let Some(&other) = actions.iter().find(|&&a| a != ConsentAction::Claim) {
@@ -276,7 +298,28 @@ pub fn decide(
         verdict.grant = Some(checked.id());
         verdict.purpose = checked.grant().purpose.as_str().to_string();
     }
+    let purpose = grant.map(|g| g.purpose).or(if offered.is_some() {
+        Some(slidemesh_protocol::Purpose::DirectCare)
+    } else if research.is_some() {
+        Some(slidemesh_protocol::Purpose::Research)
+    } else {
+        None
+    });
     for &action in actions {
+        // A patient who opted out is never counted in research or given to a cohort,
+        // whatever a policy says.
+        if matches!(action, ConsentAction::Query | ConsentAction::ReceiveCohort)
+            && rules.consent.opted_out
+        {
+            let reason = "the patient opted out of research use";
+            refuse(
+                &mut verdict,
+                action,
+                format!("built-in: {reason}"),
+                format!("{} of slide {slide}: {reason}", action.as_str()),
+            );
+            return verdict;
+        }
         // Whatever a policy says, the label's identity never goes to research or education
         // (their manifests are de-identified for the same reason).
         if action == ConsentAction::SeeLabel
@@ -299,12 +342,11 @@ pub fn decide(
             slide,
             owner: rules.owner,
             consent: rules.consent,
-            purpose: grant
-                .map(|g| g.purpose)
-                .or(offered.map(|_| slidemesh_protocol::Purpose::DirectCare)),
+            purpose,
             reference: grant
                 .and_then(|g| g.reference.as_deref())
-                .or(offered.map(|(offer, _)| offer)),
+                .or(offered.map(|(offer, _)| offer))
+                .or(research.flatten()),
             grant_expires: grant.map_or(offered.map_or(0, |(_, e)| e), |g| g.expires_at),
             now,
         });

@@ -640,3 +640,46 @@ fn an_offered_case_may_be_claimed_by_a_members_pathologist_and_nothing_else() {
     );
     assert!(ended.outcome.unwrap_err().to_string().contains("ended"));
 }
+
+#[test]
+fn research_without_a_grant_may_count_consented_slides_and_nothing_else() {
+    let w = world();
+    let leeds = trust("RR8");
+    let ask = |consent: &SlideConsent, user: Option<&UserClaim>, reference, actions: &[_]| {
+        decide(
+            &w.rules(consent, &leeds),
+            Subject {
+                trust: &trust("RAE"),
+                user,
+            },
+            Basis::Research { reference },
+            w.slide,
+            actions,
+            NOW,
+        )
+    };
+    let query = [ConsentAction::Query];
+    let consented = consent(&["GRU"], false);
+    let verdict = ask(&consented, None, None, &query);
+    assert!(verdict.allowed(), "{:?}", verdict.outcome);
+    assert_eq!(verdict.purpose, "research");
+    assert_eq!(verdict.decisions[0].rules, ["research-with-consent"]);
+    let researcher = person("amy", "researcher");
+    assert!(ask(&consented, Some(&researcher), None, &query).allowed());
+    // Clinical care only: the policy has no rule for it (default deny).
+    assert!(!ask(&consent(&["CC"], false), None, None, &query).allowed());
+    // IRB: only with an ethics approval named.
+    let irb = consent(&["GRU", "IRB"], false);
+    assert!(!ask(&irb, None, None, &query).allowed());
+    assert!(ask(&irb, None, Some("REC 23/NE/0001"), &query).allowed());
+    // An opted-out patient is never counted, whatever the policy says: built in.
+    let opted_out = ask(&consent(&["GRU"], true), None, None, &query);
+    assert!(!opted_out.allowed());
+    assert!(opted_out.decisions[0].rules[0].starts_with("built-in: "));
+    // Without a grant, research reaches no slide's content.
+    for action in [ConsentAction::View, ConsentAction::FetchTiles] {
+        let verdict = ask(&consented, None, None, &[action]);
+        let reason = verdict.outcome.unwrap_err().to_string();
+        assert!(reason.contains("nothing else"), "{reason}");
+    }
+}

@@ -14,6 +14,8 @@
 //! - `/api/v1/referrals...`, `/api/v1/directory`, `/api/v1/offers...`: the referral inbox
 //!   and sent list, sending, steps, members' directories, the shared reporting queue
 //!   ([`referrals`]).
+//! - `POST /api/v1/research/query`: a research query asked of every member, each site's
+//!   status and released counts ([`research`]).
 //! - `/dicomweb/...`: QIDO-RS and WADO-RS ([`dicomweb`]).
 //! - `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout`, `GET /auth/me`: sign-on
 //!   at the trust's OpenID provider and who is signed on ([`oidc`]).
@@ -32,6 +34,7 @@ pub mod headers;
 pub mod oidc;
 pub mod referrals;
 pub mod requester;
+pub mod research;
 pub mod slides;
 pub mod tiles;
 pub mod tls;
@@ -320,6 +323,10 @@ pub enum Exposure {
     /// (refer at the referring trust, answer at the receiving one), refused 403. Offering a
     /// case is decided as referring it; claiming one is decided by the offering trust.
     Referral,
+    /// Counts over many slides, never one slide's content: each site decides which of its
+    /// slides may be counted for the requester (action `query`) and releases the counts
+    /// under its own disclosure control.
+    Research,
 }
 
 /// One route: its path (as the router writes it, `/dicomweb` prefix included) and what
@@ -434,6 +441,11 @@ fn routes() -> Vec<Route> {
             "/api/v1/referrals/{referral_id}/{step}",
             vec![(Method::GET, Referral), (Method::POST, Referral)],
             get(referrals::fhir).post(referrals::step),
+        ),
+        route(
+            "/api/v1/research/query",
+            vec![(Method::POST, Research)],
+            post(research::query),
         ),
         get_("/api/{*rest}", Public, get(api_not_found)),
         get_("/auth/login", Public, get(oidc::login)),

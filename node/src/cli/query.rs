@@ -1,19 +1,24 @@
-//! `slidemesh query`: a research query's grouped counts over this node's own slides.
+//! `slidemesh query`: a research query answered by this node over its own slides, exactly
+//! as it answers a member (its policy's `query` decision, its disclosure control and the
+//! requester's budget, here the trust's own; audited). Asking every member at once is the
+//! running node's: `POST /api/v1/research/query`, or the web UI's research page.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use slidemesh_protocol::query::{Query, Value};
+use slidemesh_protocol::query::{Query, QueryError, Released};
 
+use crate::consent::PolicyHandle;
 use crate::context::NodeContext;
 use crate::datadir::DataDir;
-use crate::store::Origin;
+use crate::research::answer::{self, Asker, Site};
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// The query, e.g. `count where stain = "H&E" and year between 2022 and 2024 by
     /// anatomic_site`
     pub text: String,
-    /// One JSON object per group
+    /// One JSON object per group: `{"groups": {...}, "count": N}`, or `"below": N` for a
+    /// suppressed count
     #[arg(long)]
     pub json: bool,
 }
@@ -22,54 +27,49 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
     let query: Query = args
         .text
         .parse()
-        .map_err(|e: slidemesh_protocol::query::QueryError| {
-            anyhow::anyhow!("not a query:\n{}", e.render(&args.text))
-        })?;
+        .map_err(|e: QueryError| anyhow::anyhow!("not a query:\n{}", e.render(&args.text)))?;
+    let text = query
+        .canonical()
+        .map_err(|e| anyhow::anyhow!("not a query: {e}"))?;
     let node = NodeContext::open(data)?;
-    let lims = node.store.lims()?;
-    let mut facts = Vec::new();
-    let mut opted_out = 0;
-    for (id, summary) in node.store.summaries()? {
-        if summary.origin != Origin::Local {
-            continue;
-        }
-        let record = node
-            .store
-            .slide(&id)?
-            .with_context(|| format!("slide {id} listed but not stored"))?;
-        let manifest = record
-            .signed
-            .verify()
-            .with_context(|| format!("stored manifest of {id} does not verify"))?;
-        let slide = crate::research::facts(&summary, &manifest, &lims);
-        // A patient who opted out of research is never counted.
-        if slide.opted_out {
-            opted_out += 1;
-            continue;
-        }
-        facts.push(slide);
-    }
-    let counts = query.count(&facts, &crate::research::is_a);
-    let show = |v: &Option<Value>| {
-        v.as_ref().map_or("(none)".to_string(), |v| match v {
-            Value::Text(t) => t.clone(),
-            Value::Number(n) => n.to_string(),
-        })
+    let policy = PolicyHandle::load(node.data.policy_path())?.current();
+    let roster = node.store.current_roster()?.map(|(roster, _)| roster);
+    let trust = node.config.node.trust.clone();
+    let rules = answer::SiteRules::from_config(&node.config.research, &node.key);
+    let answered = answer::answer(
+        &Site {
+            store: &node.store,
+            policy: &policy,
+            roster: roster.as_ref(),
+            trust: &trust,
+            rules: &rules,
+        },
+        &Asker {
+            trust: &trust,
+            peer_id: "",
+            user: None,
+            ethics: None,
+        },
+        &query,
+        &text,
+        crate::store::now_unix(),
+    );
+    node.store.append_audit_entries(&[answered.entry])?;
+    let released = answered
+        .outcome
+        .map_err(|refusal| anyhow::anyhow!("not answered: {refusal}"))?;
+    let show = |c: Released| match c {
+        Released::Count(n) => n.to_string(),
+        Released::Below(n) => format!("<{n}"),
     };
     if args.json {
-        for (key, n) in &counts {
-            let groups: serde_json::Map<String, serde_json::Value> = query
-                .group_by
-                .iter()
-                .zip(key)
-                .map(|(f, v)| {
-                    (
-                        f.name().to_string(),
-                        serde_json::to_value(v).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            println!("{}", serde_json::json!({ "groups": groups, "count": n }));
+        for cell in &released.cells {
+            let groups = crate::research::key_json(&query.group_by, &cell.key);
+            let row = match cell.count {
+                Released::Count(n) => serde_json::json!({ "groups": groups, "count": n }),
+                Released::Below(n) => serde_json::json!({ "groups": groups, "below": n }),
+            };
+            println!("{row}");
         }
         return Ok(());
     }
@@ -78,19 +78,21 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
         "{}count",
         header.iter().map(|h| format!("{h}\t")).collect::<String>()
     );
-    for (key, n) in &counts {
+    for cell in &released.cells {
         println!(
-            "{}{n}",
-            key.iter()
-                .map(|v| format!("{}\t", show(v)))
-                .collect::<String>()
+            "{}{}",
+            cell.key
+                .iter()
+                .map(|v| format!("{}\t", v.as_deref().unwrap_or("(none)")))
+                .collect::<String>(),
+            show(cell.count)
         );
     }
     eprintln!(
-        "{} of this node's own slides counted ({opted_out} left out: their patients opted \
-         out); other sites are not asked yet (no fan-out), and no disclosure control is \
-         applied",
-        facts.len()
+        "{trust}'s own slides only, as it answers members: counts below {} shown as \"<{}\", \
+         each count moved by at most {} (the same for the same query). Ask every member \
+         through the running node (POST /api/v1/research/query).",
+        released.min_cell, released.min_cell, released.noise
     );
     Ok(())
 }

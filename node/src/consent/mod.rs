@@ -283,6 +283,13 @@ impl Policy {
         &self.text
     }
 
+    /// Whether a rule names a particular slide (`Slidemesh::Slide::"..."`): otherwise a
+    /// decision depends on a slide only through its owner and recorded consent, and slides
+    /// alike in those are decided alike (a research query decides once per consent).
+    pub fn names_slides(&self) -> bool {
+        self.text.contains("Slide::\"")
+    }
+
     pub fn hash(&self) -> &str {
         &self.hash
     }

@@ -383,6 +383,68 @@ impl PeerAnswers {
         ControlResponse::Accepted
     }
 
+    /// A member's research query: answered over this node's own slides under its policy,
+    /// disclosure control and the requester's budget; the answer leaves once its audit entry
+    /// is durable.
+    fn answer_query(
+        &self,
+        peer: PeerId,
+        request: slidemesh_protocol::query::QueryRequest,
+    ) -> ControlResponse {
+        let denied = |reason: String| ControlResponse::Denied { reason };
+        let Some(trust) = self.holdings.membership.trust_of(&peer) else {
+            return denied(format!("{peer} is not a member"));
+        };
+        if let Some(Err(e)) = request.user.as_ref().map(UserClaim::validate) {
+            return denied(format!("the query names no valid person: {e}"));
+        }
+        if let Err(e) = crate::research::answer::check_ethics(request.ethics.as_deref()) {
+            return denied(e);
+        }
+        let query: slidemesh_protocol::query::Query = match request.text.parse() {
+            Ok(q) => q,
+            Err(e) => return denied(format!("not a query: {e}")),
+        };
+        let policy = self.holdings.policy.current();
+        let roster = self.holdings.membership.roster();
+        let answered = crate::research::answer::answer(
+            &crate::research::answer::Site {
+                store: &self.holdings.store,
+                policy: &policy,
+                roster: roster.as_deref(),
+                trust: &self.holdings.trust,
+                rules: &self.holdings.research.rules,
+            },
+            &crate::research::answer::Asker {
+                trust: &trust,
+                peer_id: &peer.to_string(),
+                user: request.user.as_ref(),
+                ethics: request.ethics.as_deref(),
+            },
+            &query,
+            &query.to_string(),
+            now_unix(),
+        );
+        let durable = self
+            .holdings
+            .audit
+            .record_pending(answered.entry)
+            .wait(std::time::Duration::from_secs(5));
+        match answered.outcome {
+            Ok(_) if durable.is_none() => ControlResponse::Failed {
+                reason: "this node's audit log did not record the query".into(),
+            },
+            Ok(counts) => {
+                info!(%peer, from = %trust, cells = counts.cells.len(), "research query answered");
+                ControlResponse::Counts(counts)
+            }
+            Err(refusal) => {
+                info!(%peer, from = %trust, reason = %refusal, "research query not answered");
+                refusal.into()
+            }
+        }
+    }
+
     /// A member's referral directory, announced: kept when signed by the roster key of the
     /// trust it describes and newer than the one kept.
     fn accept_directory(&self, from: PeerId, signed: slidemesh_protocol::SignedDirectory) {
@@ -591,6 +653,9 @@ impl Inbound for Handlers {
                         )
                     })
                 }
+                ControlRequest::Query(request) => {
+                    tokio::task::block_in_place(|| answers.answer_query(peer, request))
+                }
                 ControlRequest::RosterAfter { version } => {
                     match answers.holdings.store.rosters_after(version) {
                         Ok(rosters) => ControlResponse::Rosters(rosters),
@@ -784,6 +849,8 @@ mod tests {
         let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
         let policy_path = dir.path().join("policy.cedar");
         std::fs::write(&policy_path, DEFAULT_POLICY).unwrap();
+        let research =
+            crate::research::ResearchSettings::from_config(&Default::default(), &bradford);
         let holdings = Holdings::new(
             store.clone(),
             "RAE".parse().unwrap(),
@@ -796,6 +863,7 @@ mod tests {
             Arc::new(PolicyHandle::load(policy_path).unwrap()),
             AuditLog::start(store).unwrap(),
             Arc::new(Membership::new(Some(roster), PeerAddresses::new())),
+            research,
         );
         let (followups, followed_up) = mpsc::unbounded_channel();
         Bradford {

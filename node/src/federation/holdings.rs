@@ -84,6 +84,8 @@ pub struct Holdings {
     /// Told when this process queued a message in the outbox, so the delivery loop sends
     /// it now rather than at its next poll (the CLI's messages wait for the poll).
     pub(crate) outbox_queued: tokio::sync::Notify,
+    /// How this node answers research queries and how long its own wait for members.
+    pub research: crate::research::ResearchSettings,
 }
 
 impl Holdings {
@@ -97,6 +99,7 @@ impl Holdings {
         policy: Arc<PolicyHandle>,
         audit: AuditLog,
         membership: Arc<Membership>,
+        research: crate::research::ResearchSettings,
     ) -> Self {
         Self {
             locations: LocationCache::new(store.clone()),
@@ -112,6 +115,7 @@ impl Holdings {
             owner_policies: Mutex::new(HashMap::new()),
             withdrawals: std::sync::atomic::AtomicU64::new(0),
             outbox_queued: tokio::sync::Notify::new(),
+            research,
         }
     }
 

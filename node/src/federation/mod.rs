@@ -23,6 +23,7 @@ mod gateway;
 pub mod holdings;
 mod manifests;
 pub mod membership;
+mod queries;
 mod receipts;
 pub mod remote;
 pub mod tasks;

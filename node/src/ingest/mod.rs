@@ -325,12 +325,11 @@ fn ingest_series(
     // slide's write transaction opened (placing may copy gigabytes, and the write lock would
     // stall the server's own writes meanwhile); the rows go in while signing may still run.
     // Objects are in place before the transaction commits.
-    let (signed, summary, written) = std::thread::scope(|scope| {
+    let (signed, summary, facts, written) = std::thread::scope(|scope| {
         let signing = scope.spawn(|| {
-            (
-                SignedManifest::sign(&manifest, target.key),
-                assemble::summarise(&manifest, Origin::Local),
-            )
+            let summary = assemble::summarise(&manifest, Origin::Local);
+            let facts = crate::research::facts(&summary, &manifest);
+            (SignedManifest::sign(&manifest, target.key), summary, facts)
         });
         let merging = scope.spawn(|| SlideRows::new(&new_instances));
         let placement = place_objects(target, &new_instances);
@@ -345,8 +344,8 @@ fn ingest_series(
                 .map_err(|e| (placed.clone(), e.to_string()))?;
             Ok((writer, placed))
         });
-        let (signed, summary) = joined(signing.join());
-        (signed, summary, written)
+        let (signed, summary, facts) = joined(signing.join());
+        (signed, summary, facts, written)
     });
     // Objects placed by this run are removed again if the slide does not commit, so a
     // failed ingest leaves nothing behind (objects that were already there stay).
@@ -373,6 +372,7 @@ fn ingest_series(
         summary,
         replaces: previous,
         consent,
+        facts: Some(facts),
     };
     let slide_id = match writer.commit(commit) {
         Ok(id) => id,

@@ -238,6 +238,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         },
     )?;
     let audit = AuditLog::start(store.clone()).context("cannot start the audit log writer")?;
+    let research = crate::research::ResearchSettings::from_config(&config.research, &key);
     let holdings = Arc::new(Holdings::new(
         store.clone(),
         config.node.trust.clone(),
@@ -247,6 +248,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         Arc::new(policy),
         audit,
         membership,
+        research,
     ));
     // Everything that can fail is done before anything runs (the swarm is built but not
     // yet answering), so a refusal to start leaves nothing behind but the DICOM receiver,

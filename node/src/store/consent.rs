@@ -2,7 +2,7 @@
 //! NHS national data opt-out, and when consent for secondary use ends. Keyed by series UID
 //! (the specimen), not slide id, so that a series that grows keeps its consent.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{RedbContext, Store, StoreError, decode, encode};
 
@@ -25,6 +25,21 @@ impl Store {
             Some(value) => decode("consent_v1", value.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Every recorded consent, by series UID (a research query decides on all at once).
+    pub fn consents(&self) -> Result<std::collections::HashMap<String, SlideConsent>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = tx.open_table(CONSENT).op("open consent")?;
+        let mut out = std::collections::HashMap::new();
+        for row in table.iter().op("list consent")? {
+            let (key, value) = row.op("list consent")?;
+            out.insert(
+                key.value().to_string(),
+                decode("consent_v1", value.value())?,
+            );
+        }
+        Ok(out)
     }
 
     /// Records a series' consent, replacing what was there.

@@ -22,6 +22,7 @@ pub mod locations;
 pub mod objects;
 pub mod reader;
 pub mod referrals;
+pub mod research;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -153,6 +154,8 @@ pub struct SlideCommit {
     pub replaces: Option<SlideId>,
     /// The series' consent, written in the same transaction as the slide.
     pub consent: ConsentUpdate,
+    /// The slide's research facts, indexed in the same transaction (own slides).
+    pub facts: Option<research::SlideFacts>,
 }
 
 /// What a slide commit does to its series' consent record.
@@ -427,7 +430,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 22;
+const TABLE_COUNT: usize = 23;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -482,11 +485,20 @@ impl SlideWriter {
         {
             let mut slides = tx.open_table(SLIDES).op("open slides")?;
             let mut summaries = tx.open_table(SUMMARIES).op("open summaries")?;
+            let mut facts = tx.open_table(research::FACTS).op("open research facts")?;
             if let Some(old) = commit.replaces.filter(|old| *old != id) {
                 slides.remove(old.as_bytes()).op("remove replaced slide")?;
                 summaries
                     .remove(old.as_bytes())
                     .op("remove replaced summary")?;
+                facts
+                    .remove(old.as_bytes())
+                    .op("remove replaced research facts")?;
+            }
+            if let Some(new) = &commit.facts {
+                facts
+                    .insert(id.as_bytes(), encode(new).as_slice())
+                    .op("index research facts")?;
             }
             slides
                 .insert(id.as_bytes(), encode(&commit.record).as_slice())
@@ -545,6 +557,8 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(referrals::DIRECTORIES).op("create tables")?;
     tx.open_table(referrals::OFFERS).op("create tables")?;
     tx.open_table(lims::LIMS).op("create tables")?;
+    tx.open_table(research::BUDGET).op("create tables")?;
+    // research::FACTS is made with its rows (see `store::research`).
     Ok(())
 }
 

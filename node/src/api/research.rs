@@ -1,0 +1,130 @@
+//! `POST /api/v1/research/query`: a research query asked of every member, for the person
+//! the request acts for. The body is `{"query": TEXT | {JSON form}, "ethics": REF?}`; the
+//! answer lists every site with its status (answered, refused, failed, timed out,
+//! unreachable) and its released counts, and the counts combined over the sites that
+//! answered, so a partial answer says it is one (`complete: false`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value as JsonValue, json};
+use slidemesh_protocol::query::{Query, QueryError, Released};
+
+use super::requester::Requester;
+use super::{ApiError, ApiState};
+use crate::research::fanout::SiteStatus;
+use crate::research::key_json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// The text form, or the JSON form.
+    query: JsonValue,
+    /// The research ethics approval the query is made under.
+    #[serde(default)]
+    ethics: Option<String>,
+}
+
+/// The query of a request body, or a 400 naming what is wrong (a caret under the offending
+/// token of a text query).
+fn parse(body: &QueryBody) -> Result<(Query, String), ApiError> {
+    let query = match &body.query {
+        JsonValue::String(text) => text.parse().map_err(|e: QueryError| {
+            ApiError::bad_request(format!("not a query:\n{}", e.render(text)))
+        })?,
+        form @ JsonValue::Object(_) => {
+            let query: Query = serde_json::from_value(form.clone())
+                .map_err(|e| ApiError::bad_request(format!("not a query: {e}")))?;
+            query
+                .validate()
+                .map_err(|e| ApiError::bad_request(format!("not a query: {}", e.message)))?;
+            query
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "\"query\" is the query's text or its JSON form",
+            ));
+        }
+    };
+    let text = query
+        .canonical()
+        .map_err(|e| ApiError::bad_request(format!("not a query: {}", e.message)))?;
+    Ok((query, text))
+}
+
+pub async fn query(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Json(body): Json<QueryBody>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let (query, text) = parse(&body)?;
+    crate::research::answer::check_ethics(body.ethics.as_deref()).map_err(ApiError::bad_request)?;
+    let answered = state
+        .federation
+        .research_query(&query, text, requester.0.clone(), body.ethics.clone())
+        .await;
+    let mut combined: BTreeMap<Vec<Option<String>>, (u64, Vec<String>)> = BTreeMap::new();
+    let sites: Vec<JsonValue> = answered
+        .sites
+        .iter()
+        .map(|(trust, status)| {
+            let mut site = json!({ "trust": trust.as_str(), "status": status.label() });
+            match status {
+                SiteStatus::Answered(counts) => {
+                    let cells: Vec<JsonValue> = counts
+                        .cells
+                        .iter()
+                        .map(|cell| {
+                            let entry = combined.entry(cell.key.clone()).or_default();
+                            match cell.count {
+                                Released::Count(n) => {
+                                    entry.0 += n;
+                                    json!({ "key": key_json(&query.group_by, &cell.key), "count": n })
+                                }
+                                Released::Below(n) => {
+                                    entry.1.push(trust.to_string());
+                                    json!({ "key": key_json(&query.group_by, &cell.key), "below": n })
+                                }
+                            }
+                        })
+                        .collect();
+                    site["min_cell"] = json!(counts.min_cell);
+                    site["noise"] = json!(counts.noise);
+                    site["cells"] = json!(cells);
+                }
+                SiteStatus::Refused { reason }
+                | SiteStatus::Failed { reason }
+                | SiteStatus::Unreachable { reason } => site["reason"] = json!(reason),
+                SiteStatus::TimedOut { after_ms } => {
+                    site["reason"] = json!(format!("no answer within {after_ms} ms"));
+                }
+            }
+            site
+        })
+        .collect();
+    let complete = answered
+        .sites
+        .iter()
+        .all(|(_, s)| matches!(s, SiteStatus::Answered(_)));
+    let combined: Vec<JsonValue> = combined
+        .into_iter()
+        .map(|(key, (count, below_at))| {
+            json!({
+                "key": key_json(&query.group_by, &key),
+                "count": count,
+                "below_at": below_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "query": answered.text,
+        "id": answered.id,
+        "group_by": query.group_by.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "complete": complete,
+        "sites": sites,
+        "combined": combined,
+    })))
+}

@@ -1,0 +1,197 @@
+//! Tables for research queries. `research_facts_v1`: each own slide's facts as a query sees
+//! them (filled at ingest, in the slide's own transaction, from its DICOM attributes; the
+//! LIMS's word on the case is joined when a query runs, so `annotate-lims` needs no
+//! re-index). `query_budget_v1`: which distinct queries each requester asked, when, so each
+//! trust can bound how many it answers one requester in a window.
+//!
+//! The facts table is made with its rows: a data directory from before it has none until
+//! [`Store::create_research_index`] fills it in one transaction (the node does so when it
+//! opens), and a reader before then sees no facts rather than an error.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use serde::{Deserialize, Serialize};
+use slidemesh_protocol::{SlideId, TrustCode};
+
+use super::{RedbContext, Store, StoreError, decode, encode};
+
+pub(super) const FACTS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("research_facts_v1");
+/// Key: requester (`TRUST` or `TRUST/person`), a zero byte, the query id; value: when it
+/// was first asked in the current window (Unix seconds).
+pub(super) const BUDGET: TableDefinition<&[u8], u64> = TableDefinition::new("query_budget_v1");
+
+/// One own slide as research queries see it, before the LIMS join.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlideFacts {
+    pub trust: Option<TrustCode>,
+    pub stain: Option<String>,
+    pub anatomic_site: Option<String>,
+    pub year: Option<i64>,
+    /// The decade of age at the study, as its first year (40 for 40 to 49).
+    pub age_band: Option<i64>,
+    pub sex: Option<String>,
+    /// Manufacturer and model.
+    pub scanner: Option<String>,
+    /// What the LIMS entry is found by.
+    pub accession: Option<String>,
+    /// What the slide's recorded consent is found by.
+    pub series_uid: String,
+}
+
+/// How a requester's query is charged against its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Asked before in this window: answered again (the same answer), nothing charged.
+    Repeat,
+    /// A new query, charged: `used` of the budget now spent.
+    Charged { used: u32 },
+    /// A new query with the budget spent: not answered.
+    Exhausted { budget: u32 },
+}
+
+impl Store {
+    /// Whether the facts table exists (it is made with its first rows).
+    pub fn research_index_exists(&self) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let exists = tx
+            .list_tables()
+            .op("list tables")?
+            .any(|t| t.name() == FACTS.name());
+        Ok(exists)
+    }
+
+    /// Makes the facts table with `rows` (every own slide's facts), in one transaction.
+    pub fn create_research_index(&self, rows: &[(SlideId, SlideFacts)]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().op("begin research index write")?;
+        {
+            let mut table = tx.open_table(FACTS).op("open research facts")?;
+            for (id, facts) in rows {
+                table
+                    .insert(id.as_bytes(), encode(facts).as_slice())
+                    .op("write research facts")?;
+            }
+        }
+        tx.commit().op("commit research index")
+    }
+
+    /// Every own slide's facts.
+    pub fn research_facts(&self) -> Result<Vec<(SlideId, SlideFacts)>, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let table = match tx.open_table(FACTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e).op("open research facts"),
+        };
+        let mut out = Vec::with_capacity(table.len().op("count research facts")? as usize);
+        for row in table.iter().op("list research facts")? {
+            let (key, value) = row.op("list research facts")?;
+            out.push((
+                SlideId::from_bytes(*key.value()),
+                decode("research_facts_v1", value.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Charges `query` to `requester`'s budget of `budget` distinct queries per
+    /// `window_secs`, in one transaction (entries older than the window are dropped as it
+    /// goes).
+    pub fn charge_query(
+        &self,
+        requester: &str,
+        query: &str,
+        now: u64,
+        window_secs: u64,
+        budget: u32,
+    ) -> Result<Charge, StoreError> {
+        let mut prefix = requester.as_bytes().to_vec();
+        prefix.push(0);
+        let mut key = prefix.clone();
+        key.extend_from_slice(query.as_bytes());
+        let mut end = requester.as_bytes().to_vec();
+        end.push(1);
+        let since = now.saturating_sub(window_secs);
+        let tx = self.db.begin_write().op("begin query budget write")?;
+        let charge = {
+            let mut table = tx.open_table(BUDGET).op("open query budget")?;
+            let mut stale = Vec::new();
+            let mut used = 0u32;
+            let mut repeat = false;
+            for row in table
+                .range(prefix.as_slice()..end.as_slice())
+                .op("read query budget")?
+            {
+                let (k, asked) = row.op("read query budget")?;
+                if asked.value() < since {
+                    stale.push(k.value().to_vec());
+                } else {
+                    used += 1;
+                    repeat |= k.value() == key.as_slice();
+                }
+            }
+            for k in stale {
+                table
+                    .remove(k.as_slice())
+                    .op("drop old query budget entry")?;
+            }
+            if repeat {
+                Charge::Repeat
+            } else if used >= budget {
+                Charge::Exhausted { budget }
+            } else {
+                table
+                    .insert(key.as_slice(), now)
+                    .op("charge query budget")?;
+                Charge::Charged { used: used + 1 }
+            }
+        };
+        tx.commit().op("commit query budget")?;
+        Ok(charge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_counts_distinct_queries_in_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        let charge = |who: &str, q: &str, now| store.charge_query(who, q, now, 100, 2).unwrap();
+        assert_eq!(charge("RX1/amy", "q1", 1000), Charge::Charged { used: 1 });
+        assert_eq!(charge("RX1/amy", "q1", 1010), Charge::Repeat);
+        assert_eq!(charge("RX1/amy", "q2", 1020), Charge::Charged { used: 2 });
+        assert_eq!(
+            charge("RX1/amy", "q3", 1030),
+            Charge::Exhausted { budget: 2 }
+        );
+        // Another person at the same trust, and the trust itself, have their own budgets
+        // (a requester's key is not a prefix of another's).
+        assert_eq!(charge("RX1/am", "q3", 1030), Charge::Charged { used: 1 });
+        assert_eq!(charge("RX1", "q3", 1030), Charge::Charged { used: 1 });
+        // Once the window has passed, the first queries no longer count.
+        assert_eq!(charge("RX1/amy", "q3", 1101), Charge::Charged { used: 2 });
+        assert_eq!(
+            charge("RX1/amy", "q1", 1102),
+            Charge::Exhausted { budget: 2 }
+        );
+    }
+
+    #[test]
+    fn facts_read_as_none_before_the_index_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        assert!(!store.research_index_exists().unwrap());
+        assert!(store.research_facts().unwrap().is_empty());
+        let id = SlideId::from_bytes([7; 32]);
+        let facts = SlideFacts {
+            stain: Some("HE".into()),
+            series_uid: "1.2.3".into(),
+            ..Default::default()
+        };
+        store.create_research_index(&[(id, facts.clone())]).unwrap();
+        assert!(store.research_index_exists().unwrap());
+        assert_eq!(store.research_facts().unwrap(), vec![(id, facts)]);
+    }
+}

@@ -39,6 +39,7 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
     let answered = answer::answer(
         &Site {
             store: &node.store,
+            index: &Default::default(),
             policy: &policy,
             roster: roster.as_ref(),
             trust: &trust,

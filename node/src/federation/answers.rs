@@ -410,6 +410,7 @@ impl PeerAnswers {
         let answered = crate::research::answer::answer(
             &crate::research::answer::Site {
                 store: &self.holdings.store,
+                index: &self.holdings.research.index,
                 policy: &policy,
                 roster: roster.as_deref(),
                 trust: &self.holdings.trust,

@@ -110,6 +110,7 @@ impl Federation {
             let answered = answer::answer(
                 &Site {
                     store: &holdings.store,
+                    index: &holdings.research.index,
                     policy: &policy,
                     roster: roster.as_deref(),
                     trust: &holdings.trust,

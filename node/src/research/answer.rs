@@ -10,11 +10,11 @@ use slidemesh_protocol::query::{MAX_CELLS, Query, ReleasedCounts};
 use slidemesh_protocol::{Roster, SlideId, TrustCode, UserClaim};
 
 use super::disclosure::Disclosure;
-use super::facts::{Case, is_a, research_consent};
+use super::facts::is_a;
+use super::index::FactsIndex;
 use crate::access::{self, AuditEntry, Basis, Refusal, Rules, Side, Subject};
 use crate::consent::{ConsentAction, Policy};
 use crate::store::Store;
-use crate::store::consent::SlideConsent;
 use crate::store::research::Charge;
 
 /// How this site answers: its disclosure rules and its budget per requester.
@@ -52,6 +52,8 @@ pub struct Asker<'a> {
 /// What the site's policy and records are, at the moment of answering.
 pub struct Site<'a> {
     pub store: &'a Store,
+    /// The in-memory copy of the store's research facts.
+    pub index: &'a FactsIndex,
     pub policy: &'a Policy,
     pub roster: Option<&'a Roster>,
     pub trust: &'a TrustCode,
@@ -126,26 +128,21 @@ fn count_and_release(
     entry: &mut AuditEntry,
 ) -> Result<ReleasedCounts, Refusal> {
     let failed = |e: crate::store::StoreError| Refusal::Failed(e.to_string());
-    let facts = site.store.research_facts().map_err(failed)?;
-    let lims = site.store.lims().map_err(failed)?;
-    let recorded = site.store.consents().map_err(failed)?;
+    let snapshot = site.index.snapshot(site.store).map_err(failed)?;
     // Slides alike in their consent are decided alike, unless a rule names a slide.
     let per_slide = site.policy.names_slides();
-    let mut decided: HashMap<(Option<SlideId>, SlideConsent), Result<Vec<String>, String>> =
+    let mut decided: HashMap<(Option<SlideId>, usize), Result<Vec<String>, String>> =
         HashMap::new();
-    let none = SlideConsent::default();
-    let mut counted = Vec::with_capacity(facts.len());
+    let mut counted = Vec::with_capacity(snapshot.rows.len());
     let mut refusal = None;
     let mut rules_used = BTreeSet::new();
-    for (slide, facts) in &facts {
-        let case = facts.accession.as_ref().and_then(|a| lims.get(a));
-        let consent = research_consent(recorded.get(&facts.series_uid).unwrap_or(&none), case);
-        let key = (per_slide.then_some(*slide), consent);
-        let verdict = decided.entry(key).or_insert_with_key(|(_, consent)| {
+    for row in &snapshot.rows {
+        let key = (per_slide.then_some(row.slide), row.consent);
+        let verdict = decided.entry(key).or_insert_with(|| {
             let verdict = access::decide(
                 &Rules {
                     policy: site.policy,
-                    consent,
+                    consent: &snapshot.consents[row.consent],
                     owner: site.trust,
                     roster: site.roster,
                     listed: None,
@@ -157,7 +154,7 @@ fn count_and_release(
                 Basis::Research {
                     reference: asker.ethics,
                 },
-                *slide,
+                row.slide,
                 &[ConsentAction::Query],
                 now,
             );
@@ -174,7 +171,7 @@ fn count_and_release(
         match verdict {
             Ok(rules) => {
                 rules_used.extend(rules.iter().cloned());
-                counted.push(Case { facts, lims: case });
+                counted.push(row.case());
             }
             Err(reason) => {
                 refusal.get_or_insert_with(|| reason.clone());

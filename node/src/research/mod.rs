@@ -8,19 +8,21 @@
 //!   `access`'s decision (action `query`; an opted-out patient is never counted), then
 //!   [`disclosure`] control (small cells, seeded noise) and the requester's budget; one audit
 //!   entry per query.
+//! - [`index`]: the running node's in-memory copy of the facts, rebuilt when the store's
+//!   research generation moves.
 //! - [`fanout`]: a query asked of every member at once within a deadline, each site
 //!   reported as answered, refused, failed, timed out or unreachable.
 //!
 //! Knows no network: `federation` carries queries between members and `api` takes them
 //! from people.
 //!
-//! Partly built: the SNOMED CT hierarchy is equality only, the index is read whole per
-//! query (no in-memory index yet), no complementary suppression, no cohorts.
+//! Partly built: the SNOMED CT hierarchy is equality only, no complementary suppression, no cohorts.
 
 pub mod answer;
 pub mod disclosure;
 pub mod facts;
 pub mod fanout;
+pub mod index;
 
 pub use facts::{Case, SlideFacts, facts, index_if_missing, is_a};
 
@@ -55,6 +57,8 @@ pub struct ResearchSettings {
     pub rules: answer::SiteRules,
     /// How long its own people's queries wait for each member.
     pub deadline: std::time::Duration,
+    /// The facts queries count over, kept in memory.
+    pub index: std::sync::Arc<index::FactsIndex>,
 }
 
 impl ResearchSettings {
@@ -65,6 +69,7 @@ impl ResearchSettings {
         Self {
             rules: answer::SiteRules::from_config(config, key),
             deadline: std::time::Duration::from_millis(config.deadline_ms),
+            index: Default::default(),
         }
     }
 }

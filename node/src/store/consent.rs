@@ -2,7 +2,7 @@
 //! NHS national data opt-out, and when consent for secondary use ends. Keyed by series UID
 //! (the specimen), not slide id, so that a series that grows keeps its consent.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, TableDefinition};
 
 use super::{RedbContext, Store, StoreError, decode, encode};
 
@@ -27,21 +27,6 @@ impl Store {
         }
     }
 
-    /// Every recorded consent, by series UID (a research query decides on all at once).
-    pub fn consents(&self) -> Result<std::collections::HashMap<String, SlideConsent>, StoreError> {
-        let tx = self.db.begin_read().op("begin read")?;
-        let table = tx.open_table(CONSENT).op("open consent")?;
-        let mut out = std::collections::HashMap::new();
-        for row in table.iter().op("list consent")? {
-            let (key, value) = row.op("list consent")?;
-            out.insert(
-                key.value().to_string(),
-                decode("consent_v1", value.value())?,
-            );
-        }
-        Ok(out)
-    }
-
     /// Records a series' consent, replacing what was there.
     pub fn put_consent(&self, series_uid: &str, consent: &SlideConsent) -> Result<(), StoreError> {
         let tx = self.db.begin_write().op("begin write")?;
@@ -51,6 +36,7 @@ impl Store {
                 .insert(series_uid, encode(consent).as_slice())
                 .op("write consent")?;
         }
+        super::research::changed(&tx)?;
         tx.commit().op("commit consent")
     }
 }

@@ -36,6 +36,7 @@ impl Store {
                     .op("store LIMS entry")?;
             }
         }
+        super::research::changed(&tx)?;
         tx.commit().op("commit LIMS entries")
     }
 

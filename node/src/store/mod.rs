@@ -430,7 +430,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 23;
+const TABLE_COUNT: usize = 24;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -528,6 +528,7 @@ impl SlideWriter {
                 }
             }
         }
+        research::changed(&tx)?;
         tx.commit().op("commit ingest transaction")?;
         Ok(id)
     }
@@ -558,6 +559,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(referrals::OFFERS).op("create tables")?;
     tx.open_table(lims::LIMS).op("create tables")?;
     tx.open_table(research::BUDGET).op("create tables")?;
+    tx.open_table(research::META).op("create tables")?;
     // research::FACTS is made with its rows (see `store::research`).
     Ok(())
 }

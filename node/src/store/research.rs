@@ -16,6 +16,9 @@ use super::{RedbContext, Store, StoreError, decode, encode};
 
 pub(super) const FACTS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("research_facts_v1");
+/// One row, `generation`: bumped in every transaction that changes what a query counts
+/// (facts, LIMS entries, recorded consent), so an in-memory copy knows when it is stale.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("research_meta_v1");
 /// Key: requester (`TRUST` or `TRUST/person`), a zero byte, the query id; value: when it
 /// was first asked in the current window (Unix seconds).
 pub(super) const BUDGET: TableDefinition<&[u8], u64> = TableDefinition::new("query_budget_v1");
@@ -49,7 +52,93 @@ pub enum Charge {
     Exhausted { budget: u32 },
 }
 
+/// Bumps the research generation within `tx` (see [`META`]).
+pub(super) fn changed(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META).op("open research meta")?;
+    let now = meta
+        .get("generation")
+        .op("read research generation")?
+        .map_or(0, |g| g.value());
+    meta.insert("generation", now + 1)
+        .op("bump research generation")?;
+    Ok(())
+}
+
+/// Everything a query counts over, read in one transaction: the generation it is of, every
+/// own slide's facts, the LIMS entries by accession number, the recorded consent by series.
+pub struct ResearchView {
+    pub generation: u64,
+    pub facts: Vec<(SlideId, SlideFacts)>,
+    pub lims: std::collections::HashMap<String, super::lims::LimsEntry>,
+    pub consents: std::collections::HashMap<String, super::consent::SlideConsent>,
+}
+
 impl Store {
+    /// The research generation now (0 before anything was indexed).
+    pub fn research_generation(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let meta = tx.open_table(META).op("open research meta")?;
+        Ok(meta
+            .get("generation")
+            .op("read research generation")?
+            .map_or(0, |g| g.value()))
+    }
+
+    /// What a query counts over, as of one moment.
+    pub fn research_view(&self) -> Result<ResearchView, StoreError> {
+        let tx = self.db.begin_read().op("begin read")?;
+        let generation = tx
+            .open_table(META)
+            .op("open research meta")?
+            .get("generation")
+            .op("read research generation")?
+            .map_or(0, |g| g.value());
+        let mut facts = Vec::new();
+        match tx.open_table(FACTS) {
+            Ok(table) => {
+                facts.reserve(table.len().op("count research facts")? as usize);
+                for row in table.iter().op("list research facts")? {
+                    let (key, value) = row.op("list research facts")?;
+                    facts.push((
+                        SlideId::from_bytes(*key.value()),
+                        decode("research_facts_v1", value.value())?,
+                    ));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e).op("open research facts"),
+        }
+        let mut lims = std::collections::HashMap::new();
+        for row in tx
+            .open_table(super::lims::LIMS)
+            .op("open LIMS")?
+            .iter()
+            .op("list LIMS entries")?
+        {
+            let (key, value) = row.op("list LIMS entries")?;
+            lims.insert(key.value().to_string(), decode("lims_v1", value.value())?);
+        }
+        let mut consents = std::collections::HashMap::new();
+        for row in tx
+            .open_table(super::consent::CONSENT)
+            .op("open consent")?
+            .iter()
+            .op("list consent")?
+        {
+            let (key, value) = row.op("list consent")?;
+            consents.insert(
+                key.value().to_string(),
+                decode("consent_v1", value.value())?,
+            );
+        }
+        Ok(ResearchView {
+            generation,
+            facts,
+            lims,
+            consents,
+        })
+    }
+
     /// Whether the facts table exists (it is made with its first rows).
     pub fn research_index_exists(&self) -> Result<bool, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
@@ -71,26 +160,8 @@ impl Store {
                     .op("write research facts")?;
             }
         }
+        changed(&tx)?;
         tx.commit().op("commit research index")
-    }
-
-    /// Every own slide's facts.
-    pub fn research_facts(&self) -> Result<Vec<(SlideId, SlideFacts)>, StoreError> {
-        let tx = self.db.begin_read().op("begin read")?;
-        let table = match tx.open_table(FACTS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e).op("open research facts"),
-        };
-        let mut out = Vec::with_capacity(table.len().op("count research facts")? as usize);
-        for row in table.iter().op("list research facts")? {
-            let (key, value) = row.op("list research facts")?;
-            out.push((
-                SlideId::from_bytes(*key.value()),
-                decode("research_facts_v1", value.value())?,
-            ));
-        }
-        Ok(out)
     }
 
     /// Charges `query` to `requester`'s budget of `budget` distinct queries per
@@ -183,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store.redb")).unwrap();
         assert!(!store.research_index_exists().unwrap());
-        assert!(store.research_facts().unwrap().is_empty());
+        assert!(store.research_view().unwrap().facts.is_empty());
         let id = SlideId::from_bytes([7; 32]);
         let facts = SlideFacts {
             stain: Some("HE".into()),
@@ -192,6 +263,8 @@ mod tests {
         };
         store.create_research_index(&[(id, facts.clone())]).unwrap();
         assert!(store.research_index_exists().unwrap());
-        assert_eq!(store.research_facts().unwrap(), vec![(id, facts)]);
+        let view = store.research_view().unwrap();
+        assert_eq!(view.facts, vec![(id, facts)]);
+        assert_eq!(view.generation, 1, "made with its rows, in one change");
     }
 }

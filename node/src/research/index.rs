@@ -1,0 +1,157 @@
+//! The running node's in-memory copy of what queries count over: every own slide's facts
+//! joined with its LIMS entry, and its consent for research as an index into the distinct
+//! consents (slides alike in consent are decided once per query). Rebuilt from the store
+//! when the store's research generation moved (ingest, `annotate-lims`, `slidemesh consent`,
+//! in this process or another), so a query reads one counter, not the tables.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use slidemesh_protocol::SlideId;
+
+use super::facts::{Case, SlideFacts, research_consent};
+use crate::store::consent::SlideConsent;
+use crate::store::lims::LimsEntry;
+use crate::store::{Store, StoreError};
+
+/// One own slide, ready to count.
+pub struct Row {
+    pub slide: SlideId,
+    pub facts: SlideFacts,
+    pub lims: Option<LimsEntry>,
+    /// Its consent for research: an index into [`Snapshot::consents`].
+    pub consent: usize,
+}
+
+impl Row {
+    pub fn case(&self) -> Case<'_> {
+        Case {
+            facts: &self.facts,
+            lims: self.lims.as_ref(),
+        }
+    }
+}
+
+/// Every own slide as of one research generation.
+pub struct Snapshot {
+    pub generation: u64,
+    pub rows: Vec<Row>,
+    /// The distinct consents for research, each once.
+    pub consents: Vec<SlideConsent>,
+}
+
+impl Snapshot {
+    /// Reads the store's research view (one transaction) and joins it.
+    pub fn read(store: &Store) -> Result<Snapshot, StoreError> {
+        let view = store.research_view()?;
+        let none = SlideConsent::default();
+        let mut consents: Vec<SlideConsent> = Vec::new();
+        let mut class_of: HashMap<SlideConsent, usize> = HashMap::new();
+        let rows = view
+            .facts
+            .into_iter()
+            .map(|(slide, facts)| {
+                let lims = facts
+                    .accession
+                    .as_ref()
+                    .and_then(|a| view.lims.get(a))
+                    .cloned();
+                let consent = research_consent(
+                    view.consents.get(&facts.series_uid).unwrap_or(&none),
+                    lims.as_ref(),
+                );
+                let consent = *class_of.entry(consent.clone()).or_insert_with(|| {
+                    consents.push(consent);
+                    consents.len() - 1
+                });
+                Row {
+                    slide,
+                    facts,
+                    lims,
+                    consent,
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            generation: view.generation,
+            rows,
+            consents,
+        })
+    }
+}
+
+/// The latest snapshot, shared by every query this process answers.
+#[derive(Default)]
+pub struct FactsIndex {
+    current: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl FactsIndex {
+    /// The snapshot of the store's current research generation, rebuilt if it moved. One
+    /// rebuild at a time: queries arriving meanwhile wait for it rather than each reading
+    /// the tables.
+    pub fn snapshot(&self, store: &Store) -> Result<Arc<Snapshot>, StoreError> {
+        let generation = store.research_generation()?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(snapshot) = current.as_ref()
+            && snapshot.generation == generation
+        {
+            return Ok(snapshot.clone());
+        }
+        let fresh = Arc::new(Snapshot::read(store)?);
+        *current = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_kept_until_the_store_changes_and_groups_consents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        let facts = |series: &str, accession: &str| SlideFacts {
+            series_uid: series.into(),
+            accession: Some(accession.into()),
+            ..Default::default()
+        };
+        store
+            .create_research_index(&[
+                (SlideId::from_bytes([1; 32]), facts("1.1", "A1")),
+                (SlideId::from_bytes([2; 32]), facts("1.2", "A2")),
+                (SlideId::from_bytes([3; 32]), facts("1.3", "A3")),
+            ])
+            .unwrap();
+        let index = FactsIndex::default();
+        let first = index.snapshot(&store).unwrap();
+        assert_eq!(first.rows.len(), 3);
+        assert_eq!(first.consents.len(), 1, "all clinical care only");
+        assert!(Arc::ptr_eq(&first, &index.snapshot(&store).unwrap()));
+        // Recorded consent and the LIMS's word change it.
+        let gru = SlideConsent {
+            codes: vec!["GRU".into()],
+            opted_out: false,
+            expires: None,
+        };
+        store.put_consent("1.1", &gru).unwrap();
+        store.put_consent("1.2", &gru).unwrap();
+        store
+            .put_lims(&[(
+                "A2".to_string(),
+                LimsEntry {
+                    opted_out: true,
+                    ..Default::default()
+                },
+            )])
+            .unwrap();
+        let second = index.snapshot(&store).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        let consent_of = |i: usize| &second.consents[second.rows[i].consent];
+        assert_eq!(consent_of(0), &gru);
+        assert!(consent_of(1).opted_out, "the LIMS's opt-out counts");
+        assert_eq!(consent_of(2), &SlideConsent::default());
+        assert_eq!(second.consents.len(), 3);
+    }
+}

@@ -33,17 +33,22 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResearchSection {
-    /// Counts below this are released as "<min_cell" (small-cell suppression).
+    /// A total below this is released as "<min_cell", a group below it is not listed
+    /// (small-cell suppression).
     #[serde(default = "default_min_cell")]
     pub min_cell: u64,
-    /// Each released count is moved by a seeded amount of at most this much (the same query
-    /// always gets the same amount, so repeating it does not average the noise away).
+    /// Each released count is moved by a seeded amount of at most this much (the same slides
+    /// always get the same amount, so repeating or rephrasing a query does not average the
+    /// noise away).
     #[serde(default = "default_noise")]
     pub noise: u64,
     /// Distinct queries one requester (a trust's node, or a person it names) is answered
     /// per `budget_window_secs`; repeating one is free.
     #[serde(default = "default_query_budget")]
     pub budget: u32,
+    /// Distinct queries all of one trust's requesters together are answered per window.
+    #[serde(default = "default_trust_query_budget")]
+    pub trust_budget: u32,
     #[serde(default = "default_budget_window_secs")]
     pub budget_window_secs: u64,
     /// Milliseconds a query from this node waits for each member's answer.
@@ -60,11 +65,37 @@ fn default_noise() -> u64 {
 fn default_query_budget() -> u32 {
     200
 }
+fn default_trust_query_budget() -> u32 {
+    1_000
+}
 fn default_budget_window_secs() -> u64 {
     86_400
 }
 fn default_query_deadline_ms() -> u64 {
     3_000
+}
+
+/// Largest `[research] noise`: the noise must stay small beside real counts.
+pub const MAX_NOISE: u64 = 1_000;
+
+impl ResearchSection {
+    /// Refuses settings no trust means: a noise beyond [`MAX_NOISE`], no budget, no window,
+    /// no deadline (or one over ten minutes).
+    pub fn check(&self) -> Result<()> {
+        if self.noise > MAX_NOISE {
+            bail!("[research] noise = {} is over {MAX_NOISE}", self.noise);
+        }
+        if self.min_cell > 1_000_000 {
+            bail!("[research] min_cell = {} is over 1000000", self.min_cell);
+        }
+        if self.budget == 0 || self.trust_budget == 0 || self.budget_window_secs == 0 {
+            bail!("[research] budget, trust_budget and budget_window_secs must be at least 1");
+        }
+        if !(1..=600_000).contains(&self.deadline_ms) {
+            bail!("[research] deadline_ms must be 1 to 600000");
+        }
+        Ok(())
+    }
 }
 
 impl Default for ResearchSection {
@@ -73,6 +104,7 @@ impl Default for ResearchSection {
             min_cell: default_min_cell(),
             noise: default_noise(),
             budget: default_query_budget(),
+            trust_budget: default_trust_query_budget(),
             budget_window_secs: default_budget_window_secs(),
             deadline_ms: default_query_deadline_ms(),
         }
@@ -514,8 +546,13 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("invalid configuration in {}", path.display()))
+        let config: Self = toml::from_str(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        config
+            .research
+            .check()
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        Ok(config)
     }
 
     /// The file `init` writes: every setting with a comment saying what it does.
@@ -676,13 +713,16 @@ specialists = {referral_specialists}
 
 [research]
 # Research queries from any member are answered under this trust's policy (action `query`)
-# and this disclosure control: counts below `min_cell` are released as "<min_cell"; every
-# count is moved by at most `noise`, seeded by this node's key and the query, so the same
-# query always gets the same answer; one requester (a trust, or a person it names) is
-# answered at most `budget` distinct queries per `budget_window_secs`.
+# and this disclosure control: a total below `min_cell` is released as "<min_cell" and a
+# group below it is not listed; every count is moved by at most `noise`, seeded by this
+# node's key and the slides counted, so the same slides always get the same count however
+# the query is written; one requester (a trust, or a person it names) is
+# answered at most `budget` distinct queries per `budget_window_secs`, and all of one trust's
+# requesters together `trust_budget`.
 min_cell = {research_min_cell}
 noise = {research_noise}
 budget = {research_budget}
+trust_budget = {research_trust_budget}
 budget_window_secs = {research_budget_window_secs}
 # Milliseconds this node's own queries wait for each member before calling it timed out.
 deadline_ms = {research_deadline_ms}
@@ -690,6 +730,7 @@ deadline_ms = {research_deadline_ms}
             research_min_cell = self.research.min_cell,
             research_noise = self.research.noise,
             research_budget = self.research.budget,
+            research_trust_budget = self.research.trust_budget,
             research_budget_window_secs = self.research.budget_window_secs,
             research_deadline_ms = self.research.deadline_ms,
             referral_queues = inline_tables(&self.referrals.queues),

@@ -272,16 +272,20 @@ impl Condition {
         if depth > MAX_DEPTH {
             return Err(format!("nested deeper than {MAX_DEPTH}"));
         }
-        let long = |v: &Value| matches!(v, Value::Text(t) if t.len() > MAX_VALUE);
-        let too_long = match self {
-            Condition::Compare { value, .. } => long(value),
-            Condition::In { values, .. } => values.iter().any(long),
-            Condition::Between { low, high, .. } => long(low) || long(high),
-            Condition::Under { code, .. } => code.len() > MAX_VALUE,
+        // Values reach audit logs and screens: no control characters there.
+        let bad_text = |t: &str| t.len() > MAX_VALUE || t.chars().any(char::is_control);
+        let bad = |v: &Value| matches!(v, Value::Text(t) if bad_text(t));
+        let refused = match self {
+            Condition::Compare { value, .. } => bad(value),
+            Condition::In { values, .. } => values.iter().any(bad),
+            Condition::Between { low, high, .. } => bad(low) || bad(high),
+            Condition::Under { code, .. } => bad_text(code),
             _ => false,
         };
-        if too_long {
-            return Err(format!("a value is longer than {MAX_VALUE} bytes"));
+        if refused {
+            return Err(format!(
+                "a value is longer than {MAX_VALUE} bytes or holds a control character"
+            ));
         }
         Ok(match self {
             Condition::In { values, .. } => {
@@ -357,9 +361,20 @@ impl Query {
         records: impl IntoIterator<Item = &'r R>,
         is_a: IsA<'_>,
     ) -> BTreeMap<Vec<Option<Value>>, u64> {
+        self.tally(records, is_a, |n: &mut u64, _| *n += 1)
+    }
+
+    /// Folds `records` matching the filter into one value per group (grouped as
+    /// [`Query::count`] groups them), with `add`; without grouping there is always one.
+    pub fn tally<'r, R: Record + 'r, A: Default>(
+        &self,
+        records: impl IntoIterator<Item = &'r R>,
+        is_a: IsA<'_>,
+        mut add: impl FnMut(&mut A, &'r R),
+    ) -> BTreeMap<Vec<Option<Value>>, A> {
         let mut out = BTreeMap::new();
         if self.group_by.is_empty() {
-            out.insert(Vec::new(), 0);
+            out.insert(Vec::new(), A::default());
         }
         for record in records {
             if self
@@ -401,7 +416,7 @@ impl Query {
                     .collect();
             }
             for key in keys {
-                *out.entry(key).or_insert(0) += 1;
+                add(out.entry(key).or_default(), record);
             }
         }
         out
@@ -1157,6 +1172,8 @@ mod tests {
             "count where stain = é€",
             "count where stain = \"a\\\"b\" by",
             &format!("count where stain = {}", "€".repeat(1400)),
+            "count where stain = \"H&E\n2026-12-07 forged audit line\"",
+            "count where diagnosis under \"\u{1b}[2J\"",
         ] {
             let e = text.parse::<Query>().unwrap_err();
             let _ = e.render(text);

@@ -68,7 +68,7 @@ fn a_query_reaches_every_member_and_each_site_answers_under_its_own_rules() {
     // RR8: twelve cases; its LIMS grades ten invasive carcinomas (five of grade 2, five of
     // grade 3; one an excision, the others core biopsies) and says two more patients,
     // graded 2, opted out. Exact counts from 3 up, a
-    // budget of 3 distinct queries a day per requester.
+    // budget of 4 distinct queries a day per requester.
     let rr8 = slides_with_consent(&fed.nodes[0], 12, 1800);
     let cases: Vec<Value> = rr8
         .iter()
@@ -88,7 +88,7 @@ fn a_query_reaches_every_member_and_each_site_answers_under_its_own_rules() {
     run_ok(fed.nodes[0].cmd().arg("annotate-lims").arg(&lims));
     fed.nodes[0].edit_config("min_cell = 10", "min_cell = 3");
     fed.nodes[0].edit_config("noise = 2", "noise = 0");
-    fed.nodes[0].edit_config("budget = 200", "budget = 3");
+    fed.nodes[0].edit_config("budget = 200", "budget = 4");
     // RAE: four cases, counts from 2 up, noise up to 3; RCF: three cases, and a policy that
     // answers no query from RAE.
     slides_with_consent(&fed.nodes[1], 4, 1810);
@@ -136,15 +136,21 @@ fn a_query_reaches_every_member_and_each_site_answers_under_its_own_rules() {
         BTreeMap::from([("2".to_string(), 5), ("3".to_string(), 5)]),
         "{first:#}"
     );
-    // RCF: refused by its policy, saying so.
+    // RCF: refused by its policy, saying so and no more (which rule, and for which slide,
+    // stays in RCF's own audit log).
     let rcf = site(&first, "RCF");
     assert_eq!(rcf["status"], "refused", "{first:#}");
+    let reason = rcf["reason"].as_str().unwrap();
+    assert!(reason.contains("policy allows none"), "{rcf}");
+    assert!(!reason.contains("no-queries-from-RAE"), "{rcf}");
+    let rcf_log = query_entries(&fed.nodes[2]);
     assert!(
-        rcf["reason"]
-            .as_str()
-            .unwrap()
-            .contains("no-queries-from-RAE"),
-        "{rcf}"
+        rcf_log.iter().any(|e| e["allowed"] == false
+            && e["rules"][0]
+                .as_str()
+                .unwrap()
+                .contains("no-queries-from-RAE")),
+        "RCF's log names the rule: {rcf_log:#?}"
     );
     // RAE's own four slides have no LIMS entry: one group (no grade), moved by at most 3.
     let rae = site(&first, "RAE");
@@ -164,32 +170,37 @@ fn a_query_reaches_every_member_and_each_site_answers_under_its_own_rules() {
     );
     assert_eq!(site(&again, "RR8")["cells"], site(&first, "RR8")["cells"]);
 
-    // Small cells: RR8's one excision is fewer than its threshold of 3, so it is released
-    // as "below 3", never as 1; the nine core biopsies are shown.
+    // Small cells: RR8's one excision is fewer than its threshold of 3, so a grouped answer
+    // leaves it out (a listed "<3" would say such a case exists) and a total says "below 3",
+    // never 1; the nine core biopsies are shown.
     let (status, by_specimen) = ask(asker, "count where diagnosis = 413448000 by specimen");
     assert_eq!(status, 200);
-    let cells = &site(&by_specimen, "RR8")["cells"];
+    let rr8 = site(&by_specimen, "RR8");
     assert_eq!(
-        cells,
-        &json!([
-            {"key": {"specimen": "CORE BIOPSY"}, "count": 9},
-            {"key": {"specimen": "EXCISION"}, "below": 3},
-        ]),
+        rr8["cells"],
+        json!([{"key": {"specimen": "CORE BIOPSY"}, "count": 9}]),
         "{by_specimen:#}"
     );
+    assert_eq!(rr8["unlisted_below"], 3);
+    let (_, excisions) = ask(asker, "count where specimen = excision");
+    assert_eq!(
+        site(&excisions, "RR8")["cells"],
+        json!([{"key": {}, "below": 3}]),
+        "{excisions:#}"
+    );
 
-    // RR8's budget: 3 distinct queries from RAE a day; the fourth is refused there, and
+    // RR8's budget: 4 distinct queries from RAE a day; the fifth is refused there, and
     // only there.
-    let (_, third) = ask(asker, "count where year > 1900");
-    assert_eq!(site(&third, "RR8")["status"], "answered", "{third:#}");
-    let (_, fourth) = ask(asker, "count where year > 1901");
-    let refused = site(&fourth, "RR8");
-    assert_eq!(refused["status"], "refused", "{fourth:#}");
+    let (_, fourth) = ask(asker, "count where year > 1900");
+    assert_eq!(site(&fourth, "RR8")["status"], "answered", "{fourth:#}");
+    let (_, fifth) = ask(asker, "count where year > 1901");
+    let refused = site(&fifth, "RR8");
+    assert_eq!(refused["status"], "refused", "{fifth:#}");
     assert!(
         refused["reason"].as_str().unwrap().contains("budget"),
         "{refused}"
     );
-    assert_eq!(site(&fourth, "RAE")["status"], "answered");
+    assert_eq!(site(&fifth, "RAE")["status"], "answered");
 
     // A malformed query: 400, with a caret under the offending token.
     let (status, bad) = ask(asker, "count where stian = HE");

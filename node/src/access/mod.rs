@@ -82,9 +82,10 @@ pub enum Basis<'a> {
     /// offer as the referral.
     Offered { offer: &'a str, expires_at: u64 },
     /// A research query or cohort from any member, with no grant: the policy sees the
-    /// purpose research and `reference` (an ethics approval, when the requester names one).
-    /// Only `query` and `receive_cohort` are decided on this basis.
-    Research { reference: Option<&'a str> },
+    /// purpose research and no ethics approval (one a requester merely names is not the
+    /// owner's word; an approval counts only in a grant the owner signed). Only `query` and
+    /// `receive_cohort` are decided on this basis.
+    Research,
 }
 
 /// The purpose the policy sees when the owner's own people use its own slides.
@@ -197,9 +198,9 @@ pub fn decide(
     }
     // The grant, when there is one; the owner's own people need none.
     let mut offered: Option<(&str, u64)> = None;
-    let mut research: Option<Option<&str>> = None;
+    let mut research = false;
     let checked = match basis {
-        Basis::Research { reference } => {
+        Basis::Research => {
             verdict.purpose = slidemesh_protocol::Purpose::Research.as_str().to_string();
             if let Some(&other) = actions
                 .iter()
@@ -213,7 +214,7 @@ pub fn decide(
                 refuse(&mut verdict, other, format!("built-in: {reason}"), reason);
                 return verdict;
             }
-            research = Some(reference);
+            research = true;
             None
         }
         Basis::Offered { offer, expires_at } => {
@@ -300,7 +301,7 @@ pub fn decide(
     }
     let purpose = grant.map(|g| g.purpose).or(if offered.is_some() {
         Some(slidemesh_protocol::Purpose::DirectCare)
-    } else if research.is_some() {
+    } else if research {
         Some(slidemesh_protocol::Purpose::Research)
     } else {
         None
@@ -345,8 +346,7 @@ pub fn decide(
             purpose,
             reference: grant
                 .and_then(|g| g.reference.as_deref())
-                .or(offered.map(|(offer, _)| offer))
-                .or(research.flatten()),
+                .or(offered.map(|(offer, _)| offer)),
             grant_expires: grant.map_or(offered.map_or(0, |(_, e)| e), |g| g.expires_at),
             now,
         });

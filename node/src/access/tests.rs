@@ -645,14 +645,14 @@ fn an_offered_case_may_be_claimed_by_a_members_pathologist_and_nothing_else() {
 fn research_without_a_grant_may_count_consented_slides_and_nothing_else() {
     let w = world();
     let leeds = trust("RR8");
-    let ask = |consent: &SlideConsent, user: Option<&UserClaim>, reference, actions: &[_]| {
+    let ask = |consent: &SlideConsent, user: Option<&UserClaim>, actions: &[_]| {
         decide(
             &w.rules(consent, &leeds),
             Subject {
                 trust: &trust("RAE"),
                 user,
             },
-            Basis::Research { reference },
+            Basis::Research,
             w.slide,
             actions,
             NOW,
@@ -660,25 +660,23 @@ fn research_without_a_grant_may_count_consented_slides_and_nothing_else() {
     };
     let query = [ConsentAction::Query];
     let consented = consent(&["GRU"], false);
-    let verdict = ask(&consented, None, None, &query);
+    let verdict = ask(&consented, None, &query);
     assert!(verdict.allowed(), "{:?}", verdict.outcome);
     assert_eq!(verdict.purpose, "research");
     assert_eq!(verdict.decisions[0].rules, ["research-with-consent"]);
     let researcher = person("amy", "researcher");
-    assert!(ask(&consented, Some(&researcher), None, &query).allowed());
+    assert!(ask(&consented, Some(&researcher), &query).allowed());
     // Clinical care only: the policy has no rule for it (default deny).
-    assert!(!ask(&consent(&["CC"], false), None, None, &query).allowed());
-    // IRB: only with an ethics approval named.
-    let irb = consent(&["GRU", "IRB"], false);
-    assert!(!ask(&irb, None, None, &query).allowed());
-    assert!(ask(&irb, None, Some("REC 23/NE/0001"), &query).allowed());
+    assert!(!ask(&consent(&["CC"], false), None, &query).allowed());
+    // IRB: an ethics approval must be in a grant the owner signed, so never without one.
+    assert!(!ask(&consent(&["GRU", "IRB"], false), None, &query).allowed());
     // An opted-out patient is never counted, whatever the policy says: built in.
-    let opted_out = ask(&consent(&["GRU"], true), None, None, &query);
+    let opted_out = ask(&consent(&["GRU"], true), None, &query);
     assert!(!opted_out.allowed());
     assert!(opted_out.decisions[0].rules[0].starts_with("built-in: "));
     // Without a grant, research reaches no slide's content.
     for action in [ConsentAction::View, ConsentAction::FetchTiles] {
-        let verdict = ask(&consented, None, None, &[action]);
+        let verdict = ask(&consented, None, &[action]);
         let reason = verdict.outcome.unwrap_err().to_string();
         assert!(reason.contains("nothing else"), "{reason}");
     }

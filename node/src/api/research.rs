@@ -1,8 +1,9 @@
 //! `POST /api/v1/research/query`: a research query asked of every member, for the person
 //! the request acts for. The body is `{"query": TEXT | {JSON form}, "ethics": REF?}`; the
 //! answer lists every site with its status (answered, refused, failed, timed out,
-//! unreachable) and its released counts, and the counts combined over the sites that
-//! answered, so a partial answer says it is one (`complete: false`).
+//! unreachable) and its released counts (a grouped answer leaves out each site's groups
+//! below its `unlisted_below`), and the counts combined over the sites that answered, so a
+//! partial answer says it is one (`complete: false`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,6 +93,10 @@ pub async fn query(
                         })
                         .collect();
                     site["min_cell"] = json!(counts.min_cell);
+                    if !query.group_by.is_empty() {
+                        // Groups below the threshold are left out, not shown as "<n".
+                        site["unlisted_below"] = json!(counts.min_cell);
+                    }
                     site["noise"] = json!(counts.noise);
                     site["cells"] = json!(cells);
                 }

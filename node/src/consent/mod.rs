@@ -72,6 +72,20 @@ impl ConsentAction {
     }
 }
 
+/// Whether a rule's JSON form names an entity of type `entity_type` by its id (an entity
+/// literal: `{"type": ..., "id": ...}`; `is` tests name only the type).
+fn names_an_entity(json: &serde_json::Value, entity_type: &str) -> bool {
+    match json {
+        serde_json::Value::Object(map) => {
+            (map.get("type").and_then(|t| t.as_str()) == Some(entity_type)
+                && map.contains_key("id"))
+                || map.values().any(|v| names_an_entity(v, entity_type))
+        }
+        serde_json::Value::Array(items) => items.iter().any(|v| names_an_entity(v, entity_type)),
+        _ => false,
+    }
+}
+
 /// One request to decide.
 #[derive(Debug, Clone)]
 pub struct ConsentRequest<'a> {
@@ -224,6 +238,8 @@ pub struct Policy {
     set: PolicySet,
     text: String,
     hash: String,
+    /// Whether a rule names a particular slide (see [`Policy::names_slides`]).
+    names_slides: bool,
 }
 
 impl Policy {
@@ -263,11 +279,18 @@ impl Policy {
                 .collect();
             return Err(PolicyError::Invalid(errors.join("\n")));
         }
+        let names_slides = set.policies().any(|p| {
+            // Read from the parsed rule, not the text (cedar allows spaces and comments
+            // inside `Slidemesh::Slide::"..."`); a rule that cannot be shown as JSON counts.
+            p.to_json()
+                .map_or(true, |json| names_an_entity(&json, "Slidemesh::Slide"))
+        });
         Ok(Self {
             schema,
             set,
             hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
             text: text.to_string(),
+            names_slides,
         })
     }
 
@@ -287,7 +310,7 @@ impl Policy {
     /// decision depends on a slide only through its owner and recorded consent, and slides
     /// alike in those are decided alike (a research query decides once per consent).
     pub fn names_slides(&self) -> bool {
-        self.text.contains("Slide::\"")
+        self.names_slides
     }
 
     pub fn hash(&self) -> &str {

@@ -307,3 +307,26 @@ fn a_policy_built_to_overflow_the_parser_is_refused_before_parsing() {
     );
     Policy::from_text(&commented).expect("brackets in comments and strings are text");
 }
+
+#[test]
+fn a_rule_naming_a_slide_is_found_however_it_is_written() {
+    assert!(!Policy::from_text(DEFAULT_POLICY).unwrap().names_slides());
+    let slide = SlideId::of(b"one slide").to_string();
+    for written in [
+        format!("resource == Slidemesh::Slide::\"{slide}\""),
+        format!("resource == Slidemesh::Slide :: \"{slide}\""),
+        format!("resource == Slidemesh::Slide // a comment\n :: \"{slide}\""),
+    ] {
+        let text = format!(
+            "{DEFAULT_POLICY}\n@id(\"one-slide\")\nforbid (principal, action, {written});\n"
+        );
+        let policy = Policy::from_text(&text).unwrap();
+        assert!(policy.names_slides(), "{written}");
+    }
+    // A type test names no slide.
+    let text = format!(
+        "{DEFAULT_POLICY}\n@id(\"slides\")\nforbid (principal, action, resource is \
+         Slidemesh::Slide) when {{ resource.opted_out }};\n"
+    );
+    assert!(!Policy::from_text(&text).unwrap().names_slides());
+}

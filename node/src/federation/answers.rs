@@ -17,7 +17,7 @@ use slidemesh_protocol::{
     GrantId, SignedGrant, SignedRevocation, SignedRoster, SlideId, TileId, UserClaim,
 };
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::holdings::{Holdings, OwnersRules};
 use super::{Faults, Refusal};
@@ -598,9 +598,8 @@ impl Inbound for Handlers {
         request: ControlRequest,
     ) -> BoxFuture<'static, ControlResponse> {
         let answers = self.0.clone();
+        let span = tracing::info_span!("control", peer = %peer);
         async move {
-            let span = tracing::info_span!("control", peer = %peer);
-            let _enter = span.enter();
             match request {
                 ControlRequest::Manifest {
                     slide,
@@ -655,6 +654,12 @@ impl Inbound for Handlers {
                     })
                 }
                 ControlRequest::Query(request) => {
+                    let answering = answers.holdings.research.answering.clone();
+                    let Ok(_turn) = answering.acquire_owned().await else {
+                        return ControlResponse::Failed {
+                            reason: "this node is shutting down".into(),
+                        };
+                    };
                     tokio::task::block_in_place(|| answers.answer_query(peer, request))
                 }
                 ControlRequest::RosterAfter { version } => {
@@ -667,6 +672,7 @@ impl Inbound for Handlers {
                 }
             }
         }
+        .instrument(span)
         .boxed()
     }
 

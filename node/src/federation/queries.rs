@@ -104,7 +104,13 @@ impl Federation {
     /// This node's own part, answered as it answers a member.
     async fn answer_own(self: &Arc<Self>, query: Query, request: QueryRequest) -> SiteStatus {
         let holdings = self.holdings.clone();
+        let Ok(turn) = holdings.research.answering.clone().acquire_owned().await else {
+            return SiteStatus::Failed {
+                reason: "this node is shutting down".into(),
+            };
+        };
         let answered = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let policy = holdings.policy.current();
             let roster = holdings.membership.roster();
             let answered = answer::answer(

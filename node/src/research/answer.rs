@@ -1,15 +1,20 @@
-//! A research query answered by this site over its own slides: who may count which slide is
-//! decided by [`access::decide`] (action `query`, basis `Research`), the matching slides
-//! are counted, the site's disclosure control is applied, and one audit entry says what was
-//! asked and released. The same function answers a member's query and this node's own
-//! people's, so every site's part of an answer means the same thing.
+//! A research query answered by this site over its own slides: the requester's budget is
+//! charged, who may count which slide is decided by [`access::decide`] (action `query`,
+//! basis `Research`), the matching slides are counted, the site's disclosure control is
+//! applied, and one audit entry says what was asked and released. The same function answers
+//! a member's query and this node's own people's, so every site's part of an answer means
+//! the same thing.
+//!
+//! A refusal tells the requester no more than that it is one (which slide or consent made
+//! it stays in this site's audit entry), and a query is charged before it is counted, so no
+//! answer, refused or not, is free.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use slidemesh_protocol::query::{MAX_CELLS, Query, ReleasedCounts};
 use slidemesh_protocol::{Roster, SlideId, TrustCode, UserClaim};
 
-use super::disclosure::Disclosure;
+use super::disclosure::{Cell, Disclosure};
 use super::facts::is_a;
 use super::index::FactsIndex;
 use crate::access::{self, AuditEntry, Basis, Refusal, Rules, Side, Subject};
@@ -17,12 +22,16 @@ use crate::consent::{ConsentAction, Policy};
 use crate::store::Store;
 use crate::store::research::Charge;
 
-/// How this site answers: its disclosure rules and its budget per requester.
+/// How this site answers: its disclosure rules and its budgets.
 #[derive(Clone)]
 pub struct SiteRules {
     pub disclosure: Disclosure,
-    /// Distinct queries one requester is answered per `window_secs`.
+    /// Distinct queries one requester (a person, or a trust's node naming no one) is
+    /// answered per `window_secs`.
     pub budget: u32,
+    /// Distinct queries all of one trust's requesters together are answered per window (a
+    /// member's node names its people, so without this it could name new ones for ever).
+    pub trust_budget: u32,
     pub window_secs: u64,
 }
 
@@ -35,12 +44,15 @@ impl SiteRules {
         Self {
             disclosure: Disclosure::new(config.min_cell, config.noise, key),
             budget: config.budget,
+            trust_budget: config.trust_budget,
             window_secs: config.budget_window_secs,
         }
     }
 }
 
-/// Who asks: a member's node (or this node), the person it names, their ethics approval.
+/// Who asks: a member's node (or this node), the person it names, and the ethics approval
+/// they say they work under (recorded, not believed: a policy's ethics rule is met only by
+/// an approval the owner signed into a grant).
 pub struct Asker<'a> {
     pub trust: &'a TrustCode,
     /// The asking node's peer id (empty for this node's own people).
@@ -86,7 +98,6 @@ pub struct Answer {
 /// Answers `query` (already parsed; `text` its canonical form) for `asker` at `now`.
 pub fn answer(site: &Site<'_>, asker: &Asker<'_>, query: &Query, text: &str, now: u64) -> Answer {
     let hash = blake3::hash(text.as_bytes());
-    let query_id = hash.to_hex().to_string();
     let mut entry = AuditEntry {
         time: now,
         side: Side::Served,
@@ -97,13 +108,16 @@ pub fn answer(site: &Site<'_>, asker: &Asker<'_>, query: &Query, text: &str, now
         // A query concerns no one slide: the entry names the query by its id instead.
         slide: SlideId::from_bytes(*hash.as_bytes()),
         action: ConsentAction::Query.as_str().to_string(),
-        what: format!("query {text}"),
+        what: match asker.ethics {
+            Some(ethics) => format!("query {text} (ethics approval named: {ethics})"),
+            None => format!("query {text}"),
+        },
         allowed: false,
         rules: Vec::new(),
         policy_hash: site.policy.hash().to_string(),
         grant: None,
     };
-    let outcome = count_and_release(site, asker, query, &query_id, now, &mut entry);
+    let outcome = count_and_release(site, asker, query, &hash.to_hex(), now, &mut entry);
     match &outcome {
         Ok(released) => {
             entry.allowed = true;
@@ -128,7 +142,43 @@ fn count_and_release(
     entry: &mut AuditEntry,
 ) -> Result<ReleasedCounts, Refusal> {
     let failed = |e: crate::store::StoreError| Refusal::Failed(e.to_string());
-    let snapshot = site.index.snapshot(site.store).map_err(failed)?;
+    // Charged first: an answer that says anything, a refusal included, is never free. A
+    // person's budget is theirs whatever role they ask in; their trust's is shared.
+    let person = match asker.user {
+        Some(user) => format!("person:{}/{}", asker.trust, user.id),
+        None => format!("person:{}", asker.trust),
+    };
+    let trust = format!("trust:{}", asker.trust);
+    let charge = site
+        .store
+        .charge_query(
+            &[
+                (person.as_str(), site.rules.budget),
+                (trust.as_str(), site.rules.trust_budget),
+            ],
+            query_id,
+            now,
+            site.rules.window_secs,
+        )
+        .map_err(failed)?;
+    if let Charge::Exhausted { requester, budget } = charge {
+        entry.rules = vec![format!("built-in: query budget of {requester} spent")];
+        let whose = if requester.starts_with("trust:") {
+            format!("{} as a whole", asker.trust)
+        } else {
+            "this requester".to_string()
+        };
+        return Err(Refusal::Denied(format!(
+            "{} has answered {whose} {budget} distinct queries in the last {} hours, its \
+             budget; repeating one of them is still answered",
+            site.trust,
+            site.rules.window_secs / 3600
+        )));
+    }
+    let snapshot = site
+        .index
+        .snapshot(site.store, &site.rules.disclosure)
+        .map_err(failed)?;
     // Slides alike in their consent are decided alike, unless a rule names a slide.
     let per_slide = site.policy.names_slides();
     let mut decided: HashMap<(Option<SlideId>, usize), Result<Vec<String>, String>> =
@@ -151,9 +201,7 @@ fn count_and_release(
                     trust: asker.trust,
                     user: asker.user,
                 },
-                Basis::Research {
-                    reference: asker.ethics,
-                },
+                Basis::Research,
                 row.slide,
                 &[ConsentAction::Query],
                 now,
@@ -171,7 +219,7 @@ fn count_and_release(
         match verdict {
             Ok(rules) => {
                 rules_used.extend(rules.iter().cloned());
-                counted.push(row.case());
+                counted.push(row);
             }
             Err(reason) => {
                 refusal.get_or_insert_with(|| reason.clone());
@@ -181,47 +229,25 @@ fn count_and_release(
     if counted.is_empty()
         && let Some(reason) = refusal
     {
+        // The reason names a slide and its consent: this site's log keeps it; the
+        // requester learns only that nothing may be counted.
         entry.rules = vec![format!("no slide may be counted: {reason}")];
         return Err(Refusal::Denied(format!(
-            "{}'s policy allows none of its slides to be counted for this query ({reason})",
+            "{}'s policy allows none of its slides to be counted for this requester",
             site.trust
         )));
     }
     entry.rules = rules_used.into_iter().collect();
-    let counts: BTreeMap<_, _> = query.count(&counted, &is_a);
-    if counts.len() > MAX_CELLS {
+    let cells = query.tally(counted, &is_a, |cell: &mut Cell, row| {
+        cell.add(row.record_key)
+    });
+    if cells.len() > MAX_CELLS {
         return Err(Refusal::Denied(format!(
-            "the query makes {} groups; a site releases at most {MAX_CELLS}",
-            counts.len()
+            "the query makes more groups than a site releases ({MAX_CELLS})"
         )));
     }
-    // Charged once it can be answered: a refused query costs nothing. A person's budget is
-    // theirs whatever role they ask in.
-    let requester = match asker.user {
-        Some(user) => format!("{}/{}", asker.trust, user.id),
-        None => asker.trust.to_string(),
-    };
-    match site
-        .store
-        .charge_query(
-            &requester,
-            query_id,
-            now,
-            site.rules.window_secs,
-            site.rules.budget,
-        )
-        .map_err(failed)?
-    {
-        Charge::Repeat | Charge::Charged { .. } => {}
-        Charge::Exhausted { budget } => {
-            entry.rules = vec!["built-in: query budget spent".into()];
-            return Err(Refusal::Denied(format!(
-                "{requester} has been answered {budget} distinct queries by {} in the last {} \
-                 hours, its budget; repeating one of them is still answered",
-                site.trust,
-                site.rules.window_secs / 3600
-            )));
-        }
-    }
-    Ok(site.rules.disclosure.release(query_id, &counts))
+    Ok(site
+        .rules
+        .disclosure
+        .release(!query.group_by.is_empty(), &cells))
 }

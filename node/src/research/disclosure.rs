@@ -2,12 +2,16 @@
 //!
 //! - Small cells: a count below the site's `min_cell` is released as "fewer than
 //!   `min_cell`", never as itself.
-//! - Seeded noise: every other count is moved by an amount in `-noise..=noise` (the
-//!   difference of two uniform draws, so small moves are likelier), drawn from a keyed
-//!   BLAKE3 of the query's id and the group under a secret derived from this node's key. The
-//!   same query gets the same answer every time, after restarts too, so asking it again and
-//!   again does not average the noise away; a released count is never below `min_cell`
-//!   (that would say a suppressed cell's count).
+//! - Seeded noise (the cell-key method): every other count is moved by an amount in
+//!   `-noise..=noise` (the difference of two uniform draws, so small moves are likelier)
+//!   drawn from the cell's key, the sum of its slides' record keys (each a keyed BLAKE3 of
+//!   the slide id under a secret derived from this node's key). The same slides get the same
+//!   noise whatever query selected them and however it was written, after restarts too, so
+//!   rephrasing or repeating a query does not average the noise away; a cell whose slides
+//!   changed gets fresh noise. A released count is never below `min_cell` (that would say a
+//!   suppressed cell's count).
+//! - Grouped answers list no group below `min_cell` (a listed "<10" would say that someone
+//!   with that combination exists); an ungrouped count below it is "<min_cell", 0 included.
 //!
 //! The per-requester budget (how many distinct queries one requester is answered) is kept
 //! in the store (`store::research`); opted-out patients are left out before counting
@@ -16,8 +20,8 @@
 
 use std::collections::BTreeMap;
 
-use slidemesh_protocol::NodeKey;
 use slidemesh_protocol::query::{Released, ReleasedCell, ReleasedCounts, Value};
+use slidemesh_protocol::{NodeKey, SlideId};
 
 /// The key derivation context of the noise secret.
 const NOISE_CONTEXT: &str = "slidemesh research query noise 2026-12 v1";
@@ -44,15 +48,29 @@ impl Disclosure {
         }
     }
 
-    /// The counts of query `query_id` as this site releases them.
+    /// A slide's record key: what its cells' keys are summed from.
+    pub fn record_key(&self, slide: &SlideId) -> u64 {
+        let mut hasher = blake3::Hasher::new_keyed(&self.secret);
+        hasher.update(b"record").update(slide.as_bytes());
+        u64::from_le_bytes(
+            hasher.finalize().as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        )
+    }
+
+    /// The cells of a query as this site releases them: each group's count and cell key (the
+    /// wrapping sum of its slides' record keys, see [`Disclosure::record_key`]).
     pub fn release(
         &self,
-        query_id: &str,
-        counts: &BTreeMap<Vec<Option<Value>>, u64>,
+        grouped: bool,
+        cells: &BTreeMap<Vec<Option<Value>>, Cell>,
     ) -> ReleasedCounts {
-        let cells = counts
+        let cells = cells
             .iter()
-            .map(|(key, &n)| {
+            .filter(|(_, cell)| !grouped || cell.count >= self.min_cell)
+            .map(|(key, cell)| {
+                let n = cell.count;
                 let key: Vec<Option<String>> = key
                     .iter()
                     .map(|v| {
@@ -65,7 +83,7 @@ impl Disclosure {
                 let count = if n < self.min_cell {
                     Released::Below(self.min_cell)
                 } else {
-                    let moved = n.saturating_add_signed(self.offset(query_id, &key));
+                    let moved = n.saturating_add_signed(self.offset(cell.key));
                     Released::Count(moved.max(self.min_cell))
                 };
                 ReleasedCell { key, count }
@@ -78,23 +96,13 @@ impl Disclosure {
         }
     }
 
-    /// The seeded move of one group's count: in `-noise..=noise`.
-    fn offset(&self, query_id: &str, key: &[Option<String>]) -> i64 {
+    /// The seeded move of a cell's count: in `-noise..=noise`.
+    fn offset(&self, cell_key: u64) -> i64 {
         if self.noise == 0 {
             return 0;
         }
         let mut hasher = blake3::Hasher::new_keyed(&self.secret);
-        hasher.update(query_id.as_bytes());
-        for value in key {
-            // Length-prefixed, so no two keys hash the same input.
-            match value {
-                None => hasher.update(&[0]),
-                Some(v) => hasher
-                    .update(&[1])
-                    .update(&(v.len() as u64).to_le_bytes())
-                    .update(v.as_bytes()),
-            };
-        }
+        hasher.update(b"cell").update(&cell_key.to_le_bytes());
         let hash = hasher.finalize();
         let bytes = hash.as_bytes();
         let draw = |at: usize| {
@@ -105,55 +113,130 @@ impl Disclosure {
     }
 }
 
+/// One group of a query at this site: how many slides, and their cell key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cell {
+    pub count: u64,
+    pub key: u64,
+}
+
+impl Cell {
+    /// Adds one slide with record key `key`.
+    pub fn add(&mut self, key: u64) {
+        self.count += 1;
+        self.key = self.key.wrapping_add(key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn counts(cells: &[(&str, u64)]) -> BTreeMap<Vec<Option<Value>>, u64> {
+    fn slide(i: u32) -> SlideId {
+        SlideId::of(&i.to_le_bytes())
+    }
+
+    /// Groups named by `cells`, each of the slides numbered in its range.
+    fn cells(
+        rules: &Disclosure,
+        cells: &[(&str, std::ops::Range<u32>)],
+    ) -> BTreeMap<Vec<Option<Value>>, Cell> {
         cells
             .iter()
-            .map(|(k, n)| (vec![Some(Value::Text(k.to_string()))], *n))
+            .map(|(k, slides)| {
+                let mut cell = Cell::default();
+                for i in slides.clone() {
+                    cell.add(rules.record_key(&slide(i)));
+                }
+                (vec![Some(Value::Text(k.to_string()))], cell)
+            })
             .collect()
+    }
+
+    fn count(c: &ReleasedCell) -> u64 {
+        match c.count {
+            Released::Count(n) => n,
+            Released::Below(_) => panic!("suppressed: {c:?}"),
+        }
     }
 
     #[test]
     fn small_cells_are_suppressed_and_no_count_shows_below_the_threshold() {
         let rules = Disclosure::with_secret(10, 3, [1; 32]);
-        let released = rules.release("q", &counts(&[("A", 0), ("B", 9), ("C", 10), ("D", 500)]));
-        let by_key: Vec<Released> = released.cells.iter().map(|c| c.count).collect();
-        assert_eq!(by_key[0], Released::Below(10));
-        assert_eq!(by_key[1], Released::Below(10));
-        let Released::Count(c) = by_key[2] else {
-            panic!("10 is shown")
-        };
-        assert!((10..=13).contains(&c), "{c}");
-        let Released::Count(d) = by_key[3] else {
-            panic!("500 is shown")
-        };
-        assert!((497..=503).contains(&d), "{d}");
+        let grouped = cells(
+            &rules,
+            &[("A", 0..0), ("B", 0..9), ("C", 0..10), ("D", 0..500)],
+        );
+        // Ungrouped, a small count is "below 10", 0 included.
+        let total = rules.release(false, &grouped);
+        assert_eq!(total.cells[0].count, Released::Below(10));
+        assert_eq!(total.cells[1].count, Released::Below(10));
+        assert!((10..=13).contains(&count(&total.cells[2])));
+        assert!((497..=503).contains(&count(&total.cells[3])));
+        // Grouped, small groups are not listed at all.
+        let listed = rules.release(true, &grouped);
+        let keys: Vec<_> = listed
+            .cells
+            .iter()
+            .map(|c| c.key[0].clone().unwrap())
+            .collect();
+        assert_eq!(keys, ["C", "D"]);
     }
 
     #[test]
-    fn noise_is_the_same_for_the_same_query_and_differs_between_queries_and_sites() {
+    fn noise_follows_the_slides_counted_not_the_query() {
         let site = Disclosure::with_secret(0, 5, [2; 32]);
-        let many: Vec<(String, u64)> = (0..200).map(|i| (format!("g{i}"), 1000)).collect();
-        let cells: Vec<(&str, u64)> = many.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-        let once = site.release("q1", &counts(&cells));
-        assert_eq!(once, site.release("q1", &counts(&cells)), "repeatable");
-        let other_query = site.release("q2", &counts(&cells));
-        let other_site = Disclosure::with_secret(0, 5, [3; 32]).release("q1", &counts(&cells));
-        assert_ne!(once, other_query);
-        assert_ne!(once, other_site);
-        // Every move within the bound, and the moves average out near zero over many groups
-        // (they are not all one way), using the whole range.
-        let moves: Vec<i64> = once
+        // 200 groups of 1000 slides each, all different.
+        let many: Vec<(String, std::ops::Range<u32>)> = (0..200)
+            .map(|i| (format!("g{i}"), i * 1000..(i + 1) * 1000))
+            .collect();
+        let named: Vec<(&str, std::ops::Range<u32>)> =
+            many.iter().map(|(k, r)| (k.as_str(), r.clone())).collect();
+        let once = site.release(false, &cells(&site, &named));
+        assert_eq!(
+            once,
+            site.release(false, &cells(&site, &named)),
+            "repeatable"
+        );
+        // The same slides under another name (another query, another group) move alike.
+        let renamed: Vec<(String, std::ops::Range<u32>)> = many
+            .iter()
+            .map(|(k, r)| (format!("other {k}"), r.clone()))
+            .collect();
+        let renamed: Vec<(&str, std::ops::Range<u32>)> = renamed
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.clone()))
+            .collect();
+        let again: Vec<u64> = site
+            .release(false, &cells(&site, &renamed))
             .cells
             .iter()
-            .map(|c| match c.count {
-                Released::Count(n) => n as i64 - 1000,
-                Released::Below(_) => panic!("nothing is small here"),
-            })
+            .map(count)
             .collect();
+        let mut first: Vec<(String, u64)> = once
+            .cells
+            .iter()
+            .map(|c| (format!("other {}", c.key[0].clone().unwrap()), count(c)))
+            .collect();
+        first.sort();
+        assert_eq!(first.iter().map(|(_, n)| *n).collect::<Vec<_>>(), again);
+        // One slide more or less, or another site's key: fresh noise.
+        let shifted: Vec<(&str, std::ops::Range<u32>)> = named
+            .iter()
+            .map(|(k, r)| (*k, r.start..r.end + 1))
+            .collect();
+        assert_ne!(
+            once.cells.iter().map(count).collect::<Vec<_>>(),
+            site.release(false, &cells(&site, &shifted))
+                .cells
+                .iter()
+                .map(|c| count(c) - 1)
+                .collect::<Vec<_>>()
+        );
+        let other_site = Disclosure::with_secret(0, 5, [3; 32]);
+        assert_ne!(once, other_site.release(false, &cells(&other_site, &named)));
+        // Every move within the bound, both ways, averaging near zero.
+        let moves: Vec<i64> = once.cells.iter().map(|c| count(c) as i64 - 1000).collect();
         assert!(moves.iter().all(|m| m.abs() <= 5));
         assert!(moves.contains(&5) && moves.contains(&-5));
         let mean = moves.iter().sum::<i64>() as f64 / moves.len() as f64;
@@ -163,7 +246,7 @@ mod tests {
     #[test]
     fn without_noise_counts_are_exact() {
         let site = Disclosure::with_secret(0, 0, [4; 32]);
-        let released = site.release("q", &counts(&[("A", 0), ("B", 7)]));
+        let released = site.release(false, &cells(&site, &[("A", 0..0), ("B", 0..7)]));
         assert_eq!(released.cells[0].count, Released::Count(0));
         assert_eq!(released.cells[1].count, Released::Count(7));
     }

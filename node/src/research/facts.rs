@@ -53,13 +53,13 @@ impl Record for Case<'_> {
     }
 }
 
-/// The consent a research decision on a slide sees: its recorded consent, with the LIMS's
-/// word on the case where it has one (its consent codes, when it lists any, are the case's
-/// latest; an opt-out from either counts).
-pub fn research_consent(recorded: &SlideConsent, lims: Option<&LimsEntry>) -> SlideConsent {
-    let mut consent = recorded.clone();
-    if let Some(case) = lims {
-        if !case.consent.is_empty() {
+/// The consent a research decision on a slide sees: its recorded consent; where none is
+/// recorded, the consent codes its LIMS entry lists, if any (else clinical care only); an
+/// opt-out from either counts. The LIMS never widens what the trust recorded.
+pub fn research_consent(recorded: Option<&SlideConsent>, lims: Option<&LimsEntry>) -> SlideConsent {
+    let mut consent = match (recorded, lims) {
+        (Some(recorded), _) => recorded.clone(),
+        (None, Some(case)) if !case.consent.is_empty() => {
             let mut codes: Vec<String> = case
                 .consent
                 .iter()
@@ -67,10 +67,14 @@ pub fn research_consent(recorded: &SlideConsent, lims: Option<&LimsEntry>) -> Sl
                 .collect();
             codes.sort();
             codes.dedup();
-            consent.codes = codes;
+            SlideConsent {
+                codes,
+                ..SlideConsent::default()
+            }
         }
-        consent.opted_out |= case.opted_out;
-    }
+        _ => SlideConsent::default(),
+    };
+    consent.opted_out |= lims.is_some_and(|c| c.opted_out);
     consent
 }
 

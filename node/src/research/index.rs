@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use slidemesh_protocol::SlideId;
 
+use super::disclosure::Disclosure;
 use super::facts::{Case, SlideFacts, research_consent};
 use crate::store::consent::SlideConsent;
 use crate::store::lims::LimsEntry;
@@ -21,6 +22,17 @@ pub struct Row {
     pub lims: Option<LimsEntry>,
     /// Its consent for research: an index into [`Snapshot::consents`].
     pub consent: usize,
+    /// What its cells' noise is drawn from ([`Disclosure::record_key`]).
+    pub record_key: u64,
+}
+
+impl slidemesh_protocol::query::Record for Row {
+    fn values(
+        &self,
+        field: slidemesh_protocol::query::Field,
+    ) -> Vec<slidemesh_protocol::query::Value> {
+        self.case().values(field)
+    }
 }
 
 impl Row {
@@ -42,9 +54,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads the store's research view (one transaction) and joins it.
-    pub fn read(store: &Store) -> Result<Snapshot, StoreError> {
+    pub fn read(store: &Store, disclosure: &Disclosure) -> Result<Snapshot, StoreError> {
         let view = store.research_view()?;
-        let none = SlideConsent::default();
         let mut consents: Vec<SlideConsent> = Vec::new();
         let mut class_of: HashMap<SlideConsent, usize> = HashMap::new();
         let rows = view
@@ -56,15 +67,13 @@ impl Snapshot {
                     .as_ref()
                     .and_then(|a| view.lims.get(a))
                     .cloned();
-                let consent = research_consent(
-                    view.consents.get(&facts.series_uid).unwrap_or(&none),
-                    lims.as_ref(),
-                );
+                let consent = research_consent(view.consents.get(&facts.series_uid), lims.as_ref());
                 let consent = *class_of.entry(consent.clone()).or_insert_with(|| {
                     consents.push(consent);
                     consents.len() - 1
                 });
                 Row {
+                    record_key: disclosure.record_key(&slide),
                     slide,
                     facts,
                     lims,
@@ -90,7 +99,11 @@ impl FactsIndex {
     /// The snapshot of the store's current research generation, rebuilt if it moved. One
     /// rebuild at a time: queries arriving meanwhile wait for it rather than each reading
     /// the tables.
-    pub fn snapshot(&self, store: &Store) -> Result<Arc<Snapshot>, StoreError> {
+    pub fn snapshot(
+        &self,
+        store: &Store,
+        disclosure: &Disclosure,
+    ) -> Result<Arc<Snapshot>, StoreError> {
         let generation = store.research_generation()?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(snapshot) = current.as_ref()
@@ -98,7 +111,7 @@ impl FactsIndex {
         {
             return Ok(snapshot.clone());
         }
-        let fresh = Arc::new(Snapshot::read(store)?);
+        let fresh = Arc::new(Snapshot::read(store, disclosure)?);
         *current = Some(fresh.clone());
         Ok(fresh)
     }
@@ -125,10 +138,14 @@ mod tests {
             ])
             .unwrap();
         let index = FactsIndex::default();
-        let first = index.snapshot(&store).unwrap();
+        let rules = Disclosure::with_secret(10, 2, [9; 32]);
+        let first = index.snapshot(&store, &rules).unwrap();
         assert_eq!(first.rows.len(), 3);
         assert_eq!(first.consents.len(), 1, "all clinical care only");
-        assert!(Arc::ptr_eq(&first, &index.snapshot(&store).unwrap()));
+        assert!(Arc::ptr_eq(
+            &first,
+            &index.snapshot(&store, &rules).unwrap()
+        ));
         // Recorded consent and the LIMS's word change it.
         let gru = SlideConsent {
             codes: vec!["GRU".into()],
@@ -146,12 +163,32 @@ mod tests {
                 },
             )])
             .unwrap();
-        let second = index.snapshot(&store).unwrap();
+        let second = index.snapshot(&store, &rules).unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         let consent_of = |i: usize| &second.consents[second.rows[i].consent];
         assert_eq!(consent_of(0), &gru);
         assert!(consent_of(1).opted_out, "the LIMS's opt-out counts");
         assert_eq!(consent_of(2), &SlideConsent::default());
         assert_eq!(second.consents.len(), 3);
+        // The LIMS's consent codes count only where nothing is recorded: they never widen
+        // what the trust recorded.
+        let lims = |codes: &[&str]| LimsEntry {
+            consent: codes.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        store
+            .put_lims(&[
+                ("A1".to_string(), lims(&["CC"])),
+                ("A3".to_string(), lims(&["hmb"])),
+            ])
+            .unwrap();
+        let third = index.snapshot(&store, &rules).unwrap();
+        let consent_of = |i: usize| &third.consents[third.rows[i].consent];
+        assert_eq!(consent_of(0), &gru, "recorded consent stands");
+        assert_eq!(
+            consent_of(2).codes,
+            ["HMB"],
+            "the LIMS's, where none is recorded"
+        );
     }
 }

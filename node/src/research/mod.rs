@@ -59,7 +59,13 @@ pub struct ResearchSettings {
     pub deadline: std::time::Duration,
     /// The facts queries count over, kept in memory.
     pub index: std::sync::Arc<index::FactsIndex>,
+    /// Queries answered at once (each counts every own slide on a blocking thread); more
+    /// wait their turn.
+    pub answering: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Queries a node answers at once.
+pub const ANSWERING_AT_ONCE: usize = 2;
 
 impl ResearchSettings {
     pub fn from_config(
@@ -70,6 +76,7 @@ impl ResearchSettings {
             rules: answer::SiteRules::from_config(config, key),
             deadline: std::time::Duration::from_millis(config.deadline_ms),
             index: Default::default(),
+            answering: std::sync::Arc::new(tokio::sync::Semaphore::new(ANSWERING_AT_ONCE)),
         }
     }
 }

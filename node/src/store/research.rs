@@ -42,14 +42,14 @@ pub struct SlideFacts {
 }
 
 /// How a requester's query is charged against its budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charge {
     /// Asked before in this window: answered again (the same answer), nothing charged.
     Repeat,
-    /// A new query, charged: `used` of the budget now spent.
-    Charged { used: u32 },
-    /// A new query with the budget spent: not answered.
-    Exhausted { budget: u32 },
+    /// A new query, charged.
+    Charged,
+    /// A new query with `requester`'s budget spent: not answered.
+    Exhausted { requester: String, budget: u32 },
 }
 
 /// Bumps the research generation within `tx` (see [`META`]).
@@ -164,56 +164,75 @@ impl Store {
         tx.commit().op("commit research index")
     }
 
-    /// Charges `query` to `requester`'s budget of `budget` distinct queries per
-    /// `window_secs`, in one transaction (entries older than the window are dropped as it
-    /// goes).
+    /// Charges `query` to each of `budgets` (a requester's key and how many distinct
+    /// queries it may ask per `window_secs`), in one transaction: a query asked before in
+    /// the window under the first key is a repeat and costs nothing; otherwise it is charged
+    /// to every key, or to none when any is spent. Entries older than the window are dropped
+    /// as it goes.
     pub fn charge_query(
         &self,
-        requester: &str,
+        budgets: &[(&str, u32)],
         query: &str,
         now: u64,
         window_secs: u64,
-        budget: u32,
     ) -> Result<Charge, StoreError> {
-        let mut prefix = requester.as_bytes().to_vec();
-        prefix.push(0);
-        let mut key = prefix.clone();
-        key.extend_from_slice(query.as_bytes());
-        let mut end = requester.as_bytes().to_vec();
-        end.push(1);
         let since = now.saturating_sub(window_secs);
         let tx = self.db.begin_write().op("begin query budget write")?;
         let charge = {
             let mut table = tx.open_table(BUDGET).op("open query budget")?;
-            let mut stale = Vec::new();
-            let mut used = 0u32;
-            let mut repeat = false;
-            for row in table
-                .range(prefix.as_slice()..end.as_slice())
-                .op("read query budget")?
-            {
-                let (k, asked) = row.op("read query budget")?;
-                if asked.value() < since {
-                    stale.push(k.value().to_vec());
-                } else {
-                    used += 1;
-                    repeat |= k.value() == key.as_slice();
+            let mut keys = Vec::new();
+            let mut outcome = None;
+            for (i, (requester, budget)) in budgets.iter().enumerate() {
+                let mut prefix = requester.as_bytes().to_vec();
+                prefix.push(0);
+                let mut key = prefix.clone();
+                key.extend_from_slice(query.as_bytes());
+                let mut end = requester.as_bytes().to_vec();
+                end.push(1);
+                let mut stale = Vec::new();
+                let mut used = 0u32;
+                let mut repeat = false;
+                for row in table
+                    .range(prefix.as_slice()..end.as_slice())
+                    .op("read query budget")?
+                {
+                    let (k, asked) = row.op("read query budget")?;
+                    if asked.value() < since {
+                        stale.push(k.value().to_vec());
+                    } else {
+                        used += 1;
+                        repeat |= k.value() == key.as_slice();
+                    }
+                }
+                for k in stale {
+                    table
+                        .remove(k.as_slice())
+                        .op("drop old query budget entry")?;
+                }
+                if i == 0 && repeat {
+                    outcome = Some(Charge::Repeat);
+                    break;
+                }
+                if !repeat && used >= *budget && outcome.is_none() {
+                    outcome = Some(Charge::Exhausted {
+                        requester: requester.to_string(),
+                        budget: *budget,
+                    });
+                }
+                if !repeat {
+                    keys.push(key);
                 }
             }
-            for k in stale {
-                table
-                    .remove(k.as_slice())
-                    .op("drop old query budget entry")?;
-            }
-            if repeat {
-                Charge::Repeat
-            } else if used >= budget {
-                Charge::Exhausted { budget }
-            } else {
-                table
-                    .insert(key.as_slice(), now)
-                    .op("charge query budget")?;
-                Charge::Charged { used: used + 1 }
+            match outcome {
+                Some(done) => done,
+                None => {
+                    for key in keys {
+                        table
+                            .insert(key.as_slice(), now)
+                            .op("charge query budget")?;
+                    }
+                    Charge::Charged
+                }
             }
         };
         tx.commit().op("commit query budget")?;
@@ -229,24 +248,30 @@ mod tests {
     fn a_budget_counts_distinct_queries_in_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store.redb")).unwrap();
-        let charge = |who: &str, q: &str, now| store.charge_query(who, q, now, 100, 2).unwrap();
-        assert_eq!(charge("RX1/amy", "q1", 1000), Charge::Charged { used: 1 });
+        let charge = |who: &str, q: &str, now| {
+            store
+                .charge_query(&[(who, 2), ("trust:RX1", 4)], q, now, 100)
+                .unwrap()
+        };
+        let spent = |who: &str, budget| Charge::Exhausted {
+            requester: who.to_string(),
+            budget,
+        };
+        assert_eq!(charge("RX1/amy", "q1", 1000), Charge::Charged);
         assert_eq!(charge("RX1/amy", "q1", 1010), Charge::Repeat);
-        assert_eq!(charge("RX1/amy", "q2", 1020), Charge::Charged { used: 2 });
-        assert_eq!(
-            charge("RX1/amy", "q3", 1030),
-            Charge::Exhausted { budget: 2 }
-        );
-        // Another person at the same trust, and the trust itself, have their own budgets
-        // (a requester's key is not a prefix of another's).
-        assert_eq!(charge("RX1/am", "q3", 1030), Charge::Charged { used: 1 });
-        assert_eq!(charge("RX1", "q3", 1030), Charge::Charged { used: 1 });
+        assert_eq!(charge("RX1/amy", "q2", 1020), Charge::Charged);
+        assert_eq!(charge("RX1/amy", "q3", 1030), spent("RX1/amy", 2));
+        // Another person at the same trust has their own budget (a requester's key is not a
+        // prefix of another's), but the trust's is shared: two left, then none.
+        assert_eq!(charge("RX1/am", "q3", 1030), Charge::Charged);
+        assert_eq!(charge("RX1/bob", "q4", 1031), Charge::Charged);
+        assert_eq!(charge("RX1/cat", "q5", 1032), spent("trust:RX1", 4));
+        // A query another person of the trust asked is not new to the trust.
+        assert_eq!(charge("RX1/cat", "q1", 1033), Charge::Charged);
         // Once the window has passed, the first queries no longer count.
-        assert_eq!(charge("RX1/amy", "q3", 1101), Charge::Charged { used: 2 });
-        assert_eq!(
-            charge("RX1/amy", "q1", 1102),
-            Charge::Exhausted { budget: 2 }
-        );
+        assert_eq!(charge("RX1/amy", "q6", 1101), Charge::Charged);
+        assert_eq!(charge("RX1/amy", "q7", 1121), Charge::Charged);
+        assert_eq!(charge("RX1/amy", "q8", 1122), spent("RX1/amy", 2));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - Annotorious (the OpenSeadragon annotation layer, its stylesheet and the selector pack
 //!   with the point and line tools) -> `/assets/annotorious.min.js`, `/assets/annotorious.min.css`,
 //!   `/assets/annotorious-selector-pack.js`
+//! - Chart.js's UMD build (the research page's bar chart) -> `/assets/chart.umd.min.js`
 //!
 //! Entries are sorted by url path so the output is deterministic. The bytes are pulled in with
 //! `include_bytes!`, so rustc itself tracks them for recompilation.
@@ -26,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "openseadragon",
     "@recogito/annotorious-openseadragon",
     "@recogito/annotorious-selector-pack",
+    "chart.js",
 ];
 
 fn main() {
@@ -85,6 +87,10 @@ fn main() {
     ] {
         assets.push((url.to_owned(), recogito.join(file)));
     }
+    assets.push((
+        "/assets/chart.umd.min.js".to_owned(),
+        web.join("node_modules/chart.js/dist/chart.umd.min.js"),
+    ));
     assets.sort();
 
     let mut out = String::from(

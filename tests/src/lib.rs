@@ -732,6 +732,26 @@ pub fn run_referral_browser_test(from: &str, to: &str, slide: &str, folder: &str
     )
 }
 
+/// Runs `tests/browser/research.test.mjs`: a research query built and asked on the web UI of
+/// the node at `url` in headless Chromium; `answering` must answer, `down` must be reported
+/// as not answering. Returns the screenshot folder.
+pub fn run_research_browser_test(
+    url: &str,
+    answering: &[&str],
+    down: &str,
+    folder: &str,
+) -> PathBuf {
+    run_browser_script(
+        &["--test", "research.test.mjs"],
+        &[
+            ("SLIDEMESH_URL", url),
+            ("SLIDEMESH_TRUSTS", &answering.join(",")),
+            ("SLIDEMESH_DOWN", down),
+        ],
+        folder,
+    )
+}
+
 /// Runs a Node.js script in `tests/browser` with screenshots going to
 /// `$SLIDEMESH_ARTIFACTS/<folder>`; fails the test with its output if it fails.
 fn run_browser_script(args: &[&str], env: &[(&str, &str)], folder: &str) -> PathBuf {

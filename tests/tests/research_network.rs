@@ -262,3 +262,25 @@ fn a_query_reaches_every_member_and_each_site_answers_under_its_own_rules() {
         "the same noise after a restart"
     );
 }
+
+#[test]
+fn the_research_page_asks_every_member_and_shows_sites_table_and_chart() {
+    let mut fed = federation(&["RR8", "RAE", "RCF"]);
+    for (i, node) in fed.nodes.iter().enumerate().take(2) {
+        slides_with_consent(node, 12, 1900 + i as u64 * 10);
+        node.edit_config("min_cell = 10", "min_cell = 2");
+    }
+    for node in &mut fed.nodes {
+        node.serve();
+    }
+    // Both answer once connected; then RCF goes down.
+    wait_until(Duration::from_secs(30), || {
+        let (_, answer) = ask(&fed.nodes[1], "count where year > 0");
+        site(&answer, "RR8")["status"] == "answered"
+    })
+    .expect("RR8 answers RAE");
+    fed.nodes[2].stop();
+    let url = fed.nodes[1].url.clone().unwrap();
+    let shots = slidemesh_e2e::run_research_browser_test(&url, &["RR8", "RAE"], "RCF", "research");
+    assert!(shots.join("research-answer.png").is_file());
+}

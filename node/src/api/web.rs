@@ -11,7 +11,7 @@ fn find(path: &str) -> Option<&'static (&'static str, &'static str, &'static [u8
 }
 
 /// The UI's pages: paths a person opens in the browser (`/`, `/index.html`, `/view/...`,
-/// `/referrals` and below),
+/// `/referrals` and below, `/research`),
 /// each answered with the index page, whose script picks the view. Without a session they
 /// go to sign in rather than answer 401 (with `[users] from = "oidc"`).
 pub fn is_page(path: &str) -> bool {
@@ -20,6 +20,7 @@ pub fn is_page(path: &str) -> bool {
         || path.starts_with("/view/")
         || path == "/referrals"
         || path.starts_with("/referrals/")
+        || path == "/research"
 }
 
 /// Serves an asset by path; client-side routes (the pages above, and the signed-out page)

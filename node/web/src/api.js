@@ -192,3 +192,13 @@ export function sendOffer(form) {
 export function claimOffer(id) {
   return postForJson(`/api/v1/offers/${encodeURIComponent(id)}/claim`);
 }
+
+/**
+ * Asks every member a research query: { query: text or JSON form, ethics? }; resolves to
+ * { query, id, group_by, complete, sites: [{ trust, status, reason?, cells?, min_cell?,
+ * noise?, unlisted_below? }], combined: [{ key, count, below_at }] }. A malformed query
+ * throws an ApiError whose detail draws a caret under the offending token.
+ */
+export function researchQuery(body) {
+  return postForJson('/api/v1/research/query', body);
+}

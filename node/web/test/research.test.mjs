@@ -1,0 +1,58 @@
+// research.test.mjs: the research page's pure parts: the builder's query text (checked
+// against the node's parser by the end-to-end tests), and how an answer becomes a table.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildQuery, combinedText, keyLabel, literal, tableOf } from '../src/research.js';
+
+test('values are bare numbers or quoted text', () => {
+  assert.equal(literal('2024'), '2024');
+  assert.equal(literal(' -3 '), '-3');
+  assert.equal(literal('H&E'), '"H&E"');
+  assert.equal(literal('say "hi" \\ bye'), '"say \\"hi\\" \\\\ bye"');
+  assert.equal(literal('0123'), '0123', 'a code of digits stays digits');
+  assert.equal(literal('1'.repeat(19)), `"${'1'.repeat(19)}"`, 'too long for a number: text');
+});
+
+test('the builder writes the text form', () => {
+  assert.equal(buildQuery([], []), 'count');
+  assert.equal(buildQuery([{ field: 'stain', op: '=', value: '' }], ['trust']), 'count by trust');
+  assert.equal(
+    buildQuery([
+      { field: 'stain', op: '=', value: 'H&E' },
+      { field: 'year', op: 'between', value: '2022, 2024' },
+      { field: 'grade', op: 'in', value: '2,3' },
+      { field: 'diagnosis', op: 'under', value: '413448000' },
+    ], ['trust', 'grade']),
+    'count where stain = "H&E" and year between 2022 and 2024 and grade in (2, 3) and diagnosis under 413448000 by trust, grade',
+  );
+});
+
+test('an answer becomes a table by group and answering site', () => {
+  const answer = {
+    group_by: ['grade'],
+    complete: false,
+    sites: [
+      { trust: 'RR8', status: 'answered', min_cell: 3, unlisted_below: 3, cells: [
+        { key: { grade: 2 }, count: 5 }, { key: { grade: 3 }, count: 6 },
+      ] },
+      { trust: 'RAE', status: 'answered', min_cell: 10, unlisted_below: 10, cells: [{ key: { grade: null }, count: 12 }] },
+      { trust: 'RCF', status: 'refused', reason: 'no' },
+    ],
+    combined: [
+      { key: { grade: null }, count: 12, below_at: [] },
+      { key: { grade: 2 }, count: 5, below_at: [] },
+      { key: { grade: 3 }, count: 6, below_at: ['RAE'] },
+    ],
+  };
+  const model = tableOf(answer);
+  assert.deepEqual(model.sites.map((s) => s.trust), ['RR8', 'RAE'], 'only answering sites are columns');
+  assert.deepEqual(model.rows.map((r) => r.label), ['2', '3', '(none)']);
+  assert.equal(model.rows[0].bySite.get('RR8').text, '5');
+  assert.equal(model.rows[0].bySite.get('RAE'), undefined, 'not listed there');
+  assert.equal(combinedText(model.rows[1].combined), '6 + <n at RAE');
+  assert.equal(keyLabel([], {}), 'All slides');
+  const total = tableOf({ group_by: [], sites: [{ trust: 'RR8', status: 'answered', cells: [{ key: {}, below: 10 }] }], combined: [] });
+  assert.equal(total.rows[0].bySite.get('RR8').text, '<10');
+  assert.equal(total.rows[0].bySite.get('RR8').count, null, 'a suppressed count is no bar');
+});

@@ -121,9 +121,11 @@ impl Value {
     fn cmp_with(&self, other: &Value) -> Option<std::cmp::Ordering> {
         match (self, other) {
             (Value::Number(a), Value::Number(b)) => Some(a.cmp(b)),
-            (Value::Text(a), Value::Text(b)) => {
-                Some(a.to_ascii_lowercase().cmp(&b.to_ascii_lowercase()))
-            }
+            (Value::Text(a), Value::Text(b)) => Some(
+                a.bytes()
+                    .map(|c| c.to_ascii_lowercase())
+                    .cmp(b.bytes().map(|c| c.to_ascii_lowercase())),
+            ),
             (Value::Number(a), Value::Text(b)) => b.parse::<i64>().ok().map(|b| a.cmp(&b)),
             (Value::Text(a), Value::Number(b)) => a.parse::<i64>().ok().map(|a| a.cmp(b)),
         }
@@ -220,7 +222,9 @@ impl QueryError {
 /// What a record gives the evaluator: the values it holds for a field (none, one, or
 /// several, as a slide may have several diagnosis codes).
 pub trait Record {
-    fn values(&self, field: Field) -> Vec<Value>;
+    /// The record's values of `field` (borrowed where the record keeps them ready: a query
+    /// reads every record's fields, so allocating here dominates a count).
+    fn values(&self, field: Field) -> std::borrow::Cow<'_, [Value]>;
 }
 
 /// Answers whether concept `code` is `ancestor` or below it (the answering node's SNOMED CT
@@ -386,7 +390,7 @@ impl Query {
             }
             let mut keys: Vec<Vec<Option<Value>>> = vec![Vec::new()];
             for field in &self.group_by {
-                let values = record.values(*field);
+                let values = record.values(*field).into_owned();
                 let choices: Vec<Option<Value>> = if values.is_empty() {
                     vec![None]
                 } else {
@@ -965,12 +969,13 @@ mod tests {
     struct Slide(Vec<(Field, Value)>);
 
     impl Record for Slide {
-        fn values(&self, field: Field) -> Vec<Value> {
+        fn values(&self, field: Field) -> std::borrow::Cow<'_, [Value]> {
             self.0
                 .iter()
                 .filter(|(f, _)| *f == field)
                 .map(|(_, v)| v.clone())
-                .collect()
+                .collect::<Vec<_>>()
+                .into()
         }
     }
 

@@ -183,10 +183,10 @@ fn count_and_release(
     let per_slide = site.policy.names_slides();
     let mut decided: HashMap<(Option<SlideId>, usize), Result<Vec<String>, String>> =
         HashMap::new();
-    let mut counted = Vec::with_capacity(snapshot.rows.len());
+    let mut allowed = vec![false; snapshot.rows.len()];
+    let mut counted = 0usize;
     let mut refusal = None;
-    let mut rules_used = BTreeSet::new();
-    for row in &snapshot.rows {
+    for (at, row) in snapshot.rows.iter().enumerate() {
         let key = (per_slide.then_some(row.slide), row.consent);
         let verdict = decided.entry(key).or_insert_with(|| {
             let verdict = access::decide(
@@ -217,16 +217,16 @@ fn count_and_release(
             }
         });
         match verdict {
-            Ok(rules) => {
-                rules_used.extend(rules.iter().cloned());
-                counted.push(row);
+            Ok(_) => {
+                allowed[at] = true;
+                counted += 1;
             }
             Err(reason) => {
                 refusal.get_or_insert_with(|| reason.clone());
             }
         }
     }
-    if counted.is_empty()
+    if counted == 0
         && let Some(reason) = refusal
     {
         // The reason names a slide and its consent: this site's log keeps it; the
@@ -237,10 +237,14 @@ fn count_and_release(
             site.trust
         )));
     }
-    entry.rules = rules_used.into_iter().collect();
-    let cells = query.tally(counted, &is_a, |cell: &mut Cell, row| {
-        cell.add(row.record_key)
-    });
+    let rules_used: BTreeSet<&String> = decided.values().flatten().flatten().collect();
+    entry.rules = rules_used.into_iter().cloned().collect();
+    let cells = snapshot.columns.tally(
+        query,
+        &is_a,
+        |row| allowed[row],
+        |cell: &mut Cell, row| cell.add(snapshot.rows[row].record_key),
+    );
     if cells.len() > MAX_CELLS {
         return Err(Refusal::Denied(format!(
             "the query makes more groups than a site releases ({MAX_CELLS})"

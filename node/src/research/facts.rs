@@ -21,7 +21,13 @@ pub struct Case<'a> {
 }
 
 impl Record for Case<'_> {
-    fn values(&self, field: Field) -> Vec<Value> {
+    fn values(&self, field: Field) -> std::borrow::Cow<'_, [Value]> {
+        self.owned_values(field).into()
+    }
+}
+
+impl Case<'_> {
+    fn owned_values(&self, field: Field) -> Vec<Value> {
         let text = |v: Option<&String>| v.iter().map(|s| Value::Text((*s).clone())).collect();
         let facts = self.facts;
         match field {

@@ -1,6 +1,7 @@
 //! The running node's in-memory copy of what queries count over: every own slide's facts
-//! joined with its LIMS entry, and its consent for research as an index into the distinct
-//! consents (slides alike in consent are decided once per query). Rebuilt from the store
+//! joined with its LIMS entry, by column ([`super::columns`]), and its consent for research
+//! as an index into the distinct consents (slides alike in consent are decided once per
+//! query). Rebuilt from the store
 //! when the store's research generation moved (ingest, `annotate-lims`, `slidemesh consent`,
 //! in this process or another), so a query reads one counter, not the tables.
 
@@ -9,45 +10,27 @@ use std::sync::{Arc, Mutex};
 
 use slidemesh_protocol::SlideId;
 
+use super::columns::{Columns, ColumnsBuilder};
 use super::disclosure::Disclosure;
-use super::facts::{Case, SlideFacts, research_consent};
+use super::facts::{Case, research_consent};
 use crate::store::consent::SlideConsent;
-use crate::store::lims::LimsEntry;
 use crate::store::{Store, StoreError};
 
-/// One own slide, ready to count.
+/// One own slide: what decides whether it may be counted, and its noise.
 pub struct Row {
     pub slide: SlideId,
-    pub facts: SlideFacts,
-    pub lims: Option<LimsEntry>,
     /// Its consent for research: an index into [`Snapshot::consents`].
     pub consent: usize,
     /// What its cells' noise is drawn from ([`Disclosure::record_key`]).
     pub record_key: u64,
 }
 
-impl slidemesh_protocol::query::Record for Row {
-    fn values(
-        &self,
-        field: slidemesh_protocol::query::Field,
-    ) -> Vec<slidemesh_protocol::query::Value> {
-        self.case().values(field)
-    }
-}
-
-impl Row {
-    pub fn case(&self) -> Case<'_> {
-        Case {
-            facts: &self.facts,
-            lims: self.lims.as_ref(),
-        }
-    }
-}
-
 /// Every own slide as of one research generation.
 pub struct Snapshot {
     pub generation: u64,
     pub rows: Vec<Row>,
+    /// Their fields, by column (row `i` is slide `rows[i]`).
+    pub columns: Columns,
     /// The distinct consents for research, each once.
     pub consents: Vec<SlideConsent>,
 }
@@ -58,6 +41,7 @@ impl Snapshot {
         let view = store.research_view()?;
         let mut consents: Vec<SlideConsent> = Vec::new();
         let mut class_of: HashMap<SlideConsent, usize> = HashMap::new();
+        let mut columns = ColumnsBuilder::default();
         let rows = view
             .facts
             .into_iter()
@@ -72,11 +56,13 @@ impl Snapshot {
                     consents.push(consent);
                     consents.len() - 1
                 });
+                columns.push(&Case {
+                    facts: &facts,
+                    lims: lims.as_ref(),
+                });
                 Row {
                     record_key: disclosure.record_key(&slide),
                     slide,
-                    facts,
-                    lims,
                     consent,
                 }
             })
@@ -84,6 +70,7 @@ impl Snapshot {
         Ok(Snapshot {
             generation: view.generation,
             rows,
+            columns: columns.finish(),
             consents,
         })
     }
@@ -120,6 +107,9 @@ impl FactsIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::store::lims::LimsEntry;
+    use crate::store::research::SlideFacts;
 
     #[test]
     fn a_snapshot_is_kept_until_the_store_changes_and_groups_consents() {

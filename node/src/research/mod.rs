@@ -9,7 +9,8 @@
 //!   [`disclosure`] control (small cells, seeded noise) and the requester's budget; one audit
 //!   entry per query.
 //! - [`index`]: the running node's in-memory copy of the facts, rebuilt when the store's
-//!   research generation moves.
+//!   research generation moves; [`columns`]: the facts by column, each field's values as ids
+//!   into its dictionary, a query's value tests decided once per distinct value.
 //! - [`fanout`]: a query asked of every member at once within a deadline, each site
 //!   reported as answered, refused, failed, timed out or unreachable.
 //!
@@ -19,6 +20,7 @@
 //! Partly built: the SNOMED CT hierarchy is equality only, no complementary suppression, no cohorts.
 
 pub mod answer;
+pub mod columns;
 pub mod disclosure;
 pub mod facts;
 pub mod fanout;

@@ -182,6 +182,7 @@ impl Store {
             let mut table = tx.open_table(BUDGET).op("open query budget")?;
             let mut keys = Vec::new();
             let mut outcome = None;
+            let mut wrote = false;
             for (i, (requester, budget)) in budgets.iter().enumerate() {
                 let mut prefix = requester.as_bytes().to_vec();
                 prefix.push(0);
@@ -204,6 +205,7 @@ impl Store {
                         repeat |= k.value() == key.as_slice();
                     }
                 }
+                wrote |= !stale.is_empty();
                 for k in stale {
                     table
                         .remove(k.as_slice())
@@ -224,18 +226,24 @@ impl Store {
                 }
             }
             match outcome {
-                Some(done) => done,
+                Some(done) => (done, wrote),
                 None => {
                     for key in keys {
                         table
                             .insert(key.as_slice(), now)
                             .op("charge query budget")?;
                     }
-                    Charge::Charged
+                    (Charge::Charged, true)
                 }
             }
         };
-        tx.commit().op("commit query budget")?;
+        let (charge, wrote) = charge;
+        // A repeat with nothing expired writes nothing: no commit (and no fsync) for it.
+        if wrote {
+            tx.commit().op("commit query budget")?;
+        } else {
+            tx.abort().op("end query budget read")?;
+        }
         Ok(charge)
     }
 }

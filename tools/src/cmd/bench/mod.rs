@@ -23,6 +23,7 @@ mod orthanc;
 mod pair;
 mod procs;
 mod referrals;
+mod research;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ enum Which {
     Consent(consent::ConsentBench),
     /// Referral sent to visible in the receiving inbox, and delivery after an outage.
     Referrals(referrals::ReferralsBench),
+    /// Research queries: one node's index vs a full scan and SQLite; six nodes end to end.
+    Research(research::ResearchBench),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -62,6 +65,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Dicomweb(a) => dicomweb::run(a),
         Which::Consent(a) => consent::run(a),
         Which::Referrals(a) => referrals::run(a),
+        Which::Research(a) => research::run(a),
     }
 }
 

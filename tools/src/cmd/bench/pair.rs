@@ -1,7 +1,7 @@
-//! Two member nodes for the benchmarks that need a federation (`bench federation`, `bench
-//! referrals`): an owner (RR8) and a grantee (RAE) initialised on free loopback ports, and
-//! their genesis roster, with the round-trip delay between them added by relays in front of
-//! each node ([`link_relay`]) when asked for.
+//! Member nodes for the benchmarks that need a federation (`bench federation`, `bench
+//! referrals`: an owner (RR8) and a grantee (RAE); `bench research`: the co-operative's six)
+//! initialised on free loopback ports, and their genesis roster, with the round-trip delay
+//! between them added by relays in front of each node ([`link_relay`]) when asked for.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,27 +21,34 @@ pub struct Pair {
     _relays: link_relay::Relays,
 }
 
-/// Initialises both members under `run_dir`; `before_roster` may edit their configuration
-/// (or ingest) before the roster binds them.
+/// Initialises both members under `run_dir`; their configuration may be edited (or slides
+/// ingested) before the roster binds them.
 pub fn init_pair(bin: &Path, run_dir: &Path) -> Result<(MemberSpec, MemberSpec)> {
-    let member = |trust: &str| -> Result<MemberSpec> {
-        Ok(MemberSpec {
-            trust: trust.into(),
-            data: run_dir.join(trust),
-            http: format!("127.0.0.1:{}", free_port()?),
-            p2p_ip: "127.0.0.1".into(),
-            p2p_port: free_port()?,
-        })
-    };
-    let (owner, grantee) = (member("RR8")?, member("RAE")?);
-    init_member(bin, &owner)?;
-    init_member(bin, &grantee)?;
+    let mut members = init_members(bin, run_dir, &["RR8", "RAE"])?;
+    let grantee = members.pop().context("two members")?;
+    let owner = members.pop().context("two members")?;
     Ok((owner, grantee))
 }
 
-/// Publishes the pair's roster. With a delay, each node is reachable only through a relay
-/// that adds half the round trip per direction, so whichever side dials, the connection
-/// crosses one relay (QUIC through a UDP relay first, TCP as the fallback; `tcp`: TCP only).
+/// Initialises one member per trust under `run_dir`, on free loopback ports.
+pub fn init_members(bin: &Path, run_dir: &Path, trusts: &[&str]) -> Result<Vec<MemberSpec>> {
+    trusts
+        .iter()
+        .map(|trust| {
+            let member = MemberSpec {
+                trust: trust.to_string(),
+                data: run_dir.join(trust),
+                http: format!("127.0.0.1:{}", free_port()?),
+                p2p_ip: "127.0.0.1".into(),
+                p2p_port: free_port()?,
+            };
+            init_member(bin, &member)?;
+            Ok(member)
+        })
+        .collect()
+}
+
+/// Publishes the pair's roster (see [`link_members`]).
 pub fn link_pair(
     bin: &Path,
     run_dir: &Path,
@@ -49,11 +56,38 @@ pub fn link_pair(
     delay_ms: u32,
     tcp: bool,
 ) -> Result<Pair> {
+    let mut linked = link_members(bin, run_dir, vec![owner, grantee], delay_ms, tcp)?;
+    let grantee = linked.members.pop().context("two members")?;
+    let owner = linked.members.pop().context("two members")?;
+    Ok(Pair {
+        owner,
+        grantee,
+        _relays: linked.relays,
+    })
+}
+
+/// Members bound by one roster, with the relays their links cross (kept while they run).
+pub struct Linked {
+    pub members: Vec<MemberSpec>,
+    relays: link_relay::Relays,
+}
+
+/// Publishes a genesis roster of `members` (quorum 1). With a delay, each node is reachable
+/// only through a relay that adds half the round trip per direction, so whichever side
+/// dials, the connection crosses one relay (QUIC through a UDP relay first, TCP as the
+/// fallback; `tcp`: TCP only).
+pub fn link_members(
+    bin: &Path,
+    run_dir: &Path,
+    members: Vec<MemberSpec>,
+    delay_ms: u32,
+    tcp: bool,
+) -> Result<Linked> {
     let relays = link_relay::Relays::start()?;
     let link = link_relay::Link::new();
     link.set_one_way_delay(Duration::from_micros(delay_ms as u64 * 500));
     let addrs = if delay_ms > 0 {
-        [&owner, &grantee]
+        members
             .iter()
             .map(|m| {
                 let upstream = format!("127.0.0.1:{}", m.p2p_port).parse()?;
@@ -67,26 +101,16 @@ pub fn link_pair(
             })
             .collect::<Result<Vec<_>>>()?
     } else if tcp {
-        [&owner, &grantee]
+        members
             .iter()
             .map(|m| vec![format!("/ip4/127.0.0.1/tcp/{}", m.p2p_port)])
             .collect()
     } else {
         Vec::new()
     };
-    make_roster_with_addrs(
-        bin,
-        "benchmark",
-        &[owner.data.as_path(), grantee.data.as_path()],
-        &addrs,
-        1,
-        run_dir,
-    )?;
-    Ok(Pair {
-        owner,
-        grantee,
-        _relays: relays,
-    })
+    let datas: Vec<&Path> = members.iter().map(|m| m.data.as_path()).collect();
+    make_roster_with_addrs(bin, "benchmark", &datas, &addrs, 1, run_dir)?;
+    Ok(Linked { members, relays })
 }
 
 /// `slidemesh serve` of the node in `data` on `http` (logs as `SLIDEMESH_BENCH_LOG` says).

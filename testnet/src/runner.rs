@@ -114,6 +114,9 @@ impl Links {
     }
 }
 
+/// Synthetic slide records each member gets for research queries.
+const RESEARCH_RECORDS: usize = 20_000;
+
 pub fn run(args: TestnetArgs) -> Result<()> {
     if !(1..=COOPERATIVE_TRUSTS.len()).contains(&args.nodes) {
         bail!("--nodes must be between 1 and {}", COOPERATIVE_TRUSTS.len());
@@ -170,6 +173,20 @@ pub fn run(args: TestnetArgs) -> Result<()> {
             .context("generating the slide with slidemesh-tools synth")?;
             status(sm(m).arg("ingest").arg(&slides))?;
             std::fs::write(&marker, b"")?;
+        }
+        // Research queries need a trust's worth of cases: synthetic records (facts and
+        // LIMS entries, no images) the Research page counts across the co-operative.
+        let records = dir.join(format!("{}.records", m.trust));
+        if !records.exists() {
+            status(
+                std::process::Command::new(&synth)
+                    .arg("records")
+                    .arg("--data")
+                    .arg(&m.data)
+                    .args(["--count", &RESEARCH_RECORDS.to_string()]),
+            )
+            .context("adding research records with slidemesh-tools records")?;
+            std::fs::write(&records, b"")?;
         }
     }
     // The roster: proposed by the first trust, co-signed by a two-thirds quorum.

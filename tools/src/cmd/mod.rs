@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod dump_region;
 mod probe;
+pub mod records;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ pub enum Command {
     DumpRegion(dump_region::DumpRegionArgs),
     /// Speak the federation protocols to one node as a chosen peer; print the outcome.
     Probe(probe::ProbeArgs),
+    /// Add synthetic slide records (facts and LIMS entries, no images) for research queries.
+    Records(records::RecordsArgs),
 }
 
 impl Command {
@@ -38,6 +41,7 @@ impl Command {
             Command::Bench(args) => bench::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Probe(args) => probe::run(args),
+            Command::Records(args) => records::run(args),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `bench research`: grouped count queries over the co-operative's slide records.
 //!
-//! Each site gets `--records` synthetic slide records (facts and the LIMS's word on each case,
-//! with realistic mixes of stain, site, diagnosis, grade, consent and opt-out; deterministic
-//! from the trust), written straight into its store as ingest and `annotate-lims` would leave
-//! them (no DICOM files: what is measured is the query, not ingest).
+//! Each site gets `--records` synthetic slide records (`slidemesh-tools records`: facts and
+//! the LIMS's word on each case, deterministic from the trust), written straight into its
+//! store as ingest and `annotate-lims` would leave them (no DICOM files: what is measured is
+//! the query, not ingest).
 //!
 //! - One node, in process: the query answered from the in-memory index (the running node's
 //!   path: budget charged, every consent decided, counted, released) beside the same answer
@@ -29,12 +29,11 @@ use slidemesh_node::research::answer::{self, Asker, Site, SiteRules};
 use slidemesh_node::research::disclosure::Disclosure;
 use slidemesh_node::research::index::FactsIndex;
 use slidemesh_node::store::Store;
-use slidemesh_node::store::lims::LimsEntry;
-use slidemesh_node::store::research::SlideFacts;
 use slidemesh_protocol::TrustCode;
 use slidemesh_protocol::query::{Query, Released};
 
 use super::pair::{init_members, link_members, serve, wait_for};
+use crate::cmd::records::{Record, add_to_node, records};
 use super::procs::{sibling, wait_http};
 
 #[derive(Debug, Args)]
@@ -78,128 +77,6 @@ fn sql(i: usize) -> String {
          consent IN ('GRU', 'HMB') GROUP BY trust, grade",
         20 + (i % 7) * 10
     )
-}
-
-/// splitmix64: a small deterministic generator (the records must be the same every run).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// One of `choices`, weighted.
-    fn pick<'a>(&mut self, choices: &[(&'a str, u64)]) -> &'a str {
-        let total: u64 = choices.iter().map(|(_, w)| w).sum();
-        let mut at = self.next() % total;
-        for (choice, weight) in choices {
-            if at < *weight {
-                return choice;
-            }
-            at -= weight;
-        }
-        choices[0].0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// One record: its facts and its LIMS entry.
-struct Record {
-    facts: SlideFacts,
-    lims: LimsEntry,
-}
-
-fn records(trust: &str, n: usize) -> Vec<Record> {
-    let mut rng = Rng(u64::from_le_bytes(
-        blake3::hash(trust.as_bytes()).as_bytes()[..8]
-            .try_into()
-            .expect("8 bytes"),
-    ));
-    (0..n)
-        .map(|i| {
-            let site = rng.pick(&[
-                ("Breast", 40),
-                ("Colon", 15),
-                ("Prostate", 15),
-                ("Lung", 10),
-                ("Skin", 20),
-            ]);
-            let sex = match site {
-                "Breast" => rng.pick(&[("F", 99), ("M", 1)]),
-                "Prostate" => "M",
-                _ => rng.pick(&[("F", 50), ("M", 50)]),
-            };
-            let diagnosis = match site {
-                "Breast" => rng.pick(&[("413448000", 60), ("399935008", 25), ("92646009", 15)]),
-                _ => rng.pick(&[("35917007", 50), ("92646009", 50)]),
-            };
-            let grade = (diagnosis == "413448000").then(|| 1 + rng.below(3) as i64);
-            let consent = rng.pick(&[("GRU", 70), ("HMB", 15), ("CC", 15)]);
-            let accession = format!("{trust}{i:08}");
-            Record {
-                facts: SlideFacts {
-                    trust: Some(trust.parse().expect("an ODS code")),
-                    stain: Some(
-                        rng.pick(&[("H&E", 85), ("ER", 5), ("PR", 4), ("HER2", 4), ("Ki-67", 2)])
-                            .into(),
-                    ),
-                    anatomic_site: Some(site.into()),
-                    year: Some(2015 + rng.below(11) as i64),
-                    age_band: Some(20 + 10 * rng.below(8) as i64),
-                    sex: Some(sex.into()),
-                    scanner: Some(
-                        rng.pick(&[
-                            ("Leica GT450", 40),
-                            ("Philips UFS", 30),
-                            ("Hamamatsu S360", 20),
-                            ("3DHISTECH P1000", 10),
-                        ])
-                        .into(),
-                    ),
-                    accession: Some(accession),
-                    series_uid: format!("2.25.{}{i}", trust.bytes().map(u64::from).sum::<u64>()),
-                },
-                lims: LimsEntry {
-                    diagnoses: vec![diagnosis.into()],
-                    grade,
-                    specimen: Some(rng.pick(&[("core biopsy", 60), ("excision", 40)]).into()),
-                    consent: vec![consent.into()],
-                    opted_out: rng.below(100) < 3,
-                },
-            }
-        })
-        .collect()
-}
-
-/// Writes a site's records into its store, as ingest and `annotate-lims` leave them.
-fn store_records(data: &Path, records: &[Record]) -> Result<()> {
-    let store = Store::open(&data.join("store.redb")).context("open the node's store")?;
-    let facts: Vec<_> = records
-        .iter()
-        .map(|r| {
-            let id = slidemesh_protocol::SlideId::of(r.facts.series_uid.as_bytes());
-            (id, r.facts.clone())
-        })
-        .collect();
-    store.create_research_index(&facts)?;
-    let lims: Vec<(String, LimsEntry)> = records
-        .iter()
-        .map(|r| {
-            (
-                r.facts.accession.clone().unwrap_or_default(),
-                r.lims.clone(),
-            )
-        })
-        .collect();
-    store.put_lims(&lims)?;
-    Ok(())
 }
 
 /// Appends a site's records to the CSV the SQLite reference loads.
@@ -381,7 +258,7 @@ pub fn run(args: ResearchBench) -> Result<()> {
     let mut all = std::io::BufWriter::new(std::fs::File::create(&all_csv)?);
     for (i, m) in members.iter().enumerate() {
         let records = records(&m.trust, args.records);
-        store_records(&m.data, &records)?;
+        add_to_node(&m.data, &records)?;
         write_csv(&mut all, &records)?;
         if i == 0 {
             let mut one = std::io::BufWriter::new(std::fs::File::create(&one_csv)?);

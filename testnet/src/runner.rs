@@ -183,7 +183,7 @@ pub fn run(args: TestnetArgs) -> Result<()> {
                     .arg("records")
                     .arg("--data")
                     .arg(&m.data)
-                    .args(["--count", &RESEARCH_RECORDS.to_string()]),
+                    .args(["--count", &RESEARCH_RECORDS.to_string(), "--demo-node"]),
             )
             .context("adding research records with slidemesh-tools records")?;
             std::fs::write(&records, b"")?;

@@ -59,6 +59,10 @@ describe('the research page', () => {
     await page.goto(`${URL}/research`, { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#query-text', { timeout: WAIT_MS });
     await accessible('research form');
+    // Changing a condition by keyboard keeps the focus where it is.
+    await page.focus('#condition-0-op');
+    await page.keyboard.press('ArrowDown');
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'condition-0-op');
     await page.selectOption('#condition-0-field', 'stain');
     await page.selectOption('#condition-0-op', '=');
     await page.fill('#condition-0-value', 'H&E');

@@ -121,6 +121,32 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
     // Every slide is H&E; the opted-out patient's is not counted.
     assert_eq!(row["count"].as_u64(), Some(3), "{all}");
 
+    // The LIMS's CSV export reads the same way: the fourth case, graded 1, joins.
+    let csv = dir.path().join("lims.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "accession,diagnoses,grade,specimen,consent,opted_out\n{},413448000,1,core biopsy,,no\n",
+            accession(3)
+        ),
+    )
+    .unwrap();
+    run_ok(node.cmd().arg("annotate-lims").arg(&csv));
+    let graded = run_ok(node.cmd().args([
+        "query",
+        "count where diagnosis = 413448000 by grade",
+        "--json",
+    ]));
+    let grades: Vec<i64> = graded
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["groups"]["grade"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(grades, [1, 2, 3], "{graded}");
+
     let said = run_refused(node.cmd().args(["query", "count where stian = HE"]));
     assert!(said.contains("            ^^^^^"), "{said}");
     assert!(said.contains("expected a field"), "{said}");

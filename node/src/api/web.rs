@@ -21,6 +21,7 @@ pub fn is_page(path: &str) -> bool {
         || path == "/referrals"
         || path.starts_with("/referrals/")
         || path == "/research"
+        || path == "/research/"
 }
 
 /// Serves an asset by path; client-side routes (the pages above, and the signed-out page)

@@ -93,8 +93,10 @@ impl FactsIndex {
     ) -> Result<Arc<Snapshot>, StoreError> {
         let generation = store.research_generation()?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        // Generations only grow: one at least as new (built by a query that read the counter
+        // later) is as good.
         if let Some(snapshot) = current.as_ref()
-            && snapshot.generation == generation
+            && snapshot.generation >= generation
         {
             return Ok(snapshot.clone());
         }

@@ -46,12 +46,20 @@ const STATUS_TEXT = {
   unreachable: 'Unreachable',
 };
 
-/** A value as the query language reads it: whole numbers bare, anything else quoted. */
-export function literal(value) {
+/** Numbers the node reads as numbers: no leading zero, at most 18 digits. */
+const NUMBER = /^-?(0|[1-9]\d{0,17})$/;
+
+/**
+ * A value as the query language reads it: a number bare when the field holds numbers (year,
+ * grade, age band), anything else quoted, so a code such as "0123" stays that text.
+ */
+export function literal(value, numeric = false) {
   const text = String(value).trim();
-  if (/^-?\d{1,18}$/.test(text)) return text;
+  if (numeric && NUMBER.test(text)) return text;
   return `"${text.replace(/["\\]/g, (c) => `\\${c}`)}"`;
 }
+
+const NUMERIC = new Set(FIELDS.filter((f) => f.numeric).map((f) => f.name));
 
 /**
  * The text form of a query built from conditions ([{ field, op, value }], values of `in` and
@@ -62,10 +70,12 @@ export function buildQuery(conditions, groupBy) {
   const parts = conditions
     .filter((c) => c.field && c.op && String(c.value ?? '').trim() !== '')
     .map(({ field, op, value }) => {
+      const numeric = NUMERIC.has(field);
+      const lit = (v) => literal(v, numeric);
       const values = String(value).split(',').map((v) => v.trim()).filter(Boolean);
-      if (op === 'in') return `${field} in (${values.map(literal).join(', ')})`;
-      if (op === 'between') return `${field} between ${literal(values[0] ?? '')} and ${literal(values[1] ?? values[0] ?? '')}`;
-      return `${field} ${op} ${literal(value)}`;
+      if (op === 'in') return `${field} in (${values.map(lit).join(', ')})`;
+      if (op === 'between') return `${field} between ${lit(values[0] ?? '')} and ${lit(values[1] ?? values[0] ?? '')}`;
+      return `${field} ${op} ${lit(value)}`;
     });
   let text = 'count';
   if (parts.length) text += ` where ${parts.join(' and ')}`;
@@ -93,20 +103,22 @@ function cellValue(cell) {
  */
 export function tableOf(answer) {
   const groupBy = answer.group_by ?? [];
+  // Rows are keyed by the values themselves (a label such as "(none)" could also be a value).
+  const keyOf = (key) => JSON.stringify(groupBy.map((f) => key?.[f] ?? null));
   const answered = (answer.sites ?? []).filter((s) => s.status === 'answered');
   const rows = new Map();
   for (const site of answered) {
     for (const cell of site.cells ?? []) {
-      const label = keyLabel(groupBy, cell.key);
-      if (!rows.has(label)) rows.set(label, new Map());
-      rows.get(label).set(site.trust, cellValue(cell));
+      const id = keyOf(cell.key);
+      if (!rows.has(id)) rows.set(id, { label: keyLabel(groupBy, cell.key), bySite: new Map() });
+      rows.get(id).bySite.set(site.trust, cellValue(cell));
     }
   }
-  const combined = new Map((answer.combined ?? []).map((c) => [keyLabel(groupBy, c.key), c]));
+  const combined = new Map((answer.combined ?? []).map((c) => [keyOf(c.key), c]));
   return {
     groupBy,
     sites: answered.map((s) => ({ trust: s.trust, unlistedBelow: s.unlisted_below ?? null })),
-    rows: [...rows.entries()].map(([label, bySite]) => ({ label, bySite, combined: combined.get(label) ?? null })),
+    rows: [...rows.entries()].map(([id, row]) => ({ ...row, combined: combined.get(id) ?? null })),
   };
 }
 
@@ -142,7 +154,7 @@ function conditionRow(index, condition, onChange, onRemove) {
     h('label', { class: 'visually-hidden', for: `${id}-value` }, `Condition ${index + 1}: value`),
     h('input', {
       id: `${id}-value`, type: 'text', value: condition.value ?? '', autocomplete: 'off', spellcheck: 'false',
-      oninput: (e) => onChange({ ...condition, value: e.target.value }, true),
+      oninput: (e) => onChange({ ...condition, value: e.target.value }),
     }),
     h('button', { type: 'button', class: 'button button--secondary', onclick: onRemove }, 'Remove',
       h('span', { class: 'visually-hidden' }, ` condition ${index + 1}`)));
@@ -177,8 +189,8 @@ function resultTable(model) {
       h('td', {}, combinedText(row.combined))))));
 }
 
-/** Site colours for the chart, from the NHS palette (distinguishable, AA against white). */
-const SITE_COLOURS = ['#005eb8', '#007f3b', '#8a1538', '#ed8b00', '#330072', '#00a499', '#425563', '#ae2573'];
+/** Site colours for the chart, NHS-like and each at least 4.5:1 against white. */
+const SITE_COLOURS = ['#005eb8', '#007f3b', '#8a1538', '#a15600', '#330072', '#00756d', '#425563', '#ae2573'];
 
 let chart = null;
 
@@ -236,31 +248,55 @@ export function renderResearch(root) {
   let conditions = [{ field: 'stain', op: '=', value: '' }];
   const groupBy = new Set(['trust']);
   const text = h('textarea', { id: 'query-text', rows: 3, spellcheck: 'false', 'aria-describedby': 'query-text-hint' });
+  // Once the query is typed by hand, the builder no longer rewrites it (until asked to).
+  const typed = h('p', { class: 'field__hint', id: 'query-typed', 'aria-live': 'polite' });
+  let handWritten = false;
+  const useBuilder = h('button', {
+    type: 'button', class: 'button button--secondary', id: 'use-builder', hidden: true,
+    onclick: () => { handWritten = false; write(); },
+  }, 'Write the query from the choices above again');
+  text.addEventListener('input', () => {
+    handWritten = true;
+    typed.textContent = 'Typed by hand: the choices above no longer change it.';
+    useBuilder.hidden = false;
+  });
   const rows = h('div', { class: 'conditions', id: 'conditions' });
-  const write = () => { text.value = buildQuery(conditions, FIELDS.map((f) => f.name).filter((n) => groupBy.has(n))); };
-  const redraw = () => {
-    rows.replaceChildren(...conditions.map((c, i) => conditionRow(i, c, (next, typing) => {
+  function write() {
+    if (handWritten) return;
+    text.value = buildQuery(conditions, FIELDS.map((f) => f.name).filter((n) => groupBy.has(n)));
+    typed.textContent = '';
+    useBuilder.hidden = true;
+  }
+  // Rows are redrawn only when one is added or removed, so a control keeps the focus while
+  // it is being changed (a select fires "change" on every arrow key in some browsers).
+  function redraw(focus) {
+    rows.replaceChildren(...conditions.map((c, i) => conditionRow(i, c, (next) => {
       conditions[i] = next;
       write();
-      if (!typing) redraw();
     }, () => {
       conditions = conditions.filter((_, j) => j !== i);
       write();
-      redraw();
+      redraw(Math.min(i, conditions.length - 1));
     })));
-  };
-  const byBoxes = FIELDS.map((f) => h('label', { class: 'check' },
-    h('input', {
-      type: 'checkbox', id: `by-${f.name}`, value: f.name, checked: groupBy.has(f.name),
-      onchange: (e) => {
-        if (e.target.checked && groupBy.size >= MAX_GROUP_BY) {
-          e.target.checked = false;
-          return;
-        }
-        if (e.target.checked) groupBy.add(f.name); else groupBy.delete(f.name);
-        write();
-      },
-    }), f.label));
+    if (focus === undefined) return;
+    const next = focus >= 0 ? document.getElementById(`condition-${focus}-field`) : null;
+    (next ?? document.getElementById('add-condition'))?.focus();
+  }
+  const full = h('p', { class: 'field__hint', id: 'by-limit', 'aria-live': 'polite' });
+  const byBoxes = FIELDS.map((f) => h('input', {
+    type: 'checkbox', id: `by-${f.name}`, value: f.name, checked: groupBy.has(f.name),
+    onchange: (e) => {
+      if (e.target.checked) groupBy.add(f.name); else groupBy.delete(f.name);
+      limitBoxes();
+      write();
+    },
+  }));
+  // At the limit, the other boxes are disabled, and the page says why.
+  function limitBoxes() {
+    const atLimit = groupBy.size >= MAX_GROUP_BY;
+    for (const box of byBoxes) box.disabled = atLimit && !box.checked;
+    full.textContent = atLimit ? `At most ${MAX_GROUP_BY} fields: untick one to choose another.` : '';
+  }
   const ethics = h('input', { id: 'ethics', type: 'text', autocomplete: 'off', maxlength: 128 });
   const out = h('section', { class: 'research-answer', id: 'research-answer', 'aria-live': 'polite' });
   const ask = h('button', { type: 'submit', class: 'button', id: 'ask' }, 'Ask every member');
@@ -284,15 +320,18 @@ export function renderResearch(root) {
   h('fieldset', {}, h('legend', {}, 'Conditions (all must hold)'), rows,
     h('button', {
       type: 'button', class: 'button button--secondary', id: 'add-condition',
-      onclick: () => { conditions.push({ field: 'year', op: 'between', value: '' }); write(); redraw(); },
+      onclick: () => { conditions.push({ field: 'year', op: 'between', value: '' }); write(); redraw(conditions.length - 1); },
     }, 'Add condition')),
-  h('fieldset', {}, h('legend', {}, `Count by (at most ${MAX_GROUP_BY})`), h('div', { class: 'checks' }, byBoxes)),
+  h('fieldset', {}, h('legend', {}, `Count by (at most ${MAX_GROUP_BY})`),
+    h('div', { class: 'checks' }, FIELDS.map((f, i) => h('label', { class: 'check' }, byBoxes[i], f.label))), full),
   field('query-text', 'Query', text,
     'Written by the choices above, or type it: count where stain = "H&E" and year between 2022 and 2024 by trust, grade'),
+  typed, useBuilder,
   field('ethics', 'Ethics approval (optional)', ethics, 'Recorded with the query in every site\'s audit log.'),
   ask);
   write();
   redraw();
+  limitBoxes();
   root.replaceChildren(h('div', { class: 'page' },
     h('h1', {}, 'Research query'),
     h('p', {}, 'Counts slides across the co-operative. Each trust decides under its own consent policy which of its slides '

@@ -5,13 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildQuery, combinedText, keyLabel, literal, tableOf } from '../src/research.js';
 
-test('values are bare numbers or quoted text', () => {
-  assert.equal(literal('2024'), '2024');
-  assert.equal(literal(' -3 '), '-3');
+test('values are bare numbers for numeric fields, quoted text otherwise', () => {
+  assert.equal(literal('2024', true), '2024');
+  assert.equal(literal(' -3 ', true), '-3');
+  assert.equal(literal('2024'), '"2024"', 'a text field keeps digits as text');
   assert.equal(literal('H&E'), '"H&E"');
   assert.equal(literal('say "hi" \\ bye'), '"say \\"hi\\" \\\\ bye"');
-  assert.equal(literal('0123'), '0123', 'a code of digits stays digits');
-  assert.equal(literal('1'.repeat(19)), `"${'1'.repeat(19)}"`, 'too long for a number: text');
+  assert.equal(literal('0123', true), '"0123"', 'a leading zero is not a number the node reads back');
+  assert.equal(literal('1'.repeat(19), true), `"${'1'.repeat(19)}"`, 'too long for a number: text');
 });
 
 test('the builder writes the text form', () => {
@@ -24,7 +25,7 @@ test('the builder writes the text form', () => {
       { field: 'grade', op: 'in', value: '2,3' },
       { field: 'diagnosis', op: 'under', value: '413448000' },
     ], ['trust', 'grade']),
-    'count where stain = "H&E" and year between 2022 and 2024 and grade in (2, 3) and diagnosis under 413448000 by trust, grade',
+    'count where stain = "H&E" and year between 2022 and 2024 and grade in (2, 3) and diagnosis under "413448000" by trust, grade',
   );
 });
 
@@ -52,6 +53,14 @@ test('an answer becomes a table by group and answering site', () => {
   assert.equal(model.rows[0].bySite.get('RAE'), undefined, 'not listed there');
   assert.equal(combinedText(model.rows[1].combined), '6 + <n at RAE');
   assert.equal(keyLabel([], {}), 'All slides');
+  // A value that reads like the no-value label is still its own row.
+  const clash = tableOf({
+    group_by: ['specimen'],
+    sites: [{ trust: 'RR8', status: 'answered', cells: [{ key: { specimen: null }, count: 12 }, { key: { specimen: '(none)' }, count: 30 }] }],
+    combined: [],
+  });
+  assert.equal(clash.rows.length, 2);
+  assert.deepEqual(clash.rows.map((r) => r.bySite.get('RR8').text), ['12', '30']);
   const total = tableOf({ group_by: [], sites: [{ trust: 'RR8', status: 'answered', cells: [{ key: {}, below: 10 }] }], combined: [] });
   assert.equal(total.rows[0].bySite.get('RR8').text, '<10');
   assert.equal(total.rows[0].bySite.get('RR8').count, null, 'a suppressed count is no bar');

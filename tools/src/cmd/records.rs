@@ -3,8 +3,11 @@
 //! site, year, age band, sex, scanner, accession number) and what `annotate-lims` records of
 //! its case (diagnosis, grade, specimen, consent, opt-out), with realistic mixes and
 //! deterministic from the trust. Records only: no images, so the slide list does not show
-//! them; queries count them like any slide. The node must not be serving (its in-memory index
-//! would not see them until its next rebuild, and the store is written directly).
+//! them, but research queries count them like any slide, also for other trusts: they are for
+//! demo and benchmark nodes only, so the command wants `--demo-node`. Their accession
+//! numbers start `SYNTH-` and their series UIDs `2.25.0.`, and the command refuses a store
+//! that already has LIMS entries of its own (it never overwrites a real case's entry). A
+//! running node sees them at its next query (the write moves the research generation).
 
 use std::path::{Path, PathBuf};
 
@@ -23,15 +26,28 @@ pub struct RecordsArgs {
     /// How many records to add
     #[arg(long, default_value_t = 20_000)]
     count: usize,
+    /// Confirms the node is a demo or benchmark node: the records are counted by research
+    /// queries from every member like real slides
+    #[arg(long)]
+    demo_node: bool,
 }
 
 pub fn run(args: RecordsArgs) -> Result<()> {
+    if !args.demo_node {
+        anyhow::bail!(
+            "synthetic records are counted by research queries like real slides: add them to a \
+             demo or benchmark node only, and say so with --demo-node"
+        );
+    }
     let node = NodeContext::open(DataDir::new(&args.data))?;
     let trust = node.config.node.trust.to_string();
     let made = records(&trust, args.count);
     store_records(&node.store, &made)?;
     drop(node);
-    eprintln!("{} synthetic slide records added to {trust}'s store", made.len());
+    eprintln!(
+        "{} synthetic slide records added to {trust}'s store",
+        made.len()
+    );
     Ok(())
 }
 
@@ -98,7 +114,7 @@ pub fn records(trust: &str, n: usize) -> Vec<Record> {
             };
             let grade = (diagnosis == "413448000").then(|| 1 + rng.below(3) as i64);
             let consent = rng.pick(&[("GRU", 70), ("HMB", 15), ("CC", 15)]);
-            let accession = format!("{trust}{i:08}");
+            let accession = format!("SYNTH-{trust}-{i:08}");
             Record {
                 facts: SlideFacts {
                     trust: Some(trust.parse().expect("an ODS code")),
@@ -120,7 +136,7 @@ pub fn records(trust: &str, n: usize) -> Vec<Record> {
                         .into(),
                     ),
                     accession: Some(accession),
-                    series_uid: format!("2.25.{}{i}", trust.bytes().map(u64::from).sum::<u64>()),
+                    series_uid: format!("2.25.0.{}.{i}", trust.bytes().map(u64::from).sum::<u64>()),
                 },
                 lims: LimsEntry {
                     diagnoses: vec![diagnosis.into()],
@@ -134,8 +150,15 @@ pub fn records(trust: &str, n: usize) -> Vec<Record> {
         .collect()
 }
 
-/// Writes records into a store in two transactions (their facts, their LIMS entries).
+/// Writes records into a store in two transactions (their facts, their LIMS entries); refuses
+/// a store whose LIMS already lists cases (a real node's, or records added before).
 pub fn store_records(store: &slidemesh_node::store::Store, records: &[Record]) -> Result<()> {
+    if !store.lims()?.is_empty() {
+        anyhow::bail!(
+            "this node's store already has LIMS entries; synthetic records go only into a \
+             store without any (they would sit beside, or replace, real cases)"
+        );
+    }
     let facts: Vec<_> = records
         .iter()
         .map(|r| {
@@ -148,9 +171,16 @@ pub fn store_records(store: &slidemesh_node::store::Store, records: &[Record]) -
         .context("write the records' facts")?;
     let lims: Vec<(String, LimsEntry)> = records
         .iter()
-        .map(|r| (r.facts.accession.clone().unwrap_or_default(), r.lims.clone()))
+        .map(|r| {
+            (
+                r.facts.accession.clone().unwrap_or_default(),
+                r.lims.clone(),
+            )
+        })
         .collect();
-    store.put_lims(&lims).context("write the records' LIMS entries")?;
+    store
+        .put_lims(&lims)
+        .context("write the records' LIMS entries")?;
     Ok(())
 }
 

@@ -54,6 +54,11 @@ pub struct ResearchSection {
     /// Milliseconds a query from this node waits for each member's answer.
     #[serde(default = "default_query_deadline_ms")]
     pub deadline_ms: u64,
+    /// The SNOMED CT is-a relationships `under` reads: the release's RF2 relationship file,
+    /// or `child<TAB>parent` lines (relative paths are in the data directory). Empty: `under`
+    /// matches the code itself only.
+    #[serde(default)]
+    pub snomed_hierarchy: String,
 }
 
 fn default_min_cell() -> u64 {
@@ -107,6 +112,7 @@ impl Default for ResearchSection {
             trust_budget: default_trust_query_budget(),
             budget_window_secs: default_budget_window_secs(),
             deadline_ms: default_query_deadline_ms(),
+            snomed_hierarchy: String::new(),
         }
     }
 }
@@ -726,6 +732,10 @@ trust_budget = {research_trust_budget}
 budget_window_secs = {research_budget_window_secs}
 # Milliseconds this node's own queries wait for each member before calling it timed out.
 deadline_ms = {research_deadline_ms}
+# The SNOMED CT is-a relationships `diagnosis under CODE` reads: the release's relationship
+# file (sct2_Relationship_Snapshot_*.txt) or `child<TAB>parent` lines; relative to this
+# folder. Empty: `under` matches the code itself only. Read at `serve` start.
+snomed_hierarchy = {research_snomed}
 "#,
             research_min_cell = self.research.min_cell,
             research_noise = self.research.noise,
@@ -733,6 +743,7 @@ deadline_ms = {research_deadline_ms}
             research_trust_budget = self.research.trust_budget,
             research_budget_window_secs = self.research.budget_window_secs,
             research_deadline_ms = self.research.deadline_ms,
+            research_snomed = toml_string(&self.research.snomed_hierarchy),
             referral_queues = inline_tables(&self.referrals.queues),
             referral_specialists = inline_tables(&self.referrals.specialists),
             users_from = self.users.from.as_str(),

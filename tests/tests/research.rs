@@ -1,8 +1,9 @@
 //! Research queries at one real node (issue 18, first steps): `slidemesh query` counts the
 //! node's own slides, grouped, and the counts agree with what pydicom reads from the same
 //! generated files; the LIMS's diagnoses and grades (`slidemesh annotate-lims`) join on
-//! accession number, a malformed LIMS file is refused whole, an opted-out patient is never
-//! counted; a malformed query is refused with a caret under the offending token.
+//! accession number (from JSON and from a CSV export), a malformed LIMS file is refused
+//! whole, an opted-out patient is never counted, `under` follows the trust's SNOMED CT
+//! relationship file; a malformed query is refused with a caret under the offending token.
 
 use std::collections::BTreeMap;
 
@@ -146,6 +147,32 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
         })
         .collect();
     assert_eq!(grades, [1, 2, 3], "{graded}");
+
+    // `under` reads the trust's SNOMED CT hierarchy: with none, a parent concept matches
+    // nothing; with the release's relationship rows (here: invasive carcinoma is a malignant
+    // neoplasm of breast, 254837009), it matches the three graded cases.
+    let under = || {
+        let out =
+            run_ok(
+                node.cmd()
+                    .args(["query", "count where diagnosis under 254837009", "--json"]),
+            );
+        serde_json::from_str::<Value>(out.trim()).unwrap()["count"].as_u64()
+    };
+    assert_eq!(under(), Some(0));
+    std::fs::write(
+        node.data.join("snomed-is-a.txt"),
+        "id\teffectiveTime\tactive\tmoduleId\tsourceId\tdestinationId\trelationshipGroup\t\
+         typeId\tcharacteristicTypeId\tmodifierId\n\
+         1\t20250101\t1\t900000000000207008\t413448000\t254837009\t0\t116680003\t\
+         900000000000011006\t900000000000451002\n",
+    )
+    .unwrap();
+    node.edit_config(
+        "snomed_hierarchy = \"\"",
+        "snomed_hierarchy = \"snomed-is-a.txt\"",
+    );
+    assert_eq!(under(), Some(3));
 
     let said = run_refused(node.cmd().args(["query", "count where stian = HE"]));
     assert!(said.contains("            ^^^^^"), "{said}");

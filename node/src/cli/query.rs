@@ -35,7 +35,9 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
     let policy = PolicyHandle::load(node.data.policy_path())?.current();
     let roster = node.store.current_roster()?.map(|(roster, _)| roster);
     let trust = node.config.node.trust.clone();
-    let rules = answer::SiteRules::from_config(&node.config.research, &node.key);
+    let hierarchy =
+        crate::research::snomed::Hierarchy::configured(&node.config.research, node.data.root())?;
+    let rules = answer::SiteRules::from_config(&node.config.research, &node.key, hierarchy);
     let answered = answer::answer(
         &Site {
             store: &node.store,

@@ -856,8 +856,11 @@ mod tests {
         let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
         let policy_path = dir.path().join("policy.cedar");
         std::fs::write(&policy_path, DEFAULT_POLICY).unwrap();
-        let research =
-            crate::research::ResearchSettings::from_config(&Default::default(), &bradford);
+        let research = crate::research::ResearchSettings::from_config(
+            &Default::default(),
+            &bradford,
+            Default::default(),
+        );
         let holdings = Holdings::new(
             store.clone(),
             "RAE".parse().unwrap(),

@@ -15,8 +15,8 @@ use slidemesh_protocol::query::{MAX_CELLS, Query, ReleasedCounts};
 use slidemesh_protocol::{Roster, SlideId, TrustCode, UserClaim};
 
 use super::disclosure::{Cell, Disclosure};
-use super::facts::is_a;
 use super::index::FactsIndex;
+use super::snomed::Hierarchy;
 use crate::access::{self, AuditEntry, Basis, Refusal, Rules, Side, Subject};
 use crate::consent::{ConsentAction, Policy};
 use crate::store::Store;
@@ -33,6 +33,8 @@ pub struct SiteRules {
     /// member's node names its people, so without this it could name new ones for ever).
     pub trust_budget: u32,
     pub window_secs: u64,
+    /// What `under` reads.
+    pub hierarchy: std::sync::Arc<Hierarchy>,
 }
 
 impl SiteRules {
@@ -40,8 +42,10 @@ impl SiteRules {
     pub fn from_config(
         config: &crate::config::ResearchSection,
         key: &slidemesh_protocol::NodeKey,
+        hierarchy: Hierarchy,
     ) -> Self {
         Self {
+            hierarchy: std::sync::Arc::new(hierarchy),
             disclosure: Disclosure::new(config.min_cell, config.noise, key),
             budget: config.budget,
             trust_budget: config.trust_budget,
@@ -241,7 +245,7 @@ fn count_and_release(
     entry.rules = rules_used.into_iter().cloned().collect();
     let cells = snapshot.columns.tally(
         query,
-        &is_a,
+        &|code: &str, ancestor: &str| site.rules.hierarchy.is_a(code, ancestor),
         |row| allowed[row],
         |cell: &mut Cell, row| cell.add(snapshot.rows[row].record_key),
     );

@@ -142,12 +142,6 @@ fn age_years(birth: &str, on: &str) -> Option<i64> {
     (0..=130).contains(&age).then_some(age)
 }
 
-/// The SNOMED CT hierarchy this node knows: for now only a code itself (`under` matches
-/// equal codes only; the hierarchy of the generator's codes is not built yet).
-pub fn is_a(code: &str, ancestor: &str) -> bool {
-    code == ancestor
-}
-
 /// Indexes every own slide's facts when the store has no index yet (a data directory from
 /// before it), in one transaction. Returns how many slides were indexed.
 pub fn index_if_missing(store: &crate::store::Store) -> anyhow::Result<Option<usize>> {

@@ -17,7 +17,9 @@
 //! Knows no network: `federation` carries queries between members and `api` takes them
 //! from people.
 //!
-//! Partly built: the SNOMED CT hierarchy is equality only, no complementary suppression, no cohorts.
+//! - [`snomed`]: the SNOMED CT is-a hierarchy `under` reads, from the trust's release files.
+//!
+//! Partly built: no complementary suppression, no cohorts.
 
 pub mod answer;
 pub mod columns;
@@ -25,8 +27,9 @@ pub mod disclosure;
 pub mod facts;
 pub mod fanout;
 pub mod index;
+pub mod snomed;
 
-pub use facts::{Case, SlideFacts, facts, index_if_missing, is_a};
+pub use facts::{Case, SlideFacts, facts, index_if_missing};
 
 use slidemesh_protocol::query::Field;
 
@@ -73,9 +76,10 @@ impl ResearchSettings {
     pub fn from_config(
         config: &crate::config::ResearchSection,
         key: &slidemesh_protocol::NodeKey,
+        hierarchy: snomed::Hierarchy,
     ) -> Self {
         Self {
-            rules: answer::SiteRules::from_config(config, key),
+            rules: answer::SiteRules::from_config(config, key, hierarchy),
             deadline: std::time::Duration::from_millis(config.deadline_ms),
             index: Default::default(),
             answering: std::sync::Arc::new(tokio::sync::Semaphore::new(ANSWERING_AT_ONCE)),

@@ -238,7 +238,15 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         },
     )?;
     let audit = AuditLog::start(store.clone()).context("cannot start the audit log writer")?;
-    let research = crate::research::ResearchSettings::from_config(&config.research, &key);
+    let hierarchy = crate::research::snomed::Hierarchy::configured(&config.research, data.root())?;
+    if hierarchy.concepts() > 0 {
+        info!(
+            concepts = hierarchy.concepts(),
+            "SNOMED CT hierarchy read for research queries"
+        );
+    }
+    let research =
+        crate::research::ResearchSettings::from_config(&config.research, &key, hierarchy);
     let holdings = Arc::new(Holdings::new(
         store.clone(),
         config.node.trust.clone(),

@@ -176,6 +176,7 @@ fn one_node(data: &Path, trust: &TrustCode, runs: usize) -> Result<(Vec<f64>, Ve
         budget: u32::MAX,
         trust_budget: u32::MAX,
         window_secs: 86_400,
+        hierarchy: Default::default(),
     };
     let ask = |index: &FactsIndex, i: usize| -> Result<Vec<(Vec<Option<String>>, Released)>> {
         let text = query_text(i);

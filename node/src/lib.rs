@@ -10,8 +10,9 @@
 //!   background loops (roster, outbox).
 //! - [`referrals`]: referrals of a case's slides to another trust for an opinion: sending,
 //!   receiving, each step of their life, both sides' histories; their marks as DICOM.
-//! - [`research`]: research queries at this node: each own slide's facts as query fields,
-//!   joined with the LIMS (partly built: no index, fan-out or disclosure control yet).
+//! - [`research`]: research queries: each own slide's facts as query fields (indexed at
+//!   ingest, joined with the LIMS), this site's answer under its policy and disclosure
+//!   control, and a query asked of every member at once (partly built: no cohorts yet).
 //! - [`access`]: who may see or do what: every decision in one pure function (grants,
 //!   the owner's cedar policy, roles, the label and identity rules).
 //! - [`net`]: the libp2p swarm task and its handle; knows nothing of the store.

@@ -202,6 +202,28 @@ fn a_query_reaches_every_member_and_each_site_answers_under_its_own_rules() {
     );
     assert_eq!(site(&fifth, "RAE")["status"], "answered");
 
+    // The CLI asks every member through its running node too; a repeat of the first query
+    // (free at RR8, whose budget is spent) shows each site and the counts combined.
+    let said = run_ok(
+        fed.nodes[1]
+            .cmd()
+            .args(["query", "count by grade", "--network"]),
+    );
+    assert!(said.contains("RR8\tanswered"), "{said}");
+    assert!(said.contains("RCF\trefused"), "{said}");
+    assert!(
+        said.contains("grade\tcount over the sites that answered"),
+        "{said}"
+    );
+    let as_json: Value = serde_json::from_str(&run_ok(fed.nodes[1].cmd().args([
+        "query",
+        "count by grade",
+        "--network",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(site(&as_json, "RR8")["cells"], site(&first, "RR8")["cells"]);
+
     // A malformed query: 400, with a caret under the offending token.
     let (status, bad) = ask(asker, "count where stian = HE");
     assert_eq!(status, 400, "{bad}");

@@ -498,8 +498,9 @@ async fn discover(settings: &Settings, http: &reqwest::Client) -> Result<Provide
 }
 
 /// The provider's HTTP client: rustls with aws-lc-rs, the system's trust store and
-/// `ca_file`, no redirects followed (a redirect is not where the provider said it is).
-fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client> {
+/// `ca_file`, no redirects followed (a redirect is not where the provider said it is). The
+/// CLI asks its own running node with it too (`slidemesh query --network`).
+pub(crate) fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

@@ -1,9 +1,10 @@
 //! `slidemesh query`: a research query answered by this node over its own slides, exactly
 //! as it answers a member (its policy's `query` decision, its disclosure control and the
-//! requester's budget, here the trust's own; audited). Asking every member at once is the
-//! running node's: `POST /api/v1/research/query`, or the web UI's research page.
+//! requester's budget, here the trust's own; audited). With `--network`, asked of every
+//! member through the running node (`serve.json` says where; `POST
+//! /api/v1/research/query`, as the web UI's research page does), each site's status shown.
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use slidemesh_protocol::query::{Query, QueryError, Released};
 
@@ -18,9 +19,108 @@ pub struct QueryArgs {
     /// anatomic_site`
     pub text: String,
     /// One JSON object per group: `{"groups": {...}, "count": N}`, or `"below": N` for a
-    /// suppressed count
+    /// suppressed count (with --network: the node's whole answer)
     #[arg(long)]
     pub json: bool,
+    /// Ask every member through this node's running server, not only this node's slides
+    /// (the server must act for the trust: `[users] from = "none"`, from this machine)
+    #[arg(long)]
+    pub network: bool,
+}
+
+/// Asks every member through the running node and prints each site and the counts.
+fn ask_network(data: &DataDir, text: &str, json: bool) -> Result<()> {
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.serve_info_path())
+            .context("the node is not serving (no serve.json): start `slidemesh serve`")?,
+    )
+    .context("serve.json is not JSON")?;
+    let base = info["http"]
+        .as_str()
+        .context("serve.json names no HTTP address")?
+        .trim_end_matches('/')
+        .to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer: serde_json::Value = runtime.block_on(async {
+        let client = crate::api::oidc::http_client(None)?;
+        let response = client
+            .post(format!("{base}/api/v1/research/query"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "query": text }).to_string())
+            .timeout(std::time::Duration::from_secs(120))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the running node at {base}"))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading the node's answer")?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if !status.is_success() {
+            let said = body["error"].as_str().unwrap_or("").to_string();
+            bail!(
+                "the node answered {status}: {said}{}",
+                if status.as_u16() == 401 || status.as_u16() == 403 {
+                    " (it signs people on: ask through the web UI's Research page)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(body)
+    })?;
+    if json {
+        println!("{answer}");
+        return Ok(());
+    }
+    for site in answer["sites"].as_array().into_iter().flatten() {
+        let trust = site["trust"].as_str().unwrap_or("?");
+        let status = site["status"].as_str().unwrap_or("?");
+        match site["reason"].as_str() {
+            Some(reason) => println!("{trust}\t{status}\t{reason}"),
+            None => println!("{trust}\t{status}"),
+        }
+    }
+    println!();
+    let by: Vec<&str> = answer["group_by"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str())
+        .collect();
+    println!(
+        "{}count over the sites that answered",
+        by.iter().map(|h| format!("{h}\t")).collect::<String>()
+    );
+    for row in answer["combined"].as_array().into_iter().flatten() {
+        let key: String = by
+            .iter()
+            .map(|f| match &row["key"][*f] {
+                serde_json::Value::Null => "(none)\t".to_string(),
+                serde_json::Value::String(s) => format!("{s}\t"),
+                v => format!("{v}\t"),
+            })
+            .collect();
+        let below: Vec<&str> = row["below_at"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
+        let extra = if below.is_empty() {
+            String::new()
+        } else {
+            format!(" (+ fewer than the threshold at {})", below.join(", "))
+        };
+        println!("{key}{}{extra}", row["count"]);
+    }
+    if answer["complete"] != true {
+        eprintln!("partial answer: not every member answered (see above)");
+    }
+    Ok(())
 }
 
 pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
@@ -31,6 +131,9 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
     let text = query
         .canonical()
         .map_err(|e| anyhow::anyhow!("not a query: {e}"))?;
+    if args.network {
+        return ask_network(&data, &text, args.json);
+    }
     let node = NodeContext::open(data)?;
     let policy = PolicyHandle::load(node.data.policy_path())?.current();
     let roster = node.store.current_roster()?.map(|(roster, _)| roster);
@@ -93,8 +196,8 @@ pub fn run(data: DataDir, args: QueryArgs) -> Result<()> {
     }
     eprintln!(
         "{trust}'s own slides only, as it answers members: counts below {} shown as \"<{}\", \
-         each count moved by at most {} (the same for the same query). Ask every member \
-         through the running node (POST /api/v1/research/query).",
+         each count moved by at most {} (the same for the same slides). Ask every member \
+         with --network.",
         released.min_cell, released.min_cell, released.noise
     );
     Ok(())

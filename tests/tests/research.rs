@@ -178,3 +178,57 @@ fn counts_by_year_and_sex_match_the_files_and_bad_queries_say_where() {
     assert!(said.contains("            ^^^^^"), "{said}");
     assert!(said.contains("expected a field"), "{said}");
 }
+
+#[test]
+fn the_generators_lims_sidecar_is_the_ground_truth_queries_agree_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let slides = dir.path().join("slides");
+    let lims = dir.path().join("lims.json");
+    let mut extra: Vec<String> = ["--count", "8", "--seed", "1830", "--lims"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    extra.push(lims.display().to_string());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    synth(&slides, &[SMALL, &extra].concat());
+    // No consent sidecar: the LIMS's consent codes are the cases' consent.
+    let node = Node::init("RR8");
+    node.edit_config("min_cell = 10", "min_cell = 0");
+    node.edit_config("noise = 2", "noise = 0");
+    let (code, report) = node.ingest(&[&slides]);
+    assert_eq!(code, 0, "{report}");
+    run_ok(node.cmd().arg("annotate-lims").arg(&lims));
+
+    // The truth, from the file: consented to research (GRU or HMB) and not opted out.
+    let cases: Vec<Value> = serde_json::from_slice(&std::fs::read(&lims).unwrap()).unwrap();
+    assert_eq!(cases.len(), 8);
+    let mut truth: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for case in &cases {
+        let consented = ["GRU", "HMB"].contains(&case["consent"][0].as_str().unwrap());
+        if consented && case["opted_out"] == false {
+            let diagnosis = case["diagnoses"][0].as_str().unwrap().to_string();
+            *truth
+                .entry((diagnosis, case["grade"].to_string()))
+                .or_default() += 1;
+        }
+    }
+    // Not vacuous: some cases count, and some (clinical care only, opted out) do not.
+    let counted_cases: u64 = truth.values().sum();
+    assert!((3..8).contains(&counted_cases), "{truth:?}");
+    let out = run_ok(
+        node.cmd()
+            .args(["query", "count by diagnosis, grade", "--json"]),
+    );
+    let counted: BTreeMap<(String, String), u64> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|row| {
+            let key = (
+                row["groups"]["diagnosis"].as_str().unwrap().to_string(),
+                row["groups"]["grade"].to_string(),
+            );
+            (key, row["count"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(counted, truth, "{out}");
+}

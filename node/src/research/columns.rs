@@ -320,7 +320,7 @@ mod tests {
                 v.push((Field::Year, Value::Number(2018 + rng.below(7) as i64)));
                 // Diagnoses: none, one, or several (a case can have two), codes as text.
                 for _ in 0..rng.below(3) {
-                    let code = ["413448000", "399935008", "92646009"][rng.below(3) as usize];
+                    let code = ["413448000", "399935008", "9846003"][rng.below(3) as usize];
                     v.push((Field::Diagnosis, Value::Text(code.into())));
                 }
                 Plain(v)

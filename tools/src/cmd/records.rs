@@ -109,8 +109,9 @@ pub fn records(trust: &str, n: usize) -> Vec<Record> {
                 _ => rng.pick(&[("F", 50), ("M", 50)]),
             };
             let diagnosis = match site {
-                "Breast" => rng.pick(&[("413448000", 60), ("399935008", 25), ("92646009", 15)]),
-                _ => rng.pick(&[("35917007", 50), ("92646009", 50)]),
+                "Breast" => rng.pick(&[("413448000", 60), ("399935008", 25), ("9846003", 15)]),
+                // Adenocarcinoma (no subtype) for the other sites.
+                _ => "35917007",
             };
             let grade = (diagnosis == "413448000").then(|| 1 + rng.below(3) as i64);
             let consent = rng.pick(&[("GRU", 70), ("HMB", 15), ("CC", 15)]);

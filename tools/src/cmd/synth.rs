@@ -51,6 +51,49 @@ pub struct SynthArgs {
     /// Print one JSON object per slide (see `GeneratedSlide`) instead of a summary line.
     #[arg(long)]
     json: bool,
+    /// Also write the LIMS's word on each generated case to FILE, as `slidemesh
+    /// annotate-lims` reads it (diagnosis, grade, specimen, consent, opt-out; deterministic
+    /// from the seed): the ground truth research queries over these slides must agree with
+    #[arg(long, value_name = "FILE")]
+    lims: Option<std::path::PathBuf>,
+}
+
+/// The LIMS's entry for the case of the slide with `seed` and accession `accession`: a
+/// breast pathology mix (invasive carcinoma graded 1 to 3, DCIS, benign), core biopsies and
+/// excisions, mostly consented to research, a few opted out.
+fn lims_case(seed: u64, accession: &str) -> serde_json::Value {
+    // SplitMix64 over the seed: the same case for the same slide on every run.
+    let mut state = seed ^ 0x6c69_6d73_6361_7365; // "limscase"
+    let mut next = |n: u64| {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    };
+    let (diagnosis, grade) = match next(10) {
+        0..=5 => ("413448000", Some(1 + next(3))),
+        6 | 7 => ("399935008", None),
+        _ => ("9846003", None),
+    };
+    let specimen = if next(10) < 6 {
+        "core biopsy"
+    } else {
+        "excision"
+    };
+    let consent = match next(20) {
+        0..=13 => "GRU",
+        14..=16 => "HMB",
+        _ => "CC",
+    };
+    serde_json::json!({
+        "accession": accession,
+        "diagnoses": [diagnosis],
+        "grade": grade,
+        "specimen": specimen,
+        "consent": [consent],
+        "opted_out": next(20) == 0,
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,6 +171,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
     if args.count == 0 {
         bail!("--count 0 generates nothing: use --count 1 or more");
     }
+    let mut cases = Vec::new();
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -151,6 +195,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
                 )
             })?;
         let elapsed = started.elapsed().as_secs_f64();
+        cases.push(lims_case(seed, &slide.accession_number));
         if args.json {
             println!("{}", serde_json::to_string(&slide)?);
         } else {
@@ -166,6 +211,10 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
                 dir.display()
             );
         }
+    }
+    if let Some(path) = &args.lims {
+        std::fs::write(path, serde_json::to_string_pretty(&cases)?)
+            .with_context(|| format!("writing the LIMS file {}", path.display()))?;
     }
     Ok(())
 }

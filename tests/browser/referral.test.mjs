@@ -16,9 +16,9 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { assertAccessible as accessible } from './axe.mjs';
 import { launchChromium } from './chromium.mjs';
 
 const FROM = (process.env.SLIDEMESH_URL_FROM ?? '').replace(/\/+$/, '');
@@ -27,7 +27,6 @@ const SLIDE = process.env.SLIDEMESH_SLIDE_ID ?? '';
 const SECRET = process.env.SLIDEMESH_PROXY_SECRET ?? '';
 const ARTIFACTS = resolve(process.env.SLIDEMESH_ARTIFACTS || 'artifacts');
 const WAIT_MS = 30_000;
-const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const QUESTION = 'Atypical ductal proliferation on core: DCIS or invasive? Please grade.';
 const OPINION = 'High-grade DCIS with comedonecrosis; no invasion in the levels examined.';
 
@@ -59,20 +58,6 @@ async function personAt(user) {
 
 async function shot(page, name) {
   await page.screenshot({ path: resolve(ARTIFACTS, name), fullPage: true });
-}
-
-/** axe-core on the page as it is now: no WCAG A or AA violation. */
-async function accessible(page, name) {
-  // Evaluated through the debugging protocol, which the page's CSP does not govern (a
-  // script tag it would rightly refuse).
-  await page.evaluate(await readFile(AXE, 'utf8'));
-  const violations = await page.evaluate(async () => {
-    const result = await window.axe.run(document, {
-      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] },
-    });
-    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  });
-  assert.deepEqual(violations, [], `${name}: accessibility violations`);
 }
 
 /** Presses Tab until the element with `id` has the focus (at most 60 presses). */

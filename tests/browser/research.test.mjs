@@ -10,9 +10,9 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { assertAccessible } from './axe.mjs';
 import { launchChromium } from './chromium.mjs';
 
 const URL = (process.env.SLIDEMESH_URL ?? '').replace(/\/+$/, '');
@@ -20,23 +20,10 @@ const TRUSTS = (process.env.SLIDEMESH_TRUSTS ?? '').split(',').filter(Boolean);
 const DOWN = process.env.SLIDEMESH_DOWN ?? '';
 const ARTIFACTS = resolve(process.env.SLIDEMESH_ARTIFACTS || 'artifacts');
 const WAIT_MS = 30_000;
-const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 let browser;
 let page;
 const pageErrors = [];
-
-async function accessible(name) {
-  // Evaluated through the debugging protocol, which the page's CSP does not govern.
-  await page.evaluate(await readFile(AXE, 'utf8'));
-  const violations = await page.evaluate(async () => {
-    const result = await window.axe.run(document, {
-      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] },
-    });
-    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  });
-  assert.deepEqual(violations, [], `${name}: accessibility violations`);
-}
 
 describe('the research page', () => {
   before(async () => {
@@ -58,7 +45,7 @@ describe('the research page', () => {
   it('builds a query, asks every member, and shows each site, a table and a chart', async () => {
     await page.goto(`${URL}/research`, { waitUntil: 'domcontentloaded' });
     await page.waitForSelector('#query-text', { timeout: WAIT_MS });
-    await accessible('research form');
+    await assertAccessible(page, 'research form');
     // Changing a condition by keyboard keeps the focus where it is.
     await page.focus('#condition-0-op');
     await page.keyboard.press('ArrowDown');
@@ -95,7 +82,7 @@ describe('the research page', () => {
     assert.deepEqual([...chart.datasets].sort(), [...TRUSTS].sort(), JSON.stringify(chart));
     assert.ok(chart.bars >= 1 && chart.painted > 1000, JSON.stringify(chart));
     await page.screenshot({ path: resolve(ARTIFACTS, 'research-answer.png'), fullPage: true });
-    await accessible('research answer');
+    await assertAccessible(page, 'research answer');
   });
 
   it('shows where a hand-typed query is wrong', async () => {
@@ -105,7 +92,7 @@ describe('the research page', () => {
     const error = await page.textContent('#query-error');
     assert.match(error, /\n\s+\^{5}/, error);
     assert.match(error, /expected a field/, error);
-    await accessible('query error');
+    await assertAccessible(page, 'query error');
     assert.deepEqual(pageErrors, [], 'no page errors or CSP violations');
   });
 });

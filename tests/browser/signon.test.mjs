@@ -14,9 +14,9 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { assertAccessible } from './axe.mjs';
 import { launchChromium } from './chromium.mjs';
 
 const BASE_URL = (process.env.SLIDEMESH_URL ?? '').replace(/\/+$/, '');
@@ -38,21 +38,9 @@ let broken = false;
 /** The pathologist's session cookie, kept to show it is dead after she signs out. */
 let oldSession;
 
-/**
- * axe-core on the page as it is now: no WCAG 2.x A or AA violation. Evaluated through the
- * debugging protocol, which the page's Content-Security-Policy (checked by this test) does not
- * govern, rather than injected as a script tag, which it would rightly refuse.
- */
-async function accessible(name) {
-  const axe = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-  await page.evaluate(axe);
-  const violations = await page.evaluate(async () => {
-    const result = await window.axe.run(document, {
-      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] },
-    });
-    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help}; ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  });
-  assert.deepEqual(violations, [], `${name}: accessibility violations`);
+/** axe-core on the page as it is now (see axe.mjs). */
+function accessible(name) {
+  return assertAccessible(page, name);
 }
 
 async function screenshot(name) {

@@ -144,10 +144,6 @@ enum Compiled {
 }
 
 impl Columns {
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     fn compile(&self, condition: &Condition, is_a: IsA<'_>) -> Compiled {
         let test = |field: Field, all: bool| {
             let column = field_index(field);

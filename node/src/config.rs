@@ -54,6 +54,10 @@ pub struct ResearchSection {
     /// Milliseconds a query from this node waits for each member's answer.
     #[serde(default = "default_query_deadline_ms")]
     pub deadline_ms: u64,
+    /// Milliseconds a cohort request from this node waits for each member (a site signs a
+    /// grant per slide it releases).
+    #[serde(default = "default_cohort_deadline_ms")]
+    pub cohort_deadline_ms: u64,
     /// The SNOMED CT is-a relationships `under` reads: the release's RF2 relationship file,
     /// or `child<TAB>parent` lines (relative paths are in the data directory). Empty: `under`
     /// matches the code itself only.
@@ -79,6 +83,9 @@ fn default_budget_window_secs() -> u64 {
 fn default_query_deadline_ms() -> u64 {
     3_000
 }
+fn default_cohort_deadline_ms() -> u64 {
+    30_000
+}
 
 /// Largest `[research] noise`: the noise must stay small beside real counts.
 pub const MAX_NOISE: u64 = 1_000;
@@ -99,6 +106,9 @@ impl ResearchSection {
         if !(1..=600_000).contains(&self.deadline_ms) {
             bail!("[research] deadline_ms must be 1 to 600000");
         }
+        if !(1..=600_000).contains(&self.cohort_deadline_ms) {
+            bail!("[research] cohort_deadline_ms must be 1 to 600000");
+        }
         Ok(())
     }
 }
@@ -112,6 +122,7 @@ impl Default for ResearchSection {
             trust_budget: default_trust_query_budget(),
             budget_window_secs: default_budget_window_secs(),
             deadline_ms: default_query_deadline_ms(),
+            cohort_deadline_ms: default_cohort_deadline_ms(),
             snomed_hierarchy: String::new(),
         }
     }
@@ -732,6 +743,8 @@ trust_budget = {research_trust_budget}
 budget_window_secs = {research_budget_window_secs}
 # Milliseconds this node's own queries wait for each member before calling it timed out.
 deadline_ms = {research_deadline_ms}
+# Milliseconds a cohort request (`slidemesh cohort build`) waits for each member.
+cohort_deadline_ms = {research_cohort_deadline_ms}
 # The SNOMED CT is-a relationships `diagnosis under CODE` reads: the release's relationship
 # file (sct2_Relationship_Snapshot_*.txt) or `child<TAB>parent` lines; relative to this
 # folder. Empty: `under` matches the code itself only. Read at `serve` start.
@@ -743,6 +756,7 @@ snomed_hierarchy = {research_snomed}
             research_trust_budget = self.research.trust_budget,
             research_budget_window_secs = self.research.budget_window_secs,
             research_deadline_ms = self.research.deadline_ms,
+            research_cohort_deadline_ms = self.research.cohort_deadline_ms,
             research_snomed = toml_string(&self.research.snomed_hierarchy),
             referral_queues = inline_tables(&self.referrals.queues),
             referral_specialists = inline_tables(&self.referrals.specialists),

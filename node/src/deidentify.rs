@@ -217,12 +217,7 @@ pub fn deidentify(
 /// Applies the profile to one instance's data set (DICOM JSON model) and records that it
 /// was applied (Patient Identity Removed, De-identification Method and its code).
 pub fn deidentify_dataset(dataset: &mut Map<String, Value>, pseudonyms: &Pseudonyms) {
-    // Patient's Name and ID share one pseudonym, made from the ID (the name when no ID).
-    let identity = dicom_json::strings(dataset, PATIENT_ID)
-        .into_iter()
-        .chain(dicom_json::strings(dataset, PATIENT_NAME))
-        .find(|s| !s.trim().is_empty());
-    let patient = identity.map(|id| pseudonyms.patient(&id));
+    let patient = patient_of(dataset, pseudonyms);
     apply(dataset, pseudonyms, patient.as_deref());
 
     dicom_json::set_strings(dataset, "00120062", "CS", &["YES"]);
@@ -245,6 +240,24 @@ pub fn deidentify_dataset(dataset: &mut Map<String, Value>, pseudonyms: &Pseudon
     );
     // Dates other than dummies were removed.
     dicom_json::set_strings(dataset, "00280303", "CS", &["REMOVED"]);
+}
+
+/// The patient's pseudonym in a data set: Patient's Name and ID share one, made from the
+/// ID (the name when there is no ID).
+fn patient_of(dataset: &Map<String, Value>, pseudonyms: &Pseudonyms) -> Option<String> {
+    dicom_json::strings(dataset, PATIENT_ID)
+        .into_iter()
+        .chain(dicom_json::strings(dataset, PATIENT_NAME))
+        .find(|s| !s.trim().is_empty())
+        .map(|id| pseudonyms.patient(&id))
+}
+
+/// The pseudonym the slide's de-identified view gives its patient (from its first
+/// instance; a slide's instances share one patient, which ingest checks).
+pub fn patient_pseudonym(manifest: &SlideManifest, pseudonyms: &Pseudonyms) -> Option<String> {
+    let first = manifest.instances.first()?;
+    let dataset: Map<String, Value> = serde_json::from_str(&first.metadata_json).ok()?;
+    patient_of(&dataset, pseudonyms)
 }
 
 /// The profile over one data set or sequence item, recursively.

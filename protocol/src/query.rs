@@ -630,6 +630,37 @@ pub enum Released {
 /// Most groups one site releases for one query.
 pub const MAX_CELLS: usize = 10_000;
 
+/// A cohort asked of one site for an approved project: the slides matching the query's
+/// conditions, each labelled with the query's group-by fields. The site answers only when
+/// its own trust recorded the project as approved for the requesting trust.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CohortRequest {
+    /// The project's ethics approval reference, as the answering site recorded it.
+    pub project: String,
+    /// The canonical text of the query whose conditions select the slides (its group-by
+    /// fields are the labels each slide is given).
+    pub text: String,
+    /// The person asking, as the requesting trust's sign-on names them.
+    pub user: Option<crate::UserClaim>,
+}
+
+/// One slide of a cohort, as its owner released it to an approved project: the grant to
+/// open it (research, for the project), the patient's per-project pseudonym and the
+/// slide's labels. The slide's identity never travels: its manifest is fetched under the
+/// grant and arrives de-identified for the project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CohortMember {
+    pub grant: crate::SignedGrant,
+    /// The patient's pseudonym in the project (the de-identified view's Patient ID).
+    pub patient: String,
+    /// The values of the query's group-by fields, in their order (`None`: the slide has
+    /// none).
+    pub labels: Vec<Option<String>>,
+}
+
+/// Most slides one site releases to one cohort request.
+pub const MAX_COHORT: usize = 10_000;
+
 impl std::str::FromStr for Query {
     type Err = QueryError;
 

@@ -106,6 +106,9 @@ pub enum ControlRequest {
     /// A research query's grouped counts over the server's own slides, released under its
     /// own policy and disclosure control (answered `Counts`, or `Denied` naming why).
     Query(crate::query::QueryRequest),
+    /// An approved project's cohort from the server's own slides (answered `Cohort`, or
+    /// `Denied` naming why).
+    Cohort(crate::query::CohortRequest),
 }
 
 /// Why a request was not served.
@@ -178,6 +181,8 @@ pub enum ControlResponse {
     },
     /// A research query's counts as the server released them.
     Counts(crate::query::ReleasedCounts),
+    /// An approved project's cohort as the server released it.
+    Cohort(Vec<crate::query::CohortMember>),
 }
 
 /// Gossiped to every member.

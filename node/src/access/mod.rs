@@ -86,6 +86,11 @@ pub enum Basis<'a> {
     /// owner's word; an approval counts only in a grant the owner signed). Only `query` and
     /// `receive_cohort` are decided on this basis.
     Research,
+    /// An approved project's cohort, with no grant yet: the owner recorded the project
+    /// `reference` as approved for the subject's trust until `expires_at` (the caller finds
+    /// that record). Only `receive_cohort` is decided on this basis; the policy sees the
+    /// purpose research and the owner's recorded approval as the ethics approval.
+    Project { reference: &'a str, expires_at: u64 },
 }
 
 /// The purpose the policy sees when the owner's own people use its own slides.
@@ -199,7 +204,31 @@ pub fn decide(
     // The grant, when there is one; the owner's own people need none.
     let mut offered: Option<(&str, u64)> = None;
     let mut research = false;
+    let mut project: Option<(&str, u64)> = None;
     let checked = match basis {
+        Basis::Project {
+            reference,
+            expires_at,
+        } => {
+            verdict.purpose = slidemesh_protocol::Purpose::Research.as_str().to_string();
+            if let Some(&other) = actions.iter().find(|&&a| a != ConsentAction::ReceiveCohort) {
+                let reason = format!(
+                    "an approved project receives cohorts on its approval, nothing else ({} \
+                     asked)",
+                    other.as_str()
+                );
+                refuse(&mut verdict, other, format!("built-in: {reason}"), reason);
+                return verdict;
+            }
+            if expires_at <= now {
+                let reason = format!("the approval of project {reference} has ended");
+                refuse(&mut verdict, first, format!("built-in: {reason}"), reason);
+                return verdict;
+            }
+            research = true;
+            project = Some((reference, expires_at));
+            None
+        }
         Basis::Research => {
             verdict.purpose = slidemesh_protocol::Purpose::Research.as_str().to_string();
             if let Some(&other) = actions
@@ -346,8 +375,9 @@ pub fn decide(
             purpose,
             reference: grant
                 .and_then(|g| g.reference.as_deref())
-                .or(offered.map(|(offer, _)| offer)),
-            grant_expires: grant.map_or(offered.map_or(0, |(_, e)| e), |g| g.expires_at),
+                .or(offered.or(project).map(|(reference, _)| reference)),
+            grant_expires: grant
+                .map_or(offered.or(project).map_or(0, |(_, e)| e), |g| g.expires_at),
             now,
         });
         verdict.decisions.push(ActionDecision {

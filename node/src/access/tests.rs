@@ -681,3 +681,44 @@ fn research_without_a_grant_may_count_consented_slides_and_nothing_else() {
         assert!(reason.contains("nothing else"), "{reason}");
     }
 }
+
+#[test]
+fn an_approved_project_receives_consented_slides_as_a_cohort_and_nothing_else() {
+    let w = world();
+    let leeds = trust("RR8");
+    let ask = |consent: &SlideConsent, actions: &[_], expires_at: u64| {
+        decide(
+            &w.rules(consent, &leeds),
+            Subject {
+                trust: &trust("RAE"),
+                user: None,
+            },
+            Basis::Project {
+                reference: "REC 26/YH/0042",
+                expires_at,
+            },
+            w.slide,
+            actions,
+            NOW,
+        )
+    };
+    let cohort = [ConsentAction::ReceiveCohort];
+    let later = NOW + 3600;
+    let verdict = ask(&consent(&["GRU"], false), &cohort, later);
+    assert!(verdict.allowed(), "{:?}", verdict.outcome);
+    assert_eq!(verdict.purpose, "research");
+    // The owner's recorded approval is the ethics approval IRB consent asks for.
+    assert!(ask(&consent(&["GRU", "IRB"], false), &cohort, later).allowed());
+    // Clinical care only: default deny. Opted out: built in.
+    assert!(!ask(&consent(&["CC"], false), &cohort, later).allowed());
+    let opted_out = ask(&consent(&["GRU"], true), &cohort, later);
+    assert!(opted_out.decisions[0].rules[0].starts_with("built-in: "));
+    // An ended approval holds for nothing; nor does it reach content without a grant.
+    let ended = ask(&consent(&["GRU"], false), &cohort, NOW);
+    assert!(ended.outcome.unwrap_err().to_string().contains("ended"));
+    for action in [ConsentAction::View, ConsentAction::Query] {
+        let verdict = ask(&consent(&["GRU"], false), &[action], later);
+        let reason = verdict.outcome.unwrap_err().to_string();
+        assert!(reason.contains("nothing else"), "{reason}");
+    }
+}

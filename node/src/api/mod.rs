@@ -447,6 +447,11 @@ fn routes() -> Vec<Route> {
             vec![(Method::POST, Research)],
             post(research::query),
         ),
+        route(
+            "/api/v1/research/cohorts",
+            vec![(Method::GET, Research), (Method::POST, Research)],
+            get(research::cohort).post(research::build_cohort),
+        ),
         get_("/api/{*rest}", Public, get(api_not_found)),
         get_("/auth/login", Public, get(oidc::login)),
         get_("/auth/callback", Public, get(oidc::callback)),

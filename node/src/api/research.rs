@@ -4,12 +4,18 @@
 //! unreachable) and its released counts (a grouped answer leaves out each site's groups
 //! below its `unlisted_below`), and the counts combined over the sites that answered, so a
 //! partial answer says it is one (`complete: false`).
+//!
+//! `POST /api/v1/research/cohorts` (`{"project": REF, "query": TEXT | {JSON form}}`) asks
+//! every other member for an approved project's cohort (the slides matching the query's
+//! conditions, labelled by its group-by fields); `GET /api/v1/research/cohorts?project=REF`
+//! lists the cohort as kept here, each slide with its site, patient pseudonym, labels and
+//! whether it is open (its de-identified manifest fetched).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query as UrlQuery, State};
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, json};
 use slidemesh_protocol::query::{Query, QueryError, Released};
@@ -132,4 +138,116 @@ pub async fn query(
         "sites": sites,
         "combined": combined,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortBody {
+    /// The project's ethics approval reference, as the sites recorded its approval.
+    project: String,
+    /// Selects the slides (its group-by fields are the labels), text or JSON form.
+    query: JsonValue,
+}
+
+pub async fn build_cohort(
+    State(state): State<Arc<ApiState>>,
+    requester: Requester,
+    Json(body): Json<CohortBody>,
+) -> Result<Json<JsonValue>, ApiError> {
+    crate::research::cohort::check_project(&body.project).map_err(ApiError::bad_request)?;
+    let (query, text) = parse(&QueryBody {
+        query: body.query,
+        ethics: None,
+    })?;
+    let answered = state
+        .federation
+        .research_cohort(body.project, &query, text, requester.0.clone())
+        .await;
+    let sites: Vec<JsonValue> = answered
+        .sites
+        .iter()
+        .map(|(trust, status)| {
+            let mut site = json!({ "trust": trust.as_str(), "status": status.label() });
+            match status {
+                SiteStatus::Answered(slides) => site["slides"] = json!(slides),
+                SiteStatus::Refused { reason }
+                | SiteStatus::Failed { reason }
+                | SiteStatus::Unreachable { reason } => site["reason"] = json!(reason),
+                SiteStatus::TimedOut { after_ms } => {
+                    site["reason"] = json!(format!("no answer within {after_ms} ms"));
+                }
+            }
+            site
+        })
+        .collect();
+    let slides: usize = answered
+        .sites
+        .iter()
+        .map(|(_, s)| match s {
+            SiteStatus::Answered(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    Ok(Json(json!({
+        "project": answered.project,
+        "query": answered.text,
+        "labels": query.group_by.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "complete": answered.sites.iter().all(|(_, s)| matches!(s, SiteStatus::Answered(_))),
+        "sites": sites,
+        "slides": slides,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct CohortParams {
+    project: String,
+}
+
+pub async fn cohort(
+    State(state): State<Arc<ApiState>>,
+    _requester: Requester,
+    UrlQuery(params): UrlQuery<CohortParams>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let store = state.store.clone();
+    let project = params.project.clone();
+    let (entries, opened) = tokio::task::spawn_blocking(move || {
+        let entries = store.cohort(&project)?;
+        let opened = entries
+            .iter()
+            .map(|e| {
+                store
+                    .remote_slide(&e.slide)
+                    .map(|r| r.is_some_and(|r| r.grant == e.grant && r.deidentified.is_some()))
+            })
+            .collect::<Result<Vec<bool>, _>>()?;
+        Ok::<_, crate::store::StoreError>((entries, opened))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let members: Vec<JsonValue> = entries
+        .iter()
+        .zip(opened)
+        .map(|(e, opened)| {
+            json!({
+                "site": e.owner.as_str(),
+                "slide": e.slide.to_string(),
+                "patient": e.patient,
+                "labels": labels_json(&e.labels),
+                "grant": e.grant.to_string(),
+                "opened": opened,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "project": params.project, "members": members }),
+    ))
+}
+
+/// A cohort slide's labels as JSON, as a query's group keys are shown.
+fn labels_json(
+    labels: &[(slidemesh_protocol::query::Field, Option<String>)],
+) -> serde_json::Map<String, JsonValue> {
+    let (fields, values): (Vec<_>, Vec<_>) = labels.iter().cloned().unzip();
+    key_json(&fields, &values)
 }

@@ -3,6 +3,8 @@
 //! One file per command.
 
 mod audit;
+mod cohort;
+mod dataset;
 mod federation;
 mod ingest;
 mod init;
@@ -10,6 +12,7 @@ mod lims;
 mod policy;
 mod query;
 mod refer;
+mod running;
 mod serve;
 mod share;
 mod slides;
@@ -48,9 +51,15 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the slides this node holds.
     Slides(slides::SlidesArgs),
-    /// Count this node's own slides by a research query (partly built: this node only, no
-    /// index or disclosure control yet)
+    /// A research query: this node's own slides as it answers members, or with --network
+    /// every member's (partly built: no complementary suppression)
     Query(query::QueryArgs),
+    /// Research projects this trust approved for member trusts (what their cohorts are
+    /// answered on)
+    Project(cohort::ProjectArgs),
+    /// An approved project's cohort from the other members: build, list, fetch into a
+    /// dataset folder (this trust's own slides are not part of it)
+    Cohort(cohort::CohortArgs),
     /// Record what the LIMS says of cases (diagnoses, grade, specimen, consent, opt-out)
     AnnotateLims(lims::LimsArgs),
     /// Re-read every tile from the original files and check it against its id.
@@ -95,6 +104,8 @@ pub fn run() -> Result<()> {
         Command::Slides(args) => slides::run(data, args),
         Command::Query(args) => query::run(data, args),
         Command::AnnotateLims(args) => lims::run(data, args),
+        Command::Project(args) => cohort::project(data, args),
+        Command::Cohort(args) => cohort::cohort(data, args),
         Command::Verify(args) => verify::run(data, args),
         Command::Federation(args) => federation::run(data, args),
         Command::Share(args) => share::share(data, args),

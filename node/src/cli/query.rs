@@ -4,10 +4,11 @@
 //! member through the running node (`serve.json` says where; `POST
 //! /api/v1/research/query`, as the web UI's research page does), each site's status shown.
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Args;
 use slidemesh_protocol::query::{Query, QueryError, Released};
 
+use super::running::RunningNode;
 use crate::consent::PolicyHandle;
 use crate::context::NodeContext;
 use crate::datadir::DataDir;
@@ -30,48 +31,15 @@ pub struct QueryArgs {
 
 /// Asks every member through the running node and prints each site and the counts.
 fn ask_network(data: &DataDir, text: &str, json: bool) -> Result<()> {
-    let info: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(data.serve_info_path())
-            .context("the node is not serving (no serve.json): start `slidemesh serve`")?,
-    )
-    .context("serve.json is not JSON")?;
-    let base = info["http"]
-        .as_str()
-        .context("serve.json names no HTTP address")?
-        .trim_end_matches('/')
-        .to_string();
+    let node = RunningNode::find(data)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer: serde_json::Value = runtime.block_on(async {
-        let client = crate::api::oidc::http_client(None)?;
-        let response = client
-            .post(format!("{base}/api/v1/research/query"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::json!({ "query": text }).to_string())
-            .timeout(std::time::Duration::from_secs(120))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the running node at {base}"))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .context("reading the node's answer")?;
-        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if !status.is_success() {
-            let said = body["error"].as_str().unwrap_or("").to_string();
-            bail!(
-                "the node answered {status}: {said}{}",
-                if status.as_u16() == 401 || status.as_u16() == 403 {
-                    " (it signs people on: ask through the web UI's Research page)"
-                } else {
-                    ""
-                }
-            );
-        }
-        Ok(body)
-    })?;
+    let answer = runtime.block_on(node.json(
+        reqwest::Method::POST,
+        "/api/v1/research/query",
+        Some(&serde_json::json!({ "query": text })),
+    ))?;
     if json {
         println!("{answer}");
         return Ok(());

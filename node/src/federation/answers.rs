@@ -446,6 +446,71 @@ impl PeerAnswers {
         }
     }
 
+    /// A member asks for an approved project's cohort from this trust's slides
+    /// ([`crate::research::cohort`]); released only once the decision and the grants are
+    /// durable.
+    fn answer_cohort(
+        &self,
+        peer: PeerId,
+        request: slidemesh_protocol::query::CohortRequest,
+    ) -> ControlResponse {
+        let denied = |reason: String| ControlResponse::Denied { reason };
+        let Some(trust) = self.holdings.membership.trust_of(&peer) else {
+            return denied(format!("{peer} is not a member"));
+        };
+        if let Some(Err(e)) = request.user.as_ref().map(UserClaim::validate) {
+            return denied(format!("the request names no valid person: {e}"));
+        }
+        if let Err(e) = crate::research::cohort::check_project(&request.project) {
+            return denied(e);
+        }
+        let query: slidemesh_protocol::query::Query = match request.text.parse() {
+            Ok(q) => q,
+            Err(e) => return denied(format!("not a query: {e}")),
+        };
+        let policy = self.holdings.policy.current();
+        let roster = self.holdings.membership.roster();
+        let released = crate::research::cohort::release(
+            &crate::research::answer::Site {
+                store: &self.holdings.store,
+                index: &self.holdings.research.index,
+                policy: &policy,
+                roster: roster.as_deref(),
+                trust: &self.holdings.trust,
+                rules: &self.holdings.research.rules,
+            },
+            &self.holdings.key,
+            &crate::research::answer::Asker {
+                trust: &trust,
+                peer_id: &peer.to_string(),
+                user: request.user.as_ref(),
+                ethics: Some(&request.project),
+            },
+            &request.project,
+            &query,
+            &query.to_string(),
+            now_unix(),
+        );
+        let durable = self
+            .holdings
+            .audit
+            .record_pending(released.entry)
+            .wait(std::time::Duration::from_secs(5));
+        match released.outcome {
+            Ok(_) if durable.is_none() => ControlResponse::Failed {
+                reason: "this node's audit log did not record the cohort".into(),
+            },
+            Ok(members) => {
+                info!(%peer, from = %trust, project = %request.project, slides = members.len(), "cohort released");
+                ControlResponse::Cohort(members)
+            }
+            Err(refusal) => {
+                info!(%peer, from = %trust, project = %request.project, reason = %refusal, "cohort not released");
+                refusal.into()
+            }
+        }
+    }
+
     /// A member's referral directory, announced: kept when signed by the roster key of the
     /// trust it describes and newer than the one kept.
     fn accept_directory(&self, from: PeerId, signed: slidemesh_protocol::SignedDirectory) {
@@ -661,6 +726,15 @@ impl Inbound for Handlers {
                         };
                     };
                     tokio::task::block_in_place(|| answers.answer_query(peer, request))
+                }
+                ControlRequest::Cohort(request) => {
+                    let answering = answers.holdings.research.answering.clone();
+                    let Ok(_turn) = answering.acquire_owned().await else {
+                        return ControlResponse::Failed {
+                            reason: "this node is shutting down".into(),
+                        };
+                    };
+                    tokio::task::block_in_place(|| answers.answer_cohort(peer, request))
                 }
                 ControlRequest::RosterAfter { version } => {
                     match answers.holdings.store.rosters_after(version) {

@@ -6,15 +6,20 @@
 
 use std::sync::Arc;
 
-use slidemesh_protocol::query::{Query, QueryRequest};
+use futures::StreamExt;
+use slidemesh_protocol::query::{
+    CohortMember, CohortRequest, Field, MAX_COHORT, Query, QueryRequest,
+};
 use slidemesh_protocol::wire::{ControlRequest, ControlResponse};
-use slidemesh_protocol::{SlideId, TrustCode, UserClaim};
+use slidemesh_protocol::{Purpose, SignedGrant, SlideId, TrustCode, UserClaim};
 use tracing::{Instrument, info_span};
 
 use super::Federation;
 use crate::access::{AuditEntry, Side};
 use crate::research::answer::{self, Asker, Site};
 use crate::research::fanout::{SiteStatus, ask_all};
+use crate::store::cohorts::CohortEntry;
+use crate::store::federation::StoredGrant;
 use crate::store::now_unix;
 
 /// A query asked of every member, with each site's part.
@@ -165,10 +170,254 @@ impl Federation {
     }
 }
 
+/// An approved project's cohort asked of every other member, with each site's part (how
+/// many slides it released).
+#[derive(Debug, Clone)]
+pub struct FederatedCohort {
+    pub project: String,
+    /// The canonical text of the query that selected the slides.
+    pub text: String,
+    pub sites: Vec<(TrustCode, SiteStatus<usize>)>,
+}
+
+/// Manifests of a cohort's new slides fetched at once while the request waits.
+const COHORT_MANIFESTS_AT_ONCE: usize = 4;
+
+impl Federation {
+    /// Asks every other member for `project`'s cohort of the slides matching `query`
+    /// (canonical text `text`) for `user`. What each site releases is checked, kept
+    /// (`cohorts_v1`, with its grants) and opened: each new slide's de-identified manifest is
+    /// fetched before the answer returns (one that fails is fetched again by the background
+    /// loop that looks for grants without a slide). This trust's own slides are not part of
+    /// it: its own people open them under its own rules.
+    pub async fn research_cohort(
+        self: &Arc<Self>,
+        project: String,
+        query: &Query,
+        text: String,
+        user: Option<UserClaim>,
+    ) -> FederatedCohort {
+        let own = self.holdings.trust.clone();
+        let sites: Vec<TrustCode> = self
+            .holdings
+            .membership
+            .roster()
+            .map(|r| {
+                r.members
+                    .iter()
+                    .map(|m| m.trust.clone())
+                    .filter(|t| *t != own)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let request = CohortRequest {
+            project: project.clone(),
+            text: text.clone(),
+            user: user.clone(),
+        };
+        let labels = query.group_by.clone();
+        let answered = ask_all(sites, self.holdings.research.cohort_deadline, |site| {
+            let fed = self.clone();
+            let request = request.clone();
+            let labels = labels.clone();
+            let span = info_span!("research_cohort", peer = %site, project = %request.project);
+            async move { fed.cohort_from(&site, request, &labels).await }.instrument(span)
+        })
+        .await;
+        let now = now_unix();
+        for (site, status) in &answered {
+            self.holdings.audit.record(AuditEntry {
+                time: now,
+                side: Side::Received,
+                peer: site.clone(),
+                peer_id: self
+                    .holdings
+                    .membership
+                    .peer_of(site)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                user: user.as_ref().map(ToString::to_string),
+                purpose: slidemesh_protocol::Purpose::Research.as_str().to_string(),
+                slide: SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
+                action: "receive_cohort".into(),
+                what: match status {
+                    SiteStatus::Answered(n) => {
+                        format!("cohort for project {project}: {text}: {n} slides received")
+                    }
+                    other => format!("cohort for project {project}: {text}: {}", other.label()),
+                },
+                allowed: matches!(status, SiteStatus::Answered(_)),
+                rules: Vec::new(),
+                policy_hash: String::new(),
+                grant: None,
+            });
+        }
+        FederatedCohort {
+            project,
+            text,
+            sites: answered,
+        }
+    }
+
+    /// One member's part of a cohort: asked, checked, kept, opened.
+    async fn cohort_from(
+        self: &Arc<Self>,
+        site: &TrustCode,
+        request: CohortRequest,
+        labels: &[Field],
+    ) -> SiteStatus<usize> {
+        let Some(peer) = self.holdings.membership.peer_of(site) else {
+            return SiteStatus::Unreachable {
+                reason: format!("{site} has no node in the roster"),
+            };
+        };
+        let project = request.project.clone();
+        let members = match self
+            .network
+            .request(peer, ControlRequest::Cohort(request))
+            .await
+        {
+            Ok(ControlResponse::Cohort(members)) => members,
+            Ok(other) => return not_answered(other),
+            Err(e) => {
+                return SiteStatus::Unreachable {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let fed = self.clone();
+        let (site_, labels) = (site.clone(), labels.to_vec());
+        let kept = tokio::task::spawn_blocking(move || {
+            fed.keep_cohort(&site_, &project, &labels, members)
+        })
+        .await;
+        let to_open = match kept {
+            Ok(Ok(to_open)) => to_open,
+            Ok(Err(reason)) => {
+                tracing::warn!(%site, %reason, "cohort refused");
+                return SiteStatus::Failed { reason };
+            }
+            Err(e) => {
+                return SiteStatus::Failed {
+                    reason: format!("the keeping task failed: {e}"),
+                };
+            }
+        };
+        let released = to_open.released;
+        futures::stream::iter(to_open.new_grants)
+            .for_each_concurrent(COHORT_MANIFESTS_AT_ONCE, |signed| async move {
+                if let Err(e) = self.fetch_manifest(&signed, false).await {
+                    tracing::warn!(grant = %signed.id(), error = %e, "cannot open a cohort slide yet");
+                }
+            })
+            .await;
+        SiteStatus::Answered(released)
+    }
+
+    /// Checks what `site` released to `project` and keeps it; answers how many slides it
+    /// released and the grants of those this node has not opened yet. A release that is not
+    /// what was asked for (a grant not signed by the site's roster key, for another trust,
+    /// slide or project, labels that do not fit) is refused whole, nothing kept.
+    fn keep_cohort(
+        &self,
+        site: &TrustCode,
+        project: &str,
+        labels: &[Field],
+        members: Vec<CohortMember>,
+    ) -> Result<ToOpen, String> {
+        if members.len() > MAX_COHORT {
+            return Err(format!("{site} released more than {MAX_COHORT} slides"));
+        }
+        let key = self
+            .holdings
+            .membership
+            .node_key_of(site)
+            .ok_or_else(|| format!("{site} has no key in the roster"))?;
+        let now = now_unix();
+        let mut entries = Vec::with_capacity(members.len());
+        let mut grants = Vec::with_capacity(members.len());
+        let mut new_grants = Vec::new();
+        for member in members {
+            let grant = member
+                .grant
+                .verify()
+                .map_err(|e| format!("{site} released a grant that does not verify: {e}"))?;
+            let fits = member.grant.signer == key
+                && grant.owner == *site
+                && grant.grantee == self.holdings.trust
+                && grant.purpose == Purpose::Research
+                && grant.reference.as_deref() == Some(project)
+                && grant.expires_at > now;
+            if !fits {
+                return Err(format!(
+                    "{site} released grant {} that is not its research grant to {} for project \
+                     {project}",
+                    member.grant.id(),
+                    self.holdings.trust
+                ));
+            }
+            if member.labels.len() != labels.len()
+                || member.patient.is_empty()
+                || member.patient.len() > 64
+                || !member.patient.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(format!(
+                    "{site} released slide {} with a malformed pseudonym or labels",
+                    grant.slide
+                ));
+            }
+            let opened = self
+                .holdings
+                .store
+                .remote_slide(&grant.slide)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|r| r.grant == member.grant.id());
+            if !opened {
+                new_grants.push(member.grant.clone());
+            }
+            entries.push(CohortEntry {
+                owner: site.clone(),
+                slide: grant.slide,
+                grant: member.grant.id(),
+                patient: member.patient,
+                labels: labels.iter().copied().zip(member.labels).collect(),
+                added_at: now,
+            });
+            grants.push(StoredGrant {
+                signed: member.grant,
+                grant,
+                issued_here: false,
+                stored_at: now,
+            });
+        }
+        self.holdings
+            .store
+            .put_cohort(project, site, &entries, &grants)
+            .map_err(|e| format!("cannot keep the cohort: {e}"))?;
+        Ok(ToOpen {
+            released: entries.len(),
+            new_grants,
+        })
+    }
+}
+
+/// What a site released, and which of its slides are still to be opened.
+struct ToOpen {
+    released: usize,
+    new_grants: Vec<SignedGrant>,
+}
+
 /// A site's response as a status.
 fn status_of(response: ControlResponse) -> SiteStatus {
     match response {
         ControlResponse::Counts(counts) => SiteStatus::Answered(counts),
+        other => not_answered(other),
+    }
+}
+
+/// A response that is not the answer asked for, as a status.
+fn not_answered<T>(response: ControlResponse) -> SiteStatus<T> {
+    match response {
         ControlResponse::Denied { reason } => SiteStatus::Refused { reason },
         ControlResponse::Failed { reason } => SiteStatus::Failed { reason },
         other => SiteStatus::Failed {
@@ -183,6 +432,8 @@ fn kind(response: &ControlResponse) -> &'static str {
             "a manifest"
         }
         ControlResponse::NotFound => "not found",
+        ControlResponse::Counts(_) => "counts",
+        ControlResponse::Cohort(_) => "a cohort",
         _ => "an unexpected message",
     }
 }

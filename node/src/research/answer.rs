@@ -15,7 +15,7 @@ use slidemesh_protocol::query::{MAX_CELLS, Query, ReleasedCounts};
 use slidemesh_protocol::{Roster, SlideId, TrustCode, UserClaim};
 
 use super::disclosure::{Cell, Disclosure};
-use super::index::FactsIndex;
+use super::index::{FactsIndex, Snapshot};
 use super::snomed::Hierarchy;
 use crate::access::{self, AuditEntry, Basis, Refusal, Rules, Side, Subject};
 use crate::consent::{ConsentAction, Policy};
@@ -183,12 +183,71 @@ fn count_and_release(
         .index
         .snapshot(site.store, &site.rules.disclosure)
         .map_err(failed)?;
-    // Slides alike in their consent are decided alike, unless a rule names a slide.
+    let decided = decide_rows(
+        site,
+        asker,
+        &snapshot,
+        &|| Basis::Research,
+        ConsentAction::Query,
+        now,
+    );
+    if decided.count == 0
+        && let Some(reason) = decided.refusal
+    {
+        // The reason names a slide and its consent: this site's log keeps it; the
+        // requester learns only that nothing may be counted.
+        entry.rules = vec![format!("no slide may be counted: {reason}")];
+        return Err(Refusal::Denied(format!(
+            "{}'s policy allows none of its slides to be counted for this requester",
+            site.trust
+        )));
+    }
+    entry.rules = decided.rules.into_iter().collect();
+    let allowed = decided.allowed;
+    let cells = snapshot.columns.tally(
+        query,
+        &|code: &str, ancestor: &str| site.rules.hierarchy.is_a(code, ancestor),
+        |row| allowed[row],
+        |cell: &mut Cell, row| cell.add(snapshot.rows[row].record_key),
+    );
+    if cells.len() > MAX_CELLS {
+        return Err(Refusal::Denied(format!(
+            "the query makes more groups than a site releases ({MAX_CELLS})"
+        )));
+    }
+    Ok(site
+        .rules
+        .disclosure
+        .release(!query.group_by.is_empty(), &cells))
+}
+
+/// Which of a snapshot's slides an asker may have, each decided by [`access::decide`].
+pub(super) struct RowDecisions {
+    /// By row: allowed or not.
+    pub allowed: Vec<bool>,
+    /// How many are allowed.
+    pub count: usize,
+    /// The rules that decided those allowed.
+    pub rules: BTreeSet<String>,
+    /// The first refusal's reason (it names a slide: for this site's log only).
+    pub refusal: Option<String>,
+}
+
+/// Decides `action` for every row of `snapshot` on `basis`. Slides alike in their consent
+/// are decided once, unless a rule of the policy names a slide.
+pub(super) fn decide_rows<'b>(
+    site: &Site<'_>,
+    asker: &Asker<'_>,
+    snapshot: &Snapshot,
+    basis: &dyn Fn() -> Basis<'b>,
+    action: ConsentAction,
+    now: u64,
+) -> RowDecisions {
     let per_slide = site.policy.names_slides();
     let mut decided: HashMap<(Option<SlideId>, usize), Result<Vec<String>, String>> =
         HashMap::new();
     let mut allowed = vec![false; snapshot.rows.len()];
-    let mut counted = 0usize;
+    let mut count = 0usize;
     let mut refusal = None;
     for (at, row) in snapshot.rows.iter().enumerate() {
         let key = (per_slide.then_some(row.slide), row.consent);
@@ -205,9 +264,9 @@ fn count_and_release(
                     trust: asker.trust,
                     user: asker.user,
                 },
-                Basis::Research,
+                basis(),
                 row.slide,
-                &[ConsentAction::Query],
+                &[action],
                 now,
             );
             let rules = verdict
@@ -223,39 +282,18 @@ fn count_and_release(
         match verdict {
             Ok(_) => {
                 allowed[at] = true;
-                counted += 1;
+                count += 1;
             }
             Err(reason) => {
                 refusal.get_or_insert_with(|| reason.clone());
             }
         }
     }
-    if counted == 0
-        && let Some(reason) = refusal
-    {
-        // The reason names a slide and its consent: this site's log keeps it; the
-        // requester learns only that nothing may be counted.
-        entry.rules = vec![format!("no slide may be counted: {reason}")];
-        return Err(Refusal::Denied(format!(
-            "{}'s policy allows none of its slides to be counted for this requester",
-            site.trust
-        )));
+    let rules = decided.values().flatten().flatten().cloned().collect();
+    RowDecisions {
+        allowed,
+        count,
+        rules,
+        refusal,
     }
-    let rules_used: BTreeSet<&String> = decided.values().flatten().flatten().collect();
-    entry.rules = rules_used.into_iter().cloned().collect();
-    let cells = snapshot.columns.tally(
-        query,
-        &|code: &str, ancestor: &str| site.rules.hierarchy.is_a(code, ancestor),
-        |row| allowed[row],
-        |cell: &mut Cell, row| cell.add(snapshot.rows[row].record_key),
-    );
-    if cells.len() > MAX_CELLS {
-        return Err(Refusal::Denied(format!(
-            "the query makes more groups than a site releases ({MAX_CELLS})"
-        )));
-    }
-    Ok(site
-        .rules
-        .disclosure
-        .release(!query.group_by.is_empty(), &cells))
 }

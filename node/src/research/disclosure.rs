@@ -71,15 +71,7 @@ impl Disclosure {
             .filter(|(_, cell)| !grouped || cell.count >= self.min_cell)
             .map(|(key, cell)| {
                 let n = cell.count;
-                let key: Vec<Option<String>> = key
-                    .iter()
-                    .map(|v| {
-                        v.as_ref().map(|v| match v {
-                            Value::Text(t) => t.clone(),
-                            Value::Number(n) => n.to_string(),
-                        })
-                    })
-                    .collect();
+                let key = super::key_text(key);
                 let count = if n < self.min_cell {
                     Released::Below(self.min_cell)
                 } else {

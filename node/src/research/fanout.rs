@@ -13,9 +13,9 @@ use slidemesh_protocol::query::ReleasedCounts;
 /// What became of one site's part of a query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum SiteStatus {
-    /// Its counts, as it released them.
-    Answered(ReleasedCounts),
+pub enum SiteStatus<T = ReleasedCounts> {
+    /// Its answer (a query's counts, as it released them).
+    Answered(T),
     /// Its policy or budget said no; asking again as is gets the same answer.
     Refused { reason: String },
     /// It could not answer now (its store failed); ask again later.
@@ -26,7 +26,7 @@ pub enum SiteStatus {
     Unreachable { reason: String },
 }
 
-impl SiteStatus {
+impl<T> SiteStatus<T> {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Answered(_) => "answered",
@@ -40,14 +40,14 @@ impl SiteStatus {
 
 /// Asks every site in `sites` at once through `ask`, each within `deadline`; answers in the
 /// order of `sites`.
-pub async fn ask_all<F, Fut>(
+pub async fn ask_all<T, F, Fut>(
     sites: Vec<TrustCode>,
     deadline: Duration,
     ask: F,
-) -> Vec<(TrustCode, SiteStatus)>
+) -> Vec<(TrustCode, SiteStatus<T>)>
 where
     F: Fn(TrustCode) -> Fut,
-    Fut: Future<Output = SiteStatus>,
+    Fut: Future<Output = SiteStatus<T>>,
 {
     let asks = sites.into_iter().map(|site| {
         let asked = ask(site.clone());
@@ -124,7 +124,7 @@ mod tests {
             Duration::from_secs(3),
             |_| async {
                 tokio::time::sleep(Duration::from_millis(25)).await;
-                SiteStatus::Refused {
+                SiteStatus::<()>::Refused {
                     reason: "no".into(),
                 }
             },

@@ -19,9 +19,14 @@
 //!
 //! - [`snomed`]: the SNOMED CT is-a hierarchy `under` reads, from the trust's release files.
 //!
-//! Partly built: no complementary suppression, no cohorts.
+//! - [`cohort`]: an approved project's cohort released by this site: the matching slides
+//!   its policy allows (action `receive_cohort`), each as a research grant for the project,
+//!   the patient's per-project pseudonym and labels.
+//!
+//! Partly built: no complementary suppression.
 
 pub mod answer;
+pub mod cohort;
 pub mod columns;
 pub mod disclosure;
 pub mod facts;
@@ -55,6 +60,19 @@ pub fn key_json(
         .collect()
 }
 
+/// A group's key as text (numbers in decimal), as sites release it.
+pub fn key_text(key: &[Option<slidemesh_protocol::query::Value>]) -> Vec<Option<String>> {
+    use slidemesh_protocol::query::Value;
+    key.iter()
+        .map(|v| {
+            v.as_ref().map(|v| match v {
+                Value::Text(t) => t.clone(),
+                Value::Number(n) => n.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// How this node takes part in research queries (`[research]`).
 #[derive(Clone)]
 pub struct ResearchSettings {
@@ -62,6 +80,8 @@ pub struct ResearchSettings {
     pub rules: answer::SiteRules,
     /// How long its own people's queries wait for each member.
     pub deadline: std::time::Duration,
+    /// How long its own people's cohort requests wait for each member.
+    pub cohort_deadline: std::time::Duration,
     /// The facts queries count over, kept in memory.
     pub index: std::sync::Arc<index::FactsIndex>,
     /// Queries answered at once (each counts every own slide on a blocking thread); more
@@ -81,6 +101,7 @@ impl ResearchSettings {
         Self {
             rules: answer::SiteRules::from_config(config, key, hierarchy),
             deadline: std::time::Duration::from_millis(config.deadline_ms),
+            cohort_deadline: std::time::Duration::from_millis(config.cohort_deadline_ms),
             index: Default::default(),
             answering: std::sync::Arc::new(tokio::sync::Semaphore::new(ANSWERING_AT_ONCE)),
         }

@@ -14,6 +14,7 @@
 
 pub(crate) mod audit;
 pub mod cache;
+pub mod cohorts;
 pub mod consent;
 pub mod federation;
 pub mod instance;
@@ -430,7 +431,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 24;
+const TABLE_COUNT: usize = 27;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -560,6 +561,9 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(lims::LIMS).op("create tables")?;
     tx.open_table(research::BUDGET).op("create tables")?;
     tx.open_table(research::META).op("create tables")?;
+    tx.open_table(cohorts::PROJECTS).op("create tables")?;
+    tx.open_table(cohorts::PROJECT_GRANTS).op("create tables")?;
+    tx.open_table(cohorts::COHORTS).op("create tables")?;
     // research::FACTS is made with its rows (see `store::research`).
     Ok(())
 }

@@ -1,0 +1,98 @@
+//! The running node (`slidemesh serve`) as a command reaches it: its HTTP address from
+//! `serve.json`, the API called as the web UI calls it. Commands that need the network
+//! (`query --network`, `cohort`) go through it rather than open a second swarm with the
+//! node's key. It acts for the trust only where the node signs no one on (`[users] from =
+//! "none"`, reached from this machine); behind sign-on the node refuses, and the error says
+//! to use the web UI.
+
+use anyhow::{Context, Result, bail};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::datadir::DataDir;
+
+/// A running node's HTTP API.
+pub struct RunningNode {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl RunningNode {
+    /// The node serving `data`, as its `serve.json` says.
+    pub fn find(data: &DataDir) -> Result<Self> {
+        let info: Value = serde_json::from_slice(
+            &std::fs::read(data.serve_info_path())
+                .context("the node is not serving (no serve.json): start `slidemesh serve`")?,
+        )
+        .context("serve.json is not JSON")?;
+        let base = info["http"]
+            .as_str()
+            .context("serve.json names no HTTP address")?
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Self {
+            base,
+            client: crate::api::oidc::http_client(None)?,
+        })
+    }
+
+    /// Calls `path` with a JSON `body` (or none) and reads the JSON answer; an answer other
+    /// than success is an error carrying the node's own words.
+    pub async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(600));
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the running node at {}", self.base))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading the node's answer")?;
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if !status.is_success() {
+            bail!("{}", refused(status, &body));
+        }
+        Ok(body)
+    }
+
+    /// GETs `path` and reads its bytes; an answer other than success is an error.
+    pub async fn bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(120))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the running node at {}", self.base))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading the node's answer")?;
+        if !status.is_success() {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            bail!("{}", refused(status, &body));
+        }
+        Ok(bytes.to_vec())
+    }
+}
+
+/// What the node's refusal says, and what to do when it signs people on.
+fn refused(status: reqwest::StatusCode, body: &Value) -> String {
+    let said = body["error"].as_str().unwrap_or("");
+    let hint = if status.as_u16() == 401 {
+        " (it signs people on: use the web UI)"
+    } else {
+        ""
+    };
+    format!("the node answered {status}: {said}{hint}")
+}

@@ -1,0 +1,211 @@
+//! An approved project's cohort, released by this site from its own slides. The site's own
+//! people recorded the project as approved for the requesting trust (`slidemesh project
+//! approve`); each slide matching the query's conditions is decided by [`access::decide`]
+//! (action `receive_cohort`, basis `Project`: purpose research, the recorded approval as
+//! the ethics approval; an opted-out patient never goes), and each one allowed is released
+//! as a research grant for the project (the same grant when asked again), the patient's
+//! per-project pseudonym and the query's group-by fields as labels. Opening a slide then
+//! goes the way of every research grant: its manifest arrives de-identified for the project
+//! and each tile is decided again under the grant. One audit entry says what was asked and
+//! how many slides went.
+
+use std::collections::HashMap;
+
+use slidemesh_protocol::query::{CohortMember, MAX_COHORT, Query};
+use slidemesh_protocol::{Action, Grant, NodeKey, Purpose, SignedGrant, SlideId, TrustCode};
+
+use super::answer::{Asker, Site, decide_rows};
+use crate::access::{AuditEntry, Basis, Refusal, Side};
+use crate::consent::ConsentAction;
+use crate::deidentify::{Pseudonyms, patient_pseudonym};
+use crate::store::cohorts::ProjectApproval;
+use crate::store::federation::StoredGrant;
+
+/// The cohort as released, and the audit entry to record for it (whatever the answer).
+pub struct Released {
+    pub outcome: Result<Vec<CohortMember>, Refusal>,
+    pub entry: AuditEntry,
+}
+
+/// Releases `project`'s cohort of the slides matching `query` (canonical text `text`) to
+/// `asker`, issuing the grants it needs with `key`.
+pub fn release(
+    site: &Site<'_>,
+    key: &NodeKey,
+    asker: &Asker<'_>,
+    project: &str,
+    query: &Query,
+    text: &str,
+    now: u64,
+) -> Released {
+    let mut entry = AuditEntry {
+        time: now,
+        side: Side::Served,
+        peer: asker.trust.clone(),
+        peer_id: asker.peer_id.to_string(),
+        user: asker.user.map(ToString::to_string),
+        purpose: Purpose::Research.as_str().to_string(),
+        // A cohort concerns many slides: the entry names the query by its id, as queries do.
+        slide: SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
+        action: ConsentAction::ReceiveCohort.as_str().to_string(),
+        what: format!("cohort for project {project}: {text}"),
+        allowed: false,
+        rules: Vec::new(),
+        policy_hash: site.policy.hash().to_string(),
+        grant: None,
+    };
+    let outcome = select_and_grant(site, key, asker, project, query, now, &mut entry);
+    match &outcome {
+        Ok(members) => {
+            entry.allowed = true;
+            entry.what = format!("{}: {} slides released", entry.what, members.len());
+        }
+        Err(refusal) => entry.what = format!("{}: not released: {refusal}", entry.what),
+    }
+    Released { outcome, entry }
+}
+
+fn select_and_grant(
+    site: &Site<'_>,
+    key: &NodeKey,
+    asker: &Asker<'_>,
+    project: &str,
+    query: &Query,
+    now: u64,
+    entry: &mut AuditEntry,
+) -> Result<Vec<CohortMember>, Refusal> {
+    let failed = |e: crate::store::StoreError| Refusal::Failed(e.to_string());
+    let approval = site
+        .store
+        .project(asker.trust, project)
+        .map_err(failed)?
+        .filter(|a| a.expires_at > now)
+        .ok_or_else(|| {
+            entry.rules = vec!["built-in: no approval of the project for the requester".into()];
+            Refusal::Denied(format!(
+                "{} has no approval of project {project} for {} in force",
+                site.trust, asker.trust
+            ))
+        })?;
+    let snapshot = site
+        .index
+        .snapshot(site.store, &site.rules.disclosure)
+        .map_err(failed)?;
+    let decided = decide_rows(
+        site,
+        asker,
+        &snapshot,
+        &|| Basis::Project {
+            reference: &approval.reference,
+            expires_at: approval.expires_at,
+        },
+        ConsentAction::ReceiveCohort,
+        now,
+    );
+    entry.rules = decided.rules.iter().cloned().collect();
+    if let Some(reason) = &decided.refusal {
+        // Which slide was refused, and why, is for this site's log only.
+        entry.rules.push(format!("first slide left out: {reason}"));
+    }
+    let selected = snapshot.columns.tally(
+        query,
+        &|code: &str, ancestor: &str| site.rules.hierarchy.is_a(code, ancestor),
+        |row| decided.allowed[row],
+        |rows: &mut Vec<usize>, row| rows.push(row),
+    );
+    let limit = (approval.max_slides as usize).min(MAX_COHORT);
+    let matching: usize = selected.values().map(Vec::len).sum();
+    if matching > limit {
+        return Err(Refusal::Denied(format!(
+            "the cohort would have {matching} slides at {}, more than the {limit} its approval \
+             of project {project} allows: narrow the query",
+            site.trust
+        )));
+    }
+    let reused: HashMap<SlideId, StoredGrant> = site
+        .store
+        .project_grants(&approval)
+        .map_err(failed)?
+        .into_iter()
+        .filter_map(|(slide, id)| {
+            let stored = site.store.grant(&id).ok().flatten()?;
+            let revoked = !site.store.revocations(&id).ok()?.is_empty();
+            (!revoked && stored.grant.expires_at == approval.expires_at).then_some((slide, stored))
+        })
+        .collect();
+    let pseudonyms = Pseudonyms::for_project(key, &approval.reference);
+    let mut members = Vec::new();
+    let mut issued = Vec::new();
+    for (labels, rows) in selected {
+        for row in rows {
+            let slide = snapshot.rows[row].slide;
+            // Records without images (the demo's synthetic ones) are counted, never released.
+            let Some(record) = site.store.slide(&slide).map_err(failed)? else {
+                continue;
+            };
+            let manifest = record
+                .signed
+                .verify()
+                .map_err(|e| Refusal::Failed(format!("slide {slide}'s manifest: {e}")))?;
+            let patient = patient_pseudonym(&manifest, &pseudonyms)
+                .unwrap_or_else(|| pseudonyms.text(&slide.to_string()));
+            let grant = match reused.get(&slide) {
+                Some(stored) => stored.signed.clone(),
+                None => {
+                    let stored = issue(site.trust, key, &approval, slide, now)?;
+                    let signed = stored.signed.clone();
+                    issued.push(stored);
+                    signed
+                }
+            };
+            members.push(CohortMember {
+                grant,
+                patient,
+                labels: super::key_text(&labels),
+            });
+        }
+    }
+    site.store
+        .put_project_grants(&approval, &issued)
+        .map_err(failed)?;
+    Ok(members)
+}
+
+/// A research grant of `slide` to the approval's trust, for its project, until it ends.
+fn issue(
+    owner: &TrustCode,
+    key: &NodeKey,
+    approval: &ProjectApproval,
+    slide: SlideId,
+    now: u64,
+) -> Result<StoredGrant, Refusal> {
+    let grant = Grant {
+        slide,
+        owner: owner.clone(),
+        grantee: approval.trust.clone(),
+        action: Action::View,
+        purpose: Purpose::Research,
+        reference: Some(approval.reference.clone()),
+        issued_at: now,
+        expires_at: approval.expires_at,
+    };
+    let signed = SignedGrant::sign(&grant, key)
+        .map_err(|e| Refusal::Failed(format!("cannot sign a grant of slide {slide}: {e}")))?;
+    Ok(StoredGrant {
+        signed,
+        grant,
+        issued_here: true,
+        stored_at: now,
+    })
+}
+
+/// Checks a project reference a requester names (it becomes grants' references, the
+/// pseudonyms' key and audit text): an ethics approval reference, without surrounding
+/// spaces (the owner's approval is recorded trimmed).
+pub fn check_project(project: &str) -> Result<(), String> {
+    super::answer::check_ethics(Some(project))?;
+    if project.trim() != project {
+        return Err("a project reference has no surrounding spaces".into());
+    }
+    Ok(())
+}

@@ -752,6 +752,30 @@ pub fn run_research_browser_test(
     )
 }
 
+/// Runs the headless-Chromium check of the research page's cohort form
+/// (tests/browser/cohort.test.mjs) against the node at `url`: `project`'s cohort of the
+/// slides `query` selects, `slides` of them given by `approved`, refused by `refusing`.
+pub fn run_cohort_browser_test(
+    url: &str,
+    (project, query): (&str, &str),
+    (approved, slides): (&str, usize),
+    refusing: &str,
+    folder: &str,
+) -> PathBuf {
+    run_browser_script(
+        &["--test", "cohort.test.mjs"],
+        &[
+            ("SLIDEMESH_URL", url),
+            ("SLIDEMESH_PROJECT", project),
+            ("SLIDEMESH_QUERY", query),
+            ("SLIDEMESH_APPROVED", approved),
+            ("SLIDEMESH_SLIDES", &slides.to_string()),
+            ("SLIDEMESH_REFUSING", refusing),
+        ],
+        folder,
+    )
+}
+
 /// Runs a Node.js script in `tests/browser` with screenshots going to
 /// `$SLIDEMESH_ARTIFACTS/<folder>`; fails the test with its output if it fails.
 fn run_browser_script(args: &[&str], env: &[(&str, &str)], folder: &str) -> PathBuf {

@@ -197,6 +197,17 @@ fn an_approved_projects_cohort_is_released_opened_de_identified_and_fetched_resu
     };
     assert_eq!(grants(&again), grants(&listed));
 
+    // The research page builds the same cohort and opens a slide de-identified.
+    let url = rae.url.clone().unwrap();
+    let shots =
+        slidemesh_e2e::run_cohort_browser_test(&url, (PROJECT, query), ("RR8", 4), "RCF", "cohort");
+    assert!(shots.join("cohort.png").is_file());
+    assert_eq!(
+        grants(&members(rae)),
+        grants(&listed),
+        "the page's build reused them"
+    );
+
     // The whole cohort at full resolution, uninterrupted.
     let whole = work.path().join("whole");
     let said = run_ok(&mut fetch_cmd(rae, &whole, &["--rate", "1000"]));

@@ -103,11 +103,22 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
     }
     let mut slides = Vec::new();
     let mut tiles = Vec::new();
+    let mut left_out = 0usize;
     for m in &members {
         let slide: SlideId = text(m, "slide")
             .parse()
             .map_err(|e| anyhow::anyhow!("the node listed a malformed slide id: {e}"))?;
-        let (manifest, view) = opened_manifest(node, &slide, args.wait_secs).await?;
+        let Some((manifest, view)) =
+            opened_manifest(node, &slide, &args.project, args.wait_secs).await?
+        else {
+            eprintln!(
+                "slide {slide} of {} is held here under another grant (its view is not the \
+                 project's de-identified one): left out",
+                text(m, "site")
+            );
+            left_out += 1;
+            continue;
+        };
         let level = args.level.min(manifest.levels.len().saturating_sub(1));
         let grid_level = manifest
             .levels
@@ -217,9 +228,12 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
             tiles.len()
         );
     }
+    if slides.is_empty() {
+        bail!("no slide of the cohort is open here as the project's de-identified view");
+    }
     let manifest = write_manifest(&args.out, &label_names, &slides, &tiles)?;
     println!(
-        "{} tiles of {} slides from {} sites in {} ({} fetched, {} already there); manifest {}",
+        "{} tiles of {} slides from {} sites in {} ({} fetched, {} already there{}); manifest {}",
         tiles.len(),
         slides.len(),
         {
@@ -230,18 +244,25 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
         args.out.display(),
         tiles.len() - had,
         had,
+        if left_out > 0 {
+            format!("; {left_out} slides left out")
+        } else {
+            String::new()
+        },
         manifest.display()
     );
     Ok(())
 }
 
-/// The slide's manifest as the node holds it (de-identified for the project) and its view
-/// id, waiting while the node is still opening it.
+/// The slide's manifest as the node holds it, de-identified for the project, and its view
+/// id, waiting while the node is still opening it; `None` when the node holds the slide
+/// under another grant.
 async fn opened_manifest(
     node: &RunningNode,
     slide: &SlideId,
+    project: &str,
     wait_secs: u64,
-) -> Result<(SlideManifest, String)> {
+) -> Result<Option<(SlideManifest, String)>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_secs);
     let path = format!("/api/v1/slides/{slide}/manifest");
     let body = loop {
@@ -253,8 +274,8 @@ async fn opened_manifest(
             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     };
-    if body["deidentified_project"].is_null() {
-        bail!("slide {slide} is not a de-identified view: it is not a cohort slide");
+    if body["deidentified_project"] != project {
+        return Ok(None);
     }
     let manifest: SlideManifest = serde_json::from_value(body["manifest"].clone())
         .with_context(|| format!("slide {slide}'s manifest"))?;
@@ -262,7 +283,7 @@ async fn opened_manifest(
         .as_str()
         .with_context(|| format!("slide {slide}'s manifest has no id"))?
         .to_string();
-    Ok((manifest, view))
+    Ok(Some((manifest, view)))
 }
 
 /// Fetches one tile, checks it against its id and keeps it (written whole, then renamed).

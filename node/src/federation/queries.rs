@@ -7,19 +7,16 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use slidemesh_protocol::query::{
-    CohortMember, CohortRequest, Field, MAX_COHORT, Query, QueryRequest,
-};
+use slidemesh_protocol::query::{CohortMember, CohortRequest, Field, Query, QueryRequest};
 use slidemesh_protocol::wire::{ControlRequest, ControlResponse};
-use slidemesh_protocol::{Purpose, SignedGrant, SlideId, TrustCode, UserClaim};
+use slidemesh_protocol::{SignedGrant, SlideId, TrustCode, UserClaim};
 use tracing::{Instrument, info_span};
 
 use super::Federation;
 use crate::access::{AuditEntry, Side};
 use crate::research::answer::{self, Asker, Site};
+use crate::research::cohort;
 use crate::research::fanout::{SiteStatus, ask_all};
-use crate::store::cohorts::CohortEntry;
-use crate::store::federation::StoredGrant;
 use crate::store::now_unix;
 
 /// A query asked of every member, with each site's part.
@@ -325,71 +322,37 @@ impl Federation {
         labels: &[Field],
         members: Vec<CohortMember>,
     ) -> Result<ToOpen, String> {
-        if members.len() > MAX_COHORT {
-            return Err(format!("{site} released more than {MAX_COHORT} slides"));
-        }
         let key = self
             .holdings
             .membership
             .node_key_of(site)
             .ok_or_else(|| format!("{site} has no key in the roster"))?;
-        let now = now_unix();
-        let mut entries = Vec::with_capacity(members.len());
-        let mut grants = Vec::with_capacity(members.len());
+        let checked = cohort::check_released(
+            &cohort::Release {
+                site,
+                site_key: &key,
+                requester: &self.holdings.trust,
+                project,
+                labels,
+            },
+            members,
+            now_unix(),
+        )?;
         let mut new_grants = Vec::new();
-        for member in members {
-            let grant = member
-                .grant
-                .verify()
-                .map_err(|e| format!("{site} released a grant that does not verify: {e}"))?;
-            let fits = member.grant.signer == key
-                && grant.owner == *site
-                && grant.grantee == self.holdings.trust
-                && grant.purpose == Purpose::Research
-                && grant.reference.as_deref() == Some(project)
-                && grant.expires_at > now;
-            if !fits {
-                return Err(format!(
-                    "{site} released grant {} that is not its research grant to {} for project \
-                     {project}",
-                    member.grant.id(),
-                    self.holdings.trust
-                ));
-            }
-            if member.labels.len() != labels.len()
-                || member.patient.is_empty()
-                || member.patient.len() > 64
-                || !member.patient.chars().all(|c| c.is_ascii_alphanumeric())
-            {
-                return Err(format!(
-                    "{site} released slide {} with a malformed pseudonym or labels",
-                    grant.slide
-                ));
-            }
-            let opened = self
+        for grant in &checked.grants {
+            // Opened under this grant already: nothing to do. Held under another (shared
+            // for care, say): left as it is, since this node keeps one view of a slide and
+            // a cohort must not turn a clinician's view into a de-identified one.
+            let held = self
                 .holdings
                 .store
-                .remote_slide(&grant.slide)
-                .map_err(|e| e.to_string())?
-                .is_some_and(|r| r.grant == member.grant.id());
-            if !opened {
-                new_grants.push(member.grant.clone());
+                .remote_slide(&grant.grant.slide)
+                .map_err(|e| e.to_string())?;
+            if held.is_none() {
+                new_grants.push(grant.signed.clone());
             }
-            entries.push(CohortEntry {
-                owner: site.clone(),
-                slide: grant.slide,
-                grant: member.grant.id(),
-                patient: member.patient,
-                labels: labels.iter().copied().zip(member.labels).collect(),
-                added_at: now,
-            });
-            grants.push(StoredGrant {
-                signed: member.grant,
-                grant,
-                issued_here: false,
-                stored_at: now,
-            });
         }
+        let (entries, grants) = (checked.entries, checked.grants);
         self.holdings
             .store
             .put_cohort(project, site, &entries, &grants)

@@ -11,14 +11,16 @@
 
 use std::collections::HashMap;
 
-use slidemesh_protocol::query::{CohortMember, MAX_COHORT, Query};
-use slidemesh_protocol::{Action, Grant, NodeKey, Purpose, SignedGrant, SlideId, TrustCode};
+use slidemesh_protocol::query::{CohortMember, Field, MAX_COHORT, Query};
+use slidemesh_protocol::{
+    Action, Grant, NodeKey, NodePublicKey, Purpose, SignedGrant, SlideId, TrustCode,
+};
 
 use super::answer::{Asker, Site, decide_rows};
 use crate::access::{AuditEntry, Basis, Refusal, Side};
 use crate::consent::ConsentAction;
 use crate::deidentify::{Pseudonyms, patient_pseudonym};
-use crate::store::cohorts::ProjectApproval;
+use crate::store::cohorts::{CohortEntry, ProjectApproval};
 use crate::store::federation::StoredGrant;
 
 /// The cohort as released, and the audit entry to record for it (whatever the answer).
@@ -113,12 +115,23 @@ fn select_and_grant(
         |row| decided.allowed[row],
         |rows: &mut Vec<usize>, row| rows.push(row),
     );
+    // Records without images (the demo's synthetic ones) are counted by queries, never
+    // released.
+    let mut held = Vec::new();
+    for (labels, rows) in selected {
+        for row in rows {
+            let slide = snapshot.rows[row].slide;
+            if let Some(record) = site.store.slide(&slide).map_err(failed)? {
+                held.push((slide, record, labels.clone()));
+            }
+        }
+    }
     let limit = (approval.max_slides as usize).min(MAX_COHORT);
-    let matching: usize = selected.values().map(Vec::len).sum();
-    if matching > limit {
+    if held.len() > limit {
         return Err(Refusal::Denied(format!(
-            "the cohort would have {matching} slides at {}, more than the {limit} its approval \
-             of project {project} allows: narrow the query",
+            "the cohort would have {} slides at {}, more than the {limit} its approval of \
+             project {project} allows: narrow the query",
+            held.len(),
             site.trust
         )));
     }
@@ -134,36 +147,29 @@ fn select_and_grant(
         })
         .collect();
     let pseudonyms = Pseudonyms::for_project(key, &approval.reference);
-    let mut members = Vec::new();
+    let mut members = Vec::with_capacity(held.len());
     let mut issued = Vec::new();
-    for (labels, rows) in selected {
-        for row in rows {
-            let slide = snapshot.rows[row].slide;
-            // Records without images (the demo's synthetic ones) are counted, never released.
-            let Some(record) = site.store.slide(&slide).map_err(failed)? else {
-                continue;
-            };
-            let manifest = record
-                .signed
-                .verify()
-                .map_err(|e| Refusal::Failed(format!("slide {slide}'s manifest: {e}")))?;
-            let patient = patient_pseudonym(&manifest, &pseudonyms)
-                .unwrap_or_else(|| pseudonyms.text(&slide.to_string()));
-            let grant = match reused.get(&slide) {
-                Some(stored) => stored.signed.clone(),
-                None => {
-                    let stored = issue(site.trust, key, &approval, slide, now)?;
-                    let signed = stored.signed.clone();
-                    issued.push(stored);
-                    signed
-                }
-            };
-            members.push(CohortMember {
-                grant,
-                patient,
-                labels: super::key_text(&labels),
-            });
-        }
+    for (slide, record, labels) in held {
+        let manifest = record
+            .signed
+            .verify()
+            .map_err(|e| Refusal::Failed(format!("slide {slide}'s manifest: {e}")))?;
+        let patient = patient_pseudonym(&manifest, &pseudonyms)
+            .unwrap_or_else(|| pseudonyms.text(&slide.to_string()));
+        let grant = match reused.get(&slide) {
+            Some(stored) => stored.signed.clone(),
+            None => {
+                let stored = issue(site.trust, key, &approval, slide, now)?;
+                let signed = stored.signed.clone();
+                issued.push(stored);
+                signed
+            }
+        };
+        members.push(CohortMember {
+            grant,
+            patient,
+            labels: super::key_text(&labels),
+        });
     }
     site.store
         .put_project_grants(&approval, &issued)
@@ -208,4 +214,163 @@ pub fn check_project(project: &str) -> Result<(), String> {
         return Err("a project reference has no surrounding spaces".into());
     }
     Ok(())
+}
+
+/// What the requesting node asked one site for, to check its release against.
+pub struct Release<'a> {
+    pub site: &'a TrustCode,
+    /// The site's roster key: every grant must be signed by it.
+    pub site_key: &'a NodePublicKey,
+    pub requester: &'a TrustCode,
+    pub project: &'a str,
+    /// The query's group-by fields: each slide's labels, in order.
+    pub labels: &'a [Field],
+}
+
+/// A site's release as the requesting node keeps it.
+pub struct Checked {
+    pub entries: Vec<CohortEntry>,
+    pub grants: Vec<StoredGrant>,
+}
+
+/// Checks what a site released against what was asked: at most [`MAX_COHORT`] slides, each
+/// grant verified, signed by the site's roster key, the site's own, to the requester, for
+/// research on the project and unexpired; labels that fit; a pseudonym of letters and
+/// digits (it names a folder in datasets). A release with any slide amiss is refused whole.
+pub fn check_released(
+    asked: &Release<'_>,
+    members: Vec<CohortMember>,
+    now: u64,
+) -> Result<Checked, String> {
+    let site = asked.site;
+    if members.len() > MAX_COHORT {
+        return Err(format!("{site} released more than {MAX_COHORT} slides"));
+    }
+    let mut entries = Vec::with_capacity(members.len());
+    let mut grants = Vec::with_capacity(members.len());
+    for member in members {
+        let grant = member
+            .grant
+            .verify()
+            .map_err(|e| format!("{site} released a grant that does not verify: {e}"))?;
+        let fits = member.grant.signer == *asked.site_key
+            && grant.owner == *site
+            && grant.grantee == *asked.requester
+            && grant.purpose == Purpose::Research
+            && grant.reference.as_deref() == Some(asked.project)
+            && grant.expires_at > now;
+        if !fits {
+            return Err(format!(
+                "{site} released grant {} that is not its research grant to {} for project {}",
+                member.grant.id(),
+                asked.requester,
+                asked.project
+            ));
+        }
+        let pseudonym_ok = !member.patient.is_empty()
+            && member.patient.len() <= 64
+            && member.patient.chars().all(|c| c.is_ascii_alphanumeric());
+        let labels_ok = member.labels.len() == asked.labels.len()
+            && member
+                .labels
+                .iter()
+                .flatten()
+                .all(|l| l.len() <= slidemesh_protocol::query::MAX_VALUE);
+        if !pseudonym_ok || !labels_ok {
+            return Err(format!(
+                "{site} released slide {} with a malformed pseudonym or labels",
+                grant.slide
+            ));
+        }
+        entries.push(CohortEntry {
+            owner: site.clone(),
+            slide: grant.slide,
+            grant: member.grant.id(),
+            patient: member.patient,
+            labels: asked.labels.iter().copied().zip(member.labels).collect(),
+            added_at: now,
+        });
+        grants.push(StoredGrant {
+            signed: member.grant,
+            grant,
+            issued_here: false,
+            stored_at: now,
+        });
+    }
+    Ok(Checked { entries, grants })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trust(code: &str) -> TrustCode {
+        code.parse().unwrap()
+    }
+
+    fn member(key: &NodeKey, edit: impl FnOnce(&mut Grant)) -> CohortMember {
+        let mut grant = Grant {
+            slide: SlideId::from_bytes([7; 32]),
+            owner: trust("RR8"),
+            grantee: trust("RAE"),
+            action: Action::View,
+            purpose: Purpose::Research,
+            reference: Some("REC 1".into()),
+            issued_at: 100,
+            expires_at: 10_000,
+        };
+        edit(&mut grant);
+        CohortMember {
+            grant: SignedGrant::sign(&grant, key).unwrap(),
+            patient: "SMP0123456789ABC".into(),
+            labels: vec![Some("2".into())],
+        }
+    }
+
+    #[test]
+    fn a_release_is_kept_only_when_every_slide_is_what_was_asked_for() {
+        let key = NodeKey::generate();
+        let public = key.public();
+        let (site, requester) = (trust("RR8"), trust("RAE"));
+        let asked = Release {
+            site: &site,
+            site_key: &public,
+            requester: &requester,
+            project: "REC 1",
+            labels: &[Field::Grade],
+        };
+        let kept = check_released(&asked, vec![member(&key, |_| {})], 200).unwrap();
+        assert_eq!(kept.entries[0].labels, [(Field::Grade, Some("2".into()))]);
+        assert!(!kept.grants[0].issued_here);
+
+        let refused = |members: Vec<CohortMember>| check_released(&asked, members, 200).is_err();
+        let other = NodeKey::generate();
+        assert!(
+            refused(vec![member(&other, |_| {})]),
+            "signed by another key"
+        );
+        assert!(refused(vec![member(&key, |g| g.grantee = trust("RCF"))]));
+        assert!(refused(vec![member(&key, |g| g.owner = trust("RCF"))]));
+        assert!(refused(vec![
+            member(&key, |g| g.purpose = Purpose::SecondOpinion)
+        ]));
+        assert!(refused(vec![
+            member(&key, |g| g.reference = Some("REC 2".into()))
+        ]));
+        assert!(refused(vec![member(&key, |g| g.reference = None)]));
+        assert!(
+            refused(vec![member(&key, |g| g.expires_at = 150)]),
+            "expired"
+        );
+        for patient in ["", "../etc", "SMP 1", &"A".repeat(65)] {
+            let mut bad = member(&key, |_| {});
+            bad.patient = patient.to_string();
+            assert!(refused(vec![bad]), "pseudonym {patient:?}");
+        }
+        let mut unlabelled = member(&key, |_| {});
+        unlabelled.labels.clear();
+        assert!(refused(vec![unlabelled]));
+        // One bad slide refuses the whole release.
+        assert!(refused(vec![member(&key, |_| {}), member(&other, |_| {})]));
+    }
 }

@@ -202,3 +202,19 @@ export function claimOffer(id) {
 export function researchQuery(body) {
   return postForJson('/api/v1/research/query', body);
 }
+
+/**
+ * Asks every other member for an approved project's cohort: { project, query }; resolves to
+ * { project, query, labels, complete, slides, sites: [{ trust, status, slides?, reason? }] }.
+ */
+export function buildCohort(body) {
+  return postForJson('/api/v1/research/cohorts', body);
+}
+
+/**
+ * A project's cohort as this node keeps it: { project, members: [{ site, slide, patient,
+ * labels, grant, opened }] }.
+ */
+export function getCohort(project) {
+  return getJson(`/api/v1/research/cohorts?project=${encodeURIComponent(project)}`);
+}

@@ -4,9 +4,12 @@
 // refused, failed, timed out, unreachable) so a partial answer is never taken for a whole
 // one, a table of the released counts by group and site, and a bar chart of the same
 // (Chart.js, window.Chart). Counts are as each site released them: small totals as "<n",
-// small groups left out, every count moved a little by the site's noise.
+// small groups left out, every count moved a little by the site's noise. Below it, a cohort
+// for an approved project: the same query's conditions select slides at every other member
+// that approved the project, each listed with its site, the patient's pseudonym and its
+// labels (the query's count-by fields), and opened in the viewer de-identified.
 
-import { ApiError, researchQuery } from './api.js';
+import { ApiError, buildCohort, getCohort, researchQuery } from './api.js';
 import { h, notice } from './dom.js';
 
 /** The fields a query counts over, as the node names them. */
@@ -242,6 +245,54 @@ function showAnswer(out, answer) {
   if (model.sites.length) drawChart(canvas, model);
 }
 
+/** A cohort's members as table rows: [{ site, patient, labels: text, slide, opened }]. */
+export function cohortRows(cohort, labels) {
+  return (cohort.members ?? []).map((m) => ({
+    site: m.site,
+    patient: m.patient,
+    labels: labels.map((name) => `${name} ${m.labels?.[name] ?? '–'}`).join(', '),
+    slide: m.slide,
+    opened: m.opened === true,
+  }));
+}
+
+/** The shell command that pulls a project's cohort into a dataset folder. */
+export function fetchCommand(project) {
+  return `slidemesh cohort fetch --project '${project.replace(/'/g, "'\\''")}' --out ./dataset --level 0`;
+}
+
+function showCohort(out, built, cohort) {
+  const rows = cohortRows(cohort, built.labels ?? []);
+  const missing = (built.sites ?? []).filter((s) => s.status !== 'answered');
+  out.replaceChildren(
+    h('h2', { id: 'cohort-heading' }, `Cohort for ${built.project}`),
+    built.complete
+      ? notice('info', `Every other member answered: ${built.slides} slides.`)
+      : notice('error', 'Partial cohort',
+        `Not given by ${missing.map((s) => `${s.trust} (${STATUS_TEXT[s.status] ?? s.status})`).join(', ')}.`),
+    h('ul', { class: 'site-statuses', id: 'cohort-sites' },
+      (built.sites ?? []).map((site) => h('li', { class: 'site-status', 'data-trust': site.trust, 'data-status': site.status },
+        h('span', { class: 'site-status__trust' }, site.trust), ' ',
+        h('span', { class: `tag tag--site-${site.status.replace(' ', '-')}` }, STATUS_TEXT[site.status] ?? site.status),
+        site.status === 'answered' ? h('span', { class: 'site-status__reason' }, ` ${site.slides} slides`) : null,
+        site.reason ? h('span', { class: 'site-status__reason' }, ` ${site.reason}`) : null))),
+    rows.length
+      ? h('table', { class: 'referrals research-table', id: 'cohort-table' },
+        h('caption', { class: 'visually-hidden' }, 'Slides of the cohort'),
+        h('thead', {}, h('tr', {},
+          ['Site', 'Patient (pseudonym)', 'Labels', 'Slide'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, rows.map((r) => h('tr', { 'data-slide': r.slide },
+          h('td', {}, r.site),
+          h('td', {}, h('code', {}, r.patient)),
+          h('td', {}, r.labels),
+          h('td', {}, r.opened
+            ? h('a', { href: `/view/${encodeURIComponent(r.slide)}`, class: 'cohort-open' }, 'Open (de-identified)')
+            : 'Not open yet')))))
+      : h('p', {}, 'No slide of this cohort is held here.'),
+    h('p', {}, 'Pull the tiles into a dataset folder (verified, resumable) on the node\'s machine with ',
+      h('code', { id: 'cohort-fetch-command' }, fetchCommand(built.project)), '.'));
+}
+
 export function renderResearch(root) {
   document.title = 'Research · slidemesh';
   document.getElementById('nav-research')?.setAttribute('aria-current', 'page');
@@ -329,6 +380,29 @@ export function renderResearch(root) {
   typed, useBuilder,
   field('ethics', 'Ethics approval (optional)', ethics, 'Recorded with the query in every site\'s audit log.'),
   ask);
+  const project = h('input', { id: 'project', type: 'text', autocomplete: 'off', maxlength: 128, required: true });
+  const cohortOut = h('section', { class: 'research-answer', id: 'cohort-answer', 'aria-live': 'polite' });
+  const buildButton = h('button', { type: 'submit', class: 'button', id: 'build-cohort' }, 'Build the cohort');
+  const cohortForm = h('form', {
+    class: 'referral-form research-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      buildButton.disabled = true;
+      cohortOut.replaceChildren(h('p', { class: 'status' }, 'Asking every other member…'));
+      try {
+        const built = await buildCohort({ project: project.value.trim(), query: text.value });
+        showCohort(cohortOut, built, await getCohort(built.project));
+      } catch (err) {
+        const detail = err instanceof ApiError ? err.detail : String(err);
+        cohortOut.replaceChildren(notice('error', 'The cohort was not built.', h('pre', { class: 'query-error', tabindex: 0 }, detail)));
+      } finally {
+        buildButton.disabled = false;
+      }
+    },
+  },
+  field('project', 'Approved project (ethics reference)', project,
+    'As the sites approved it. The query above selects the slides; its count-by fields label them.'),
+  buildButton);
   write();
   redraw();
   limitBoxes();
@@ -337,5 +411,10 @@ export function renderResearch(root) {
     h('p', {}, 'Counts slides across the co-operative. Each trust decides under its own consent policy which of its slides '
       + 'may be counted, and releases its counts under its own disclosure control: small totals show as "<10", small '
       + 'groups are left out, and every count is moved a little by noise that is the same each time you ask.'),
-    form, out));
+    form, out,
+    h('h2', {}, 'Cohort for an approved project'),
+    h('p', {}, 'Each other trust that approved the project for this trust gives the slides matching the query that its '
+      + 'policy allows, as a research grant: opened de-identified (no label or overview, pseudonyms for the project). '
+      + 'This trust\'s own slides are not part of it.'),
+    cohortForm, cohortOut));
 }

@@ -1,9 +1,9 @@
 // research.test.mjs: the research page's pure parts: the builder's query text (checked
-// against the node's parser by the end-to-end tests), and how an answer becomes a table.
+// against the node's parser by the end-to-end tests), and how an answer becomes a table, and a cohort's rows.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildQuery, combinedText, keyLabel, literal, tableOf } from '../src/research.js';
+import { buildQuery, cohortRows, combinedText, fetchCommand, keyLabel, literal, tableOf } from '../src/research.js';
 
 test('values are bare numbers for numeric fields, quoted text otherwise', () => {
   assert.equal(literal('2024', true), '2024');
@@ -64,4 +64,23 @@ test('an answer becomes a table by group and answering site', () => {
   const total = tableOf({ group_by: [], sites: [{ trust: 'RR8', status: 'answered', cells: [{ key: {}, below: 10 }] }], combined: [] });
   assert.equal(total.rows[0].bySite.get('RR8').text, '<10');
   assert.equal(total.rows[0].bySite.get('RR8').count, null, 'a suppressed count is no bar');
+});
+
+test('a cohort lists each slide with its site, pseudonym and labels in the query\'s order', () => {
+  const rows = cohortRows({
+    members: [
+      { site: 'RR8', slide: 'ab', patient: 'SMP1', labels: { grade: 2, diagnosis: '413448000' }, opened: true },
+      { site: 'RCF', slide: 'cd', patient: 'SMP2', labels: { grade: null }, opened: false },
+    ],
+  }, ['diagnosis', 'grade']);
+  assert.deepEqual(rows, [
+    { site: 'RR8', patient: 'SMP1', labels: 'diagnosis 413448000, grade 2', slide: 'ab', opened: true },
+    { site: 'RCF', patient: 'SMP2', labels: 'diagnosis –, grade –', slide: 'cd', opened: false },
+  ]);
+  assert.deepEqual(cohortRows({}, []), []);
+});
+
+test('the fetch command quotes the project for a shell', () => {
+  assert.equal(fetchCommand('REC 26/YH/0042'), "slidemesh cohort fetch --project 'REC 26/YH/0042' --out ./dataset --level 0");
+  assert.equal(fetchCommand("it's"), "slidemesh cohort fetch --project 'it'\\''s' --out ./dataset --level 0");
 });

@@ -406,14 +406,39 @@ fn tile_response(
     Ok(response)
 }
 
-/// Fetches every tile of a shared slide into this node's cache and reports how long it
+/// Most tiles one request may name to be cached.
+const MAX_CACHE_TILES: usize = 4096;
+
+/// Which of a slide's tiles to cache (none named: all of them).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRequest {
+    tiles: Vec<TileId>,
+}
+
+/// Fetches every tile of a shared slide (or, with a JSON body `{"tiles": [...]}`, those of
+/// its tiles, at most 4096) into this node's cache, in batches, and reports how long it
 /// took. For local slides there is nothing to do.
 pub async fn cache_whole_slide(
     State(state): State<Arc<ApiState>>,
     requester: Requester,
     Path(slide_id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
+    let named = if body.is_empty() {
+        None
+    } else {
+        let request: CacheRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("not a list of tiles: {e}")))?;
+        if request.tiles.len() > MAX_CACHE_TILES {
+            return Err(ApiError::bad_request(format!(
+                "{} tiles named; at most {MAX_CACHE_TILES} at once",
+                request.tiles.len()
+            )));
+        }
+        Some(request.tiles)
+    };
     // Label images come along only for someone who may see them (a refusal of that is
     // logged, and the rest of the slide is copied all the same).
     let with_label = [ConsentAction::FetchTiles, ConsentAction::SeeLabel];
@@ -430,7 +455,9 @@ pub async fn cache_whole_slide(
             "slide_id": id, "tiles": 0, "bytes": 0, "seconds": 0.0, "local": true,
         })));
     }
-    let mut tiles: Vec<TileId> = view.manifest.all_tiles().copied().collect();
+    // Named tiles must be the slide's: `fetch_whole_slide` refuses any other.
+    let mut tiles: Vec<TileId> =
+        named.unwrap_or_else(|| view.manifest.all_tiles().copied().collect());
     tiles.sort_unstable();
     tiles.dedup();
     let total = tiles.len();

@@ -38,7 +38,7 @@ pub struct FetchArgs {
     /// Pyramid level, 0 being full resolution; a slide with fewer levels gives its smallest
     #[arg(long, default_value_t = 0)]
     pub level: usize,
-    /// Most tiles asked for per second, over all sites
+    /// Most tiles asked for per second, over all sites (in chunks of at most 256)
     #[arg(long, default_value_t = 100)]
     pub rate: u32,
     /// Tiles asked for at once
@@ -70,6 +70,8 @@ struct Slide {
 
 /// Tries per tile before the fetch gives up on it (a rerun tries again).
 const TRIES: u32 = 3;
+/// Most tiles the node is asked to fetch into its cache at once.
+const CHUNK: usize = 256;
 
 pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
     if args.rate == 0 || args.parallel == 0 {
@@ -185,40 +187,67 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(had as u64);
-    let pace = RateLimiter::direct(Quota::per_second(
-        NonZeroU32::new(args.rate).expect("checked above"),
-    ));
-    let failures: Vec<String> = futures::stream::iter(
-        tiles
-            .iter()
-            .zip(&present)
-            .filter(|(_, p)| !**p)
-            .map(|(t, _)| t),
-    )
-    .map(|tile| {
-        let (pace, bar, out) = (&pace, &bar, &args.out);
-        async move {
-            let mut last = None;
-            for attempt in 0..TRIES {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-                }
-                pace.until_ready().await;
-                match fetch_tile(node, tile, out).await {
-                    Ok(()) => {
-                        bar.inc(1);
-                        return None;
-                    }
-                    Err(e) => last = Some(format!("{}: {e:#}", tile.path)),
-                }
+    // Tiles are asked for a chunk at a time: the node fetches a chunk from its owner in
+    // batches into its cache (as it does a whole slide), then each tile is read from the
+    // node, checked and written. The pace counts tiles, a chunk's worth at once.
+    let chunk = (args.rate as usize).clamp(1, CHUNK);
+    let pace = RateLimiter::direct(
+        Quota::per_second(NonZeroU32::new(args.rate).expect("checked above"))
+            .allow_burst(NonZeroU32::new(chunk as u32).expect("at least 1")),
+    );
+    let missing: Vec<&Tile> = tiles
+        .iter()
+        .zip(&present)
+        .filter(|(_, p)| !**p)
+        .map(|(t, _)| t)
+        .collect();
+    let chunks: Vec<&[&Tile]> = missing
+        .chunk_by(|a, b| a.slide == b.slide)
+        .flat_map(|same_slide| same_slide.chunks(chunk))
+        .collect();
+    let failures: Vec<String> = futures::stream::iter(chunks)
+        .map(|tiles| {
+            let (pace, bar, out) = (&pace, &bar, &args.out);
+            async move {
+                let n = NonZeroU32::new(tiles.len() as u32).expect("chunks are not empty");
+                pace.until_n_ready(n).await.expect("a chunk fits the burst");
+                // A chunk the node could not fetch whole is fetched tile by tile below.
+                let _ = node
+                    .json(
+                        reqwest::Method::POST,
+                        &format!("/api/v1/slides/{}/cache", tiles[0].slide),
+                        Some(&serde_json::json!({
+                            "tiles": tiles.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(),
+                        })),
+                    )
+                    .await;
+                futures::stream::iter(tiles.iter().copied())
+                    .map(|tile| async move {
+                        let mut last = None;
+                        for attempt in 0..TRIES {
+                            if attempt > 0 {
+                                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                            }
+                            match fetch_tile(node, tile, out).await {
+                                Ok(()) => {
+                                    bar.inc(1);
+                                    return None;
+                                }
+                                Err(e) => last = Some(format!("{}: {e:#}", tile.path)),
+                            }
+                        }
+                        last
+                    })
+                    .buffer_unordered(args.parallel)
+                    .filter_map(|failed| async move { failed })
+                    .collect::<Vec<String>>()
+                    .await
             }
-            last
-        }
-    })
-    .buffer_unordered(args.parallel)
-    .filter_map(|failed| async move { failed })
-    .collect()
-    .await;
+        })
+        .buffered(2)
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await;
     bar.finish_and_clear();
     if let Some(first) = failures.first() {
         bail!(

@@ -321,7 +321,12 @@ pub fn run(args: FederationBench) -> Result<()> {
 
 /// Stops the grantee, empties its tile cache, starts it again and waits until it is
 /// connected to the owner (as it would be while a user works).
-fn restart_empty(bin: &Path, grantee: &MemberSpec, node: Server, base: &str) -> Result<Server> {
+pub(super) fn restart_empty(
+    bin: &Path,
+    grantee: &MemberSpec,
+    node: Server,
+    base: &str,
+) -> Result<Server> {
     drop(node);
     let _ = std::fs::remove_dir_all(grantee.data.join("cache"));
     let node = serve(bin, &grantee.data, &grantee.http)?;

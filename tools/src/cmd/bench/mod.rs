@@ -13,7 +13,11 @@
 //!   grant signature check every request already pays.
 //! - `bench referrals`: a referral from sent to visible in the receiving inbox, beside one
 //!   remote tile over the same link; delivery after the receiver's outage.
+//! - `bench research`: one node's query index vs a full scan and SQLite; six nodes end to end.
+//! - `bench cohort`: an approved project's cohort fetched into a dataset folder, beside the
+//!   whole-slide fetch.
 
+mod cohort;
 mod consent;
 mod dicomweb;
 mod federation;
@@ -55,6 +59,8 @@ enum Which {
     Referrals(referrals::ReferralsBench),
     /// Research queries: one node's index vs a full scan and SQLite; six nodes end to end.
     Research(research::ResearchBench),
+    /// An approved project's cohort fetched into a dataset folder vs the whole-slide fetch.
+    Cohort(cohort::CohortBench),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -66,6 +72,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Consent(a) => consent::run(a),
         Which::Referrals(a) => referrals::run(a),
         Which::Research(a) => research::run(a),
+        Which::Cohort(a) => cohort::run(a),
     }
 }
 

@@ -49,6 +49,9 @@ pub struct CohortBench {
     /// Working folder for the slides and node data
     #[arg(long, default_value = "target/bench")]
     work: PathBuf,
+    /// Where the dataset is written [default: in the working folder]
+    #[arg(long)]
+    dataset: Option<PathBuf>,
 }
 
 pub fn run(args: CohortBench) -> Result<()> {
@@ -139,7 +142,10 @@ pub fn run(args: CohortBench) -> Result<()> {
     let mut cohort_tiles = 0usize;
     let mut whole_tps = Vec::new();
     let mut whole_tiles = 0u64;
-    let dataset = run_dir.join("dataset");
+    let dataset = args
+        .dataset
+        .clone()
+        .unwrap_or_else(|| run_dir.join("dataset"));
     for run in 0..args.runs {
         grantee_node = restart_empty(&bin, grantee, grantee_node, &base)?;
         let _ = std::fs::remove_dir_all(&dataset);

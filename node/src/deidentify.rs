@@ -254,10 +254,21 @@ fn patient_of(dataset: &Map<String, Value>, pseudonyms: &Pseudonyms) -> Option<S
 
 /// The pseudonym the slide's de-identified view gives its patient (from its first
 /// instance; a slide's instances share one patient, which ingest checks).
-pub fn patient_pseudonym(manifest: &SlideManifest, pseudonyms: &Pseudonyms) -> Option<String> {
-    let first = manifest.instances.first()?;
-    let dataset: Map<String, Value> = serde_json::from_str(&first.metadata_json).ok()?;
-    patient_of(&dataset, pseudonyms)
+pub fn patient_pseudonym(
+    manifest: &SlideManifest,
+    pseudonyms: &Pseudonyms,
+) -> anyhow::Result<Option<String>> {
+    let Some(first) = manifest.instances.first() else {
+        return Ok(None);
+    };
+    let dataset: Map<String, Value> =
+        serde_json::from_str(&first.metadata_json).with_context(|| {
+            format!(
+                "metadata of instance {} is not a DICOM JSON object",
+                first.sop_instance_uid
+            )
+        })?;
+    Ok(patient_of(&dataset, pseudonyms))
 }
 
 /// The profile over one data set or sequence item, recursively.

@@ -93,7 +93,8 @@ impl Field {
         matches!(self, Field::Year | Field::AgeBand | Field::Grade)
     }
 
-    fn parse(name: &str) -> Option<Field> {
+    /// The field of a name, as the query language spells it (any case).
+    pub fn parse(name: &str) -> Option<Field> {
         Field::ALL
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(name))

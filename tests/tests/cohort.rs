@@ -257,6 +257,43 @@ fn an_approved_projects_cohort_is_released_opened_de_identified_and_fetched_resu
     run_ok(&mut fetch_cmd(rae, &resumed, &["--rate", "1000"]));
     assert_eq!(tree(&resumed), tree(&whole));
 
+    // A label the approval does not allow (the study year dates the patient) is refused.
+    let dated = build(rae, "count where diagnosis = 413448000 by year");
+    let refusal = site(&dated, "RR8");
+    assert_eq!(refusal["status"], "refused", "{dated:#}");
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allows the labels"),
+        "{dated:#}"
+    );
+
+    // The LIMS now says the four patients opted out: the next cohort has none of them, and
+    // their slides' tiles not yet fetched are refused at RR8 (after its decisions' brief
+    // memo), whatever grant RAE holds.
+    let opted_out: Vec<Value> = generated
+        .iter()
+        .take(4)
+        .map(|slide| {
+            json!({
+                "accession": slide["accession_number"],
+                "diagnoses": ["413448000"],
+                "opted_out": true,
+            })
+        })
+        .collect();
+    std::fs::write(&lims, Value::Array(opted_out).to_string()).unwrap();
+    run_ok(fed.nodes[0].cmd().arg("annotate-lims").arg(&lims));
+    std::thread::sleep(Duration::from_secs(6));
+    // (The last slide listed: the browser test opened the first, and its viewer cached
+    // tiles of every level.)
+    let last = listed[3]["slide"].as_str().unwrap();
+    let tile = rae.get(&format!("/api/v1/slides/{last}/levels/1/tiles/0/0"));
+    assert_ne!(tile.status, 200, "an opted-out patient's tile was served");
+    let after = build(rae, query);
+    assert_eq!(site(&after, "RR8")["slides"], 0, "{after:#}");
+
     // Both sides' audit logs hold the cohort: RR8 served it (and the refusal before the
     // approval), RAE received it.
     let entries = |node: &Node| -> Vec<Value> {
@@ -278,12 +315,13 @@ fn an_approved_projects_cohort_is_released_opened_de_identified_and_fetched_resu
             .any(|e| e["side"] == "received" && e["peer"] == "RR8")
     );
 
-    // An ended approval releases nothing more.
-    run_ok(
+    // An ended approval releases nothing more, and its grants are revoked.
+    let said = run_ok(
         fed.nodes[0]
             .cmd()
             .args(["project", "end", PROJECT, "--trust", "RAE"]),
     );
+    assert!(said.contains("4 grants revoked"), "{said}");
     let ended = build(rae, query);
     assert_eq!(site(&ended, "RR8")["status"], "refused", "{ended:#}");
 

@@ -220,8 +220,7 @@ pub fn decide(
                 refuse(&mut verdict, other, format!("built-in: {reason}"), reason);
                 return verdict;
             }
-            if expires_at <= now {
-                let reason = format!("the approval of project {reference} has ended");
+            if let Err(reason) = project_in_force(reference, expires_at, now) {
                 refuse(&mut verdict, first, format!("built-in: {reason}"), reason);
                 return verdict;
             }
@@ -335,11 +334,14 @@ pub fn decide(
     } else {
         None
     });
+    // Research and teaching are secondary uses: an opted-out patient's slide serves neither.
+    let secondary_use = purpose.is_some_and(slidemesh_protocol::Purpose::requires_deidentification);
     for &action in actions {
-        // A patient who opted out is never counted in research or given to a cohort,
-        // whatever a policy says.
-        if matches!(action, ConsentAction::Query | ConsentAction::ReceiveCohort)
-            && rules.consent.opted_out
+        // A patient who opted out is never counted in research, given to a cohort, or shown
+        // for research or teaching, whatever a policy says.
+        if rules.consent.opted_out
+            && (secondary_use
+                || matches!(action, ConsentAction::Query | ConsentAction::ReceiveCohort))
         {
             let reason = "the patient opted out of research use";
             refuse(
@@ -403,6 +405,15 @@ pub fn decide(
     }
     verdict.checked = checked;
     verdict
+}
+
+/// Whether an owner's approval of project `reference`, ending at `expires_at`, is in force
+/// at `now` (cohorts are released on it; `decide` checks it again on `Basis::Project`).
+pub fn project_in_force(reference: &str, expires_at: u64, now: u64) -> Result<(), String> {
+    if expires_at <= now {
+        return Err(format!("the approval of project {reference} has ended"));
+    }
+    Ok(())
 }
 
 /// What reading a slide's metadata amounts to: viewing it and, when the metadata is the

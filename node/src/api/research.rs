@@ -78,42 +78,32 @@ pub async fn query(
         .sites
         .iter()
         .map(|(trust, status)| {
-            let mut site = json!({ "trust": trust.as_str(), "status": status.label() });
-            match status {
-                SiteStatus::Answered(counts) => {
-                    let cells: Vec<JsonValue> = counts
-                        .cells
-                        .iter()
-                        .map(|cell| {
-                            let entry = combined.entry(cell.key.clone()).or_default();
-                            match cell.count {
-                                Released::Count(n) => {
-                                    entry.0 += n;
-                                    json!({ "key": key_json(&query.group_by, &cell.key), "count": n })
-                                }
-                                Released::Below(n) => {
-                                    entry.1.push(trust.to_string());
-                                    json!({ "key": key_json(&query.group_by, &cell.key), "below": n })
-                                }
+            site_json(trust, status, |site, counts| {
+                let cells: Vec<JsonValue> = counts
+                    .cells
+                    .iter()
+                    .map(|cell| {
+                        let entry = combined.entry(cell.key.clone()).or_default();
+                        match cell.count {
+                            Released::Count(n) => {
+                                entry.0 += n;
+                                json!({ "key": key_json(&query.group_by, &cell.key), "count": n })
                             }
-                        })
-                        .collect();
-                    site["min_cell"] = json!(counts.min_cell);
-                    if !query.group_by.is_empty() {
-                        // Groups below the threshold are left out, not shown as "<n".
-                        site["unlisted_below"] = json!(counts.min_cell);
-                    }
-                    site["noise"] = json!(counts.noise);
-                    site["cells"] = json!(cells);
+                            Released::Below(n) => {
+                                entry.1.push(trust.to_string());
+                                json!({ "key": key_json(&query.group_by, &cell.key), "below": n })
+                            }
+                        }
+                    })
+                    .collect();
+                site["min_cell"] = json!(counts.min_cell);
+                if !query.group_by.is_empty() {
+                    // Groups below the threshold are left out, not shown as "<n".
+                    site["unlisted_below"] = json!(counts.min_cell);
                 }
-                SiteStatus::Refused { reason }
-                | SiteStatus::Failed { reason }
-                | SiteStatus::Unreachable { reason } => site["reason"] = json!(reason),
-                SiteStatus::TimedOut { after_ms } => {
-                    site["reason"] = json!(format!("no answer within {after_ms} ms"));
-                }
-            }
-            site
+                site["noise"] = json!(counts.noise);
+                site["cells"] = json!(cells);
+            })
         })
         .collect();
     let complete = answered
@@ -167,17 +157,7 @@ pub async fn build_cohort(
         .sites
         .iter()
         .map(|(trust, status)| {
-            let mut site = json!({ "trust": trust.as_str(), "status": status.label() });
-            match status {
-                SiteStatus::Answered(slides) => site["slides"] = json!(slides),
-                SiteStatus::Refused { reason }
-                | SiteStatus::Failed { reason }
-                | SiteStatus::Unreachable { reason } => site["reason"] = json!(reason),
-                SiteStatus::TimedOut { after_ms } => {
-                    site["reason"] = json!(format!("no answer within {after_ms} ms"));
-                }
-            }
-            site
+            site_json(trust, status, |site, slides| site["slides"] = json!(slides))
         })
         .collect();
     let slides: usize = answered
@@ -250,4 +230,24 @@ fn labels_json(
 ) -> serde_json::Map<String, JsonValue> {
     let (fields, values): (Vec<_>, Vec<_>) = labels.iter().cloned().unzip();
     key_json(&fields, &values)
+}
+
+/// One site's part as JSON: its trust and status, why it did not answer, and what
+/// `answered` adds from its answer.
+fn site_json<T>(
+    trust: &slidemesh_protocol::TrustCode,
+    status: &SiteStatus<T>,
+    answered: impl FnOnce(&mut JsonValue, &T),
+) -> JsonValue {
+    let mut site = json!({ "trust": trust.as_str(), "status": status.label() });
+    match status {
+        SiteStatus::Answered(answer) => answered(&mut site, answer),
+        SiteStatus::Refused { reason }
+        | SiteStatus::Failed { reason }
+        | SiteStatus::Unreachable { reason } => site["reason"] = json!(reason),
+        SiteStatus::TimedOut { after_ms } => {
+            site["reason"] = json!(format!("no answer within {after_ms} ms"));
+        }
+    }
+    site
 }

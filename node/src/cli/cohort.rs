@@ -5,8 +5,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
 use slidemesh_protocol::TrustCode;
+use slidemesh_protocol::query::Field;
 
 use super::running::RunningNode;
 use super::share::parse_until;
@@ -34,15 +35,19 @@ enum ProjectCommand {
         /// The member trust whose researchers run the project (ODS code)
         #[arg(long)]
         trust: TrustCode,
-        /// When the approval (and every grant made under it) ends: 90d, 12h or 2027-06-30
+        /// When the approval and the grants made under it end: 90d, 12h or 2027-06-30
+        /// (approving again with another end revokes the grants already made)
         #[arg(long)]
         until: String,
-        /// Most slides one cohort request is given
+        /// Most slides the project is given in all
         #[arg(long, default_value_t = 1000)]
         max_slides: u32,
+        /// The fields its slides may be labelled with (what leaves with each pseudonym;
+        /// year, age band, sex and scanner only when the approval says so)
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_LABELS)]
+        labels: Vec<String>,
     },
-    /// End a project's approval: no more cohorts (grants already made run to their end
-    /// unless revoked with `slidemesh revoke`).
+    /// End a project's approval: no more cohorts, and every grant made for it revoked.
     End {
         reference: String,
         #[arg(long)]
@@ -50,6 +55,31 @@ enum ProjectCommand {
     },
     /// The approvals recorded.
     List,
+}
+
+/// Labels a project may use unless its approval says otherwise: none dates the patient.
+const DEFAULT_LABELS: &str = "trust,stain,anatomic_site,specimen,diagnosis,grade";
+
+/// Revokes every grant made for `approval`'s project that still holds; how many.
+fn revoke_project_grants(node: &NodeContext, approval: &ProjectApproval) -> Result<usize> {
+    let roster = node.store.current_roster()?.map(|(roster, _)| roster);
+    let now = now_unix();
+    let mut revoked = 0;
+    for (_, id) in node.store.project_grants(approval)? {
+        let Some(stored) = node.store.grant(&id)? else {
+            continue;
+        };
+        let revocations = node.store.revocations(&id)?;
+        let already = roster.as_ref().is_some_and(|roster| {
+            crate::access::grant::revoked_by_issuer(&id, &stored.grant, &revocations, roster)
+        });
+        if !already && stored.grant.expires_at > now {
+            super::share::revoke_issued(node, &stored)
+                .with_context(|| format!("revoking grant {id}"))?;
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
 }
 
 pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
@@ -61,7 +91,16 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
             trust,
             until,
             max_slides,
+            labels,
         } => {
+            let labels = labels
+                .iter()
+                .map(|name| {
+                    Field::parse(name.trim()).with_context(|| {
+                        format!("--labels: {name:?} is not a field a query counts by")
+                    })
+                })
+                .collect::<Result<Vec<Field>>>()?;
             let reference = reference.trim().to_string();
             check_project(&reference).map_err(anyhow::Error::msg)?;
             if trust == node.config.node.trust {
@@ -77,13 +116,25 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
                     slidemesh_protocol::query::MAX_COHORT
                 );
             }
+            // Grants made under an earlier approval with another end would outlive it, or
+            // end before it: revoked, and made again as the project asks.
+            let revoked = match node.store.project(&trust, &reference)? {
+                Some(earlier) if earlier.expires_at != expires_at => {
+                    revoke_project_grants(&node, &earlier)?
+                }
+                _ => 0,
+            };
             node.store.put_project(&ProjectApproval {
                 reference: reference.clone(),
                 trust: trust.clone(),
                 approved_at: now,
                 expires_at,
                 max_slides,
+                labels,
             })?;
+            if revoked > 0 {
+                println!("{revoked} grants made under the earlier approval revoked");
+            }
             println!(
                 "project {reference:?} approved for {trust} until {} (at most {max_slides} slides \
                  a cohort)",
@@ -94,9 +145,10 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
             let Some(mut approval) = node.store.project(&trust, reference.trim())? else {
                 bail!("no approval of project {reference:?} for {trust} is recorded");
             };
+            let revoked = revoke_project_grants(&node, &approval)?;
             approval.expires_at = approval.expires_at.min(now);
             node.store.put_project(&approval)?;
-            println!("project {reference:?} for {trust}: approval ended");
+            println!("project {reference:?} for {trust}: approval ended, {revoked} grants revoked");
         }
         ProjectCommand::List => {
             for a in node.store.projects()? {
@@ -105,12 +157,14 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
                 } else {
                     "ended"
                 };
+                let labels: Vec<&str> = a.labels.iter().map(|f| f.name()).collect();
                 println!(
-                    "{}\t{}\t{state} until {}\tmax {} slides",
+                    "{}\t{}\t{state} until {}\tmax {} slides\tlabels {}",
                     a.trust,
                     a.reference,
                     date(a.expires_at),
-                    a.max_slides
+                    a.max_slides,
+                    labels.join(",")
                 );
             }
         }
@@ -175,15 +229,7 @@ pub fn cohort(data: DataDir, args: CohortArgs) -> Result<()> {
                 println!("{answer}");
                 return Ok(());
             }
-            for site in answer["sites"].as_array().into_iter().flatten() {
-                let trust = site["trust"].as_str().unwrap_or("?");
-                let status = site["status"].as_str().unwrap_or("?");
-                match (&site["slides"], site["reason"].as_str()) {
-                    (Value::Number(n), _) => println!("{trust}\t{status}\t{n} slides"),
-                    (_, Some(reason)) => println!("{trust}\t{status}\t{reason}"),
-                    _ => println!("{trust}\t{status}"),
-                }
-            }
+            super::running::print_sites(&answer);
             println!(
                 "cohort for project {project}: {} slides",
                 answer["slides"].as_u64().unwrap_or(0)

@@ -165,6 +165,13 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot make {}", args.out.display()))?;
+    // A manifest says the folder is complete: not while this run has not finished.
+    match std::fs::remove_file(args.out.join("manifest.csv")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).context("cannot remove the earlier manifest.csv");
+        }
+        _ => {}
+    }
     // What a previous run left: kept when it still hashes to its id.
     let out = args.out.clone();
     let present: Vec<bool> = tokio::task::spawn_blocking({
@@ -212,7 +219,7 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
                 let n = NonZeroU32::new(tiles.len() as u32).expect("chunks are not empty");
                 pace.until_n_ready(n).await.expect("a chunk fits the burst");
                 // A chunk the node could not fetch whole is fetched tile by tile below.
-                let _ = node
+                if let Err(e) = node
                     .json(
                         reqwest::Method::POST,
                         &format!("/api/v1/slides/{}/cache", tiles[0].slide),
@@ -220,7 +227,15 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
                             "tiles": tiles.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(),
                         })),
                     )
-                    .await;
+                    .await
+                {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "slide {}: a chunk was not fetched in one go ({e:#}); asking tile by tile",
+                            tiles[0].slide
+                        )
+                    });
+                }
                 futures::stream::iter(tiles.iter().copied())
                     .map(|tile| async move {
                         let mut last = None;
@@ -297,10 +312,15 @@ async fn opened_manifest(
     let body = loop {
         match node.json(reqwest::Method::GET, &path, None).await {
             Ok(body) => break body,
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(e.context(format!("slide {slide} is not open at this node")));
+            // Not held yet (the node is still opening it), or the owner not reachable now:
+            // asked again until the wait is over; anything else is an answer.
+            Err(e)
+                if matches!(super::running::refused_status(&e), Some(404 | 502 | 503))
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(e) => return Err(e.context(format!("slide {slide} is not open at this node"))),
         }
     };
     if body["deidentified_project"] != project {

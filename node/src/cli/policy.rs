@@ -135,7 +135,7 @@ fn test(data: DataDir, node_policy: PathBuf, args: TestArgs) -> Result<()> {
         .slide(&slide)?
         .with_context(|| format!("slide {slide} is not held by this node"))?;
     let manifest = record.signed.verify()?;
-    let consent = node.store.consent(&manifest.series_uid)?;
+    let consent = node.store.slide_consent(&slide, &manifest.series_uid)?;
     let requester: TrustCode = args.trust.parse()?;
     // `own-trust`: this trust's own people on its own slides (no grant).
     let purpose: Option<Purpose> = match args.purpose.as_str() {

@@ -44,14 +44,7 @@ fn ask_network(data: &DataDir, text: &str, json: bool) -> Result<()> {
         println!("{answer}");
         return Ok(());
     }
-    for site in answer["sites"].as_array().into_iter().flatten() {
-        let trust = site["trust"].as_str().unwrap_or("?");
-        let status = site["status"].as_str().unwrap_or("?");
-        match site["reason"].as_str() {
-            Some(reason) => println!("{trust}\t{status}\t{reason}"),
-            None => println!("{trust}\t{status}"),
-        }
-    }
+    super::running::print_sites(&answer);
     println!();
     let by: Vec<&str> = answer["group_by"]
         .as_array()

@@ -5,7 +5,7 @@
 //! "none"`, reached from this machine); behind sign-on the node refuses, and the error says
 //! to use the web UI.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -59,7 +59,7 @@ impl RunningNode {
             .context("reading the node's answer")?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         if !status.is_success() {
-            bail!("{}", refused(status, &body));
+            return Err(refused(status, &body).into());
         }
         Ok(body)
     }
@@ -80,19 +80,56 @@ impl RunningNode {
             .context("reading the node's answer")?;
         if !status.is_success() {
             let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            bail!("{}", refused(status, &body));
+            return Err(refused(status, &body).into());
         }
         Ok(bytes.to_vec())
     }
 }
 
+/// The node answered, but not with success.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The status of the node's refusal behind `error`, if that is what it is.
+pub fn refused_status(error: &anyhow::Error) -> Option<u16> {
+    error.downcast_ref::<Refused>().map(|r| r.status)
+}
+
 /// What the node's refusal says, and what to do when it signs people on.
-fn refused(status: reqwest::StatusCode, body: &Value) -> String {
+fn refused(status: reqwest::StatusCode, body: &Value) -> Refused {
     let said = body["error"].as_str().unwrap_or("");
     let hint = if status.as_u16() == 401 {
         " (it signs people on: use the web UI)"
     } else {
         ""
     };
-    format!("the node answered {status}: {said}{hint}")
+    Refused {
+        status: status.as_u16(),
+        message: format!("the node answered {status}: {said}{hint}"),
+    }
+}
+
+/// Prints each site of a fan-out answer (research query or cohort) a line each: its trust,
+/// status, and the slides it gave or why it did not answer.
+pub fn print_sites(answer: &Value) {
+    for site in answer["sites"].as_array().into_iter().flatten() {
+        let trust = site["trust"].as_str().unwrap_or("?");
+        let status = site["status"].as_str().unwrap_or("?");
+        match (&site["slides"], site["reason"].as_str()) {
+            (Value::Number(n), _) => println!("{trust}\t{status}\t{n} slides"),
+            (_, Some(reason)) => println!("{trust}\t{status}\t{reason}"),
+            _ => println!("{trust}\t{status}"),
+        }
+    }
 }

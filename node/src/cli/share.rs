@@ -139,6 +139,19 @@ pub fn revoke(data: DataDir, args: RevokeArgs) -> Result<()> {
         .store
         .grant(&id)?
         .with_context(|| format!("no grant {id} here"))?;
+    revoke_issued(&node, &stored)?;
+    println!(
+        "revoked grant {id}: {} can no longer view {} (effective now at this node)",
+        stored.grant.grantee, stored.grant.slide
+    );
+    Ok(())
+}
+
+/// Revokes a grant this node issued: signed with its key (which must be the issuer's key on
+/// the roster, or other members would ignore it), recorded here at once, and queued for the
+/// grantee's node.
+pub(super) fn revoke_issued(node: &NodeContext, stored: &StoredGrant) -> Result<()> {
+    let id = stored.signed.id();
     if !stored.issued_here {
         bail!(
             "grant {id} was issued by {}; only its owner can revoke it",
@@ -174,10 +187,6 @@ pub fn revoke(data: DataDir, args: RevokeArgs) -> Result<()> {
             created_at: now,
         }),
     )?;
-    println!(
-        "revoked grant {id}: {} can no longer view {} (effective now at this node)",
-        stored.grant.grantee, stored.grant.slide
-    );
     Ok(())
 }
 

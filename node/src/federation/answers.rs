@@ -103,7 +103,7 @@ impl PeerAnswers {
             let consent = self
                 .holdings
                 .store
-                .consent(&served.series_uid)
+                .slide_consent(slide, &served.series_uid)
                 .map_err(|e| Refusal::Failed(format!("cannot read the slide's consent: {e}")))?;
             (self.holdings.policy.current(), consent, None)
         } else {
@@ -314,8 +314,8 @@ impl PeerAnswers {
             let consent = match self.holdings.served_slide(slide).and_then(|served| {
                 self.holdings
                     .store
-                    .consent(&served.series_uid)
-                    .map_err(|e| Refusal::Failed(e.to_string()))
+                    .slide_consent(slide, &served.series_uid)
+                    .map_err(|e| Refusal::Failed(format!("slide {slide}'s consent: {e}")))
             }) {
                 Ok(consent) => consent,
                 Err(refusal) => return refusal.into(),
@@ -391,48 +391,31 @@ impl PeerAnswers {
         peer: PeerId,
         request: slidemesh_protocol::query::QueryRequest,
     ) -> ControlResponse {
-        let denied = |reason: String| ControlResponse::Denied { reason };
-        let Some(trust) = self.holdings.membership.trust_of(&peer) else {
-            return denied(format!("{peer} is not a member"));
-        };
-        if let Some(Err(e)) = request.user.as_ref().map(UserClaim::validate) {
-            return denied(format!("the query names no valid person: {e}"));
-        }
+        let (trust, query) =
+            match self.research_request(&peer, request.user.as_ref(), &request.text) {
+                Ok(checked) => checked,
+                Err(reason) => return ControlResponse::Denied { reason },
+            };
         if let Err(e) = crate::research::answer::check_ethics(request.ethics.as_deref()) {
-            return denied(e);
+            return ControlResponse::Denied { reason: e };
         }
-        let query: slidemesh_protocol::query::Query = match request.text.parse() {
-            Ok(q) => q,
-            Err(e) => return denied(format!("not a query: {e}")),
-        };
-        let policy = self.holdings.policy.current();
-        let roster = self.holdings.membership.roster();
-        let answered = crate::research::answer::answer(
-            &crate::research::answer::Site {
-                store: &self.holdings.store,
-                index: &self.holdings.research.index,
-                policy: &policy,
-                roster: roster.as_deref(),
-                trust: &self.holdings.trust,
-                rules: &self.holdings.research.rules,
-            },
-            &crate::research::answer::Asker {
-                trust: &trust,
-                peer_id: &peer.to_string(),
-                user: request.user.as_ref(),
-                ethics: request.ethics.as_deref(),
-            },
-            &query,
-            &query.to_string(),
-            now_unix(),
-        );
-        let durable = self
-            .holdings
-            .audit
-            .record_pending(answered.entry)
-            .wait(std::time::Duration::from_secs(5));
+        let answered = self.holdings.with_research_site(|site| {
+            crate::research::answer::answer(
+                site,
+                &crate::research::answer::Asker {
+                    trust: &trust,
+                    peer_id: &peer.to_string(),
+                    user: request.user.as_ref(),
+                    ethics: request.ethics.as_deref(),
+                },
+                &query,
+                &query.to_string(),
+                now_unix(),
+            )
+        });
+        let durable = self.record_durably(answered.entry);
         match answered.outcome {
-            Ok(_) if durable.is_none() => ControlResponse::Failed {
+            Ok(_) if !durable => ControlResponse::Failed {
                 reason: "this node's audit log did not record the query".into(),
             },
             Ok(counts) => {
@@ -446,6 +429,42 @@ impl PeerAnswers {
         }
     }
 
+    /// What every member's research request is checked for before anything is decided: a
+    /// member asking, a valid person named, a query that parses here.
+    fn research_request(
+        &self,
+        peer: &PeerId,
+        user: Option<&UserClaim>,
+        text: &str,
+    ) -> Result<
+        (
+            slidemesh_protocol::TrustCode,
+            slidemesh_protocol::query::Query,
+        ),
+        String,
+    > {
+        let trust = self
+            .holdings
+            .membership
+            .trust_of(peer)
+            .ok_or_else(|| format!("{peer} is not a member"))?;
+        if let Some(Err(e)) = user.map(UserClaim::validate) {
+            return Err(format!("the request names no valid person: {e}"));
+        }
+        let query = text.parse().map_err(|e| format!("not a query: {e}"))?;
+        Ok((trust, query))
+    }
+
+    /// Records `entry` in the audit log and waits until it is durable (at most 5 s):
+    /// whether it is, so nothing leaves before its entry would survive a crash.
+    fn record_durably(&self, entry: AuditEntry) -> bool {
+        self.holdings
+            .audit
+            .record_pending(entry)
+            .wait(std::time::Duration::from_secs(5))
+            .is_some()
+    }
+
     /// A member asks for an approved project's cohort from this trust's slides
     /// ([`crate::research::cohort`]); released only once the decision and the grants are
     /// durable.
@@ -454,50 +473,33 @@ impl PeerAnswers {
         peer: PeerId,
         request: slidemesh_protocol::query::CohortRequest,
     ) -> ControlResponse {
-        let denied = |reason: String| ControlResponse::Denied { reason };
-        let Some(trust) = self.holdings.membership.trust_of(&peer) else {
-            return denied(format!("{peer} is not a member"));
-        };
-        if let Some(Err(e)) = request.user.as_ref().map(UserClaim::validate) {
-            return denied(format!("the request names no valid person: {e}"));
-        }
+        let (trust, query) =
+            match self.research_request(&peer, request.user.as_ref(), &request.text) {
+                Ok(checked) => checked,
+                Err(reason) => return ControlResponse::Denied { reason },
+            };
         if let Err(e) = crate::research::cohort::check_project(&request.project) {
-            return denied(e);
+            return ControlResponse::Denied { reason: e };
         }
-        let query: slidemesh_protocol::query::Query = match request.text.parse() {
-            Ok(q) => q,
-            Err(e) => return denied(format!("not a query: {e}")),
-        };
-        let policy = self.holdings.policy.current();
-        let roster = self.holdings.membership.roster();
-        let released = crate::research::cohort::release(
-            &crate::research::answer::Site {
-                store: &self.holdings.store,
-                index: &self.holdings.research.index,
-                policy: &policy,
-                roster: roster.as_deref(),
-                trust: &self.holdings.trust,
-                rules: &self.holdings.research.rules,
-            },
-            &self.holdings.key,
-            &crate::research::answer::Asker {
-                trust: &trust,
-                peer_id: &peer.to_string(),
-                user: request.user.as_ref(),
-                ethics: Some(&request.project),
-            },
-            &request.project,
-            &query,
-            &query.to_string(),
-            now_unix(),
-        );
-        let durable = self
-            .holdings
-            .audit
-            .record_pending(released.entry)
-            .wait(std::time::Duration::from_secs(5));
+        let released = self.holdings.with_research_site(|site| {
+            crate::research::cohort::release(
+                site,
+                &self.holdings.key,
+                &crate::research::answer::Asker {
+                    trust: &trust,
+                    peer_id: &peer.to_string(),
+                    user: request.user.as_ref(),
+                    ethics: Some(&request.project),
+                },
+                &request.project,
+                &query,
+                &query.to_string(),
+                now_unix(),
+            )
+        });
+        let durable = self.record_durably(released.entry);
         match released.outcome {
-            Ok(_) if durable.is_none() => ControlResponse::Failed {
+            Ok(_) if !durable => ControlResponse::Failed {
                 reason: "this node's audit log did not record the cohort".into(),
             },
             Ok(members) => {

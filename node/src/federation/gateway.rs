@@ -543,7 +543,7 @@ impl Federation {
             let consent = self
                 .holdings
                 .store
-                .consent(&served.series_uid)
+                .slide_consent(slide, &served.series_uid)
                 .map_err(|e| unavailable(&e))?;
             SlideRules {
                 read_at: Instant::now(),

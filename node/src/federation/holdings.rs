@@ -120,6 +120,24 @@ impl Holdings {
     }
 
     /// This trust's side of referrals, with this node's store and key.
+    /// Runs `f` with this site as a research query or cohort sees it: its store, index,
+    /// policy and roster now, and its `[research]` rules.
+    pub fn with_research_site<R>(
+        &self,
+        f: impl FnOnce(&crate::research::answer::Site<'_>) -> R,
+    ) -> R {
+        let policy = self.policy.current();
+        let roster = self.membership.roster();
+        f(&crate::research::answer::Site {
+            store: &self.store,
+            index: &self.research.index,
+            policy: &policy,
+            roster: roster.as_deref(),
+            trust: &self.trust,
+            rules: &self.research.rules,
+        })
+    }
+
     pub fn referral_party(&self) -> crate::referrals::Party<'_> {
         crate::referrals::Party {
             store: &self.store,

@@ -206,7 +206,7 @@ impl PeerAnswers {
         let consent = self
             .holdings
             .store
-            .consent(&served.series_uid)
+            .slide_consent(slide, &served.series_uid)
             .map_err(|e| format!("cannot read the slide's consent: {e}"))?;
         let now = now_unix();
         let statement = ConsentStatement {

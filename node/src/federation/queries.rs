@@ -14,7 +14,8 @@ use tracing::{Instrument, info_span};
 
 use super::Federation;
 use crate::access::{AuditEntry, Side};
-use crate::research::answer::{self, Asker, Site};
+use crate::consent::ConsentAction;
+use crate::research::answer::{self, Asker};
 use crate::research::cohort;
 use crate::research::fanout::{SiteStatus, ask_all};
 use crate::store::now_unix;
@@ -70,37 +71,57 @@ impl Federation {
             .instrument(span)
         })
         .await;
-        let now = now_unix();
         for (site, status) in &answered {
             if *site == own {
                 continue;
             }
-            self.holdings.audit.record(AuditEntry {
-                time: now,
-                side: Side::Received,
-                peer: site.clone(),
-                peer_id: self
-                    .holdings
-                    .membership
-                    .peer_of(site)
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                user: user.as_ref().map(ToString::to_string),
-                purpose: slidemesh_protocol::Purpose::Research.as_str().to_string(),
-                slide: SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
-                action: "query".into(),
-                what: format!("query {text}: {}", status.label()),
-                allowed: matches!(status, SiteStatus::Answered(_)),
-                rules: Vec::new(),
-                policy_hash: String::new(),
-                grant: None,
-            });
+            self.record_research_received(
+                site,
+                user.as_ref(),
+                &text,
+                ConsentAction::Query,
+                format!("query {text}: {}", status.label()),
+                matches!(status, SiteStatus::Answered(_)),
+            );
         }
         FederatedAnswer {
             text,
             id,
             sites: answered,
         }
+    }
+
+    /// Records what `site` answered this node's people (`action` on the query `text`) in
+    /// this node's audit log, as received; the query's id stands in the slide field.
+    fn record_research_received(
+        &self,
+        site: &TrustCode,
+        user: Option<&UserClaim>,
+        text: &str,
+        action: ConsentAction,
+        what: String,
+        allowed: bool,
+    ) {
+        self.holdings.audit.record(AuditEntry {
+            time: now_unix(),
+            side: Side::Received,
+            peer: site.clone(),
+            peer_id: self
+                .holdings
+                .membership
+                .peer_of(site)
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            user: user.map(ToString::to_string),
+            purpose: slidemesh_protocol::Purpose::Research.as_str().to_string(),
+            slide: SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
+            action: action.as_str().to_string(),
+            what,
+            allowed,
+            rules: Vec::new(),
+            policy_hash: String::new(),
+            grant: None,
+        });
     }
 
     /// This node's own part, answered as it answers a member.
@@ -113,27 +134,20 @@ impl Federation {
         };
         let answered = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            let policy = holdings.policy.current();
-            let roster = holdings.membership.roster();
-            let answered = answer::answer(
-                &Site {
-                    store: &holdings.store,
-                    index: &holdings.research.index,
-                    policy: &policy,
-                    roster: roster.as_deref(),
-                    trust: &holdings.trust,
-                    rules: &holdings.research.rules,
-                },
-                &Asker {
-                    trust: &holdings.trust,
-                    peer_id: "",
-                    user: request.user.as_ref(),
-                    ethics: request.ethics.as_deref(),
-                },
-                &query,
-                &request.text,
-                now_unix(),
-            );
+            let answered = holdings.with_research_site(|site| {
+                answer::answer(
+                    site,
+                    &Asker {
+                        trust: &holdings.trust,
+                        peer_id: "",
+                        user: request.user.as_ref(),
+                        ethics: request.ethics.as_deref(),
+                    },
+                    &query,
+                    &request.text,
+                    now_unix(),
+                )
+            });
             holdings.audit.record(answered.entry);
             answered.outcome
         })
@@ -221,33 +235,19 @@ impl Federation {
             async move { fed.cohort_from(&site, request, &labels).await }.instrument(span)
         })
         .await;
-        let now = now_unix();
         for (site, status) in &answered {
-            self.holdings.audit.record(AuditEntry {
-                time: now,
-                side: Side::Received,
-                peer: site.clone(),
-                peer_id: self
-                    .holdings
-                    .membership
-                    .peer_of(site)
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                user: user.as_ref().map(ToString::to_string),
-                purpose: slidemesh_protocol::Purpose::Research.as_str().to_string(),
-                slide: SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
-                action: "receive_cohort".into(),
-                what: match status {
-                    SiteStatus::Answered(n) => {
-                        format!("cohort for project {project}: {text}: {n} slides received")
-                    }
-                    other => format!("cohort for project {project}: {text}: {}", other.label()),
-                },
-                allowed: matches!(status, SiteStatus::Answered(_)),
-                rules: Vec::new(),
-                policy_hash: String::new(),
-                grant: None,
-            });
+            let what = match status {
+                SiteStatus::Answered(n) => format!("{n} slides received"),
+                other => other.label().to_string(),
+            };
+            self.record_research_received(
+                site,
+                user.as_ref(),
+                &text,
+                ConsentAction::ReceiveCohort,
+                format!("cohort for project {project}: {text}: {what}"),
+                matches!(status, SiteStatus::Answered(_)),
+            );
         }
         FederatedCohort {
             project,
@@ -347,7 +347,7 @@ impl Federation {
                 .holdings
                 .store
                 .remote_slide(&grant.grant.slide)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("reading held slide {}: {e}", grant.grant.slide))?;
             if held.is_none() {
                 new_grants.push(grant.signed.clone());
             }

@@ -146,39 +146,8 @@ fn count_and_release(
     entry: &mut AuditEntry,
 ) -> Result<ReleasedCounts, Refusal> {
     let failed = |e: crate::store::StoreError| Refusal::Failed(e.to_string());
-    // Charged first: an answer that says anything, a refusal included, is never free. A
-    // person's budget is theirs whatever role they ask in; their trust's is shared.
-    let person = match asker.user {
-        Some(user) => format!("person:{}/{}", asker.trust, user.id),
-        None => format!("person:{}", asker.trust),
-    };
-    let trust = format!("trust:{}", asker.trust);
-    let charge = site
-        .store
-        .charge_query(
-            &[
-                (person.as_str(), site.rules.budget),
-                (trust.as_str(), site.rules.trust_budget),
-            ],
-            query_id,
-            now,
-            site.rules.window_secs,
-        )
-        .map_err(failed)?;
-    if let Charge::Exhausted { requester, budget } = charge {
-        entry.rules = vec![format!("built-in: query budget of {requester} spent")];
-        let whose = if requester.starts_with("trust:") {
-            format!("{} as a whole", asker.trust)
-        } else {
-            "this requester".to_string()
-        };
-        return Err(Refusal::Denied(format!(
-            "{} has answered {whose} {budget} distinct queries in the last {} hours, its \
-             budget; repeating one of them is still answered",
-            site.trust,
-            site.rules.window_secs / 3600
-        )));
-    }
+    // Charged first: an answer that says anything, a refusal included, is never free.
+    charge(site, asker, query_id, now, entry)?;
     let snapshot = site
         .index
         .snapshot(site.store, &site.rules.disclosure)
@@ -296,4 +265,48 @@ pub(super) fn decide_rows<'b>(
         rules,
         refusal,
     }
+}
+
+/// Charges `asker`'s budgets for the request `query_id` (a repeat in the window is free):
+/// the person's, theirs whatever role they ask in, and their whole trust's. Spent: refused,
+/// the entry naming whose budget.
+pub(super) fn charge(
+    site: &Site<'_>,
+    asker: &Asker<'_>,
+    query_id: &str,
+    now: u64,
+    entry: &mut AuditEntry,
+) -> Result<(), Refusal> {
+    let person = match asker.user {
+        Some(user) => format!("person:{}/{}", asker.trust, user.id),
+        None => format!("person:{}", asker.trust),
+    };
+    let trust = format!("trust:{}", asker.trust);
+    let charge = site
+        .store
+        .charge_query(
+            &[
+                (person.as_str(), site.rules.budget),
+                (trust.as_str(), site.rules.trust_budget),
+            ],
+            query_id,
+            now,
+            site.rules.window_secs,
+        )
+        .map_err(|e| Refusal::Failed(e.to_string()))?;
+    if let Charge::Exhausted { requester, budget } = charge {
+        entry.rules = vec![format!("built-in: query budget of {requester} spent")];
+        let whose = if requester.starts_with("trust:") {
+            format!("{} as a whole", asker.trust)
+        } else {
+            "this requester".to_string()
+        };
+        return Err(Refusal::Denied(format!(
+            "{} has answered {whose} {budget} distinct queries in the last {} hours, its \
+             budget; repeating one of them is still answered",
+            site.trust,
+            site.rules.window_secs / 3600
+        )));
+    }
+    Ok(())
 }

@@ -9,15 +9,15 @@
 //! and each tile is decided again under the grant. One audit entry says what was asked and
 //! how many slides went.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use slidemesh_protocol::query::{CohortMember, Field, MAX_COHORT, Query};
 use slidemesh_protocol::{
     Action, Grant, NodeKey, NodePublicKey, Purpose, SignedGrant, SlideId, TrustCode,
 };
 
-use super::answer::{Asker, Site, decide_rows};
-use crate::access::{AuditEntry, Basis, Refusal, Side};
+use super::answer::{self, Asker, Site, decide_rows};
+use crate::access::{self, AuditEntry, Basis, Refusal, Side};
 use crate::consent::ConsentAction;
 use crate::deidentify::{Pseudonyms, patient_pseudonym};
 use crate::store::cohorts::{CohortEntry, ProjectApproval};
@@ -76,23 +76,51 @@ fn select_and_grant(
     now: u64,
     entry: &mut AuditEntry,
 ) -> Result<Vec<CohortMember>, Refusal> {
-    let failed = |e: crate::store::StoreError| Refusal::Failed(e.to_string());
+    let failed = |what: &str, e: crate::store::StoreError| Refusal::Failed(format!("{what}: {e}"));
+    let refused = |entry: &mut AuditEntry, rule: String, reason: String| {
+        entry.rules = vec![format!("built-in: {rule}")];
+        Refusal::Denied(reason)
+    };
     let approval = site
         .store
         .project(asker.trust, project)
-        .map_err(failed)?
-        .filter(|a| a.expires_at > now)
-        .ok_or_else(|| {
-            entry.rules = vec!["built-in: no approval of the project for the requester".into()];
-            Refusal::Denied(format!(
+        .map_err(|e| failed("reading the project's approval", e))?;
+    let Some(approval) = approval else {
+        return Err(refused(
+            entry,
+            "no approval of the project for the requester".into(),
+            format!(
                 "{} has no approval of project {project} for {} in force",
                 site.trust, asker.trust
-            ))
-        })?;
+            ),
+        ));
+    };
+    if let Err(reason) = access::project_in_force(&approval.reference, approval.expires_at, now) {
+        return Err(refused(
+            entry,
+            reason.clone(),
+            format!("{}: {reason}", site.trust),
+        ));
+    }
+    if let Some(field) = query.group_by.iter().find(|f| !approval.labels.contains(f)) {
+        let allowed: Vec<&str> = approval.labels.iter().map(|f| f.name()).collect();
+        return Err(refused(
+            entry,
+            format!("label {field} not approved"),
+            format!(
+                "{}'s approval of project {project} allows the labels {} only, not {field}",
+                site.trust,
+                allowed.join(", ")
+            ),
+        ));
+    }
+    // A cohort request is charged like a query: its answer says how many slides match.
+    let request_id = blake3::hash(format!("cohort {project}\0{query}").as_bytes());
+    answer::charge(site, asker, &request_id.to_hex(), now, entry)?;
     let snapshot = site
         .index
         .snapshot(site.store, &site.rules.disclosure)
-        .map_err(failed)?;
+        .map_err(|e| failed("reading the research index", e))?;
     let decided = decide_rows(
         site,
         asker,
@@ -109,71 +137,116 @@ fn select_and_grant(
         // Which slide was refused, and why, is for this site's log only.
         entry.rules.push(format!("first slide left out: {reason}"));
     }
+    // A slide with several values of a field (diagnoses) is in several groups: one member,
+    // its labels each field's values joined.
     let selected = snapshot.columns.tally(
         query,
         &|code: &str, ancestor: &str| site.rules.hierarchy.is_a(code, ancestor),
         |row| decided.allowed[row],
         |rows: &mut Vec<usize>, row| rows.push(row),
     );
-    // Records without images (the demo's synthetic ones) are counted by queries, never
-    // released.
-    let mut held = Vec::new();
-    for (labels, rows) in selected {
+    let mut labels_of: BTreeMap<usize, Vec<BTreeSet<String>>> = BTreeMap::new();
+    for (key, rows) in selected {
         for row in rows {
-            let slide = snapshot.rows[row].slide;
-            if let Some(record) = site.store.slide(&slide).map_err(failed)? {
-                held.push((slide, record, labels.clone()));
+            let labels = labels_of
+                .entry(row)
+                .or_insert_with(|| vec![BTreeSet::new(); key.len()]);
+            for (values, value) in labels.iter_mut().zip(super::key_text(&key)) {
+                values.extend(value);
             }
         }
     }
-    let limit = (approval.max_slides as usize).min(MAX_COHORT);
-    if held.len() > limit {
-        return Err(Refusal::Denied(format!(
-            "the cohort would have {} slides at {}, more than the {limit} its approval of \
-             project {project} allows: narrow the query",
-            held.len(),
-            site.trust
-        )));
+    // Records without images (the demo's synthetic ones) are counted by queries, never
+    // released.
+    let mut held = Vec::new();
+    for (row, labels) in labels_of {
+        let slide = snapshot.rows[row].slide;
+        if let Some(record) = site
+            .store
+            .slide(&slide)
+            .map_err(|e| failed("reading a slide", e))?
+        {
+            held.push((slide, record, labels));
+        }
     }
-    let reused: HashMap<SlideId, StoredGrant> = site
+    // The approval's limit is on the project, not the request: slides given before count.
+    let issued = site
         .store
         .project_grants(&approval)
-        .map_err(failed)?
-        .into_iter()
-        .filter_map(|(slide, id)| {
-            let stored = site.store.grant(&id).ok().flatten()?;
-            let revoked = !site.store.revocations(&id).ok()?.is_empty();
-            (!revoked && stored.grant.expires_at == approval.expires_at).then_some((slide, stored))
-        })
+        .map_err(|e| failed("reading the project's grants", e))?;
+    let mut reusable: HashMap<SlideId, StoredGrant> = HashMap::new();
+    for (slide, id) in &issued {
+        let Some(stored) = site
+            .store
+            .grant(id)
+            .map_err(|e| failed("reading a project grant", e))?
+        else {
+            continue;
+        };
+        let revocations = site
+            .store
+            .revocations(id)
+            .map_err(|e| failed("reading a project grant's revocations", e))?;
+        let revoked = site.roster.is_none_or(|roster| {
+            access::grant::revoked_by_issuer(id, &stored.grant, &revocations, roster)
+        });
+        if !revoked && stored.grant.expires_at == approval.expires_at {
+            reusable.insert(*slide, stored);
+        }
+    }
+    let given: BTreeSet<SlideId> = reusable
+        .keys()
+        .copied()
+        .chain(held.iter().map(|(slide, _, _)| *slide))
         .collect();
+    let limit = (approval.max_slides as usize).min(MAX_COHORT);
+    if given.len() > limit {
+        return Err(refused(
+            entry,
+            format!("more than {limit} slides for the project"),
+            format!(
+                "the cohort would take project {project} past the {limit} slides its approval \
+                 at {} allows: narrow the query",
+                site.trust
+            ),
+        ));
+    }
     let pseudonyms = Pseudonyms::for_project(key, &approval.reference);
     let mut members = Vec::with_capacity(held.len());
-    let mut issued = Vec::new();
+    let mut new_grants = Vec::new();
     for (slide, record, labels) in held {
         let manifest = record
             .signed
             .verify()
             .map_err(|e| Refusal::Failed(format!("slide {slide}'s manifest: {e}")))?;
+        // A slide with no patient identity has none in its view either: a pseudonym from
+        // the slide stands in, so every member has one.
         let patient = patient_pseudonym(&manifest, &pseudonyms)
+            .map_err(|e| Refusal::Failed(format!("slide {slide}'s metadata: {e}")))?
             .unwrap_or_else(|| pseudonyms.text(&slide.to_string()));
-        let grant = match reused.get(&slide) {
+        let grant = match reusable.get(&slide) {
             Some(stored) => stored.signed.clone(),
             None => {
                 let stored = issue(site.trust, key, &approval, slide, now)?;
                 let signed = stored.signed.clone();
-                issued.push(stored);
+                new_grants.push(stored);
                 signed
             }
         };
         members.push(CohortMember {
             grant,
             patient,
-            labels: super::key_text(&labels),
+            labels: labels
+                .into_iter()
+                .map(|values| {
+                    (!values.is_empty()).then(|| values.into_iter().collect::<Vec<_>>().join("|"))
+                })
+                .collect(),
         });
     }
     site.store
-        .put_project_grants(&approval, &issued)
-        .map_err(failed)?;
+        .put_project_grants(&approval, &new_grants)
+        .map_err(|e| failed("keeping the project's grants", e))?;
     Ok(members)
 }
 
@@ -256,6 +329,7 @@ pub fn check_released(
         let fits = member.grant.signer == *asked.site_key
             && grant.owner == *site
             && grant.grantee == *asked.requester
+            && grant.action == Action::View
             && grant.purpose == Purpose::Research
             && grant.reference.as_deref() == Some(asked.project)
             && grant.expires_at > now;

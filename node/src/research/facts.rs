@@ -9,7 +9,6 @@ use slidemesh_protocol::query::{Field, Record, Value};
 
 use crate::dicom_json;
 use crate::store::SlideSummary;
-use crate::store::consent::SlideConsent;
 use crate::store::lims::LimsEntry;
 pub use crate::store::research::SlideFacts;
 
@@ -57,31 +56,6 @@ impl Case<'_> {
                 .collect(),
         }
     }
-}
-
-/// The consent a research decision on a slide sees: its recorded consent; where none is
-/// recorded, the consent codes its LIMS entry lists, if any (else clinical care only); an
-/// opt-out from either counts. The LIMS never widens what the trust recorded.
-pub fn research_consent(recorded: Option<&SlideConsent>, lims: Option<&LimsEntry>) -> SlideConsent {
-    let mut consent = match (recorded, lims) {
-        (Some(recorded), _) => recorded.clone(),
-        (None, Some(case)) if !case.consent.is_empty() => {
-            let mut codes: Vec<String> = case
-                .consent
-                .iter()
-                .map(|c| c.to_ascii_uppercase())
-                .collect();
-            codes.sort();
-            codes.dedup();
-            SlideConsent {
-                codes,
-                ..SlideConsent::default()
-            }
-        }
-        _ => SlideConsent::default(),
-    };
-    consent.opted_out |= lims.is_some_and(|c| c.opted_out);
-    consent
 }
 
 /// The facts of an own slide from its summary and manifest (indexed at ingest).

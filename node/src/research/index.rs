@@ -12,8 +12,8 @@ use slidemesh_protocol::SlideId;
 
 use super::columns::{Columns, ColumnsBuilder};
 use super::disclosure::Disclosure;
-use super::facts::{Case, research_consent};
-use crate::store::consent::SlideConsent;
+use super::facts::Case;
+use crate::store::consent::{SlideConsent, joined_consent};
 use crate::store::{Store, StoreError};
 
 /// One own slide: what decides whether it may be counted, and its noise.
@@ -51,7 +51,7 @@ impl Snapshot {
                     .as_ref()
                     .and_then(|a| view.lims.get(a))
                     .cloned();
-                let consent = research_consent(view.consents.get(&facts.series_uid), lims.as_ref());
+                let consent = joined_consent(view.consents.get(&facts.series_uid), lims.as_ref());
                 let consent = *class_of.entry(consent.clone()).or_insert_with(|| {
                     consents.push(consent);
                     consents.len() - 1

@@ -1,9 +1,9 @@
 //! Tables for the cohorts of approved research projects.
 //!
 //! At the owning trust: `projects_v1`, the projects its people approved, each for one member
-//! trust until a time (what a cohort request is answered on), and `project_grants_v1`, the
-//! grant it issued for each slide it released to a project, so asking again hands out the
-//! same grant rather than a new one. At the requesting trust: `cohorts_v1`, what each site
+//! trust until a time (what a cohort request is answered on), and `project_grants_v1`, every
+//! grant it issued for a slide it released to a project (so asking again hands out the same
+//! grant rather than a new one, and ending the project revokes them all). At the requesting trust: `cohorts_v1`, what each site
 //! released to a project (the slide, the grant to open it, the patient's pseudonym, the
 //! labels); the grants themselves are kept with every other grant, in the same transaction.
 
@@ -17,7 +17,7 @@ use super::{RedbContext, Store, StoreError, decode, encode};
 
 /// `TRUST` NUL reference -> postcard([`ProjectApproval`]).
 pub(super) const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects_v1");
-/// `TRUST` NUL reference NUL slide (hex) -> the grant's id.
+/// `TRUST` NUL reference NUL slide (hex) NUL grant (hex) -> the grant's id.
 pub(super) const PROJECT_GRANTS: TableDefinition<&str, &[u8; 32]> =
     TableDefinition::new("project_grants_v1");
 /// reference NUL owner NUL slide (hex) -> postcard([`CohortEntry`]).
@@ -33,7 +33,11 @@ pub struct ProjectApproval {
     pub trust: TrustCode,
     pub approved_at: u64,
     pub expires_at: u64,
+    /// Most slides given to the project in all (each request's counted with those before).
     pub max_slides: u32,
+    /// The fields a cohort's slides may be labelled with (a request counting by another is
+    /// refused): what the trust approved leaving with each pseudonym.
+    pub labels: Vec<Field>,
 }
 
 /// One slide a site released to a project's cohort, as the requesting trust keeps it.
@@ -107,7 +111,8 @@ impl Store {
             .collect()
     }
 
-    /// The grants this trust issued to `approval`'s project, by slide.
+    /// Every grant this trust issued to `approval`'s project (revoked and expired ones too),
+    /// with its slide.
     pub fn project_grants(
         &self,
         approval: &ProjectApproval,
@@ -118,9 +123,10 @@ impl Store {
         let mut found = Vec::new();
         for row in table.range(prefixed(&prefix)).op("read project grants")? {
             let (k, v) = row.op("read project grant")?;
-            let Some(slide) = k.value().strip_prefix(prefix.as_str()) else {
+            let Some(rest) = k.value().strip_prefix(prefix.as_str()) else {
                 break;
             };
+            let slide = rest.split('\0').next().unwrap_or_default();
             let slide: SlideId = slide.parse().map_err(|e| StoreError::Corrupt {
                 table: "project_grants_v1",
                 detail: format!("slide id: {e}"),
@@ -148,7 +154,8 @@ impl Store {
                 insert_grant(&tx, stored)?;
                 table
                     .insert(
-                        format!("{prefix}\0{}", stored.grant.slide).as_str(),
+                        format!("{prefix}\0{}\0{}", stored.grant.slide, stored.signed.id())
+                            .as_str(),
                         stored.signed.id().as_bytes(),
                     )
                     .op("insert project grant")?;

@@ -49,7 +49,8 @@ pub struct CohortBench {
     /// Working folder for the slides and node data
     #[arg(long, default_value = "target/bench")]
     work: PathBuf,
-    /// Where the dataset is written [default: in the working folder]
+    /// The folder the dataset is written in (as its subfolder `slidemesh-cohort-dataset`,
+    /// removed before each run) [default: the working folder]
     #[arg(long)]
     dataset: Option<PathBuf>,
 }
@@ -145,7 +146,8 @@ pub fn run(args: CohortBench) -> Result<()> {
     let dataset = args
         .dataset
         .clone()
-        .unwrap_or_else(|| run_dir.join("dataset"));
+        .unwrap_or_else(|| run_dir.clone())
+        .join("slidemesh-cohort-dataset");
     for run in 0..args.runs {
         grantee_node = restart_empty(&bin, grantee, grantee_node, &base)?;
         let _ = std::fs::remove_dir_all(&dataset);

@@ -426,19 +426,6 @@ pub async fn cache_whole_slide(
     body: axum::body::Bytes,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let id: SlideId = parse_id("slide id", &slide_id)?;
-    let named = if body.is_empty() {
-        None
-    } else {
-        let request: CacheRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("not a list of tiles: {e}")))?;
-        if request.tiles.len() > MAX_CACHE_TILES {
-            return Err(ApiError::bad_request(format!(
-                "{} tiles named; at most {MAX_CACHE_TILES} at once",
-                request.tiles.len()
-            )));
-        }
-        Some(request.tiles)
-    };
     // Label images come along only for someone who may see them (a refusal of that is
     // logged, and the rest of the slide is copied all the same).
     let with_label = [ConsentAction::FetchTiles, ConsentAction::SeeLabel];
@@ -455,6 +442,21 @@ pub async fn cache_whole_slide(
             "slide_id": id, "tiles": 0, "bytes": 0, "seconds": 0.0, "local": true,
         })));
     }
+    // Read once decided (someone refused learns nothing from its checks), and only when
+    // there is something to fetch.
+    let named = if body.is_empty() {
+        None
+    } else {
+        let request: CacheRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("not a list of tiles: {e}")))?;
+        if request.tiles.len() > MAX_CACHE_TILES {
+            return Err(ApiError::bad_request(format!(
+                "{} tiles named; at most {MAX_CACHE_TILES} at once",
+                request.tiles.len()
+            )));
+        }
+        Some(request.tiles)
+    };
     // Named tiles must be the slide's: `fetch_whole_slide` refuses any other.
     let mut tiles: Vec<TileId> =
         named.unwrap_or_else(|| view.manifest.all_tiles().copied().collect());

@@ -257,17 +257,23 @@ fn an_approved_projects_cohort_is_released_opened_de_identified_and_fetched_resu
     run_ok(&mut fetch_cmd(rae, &resumed, &["--rate", "1000"]));
     assert_eq!(tree(&resumed), tree(&whole));
 
-    // A label the approval does not allow (the study year dates the patient) is refused.
-    let dated = build(rae, "count where diagnosis = 413448000 by year");
-    let refusal = site(&dated, "RR8");
-    assert_eq!(refusal["status"], "refused", "{dated:#}");
-    assert!(
-        refusal["reason"]
-            .as_str()
-            .unwrap()
-            .contains("allows the labels"),
-        "{dated:#}"
-    );
+    // A field the approval does not allow (age band and sex narrow down the patient) is
+    // refused, as a label or as a filter: selecting by a value says each slide has it.
+    for query in [
+        "count where diagnosis = 413448000 by age_band",
+        "count where sex = \"F\"",
+    ] {
+        let narrowed = build(rae, query);
+        let refusal = site(&narrowed, "RR8");
+        assert_eq!(refusal["status"], "refused", "{narrowed:#}");
+        assert!(
+            refusal["reason"]
+                .as_str()
+                .unwrap()
+                .contains("allows selecting and labelling by"),
+            "{narrowed:#}"
+        );
+    }
 
     // The LIMS now says the four patients opted out: the next cohort has none of them, and
     // their slides' tiles not yet fetched are refused at RR8 (after its decisions' brief

@@ -42,10 +42,10 @@ enum ProjectCommand {
         /// Most slides the project is given in all
         #[arg(long, default_value_t = 1000)]
         max_slides: u32,
-        /// The fields its slides may be labelled with (what leaves with each pseudonym;
-        /// year, age band, sex and scanner only when the approval says so)
-        #[arg(long, value_delimiter = ',', default_value = DEFAULT_LABELS)]
-        labels: Vec<String>,
+        /// The fields a cohort may be selected or labelled by (what becomes known of each
+        /// pseudonym; age band, sex and scanner only when the approval says so)
+        #[arg(long, value_delimiter = ',', default_value = DEFAULT_FIELDS)]
+        fields: Vec<String>,
     },
     /// End a project's approval: no more cohorts, and every grant made for it revoked.
     End {
@@ -57,14 +57,17 @@ enum ProjectCommand {
     List,
 }
 
-/// Labels a project may use unless its approval says otherwise: none dates the patient.
-const DEFAULT_LABELS: &str = "trust,stain,anatomic_site,specimen,diagnosis,grade";
+/// Fields a project may select and label by unless its approval says otherwise: none
+/// narrower than the study's year about the patient.
+const DEFAULT_FIELDS: &str = "trust,stain,anatomic_site,specimen,diagnosis,grade,year";
 
-/// Revokes every grant made for `approval`'s project that still holds; how many.
+/// Revokes every grant made for `approval`'s project that still holds; how many, or which
+/// could not be (each is tried).
 fn revoke_project_grants(node: &NodeContext, approval: &ProjectApproval) -> Result<usize> {
     let roster = node.store.current_roster()?.map(|(roster, _)| roster);
     let now = now_unix();
     let mut revoked = 0;
+    let mut failed = Vec::new();
     for (_, id) in node.store.project_grants(approval)? {
         let Some(stored) = node.store.grant(&id)? else {
             continue;
@@ -74,10 +77,19 @@ fn revoke_project_grants(node: &NodeContext, approval: &ProjectApproval) -> Resu
             crate::access::grant::revoked_by_issuer(&id, &stored.grant, &revocations, roster)
         });
         if !already && stored.grant.expires_at > now {
-            super::share::revoke_issued(node, &stored)
-                .with_context(|| format!("revoking grant {id}"))?;
-            revoked += 1;
+            match super::share::revoke_issued(node, &stored) {
+                Ok(()) => revoked += 1,
+                Err(e) => failed.push(format!("grant {id}: {e:#}")),
+            }
         }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{revoked} grants of project {:?} revoked, {} not: {}",
+            approval.reference,
+            failed.len(),
+            failed.join("; ")
+        );
     }
     Ok(revoked)
 }
@@ -91,14 +103,13 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
             trust,
             until,
             max_slides,
-            labels,
+            fields,
         } => {
-            let labels = labels
+            let fields = fields
                 .iter()
                 .map(|name| {
-                    Field::parse(name.trim()).with_context(|| {
-                        format!("--labels: {name:?} is not a field a query counts by")
-                    })
+                    Field::parse(name.trim())
+                        .with_context(|| format!("--fields: {name:?} is not a field a query names"))
                 })
                 .collect::<Result<Vec<Field>>>()?;
             let reference = reference.trim().to_string();
@@ -117,27 +128,29 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
                 );
             }
             // Grants made under an earlier approval with another end would outlive it, or
-            // end before it: revoked, and made again as the project asks.
-            let revoked = match node.store.project(&trust, &reference)? {
-                Some(earlier) if earlier.expires_at != expires_at => {
-                    revoke_project_grants(&node, &earlier)?
-                }
-                _ => 0,
-            };
+            // end before it: revoked (once the new approval is in force, so none is made
+            // under the old one meanwhile), and made again as the project asks.
+            let earlier = node.store.project(&trust, &reference)?;
             node.store.put_project(&ProjectApproval {
                 reference: reference.clone(),
                 trust: trust.clone(),
                 approved_at: now,
                 expires_at,
                 max_slides,
-                labels,
+                fields,
             })?;
+            let revoked = match earlier {
+                Some(earlier) if earlier.expires_at != expires_at => {
+                    revoke_project_grants(&node, &earlier)?
+                }
+                _ => 0,
+            };
             if revoked > 0 {
                 println!("{revoked} grants made under the earlier approval revoked");
             }
             println!(
                 "project {reference:?} approved for {trust} until {} (at most {max_slides} slides \
-                 a cohort)",
+                 in all)",
                 date(expires_at)
             );
         }
@@ -145,9 +158,11 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
             let Some(mut approval) = node.store.project(&trust, reference.trim())? else {
                 bail!("no approval of project {reference:?} for {trust} is recorded");
             };
-            let revoked = revoke_project_grants(&node, &approval)?;
+            // Ended first, so no grant is made under it while its grants are revoked.
+            let in_force = approval.clone();
             approval.expires_at = approval.expires_at.min(now);
             node.store.put_project(&approval)?;
+            let revoked = revoke_project_grants(&node, &in_force)?;
             println!("project {reference:?} for {trust}: approval ended, {revoked} grants revoked");
         }
         ProjectCommand::List => {
@@ -157,14 +172,14 @@ pub fn project(data: DataDir, args: ProjectArgs) -> Result<()> {
                 } else {
                     "ended"
                 };
-                let labels: Vec<&str> = a.labels.iter().map(|f| f.name()).collect();
+                let fields: Vec<&str> = a.fields.iter().map(|f| f.name()).collect();
                 println!(
-                    "{}\t{}\t{state} until {}\tmax {} slides\tlabels {}",
+                    "{}\t{}\t{state} until {}\tmax {} slides\tfields {}",
                     a.trust,
                     a.reference,
                     date(a.expires_at),
                     a.max_slides,
-                    labels.join(",")
+                    fields.join(",")
                 );
             }
         }

@@ -106,20 +106,19 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
     let mut slides = Vec::new();
     let mut tiles = Vec::new();
     let mut left_out = 0usize;
+    // One wait for every slide still opening, not one each.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_secs);
     for m in &members {
         let slide: SlideId = text(m, "slide")
             .parse()
             .map_err(|e| anyhow::anyhow!("the node listed a malformed slide id: {e}"))?;
-        let Some((manifest, view)) =
-            opened_manifest(node, &slide, &args.project, args.wait_secs).await?
-        else {
-            eprintln!(
-                "slide {slide} of {} is held here under another grant (its view is not the \
-                 project's de-identified one): left out",
-                text(m, "site")
-            );
-            left_out += 1;
-            continue;
+        let (manifest, view) = match opened_manifest(node, &slide, &args.project, deadline).await? {
+            Opened::View(manifest, view) => (manifest, view),
+            Opened::Not(why) => {
+                eprintln!("slide {slide} of {}: {why}: left out", text(m, "site"));
+                left_out += 1;
+                continue;
+            }
         };
         let level = args.level.min(manifest.levels.len().saturating_sub(1));
         let grid_level = manifest
@@ -298,33 +297,49 @@ pub async fn fetch(node: &RunningNode, args: FetchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The slide's manifest as the node holds it, de-identified for the project, and its view
-/// id, waiting while the node is still opening it; `None` when the node holds the slide
-/// under another grant.
+/// A cohort slide as the node holds it.
+enum Opened {
+    /// Its de-identified view for the project, and the view's id.
+    View(Box<SlideManifest>, String),
+    /// Not to be fetched: held under another grant, or no longer given (why).
+    Not(String),
+}
+
+/// The slide's manifest as the node holds it, de-identified for the project, waiting until
+/// `deadline` while the node is still opening it.
 async fn opened_manifest(
     node: &RunningNode,
     slide: &SlideId,
     project: &str,
-    wait_secs: u64,
-) -> Result<Option<(SlideManifest, String)>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_secs);
+    deadline: tokio::time::Instant,
+) -> Result<Opened> {
     let path = format!("/api/v1/slides/{slide}/manifest");
     let body = loop {
         match node.json(reqwest::Method::GET, &path, None).await {
             Ok(body) => break body,
             // Not held yet (the node is still opening it), or the owner not reachable now:
-            // asked again until the wait is over; anything else is an answer.
+            // asked again until the wait is over.
             Err(e)
                 if matches!(super::running::refused_status(&e), Some(404 | 502 | 503))
                     && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            // Refused (an opt-out, a revoked grant since the cohort was built): the rest of
+            // the cohort is still fetched.
+            Err(e) if super::running::refused_status(&e) == Some(403) => {
+                return Ok(Opened::Not(format!(
+                    "no longer given ({e}); build the cohort again to drop it"
+                )));
+            }
             Err(e) => return Err(e.context(format!("slide {slide} is not open at this node"))),
         }
     };
     if body["deidentified_project"] != project {
-        return Ok(None);
+        return Ok(Opened::Not(
+            "held here under another grant (its view is not the project's de-identified one)"
+                .into(),
+        ));
     }
     let manifest: SlideManifest = serde_json::from_value(body["manifest"].clone())
         .with_context(|| format!("slide {slide}'s manifest"))?;
@@ -332,7 +347,7 @@ async fn opened_manifest(
         .as_str()
         .with_context(|| format!("slide {slide}'s manifest has no id"))?
         .to_string();
-    Ok(Some((manifest, view)))
+    Ok(Opened::View(Box::new(manifest), view))
 }
 
 /// Fetches one tile, checks it against its id and keeps it (written whole, then renamed).

@@ -240,13 +240,27 @@ pub fn consent(data: DataDir, args: ConsentArgs) -> Result<()> {
     if changing {
         node.store.put_consent(&series, &consent)?;
     }
+    // What decisions use: the recorded consent joined with the LIMS (whose opt-out counts
+    // even where this records none).
+    let decided = node.store.slide_consent(&slide, &series)?;
     if args.json {
         println!(
             "{}",
-            json!({ "slide_id": slide, "series_uid": series, "consent": consent_json(&consent) })
+            json!({
+                "slide_id": slide,
+                "series_uid": series,
+                "consent": consent_json(&consent),
+                "decided_with": consent_json(&decided),
+            })
         );
     } else {
         println!("{slide}: {}", consent_line(&consent));
+        if decided != consent {
+            println!(
+                "  decided with (joined with the LIMS's word on the case): {}",
+                consent_line(&decided)
+            );
+        }
     }
     Ok(())
 }

@@ -67,6 +67,11 @@ pub fn release(
     Released { outcome, entry }
 }
 
+/// One release at a time: each reads the grants the project holds, checks the project's
+/// limit and issues the rest, which two at once could each do past the limit (or issue two
+/// grants for one slide). Releases are rare; the wait is short.
+static RELEASING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn select_and_grant(
     site: &Site<'_>,
     key: &NodeKey,
@@ -102,18 +107,22 @@ fn select_and_grant(
             format!("{}: {reason}", site.trust),
         ));
     }
-    if let Some(field) = query.group_by.iter().find(|f| !approval.labels.contains(f)) {
-        let allowed: Vec<&str> = approval.labels.iter().map(|f| f.name()).collect();
+    // Selecting by a value says each slide selected has it, as a label would.
+    let named = query.fields();
+    if let Some(field) = named.iter().find(|f| !approval.fields.contains(f)) {
+        let allowed: Vec<&str> = approval.fields.iter().map(|f| f.name()).collect();
         return Err(refused(
             entry,
-            format!("label {field} not approved"),
+            format!("field {field} not approved"),
             format!(
-                "{}'s approval of project {project} allows the labels {} only, not {field}",
+                "{}'s approval of project {project} allows selecting and labelling by {} only, \
+                 not {field}",
                 site.trust,
                 allowed.join(", ")
             ),
         ));
     }
+    let _one_at_a_time = RELEASING.lock().unwrap_or_else(|p| p.into_inner());
     // A cohort request is charged like a query: its answer says how many slides match.
     let request_id = blake3::hash(format!("cohort {project}\0{query}").as_bytes());
     answer::charge(site, asker, &request_id.to_hex(), now, entry)?;
@@ -236,18 +245,36 @@ fn select_and_grant(
         members.push(CohortMember {
             grant,
             patient,
-            labels: labels
-                .into_iter()
-                .map(|values| {
-                    (!values.is_empty()).then(|| values.into_iter().collect::<Vec<_>>().join("|"))
-                })
-                .collect(),
+            labels: labels.into_iter().map(joined_label).collect(),
         });
     }
-    site.store
+    let kept = site
+        .store
         .put_project_grants(&approval, &new_grants)
         .map_err(|e| failed("keeping the project's grants", e))?;
+    if !kept {
+        return Err(Refusal::Failed(format!(
+            "the approval of project {project} changed while the cohort was made: ask again"
+        )));
+    }
     Ok(members)
+}
+
+/// A field's values on one slide as one label: joined by "|", as many as fit in a value
+/// the requester accepts (`MAX_VALUE` bytes); none: `None`.
+fn joined_label(values: BTreeSet<String>) -> Option<String> {
+    let mut label = String::new();
+    for value in values {
+        let extra = if label.is_empty() { 0 } else { 1 } + value.len();
+        if label.len() + extra > slidemesh_protocol::query::MAX_VALUE {
+            break;
+        }
+        if !label.is_empty() {
+            label.push('|');
+        }
+        label.push_str(&value);
+    }
+    (!label.is_empty()).then_some(label)
 }
 
 /// A research grant of `slide` to the approval's trust, for its project, until it ends.
@@ -399,6 +426,29 @@ mod tests {
             patient: "SMP0123456789ABC".into(),
             labels: vec![Some("2".into())],
         }
+    }
+
+    #[test]
+    fn a_fields_values_are_one_label_that_fits_what_requesters_accept() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(joined_label(set(&[])), None);
+        assert_eq!(
+            joined_label(set(&["413448000", "399935008"])).as_deref(),
+            Some("399935008|413448000")
+        );
+        // Forty codes do not fit 256 bytes: as many whole ones as do.
+        let many: Vec<String> = (0..40).map(|i| format!("41344800{i:02}")).collect();
+        let label = joined_label(many.iter().cloned().collect()).unwrap();
+        assert!(
+            label.len() <= slidemesh_protocol::query::MAX_VALUE,
+            "{}",
+            label.len()
+        );
+        assert!(
+            label
+                .split('|')
+                .all(|code| many.contains(&code.to_string()))
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub(super) const PROJECT_GRANTS: TableDefinition<&str, &[u8; 32]> =
 pub(super) const COHORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cohorts_v1");
 
 /// A research project this trust approved for one member trust: cohorts are released to
-/// it until `expires_at`, at most `max_slides` slides each.
+/// it until `expires_at`, at most `max_slides` slides in all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectApproval {
     /// The project's ethics approval reference (e.g. "REC 26/YH/0042"); its pseudonyms are
@@ -35,9 +35,10 @@ pub struct ProjectApproval {
     pub expires_at: u64,
     /// Most slides given to the project in all (each request's counted with those before).
     pub max_slides: u32,
-    /// The fields a cohort's slides may be labelled with (a request counting by another is
-    /// refused): what the trust approved leaving with each pseudonym.
-    pub labels: Vec<Field>,
+    /// The fields a cohort may be selected or labelled by (a request naming another is
+    /// refused): what the trust approved becoming known of each pseudonym, since a slide
+    /// selected by a value is known to have it.
+    pub fields: Vec<Field>,
 }
 
 /// One slide a site released to a project's cohort, as the requesting trust keeps it.
@@ -137,17 +138,29 @@ impl Store {
     }
 
     /// Records the grants issued for `approval`'s project in one transaction: each with
-    /// every other grant this trust issued, and as its slide's grant for the project.
+    /// every other grant this trust issued, and as its slide's grant for the project. Only
+    /// while the approval stands as it was read (`false`, nothing written, when it was
+    /// ended or changed meanwhile, say by `project end` in another process).
     pub fn put_project_grants(
         &self,
         approval: &ProjectApproval,
         grants: &[StoredGrant],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if grants.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let prefix = project_key(&approval.trust, &approval.reference);
         let tx = self.db.begin_write().op("begin write")?;
+        let current: Option<ProjectApproval> = tx
+            .open_table(PROJECTS)
+            .op("open projects")?
+            .get(prefix.as_str())
+            .op("read project")?
+            .map(|v| decode("projects_v1", v.value()))
+            .transpose()?;
+        if current.as_ref() != Some(approval) {
+            return Ok(false);
+        }
         {
             let mut table = tx.open_table(PROJECT_GRANTS).op("open project grants")?;
             for stored in grants {
@@ -161,7 +174,8 @@ impl Store {
                     .op("insert project grant")?;
             }
         }
-        tx.commit().op("commit project grants")
+        tx.commit().op("commit project grants")?;
+        Ok(true)
     }
 
     /// Records what `owner` released to `reference`'s cohort, replacing what it released

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { assertAccessible } from './axe.mjs';
-import { launchChromium } from './chromium.mjs';
+import { launchChromium, tabletPage } from './chromium.mjs';
 
 const env = (name) => {
   const value = process.env[name];
@@ -33,12 +33,7 @@ describe('the research page builds a cohort', () => {
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
     browser = await launchChromium();
-    const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
-    page = await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(`CSP: ${m.text()}`);
-    });
+    page = await tabletPage(browser, pageErrors);
   });
 
   after(async () => {

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { assertAccessible } from './axe.mjs';
-import { launchChromium } from './chromium.mjs';
+import { launchChromium, tabletPage } from './chromium.mjs';
 
 const URL = (process.env.SLIDEMESH_URL ?? '').replace(/\/+$/, '');
 const TRUSTS = (process.env.SLIDEMESH_TRUSTS ?? '').split(',').filter(Boolean);
@@ -30,12 +30,7 @@ describe('the research page', () => {
     assert.ok(URL && TRUSTS.length && DOWN, 'SLIDEMESH_URL, SLIDEMESH_TRUSTS and SLIDEMESH_DOWN are required');
     await mkdir(ARTIFACTS, { recursive: true });
     browser = await launchChromium();
-    const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
-    page = await context.newPage();
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) pageErrors.push(`CSP: ${m.text()}`);
-    });
+    page = await tabletPage(browser, pageErrors);
   });
 
   after(async () => {

@@ -752,6 +752,17 @@ pub fn run_research_browser_test(
     )
 }
 
+/// One site's part of a research answer (query or cohort) by its trust; fails naming the
+/// answer when the site is not in it.
+pub fn research_site<'a>(answer: &'a Value, trust: &str) -> &'a Value {
+    answer["sites"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sites in {answer:#}"))
+        .iter()
+        .find(|s| s["trust"] == trust)
+        .unwrap_or_else(|| panic!("{trust} is not in {answer:#}"))
+}
+
 /// Runs the headless-Chromium check of the research page's cohort form
 /// (tests/browser/cohort.test.mjs) against the node at `url`: `project`'s cohort of the
 /// slides `query` selects, `slides` of them given by `approved`, refused by `refusing`.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use slidemesh_e2e::federation::federation;
+use slidemesh_e2e::research_site as site;
 use slidemesh_e2e::{Node, SMALL, consent_sidecars, files_under, run, run_ok, synth, wait_until};
 
 const PROJECT: &str = "REC 26/YH/0042";
@@ -28,15 +29,6 @@ fn build(node: &Node, query: &str) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.body)));
     assert_eq!(response.status, 200, "{body:#}");
     body
-}
-
-fn site<'a>(answer: &'a Value, trust: &str) -> &'a Value {
-    answer["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["trust"] == trust)
-        .unwrap_or_else(|| panic!("{trust} is not in {answer:#}"))
 }
 
 fn members(node: &Node) -> Vec<Value> {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use slidemesh_e2e::federation::federation;
+use slidemesh_e2e::research_site as site;
 use slidemesh_e2e::{Node, SMALL, consent_sidecars, run_ok, synth, wait_until};
 
 /// Asks `query` at `node`'s API; the status and the JSON answer.
@@ -23,15 +24,6 @@ fn ask(node: &Node, query: &str) -> (u16, Value) {
     let body = serde_json::from_slice(&response.body)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.body)));
     (response.status, body)
-}
-
-fn site<'a>(answer: &'a Value, trust: &str) -> &'a Value {
-    answer["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["trust"] == trust)
-        .unwrap_or_else(|| panic!("{trust} is not in {answer:#}"))
 }
 
 /// Ingests `count` generated slides at `node`, every patient consenting to research.

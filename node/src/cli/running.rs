@@ -5,6 +5,8 @@
 //! "none"`, reached from this machine); behind sign-on the node refuses, and the error says
 //! to use the web UI.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::Value;
@@ -39,37 +41,27 @@ impl RunningNode {
     /// Calls `path` with a JSON `body` (or none) and reads the JSON answer; an answer other
     /// than success is an error carrying the node's own words.
     pub async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .timeout(std::time::Duration::from_secs(600));
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the running node at {}", self.base))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .context("reading the node's answer")?;
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if !status.is_success() {
-            return Err(refused(status, &body).into());
-        }
-        Ok(body)
+        let bytes = self.send(request, Duration::from_secs(600)).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or_default())
     }
 
     /// GETs `path` and reads its bytes; an answer other than success is an error.
     pub async fn bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .timeout(std::time::Duration::from_secs(120))
+        let request = self.client.get(format!("{}{path}", self.base));
+        self.send(request, Duration::from_secs(120)).await
+    }
+
+    /// Sends `request` and reads the whole answer within `timeout`: its bytes, or the node's
+    /// refusal ([`Refused`]).
+    async fn send(&self, request: reqwest::RequestBuilder, timeout: Duration) -> Result<Vec<u8>> {
+        let response = request
+            .timeout(timeout)
             .send()
             .await
             .with_context(|| format!("cannot reach the running node at {}", self.base))?;

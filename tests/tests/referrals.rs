@@ -467,7 +467,14 @@ fn referrals_are_stored_and_forwarded_exactly_once_withdrawn_and_expired() {
         json_of(&leeds.get(&detail))["status"] == "delivered"
     })
     .expect("delivered once the receiver is back");
-    let inbox = listed(bradford, "inbox", &[]);
+    // Listed once the receiver holds the owner's word that the referral's grants hold (its
+    // manifest fetch, which may still be on its way when "delivered" is acknowledged).
+    let mut inbox = Vec::new();
+    wait_until(Duration::from_secs(30), || {
+        inbox = listed(bradford, "inbox", &[]);
+        !inbox.is_empty()
+    })
+    .unwrap_or_else(|_| panic!("the delivered referral is not in the inbox: {inbox:#?}"));
     assert_eq!(inbox.len(), 1, "{inbox:#?}");
     assert_eq!(inbox[0]["recipient"]["specialist"], "apatel");
     // Exactly once: one delivery in each history, one referral in the receiver's store.

@@ -12,7 +12,7 @@
 //!   receiving, each step of their life, both sides' histories; their marks as DICOM.
 //! - [`research`]: research queries: each own slide's facts as query fields (indexed at
 //!   ingest, joined with the LIMS), this site's answer under its policy and disclosure
-//!   control, and a query asked of every member at once (partly built: no cohorts yet).
+//!   control, a query asked of every member at once, and approved projects' cohorts.
 //! - [`access`]: who may see or do what: every decision in one pure function (grants,
 //!   the owner's cedar policy, roles, the label and identity rules).
 //! - [`net`]: the libp2p swarm task and its handle; knows nothing of the store.
@@ -21,6 +21,8 @@
 //! - [`store`]: redb tables and the object store of original files; tile reads.
 //! - [`dicom_json`], [`dicom_build`]: reading DICOM JSON, writing DICOM data sets.
 //! - [`config`], [`datadir`]: the operator's settings and the data directory's layout.
+//! - [`metrics`]: what the node counts for its operators (Prometheus `/metrics`); any
+//!   module may count, none reads it back.
 //!
 //! Architecture invariant: only `ingest` writes slides to the store, always in one redb
 //! transaction per slide; HTTP handlers and the CLI hold handles, never raw tables.
@@ -39,6 +41,7 @@ pub mod dicom_json;
 pub mod dimse;
 pub mod federation;
 pub mod ingest;
+pub mod metrics;
 pub mod net;
 pub mod referrals;
 pub mod research;

@@ -374,6 +374,7 @@ fn routes() -> Vec<Route> {
     let mut all = vec![
         get_("/api/v1/node", Public, get(slides::node_info)),
         get_("/api/v1/network", Public, get(slides::network_status)),
+        get_("/metrics", Public, get(metrics)),
         get_("/api/v1/slides", Listing, get(slides::list)),
         get_("/api/v1/slides/{slide_id}", Content, get(slides::detail)),
         get_(
@@ -507,6 +508,20 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         // Not the CSRF token's header: only the node's own UI sends it.
         .allow_headers([header::ACCEPT, header::CONTENT_TYPE, header::IF_NONE_MATCH])
         .expose_headers([header::CONTENT_TYPE, header::ETAG, header::WARNING])
+}
+
+/// `GET /metrics`: the node's Prometheus metrics ([`crate::metrics`]): counts by trust,
+/// action and outcome, never a slide, person or patient.
+async fn metrics() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::metrics().encode(),
+    )
+        .into_response()
 }
 
 async fn api_not_found() -> ApiError {

@@ -40,6 +40,7 @@ async fn send_tile(
     if let Some(location) = state.locations.cached(&tile)
         && let Some(bytes) = state.reader.read_if_cached(&location)
     {
+        crate::metrics::metrics().served_original.inc();
         return tile_response(bytes, &location.media_type, &etag, Sharing::Decided);
     }
     let state = state.clone();
@@ -56,6 +57,7 @@ async fn send_tile(
     })
     .await
     .map_err(ApiError::internal)??;
+    crate::metrics::metrics().served_original.inc();
     tile_response(bytes, &media_type, &etag, Sharing::Decided)
 }
 

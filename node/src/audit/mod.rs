@@ -96,6 +96,22 @@ pub struct AuditLog {
     writer: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
+/// How an entry is counted in the `decisions` metric: its side, action and outcome.
+fn decision_labels(entry: &AuditEntry) -> crate::metrics::DecisionLabels {
+    let side = match entry.side {
+        Side::Served => "served",
+        Side::Received => "received",
+        Side::Gateway => "local",
+        Side::ReferralStep => "referral_step",
+        Side::ReferralNotice => "referral_notice",
+    };
+    crate::metrics::DecisionLabels {
+        side: side.into(),
+        action: entry.action.clone(),
+        outcome: if entry.allowed { "allowed" } else { "refused" }.into(),
+    }
+}
+
 impl AuditLog {
     /// Starts the writer thread over `store`.
     pub fn start(store: std::sync::Arc<Store>) -> std::io::Result<Self> {
@@ -134,8 +150,14 @@ impl AuditLog {
                     } else {
                         store.append_audit(&batch)
                     };
+                    let counted = crate::metrics::metrics();
                     match committed {
                         Ok(first_seq) => {
+                            counted.audit_entries.inc_by(batch.len() as u64);
+                            counted.audit_waiting.set(0);
+                            for append in &batch {
+                                counted.decisions.get_or_create(&decision_labels(&append.entry)).inc();
+                            }
                             for (seq, append) in (first_seq..).zip(batch.drain(..)) {
                                 if let Some(done) = append.done {
                                     let _ = done.try_send(seq);
@@ -154,6 +176,8 @@ impl AuditLog {
                             break;
                         }
                         Err(e) => {
+                            counted.audit_write_failures.inc();
+                            counted.audit_waiting.set(batch.len() as i64);
                             tracing::error!(error = %e, entries = batch.len(), retry_in = ?backoff, "audit entries could not be written; kept, and nothing they cover is served");
                             std::thread::sleep(backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -849,7 +849,22 @@ impl Inbound for Handlers {
                             "the request names no valid user: {e}"
                         )));
                     }
-                    answers.authorize(&peer, &slide, &grant, user.as_ref(), &actions, &label)
+                    let decisions = answers.authorize(
+                        &peer,
+                        &slide,
+                        &grant,
+                        user.as_ref(),
+                        &actions,
+                        &label,
+                    )?;
+                    let trust = answers.holdings.membership.trust_of(&peer);
+                    crate::metrics::metrics()
+                        .tiles_served_to_peers
+                        .get_or_create(&crate::metrics::Metrics::peer(
+                            trust.map_or_else(|| "unknown".to_string(), |t| t.to_string()),
+                        ))
+                        .inc_by(tiles.len() as u64);
+                    Ok(decisions)
                 })
                 .await
                 .map_err(|e| Refusal::Failed(e.to_string()))??

@@ -174,13 +174,17 @@ impl Federation {
         .await
         .map_err(|e| RemoteError::Unavailable(e.to_string()))??;
         if let Some(bytes) = cached {
+            crate::metrics::metrics().served_cache.inc();
             return Ok(bytes);
         }
         let (tx, rx) = oneshot::channel();
         self.enqueue(slide, &[tile], vec![(tile, tx)], true, user);
-        rx.await
+        let bytes = rx
+            .await
             .map_err(|_| RemoteError::Unavailable("fetch abandoned".into()))?
-            .map_err(RemoteError::Unavailable)
+            .map_err(RemoteError::Unavailable)?;
+        crate::metrics::metrics().served_peer.inc();
+        Ok(bytes)
     }
 
     /// Fetches every tile of a shared slide not yet cached (a pathologist making a slide
@@ -637,9 +641,33 @@ impl Federation {
                         self.finish(&tile, Ok(bytes));
                     }
                 }
+                let source = crate::metrics::Metrics::peer(
+                    self.holdings
+                        .membership
+                        .trust_of(&peer)
+                        .map_or_else(|| "unknown".to_string(), |t| t.to_string()),
+                );
+                let counted = crate::metrics::metrics();
+                counted
+                    .tiles_fetched
+                    .get_or_create(&source)
+                    .inc_by(arrived.len() as u64);
+                let failed = |kind: &str| {
+                    counted
+                        .fetch_failures
+                        .get_or_create(&crate::metrics::FailureLabels {
+                            peer: source.peer.clone(),
+                            kind: kind.into(),
+                        })
+                        .inc();
+                };
                 match outcome {
                     Ok(Ok(_receipt)) => {
                         let served_in = last_tile.unwrap_or_else(Instant::now) - started;
+                        counted
+                            .fetch_seconds
+                            .get_or_create(&source)
+                            .observe(served_in.as_secs_f64());
                         self.record_speed(peer, served_in.as_secs_f64());
                         debug!(
                             %peer,
@@ -653,11 +681,13 @@ impl Federation {
                         continue 'sources;
                     }
                     Ok(Err(e)) if e.is_corrupt() => {
+                        failed("corrupt");
                         warn!(%peer, %slide, error = %e, "peer sent wrong bytes; trying another source");
                         last_error = e.to_string();
                         continue 'sources;
                     }
                     Ok(Err(e)) if e.is_transient() => {
+                        failed("interrupted");
                         // A connection closing under the stream (peers that dialled each
                         // other at once keep one of two): the same peer, shortly.
                         debug!(%peer, %slide, attempt, error = %e, "batch interrupted; retrying");
@@ -665,12 +695,14 @@ impl Federation {
                         tokio::time::sleep(RETRY_PAUSE * (attempt + 1)).await;
                     }
                     Ok(Err(e)) => {
+                        failed("refused");
                         debug!(%peer, %slide, error = %e, "batch refused; trying another source");
                         refused |= matches!(e, crate::net::FetchError::Denied { .. });
                         last_error = e.to_string();
                         continue 'sources;
                     }
                     Err(_) => {
+                        failed("timeout");
                         last_error = format!("{peer} timed out");
                         self.record_speed(peer, BATCH_TIMEOUT.as_secs_f64());
                         continue 'sources;

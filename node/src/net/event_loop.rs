@@ -301,6 +301,9 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                crate::metrics::metrics()
+                    .peers_connected
+                    .set(self.swarm.connected_peers().count() as i64);
                 self.connections.insert(
                     connection_id,
                     (peer_id, endpoint.get_remote_address().clone()),
@@ -323,6 +326,9 @@ impl EventLoop {
             } => {
                 debug!(peer = %peer_id, cause = ?cause, "connection closed");
                 self.connections.remove(&connection_id);
+                crate::metrics::metrics()
+                    .peers_connected
+                    .set(self.swarm.connected_peers().count() as i64);
                 if num_established == 0 {
                     self.warm_ups.forget(&peer_id);
                 }

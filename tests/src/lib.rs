@@ -430,6 +430,18 @@ impl Node {
         url
     }
 
+    /// Freezes the running server (SIGSTOP: a hung site; connections stay open, nothing is
+    /// answered) or thaws it (SIGCONT).
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.server.as_ref().expect("the node is serving");
+        let status = Command::new("kill")
+            .arg(if frozen { "-STOP" } else { "-CONT" })
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.server.take()?;

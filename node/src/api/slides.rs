@@ -41,10 +41,18 @@ pub async fn network_status(State(state): State<Arc<ApiState>>) -> Result<Json<V
         .status()
         .await
         .map_err(ApiError::internal)?;
+    let not_answering: Vec<Value> = state
+        .federation
+        .peers_not_answering()
+        .into_iter()
+        .map(|(trust, since)| json!({ "trust": trust, "for_secs": since.as_secs() }))
+        .collect();
     Ok(Json(json!({
         "network": network,
         "roster_version": state.federation.holdings.membership.roster().map(|r| r.version),
         "cache": state.federation.holdings.cache.stats(),
+        // Peers skipped for tile requests until their backoff ends (the next asks again).
+        "not_answering": not_answering,
     })))
 }
 

@@ -7,6 +7,8 @@
 //!   peers: decisions about its slides and shared ones, manifests and remote tiles fetched
 //!   through the cache.
 //! - [`membership`]: the roster in force and who each peer speaks for.
+//! - [`health`]: which peers are not answering tile requests lately, skipped for a backoff
+//!   so a fetch fails fast or goes to another source.
 //! - [`holdings`]: what both sides share: the store, tile files and cache, policy, audit
 //!   log, and what the policy check needs of each slide served.
 //! - [`tasks`]: background loops: roster updates, outbox delivery, shared slides' refresh,
@@ -20,6 +22,7 @@
 
 pub mod answers;
 mod gateway;
+pub mod health;
 pub mod holdings;
 mod manifests;
 pub mod membership;

@@ -42,6 +42,11 @@ const ATTEMPTS_PER_SOURCE: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long a Kademlia provider lookup for a slide is reused.
 const PROVIDERS_TTL: Duration = Duration::from_secs(30);
+/// A broken stream that took this long to fail means the peer is not answering.
+const SLOW_FAILURE: Duration = Duration::from_secs(2);
+/// A provider lookup this recent is not repeated when every source failed: a batch fails at
+/// once rather than wait out another lookup that would find the same.
+const LOOKUP_AGAIN_AFTER: Duration = Duration::from_secs(5);
 /// How long one batch may take before the next source is tried.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,6 +91,10 @@ pub struct RemoteState {
     queued: Mutex<HashMap<BatchKey, Vec<TileId>>>,
     /// Seconds per batch of the last batch from each peer (smaller is faster).
     speed: Mutex<HashMap<PeerId, f64>>,
+    /// Peers not answering lately, skipped until their backoff ends.
+    health: Mutex<super::health::PeerHealth>,
+    /// Told whenever a peer is marked as not answering.
+    health_changed: tokio::sync::Notify,
     permits: Arc<Semaphore>,
     /// Prefetch batches in flight are bounded apart, so they never hold up tiles a viewer
     /// is waiting for.
@@ -109,6 +118,8 @@ impl Default for RemoteState {
             in_flight: Mutex::new(HashMap::new()),
             queued: Mutex::new(HashMap::new()),
             speed: Mutex::new(HashMap::new()),
+            health: Mutex::default(),
+            health_changed: tokio::sync::Notify::new(),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             prefetch_permits: Arc::new(Semaphore::new(MAX_PREFETCH_IN_FLIGHT)),
             demanded_done: Arc::new(tokio::sync::Notify::new()),
@@ -571,8 +582,12 @@ impl Federation {
         let mut looked_up = false;
         'sources: loop {
             let Some(peer) = next_untried(&mut candidates, &tried) else {
-                // Every known source failed: wait for a fresh DHT answer, once.
-                if looked_up || missing.is_empty() {
+                // Every known source failed: wait for a fresh DHT answer, once, unless one
+                // came moments ago (its providers were among the candidates).
+                let asked_lately = lock(&self.remote.providers)
+                    .get(&slide)
+                    .is_some_and(|(at, _)| at.elapsed() < LOOKUP_AGAIN_AFTER);
+                if looked_up || missing.is_empty() || asked_lately {
                     break;
                 }
                 looked_up = true;
@@ -581,6 +596,28 @@ impl Federation {
                 continue;
             };
             tried.push(peer);
+            // A peer that did not answer lately is not waited on again until its backoff
+            // ends: the next source, or a quick failure naming it.
+            let admitted = lock(&self.remote.health).admit(&peer, tokio::time::Instant::now());
+            if let Err(down) = admitted {
+                last_error = format!(
+                    "{} has not answered for {} s (asked again in {} s)",
+                    self.describe_peer(&peer),
+                    down.since.elapsed().as_secs(),
+                    down.until
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .as_secs()
+                        .max(1)
+                );
+                crate::metrics::metrics()
+                    .fetch_failures
+                    .get_or_create(&crate::metrics::FailureLabels {
+                        peer: self.trust_label(&peer),
+                        kind: "skipped".into(),
+                    })
+                    .inc();
+                continue 'sources;
+            }
             for attempt in 0..ATTEMPTS_PER_SOURCE {
                 if missing.is_empty() {
                     break 'sources;
@@ -591,17 +628,22 @@ impl Federation {
                 // The source's speed is how fast its tiles came, not how long its receipt
                 // (its audit commit) took after them.
                 let mut last_tile: Option<Instant> = None;
-                let outcome = tokio::time::timeout(
-                    BATCH_TIMEOUT,
-                    // Each tile goes to its waiters the moment it arrived and hashed right,
-                    // not when the whole batch is in.
-                    network.fetch_tiles(peer, lane, &request, |tile, bytes| {
-                        self.answer(&tile, &bytes);
-                        got.push((tile, bytes));
-                        last_tile = Some(Instant::now());
-                    }),
-                )
-                .await;
+                // Each tile goes to its waiters the moment it arrived and hashed right, not
+                // when the whole batch is in.
+                let failures = lock(&self.remote.health).failures(&peer);
+                let fetching = network.fetch_tiles(peer, lane, &request, |tile, bytes| {
+                    self.answer(&tile, &bytes);
+                    got.push((tile, bytes));
+                    last_tile = Some(Instant::now());
+                });
+                // Given up at the batch timeout, or as soon as another batch found the peer
+                // not answering (its tiles' waiters are not kept for the rest of this one).
+                let outcome: Result<_, GaveUp> = tokio::select! {
+                    fetched = tokio::time::timeout(BATCH_TIMEOUT, fetching) => {
+                        fetched.map_err(|_| GaveUp::TimedOut)
+                    }
+                    () = self.until_not_answering(&peer, failures) => Err(GaveUp::PeerDown),
+                };
                 // Tiles verified before any failure are good whatever came after. Their
                 // waiters were answered as they arrived; each stays "in flight", with its
                 // bytes, until it is cached (on the blocking pool), so a request in between
@@ -641,12 +683,7 @@ impl Federation {
                         self.finish(&tile, Ok(bytes));
                     }
                 }
-                let source = crate::metrics::Metrics::peer(
-                    self.holdings
-                        .membership
-                        .trust_of(&peer)
-                        .map_or_else(|| "unknown".to_string(), |t| t.to_string()),
-                );
+                let source = crate::metrics::Metrics::peer(self.trust_label(&peer));
                 let counted = crate::metrics::metrics();
                 counted
                     .tiles_fetched
@@ -661,6 +698,13 @@ impl Federation {
                         })
                         .inc();
                 };
+                // Any answer (a tile, a refusal, even wrong bytes) says the peer is up.
+                if !arrived.is_empty()
+                    || matches!(&outcome, Ok(Ok(_)))
+                    || matches!(&outcome, Ok(Err(e)) if !e.is_transient())
+                {
+                    lock(&self.remote.health).answered(&peer);
+                }
                 match outcome {
                     Ok(Ok(_receipt)) => {
                         let served_in = last_tile.unwrap_or_else(Instant::now) - started;
@@ -686,6 +730,15 @@ impl Federation {
                         last_error = e.to_string();
                         continue 'sources;
                     }
+                    Ok(Err(e)) if e.is_transient() && started.elapsed() >= SLOW_FAILURE => {
+                        // A stream that took this long to fail is a peer not answering (one
+                        // frozen, or a link gone), not a connection race: not asked again.
+                        failed("timeout");
+                        self.peer_not_answering(peer);
+                        debug!(%peer, %slide, error = %e, "no answer; trying another source");
+                        last_error = e.to_string();
+                        continue 'sources;
+                    }
                     Ok(Err(e)) if e.is_transient() => {
                         failed("interrupted");
                         // A connection closing under the stream (peers that dialled each
@@ -701,13 +754,26 @@ impl Federation {
                         last_error = e.to_string();
                         continue 'sources;
                     }
-                    Err(_) => {
+                    Err(GaveUp::PeerDown) => {
+                        failed("skipped");
+                        last_error = format!(
+                            "{} stopped answering during the batch",
+                            self.describe_peer(&peer)
+                        );
+                        continue 'sources;
+                    }
+                    Err(GaveUp::TimedOut) => {
                         failed("timeout");
+                        self.peer_not_answering(peer);
                         last_error = format!("{peer} timed out");
                         self.record_speed(peer, BATCH_TIMEOUT.as_secs_f64());
                         continue 'sources;
                     }
                 }
+            }
+            // Every attempt's stream broke or could not be opened.
+            if !missing.is_empty() {
+                self.peer_not_answering(peer);
             }
         }
         if !missing.is_empty() && !tried.is_empty() {
@@ -783,6 +849,42 @@ impl Federation {
         }
     }
 
+    /// Marks `peer` as not answering now, and wakes every batch waiting on it.
+    fn peer_not_answering(&self, peer: PeerId) {
+        lock(&self.remote.health).failed(peer, tokio::time::Instant::now());
+        self.remote.health_changed.notify_waiters();
+    }
+
+    /// Resolves once another batch marks `peer` as not answering (its failures in a row
+    /// pass `failures`, the count when this batch started).
+    async fn until_not_answering(&self, peer: &PeerId, failures: u32) {
+        loop {
+            // Registered before the check, so a mark in between is not missed.
+            let changed = self.remote.health_changed.notified();
+            if lock(&self.remote.health).failures(peer) > failures {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// A peer as metrics label it: its trust, or `unknown`.
+    fn trust_label(&self, peer: &PeerId) -> String {
+        self.holdings
+            .membership
+            .trust_of(peer)
+            .map_or_else(|| "unknown".to_string(), |t| t.to_string())
+    }
+
+    /// The peers not answering tile requests lately, by trust, with how long.
+    pub fn peers_not_answering(&self) -> Vec<(String, Duration)> {
+        lock(&self.remote.health)
+            .failing()
+            .into_iter()
+            .map(|(peer, since)| (self.trust_label(&peer), since.elapsed()))
+            .collect()
+    }
+
     fn record_speed(&self, peer: PeerId, seconds: f64) {
         lock(&self.remote.speed).insert(peer, seconds);
     }
@@ -804,6 +906,14 @@ impl Federation {
 }
 
 /// The next candidate not tried yet in this fetch.
+/// Why a batch was given up without an answer.
+enum GaveUp {
+    /// No answer within [`BATCH_TIMEOUT`].
+    TimedOut,
+    /// Another batch found the peer not answering meanwhile.
+    PeerDown,
+}
+
 fn next_untried(candidates: &mut Vec<PeerId>, tried: &[PeerId]) -> Option<PeerId> {
     while !candidates.is_empty() {
         let peer = candidates.remove(0);

@@ -44,8 +44,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const PROVIDERS_TTL: Duration = Duration::from_secs(30);
 /// A broken stream that took this long to fail means the peer is not answering.
 const SLOW_FAILURE: Duration = Duration::from_secs(2);
-/// A provider lookup this recent is not repeated when every source failed: a batch fails at
-/// once rather than wait out another lookup that would find the same.
+/// A provider lookup this recent is used as it is when every source failed: a batch tries
+/// its providers, or fails, at once rather than wait out another lookup.
 const LOOKUP_AGAIN_AFTER: Duration = Duration::from_secs(5);
 /// How long one batch may take before the next source is tried.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -582,16 +582,20 @@ impl Federation {
         let mut looked_up = false;
         'sources: loop {
             let Some(peer) = next_untried(&mut candidates, &tried) else {
-                // Every known source failed: wait for a fresh DHT answer, once, unless one
-                // came moments ago (its providers were among the candidates).
-                let asked_lately = lock(&self.remote.providers)
-                    .get(&slide)
-                    .is_some_and(|(at, _)| at.elapsed() < LOOKUP_AGAIN_AFTER);
-                if looked_up || missing.is_empty() || asked_lately {
+                // Every known source failed: wait for a fresh DHT answer, once; one that came
+                // moments ago (perhaps while this batch ran) is used as it is instead.
+                if looked_up || missing.is_empty() {
                     break;
                 }
                 looked_up = true;
-                let fresh = self.lookup_providers(slide, &tried).await;
+                let lately = lock(&self.remote.providers)
+                    .get(&slide)
+                    .filter(|(at, _)| at.elapsed() < LOOKUP_AGAIN_AFTER)
+                    .map(|(_, found)| found.clone());
+                let fresh = match lately {
+                    Some(found) => found,
+                    None => self.lookup_providers(slide, &tried).await,
+                };
                 candidates.extend(fresh.into_iter().filter(|p| !tried.contains(p)));
                 continue;
             };

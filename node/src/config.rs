@@ -469,6 +469,10 @@ pub struct HttpSection {
     /// PEM private key of `tls_cert`.
     #[serde(default)]
     pub tls_key: String,
+    /// The bearer token Prometheus scrapes `/metrics` with (its scrape config's
+    /// `authorization: {credentials: ...}`). Empty: `/metrics` is not served.
+    #[serde(default)]
+    pub metrics_token: String,
     /// What clients may take of the server (`[http.limits]`).
     #[serde(default)]
     pub limits: HttpLimits,
@@ -549,6 +553,7 @@ impl NodeConfig {
                 cors_origins: Vec::new(),
                 tls_cert: String::new(),
                 tls_key: String::new(),
+                metrics_token: String::new(),
                 limits: HttpLimits::default(),
             },
             ingest: IngestSection::default(),
@@ -602,6 +607,9 @@ cors_origins = {cors}
 # a restart. Empty: plain HTTP (for loopback, or behind a proxy that terminates TLS).
 tls_cert = {tls_cert}
 tls_key = {tls_key}
+# Prometheus metrics at /metrics (counts by trust, action and outcome; no slide, person or
+# patient), served only to a scraper presenting this bearer token. Empty: not served.
+metrics_token = {metrics_token}
 
 [http.limits]
 # Open connections at once (more are closed as they arrive); requests answered at once (more
@@ -780,6 +788,7 @@ snomed_hierarchy = {research_snomed}
             ingest_roles = toml_strings(&self.users.ingest_roles),
             tls_cert = toml_string(&self.http.tls_cert),
             tls_key = toml_string(&self.http.tls_key),
+            metrics_token = toml_string(&self.http.metrics_token),
             max_connections = self.http.limits.max_connections,
             max_requests_in_flight = self.http.limits.max_requests_in_flight,
             header_timeout_secs = self.http.limits.header_timeout_secs,

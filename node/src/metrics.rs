@@ -1,7 +1,7 @@
 //! What the node counts for its operators, served as Prometheus metrics (`GET /metrics`,
 //! the OpenMetrics text format, by the `prometheus-client` crate): tiles served to this
-//! trust's people (from its own files, its cache, or fetched from a peer), tiles served to
-//! each peer, tiles fetched from each peer with the batch latency and each failure by kind,
+//! trust's people over its API (from its own files, its cache, or fetched from a peer; not
+//! yet DICOMweb frames of its own slides), tiles each peer was allowed, tiles fetched from each peer with the batch latency and each failure by kind,
 //! access decisions by side, action and outcome (as the audit log commits them), the audit
 //! log's health, and peers connected. Labels name trusts and actions, never a slide,
 //! person or patient.
@@ -36,7 +36,8 @@ pub struct SourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub peer: String,
-    /// `corrupt` (wrong bytes), `refused`, `interrupted`, `timeout`.
+    /// `corrupt` (wrong bytes), `refused`, `interrupted` (each attempt), `timeout`,
+    /// `skipped` (not asked: not answering lately, or found so during the batch).
     pub kind: String,
 }
 
@@ -44,7 +45,7 @@ pub struct FailureLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// `served` (this node decided for another), `received` (another decided for this
-    /// node), `local` (this node's own people).
+    /// node), `local` (this node's own people), `referral_step`, `referral_notice`.
     pub side: String,
     pub action: String,
     /// `allowed` or `refused`.
@@ -115,7 +116,7 @@ impl Metrics {
         );
         r.register(
             "peer_tiles_served",
-            "Tiles served to each peer trust",
+            "Tiles each peer trust asked for and was allowed",
             m.tiles_served_to_peers.clone(),
         );
         r.register(

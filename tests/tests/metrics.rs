@@ -12,6 +12,9 @@ use serde_json::Value;
 use slidemesh_e2e::federation::{federation, share, wait_for_shared};
 use slidemesh_e2e::{free_port, get, wait_until};
 
+/// The bearer token both nodes serve their metrics for.
+const TOKEN: &str = "a-prometheus-scrape-token-7c1e";
+
 /// Prometheus scraping `targets` every second, its data in `dir`; stopped when dropped.
 struct Prometheus {
     child: Child,
@@ -32,7 +35,7 @@ impl Prometheus {
             .iter()
             .map(|(trust, address)| {
                 format!(
-                    "  - job_name: {trust}\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{address}']\n"
+                    "  - job_name: {trust}\n    scrape_interval: 1s\n    authorization:\n      type: Bearer\n      credentials: {TOKEN}\n    static_configs:\n      - targets: ['{address}']\n"
                 )
             })
             .collect();
@@ -109,6 +112,12 @@ impl Prometheus {
 fn a_real_prometheus_scrapes_what_each_node_served_fetched_and_decided() {
     let mut fed = federation(&["RR8", "RAE"]);
     let slide = fed.slide.clone();
+    for node in &fed.nodes {
+        node.edit_config(
+            "metrics_token = \"\"",
+            &format!("metrics_token = \"{TOKEN}\""),
+        );
+    }
     fed.nodes[0].serve();
     fed.nodes[1].serve();
     let grant = share(&fed.nodes[0], &slide, "RAE");
@@ -129,10 +138,15 @@ fn a_real_prometheus_scrapes_what_each_node_served_fetched_and_decided() {
             viewed += 1;
         }
     }
-    let text = get(
-        &format!("{}/metrics", fed.nodes[0].url.clone().unwrap()),
-        &[],
+    // Only a scraper with the token reads them.
+    let metrics_url = format!("{}/metrics", fed.nodes[0].url.clone().unwrap());
+    assert_eq!(get(&metrics_url, &[]).status, 401);
+    assert_eq!(
+        get(&metrics_url, &[("authorization", "Bearer not-the-token")]).status,
+        401
     );
+    let bearer = format!("Bearer {TOKEN}");
+    let text = get(&metrics_url, &[("authorization", bearer.as_str())]);
     assert_eq!(text.status, 200);
     assert!(
         text.header("content-type")
@@ -190,8 +204,8 @@ fn a_real_prometheus_scrapes_what_each_node_served_fetched_and_decided() {
         "slidemesh_decisions_total{job=\"RAE\",side=\"received\",action=\"fetch_tiles\"}",
         |_, v| v >= 1.0,
     );
-    prometheus.wait_for("slidemesh_audit_waiting_entries{job=\"RR8\"}", |_, v| {
-        v == 0.0
+    prometheus.wait_for("slidemesh_audit_entries_total{job=\"RR8\"}", |_, v| {
+        v >= 1.0
     });
 
     // RR8 revokes the grant: RAE's next tile is refused (by RR8, or by RAE once the

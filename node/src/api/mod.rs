@@ -83,6 +83,8 @@ pub struct ApiState {
     pub proxy: Option<requester::ProxyTrust>,
     /// With `[users] from = "oidc"`: the OpenID provider and the sessions it opened.
     pub oidc: Option<Arc<oidc::Oidc>>,
+    /// The token `/metrics` is served for (`[http] metrics_token`; empty: not served).
+    pub metrics_token: String,
     /// Bounds on requests (`[http.limits]`); STOW-RS reads its body sizes here.
     pub limits: crate::config::HttpLimits,
 }
@@ -137,6 +139,7 @@ impl ApiState {
             users: Default::default(),
             proxy: None,
             oidc: None,
+            metrics_token: String::new(),
             limits: crate::config::HttpLimits::default(),
         }
     }
@@ -511,17 +514,45 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 }
 
 /// `GET /metrics`: the node's Prometheus metrics ([`crate::metrics`]): counts by trust,
-/// action and outcome, never a slide, person or patient.
-async fn metrics() -> axum::response::Response {
+/// action and outcome, never a slide, person or patient; still telling of when trusts
+/// exchange referrals or run research, so served only to a scraper with the configured
+/// bearer token (not found without one configured, 401 with a wrong one).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    (
+    if state.metrics_token.is_empty() {
+        return Err(ApiError::not_found(
+            "metrics are not served: set [http] metrics_token",
+        ));
+    }
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compared in constant time: the token is a secret.
+    let matches = presented.len() == state.metrics_token.len()
+        && presented
+            .bytes()
+            .zip(state.metrics_token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0;
+    if !matches {
+        return Err(ApiError {
+            status: axum::http::StatusCode::UNAUTHORIZED,
+            message: "metrics need the scraper's bearer token".into(),
+        });
+    }
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             crate::metrics::CONTENT_TYPE,
         )],
         crate::metrics::metrics().encode(),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn api_not_found() -> ApiError {

@@ -17,6 +17,7 @@
 pub mod cosign;
 pub mod export;
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -153,15 +154,21 @@ impl AuditLog {
                     let counted = crate::metrics::metrics();
                     match committed {
                         Ok(first_seq) => {
-                            counted.audit_entries.inc_by(batch.len() as u64);
-                            counted.audit_waiting.set(0);
-                            for append in &batch {
-                                counted.decisions.get_or_create(&decision_labels(&append.entry)).inc();
-                            }
-                            for (seq, append) in (first_seq..).zip(batch.drain(..)) {
-                                if let Some(done) = append.done {
+                            // Waiters first; counting is for operators and can wait.
+                            for (seq, append) in (first_seq..).zip(batch.iter_mut()) {
+                                if let Some(done) = append.done.take() {
                                     let _ = done.try_send(seq);
                                 }
+                            }
+                            counted.audit_entries.inc_by(batch.len() as u64);
+                            counted.audit_waiting.set(0);
+                            let mut by_kind: HashMap<crate::metrics::DecisionLabels, u64> =
+                                HashMap::new();
+                            for append in batch.drain(..) {
+                                *by_kind.entry(decision_labels(&append.entry)).or_default() += 1;
+                            }
+                            for (labels, n) in by_kind {
+                                counted.decisions.get_or_create(&labels).inc_by(n);
                             }
                             for done in flushes.drain(..) {
                                 let _ = done.try_send(());

@@ -100,9 +100,19 @@ impl PeerHealth {
         self.failing.get(peer).map_or(0, |f| f.failures)
     }
 
-    /// Every peer not answering lately (skipped now, or being probed), with since when.
-    pub fn failing(&self) -> Vec<(PeerId, Instant)> {
-        self.failing.iter().map(|(p, f)| (*p, f.since)).collect()
+    /// The peers skipped at `now` or being probed, with since when they have not answered
+    /// (one whose backoff ended with no batch asking it since is not listed: nothing says
+    /// it is still down).
+    pub fn failing(&self, now: Instant) -> Vec<(PeerId, Instant)> {
+        self.failing
+            .iter()
+            .filter(|(_, f)| {
+                now < f.until
+                    || f.probing
+                        .is_some_and(|started| now < started + PROBE_WINDOW)
+            })
+            .map(|(p, f)| (*p, f.since))
+            .collect()
     }
 }
 
@@ -154,12 +164,15 @@ mod tests {
         }
         let capped = health.admit(&peer, Instant::now()).unwrap_err();
         assert_eq!(capped.until, Instant::now() + MAX_BACKOFF);
-        assert_eq!(health.failing().len(), 1);
+        assert_eq!(health.failing(Instant::now()).len(), 1);
+        // Listed while skipped, not once its backoff ended with no one asking it.
+        let later = Instant::now() + MAX_BACKOFF;
+        assert!(health.failing(later).is_empty());
 
         // Any answer clears it.
         health.answered(&peer);
         assert_eq!(health.admit(&peer, Instant::now()), Ok(()));
         assert_eq!(health.failures(&peer), 0);
-        assert!(health.failing().is_empty());
+        assert!(health.failing(Instant::now()).is_empty());
     }
 }

@@ -581,6 +581,11 @@ impl Federation {
         let mut tried: Vec<PeerId> = Vec::new();
         let mut looked_up = false;
         'sources: loop {
+            // Done before another source is considered: asking the health of one not needed
+            // would claim its probe for nothing.
+            if missing.is_empty() {
+                break;
+            }
             let Some(peer) = next_untried(&mut candidates, &tried) else {
                 // Every known source failed: wait for a fresh DHT answer, once; one that came
                 // moments ago (perhaps while this batch ran) is used as it is instead.
@@ -643,6 +648,9 @@ impl Federation {
                 // Given up at the batch timeout, or as soon as another batch found the peer
                 // not answering (its tiles' waiters are not kept for the rest of this one).
                 let outcome: Result<_, GaveUp> = tokio::select! {
+                    // A batch that finished keeps its answer even if the peer was marked
+                    // down at the same moment.
+                    biased;
                     fetched = tokio::time::timeout(BATCH_TIMEOUT, fetching) => {
                         fetched.map_err(|_| GaveUp::TimedOut)
                     }
@@ -702,11 +710,15 @@ impl Federation {
                         })
                         .inc();
                 };
-                // Any answer (a tile, a refusal, even wrong bytes) says the peer is up.
-                if !arrived.is_empty()
-                    || matches!(&outcome, Ok(Ok(_)))
-                    || matches!(&outcome, Ok(Err(e)) if !e.is_transient())
-                {
+                // Any answer in this batch (a tile, a refusal, even wrong bytes) says the peer
+                // is up; a batch given up says nothing new (its tiles may be from before the
+                // peer stopped answering).
+                let answered = match &outcome {
+                    Err(_) => false,
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => !e.is_transient() || !arrived.is_empty(),
+                };
+                if answered {
                     lock(&self.remote.health).answered(&peer);
                 }
                 match outcome {
@@ -734,7 +746,12 @@ impl Federation {
                         last_error = e.to_string();
                         continue 'sources;
                     }
-                    Ok(Err(e)) if e.is_transient() && started.elapsed() >= SLOW_FAILURE => {
+                    Ok(Err(e))
+                        if e.is_transient()
+                            && demanded
+                            && arrived.is_empty()
+                            && started.elapsed() >= SLOW_FAILURE =>
+                    {
                         // A stream that took this long to fail is a peer not answering (one
                         // frozen, or a link gone), not a connection race: not asked again.
                         failed("timeout");
@@ -768,15 +785,20 @@ impl Federation {
                     }
                     Err(GaveUp::TimedOut) => {
                         failed("timeout");
-                        self.peer_not_answering(peer);
+                        // Silent all along: not answering. A slow source that sent tiles,
+                        // or a prefetch (which waits behind viewers), is only slow.
+                        if arrived.is_empty() && demanded {
+                            self.peer_not_answering(peer);
+                        }
                         last_error = format!("{peer} timed out");
                         self.record_speed(peer, BATCH_TIMEOUT.as_secs_f64());
                         continue 'sources;
                     }
                 }
             }
-            // Every attempt's stream broke or could not be opened.
-            if !missing.is_empty() {
+            // Every attempt's stream broke or could not be opened. (Only a batch someone
+            // waits for says so: a prefetch waits behind viewers and may be cut short.)
+            if !missing.is_empty() && demanded {
                 self.peer_not_answering(peer);
             }
         }
@@ -883,7 +905,7 @@ impl Federation {
     /// The peers not answering tile requests lately, by trust, with how long.
     pub fn peers_not_answering(&self) -> Vec<(String, Duration)> {
         lock(&self.remote.health)
-            .failing()
+            .failing(tokio::time::Instant::now())
             .into_iter()
             .map(|(peer, since)| (self.trust_label(&peer), since.elapsed()))
             .collect()

@@ -325,6 +325,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     );
     state.incoming = Some(incoming);
     state.users = config.users.clone();
+    state.metrics_token = config.http.metrics_token.clone();
     state.proxy = proxy;
     state.oidc = oidc.map(Arc::new);
     state.limits = limits.clone();

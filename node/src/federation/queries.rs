@@ -9,11 +9,11 @@ use std::sync::Arc;
 use futures::StreamExt;
 use slidemesh_protocol::query::{CohortMember, CohortRequest, Field, Query, QueryRequest};
 use slidemesh_protocol::wire::{ControlRequest, ControlResponse};
-use slidemesh_protocol::{SignedGrant, SlideId, TrustCode, UserClaim};
+use slidemesh_protocol::{SignedGrant, TrustCode, UserClaim};
 use tracing::{Instrument, info_span};
 
 use super::Federation;
-use crate::access::{AuditEntry, Side};
+use crate::access::Side;
 use crate::consent::ConsentAction;
 use crate::research::answer::{self, Asker};
 use crate::research::cohort;
@@ -102,26 +102,23 @@ impl Federation {
         what: String,
         allowed: bool,
     ) {
-        self.holdings.audit.record(AuditEntry {
-            time: now_unix(),
-            side: Side::Received,
-            peer: site.clone(),
-            peer_id: self
-                .holdings
-                .membership
-                .peer_of(site)
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            user: user.map(ToString::to_string),
-            purpose: slidemesh_protocol::Purpose::Research.as_str().to_string(),
-            slide: SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
-            action: action.as_str().to_string(),
+        let peer_id = self
+            .holdings
+            .membership
+            .peer_of(site)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let mut entry = crate::research::request_entry(
+            Side::Received,
+            (site, &peer_id),
+            user,
+            action,
+            text,
             what,
-            allowed,
-            rules: Vec::new(),
-            policy_hash: String::new(),
-            grant: None,
-        });
+            now_unix(),
+        );
+        entry.allowed = allowed;
+        self.holdings.audit.record(entry);
     }
 
     /// This node's own part, answered as it answers a member.

@@ -102,25 +102,20 @@ pub struct Answer {
 /// Answers `query` (already parsed; `text` its canonical form) for `asker` at `now`.
 pub fn answer(site: &Site<'_>, asker: &Asker<'_>, query: &Query, text: &str, now: u64) -> Answer {
     let hash = blake3::hash(text.as_bytes());
-    let mut entry = AuditEntry {
-        time: now,
-        side: Side::Served,
-        peer: asker.trust.clone(),
-        peer_id: asker.peer_id.to_string(),
-        user: asker.user.map(ToString::to_string),
-        purpose: slidemesh_protocol::Purpose::Research.as_str().to_string(),
-        // A query concerns no one slide: the entry names the query by its id instead.
-        slide: SlideId::from_bytes(*hash.as_bytes()),
-        action: ConsentAction::Query.as_str().to_string(),
-        what: match asker.ethics {
-            Some(ethics) => format!("query {text} (ethics approval named: {ethics})"),
-            None => format!("query {text}"),
-        },
-        allowed: false,
-        rules: Vec::new(),
-        policy_hash: site.policy.hash().to_string(),
-        grant: None,
+    let what = match asker.ethics {
+        Some(ethics) => format!("query {text} (ethics approval named: {ethics})"),
+        None => format!("query {text}"),
     };
+    let mut entry = super::request_entry(
+        Side::Served,
+        (asker.trust, asker.peer_id),
+        asker.user,
+        ConsentAction::Query,
+        text,
+        what,
+        now,
+    );
+    entry.policy_hash = site.policy.hash().to_string();
     let outcome = count_and_release(site, asker, query, &hash.to_hex(), now, &mut entry);
     match &outcome {
         Ok(released) => {

@@ -40,22 +40,16 @@ pub fn release(
     text: &str,
     now: u64,
 ) -> Released {
-    let mut entry = AuditEntry {
-        time: now,
-        side: Side::Served,
-        peer: asker.trust.clone(),
-        peer_id: asker.peer_id.to_string(),
-        user: asker.user.map(ToString::to_string),
-        purpose: Purpose::Research.as_str().to_string(),
-        // A cohort concerns many slides: the entry names the query by its id, as queries do.
-        slide: SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
-        action: ConsentAction::ReceiveCohort.as_str().to_string(),
-        what: format!("cohort for project {project}: {text}"),
-        allowed: false,
-        rules: Vec::new(),
-        policy_hash: site.policy.hash().to_string(),
-        grant: None,
-    };
+    let mut entry = super::request_entry(
+        Side::Served,
+        (asker.trust, asker.peer_id),
+        asker.user,
+        ConsentAction::ReceiveCohort,
+        text,
+        format!("cohort for project {project}: {text}"),
+        now,
+    );
+    entry.policy_hash = site.policy.hash().to_string();
     let outcome = select_and_grant(site, key, asker, project, query, now, &mut entry);
     match &outcome {
         Ok(members) => {

@@ -60,6 +60,35 @@ pub fn key_json(
         .collect()
 }
 
+/// An audit entry about a research request (a query or a cohort), on either side: no one
+/// slide is concerned, so its `slide` field names the request by its query's id (BLAKE3
+/// of the canonical `text`). Not yet allowed, no rules, no policy: the caller fills them.
+pub fn request_entry(
+    side: crate::access::Side,
+    peer: (&slidemesh_protocol::TrustCode, &str),
+    user: Option<&slidemesh_protocol::UserClaim>,
+    action: crate::consent::ConsentAction,
+    text: &str,
+    what: String,
+    now: u64,
+) -> crate::access::AuditEntry {
+    crate::access::AuditEntry {
+        time: now,
+        side,
+        peer: peer.0.clone(),
+        peer_id: peer.1.to_string(),
+        user: user.map(ToString::to_string),
+        purpose: slidemesh_protocol::Purpose::Research.as_str().to_string(),
+        slide: slidemesh_protocol::SlideId::from_bytes(*blake3::hash(text.as_bytes()).as_bytes()),
+        action: action.as_str().to_string(),
+        what,
+        allowed: false,
+        rules: Vec::new(),
+        policy_hash: String::new(),
+        grant: None,
+    }
+}
+
 /// A group's key as text (numbers in decimal), as sites release it.
 pub fn key_text(key: &[Option<slidemesh_protocol::query::Value>]) -> Vec<Option<String>> {
     use slidemesh_protocol::query::Value;

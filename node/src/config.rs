@@ -396,6 +396,14 @@ pub struct NetworkSection {
     /// again later" without being handled.
     #[serde(default = "default_peer_requests_per_sec")]
     pub peer_requests_per_sec: u32,
+    /// Tiles per second a replica fetches in the background (it also waits for viewers'
+    /// batches to finish before each of its own).
+    #[serde(default = "default_replica_tiles_per_sec")]
+    pub replica_tiles_per_sec: u32,
+    /// Seconds between checks of the replicas this node holds (missing tiles fetched,
+    /// replicas no longer granted released); a new replicate grant starts one at once.
+    #[serde(default = "default_replica_check_secs")]
+    pub replica_check_secs: u64,
 }
 
 impl Default for NetworkSection {
@@ -408,8 +416,18 @@ impl Default for NetworkSection {
             consent_refresh_secs: default_consent_refresh_secs(),
             audit_checkpoint_secs: default_audit_checkpoint_secs(),
             peer_requests_per_sec: default_peer_requests_per_sec(),
+            replica_tiles_per_sec: default_replica_tiles_per_sec(),
+            replica_check_secs: default_replica_check_secs(),
         }
     }
+}
+
+fn default_replica_tiles_per_sec() -> u32 {
+    2000
+}
+
+fn default_replica_check_secs() -> u64 {
+    60
 }
 
 fn default_p2p_listen() -> Vec<String> {
@@ -653,6 +671,12 @@ audit_checkpoint_secs = 60
 # Control requests one member's node may send per second (bursts of twice that); more are
 # answered "failed, ask again later" unhandled. Tile batches travel on their own streams.
 peer_requests_per_sec = {peer_requests_per_sec}
+# Replicas this node holds for other trusts (their owners' `replicate` grants): tiles per
+# second fetched in the background, behind this trust's viewers, and seconds between checks
+# for missing tiles and replicas no longer granted. A replica's tiles are never evicted and
+# do not count against cache_bytes.
+replica_tiles_per_sec = 2000
+replica_check_secs = 60
 
 [dimse]
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.

@@ -69,6 +69,11 @@ pub struct Metrics {
     /// refuses writes, a full disk say).
     pub audit_waiting: Gauge,
     pub peers_connected: Gauge,
+    /// Tiles fetched for replicas held here (verified, then pinned).
+    pub replica_tiles_fetched: Counter,
+    /// Tiles of replicas held here, and those missing (set by each replica check).
+    pub replica_tiles_held: Gauge,
+    pub replica_tiles_missing: Gauge,
     /// `tiles_served` by source, resolved once (the tile paths count without a lookup).
     pub served_original: Counter,
     pub served_cache: Counter,
@@ -95,6 +100,9 @@ impl Metrics {
             audit_write_failures: Counter::default(),
             audit_waiting: Gauge::default(),
             peers_connected: Gauge::default(),
+            replica_tiles_fetched: Counter::default(),
+            replica_tiles_held: Gauge::default(),
+            replica_tiles_missing: Gauge::default(),
             served_original: Counter::default(),
             served_cache: Counter::default(),
             served_peer: Counter::default(),
@@ -158,6 +166,21 @@ impl Metrics {
             "peers_connected",
             "Member nodes connected now",
             m.peers_connected.clone(),
+        );
+        r.register(
+            "replica_tiles_fetched",
+            "Tiles fetched for the replicas this node holds for other trusts",
+            m.replica_tiles_fetched.clone(),
+        );
+        r.register(
+            "replica_tiles_held",
+            "Tiles of the replicas this node holds, verified and pinned",
+            m.replica_tiles_held.clone(),
+        );
+        r.register(
+            "replica_tiles_missing",
+            "Tiles of the replicas this node holds not fetched yet",
+            m.replica_tiles_missing.clone(),
         );
         Self { registry, ..m }
     }

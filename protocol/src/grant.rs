@@ -104,6 +104,19 @@ impl FromStr for Purpose {
 pub enum Action {
     /// Read the manifest and tiles: remote viewing.
     View,
+    /// Hold a full copy of the slide (identified manifest, every tile, the owner's signed
+    /// rules) to serve other grantees while the owner cannot: a replica. It lets the
+    /// grantee's own people see nothing; they need a `View` grant of their own.
+    Replicate,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::View => "view",
+            Action::Replicate => "replicate",
+        }
+    }
 }
 
 /// The statement the owner signs.
@@ -283,6 +296,8 @@ mod tests {
         assert!(!g.covers(&SlideId::of(b"other"), &rae, Action::View, 1_500));
         assert!(!g.covers(&g.slide, &rae, Action::View, 2_000));
         assert!(!g.covers(&g.slide, &rae, Action::View, 600));
+        // A grant covers only its own action: a view grant never replicates.
+        assert!(!g.covers(&g.slide, &rae, Action::Replicate, 1_500));
     }
 
     #[test]

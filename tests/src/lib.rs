@@ -442,6 +442,14 @@ impl Node {
         assert!(status.success());
     }
 
+    /// Kills the server (SIGKILL: a site lost mid-work, nothing flushed) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.server.take()?;
@@ -905,6 +913,25 @@ pub mod federation {
             generated,
             work,
         }
+    }
+
+    /// Names `replica` a replica of `slide` (a direct-care replicate grant for two hours);
+    /// returns the grant id.
+    pub fn replicate(owner: &Node, slide: &str, replica: &str) -> String {
+        let v: Value = serde_json::from_str(&run_ok(owner.cmd().args([
+            "share",
+            slide,
+            "--with",
+            replica,
+            "--purpose",
+            "direct-care",
+            "--until",
+            "2h",
+            "--replicate",
+            "--json",
+        ])))
+        .unwrap();
+        v["grant_id"].as_str().unwrap().to_string()
     }
 
     /// A second-opinion grant for two hours; returns the grant id.

@@ -11,7 +11,7 @@
 //!   whether or not its revocation ever arrived ([`listed_by_owner`]).
 
 use slidemesh_protocol::{
-    Action, Grant, GrantId, Roster, SignedGrant, SignedRevocation, SlideId, TrustCode,
+    Grant, GrantId, Roster, SignedGrant, SignedRevocation, SlideId, TrustCode,
 };
 
 use super::Refusal;
@@ -102,7 +102,9 @@ pub fn check_grant(
         )));
     }
     let id = signed.id();
-    if !grant.covers(slide, requester, Action::View, *now) {
+    // Whether the grant's action is the one asked is `decide`'s question (see
+    // `super::grant_action_asked`); here the grant must hold for what it says it is.
+    if !grant.covers(slide, requester, grant.action, *now) {
         return Err(denied(format!(
             "grant {id} does not cover {requester} for this slide now"
         )));

@@ -29,7 +29,7 @@ pub mod grant;
 mod tests;
 
 use slidemesh_protocol::{
-    GrantId, Roster, SignedGrant, SignedRevocation, SlideId, TrustCode, UserClaim,
+    Action, GrantId, Roster, SignedGrant, SignedRevocation, SlideId, TrustCode, UserClaim,
 };
 
 pub use crate::audit::{AuditEntry, Side};
@@ -327,6 +327,10 @@ pub fn decide(
         verdict.grant = Some(checked.id());
         verdict.purpose = checked.grant().purpose.as_str().to_string();
     }
+    if let Err(reason) = replication_rule(actions, grant, subject, &slide) {
+        refuse(&mut verdict, first, format!("built-in: {reason}"), reason);
+        return verdict;
+    }
     let purpose = grant.map(|g| g.purpose).or(if offered.is_some() {
         Some(slidemesh_protocol::Purpose::DirectCare)
     } else if research {
@@ -405,6 +409,66 @@ pub fn decide(
     }
     verdict.checked = checked;
     verdict
+}
+
+/// The replica rule: replicating is asked alone, by a trust's node (never for a person),
+/// under a replicate grant for a care purpose (a replica holds the identified slide, label
+/// included); and a replicate grant is for replicating only, so the replica trust's own
+/// people see nothing under it.
+fn replication_rule(
+    actions: &[ConsentAction],
+    grant: Option<&slidemesh_protocol::Grant>,
+    subject: Subject<'_>,
+    slide: &SlideId,
+) -> Result<(), String> {
+    let replicating = actions.contains(&ConsentAction::Replicate);
+    let replicate_grant = grant.is_some_and(|g| g.action == Action::Replicate);
+    if replicating {
+        if actions.len() > 1 {
+            return Err("replicating is asked on its own, not with other actions".into());
+        }
+        if subject.user.is_some() {
+            return Err("a replica is held by a trust's node, never for a person".into());
+        }
+        let Some(grant) = grant.filter(|_| replicate_grant) else {
+            return Err(format!(
+                "{} holds no replicate grant for slide {slide}",
+                subject.trust
+            ));
+        };
+        if grant.purpose.requires_deidentification() {
+            return Err(format!(
+                "a replica holds the identified slide: never for {}",
+                grant.purpose
+            ));
+        }
+    } else if replicate_grant {
+        return Err(format!(
+            "the grant lets {} hold a replica of slide {slide} for others, not {} it; its \
+             people need a view grant of their own",
+            subject.trust,
+            actions.first().map_or("use", |a| a.as_str())
+        ));
+    }
+    Ok(())
+}
+
+/// What a peer's tile batch under a grant of `action` amounts to: fetching tiles (and seeing
+/// the label when one shows it), or, under a replicate grant, replicating.
+pub fn peer_tile_actions(action: Action, shows_label: bool) -> Vec<ConsentAction> {
+    match action {
+        Action::View => tile_actions(shows_label),
+        Action::Replicate => vec![ConsentAction::Replicate],
+    }
+}
+
+/// What a peer's manifest request under a grant of `action` amounts to: viewing, or
+/// replicating (which takes the identified manifest with it).
+pub fn peer_manifest_actions(action: Action) -> Vec<ConsentAction> {
+    match action {
+        Action::View => vec![ConsentAction::View],
+        Action::Replicate => vec![ConsentAction::Replicate],
+    }
 }
 
 /// Whether an owner's approval of project `reference`, ending at `expires_at`, is in force

@@ -722,3 +722,81 @@ fn an_approved_project_receives_consented_slides_as_a_cohort_and_nothing_else() 
         assert!(reason.contains("nothing else"), "{reason}");
     }
 }
+
+/// A replicate grant lets the replica's node hold the slide for care, and lets no one at
+/// the replica view it; a view grant never replicates.
+#[test]
+fn a_replicate_grant_replicates_for_care_and_shows_nothing() {
+    let w = world();
+    let (leeds, bradford) = (trust("RR8"), trust("RAE"));
+    let recorded = consent(&[], false);
+    let rules = w.rules(&recorded, &leeds);
+    let replicate = |purpose| {
+        let mut g = grant("RR8", "RAE", w.slide, purpose);
+        g.action = Action::Replicate;
+        SignedGrant::sign(&g, &w.leeds).unwrap()
+    };
+    let view = SignedGrant::sign(&grant("RR8", "RAE", w.slide, Purpose::Mdt), &w.leeds).unwrap();
+    let pathologist = person("RAE/jsmith", "pathologist");
+    use ConsentAction::{FetchTiles, Replicate, SeeLabel, View};
+    // (grant, person named, actions, allowed, reason contains)
+    type Row<'a> = (&'a SignedGrant, bool, &'a [ConsentAction], bool, &'a str);
+    let care = replicate(Purpose::DirectCare);
+    let research = replicate(Purpose::Research);
+    let table: &[Row] = &[
+        (&care, false, &[Replicate], true, ""),
+        (&care, true, &[Replicate], false, "never for a person"),
+        (&care, false, &[FetchTiles], false, "not fetch_tiles it"),
+        (&care, true, &[View, SeeLabel], false, "not view it"),
+        (&care, false, &[Replicate, View], false, "on its own"),
+        (&research, false, &[Replicate], false, "never for research"),
+        (
+            &view,
+            false,
+            &[Replicate],
+            false,
+            "holds no replicate grant",
+        ),
+        (&view, false, &[FetchTiles], true, ""),
+    ];
+    for &(signed, named, actions, allowed, reason) in table {
+        let verdict = decide(
+            &rules,
+            Subject {
+                trust: &bradford,
+                user: named.then_some(&pathologist),
+            },
+            Basis::Grant {
+                signed,
+                revocations: Ok(vec![]),
+            },
+            w.slide,
+            actions,
+            NOW,
+        );
+        assert_eq!(
+            verdict.allowed(),
+            allowed,
+            "{actions:?} named={named}: {:?}",
+            verdict.outcome
+        );
+        if !allowed {
+            let said = verdict.outcome.unwrap_err().to_string();
+            assert!(said.contains(reason), "{actions:?}: {said}");
+            assert!(!verdict.decisions.is_empty(), "a refusal is logged");
+        } else if actions == [Replicate] {
+            assert_eq!(
+                verdict.decisions[0].rules,
+                vec!["replicas-for-care".to_string()]
+            );
+        }
+    }
+    // The mapping the answering side uses: a replicate grant's batch or manifest is
+    // `replicate`, whatever it holds.
+    assert_eq!(peer_tile_actions(Action::Replicate, true), vec![Replicate]);
+    assert_eq!(
+        peer_tile_actions(Action::View, true),
+        vec![FetchTiles, SeeLabel]
+    );
+    assert_eq!(peer_manifest_actions(Action::Replicate), vec![Replicate]);
+}

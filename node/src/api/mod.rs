@@ -3,7 +3,8 @@
 //! through ingest).
 //!
 //! Routes (all JSON unless stated):
-//! - `GET /api/v1/node`: who this node is; `GET /api/v1/network`: peers and cache.
+//! - `GET /api/v1/node`: who this node is; `GET /api/v1/network`: peers and cache;
+//!   `GET /api/v1/replicas`: replicas held here and named for this trust's slides.
 //! - `GET /api/v1/slides`, `GET /api/v1/slides/{slide_id}`, `.../manifest` ([`slides`]).
 //! - `GET /api/v1/slides/{slide_id}/access`: the audit trail about the slide, newest first.
 //! - `GET /api/v1/slides/{slide_id}/{thumbnail|label|overview}`: associated image bytes.
@@ -377,6 +378,7 @@ fn routes() -> Vec<Route> {
     let mut all = vec![
         get_("/api/v1/node", Public, get(slides::node_info)),
         get_("/api/v1/network", Public, get(slides::network_status)),
+        get_("/api/v1/replicas", Public, get(slides::replicas)),
         get_("/metrics", Public, get(metrics)),
         get_("/api/v1/slides", Listing, get(slides::list)),
         get_("/api/v1/slides/{slide_id}", Content, get(slides::detail)),

@@ -56,6 +56,23 @@ pub async fn network_status(State(state): State<Arc<ApiState>>) -> Result<Json<V
     })))
 }
 
+/// `GET /api/v1/replicas`: the replicas this node holds for other trusts (tiles held,
+/// bytes, the age of the owner's rules they decide with) and those this trust named for
+/// its own slides. Slide ids and counts only, nothing of a slide's content.
+pub async fn replicas(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let held = state
+        .federation
+        .replicas()
+        .await
+        .map_err(ApiError::internal)?;
+    let named = state
+        .federation
+        .replicas_named()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "held": held, "named": named })))
+}
+
 fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {
     let url = |kind: AssociatedKind, present: bool| {
         present.then(|| format!("/api/v1/slides/{id}/{}", kind.as_str()))

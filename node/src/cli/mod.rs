@@ -12,6 +12,7 @@ mod lims;
 mod policy;
 mod query;
 mod refer;
+mod replicas;
 mod running;
 mod serve;
 mod share;
@@ -66,8 +67,12 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// The federation roster: member entries, proposals, co-signing, publishing.
     Federation(federation::FederationArgs),
-    /// Let another member trust view one of this node's slides (signed grant).
+    /// Let another member trust view one of this node's slides, or hold a replica of it
+    /// (signed grant).
     Share(share::ShareArgs),
+    /// Replicas held here for other trusts and named for this trust's slides (progress,
+    /// bytes, the age of the owner's rules).
+    Replicas(replicas::ReplicasArgs),
     /// Withdraw a grant; effective at once at this node.
     Revoke(share::RevokeArgs),
     /// List grants issued and received.
@@ -109,6 +114,7 @@ pub fn run() -> Result<()> {
         Command::Verify(args) => verify::run(data, args),
         Command::Federation(args) => federation::run(data, args),
         Command::Share(args) => share::share(data, args),
+        Command::Replicas(args) => replicas::run(data, args),
         Command::Revoke(args) => share::revoke(data, args),
         Command::Grants(args) => share::grants(data, args),
         Command::Refer(args) => refer::refer(data, args),

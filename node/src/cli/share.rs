@@ -40,6 +40,12 @@ pub struct ShareArgs {
     /// patient under the same pseudonym; a grant without one is a project of its own
     #[arg(long)]
     reference: Option<String>,
+    /// Name the trust a replica of the slide (a `replicate` grant, for a care purpose):
+    /// its node fetches and keeps the whole slide with this trust's signed rules, and serves
+    /// the slide's other grantees while this node cannot. Its own people see nothing under
+    /// it; they need a grant of their own
+    #[arg(long)]
+    replicate: bool,
     /// Print the grant as JSON
     #[arg(long)]
     json: bool,
@@ -90,11 +96,21 @@ pub fn share(data: DataDir, args: ShareArgs) -> Result<()> {
     if roster.member(&grantee).is_none() {
         bail!("{grantee} is not a member of {}", roster.federation);
     }
+    let action = if args.replicate {
+        if purpose.requires_deidentification() {
+            bail!(
+                "a replica holds the identified slide: --replicate is for care purposes, not {purpose}"
+            );
+        }
+        Action::Replicate
+    } else {
+        Action::View
+    };
     let grant = Grant {
         slide,
         owner: owner.clone(),
         grantee: grantee.clone(),
-        action: Action::View,
+        action,
         purpose,
         reference: args.reference,
         issued_at: now,
@@ -115,16 +131,43 @@ pub fn share(data: DataDir, args: ShareArgs) -> Result<()> {
             created_at: now,
         }),
     )?;
+    if action == Action::View {
+        nudge_replicas(&node, &slide, now)?;
+    }
     if args.json {
         println!("{}", json!({ "grant_id": id, "grant": grant }));
     } else {
         println!(
-            "granted {grantee} view of {slide} for {purpose} until {}; grant {id}",
+            "granted {grantee} {} of {slide} for {purpose} until {}; grant {id}",
+            action.as_str(),
             humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires_at)
             )
         );
         println!("the running node delivers it to {grantee}'s node");
+    }
+    Ok(())
+}
+
+/// A replica serves only the grants this trust's latest consent statement lists: each
+/// replica of the slide is sent its grant again, so it fetches the statement listing the
+/// new grant now rather than at its next refresh (and serves it through an outage that
+/// starts before then).
+fn nudge_replicas(node: &NodeContext, slide: &SlideId, now: u64) -> Result<()> {
+    for stored in node.store.grants()? {
+        let g = &stored.grant;
+        if stored.issued_here
+            && g.slide == *slide
+            && g.action == Action::Replicate
+            && g.expires_at > now
+            && node.store.revocations(&stored.signed.id())?.is_empty()
+        {
+            node.store.queue_outbox(&OutboxItem {
+                to: g.grantee.clone(),
+                message: ControlRequest::DeliverGrant(stored.signed.clone()),
+                created_at: now,
+            })?;
+        }
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use libp2p::PeerId;
 use slidemesh_protocol::wire::{Announcement, ControlRequest, ControlResponse, TileRequest};
 use slidemesh_protocol::{
-    GrantId, SignedGrant, SignedRevocation, SignedRoster, SlideId, TileId, UserClaim,
+    Action, GrantId, SignedGrant, SignedRevocation, SignedRoster, SlideId, TileId, UserClaim,
 };
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, warn};
@@ -840,10 +840,12 @@ impl Inbound for Handlers {
                             "tile {stray} is not part of slide {slide}"
                         )));
                     }
-                    let mut actions = vec![ConsentAction::FetchTiles];
-                    if tiles.iter().any(|t| served.label_tiles.contains(t)) {
-                        actions.push(ConsentAction::SeeLabel);
-                    }
+                    // A grant that does not verify is refused by the decision below.
+                    let action = grant.verify().map_or(Action::View, |g| g.action);
+                    let actions = access::peer_tile_actions(
+                        action,
+                        tiles.iter().any(|t| served.label_tiles.contains(t)),
+                    );
                     if let Some(Err(e)) = user.as_ref().map(UserClaim::validate) {
                         return Err(Refusal::Denied(format!(
                             "the request names no valid user: {e}"

@@ -12,7 +12,8 @@ use libp2p::PeerId;
 use slidemesh_protocol::consent::{ConsentStatement, SignedConsentStatement};
 use slidemesh_protocol::wire::{ControlRequest, ControlResponse, fresh_nonce, request_tag};
 use slidemesh_protocol::{
-    DeidentifiedView, Grant, GrantId, SignedDeidentifiedView, SignedGrant, SignedManifest, SlideId,
+    Action, DeidentifiedView, Grant, GrantId, SignedDeidentifiedView, SignedGrant, SignedManifest,
+    SlideId,
 };
 use tracing::{info, warn};
 
@@ -86,12 +87,14 @@ impl PeerAnswers {
                 };
             }
         };
+        // A grant that does not verify is refused by the decision.
+        let action = signed_grant.verify().map_or(Action::View, |g| g.action);
         let mut decisions = match self.authorize(
             &peer,
             &slide,
             &signed_grant,
             None,
-            &[ConsentAction::View],
+            &access::peer_manifest_actions(action),
             &manifest_label(false, refresh, &nonce),
         ) {
             Ok(decisions) => decisions,
@@ -177,12 +180,17 @@ impl PeerAnswers {
         }
         // The label's permission first: when identity may not go to this requester the copy
         // has nothing to relay, and no allowed view is logged for a manifest never sent.
+        // A replica's decision (`replicate`) covers the identity it takes with the slide.
+        let actions = match grant.action {
+            Action::View => vec![ConsentAction::SeeLabel, ConsentAction::View],
+            Action::Replicate => access::peer_manifest_actions(grant.action),
+        };
         let decisions = match self.authorize(
             &peer,
             &slide,
             &signed_grant,
             None,
-            &[ConsentAction::SeeLabel, ConsentAction::View],
+            &actions,
             &manifest_label(true, refresh, &nonce),
         ) {
             Ok(decisions) => decisions,
@@ -263,6 +271,10 @@ impl PeerAnswers {
     ) -> Result<Option<Vec<Pending>>, String> {
         if grant.purpose.requires_deidentification() {
             return Ok(None);
+        }
+        // A replica takes the identified slide whole: deciding `replicate` decided that.
+        if grant.action == Action::Replicate {
+            return Ok(Some(Vec::new()));
         }
         match self.authorize(
             peer,
@@ -499,7 +511,7 @@ impl Federation {
                     info!(%slide, %source, "the owner's newer consent statement, relayed by a copy, kept");
                 }
                 let asked = Asked {
-                    action: "view",
+                    action: grant.action.as_str(),
                     described: &manifest_label(true, refresh, &nonce),
                     user: None,
                 };
@@ -509,7 +521,7 @@ impl Federation {
         }
         let summary = summarise(&manifest, Origin::Shared);
         let store = self.holdings.store.clone();
-        let remote = RemoteSlide {
+        let mut remote = RemoteSlide {
             signed: manifest_signed,
             summary,
             grant: signed.id(),
@@ -518,8 +530,19 @@ impl Federation {
             consent,
         };
         let slide = grant.slide;
+        let replicate = grant.action == Action::Replicate;
         let changed = tokio::task::spawn_blocking(move || {
-            let before = store.remote_slide(&slide)?.map(|r| r.signed.slide_id());
+            let before = store.remote_slide(&slide)?;
+            // A slide held under a view grant stays held under it when this trust is also
+            // its replica: its people keep viewing it; the replica loop finds its own grant.
+            if replicate
+                && let Some(held) = &before
+                && held.grant != remote.grant
+                && held.deidentified.is_none()
+            {
+                remote.grant = held.grant;
+            }
+            let before = before.map(|r| r.signed.slide_id());
             let changed = before != Some(remote.signed.slide_id());
             store.put_remote_slide(&slide, &remote)?;
             Ok::<_, crate::store::StoreError>(changed)
@@ -531,8 +554,11 @@ impl Federation {
         // The next decision reads the new statement (its grant list among it).
         self.forget_owners_rules(&slide);
         info!(%slide, owner = %grant.owner, what, "shared slide available");
+        if replicate {
+            self.replicas.wanted.notify_one();
+        }
         let asked = Asked {
-            action: "view",
+            action: grant.action.as_str(),
             described: &manifest_label(source != owner, refresh, &nonce),
             user: None,
         };

@@ -9,6 +9,8 @@
 //! - [`membership`]: the roster in force and who each peer speaks for.
 //! - [`health`]: which peers are not answering tile requests lately, skipped for a backoff
 //!   so a fetch fails fast or goes to another source.
+//! - [`replicas`]: slides this trust holds whole for others under `replicate` grants,
+//!   filled and kept in the background.
 //! - [`holdings`]: what both sides share: the store, tile files and cache, policy, audit
 //!   log, and what the policy check needs of each slide served.
 //! - [`tasks`]: background loops: roster updates, outbox delivery, shared slides' refresh,
@@ -29,6 +31,7 @@ pub mod membership;
 mod queries;
 mod receipts;
 pub mod remote;
+pub mod replicas;
 pub mod tasks;
 
 use std::sync::Arc;
@@ -60,6 +63,7 @@ pub struct Federation {
     pub network: Network,
     remote: remote::RemoteState,
     gateway: gateway::GatewayState,
+    replicas: replicas::ReplicaState,
     /// Work spawned on behalf of peers and viewers (tile batches, manifest fetches,
     /// provider lookups, announcements), awaited at shutdown ([`Self::drain`]).
     tasks: tokio_util::task::TaskTracker,
@@ -78,6 +82,7 @@ impl Federation {
             network,
             remote: remote::RemoteState::default(),
             gateway: gateway::GatewayState::default(),
+            replicas: replicas::ReplicaState::default(),
             tasks,
         })
     }

@@ -61,6 +61,17 @@ struct Waiter {
     answer: Answer,
 }
 
+/// Whom a batch is for, which decides the slot it waits for and how its failures are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BatchClass {
+    /// Someone waits for its tiles.
+    Demanded,
+    /// Tiles a viewer will likely want; dropped when no prefetch slot is free.
+    Prefetch,
+    /// A replica's background fetch: its loop runs one batch at a time, behind viewers.
+    Replica,
+}
+
 /// Which batch a queued tile joins: its slide, whether someone waits for it, and whom it is
 /// fetched for.
 type BatchKey = (SlideId, bool, Option<UserClaim>);
@@ -333,14 +344,45 @@ impl Federation {
                         let chunk = chunk.to_vec();
                         let user = key.2.clone();
                         let batch = fed.clone();
-                        fed.spawn(
-                            async move { batch.fetch_batch(slide, chunk, demanded, user).await },
-                        );
+                        let class = if demanded {
+                            BatchClass::Demanded
+                        } else {
+                            BatchClass::Prefetch
+                        };
+                        fed.spawn(async move {
+                            batch.fetch_batch(slide, chunk, class, user, None).await
+                        });
                     }
                 }
                 .instrument(info_span!("remote_batch", slide = %slide)),
             );
         }
+    }
+
+    /// Waits on each of `tiles`: joins the flight of those being fetched already, and
+    /// starts flights for the others, returned first (the caller fetches them).
+    pub(super) fn join_flights(
+        &self,
+        tiles: &[TileId],
+    ) -> (Vec<TileId>, Vec<(TileId, super::replicas::FlightAnswer)>) {
+        let mut fresh = Vec::new();
+        let mut receivers = Vec::with_capacity(tiles.len());
+        let mut in_flight = lock(&self.remote.in_flight);
+        for tile in tiles {
+            let (answer, rx) = oneshot::channel();
+            let flight = in_flight.entry(*tile).or_insert_with(|| {
+                fresh.push(*tile);
+                Flight::default()
+            });
+            match &flight.arrived {
+                Some(bytes) => {
+                    let _ = answer.send(Ok(bytes.clone()));
+                }
+                None => flight.waiters.push(Waiter { user: None, answer }),
+            }
+            receivers.push((*tile, rx));
+        }
+        (fresh, receivers)
     }
 
     /// Forgets prefetched tiles that found no free slot; any that a viewer started waiting
@@ -532,36 +574,50 @@ impl Federation {
         found
     }
 
-    async fn fetch_batch(
+    /// Fetches one batch of a slide's tiles (their flights registered by the caller) from
+    /// the best source that answers, under `grant` (`None`: the grant this trust views the
+    /// slide under).
+    pub(super) async fn fetch_batch(
         self: Arc<Self>,
         slide: SlideId,
         tiles: Vec<TileId>,
-        demanded: bool,
+        class: BatchClass,
         user: Option<UserClaim>,
+        grant: Option<SignedGrant>,
     ) {
+        let demanded = class == BatchClass::Demanded;
         // Declared before the permit, so dropped after it: waiters see the slot free.
         let _done = demanded.then(|| NotifyOnDrop(self.remote.demanded_done.clone()));
-        let _permit = if demanded {
-            let Ok(permit) = self.remote.permits.clone().acquire_owned().await else {
-                return;
-            };
-            permit
-        } else {
+        let _permit = match class {
+            BatchClass::Demanded => {
+                let Ok(permit) = self.remote.permits.clone().acquire_owned().await else {
+                    return;
+                };
+                Some(permit)
+            }
             // Prefetch is opportunistic: with no slot free it is dropped rather than queued,
             // so it never stands between a viewer and the tiles it is waiting for.
-            match self.remote.prefetch_permits.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => return self.drop_prefetch(slide, tiles),
+            BatchClass::Prefetch => {
+                match self.remote.prefetch_permits.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return self.drop_prefetch(slide, tiles),
+                }
             }
+            BatchClass::Replica => None,
         };
         if !demanded {
             self.wait_for_quiet_link().await;
         }
-        let fed = self.clone();
-        let grant = match tokio::task::spawn_blocking(move || fed.grant_for(&slide)).await {
-            Ok(Ok(grant)) => grant,
-            Ok(Err(reason)) => return self.fail_all(&tiles, &reason.to_string()),
-            Err(e) => return self.fail_all(&tiles, &e.to_string()),
+        let grant = match grant {
+            Some(grant) => grant,
+            None => {
+                let fed = self.clone();
+                match tokio::task::spawn_blocking(move || fed.grant_for(&slide)).await {
+                    Ok(Ok(grant)) => grant,
+                    Ok(Err(reason)) => return self.fail_all(&tiles, &reason.to_string()),
+                    Err(e) => return self.fail_all(&tiles, &e.to_string()),
+                }
+            }
         };
         let granted = grant.verify().ok();
         let owner = granted
@@ -672,7 +728,10 @@ impl Federation {
                     let what = format!("{} tiles", got.len());
                     let asked = request.audit_label();
                     let asked = super::receipts::Asked {
-                        action: "fetch_tiles",
+                        action: match g.action {
+                            slidemesh_protocol::Action::View => "fetch_tiles",
+                            slidemesh_protocol::Action::Replicate => "replicate",
+                        },
                         described: &asked,
                         user: user.as_ref(),
                     };
@@ -917,7 +976,7 @@ impl Federation {
 
     /// Once this node caches tiles of a shared slide it can serve them to other grantees
     /// (they present their own grant): say so through Kademlia, once per slide and run.
-    async fn announce_source(&self, network: &crate::net::Network, slide: SlideId) {
+    pub(super) async fn announce_source(&self, network: &crate::net::Network, slide: SlideId) {
         let first = lock(&self.remote.providing).insert(slide);
         if first {
             let _ = network.provide(slide).await;

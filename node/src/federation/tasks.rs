@@ -8,6 +8,7 @@
 //! - referrals: marks those whose end has come expired; announces this trust's directory.
 //! - shared slides: fetches manifests for received grants that have none yet, and
 //!   withdraws those whose grant expired.
+//! - replicas: [`super::replicas::run`], its own loop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct Timings {
     pub consent_refresh: Duration,
     /// How often the audit log is checkpointed and the members asked to co-sign.
     pub audit_checkpoint: Duration,
+    /// How the replicas held here are filled.
+    pub replicas: super::replicas::ReplicaSettings,
 }
 
 /// Runs the loops until the runtime stops, taking the work peers' answers left
@@ -61,6 +64,7 @@ pub async fn run(
         apply_members(&fed).await;
     }
     provide_local_slides(&fed).await;
+    fed.spawn(super::replicas::run(fed.clone(), timings.replicas));
     loop {
         tokio::select! {
             _ = poll.tick() => {

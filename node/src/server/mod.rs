@@ -312,6 +312,10 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     let timings = tasks::Timings {
         consent_refresh: Duration::from_secs(config.network.consent_refresh_secs.max(1)),
         audit_checkpoint: Duration::from_secs(config.network.audit_checkpoint_secs.max(1)),
+        replicas: crate::federation::replicas::ReplicaSettings {
+            tiles_per_second: config.network.replica_tiles_per_sec.max(1),
+            check_every: Duration::from_secs(config.network.replica_check_secs.max(1)),
+        },
     };
     let background = tokio::spawn(tasks::run(federation.clone(), timings, followed_up));
 

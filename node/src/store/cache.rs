@@ -13,6 +13,13 @@
 //! Recency: a hit moves the tile to the back of the in-memory order at once; its new stamp
 //! reaches the file with the next write, so a restart keeps the order as of then.
 //!
+//! Replicas: the tiles of a slide this trust holds a replicate grant for are *pinned* to
+//! it (table `pins`, slide and tile): a pinned tile leaves the recency order, is never
+//! evicted and does not count against the capacity (the owner's grant bounds what is
+//! pinned). Unpinned by its last slide, it joins the recency order as the newest tile. A
+//! pinned tile that fails its hash on a read is dropped with its pins, so the replica
+//! fetches it again.
+//!
 //! The one-file-per-tile layout of earlier versions (`cache/ab/<hex id>`) is removed when
 //! found; its tiles are fetched again when next needed.
 
@@ -25,13 +32,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::LruCache;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use slidemesh_protocol::TileId;
+use slidemesh_protocol::{SlideId, TileId};
 use tracing::{info, warn};
 
 /// Tile id -> the tile's bytes.
 const TILES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tiles");
 /// Tile id -> (last-use stamp, length in bytes).
 const USES: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("uses");
+/// (Slide id, tile id) -> the tile's length: a replica's tiles, never evicted.
+const PINS: TableDefinition<&[u8; 64], u64> = TableDefinition::new("pins");
 /// The cache's file inside the cache directory.
 const FILE: &str = "tiles.redb";
 /// redb's own page cache for this file (its default is 1 GiB, which a busy cache would fill
@@ -60,6 +69,27 @@ struct Inner {
     stamp: u64,
     /// Hits since the last write: tile -> its new stamp.
     touched: HashMap<TileId, u64>,
+    /// Pinned tiles (out of `entries`): their length and the slides pinning them.
+    pinned: HashMap<TileId, Pin>,
+}
+
+struct Pin {
+    len: u64,
+    slides: Vec<SlideId>,
+}
+
+fn pin_key(slide: &SlideId, tile: &TileId) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(slide.as_bytes());
+    key[32..].copy_from_slice(tile.as_bytes());
+    key
+}
+
+/// A slide's pinned tiles: how many, and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PinnedStats {
+    pub tiles: usize,
+    pub bytes: u64,
 }
 
 /// Cache occupancy, for the node's status endpoint.
@@ -68,6 +98,8 @@ pub struct CacheStats {
     pub tiles: usize,
     pub bytes: u64,
     pub capacity: u64,
+    /// Replicas' tiles, outside the capacity.
+    pub pinned: PinnedStats,
 }
 
 fn redb_error(what: &str, e: impl Into<redb::Error>) -> io::Error {
@@ -107,18 +139,43 @@ impl TileCache {
                 .map_err(|e| redb_error("open tiles", e))?;
             tx.open_table(USES)
                 .map_err(|e| redb_error("open uses", e))?;
+            tx.open_table(PINS)
+                .map_err(|e| redb_error("open pins", e))?;
             tx.commit().map_err(|e| redb_error("commit", e))?;
         }
         let mut found: Vec<(u64, TileId, u64)> = Vec::new();
+        let mut pinned: HashMap<TileId, Pin> = HashMap::new();
         {
             let tx = db.begin_read().map_err(|e| redb_error("begin read", e))?;
+            let pins = tx
+                .open_table(PINS)
+                .map_err(|e| redb_error("open pins", e))?;
+            for row in pins.iter().map_err(|e| redb_error("read pins", e))? {
+                let (key, len) = row.map_err(|e| redb_error("read pins", e))?;
+                let key = key.value();
+                let mut slide = [0u8; 32];
+                let mut tile = [0u8; 32];
+                slide.copy_from_slice(&key[..32]);
+                tile.copy_from_slice(&key[32..]);
+                pinned
+                    .entry(TileId::from_bytes(tile))
+                    .or_insert_with(|| Pin {
+                        len: len.value(),
+                        slides: Vec::new(),
+                    })
+                    .slides
+                    .push(SlideId::from_bytes(slide));
+            }
             let uses = tx
                 .open_table(USES)
                 .map_err(|e| redb_error("open uses", e))?;
             for row in uses.iter().map_err(|e| redb_error("read uses", e))? {
                 let (id, value) = row.map_err(|e| redb_error("read uses", e))?;
                 let (stamp, len) = value.value();
-                found.push((stamp, TileId::from_bytes(*id.value()), len));
+                let id = TileId::from_bytes(*id.value());
+                if !pinned.contains_key(&id) {
+                    found.push((stamp, id, len));
+                }
             }
         }
         found.sort_unstable_by_key(|(stamp, _, _)| *stamp);
@@ -137,6 +194,7 @@ impl TileCache {
                 bytes,
                 stamp,
                 touched: HashMap::new(),
+                pinned,
             }),
             writer: Mutex::new(()),
             commits: AtomicU64::new(0),
@@ -164,7 +222,7 @@ impl TileCache {
         match read() {
             Ok(Some(bytes)) if TileId::of(&bytes) == *id => {
                 let mut inner = self.lock();
-                if inner.entries.get(id).is_some() {
+                if !inner.pinned.contains_key(id) && inner.entries.get(id).is_some() {
                     let stamp = inner.stamp;
                     inner.stamp += 1;
                     inner.touched.insert(*id, stamp);
@@ -186,7 +244,8 @@ impl TileCache {
     }
 
     pub fn contains(&self, id: &TileId) -> bool {
-        self.lock().entries.contains(id)
+        let inner = self.lock();
+        inner.entries.contains(id) || inner.pinned.contains_key(id)
     }
 
     /// Stores a tile the caller has verified against its id.
@@ -198,6 +257,11 @@ impl TileCache {
     /// recently used as needed; also records the hits since the last write.
     pub fn put_many(&self, tiles: &[(TileId, &[u8])]) -> io::Result<()> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.put_many_locked(tiles)
+    }
+
+    /// [`Self::put_many`], the writer lock held by the caller.
+    fn put_many_locked(&self, tiles: &[(TileId, &[u8])]) -> io::Result<()> {
         // Decide under the lock, write without it: readers only wait for the decision.
         let (new, evicted, touched) = {
             let mut inner = self.lock();
@@ -206,6 +270,7 @@ impl TileCache {
             for (id, bytes) in tiles {
                 let len = bytes.len() as u64;
                 if inner.entries.contains(id)
+                    || inner.pinned.contains_key(id)
                     || len > self.capacity
                     || new.iter().any(|(n, _, _)| n == id)
                 {
@@ -286,9 +351,11 @@ impl TileCache {
     }
 
     /// Drops tiles from the cache in one durable transaction (a slide this node may no
-    /// longer show: its copy must not outlive the decision).
+    /// longer show: its copy must not outlive the decision; a tile found rotten), pins
+    /// included.
     pub fn remove_many(&self, ids: &[TileId]) -> io::Result<()> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unpinned = Vec::new();
         {
             let mut inner = self.lock();
             for id in ids {
@@ -296,6 +363,9 @@ impl TileCache {
                     inner.bytes -= len;
                 }
                 inner.touched.remove(id);
+                if let Some(pin) = inner.pinned.remove(id) {
+                    unpinned.extend(pin.slides.iter().map(|s| pin_key(s, id)));
+                }
             }
         }
         let write = || -> Result<(), redb::Error> {
@@ -303,9 +373,13 @@ impl TileCache {
             {
                 let mut tiles = tx.open_table(TILES)?;
                 let mut uses = tx.open_table(USES)?;
+                let mut pins = tx.open_table(PINS)?;
                 for id in ids {
                     tiles.remove(id.as_bytes())?;
                     uses.remove(id.as_bytes())?;
+                }
+                for key in &unpinned {
+                    pins.remove(key)?;
                 }
             }
             tx.commit()?;
@@ -320,7 +394,140 @@ impl TileCache {
             tiles: inner.entries.len(),
             bytes: inner.bytes,
             capacity: self.capacity,
+            pinned: PinnedStats {
+                tiles: inner.pinned.len(),
+                bytes: inner.pinned.values().map(|p| p.len).sum(),
+            },
         }
+    }
+
+    /// Pins to `slide` those of `tiles` the cache holds (the rest are the caller's to fetch
+    /// and pin later), in one durable transaction. Returns how many of `tiles` are pinned
+    /// to the slide now.
+    pub fn pin(&self, slide: &SlideId, tiles: &[TileId]) -> io::Result<usize> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (new, already): (Vec<(TileId, u64)>, usize) = {
+            let inner = self.lock();
+            let mut new = Vec::new();
+            let mut already = 0;
+            for id in tiles {
+                match inner.pinned.get(id) {
+                    Some(pin) if pin.slides.contains(slide) => already += 1,
+                    Some(pin) => new.push((*id, pin.len)),
+                    None => {
+                        if let Some(len) = inner.entries.peek(id) {
+                            new.push((*id, *len));
+                        }
+                    }
+                }
+            }
+            (new, already)
+        };
+        if new.is_empty() {
+            return Ok(already);
+        }
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut pins = tx.open_table(PINS)?;
+                for (id, len) in &new {
+                    pins.insert(&pin_key(slide, id), *len)?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| redb_error("pin", e))?;
+        let mut inner = self.lock();
+        for (id, len) in &new {
+            if let Some(len) = inner.entries.pop(id) {
+                inner.bytes -= len;
+                inner.touched.remove(id);
+            }
+            inner
+                .pinned
+                .entry(*id)
+                .or_insert_with(|| Pin {
+                    len: *len,
+                    slides: Vec::new(),
+                })
+                .slides
+                .push(*slide);
+        }
+        Ok(already + new.len())
+    }
+
+    /// Unpins every tile pinned to `slide`; tiles no other slide pins become ordinary
+    /// cached tiles (the newest), to be evicted in their turn.
+    pub fn unpin_slide(&self, slide: &SlideId) -> io::Result<usize> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tiles: Vec<TileId> = {
+            let inner = self.lock();
+            inner
+                .pinned
+                .iter()
+                .filter(|(_, pin)| pin.slides.contains(slide))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        if tiles.is_empty() {
+            return Ok(0);
+        }
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut pins = tx.open_table(PINS)?;
+                for id in &tiles {
+                    pins.remove(&pin_key(slide, id))?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| redb_error("unpin", e))?;
+        let mut inner = self.lock();
+        for id in &tiles {
+            let Some(pin) = inner.pinned.get_mut(id) else {
+                continue;
+            };
+            pin.slides.retain(|s| s != slide);
+            if pin.slides.is_empty() {
+                let len = pin.len;
+                inner.pinned.remove(id);
+                let stamp = inner.stamp;
+                inner.stamp += 1;
+                inner.touched.insert(*id, stamp);
+                inner.entries.push(*id, len);
+                inner.bytes += len;
+            }
+        }
+        drop(inner);
+        // Back within the capacity, evicting as needed.
+        self.put_many_locked(&[])?;
+        Ok(tiles.len())
+    }
+
+    /// The tiles pinned to `slide`.
+    pub fn pinned_to(&self, slide: &SlideId) -> std::collections::HashSet<TileId> {
+        self.lock()
+            .pinned
+            .iter()
+            .filter(|(_, pin)| pin.slides.contains(slide))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The slides with tiles pinned to them, and their tiles' count and bytes.
+    pub fn pinned_slides(&self) -> HashMap<SlideId, PinnedStats> {
+        let mut out: HashMap<SlideId, PinnedStats> = HashMap::new();
+        for pin in self.lock().pinned.values() {
+            for slide in &pin.slides {
+                let stats = out.entry(*slide).or_default();
+                stats.tiles += 1;
+                stats.bytes += pin.len;
+            }
+        }
+        out
     }
 }
 
@@ -439,6 +646,69 @@ mod tests {
         tx.commit().unwrap();
         assert!(cache.get(&id).is_none());
         assert!(!cache.contains(&id));
+    }
+
+    #[test]
+    fn pinned_tiles_are_never_evicted_and_survive_reopen_until_unpinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiles: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 100]).collect();
+        let ids: Vec<TileId> = tiles.iter().map(|t| TileId::of(t)).collect();
+        let slide = SlideId::of(b"replicated");
+        {
+            let cache = TileCache::open(dir.path(), 300).unwrap();
+            for (id, t) in ids.iter().zip(&tiles).take(2) {
+                cache.put(id, t).unwrap();
+            }
+            // Pinned: the two oldest, plus one not held (not pinned: the caller fetches it).
+            assert_eq!(cache.pin(&slide, &[ids[0], ids[1], ids[5]]).unwrap(), 2);
+            for (id, t) in ids.iter().zip(&tiles).skip(2).take(3) {
+                cache.put(id, t).unwrap();
+            }
+            // Five tiles of 100 bytes in a 300-byte cache: the pinned two are outside it.
+            assert!(cache.contains(&ids[0]) && cache.contains(&ids[1]));
+            assert_eq!(cache.stats().bytes, 300);
+            assert_eq!(
+                cache.stats().pinned,
+                PinnedStats {
+                    tiles: 2,
+                    bytes: 200
+                }
+            );
+        }
+        let cache = TileCache::open(dir.path(), 300).unwrap();
+        assert_eq!(
+            cache.pinned_to(&slide),
+            [ids[0], ids[1]].into_iter().collect()
+        );
+        assert_eq!(cache.get(&ids[0]).unwrap(), tiles[0]);
+        // Unpinned, they are ordinary cached tiles again, and the cache trims to capacity.
+        assert_eq!(cache.unpin_slide(&slide).unwrap(), 2);
+        assert!(cache.pinned_slides().is_empty());
+        assert_eq!(cache.stats().bytes, 300);
+        assert_eq!(cache.stats().tiles, 3);
+    }
+
+    #[test]
+    fn a_rotten_pinned_tile_is_dropped_with_its_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TileCache::open(dir.path(), 1000).unwrap();
+        let tile = b"replica tile".to_vec();
+        let id = TileId::of(&tile);
+        let slide = SlideId::of(b"replicated");
+        cache.put(&id, &tile).unwrap();
+        cache.pin(&slide, &[id]).unwrap();
+        let tx = cache.db.begin_write().unwrap();
+        tx.open_table(TILES)
+            .unwrap()
+            .insert(id.as_bytes(), b"rotten".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(cache.get(&id).is_none());
+        assert!(!cache.contains(&id));
+        assert!(
+            cache.pinned_to(&slide).is_empty(),
+            "fetched again by the replica"
+        );
     }
 
     #[test]

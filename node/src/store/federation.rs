@@ -352,13 +352,24 @@ impl Store {
             .transpose()
     }
 
+    /// The slides shared with this trust's people. A replica held for others (kept under a
+    /// `replicate` grant) is not among them: it shows nothing here.
     pub fn remote_summaries(&self) -> Result<Vec<(SlideId, SlideSummary)>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+        let grants = tx.open_table(GRANTS).op("open grants")?;
         let mut out = Vec::new();
         for entry in table.iter().op("list remote slides")? {
             let (key, value) = entry.op("list remote slides")?;
             let slide: RemoteSlide = decode(REMOTE_SLIDES_NAME, value.value())?;
+            let held_under = grants
+                .get(slide.grant.as_bytes())
+                .op("read grant")?
+                .map(|v| decode::<StoredGrant>("grants_v1", v.value()))
+                .transpose()?;
+            if held_under.is_some_and(|g| g.grant.action == slidemesh_protocol::Action::Replicate) {
+                continue;
+            }
             out.push((SlideId::from_bytes(*key.value()), slide.summary));
         }
         Ok(out)
@@ -392,6 +403,13 @@ impl Store {
             out.push((key.value(), decode("outbox_v1", value.value())?));
         }
         Ok(out)
+    }
+
+    /// Queues a message for a member's node on its own.
+    pub fn queue_outbox(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().op("begin write")?;
+        push_outbox(&tx, item)?;
+        tx.commit().op("commit outbox entry")
     }
 
     /// Removes a delivered outbox entry.

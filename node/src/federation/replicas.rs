@@ -1,0 +1,417 @@
+//! Replicas this node holds for other trusts: slides whose owner named this trust a
+//! replica with a `replicate` grant, so the slide stays available to its other grantees
+//! while the owner's site or link is down.
+//!
+//! A replica is a shared slide kept under its replicate grant (manifest and the owner's
+//! signed consent statement fetched and refreshed like any other, [`super::manifests`]),
+//! whose every tile is fetched in the background, hashed against its id on arrival, and
+//! pinned in the tile cache (never evicted while the grant holds). The loop here:
+//! - fetches the tiles not pinned yet, one batch at a time behind this trust's viewers and
+//!   at most `tiles_per_second`; resumable across restarts (the pins are on disk);
+//! - announces this node as a source of the slide (Kademlia), so grantees find it when the
+//!   owner does not answer;
+//! - releases replicas no longer granted (revoked, expired, or ended by the owner): their
+//!   tiles become ordinary cached tiles, or go with the slide.
+//!
+//! What the replica trust's own people may do is decided as everywhere
+//! ([`crate::access::decide`]): nothing under a replicate grant. What the replica serves to
+//! others is decided with the owner's rules (its signed statement), as for any copy.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use slidemesh_protocol::{Action, SignedGrant, SlideId, TileId, TrustCode};
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Federation;
+use super::remote::{BatchClass, lock};
+use crate::store::federation::StoredGrant;
+use crate::store::now_unix;
+
+/// Tiles asked of a source in one background batch.
+const REPLICA_BATCH: usize = 128;
+
+/// How the replica loop paces itself (`[network]` in config.toml).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSettings {
+    pub tiles_per_second: u32,
+    /// Between checks of every replica (a new replicate grant starts one at once).
+    pub check_every: Duration,
+}
+
+/// What the loop learnt of each replica, for `slidemesh replicas`.
+#[derive(Default)]
+pub struct ReplicaState {
+    progress: std::sync::Mutex<HashMap<SlideId, Progress>>,
+    /// Told when a replicate grant's manifest arrived, so the loop starts on it now.
+    pub(super) wanted: tokio::sync::Notify,
+}
+
+#[derive(Default, Clone)]
+struct Progress {
+    /// When every tile was pinned (this run of the node).
+    complete_at: Option<u64>,
+    last_error: Option<String>,
+    /// Tiles fetched by this run of the node.
+    fetched: u64,
+}
+
+/// One replica as `slidemesh replicas` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    pub slide: SlideId,
+    pub owner: TrustCode,
+    pub grant: slidemesh_protocol::GrantId,
+    pub expires_at: u64,
+    /// Tiles of the slide, and those held (each hashed against its id when it arrived).
+    pub tiles: usize,
+    pub held: usize,
+    pub bytes: u64,
+    /// When the owner issued the rules this replica decides with; `lag_secs` is their age.
+    pub rules_issued_at: Option<u64>,
+    pub lag_secs: Option<u64>,
+    pub state: &'static str,
+    pub fetched_this_run: u64,
+    pub last_error: Option<String>,
+}
+
+/// A replica of one of this trust's slides, named by a replicate grant issued here.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaNamed {
+    pub slide: SlideId,
+    pub replica: TrustCode,
+    pub grant: slidemesh_protocol::GrantId,
+    pub expires_at: u64,
+}
+
+/// A replicate grant this node holds, and the slide's tiles once its manifest is here.
+struct Held {
+    stored: StoredGrant,
+    /// `None`: no manifest yet (the received-grants loop fetches it).
+    tiles: Option<Vec<TileId>>,
+    rules_issued_at: Option<u64>,
+}
+
+impl Federation {
+    /// Replicate grants received and in force here (unexpired, not revoked by their
+    /// issuer), with their slides' tiles. Reads the store: call from a blocking context.
+    fn held_replicas(&self) -> Result<Vec<Held>, String> {
+        let store = &self.holdings.store;
+        let roster = self.holdings.membership.roster();
+        let now = now_unix();
+        let mut out = Vec::new();
+        for stored in store.grants().map_err(|e| e.to_string())? {
+            let grant = &stored.grant;
+            if stored.issued_here
+                || grant.action != Action::Replicate
+                || grant.grantee != self.holdings.trust
+                || grant.expires_at <= now
+            {
+                continue;
+            }
+            let id = stored.signed.id();
+            let revocations = store.revocations(&id).map_err(|e| e.to_string())?;
+            let revoked = match &roster {
+                Some(roster) => {
+                    crate::access::grant::revoked_by_issuer(&id, grant, &revocations, roster)
+                }
+                None => true,
+            };
+            if revoked {
+                continue;
+            }
+            let remote = store
+                .remote_slide(&grant.slide)
+                .map_err(|e| e.to_string())?;
+            // A replica keeps the owner's identified manifest: a de-identified view (a
+            // research grant's) is no replica of the slide.
+            let remote = remote.filter(|r| r.deidentified.is_none());
+            let tiles = remote
+                .as_ref()
+                .and_then(|r| r.signed.verify().ok())
+                .map(|m| m.all_tiles().copied().collect());
+            let rules_issued_at = remote
+                .and_then(|r| r.consent)
+                .and_then(|c| c.verify().ok())
+                .map(|c| c.issued_at);
+            out.push(Held {
+                stored,
+                tiles,
+                rules_issued_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The replicas this trust named for its own slides (replicate grants issued here,
+    /// unexpired and not revoked). How far each replica is along is the replica's to say.
+    pub async fn replicas_named(self: &Arc<Self>) -> Result<Vec<ReplicaNamed>, String> {
+        let store = self.holdings.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = now_unix();
+            let mut out = Vec::new();
+            for stored in store.grants().map_err(|e| e.to_string())? {
+                let g = &stored.grant;
+                if !stored.issued_here || g.action != Action::Replicate || g.expires_at <= now {
+                    continue;
+                }
+                let id = stored.signed.id();
+                if !store
+                    .revocations(&id)
+                    .map_err(|e| e.to_string())?
+                    .is_empty()
+                {
+                    continue;
+                }
+                out.push(ReplicaNamed {
+                    slide: g.slide,
+                    replica: g.grantee.clone(),
+                    grant: id,
+                    expires_at: g.expires_at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Each replica held here and how far along it is.
+    pub async fn replicas(self: &Arc<Self>) -> Result<Vec<ReplicaStatus>, String> {
+        let fed = self.clone();
+        let held = tokio::task::spawn_blocking(move || fed.held_replicas())
+            .await
+            .map_err(|e| e.to_string())??;
+        let pinned = self.holdings.cache.pinned_slides();
+        let progress = lock(&self.replicas.progress).clone();
+        let now = now_unix();
+        Ok(held
+            .into_iter()
+            .map(|h| {
+                let slide = h.stored.grant.slide;
+                let stats = pinned.get(&slide).copied().unwrap_or_default();
+                let p = progress.get(&slide).cloned().unwrap_or_default();
+                let tiles = h.tiles.as_ref().map_or(0, Vec::len);
+                let state = match &h.tiles {
+                    None => "waiting for the owner's manifest",
+                    Some(_) if stats.tiles >= tiles => "complete",
+                    Some(_) => "fetching",
+                };
+                ReplicaStatus {
+                    slide,
+                    owner: h.stored.grant.owner.clone(),
+                    grant: h.stored.signed.id(),
+                    expires_at: h.stored.grant.expires_at,
+                    tiles,
+                    held: stats.tiles,
+                    bytes: stats.bytes,
+                    rules_issued_at: h.rules_issued_at,
+                    lag_secs: h.rules_issued_at.map(|at| now.saturating_sub(at)),
+                    state,
+                    fetched_this_run: p.fetched,
+                    last_error: p.last_error,
+                }
+            })
+            .collect())
+    }
+
+    /// One pass over the replicas: releases those no longer granted, then fetches and pins
+    /// every missing tile of the others. Returns the tiles pinned by this pass.
+    pub async fn replicate_pass(self: &Arc<Self>, settings: ReplicaSettings) -> usize {
+        let fed = self.clone();
+        let held = match tokio::task::spawn_blocking(move || fed.held_replicas()).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot list the replicas held here");
+                return 0;
+            }
+            Err(_) => return 0,
+        };
+        let granted: HashSet<SlideId> = held.iter().map(|h| h.stored.grant.slide).collect();
+        for slide in self.holdings.cache.pinned_slides().into_keys() {
+            if !granted.contains(&slide) {
+                let cache = &self.holdings.cache;
+                match tokio::task::block_in_place(|| cache.unpin_slide(&slide)) {
+                    Ok(tiles) => info!(%slide, tiles, "replica released: no replicate grant holds"),
+                    Err(e) => warn!(%slide, error = %e, "cannot release a replica"),
+                }
+                lock(&self.replicas.progress).remove(&slide);
+            }
+        }
+        let (held_tiles, missing_tiles) = {
+            let pinned = self.holdings.cache.pinned_slides();
+            held.iter().fold((0, 0), |(have, lack), h| {
+                let all = h.tiles.as_ref().map_or(0, Vec::len);
+                let got = pinned.get(&h.stored.grant.slide).map_or(0, |p| p.tiles);
+                (have + got, lack + all.saturating_sub(got))
+            })
+        };
+        let metrics = crate::metrics::metrics();
+        metrics.replica_tiles_held.set(held_tiles as i64);
+        metrics.replica_tiles_missing.set(missing_tiles as i64);
+        let mut pinned = 0;
+        for h in held {
+            let Some(tiles) = h.tiles else { continue };
+            let slide = h.stored.grant.slide;
+            let span = info_span!("replica", %slide, owner = %h.stored.grant.owner);
+            pinned += self
+                .fill_replica(slide, &tiles, &h.stored.signed, settings)
+                .instrument(span)
+                .await;
+        }
+        pinned
+    }
+
+    /// Fetches and pins the tiles of one replica not pinned yet.
+    async fn fill_replica(
+        self: &Arc<Self>,
+        slide: SlideId,
+        tiles: &[TileId],
+        grant: &SignedGrant,
+        settings: ReplicaSettings,
+    ) -> usize {
+        let cache = &self.holdings.cache;
+        let held = cache.pinned_to(&slide);
+        let mut missing: Vec<TileId> = tiles
+            .iter()
+            .filter(|t| !held.contains(t))
+            .copied()
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            self.replica_complete(slide).await;
+            return 0;
+        }
+        // Tiles already cached (viewed here, or fetched before a restart) are pinned as
+        // they are: each was hashed against its id when it arrived.
+        let before = held.len();
+        let pinned_now = match tokio::task::block_in_place(|| cache.pin(&slide, &missing)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.replica_failed(slide, format!("cannot pin tiles: {e}"));
+                return 0;
+            }
+        };
+        let mut pinned = pinned_now;
+        if pinned_now > 0 {
+            let now_held = cache.pinned_to(&slide);
+            missing.retain(|t| !now_held.contains(t));
+        }
+        info!(
+            missing = missing.len(),
+            held = before + pinned,
+            "filling replica"
+        );
+        let per_tile = Duration::from_secs_f64(1.0 / f64::from(settings.tiles_per_second.max(1)));
+        for chunk in missing.chunks(REPLICA_BATCH) {
+            let started = tokio::time::Instant::now();
+            let arrived = self.fetch_for_replica(slide, chunk, grant).await;
+            let pinned_chunk = if arrived.is_empty() {
+                0
+            } else {
+                match tokio::task::block_in_place(|| cache.pin(&slide, &arrived)) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.replica_failed(slide, format!("cannot pin tiles: {e}"));
+                        return pinned;
+                    }
+                }
+            };
+            pinned += pinned_chunk;
+            {
+                let mut progress = lock(&self.replicas.progress);
+                let p = progress.entry(slide).or_default();
+                p.fetched += arrived.len() as u64;
+            }
+            crate::metrics::metrics()
+                .replica_tiles_fetched
+                .inc_by(arrived.len() as u64);
+            if arrived.len() < chunk.len() {
+                // The sources are down or refuse: the next pass tries again.
+                self.replica_failed(
+                    slide,
+                    format!(
+                        "{} of {} tiles could not be fetched; trying again at the next check",
+                        chunk.len() - arrived.len(),
+                        chunk.len()
+                    ),
+                );
+                return pinned;
+            }
+            // At most `tiles_per_second`, on average over each batch.
+            tokio::time::sleep_until(started + per_tile * chunk.len() as u32).await;
+        }
+        self.replica_complete(slide).await;
+        pinned
+    }
+
+    /// Fetches `tiles` of a replica (hashed against their ids on arrival, then cached)
+    /// under its replicate grant; returns those that arrived. Tiles already in flight for a
+    /// viewer are waited for, not fetched twice.
+    async fn fetch_for_replica(
+        self: &Arc<Self>,
+        slide: SlideId,
+        tiles: &[TileId],
+        grant: &SignedGrant,
+    ) -> Vec<TileId> {
+        let (fresh, receivers) = self.join_flights(tiles);
+        if !fresh.is_empty() {
+            self.clone()
+                .fetch_batch(slide, fresh, BatchClass::Replica, None, Some(grant.clone()))
+                .await;
+        }
+        let mut arrived = Vec::new();
+        for (tile, rx) in receivers {
+            if let Ok(Ok(_)) = rx.await {
+                arrived.push(tile);
+            }
+        }
+        debug!(%slide, asked = tiles.len(), arrived = arrived.len(), "replica batch");
+        arrived
+    }
+
+    async fn replica_complete(&self, slide: SlideId) {
+        let first = {
+            let mut progress = lock(&self.replicas.progress);
+            let p = progress.entry(slide).or_default();
+            p.last_error = None;
+            let first = p.complete_at.is_none();
+            p.complete_at.get_or_insert_with(now_unix);
+            first
+        };
+        if first {
+            info!(%slide, "replica complete");
+        }
+        // A source for the slide from now on: grantees find this node when the owner is down.
+        self.announce_source(&self.network, slide).await;
+    }
+
+    fn replica_failed(&self, slide: SlideId, error: String) {
+        warn!(%slide, error, "replica incomplete");
+        let mut progress = lock(&self.replicas.progress);
+        let p = progress.entry(slide).or_default();
+        p.last_error = Some(error);
+        p.complete_at = None;
+    }
+}
+
+/// Runs the replica loop: a pass every `check_every`, and at once when a replicate grant's
+/// manifest arrived.
+pub async fn run(fed: Arc<Federation>, settings: ReplicaSettings) {
+    let mut every = tokio::time::interval(settings.check_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = fed.replicas.wanted.notified() => {}
+        }
+        fed.replicate_pass(settings).await;
+    }
+}
+
+/// The answer a flight's waiter gets.
+pub(super) type FlightAnswer = oneshot::Receiver<Result<Vec<u8>, String>>;

@@ -26,6 +26,38 @@ pub struct NodeConfig {
     pub referrals: ReferralsSection,
     #[serde(default)]
     pub research: ResearchSection,
+    #[serde(default)]
+    pub scrub: ScrubSection,
+}
+
+/// The background scrub (`[scrub]`): how fast and how often originals and cached tiles are
+/// re-verified against their ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubSection {
+    /// Bytes of originals hashed per second in the background (0: as fast as the disk goes).
+    #[serde(default = "default_scrub_bytes_per_sec")]
+    pub bytes_per_sec: u64,
+    /// Hours between the starts of two passes.
+    #[serde(default = "default_scrub_every_hours")]
+    pub every_hours: u64,
+}
+
+impl Default for ScrubSection {
+    fn default() -> Self {
+        Self {
+            bytes_per_sec: default_scrub_bytes_per_sec(),
+            every_hours: default_scrub_every_hours(),
+        }
+    }
+}
+
+fn default_scrub_bytes_per_sec() -> u64 {
+    50_000_000
+}
+
+fn default_scrub_every_hours() -> u64 {
+    24
 }
 
 /// How this trust answers research queries (`[research]`): its disclosure control, and how
@@ -578,6 +610,7 @@ impl NodeConfig {
             network: NetworkSection::default(),
             referrals: ReferralsSection::default(),
             research: ResearchSection::default(),
+            scrub: ScrubSection::default(),
             dimse: DimseSection::default(),
             users: UsersSection::default(),
         }
@@ -677,6 +710,15 @@ peer_requests_per_sec = {peer_requests_per_sec}
 # do not count against cache_bytes.
 replica_tiles_per_sec = 2000
 replica_check_secs = 60
+
+[scrub]
+# Originals and cached tiles are re-verified against their ids in the background: bytes of
+# originals hashed per second (0: as fast as the disk goes) and hours between passes.
+# A corrupt tile of an original is not served, and is repaired from a replica this trust
+# named (`slidemesh share --replicate`) or another copy; `slidemesh scrub --now` runs a pass
+# at once.
+bytes_per_sec = 50000000
+every_hours = 24
 
 [dimse]
 # DICOM receiver (C-ECHO, C-STORE) for scanners and PACS pushing slides, e.g.

@@ -17,6 +17,8 @@
 //!   the owner's cedar policy, roles, the label and identity rules).
 //! - [`net`]: the libp2p swarm task and its handle; knows nothing of the store.
 //! - [`ingest`]: DICOM WSI files in, signed slides in the store out.
+//! - [`scrub`]: re-verifying originals and cached tiles against their ids; repairing a
+//!   tile's bytes in place (the copies to repair from come through `federation`).
 //! - [`context`]: an opened node (config, key, store) and start-up housekeeping.
 //! - [`store`]: redb tables and the object store of original files; tile reads.
 //! - [`dicom_json`], [`dicom_build`]: reading DICOM JSON, writing DICOM data sets.
@@ -45,6 +47,7 @@ pub mod metrics;
 pub mod net;
 pub mod referrals;
 pub mod research;
+pub mod scrub;
 pub mod server;
 pub mod store;
 #[cfg(test)]

@@ -32,6 +32,13 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// What a scrub found wrong (`original`, `cached tile`) and whether it was repaired.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub what: String,
+    pub repaired: String,
+}
+
 /// One way a batch fetch from a peer failed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
@@ -74,6 +81,9 @@ pub struct Metrics {
     /// Tiles of replicas held here, and those missing (set by each replica check).
     pub replica_tiles_held: Gauge,
     pub replica_tiles_missing: Gauge,
+    /// Bytes the scrub hashed (originals and cached tiles), and what it found.
+    pub scrub_bytes: Counter,
+    pub scrub_findings: Family<FindingLabels, Counter>,
     /// `tiles_served` by source, resolved once (the tile paths count without a lookup).
     pub served_original: Counter,
     pub served_cache: Counter,
@@ -103,6 +113,8 @@ impl Metrics {
             replica_tiles_fetched: Counter::default(),
             replica_tiles_held: Gauge::default(),
             replica_tiles_missing: Gauge::default(),
+            scrub_bytes: Counter::default(),
+            scrub_findings: Family::default(),
             served_original: Counter::default(),
             served_cache: Counter::default(),
             served_peer: Counter::default(),
@@ -181,6 +193,16 @@ impl Metrics {
             "replica_tiles_missing",
             "Tiles of the replicas this node holds not fetched yet",
             m.replica_tiles_missing.clone(),
+        );
+        r.register(
+            "scrub_bytes",
+            "Bytes the scrub hashed against their ids (originals and cached tiles)",
+            m.scrub_bytes.clone(),
+        );
+        r.register(
+            "scrub_findings",
+            "What the scrub found not matching its id, and whether it was repaired",
+            m.scrub_findings.clone(),
         );
         Self { registry, ..m }
     }

@@ -3,7 +3,9 @@
 //! nothing of it. Leeds then shares the slide with Bradford (RAE): Harrogate learns of the new
 //! grant at once (Leeds sends Harrogate its grant again, so Harrogate fetches Leeds's statement now).
 //! Leeds's node is killed; Bradford's viewer still gets every tile, from Harrogate, each the
-//! bytes its id names. Leeds comes back and revokes Harrogate's grant: Harrogate releases the replica.
+//! bytes its id names. One of Leeds's originals rots while it is down: a scrub finds it,
+//! the tile is never served corrupt, and the running node's scrub repairs it from
+//! Harrogate's replica. Leeds then revokes Harrogate's grant: Harrogate releases the replica.
 
 use std::time::Duration;
 
@@ -91,6 +93,7 @@ fn a_replica_serves_the_slides_grantees_while_its_owner_is_down() {
     fed.nodes[0].kill();
     let bradford = &fed.nodes[1];
     let mut served = 0;
+    let mut fetched = std::collections::HashMap::new();
     for level in &levels {
         for id in level.as_array().unwrap() {
             let id = id.as_str().unwrap();
@@ -107,6 +110,7 @@ fn a_replica_serves_the_slides_grantees_while_its_owner_is_down() {
                 "tile {id} is what its id names"
             );
             served += 1;
+            fetched.insert(id.to_string(), r.body);
         }
     }
     assert!(served > 10);
@@ -122,8 +126,54 @@ fn a_replica_serves_the_slides_grantees_while_its_owner_is_down() {
         .unwrap_or(0);
     assert!(to_bradford > 0, "Harrogate served Bradford: {text}");
 
-    // Leeds comes back and revokes Harrogate's grant: Harrogate releases the replica.
-    fed.nodes[0].serve();
+    // Bit rot in one of Leeds's originals while it is down: a scrub of the stopped node
+    // finds it (and cannot repair: that needs the network); the tile is then never served
+    // corrupt; the running node's scrub repairs it from Harrogate's replica.
+    let leeds = &mut fed.nodes[0];
+    let tile_id = levels[0][levels[0].as_array().unwrap().len() / 2]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tile_bytes = fetched
+        .get(&tile_id)
+        .expect("Bradford got the tile")
+        .clone();
+    let (object, offset) = find_in_objects(&leeds.data, &tile_bytes);
+    let before_rot = std::fs::read(&object).unwrap();
+    flip_byte(&object, offset + tile_bytes.len() as u64 / 2);
+    let offline = slidemesh_e2e::run(leeds.cmd().args(["scrub", "--now", "--json"]));
+    assert_eq!(
+        offline.status.code(),
+        Some(2),
+        "unrepaired corruption: exit 2"
+    );
+    let report: Value = serde_json::from_slice(&offline.stdout).unwrap();
+    assert_eq!(report["findings"][0]["what"], "original", "{report}");
+    assert_eq!(report["findings"][0]["repaired"], false);
+    leeds.serve();
+    let served = leeds.get(&format!("/api/v1/slides/{slide}/tiles/{tile_id}"));
+    assert_ne!(
+        served.status, 200,
+        "a tile that failed verification is never served"
+    );
+    let online = slidemesh_e2e::run(leeds.cmd().args(["scrub", "--now", "--json"]));
+    let report: Value = serde_json::from_slice(&online.stdout).unwrap();
+    assert_eq!(online.status.code(), Some(0), "{report}");
+    let finding = &report["findings"][0];
+    assert_eq!(finding["repaired"], true, "{report}");
+    assert!(
+        finding["detail"].as_str().unwrap().contains("from RCD"),
+        "{report}"
+    );
+    let served = leeds.get(&format!("/api/v1/slides/{slide}/tiles/{tile_id}"));
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body, tile_bytes);
+    assert!(
+        std::fs::read(&object).unwrap() == before_rot,
+        "the original is byte for byte what it was"
+    );
+
+    // Leeds revokes Harrogate's grant: Harrogate releases the replica.
     run_ok(fed.nodes[0].cmd().args(["revoke", &replica_grant]));
     let harrogate = &fed.nodes[2];
     wait_until(Duration::from_secs(60), || held(harrogate).is_empty())
@@ -132,4 +182,32 @@ fn a_replica_serves_the_slides_grantees_while_its_owner_is_down() {
         harrogate.get_json("/api/v1/network")["cache"]["pinned"]["tiles"] == 0
     })
     .expect("nothing pinned once the grant is revoked");
+}
+
+/// The original file under `data/objects` holding `bytes`, and where.
+fn find_in_objects(data: &std::path::Path, bytes: &[u8]) -> (std::path::PathBuf, u64) {
+    for file in slidemesh_e2e::files_under(&data.join("objects")).unwrap() {
+        let content = std::fs::read(&file).unwrap();
+        if let Some(at) = content.windows(bytes.len()).position(|w| w == bytes) {
+            return (file, at as u64);
+        }
+    }
+    panic!("no original holds the tile's bytes in one piece");
+}
+
+/// Flips one byte of a read-only original, as a failing disk might.
+fn flip_byte(path: &std::path::Path, at: u64) {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at).unwrap();
+    byte[0] ^= 0x5a;
+    file.write_all_at(&byte, at).unwrap();
+    file.sync_all().unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
 }

@@ -63,6 +63,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "api",
             "consent",
             "server",
+            "scrub",
         ],
     ),
     (
@@ -100,6 +101,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "research",
         &["federation", "net", "api", "ingest", "server", "cli"],
+    ),
+    // The scrub checks what the store holds (an original as ingest hashed it); repairs
+    // that need peers are federation's.
+    (
+        "scrub",
+        &["federation", "net", "api", "access", "server", "cli"],
     ),
     ("federation", &["api", "server", "cli"]),
     // The running node is built from the services; only the CLI starts it.

@@ -102,8 +102,8 @@ pub fn check_grant(
         )));
     }
     let id = signed.id();
-    // Whether the grant's action is the one asked is `decide`'s question (see
-    // `super::grant_action_asked`); here the grant must hold for what it says it is.
+    // Whether the grant's action fits what is asked is `decide`'s question (its replica
+    // rule); here the grant must hold for what it says it is.
     if !grant.covers(slide, requester, grant.action, *now) {
         return Err(denied(format!(
             "grant {id} does not cover {requester} for this slide now"

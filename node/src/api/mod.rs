@@ -4,7 +4,9 @@
 //!
 //! Routes (all JSON unless stated):
 //! - `GET /api/v1/node`: who this node is; `GET /api/v1/network`: peers and cache;
-//!   `GET /api/v1/replicas`: replicas held here and named for this trust's slides.
+//!   `GET /api/v1/replicas`: replicas held here and named for this trust's slides;
+//!   `GET|POST /api/v1/scrub`: the scrub's progress and last report; a pass now
+//!   (operator only, [`Exposure::Operator`]).
 //! - `GET /api/v1/slides`, `GET /api/v1/slides/{slide_id}`, `.../manifest` ([`slides`]).
 //! - `GET /api/v1/slides/{slide_id}/access`: the audit trail about the slide, newest first.
 //! - `GET /api/v1/slides/{slide_id}/{thumbnail|label|overview}`: associated image bytes.
@@ -331,6 +333,20 @@ pub enum Exposure {
     /// slides may be counted for the requester (action `query`) and releases the counts
     /// under its own disclosure control.
     Research,
+    /// The node's own operation (replicas it holds, the scrub): slide ids and counts, never
+    /// content, answered only to the trust itself (no person named: `slidemesh` on the
+    /// node's machine without sign-on); a named person is refused 403 ([`operator_only`]).
+    Operator,
+}
+
+/// Refuses an [`Exposure::Operator`] route to anyone but the trust itself.
+pub(crate) fn operator_only(requester: &requester::Requester) -> Result<(), ApiError> {
+    match requester.user() {
+        None => Ok(()),
+        Some(user) => Err(ApiError::forbidden(format!(
+            "{user}: this is the node operator's view; run `slidemesh` on the node's machine"
+        ))),
+    }
 }
 
 /// One route: its path (as the router writes it, `/dicomweb` prefix included) and what
@@ -378,7 +394,12 @@ fn routes() -> Vec<Route> {
     let mut all = vec![
         get_("/api/v1/node", Public, get(slides::node_info)),
         get_("/api/v1/network", Public, get(slides::network_status)),
-        get_("/api/v1/replicas", Public, get(slides::replicas)),
+        get_("/api/v1/replicas", Operator, get(slides::replicas)),
+        route(
+            "/api/v1/scrub",
+            vec![(Method::GET, Operator), (Method::POST, Operator)],
+            get(slides::scrub_status).post(slides::scrub_now),
+        ),
         get_("/metrics", Public, get(metrics)),
         get_("/api/v1/slides", Listing, get(slides::list)),
         get_("/api/v1/slides/{slide_id}", Content, get(slides::detail)),

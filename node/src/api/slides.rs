@@ -59,7 +59,11 @@ pub async fn network_status(State(state): State<Arc<ApiState>>) -> Result<Json<V
 /// `GET /api/v1/replicas`: the replicas this node holds for other trusts (tiles held,
 /// bytes, the age of the owner's rules they decide with) and those this trust named for
 /// its own slides. Slide ids and counts only, nothing of a slide's content.
-pub async fn replicas(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+pub async fn replicas(
+    State(state): State<Arc<ApiState>>,
+    requester: super::requester::Requester,
+) -> Result<Json<Value>, ApiError> {
+    super::operator_only(&requester)?;
     let held = state
         .federation
         .replicas()
@@ -71,6 +75,41 @@ pub async fn replicas(State(state): State<Arc<ApiState>>) -> Result<Json<Value>,
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "held": held, "named": named })))
+}
+
+/// `GET /api/v1/scrub`: the running pass's progress and the last pass's report.
+pub async fn scrub_status(
+    State(state): State<Arc<ApiState>>,
+    requester: super::requester::Requester,
+) -> Result<Json<Value>, ApiError> {
+    super::operator_only(&requester)?;
+    let scrub = &state.federation.scrub;
+    Ok(Json(json!({
+        "progress": scrub.progress.snapshot(),
+        "last": scrub.last(),
+        "suspects": state.federation.holdings.reader.suspects(),
+    })))
+}
+
+/// `POST /api/v1/scrub`: starts a pass now, unpaced (202), unless one is running (409).
+pub async fn scrub_now(
+    State(state): State<Arc<ApiState>>,
+    requester: super::requester::Requester,
+) -> Result<axum::response::Response, ApiError> {
+    super::operator_only(&requester)?;
+    use axum::response::IntoResponse;
+    if state.federation.scrub.start_now() {
+        Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(json!({ "started": true })),
+        )
+            .into_response())
+    } else {
+        Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            message: "a scrub pass is running; follow it with GET /api/v1/scrub".into(),
+        })
+    }
 }
 
 fn summary_json(id: &SlideId, s: &SlideSummary) -> Value {

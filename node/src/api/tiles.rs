@@ -52,7 +52,10 @@ async fn send_tile(
             .get(&tile)
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(format!("no tile {tile}")))?;
-        let bytes = state.reader.read(&location).map_err(ApiError::internal)?;
+        let bytes = state
+            .reader
+            .read_tile(&tile, &location)
+            .map_err(ApiError::internal)?;
         Ok::<_, ApiError>((bytes, location.media_type.clone()))
     })
     .await

@@ -14,6 +14,7 @@ mod query;
 mod refer;
 mod replicas;
 mod running;
+mod scrub;
 mod serve;
 mod share;
 mod slides;
@@ -63,6 +64,9 @@ enum Command {
     Cohort(cohort::CohortArgs),
     /// Record what the LIMS says of cases (diagnoses, grade, specimen, consent, opt-out)
     AnnotateLims(lims::LimsArgs),
+    /// The scrub: originals and cached tiles re-verified against their ids; `--now` runs a
+    /// pass at once (the running node also repairs corrupt tiles from other copies).
+    Scrub(scrub::ScrubArgs),
     /// Re-read every tile from the original files and check it against its id.
     Verify(verify::VerifyArgs),
     /// The federation roster: member entries, proposals, co-signing, publishing.
@@ -112,6 +116,7 @@ pub fn run() -> Result<()> {
         Command::Project(args) => cohort::project(data, args),
         Command::Cohort(args) => cohort::cohort(data, args),
         Command::Verify(args) => verify::run(data, args),
+        Command::Scrub(args) => scrub::run(data, args),
         Command::Federation(args) => federation::run(data, args),
         Command::Share(args) => share::share(data, args),
         Command::Replicas(args) => replicas::run(data, args),

@@ -97,9 +97,13 @@ pub fn share(data: DataDir, args: ShareArgs) -> Result<()> {
         bail!("{grantee} is not a member of {}", roster.federation);
     }
     let action = if args.replicate {
-        if purpose.requires_deidentification() {
+        if !matches!(
+            purpose,
+            Purpose::DirectCare | Purpose::SecondOpinion | Purpose::Mdt
+        ) {
             bail!(
-                "a replica holds the identified slide: --replicate is for care purposes, not {purpose}"
+                "a replica holds the identified slide for care: --replicate takes --purpose \
+                 direct-care, second-opinion or mdt, not {purpose}"
             );
         }
         Action::Replicate
@@ -131,9 +135,6 @@ pub fn share(data: DataDir, args: ShareArgs) -> Result<()> {
             created_at: now,
         }),
     )?;
-    if action == Action::View {
-        nudge_replicas(&node, &slide, now)?;
-    }
     if args.json {
         println!("{}", json!({ "grant_id": id, "grant": grant }));
     } else {
@@ -145,29 +146,6 @@ pub fn share(data: DataDir, args: ShareArgs) -> Result<()> {
             )
         );
         println!("the running node delivers it to {grantee}'s node");
-    }
-    Ok(())
-}
-
-/// A replica serves only the grants this trust's latest consent statement lists: each
-/// replica of the slide is sent its grant again, so it fetches the statement listing the
-/// new grant now rather than at its next refresh (and serves it through an outage that
-/// starts before then).
-fn nudge_replicas(node: &NodeContext, slide: &SlideId, now: u64) -> Result<()> {
-    for stored in node.store.grants()? {
-        let g = &stored.grant;
-        if stored.issued_here
-            && g.slide == *slide
-            && g.action == Action::Replicate
-            && g.expires_at > now
-            && node.store.revocations(&stored.signed.id())?.is_empty()
-        {
-            node.store.queue_outbox(&OutboxItem {
-                to: g.grantee.clone(),
-                message: ControlRequest::DeliverGrant(stored.signed.clone()),
-                created_at: now,
-            })?;
-        }
     }
     Ok(())
 }
@@ -184,8 +162,10 @@ pub fn revoke(data: DataDir, args: RevokeArgs) -> Result<()> {
         .with_context(|| format!("no grant {id} here"))?;
     revoke_issued(&node, &stored)?;
     println!(
-        "revoked grant {id}: {} can no longer view {} (effective now at this node)",
-        stored.grant.grantee, stored.grant.slide
+        "revoked grant {id}: {} can no longer {} {} (effective now at this node)",
+        stored.grant.grantee,
+        stored.grant.action.as_str(),
+        stored.grant.slide
     );
     Ok(())
 }
@@ -265,12 +245,13 @@ pub fn grants(data: DataDir, args: GrantsArgs) -> Result<()> {
     } else {
         for r in rows {
             println!(
-                "{} {} {} {} -> {} {} {}",
+                "{} {} {} {} -> {} {} {} {}",
                 r["grant_id"].as_str().unwrap_or(""),
                 r["direction"].as_str().unwrap_or(""),
                 r["state"].as_str().unwrap_or(""),
                 r["grant"]["owner"].as_str().unwrap_or(""),
                 r["grant"]["grantee"].as_str().unwrap_or(""),
+                r["grant"]["action"].as_str().unwrap_or(""),
                 r["grant"]["slide"].as_str().unwrap_or(""),
                 r["grant"]["purpose"].as_str().unwrap_or(""),
             );

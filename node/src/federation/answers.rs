@@ -117,21 +117,27 @@ impl PeerAnswers {
             roster: Some(&roster),
             listed: owners.as_ref().map(OwnersRules::listed),
         };
-        let revocations = self
-            .holdings
-            .store
-            .revocations(&grant.id())
-            .map_err(|e| e.to_string());
+        // The slide's owner asking a copy for its own tiles back (repairing its original)
+        // decides as its own node; anyone else on the grant it presents.
+        let basis = if requester == served.owner && !served.local {
+            access::Basis::OwnSlide
+        } else {
+            access::Basis::Grant {
+                signed: grant,
+                revocations: self
+                    .holdings
+                    .store
+                    .revocations(&grant.id())
+                    .map_err(|e| e.to_string()),
+            }
+        };
         let verdict = access::decide(
             &rules,
             access::Subject {
                 trust: &requester,
                 user,
             },
-            access::Basis::Grant {
-                signed: grant,
-                revocations,
-            },
+            basis,
             *slide,
             actions,
             now_unix(),
@@ -638,7 +644,7 @@ impl PeerAnswers {
             .get(tile)
             .ok()
             .flatten()
-            .and_then(|location| self.holdings.reader.read(&location).ok());
+            .and_then(|location| self.holdings.reader.read_tile(tile, &location).ok());
         let mut bytes = from_files.or_else(|| self.holdings.cache.get(tile))?;
         if self.faults.corrupt_tiles
             && let Some(b) = bytes.last_mut()
@@ -840,12 +846,17 @@ impl Inbound for Handlers {
                             "tile {stray} is not part of slide {slide}"
                         )));
                     }
-                    // A grant that does not verify is refused by the decision below.
-                    let action = grant.verify().map_or(Action::View, |g| g.action);
-                    let actions = access::peer_tile_actions(
-                        action,
-                        tiles.iter().any(|t| served.label_tiles.contains(t)),
-                    );
+                    let shows_label = tiles.iter().any(|t| served.label_tiles.contains(t));
+                    let owner_asks = !served.local
+                        && answers.holdings.membership.trust_of(&peer).as_ref()
+                            == Some(&served.owner);
+                    let actions = if owner_asks {
+                        access::tile_actions(shows_label)
+                    } else {
+                        // A grant that does not verify is refused by the decision below.
+                        let action = grant.verify().map_or(Action::View, |g| g.action);
+                        access::peer_tile_actions(action, shows_label)
+                    };
                     if let Some(Err(e)) = user.as_ref().map(UserClaim::validate) {
                         return Err(Refusal::Denied(format!(
                             "the request names no valid user: {e}"

@@ -170,7 +170,7 @@ impl Holdings {
             Some(record) => (record.signed, true),
             None => (
                 self.store
-                    .remote_slide(slide)
+                    .served_copy(slide)
                     .map_err(|e| failed(&e))?
                     .ok_or_else(|| Refusal::Denied(format!("no slide {slide} here")))?
                     .signed,
@@ -241,7 +241,7 @@ impl Holdings {
         let denied = Refusal::Denied;
         let remote = self
             .store
-            .remote_slide(slide)
+            .served_copy(slide)
             .map_err(|e| Refusal::Failed(format!("cannot read slide {slide}: {e}")))?
             .ok_or_else(|| denied(format!("no slide {slide} here")))?;
         let statement = remote

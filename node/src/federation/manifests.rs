@@ -24,7 +24,7 @@ use crate::audit::Pending;
 use crate::consent::ConsentAction;
 use crate::deidentify::{Pseudonyms, deidentify};
 use crate::ingest::assemble::summarise;
-use crate::store::federation::RemoteSlide;
+use crate::store::federation::{CopyKind, RemoteSlide};
 use crate::store::{Origin, now_unix};
 
 /// The project a grant's pseudonyms are made for: its reference (an ethics approval or
@@ -161,7 +161,7 @@ impl PeerAnswers {
         refresh: bool,
         nonce: [u8; 16],
     ) -> ControlResponse {
-        let remote = match self.holdings.store.remote_slide(&slide) {
+        let remote = match self.holdings.store.served_copy(&slide) {
             Ok(Some(remote)) if remote.deidentified.is_none() && remote.consent.is_some() => remote,
             Ok(_) => return ControlResponse::NotFound,
             Err(e) => {
@@ -322,16 +322,21 @@ impl Federation {
     /// trust's people and for any trust its copy would serve. Its cached tiles go too.
     /// The grant is kept: the owner is asked again, rarely ([`OwnerRefused`]), in case it
     /// lets the slide be shown again.
-    async fn end_shared_slide(&self, slide: &SlideId, grant: GrantId, reason: &str) {
-        let store = self.holdings.store.clone();
+    async fn end_shared_slide(&self, slide: &SlideId, grant: &Grant, id: GrantId, reason: &str) {
+        let kind = CopyKind::of(grant.action);
+        let fed_store = self.holdings.store.clone();
         let slide = *slide;
         // Only a refusal under the grant the slide is kept under says anything about it.
-        let ended = tokio::task::spawn_blocking(move || store.end_remote_slide(&slide, &grant))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let ended = tokio::task::spawn_blocking(move || {
+            let ended = fed_store.end_copy(kind, &slide, &id)?;
+            let still_shared = fed_store.remote_slide(&slide)?.is_some();
+            Ok::<_, crate::store::StoreError>((ended, still_shared))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         match ended {
-            Ok(Some(remote)) => {
+            Ok((Some(remote), still_shared)) => {
                 self.holdings.manifest_changed(&slide);
                 self.forget_owners_rules(&slide);
                 let tiles: Vec<_> = remote
@@ -339,14 +344,20 @@ impl Federation {
                     .verify()
                     .map(|m| m.all_tiles().copied().collect())
                     .unwrap_or_default();
-                let purged =
-                    tokio::task::block_in_place(|| self.holdings.cache.remove_many(&tiles));
-                if purged.is_err() {
+                let cache = self.holdings.clone();
+                // A shared slide's tiles go unless a replica held here pins them; a
+                // replica's go unless the slide is still shared with this trust's people.
+                let purged = tokio::task::spawn_blocking(move || match kind {
+                    CopyKind::Shared => cache.cache.drop_unpinned(&tiles),
+                    CopyKind::Replica => cache.cache.unpin_slide(&slide, still_shared).map(drop),
+                })
+                .await;
+                if !matches!(purged, Ok(Ok(()))) {
                     warn!(%slide, "cannot drop the ended slide's cached tiles; they are unreachable and age out");
                 }
-                warn!(%slide, reason, "the owner refused this node the slide; it is no longer shown here, cache included");
+                warn!(%slide, reason, "the owner refused this node the slide; it is no longer shown or served here, cache included");
             }
-            Ok(None) => {}
+            Ok((None, _)) => {}
             Err(error) => warn!(%slide, error, "cannot end a slide the owner refused"),
         }
     }
@@ -356,6 +367,8 @@ impl Federation {
     /// rules (audited as such on both sides).
     pub async fn fetch_manifest(&self, signed: &SignedGrant, refresh: bool) -> anyhow::Result<()> {
         let grant = signed.verify()?;
+        // A replica is kept apart from the slides shared with this trust's people.
+        let kind = CopyKind::of(grant.action);
         let network = &self.network;
         let owner = self
             .holdings
@@ -431,12 +444,12 @@ impl Federation {
                 (manifest, Some(view), consent, receipt)
             }
             ControlResponse::Denied { reason } => {
-                self.end_shared_slide(&grant.slide, signed.id(), &reason)
+                self.end_shared_slide(&grant.slide, &grant, signed.id(), &reason)
                     .await;
                 return Err(OwnerRefused(format!("owner refused: {reason}")).into());
             }
             ControlResponse::NotFound => {
-                self.end_shared_slide(&grant.slide, signed.id(), "owner has no such slide")
+                self.end_shared_slide(&grant.slide, &grant, signed.id(), "owner has no such slide")
                     .await;
                 return Err(OwnerRefused("owner has no such slide".into()).into());
             }
@@ -466,7 +479,7 @@ impl Federation {
                     "the owner's consent statement no longer lists grant {}",
                     signed.id()
                 );
-                self.end_shared_slide(&grant.slide, signed.id(), &reason)
+                self.end_shared_slide(&grant.slide, &grant, signed.id(), &reason)
                     .await;
                 return Err(OwnerRefused(reason).into());
             }
@@ -486,7 +499,7 @@ impl Federation {
         if source != owner {
             let store = self.holdings.store.clone();
             let slide = grant.slide;
-            let held = tokio::task::spawn_blocking(move || store.remote_slide(&slide)).await??;
+            let held = tokio::task::spawn_blocking(move || store.copy(kind, &slide)).await??;
             if let Some(held) = held {
                 // Except the owner's own newer statement, which a copy may relay: it replaces
                 // an older one (it may list fewer grants), the manifest kept as it is.
@@ -505,7 +518,7 @@ impl Federation {
                         consent: consent.clone(),
                         ..held
                     };
-                    tokio::task::spawn_blocking(move || store.put_remote_slide(&slide, &updated))
+                    tokio::task::spawn_blocking(move || store.put_copy(kind, &slide, &updated))
                         .await??;
                     self.forget_owners_rules(&slide);
                     info!(%slide, %source, "the owner's newer consent statement, relayed by a copy, kept");
@@ -521,7 +534,7 @@ impl Federation {
         }
         let summary = summarise(&manifest, Origin::Shared);
         let store = self.holdings.store.clone();
-        let mut remote = RemoteSlide {
+        let remote = RemoteSlide {
             signed: manifest_signed,
             summary,
             grant: signed.id(),
@@ -530,21 +543,10 @@ impl Federation {
             consent,
         };
         let slide = grant.slide;
-        let replicate = grant.action == Action::Replicate;
         let changed = tokio::task::spawn_blocking(move || {
-            let before = store.remote_slide(&slide)?;
-            // A slide held under a view grant stays held under it when this trust is also
-            // its replica: its people keep viewing it; the replica loop finds its own grant.
-            if replicate
-                && let Some(held) = &before
-                && held.grant != remote.grant
-                && held.deidentified.is_none()
-            {
-                remote.grant = held.grant;
-            }
-            let before = before.map(|r| r.signed.slide_id());
+            let before = store.copy(kind, &slide)?.map(|r| r.signed.slide_id());
             let changed = before != Some(remote.signed.slide_id());
-            store.put_remote_slide(&slide, &remote)?;
+            store.put_copy(kind, &slide, &remote)?;
             Ok::<_, crate::store::StoreError>(changed)
         })
         .await??;
@@ -554,7 +556,7 @@ impl Federation {
         // The next decision reads the new statement (its grant list among it).
         self.forget_owners_rules(&slide);
         info!(%slide, owner = %grant.owner, what, "shared slide available");
-        if replicate {
+        if kind == CopyKind::Replica {
             self.replicas.wanted.notify_one();
         }
         let asked = Asked {

@@ -11,6 +11,8 @@
 //!   so a fetch fails fast or goes to another source.
 //! - [`replicas`]: slides this trust holds whole for others under `replicate` grants,
 //!   filled and kept in the background.
+//! - [`repair`]: the running node's scrub passes, repairing its originals' corrupt tiles
+//!   from other copies.
 //! - [`holdings`]: what both sides share: the store, tile files and cache, policy, audit
 //!   log, and what the policy check needs of each slide served.
 //! - [`tasks`]: background loops: roster updates, outbox delivery, shared slides' refresh,
@@ -31,6 +33,7 @@ pub mod membership;
 mod queries;
 mod receipts;
 pub mod remote;
+pub mod repair;
 pub mod replicas;
 pub mod tasks;
 
@@ -64,6 +67,8 @@ pub struct Federation {
     remote: remote::RemoteState,
     gateway: gateway::GatewayState,
     replicas: replicas::ReplicaState,
+    /// The scrub's progress, last report and "now" button.
+    pub scrub: repair::Scrub,
     /// Work spawned on behalf of peers and viewers (tile batches, manifest fetches,
     /// provider lookups, announcements), awaited at shutdown ([`Self::drain`]).
     tasks: tokio_util::task::TaskTracker,
@@ -83,6 +88,7 @@ impl Federation {
             remote: remote::RemoteState::default(),
             gateway: gateway::GatewayState::default(),
             replicas: replicas::ReplicaState::default(),
+            scrub: repair::Scrub::default(),
             tasks,
         })
     }

@@ -743,7 +743,13 @@ impl Federation {
                     let got = tokio::task::spawn_blocking(move || {
                         let batch: Vec<(TileId, &[u8])> =
                             got.iter().map(|(t, b)| (*t, b.as_slice())).collect();
-                        if let Err(e) = fed.holdings.cache.put_many(&batch) {
+                        // A replica's tiles are kept pinned, outside the cache's capacity.
+                        let stored = if class == BatchClass::Replica {
+                            fed.holdings.cache.put_pinned(&slide, &batch)
+                        } else {
+                            fed.holdings.cache.put_many(&batch)
+                        };
+                        if let Err(e) = stored {
                             warn!(tiles = batch.len(), error = %e, "cannot cache tiles");
                         }
                         got

@@ -18,6 +18,7 @@
 //! others is decided with the owner's rules (its signed statement), as for any copy.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Federation;
 use super::remote::{BatchClass, lock};
-use crate::store::federation::StoredGrant;
+use crate::store::federation::{CopyKind, StoredGrant};
 use crate::store::now_unix;
 
 /// Tiles asked of a source in one background batch.
@@ -124,19 +125,29 @@ impl Federation {
                 continue;
             }
             let remote = store
-                .remote_slide(&grant.slide)
-                .map_err(|e| e.to_string())?;
-            // A replica keeps the owner's identified manifest: a de-identified view (a
-            // research grant's) is no replica of the slide.
-            let remote = remote.filter(|r| r.deidentified.is_none());
+                .copy(CopyKind::Replica, &grant.slide)
+                .map_err(|e| e.to_string())?
+                .filter(|r| r.grant == id && r.deidentified.is_none());
+            let statement = remote
+                .as_ref()
+                .and_then(|r| r.consent.as_ref())
+                .and_then(|c| c.verify().ok());
+            // The owner's latest word: a grant its statement no longer lists holds no more,
+            // whether or not the revocation reached this node.
+            if statement.as_ref().is_some_and(|s| !s.lists(&id)) {
+                continue;
+            }
+            // Each tile once (a slide may repeat one, a blank background tile say).
             let tiles = remote
                 .as_ref()
                 .and_then(|r| r.signed.verify().ok())
-                .map(|m| m.all_tiles().copied().collect());
-            let rules_issued_at = remote
-                .and_then(|r| r.consent)
-                .and_then(|c| c.verify().ok())
-                .map(|c| c.issued_at);
+                .map(|m| {
+                    let mut tiles: Vec<TileId> = m.all_tiles().copied().collect();
+                    tiles.sort_unstable();
+                    tiles.dedup();
+                    tiles
+                });
+            let rules_issued_at = statement.map(|s| s.issued_at);
             out.push(Held {
                 stored,
                 tiles,
@@ -233,10 +244,23 @@ impl Federation {
         let granted: HashSet<SlideId> = held.iter().map(|h| h.stored.grant.slide).collect();
         for slide in self.holdings.cache.pinned_slides().into_keys() {
             if !granted.contains(&slide) {
-                let cache = &self.holdings.cache;
-                match tokio::task::block_in_place(|| cache.unpin_slide(&slide)) {
-                    Ok(tiles) => info!(%slide, tiles, "replica released: no replicate grant holds"),
-                    Err(e) => warn!(%slide, error = %e, "cannot release a replica"),
+                let holdings = self.holdings.clone();
+                // Its tiles go, unless the slide is still shared with this trust's people.
+                let released = tokio::task::spawn_blocking(move || {
+                    let still_shared = holdings
+                        .store
+                        .remote_slide(&slide)
+                        .map_err(io::Error::other)?
+                        .is_some();
+                    holdings.cache.unpin_slide(&slide, still_shared)
+                })
+                .await;
+                match released {
+                    Ok(Ok(tiles)) => {
+                        info!(%slide, tiles, "replica released: no replicate grant holds");
+                    }
+                    Ok(Err(e)) => warn!(%slide, error = %e, "cannot release a replica"),
+                    Err(_) => {}
                 }
                 lock(&self.replicas.progress).remove(&slide);
             }
@@ -265,7 +289,7 @@ impl Federation {
         pinned
     }
 
-    /// Fetches and pins the tiles of one replica not pinned yet.
+    /// Fetches and pins the tiles of one replica not pinned yet (`tiles`: each once).
     async fn fill_replica(
         self: &Arc<Self>,
         slide: SlideId,
@@ -274,64 +298,64 @@ impl Federation {
         settings: ReplicaSettings,
     ) -> usize {
         let cache = &self.holdings.cache;
-        let held = cache.pinned_to(&slide);
-        let mut missing: Vec<TileId> = tiles
-            .iter()
-            .filter(|t| !held.contains(t))
-            .copied()
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
+        let missing_now = || {
+            let held = cache.pinned_to(&slide);
+            tiles
+                .iter()
+                .filter(|t| !held.contains(t))
+                .copied()
+                .collect::<Vec<TileId>>()
+        };
+        let mut missing = missing_now();
         if missing.is_empty() {
             self.replica_complete(slide).await;
             return 0;
         }
         // Tiles already cached (viewed here, or fetched before a restart) are pinned as
         // they are: each was hashed against its id when it arrived.
-        let before = held.len();
-        let pinned_now = match tokio::task::block_in_place(|| cache.pin(&slide, &missing)) {
-            Ok(n) => n,
-            Err(e) => {
-                self.replica_failed(slide, format!("cannot pin tiles: {e}"));
-                return 0;
+        let pinned_cached = {
+            let holdings = self.holdings.clone();
+            let wanted = missing.clone();
+            match tokio::task::spawn_blocking(move || holdings.cache.pin(&slide, &wanted)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    self.replica_failed(slide, format!("cannot pin tiles: {e}"));
+                    return 0;
+                }
+                Err(_) => return 0,
             }
         };
-        let mut pinned = pinned_now;
-        if pinned_now > 0 {
-            let now_held = cache.pinned_to(&slide);
-            missing.retain(|t| !now_held.contains(t));
+        if pinned_cached > 0 {
+            missing = missing_now();
         }
-        info!(
-            missing = missing.len(),
-            held = before + pinned,
-            "filling replica"
-        );
+        info!(missing = missing.len(), of = tiles.len(), "filling replica");
         let per_tile = Duration::from_secs_f64(1.0 / f64::from(settings.tiles_per_second.max(1)));
+        let mut fetched = 0;
         for chunk in missing.chunks(REPLICA_BATCH) {
             let started = tokio::time::Instant::now();
+            // Stored pinned as they arrive ([`BatchClass::Replica`]); tiles that came with
+            // a viewer's batch instead are pinned here.
             let arrived = self.fetch_for_replica(slide, chunk, grant).await;
-            let pinned_chunk = if arrived.is_empty() {
-                0
-            } else {
-                match tokio::task::block_in_place(|| cache.pin(&slide, &arrived)) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.replica_failed(slide, format!("cannot pin tiles: {e}"));
-                        return pinned;
-                    }
+            if !arrived.is_empty() {
+                let holdings = self.holdings.clone();
+                let got = arrived.clone();
+                let pinned =
+                    tokio::task::spawn_blocking(move || holdings.cache.pin(&slide, &got)).await;
+                if let Ok(Err(e)) = pinned {
+                    self.replica_failed(slide, format!("cannot pin tiles: {e}"));
+                    return fetched;
                 }
-            };
-            pinned += pinned_chunk;
-            {
-                let mut progress = lock(&self.replicas.progress);
-                let p = progress.entry(slide).or_default();
-                p.fetched += arrived.len() as u64;
             }
+            fetched += arrived.len();
+            lock(&self.replicas.progress)
+                .entry(slide)
+                .or_default()
+                .fetched += arrived.len() as u64;
             crate::metrics::metrics()
                 .replica_tiles_fetched
                 .inc_by(arrived.len() as u64);
             if arrived.len() < chunk.len() {
-                // The sources are down or refuse: the next pass tries again.
+                // The sources are down or refuse: the next check tries again.
                 self.replica_failed(
                     slide,
                     format!(
@@ -340,13 +364,23 @@ impl Federation {
                         chunk.len()
                     ),
                 );
-                return pinned;
+                return fetched;
             }
             // At most `tiles_per_second`, on average over each batch.
             tokio::time::sleep_until(started + per_tile * chunk.len() as u32).await;
         }
-        self.replica_complete(slide).await;
-        pinned
+        // Complete only when every tile is pinned (one evicted before its pin is fetched
+        // again at the next check).
+        let left = missing_now().len();
+        if left == 0 {
+            self.replica_complete(slide).await;
+        } else {
+            self.replica_failed(
+                slide,
+                format!("{left} tiles not held yet; fetched at the next check"),
+            );
+        }
+        fetched
     }
 
     /// Fetches `tiles` of a replica (hashed against their ids on arrival, then cached)

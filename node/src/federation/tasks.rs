@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use tokio::sync::mpsc;
 
 use super::{Federation, Followup};
+use crate::store::federation::CopyKind;
 
 /// How often the store is checked for work the CLI left (rosters, outbox).
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -64,7 +65,11 @@ pub async fn run(
         apply_members(&fed).await;
     }
     provide_local_slides(&fed).await;
-    fed.spawn(super::replicas::run(fed.clone(), timings.replicas));
+    // Its own task (a pass may run for long), stopped with these loops.
+    let _replicas = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(super::replicas::run(
+        fed.clone(),
+        timings.replicas,
+    )));
     loop {
         tokio::select! {
             _ = poll.tick() => {
@@ -537,7 +542,7 @@ async fn review_received_grants(
             if revoked {
                 return Ok::<_, crate::store::StoreError>(None);
             }
-            Ok(match store.remote_slide(&slide)? {
+            Ok(match store.copy(CopyKind::of(grant.action), &slide)? {
                 Some(r) if r.stored_at > fresh_after => None,
                 Some(_) => Some(true),
                 None => Some(false),

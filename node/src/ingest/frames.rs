@@ -244,6 +244,41 @@ fn starts_codestream(bytes: &[u8]) -> bool {
         || bytes.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50])
 }
 
+/// What re-hashing a stored original found ([`check_object`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectCheck {
+    /// Indexes of the frames whose bytes no longer hash to their tile ids.
+    pub corrupt_frames: Vec<usize>,
+    /// Whether the file is its object id once its frames are taken as their stored tile
+    /// ids: false when bytes outside the frames (the header, item headers) changed.
+    pub rest_intact: bool,
+}
+
+/// Re-hashes an original as ingest did (every frame on the pool, then the object id from
+/// the stored tile ids), for the scrub: which frames are corrupt, and whether anything
+/// else is. Reads each byte once.
+pub fn check_object(
+    bytes: &[u8],
+    frames: &[FrameRef],
+    object: &ObjectId,
+) -> Result<ObjectCheck, ScanError> {
+    let ranges: Vec<Vec<(u64, u32)>> = frames.iter().map(|f| f.ranges.clone()).collect();
+    let stored: Vec<TileId> = frames.iter().map(|f| f.tile).collect();
+    let found = hash_frames(bytes, &ranges)?;
+    let corrupt_frames = found
+        .iter()
+        .zip(&stored)
+        .enumerate()
+        .filter(|(_, (f, s))| f != s)
+        .map(|(i, _)| i)
+        .collect();
+    let rest_intact = object_id(bytes, &ranges, &stored)? == *object;
+    Ok(ObjectCheck {
+        corrupt_frames,
+        rest_intact,
+    })
+}
+
 /// Frames hashed per task: enough to amortise scheduling, small enough to balance cores.
 const BATCH: usize = 64;
 

@@ -150,6 +150,7 @@ pub struct RunningNode {
     http: JoinHandle<Result<()>>,
     dimse: Option<crate::dimse::Receiver>,
     background: JoinHandle<()>,
+    scrubbing: JoinHandle<()>,
     network: Network,
     network_task: JoinHandle<()>,
     federation: Arc<Federation>,
@@ -207,6 +208,13 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
     let store = Arc::new(store);
     let cache = TileCache::open(&data.cache_dir(), config.network.cache_bytes)
         .with_context(|| format!("cannot open tile cache in {}", data.cache_dir().display()))?;
+    let reader = TileReader::new(objects.clone());
+    // Originals an earlier scrub found corrupt stay suspect (each tile hashed before it is
+    // served) until a pass finds them whole.
+    let scrub_state = crate::scrub::ScrubState::path(data.root());
+    for object in crate::scrub::ScrubState::load(&scrub_state).suspects {
+        reader.set_suspect(object, true);
+    }
     let policy = PolicyHandle::load(data.policy_path()).with_context(|| {
         format!(
             "cannot start with the consent policy in {} (check it with `slidemesh policy check`)",
@@ -251,7 +259,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         store.clone(),
         config.node.trust.clone(),
         Arc::new(data.load_key()?),
-        TileReader::new(objects.clone()),
+        reader.clone(),
         cache,
         Arc::new(policy),
         audit,
@@ -318,10 +326,18 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         },
     };
     let background = tokio::spawn(tasks::run(federation.clone(), timings, followed_up));
+    let scrubbing = tokio::spawn(crate::federation::repair::run(
+        federation.clone(),
+        crate::scrub::ScrubSettings {
+            bytes_per_second: config.scrub.bytes_per_sec,
+            every: Duration::from_secs(config.scrub.every_hours.max(1) * 3600),
+        },
+        scrub_state,
+    ));
 
     let mut state = ApiState::new(
         store,
-        TileReader::new(objects),
+        reader,
         config.node.trust.clone(),
         config.node.trust_name.clone(),
         node_key,
@@ -392,6 +408,7 @@ pub async fn start(node: NodeContext, settings: Settings) -> Result<RunningNode>
         http,
         dimse,
         background,
+        scrubbing,
         network,
         network_task,
         federation,
@@ -474,6 +491,8 @@ impl RunningNode {
         }
         self.background.abort();
         let _ = self.background.await;
+        self.scrubbing.abort();
+        let _ = self.scrubbing.await;
         self.network.shutdown().await;
         let _ = self.network_task.await;
         if !self.federation.drain(DRAIN).await {

@@ -457,9 +457,102 @@ impl TileCache {
         Ok(already + new.len())
     }
 
-    /// Unpins every tile pinned to `slide`; tiles no other slide pins become ordinary
-    /// cached tiles (the newest), to be evicted in their turn.
-    pub fn unpin_slide(&self, slide: &SlideId) -> io::Result<usize> {
+    /// Stores tiles the caller has verified pinned to `slide` (a replica's), in one
+    /// transaction and outside the capacity: nothing is evicted for them and they are
+    /// never evicted themselves.
+    pub fn put_pinned(&self, slide: &SlideId, tiles: &[(TileId, &[u8])]) -> io::Result<()> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // New tiles (with their use stamps), and every tile to pin with its length.
+        type New<'a> = Vec<(TileId, &'a [u8], u64)>;
+        let (new, pins): (New<'_>, Vec<(TileId, u64)>) = {
+            let mut inner = self.lock();
+            let mut new = Vec::new();
+            let mut pins = Vec::new();
+            for (id, bytes) in tiles {
+                let len = bytes.len() as u64;
+                if pins.iter().any(|(p, _)| p == id) {
+                    continue;
+                }
+                match inner.pinned.get(id) {
+                    Some(pin) if pin.slides.contains(slide) => continue,
+                    Some(_) => {}
+                    None if inner.entries.contains(id) => {}
+                    None => {
+                        let stamp = inner.stamp;
+                        inner.stamp += 1;
+                        new.push((*id, *bytes, stamp));
+                    }
+                }
+                pins.push((*id, len));
+            }
+            (new, pins)
+        };
+        if pins.is_empty() {
+            return Ok(());
+        }
+        let write = || -> Result<(), redb::Error> {
+            let mut tx = self.db.begin_write()?;
+            let durable = self
+                .commits
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(DURABLE_EVERY);
+            if !durable {
+                tx.set_durability(Durability::None)?;
+            }
+            {
+                let mut table = tx.open_table(TILES)?;
+                let mut uses = tx.open_table(USES)?;
+                let mut pinned = tx.open_table(PINS)?;
+                for (id, bytes, stamp) in &new {
+                    table.insert(id.as_bytes(), *bytes)?;
+                    uses.insert(id.as_bytes(), (*stamp, bytes.len() as u64))?;
+                }
+                for (id, len) in &pins {
+                    pinned.insert(&pin_key(slide, id), *len)?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| redb_error("write pinned", e))?;
+        let mut inner = self.lock();
+        for (id, len) in pins {
+            if let Some(old) = inner.entries.pop(&id) {
+                inner.bytes -= old;
+                inner.touched.remove(&id);
+            }
+            inner
+                .pinned
+                .entry(id)
+                .or_insert_with(|| Pin {
+                    len,
+                    slides: Vec::new(),
+                })
+                .slides
+                .push(*slide);
+        }
+        Ok(())
+    }
+
+    /// Drops those of `ids` no replica pins (a shared slide this node may no longer show:
+    /// its copy must not outlive the decision, but a replica held for others keeps its
+    /// tiles while its own grant holds).
+    pub fn drop_unpinned(&self, ids: &[TileId]) -> io::Result<()> {
+        let unpinned: Vec<TileId> = {
+            let inner = self.lock();
+            ids.iter()
+                .filter(|id| !inner.pinned.contains_key(id))
+                .copied()
+                .collect()
+        };
+        self.remove_many(&unpinned)
+    }
+
+    /// Unpins every tile pinned to `slide`. Tiles no other slide pins are dropped, or, with
+    /// `keep` (the slide is still shared with this trust's people), become ordinary cached
+    /// tiles, the first to be evicted (a released replica must not push out what viewers
+    /// use).
+    pub fn unpin_slide(&self, slide: &SlideId, keep: bool) -> io::Result<usize> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tiles: Vec<TileId> = {
             let inner = self.lock();
@@ -485,26 +578,100 @@ impl TileCache {
             Ok(())
         };
         write().map_err(|e| redb_error("unpin", e))?;
-        let mut inner = self.lock();
-        for id in &tiles {
-            let Some(pin) = inner.pinned.get_mut(id) else {
-                continue;
-            };
-            pin.slides.retain(|s| s != slide);
-            if pin.slides.is_empty() {
-                let len = pin.len;
-                inner.pinned.remove(id);
-                let stamp = inner.stamp;
-                inner.stamp += 1;
-                inner.touched.insert(*id, stamp);
-                inner.entries.push(*id, len);
-                inner.bytes += len;
+        let mut released = Vec::new();
+        {
+            let mut inner = self.lock();
+            for id in &tiles {
+                let Some(pin) = inner.pinned.get_mut(id) else {
+                    continue;
+                };
+                pin.slides.retain(|s| s != slide);
+                if pin.slides.is_empty() {
+                    let len = pin.len;
+                    inner.pinned.remove(id);
+                    released.push(*id);
+                    if keep {
+                        // Oldest: stamped below every other tile, and last in line.
+                        inner.touched.insert(*id, 0);
+                        inner.entries.push(*id, len);
+                        inner.entries.demote(id);
+                        inner.bytes += len;
+                    }
+                }
             }
         }
-        drop(inner);
-        // Back within the capacity, evicting as needed.
-        self.put_many_locked(&[])?;
+        if keep {
+            // Back within the capacity, evicting (these first) as needed.
+            self.put_many_locked(&[])?;
+        } else {
+            let write = || -> Result<(), redb::Error> {
+                let tx = self.db.begin_write()?;
+                {
+                    let mut table = tx.open_table(TILES)?;
+                    let mut uses = tx.open_table(USES)?;
+                    for id in &released {
+                        table.remove(id.as_bytes())?;
+                        uses.remove(id.as_bytes())?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            };
+            write().map_err(|e| redb_error("drop released tiles", e))?;
+        }
         Ok(tiles.len())
+    }
+
+    /// Reads every cached tile and hashes it against its id, calling `progress` with each
+    /// tile's length; drops the rotten ones (and their pins: a replica fetches them again).
+    /// Returns how many tiles and bytes were checked, and the tiles dropped.
+    pub fn scrub(&self, mut progress: impl FnMut(u64)) -> io::Result<(u64, u64, Vec<TileId>)> {
+        let mut rotten = Vec::new();
+        let (mut checked, mut bytes) = (0u64, 0u64);
+        let mut after: Option<[u8; 32]> = None;
+        // In slices of a read transaction each, so a long scrub does not hold one open.
+        loop {
+            let tx = self
+                .db
+                .begin_read()
+                .map_err(|e| redb_error("begin read", e))?;
+            let tiles = tx
+                .open_table(TILES)
+                .map_err(|e| redb_error("open tiles", e))?;
+            let range = match &after {
+                Some(key) => tiles.range::<&[u8; 32]>((
+                    std::ops::Bound::Excluded(key),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => tiles.range::<&[u8; 32]>(..),
+            }
+            .map_err(|e| redb_error("read tiles", e))?;
+            let mut seen = 0;
+            for row in range.take(1024) {
+                let (id, value) = row.map_err(|e| redb_error("read tiles", e))?;
+                let id = TileId::from_bytes(*id.value());
+                let value = value.value();
+                if TileId::of(value) != id {
+                    rotten.push(id);
+                }
+                checked += 1;
+                bytes += value.len() as u64;
+                progress(value.len() as u64);
+                after = Some(*id.as_bytes());
+                seen += 1;
+            }
+            if seen == 0 {
+                break;
+            }
+        }
+        if !rotten.is_empty() {
+            warn!(
+                tiles = rotten.len(),
+                "cached tiles do not match their ids; dropping them"
+            );
+            self.remove_many(&rotten)?;
+        }
+        Ok((checked, bytes, rotten))
     }
 
     /// The tiles pinned to `slide`.
@@ -681,11 +848,69 @@ mod tests {
             [ids[0], ids[1]].into_iter().collect()
         );
         assert_eq!(cache.get(&ids[0]).unwrap(), tiles[0]);
-        // Unpinned, they are ordinary cached tiles again, and the cache trims to capacity.
-        assert_eq!(cache.unpin_slide(&slide).unwrap(), 2);
+        // Unpinned but kept (the slide is still shared here), they are the first evicted:
+        // the cache trims to capacity by dropping them, not the tiles viewers used.
+        assert_eq!(cache.unpin_slide(&slide, true).unwrap(), 2);
         assert!(cache.pinned_slides().is_empty());
         assert_eq!(cache.stats().bytes, 300);
         assert_eq!(cache.stats().tiles, 3);
+        assert!(!cache.contains(&ids[0]) && !cache.contains(&ids[1]));
+        assert!((2..5).all(|i| cache.contains(&ids[i])));
+    }
+
+    #[test]
+    fn a_replicas_tiles_are_stored_pinned_whatever_the_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TileCache::open(dir.path(), 150).unwrap();
+        let viewed = vec![9u8; 100];
+        cache.put(&TileId::of(&viewed), &viewed).unwrap();
+        let tiles: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 100]).collect();
+        let batch: Vec<(TileId, &[u8])> = tiles
+            .iter()
+            .map(|t| (TileId::of(t), t.as_slice()))
+            .collect();
+        let slide = SlideId::of(b"replicated");
+        cache.put_pinned(&slide, &batch).unwrap();
+        cache.put_pinned(&slide, &batch[..1]).unwrap();
+        assert_eq!(cache.pinned_to(&slide).len(), 4);
+        assert!(
+            cache.contains(&TileId::of(&viewed)),
+            "nothing evicted for a replica"
+        );
+        assert_eq!(cache.stats().bytes, 100);
+        drop(cache);
+        let cache = TileCache::open(dir.path(), 150).unwrap();
+        assert_eq!(cache.get(&batch[3].0).as_deref(), Some(batch[3].1));
+        assert_eq!(cache.stats().pinned.tiles, 4);
+    }
+
+    #[test]
+    fn a_released_replica_leaves_nothing_behind_and_a_shared_slide_spares_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TileCache::open(dir.path(), 10_000).unwrap();
+        let tiles: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 100]).collect();
+        let batch: Vec<(TileId, &[u8])> = tiles
+            .iter()
+            .map(|t| (TileId::of(t), t.as_slice()))
+            .collect();
+        cache.put_many(&batch).unwrap();
+        let (a, b) = (SlideId::of(b"a"), SlideId::of(b"b"));
+        cache.pin(&a, &[batch[0].0, batch[1].0]).unwrap();
+        cache.pin(&b, &[batch[1].0]).unwrap();
+        // A shared slide ending drops its unpinned tiles only.
+        cache
+            .drop_unpinned(&batch.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+            .unwrap();
+        assert!(cache.contains(&batch[0].0) && cache.contains(&batch[1].0));
+        assert!(!cache.contains(&batch[2].0) && !cache.contains(&batch[3].0));
+        // Replica a released: its own tile goes; the one b still pins stays.
+        cache.unpin_slide(&a, false).unwrap();
+        assert!(!cache.contains(&batch[0].0));
+        assert!(cache.contains(&batch[1].0));
+        drop(cache);
+        let cache = TileCache::open(dir.path(), 10_000).unwrap();
+        assert_eq!(cache.stats().tiles, 0);
+        assert_eq!(cache.pinned_to(&b), [batch[1].0].into_iter().collect());
     }
 
     #[test]
@@ -709,6 +934,35 @@ mod tests {
             cache.pinned_to(&slide).is_empty(),
             "fetched again by the replica"
         );
+    }
+
+    #[test]
+    fn the_scrub_drops_rotten_tiles_and_their_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TileCache::open(dir.path(), 1_000_000).unwrap();
+        let tiles: Vec<Vec<u8>> = (0..3000u32).map(|i| i.to_le_bytes().repeat(10)).collect();
+        let batch: Vec<(TileId, &[u8])> = tiles
+            .iter()
+            .map(|t| (TileId::of(t), t.as_slice()))
+            .collect();
+        cache.put_many(&batch).unwrap();
+        let slide = SlideId::of(b"replicated");
+        let bad = batch[2500].0;
+        cache.pin(&slide, &[bad, batch[1].0]).unwrap();
+        let tx = cache.db.begin_write().unwrap();
+        tx.open_table(TILES)
+            .unwrap()
+            .insert(bad.as_bytes(), b"rotten".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        let mut seen = 0;
+        let (checked, bytes, dropped) = cache.scrub(|n| seen += n).unwrap();
+        assert_eq!(checked, 3000, "every tile, across read slices");
+        assert_eq!(bytes, seen);
+        assert_eq!(dropped, vec![bad]);
+        assert!(!cache.contains(&bad));
+        assert_eq!(cache.pinned_to(&slide), [batch[1].0].into_iter().collect());
+        assert_eq!(cache.scrub(|_| {}).unwrap().2, vec![]);
     }
 
     #[test]

@@ -38,6 +38,43 @@ const REVOCATIONS_V1: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("
 const REMOTE_SLIDES_NAME: &str = "remote_slides_v3";
 pub(super) const REMOTE_SLIDES: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new(REMOTE_SLIDES_NAME);
+/// SlideId -> postcard([`RemoteSlide`]): the slides this node holds as a replica for
+/// others, under a `replicate` grant (kept apart from the slides shared with this trust's
+/// people: the two come and go under different grants).
+const REPLICAS_NAME: &str = "replicas_v1";
+pub(super) const REPLICAS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new(REPLICAS_NAME);
+
+/// Where a copy of another trust's slide is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// Shared with this trust's people (a view grant).
+    Shared,
+    /// Held for others (a replicate grant); shows this trust's people nothing.
+    Replica,
+}
+
+impl CopyKind {
+    /// The kind a grant's copy is kept as.
+    pub fn of(action: slidemesh_protocol::Action) -> Self {
+        match action {
+            slidemesh_protocol::Action::View => Self::Shared,
+            slidemesh_protocol::Action::Replicate => Self::Replica,
+        }
+    }
+
+    fn table(
+        self,
+    ) -> (
+        TableDefinition<'static, &'static [u8; 32], &'static [u8]>,
+        &'static str,
+    ) {
+        match self {
+            Self::Shared => (REMOTE_SLIDES, REMOTE_SLIDES_NAME),
+            Self::Replica => (REPLICAS, REPLICAS_NAME),
+        }
+    }
+}
+
 /// Sequence number -> postcard([`OutboxItem`]).
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_v1");
 
@@ -197,20 +234,22 @@ impl Store {
         Ok(removed)
     }
 
-    /// Removes the shared slide `id` if it is kept under `grant` (its owner refused this
+    /// Removes the copy `id` of `kind` if it is kept under `grant` (its owner refused this
     /// node the slide), in one transaction; returns what was removed.
-    pub fn end_remote_slide(
+    pub fn end_copy(
         &self,
+        kind: CopyKind,
         id: &SlideId,
         grant: &GrantId,
     ) -> Result<Option<RemoteSlide>, StoreError> {
+        let (definition, name) = kind.table();
         let tx = self.db.begin_write().op("begin write")?;
         let ended = {
-            let mut table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+            let mut table = tx.open_table(definition).op("open copies")?;
             let kept: Option<RemoteSlide> = table
                 .get(id.as_bytes())
-                .op("read remote slide")?
-                .map(|v| decode(REMOTE_SLIDES_NAME, v.value()))
+                .op("read copy")?
+                .map(|v| decode(name, v.value()))
                 .transpose()?;
             match kept {
                 Some(slide) if slide.grant == *grant => {
@@ -331,9 +370,18 @@ impl Store {
     }
 
     pub fn put_remote_slide(&self, id: &SlideId, slide: &RemoteSlide) -> Result<(), StoreError> {
+        self.put_copy(CopyKind::Shared, id, slide)
+    }
+
+    pub fn put_copy(
+        &self,
+        kind: CopyKind,
+        id: &SlideId,
+        slide: &RemoteSlide,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().op("begin write")?;
         {
-            let mut table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+            let mut table = tx.open_table(kind.table().0).op("open copies")?;
             table
                 .insert(id.as_bytes(), encode(slide).as_slice())
                 .op("insert remote slide")?;
@@ -342,34 +390,39 @@ impl Store {
         Ok(())
     }
 
+    /// A slide shared with this trust's people.
     pub fn remote_slide(&self, id: &SlideId) -> Result<Option<RemoteSlide>, StoreError> {
+        self.copy(CopyKind::Shared, id)
+    }
+
+    pub fn copy(&self, kind: CopyKind, id: &SlideId) -> Result<Option<RemoteSlide>, StoreError> {
+        let (definition, name) = kind.table();
         let tx = self.db.begin_read().op("begin read")?;
-        let table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
+        let table = tx.open_table(definition).op("open copies")?;
         table
             .get(id.as_bytes())
-            .op("read remote slide")?
-            .map(|v| decode(REMOTE_SLIDES_NAME, v.value()))
+            .op("read copy")?
+            .map(|v| decode(name, v.value()))
             .transpose()
     }
 
-    /// The slides shared with this trust's people. A replica held for others (kept under a
-    /// `replicate` grant) is not among them: it shows nothing here.
+    /// The copy this node serves others from: a replica (the owner's identified manifest,
+    /// every tile held) before a slide shared with its people.
+    pub fn served_copy(&self, id: &SlideId) -> Result<Option<RemoteSlide>, StoreError> {
+        match self.copy(CopyKind::Replica, id)? {
+            Some(replica) => Ok(Some(replica)),
+            None => self.copy(CopyKind::Shared, id),
+        }
+    }
+
+    /// The slides shared with this trust's people (replicas held for others are kept apart).
     pub fn remote_summaries(&self) -> Result<Vec<(SlideId, SlideSummary)>, StoreError> {
         let tx = self.db.begin_read().op("begin read")?;
         let table = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
-        let grants = tx.open_table(GRANTS).op("open grants")?;
         let mut out = Vec::new();
         for entry in table.iter().op("list remote slides")? {
             let (key, value) = entry.op("list remote slides")?;
             let slide: RemoteSlide = decode(REMOTE_SLIDES_NAME, value.value())?;
-            let held_under = grants
-                .get(slide.grant.as_bytes())
-                .op("read grant")?
-                .map(|v| decode::<StoredGrant>("grants_v1", v.value()))
-                .transpose()?;
-            if held_under.is_some_and(|g| g.grant.action == slidemesh_protocol::Action::Replicate) {
-                continue;
-            }
             out.push((SlideId::from_bytes(*key.value()), slide.summary));
         }
         Ok(out)
@@ -405,13 +458,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Queues a message for a member's node on its own.
-    pub fn queue_outbox(&self, item: &OutboxItem) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().op("begin write")?;
-        push_outbox(&tx, item)?;
-        tx.commit().op("commit outbox entry")
-    }
-
     /// Removes a delivered outbox entry.
     pub fn outbox_done(&self, seq: u64) -> Result<(), StoreError> {
         let tx = self.db.begin_write().op("begin write")?;
@@ -425,6 +471,11 @@ impl Store {
 }
 
 /// Stores a grant within `tx`.
+///
+/// A view grant issued here for a slide this trust has named replicas for also queues each
+/// replica its replicate grant again: a replica serves only the grants the owner's latest
+/// statement lists, and the grant's arrival makes it fetch that statement now rather than
+/// at its next refresh (so it serves the new grantee through an outage starting before).
 pub(super) fn insert_grant(
     tx: &redb::WriteTransaction,
     stored: &StoredGrant,
@@ -433,6 +484,45 @@ pub(super) fn insert_grant(
     grants
         .insert(stored.signed.id().as_bytes(), encode(stored).as_slice())
         .op("insert grant")?;
+    if !stored.issued_here || stored.grant.action != slidemesh_protocol::Action::View {
+        return Ok(());
+    }
+    let mut replicas = Vec::new();
+    for entry in grants.iter().op("list grants")? {
+        let (_, value) = entry.op("list grants")?;
+        let other: StoredGrant = decode("grants_v1", value.value())?;
+        if other.issued_here
+            && other.grant.slide == stored.grant.slide
+            && other.grant.action == slidemesh_protocol::Action::Replicate
+            && other.grant.expires_at > stored.stored_at
+        {
+            replicas.push(other);
+        }
+    }
+    drop(grants);
+    let revocations = tx.open_table(REVOCATIONS).op("open revocations")?;
+    for replica in replicas {
+        let id = replica.signed.id();
+        let (mut first, mut last) = ([0u8; 64], [0xffu8; 64]);
+        first[..32].copy_from_slice(id.as_bytes());
+        last[..32].copy_from_slice(id.as_bytes());
+        if revocations
+            .range::<&[u8; 64]>(&first..=&last)
+            .op("read revocations")?
+            .next()
+            .is_some()
+        {
+            continue;
+        }
+        push_outbox(
+            tx,
+            &OutboxItem {
+                to: replica.grant.grantee.clone(),
+                message: ControlRequest::DeliverGrant(replica.signed.clone()),
+                created_at: stored.stored_at,
+            },
+        )?;
+    }
     Ok(())
 }
 
@@ -468,25 +558,30 @@ pub(super) fn push_outbox(
     Ok(())
 }
 
-/// Removes the shared slides held under `grant`; returns how many.
+/// Removes the copies (shared slides and replicas) held under `grant`; returns how many.
 fn remove_remote_slides_of(
     tx: &redb::WriteTransaction,
     grant: &GrantId,
 ) -> Result<usize, StoreError> {
-    let mut remote = tx.open_table(REMOTE_SLIDES).op("open remote slides")?;
-    let covered: Vec<[u8; 32]> = remote
-        .iter()
-        .op("list remote slides")?
-        .filter_map(|e| e.ok())
-        .filter_map(|(k, v)| {
-            let slide: RemoteSlide = decode(REMOTE_SLIDES_NAME, v.value()).ok()?;
-            (slide.grant == *grant).then_some(*k.value())
-        })
-        .collect();
-    for key in &covered {
-        remote.remove(key).op("remove remote slide")?;
+    let mut removed = 0;
+    for kind in [CopyKind::Shared, CopyKind::Replica] {
+        let (definition, name) = kind.table();
+        let mut table = tx.open_table(definition).op("open copies")?;
+        let covered: Vec<[u8; 32]> = table
+            .iter()
+            .op("list copies")?
+            .filter_map(|e| e.ok())
+            .filter_map(|(k, v)| {
+                let slide: RemoteSlide = decode(name, v.value()).ok()?;
+                (slide.grant == *grant).then_some(*k.value())
+            })
+            .collect();
+        for key in &covered {
+            table.remove(key).op("remove copy")?;
+        }
+        removed += covered.len();
     }
-    Ok(covered.len())
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -431,7 +431,7 @@ impl Store {
 }
 
 /// How many tables [`create_tables`] makes.
-const TABLE_COUNT: usize = 27;
+const TABLE_COUNT: usize = 28;
 
 /// A slide's write transaction (see [`Store::begin_slide`]).
 pub struct SlideWriter {
@@ -554,6 +554,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(federation::REVOCATIONS).op("create tables")?;
     tx.open_table(federation::REMOTE_SLIDES)
         .op("create tables")?;
+    tx.open_table(federation::REPLICAS).op("create tables")?;
     tx.open_table(federation::OUTBOX).op("create tables")?;
     tx.open_table(referrals::REFERRALS).op("create tables")?;
     tx.open_table(referrals::DIRECTORIES).op("create tables")?;

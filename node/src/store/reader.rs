@@ -5,14 +5,16 @@
 //! [`TileReader::read_if_cached`] is the non-blocking variant the HTTP API tries first: it
 //! reads only from files already open and only bytes already in the page cache
 //! (`preadv2` with `RWF_NOWAIT`), so an async thread never waits on the disk.
+//! Originals the scrub found corrupt are *suspect*: their tiles are hashed on every read
+//! and never served when they do not match ([`crate::scrub`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-use slidemesh_protocol::ObjectId;
+use slidemesh_protocol::{ObjectId, TileId};
 
 use super::TileLocation;
 use super::objects::{ObjectError, ObjectStore};
@@ -28,20 +30,65 @@ pub enum ReadError {
     Object(#[from] ObjectError),
     #[error("reading tile bytes from object {object}: {source}")]
     Io { object: ObjectId, source: io::Error },
+    #[error(
+        "tile {tile} in original {object} failed verification (the scrub found the file \
+         corrupt); it is not served until repaired"
+    )]
+    Corrupt { tile: TileId, object: ObjectId },
 }
 
-/// Reads tiles out of original files.
+/// Reads tiles out of original files. Clones share open files and the suspect list.
+#[derive(Clone)]
 pub struct TileReader {
     objects: ObjectStore,
-    open: Mutex<HashMap<ObjectId, Arc<File>>>,
+    open: Arc<Mutex<HashMap<ObjectId, Arc<File>>>>,
+    /// Originals the scrub found not to be what their ids name: every tile read from one
+    /// is hashed against its id before it is served (the others are hashed at ingest and
+    /// by each scrub pass, not on every read: hashing each read would cost a tenth of a
+    /// busy node's CPU).
+    suspects: Arc<std::sync::RwLock<HashSet<ObjectId>>>,
 }
 
 impl TileReader {
     pub fn new(objects: ObjectStore) -> Self {
         Self {
             objects,
-            open: Mutex::new(HashMap::new()),
+            open: Arc::new(Mutex::new(HashMap::new())),
+            suspects: Arc::default(),
         }
+    }
+
+    /// Marks an original suspect (found corrupt) or clears it (repaired, or intact again).
+    pub fn set_suspect(&self, object: ObjectId, suspect: bool) {
+        let mut set = self.suspects.write().unwrap_or_else(|e| e.into_inner());
+        if suspect {
+            set.insert(object);
+        } else {
+            set.remove(&object);
+        }
+    }
+
+    pub fn suspects(&self) -> Vec<ObjectId> {
+        let set = self.suspects.read().unwrap_or_else(|e| e.into_inner());
+        set.iter().copied().collect()
+    }
+
+    fn is_suspect(&self, object: &ObjectId) -> bool {
+        let set = self.suspects.read().unwrap_or_else(|e| e.into_inner());
+        !set.is_empty() && set.contains(object)
+    }
+
+    /// A tile's bytes for serving: read, and from a suspect original hashed against `tile`
+    /// first (a mismatch is [`ReadError::Corrupt`], never served).
+    pub fn read_tile(&self, tile: &TileId, location: &TileLocation) -> Result<Vec<u8>, ReadError> {
+        let bytes = self.read(location)?;
+        if self.is_suspect(&location.object) && TileId::of(&bytes) != *tile {
+            return Err(ReadError::Corrupt {
+                tile: *tile,
+                object: location.object,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Where the original files are.
@@ -68,6 +115,10 @@ impl TileReader {
     /// every range is in the page cache. `None` for anything else (a file to open, bytes
     /// on disk, an error), which [`TileReader::read`] then handles on a blocking thread.
     pub fn read_if_cached(&self, location: &TileLocation) -> Option<Vec<u8>> {
+        // A suspect original's tiles are hashed on the blocking path.
+        if self.is_suspect(&location.object) {
+            return None;
+        }
         let file = self.open.lock().ok()?.get(&location.object).cloned()?;
         let mut out = vec![0u8; location.byte_len() as usize];
         let mut at = 0usize;
@@ -92,7 +143,8 @@ impl TileReader {
         Some(out)
     }
 
-    /// The tile's bytes: its ranges read and concatenated.
+    /// The bytes at a tile's ranges, concatenated, as they are on disk (unverified: for
+    /// checking them; serving reads through [`Self::read_tile`]).
     pub fn read(&self, location: &TileLocation) -> Result<Vec<u8>, ReadError> {
         let file = self.file(&location.object)?;
         let mut out = vec![0u8; location.byte_len() as usize];

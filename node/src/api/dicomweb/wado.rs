@@ -278,7 +278,10 @@ async fn decided_frames(
                     .get(tile)
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::internal(format!("tile {tile} is not indexed")))?;
-                state.reader.read(&location).map_err(ApiError::internal)
+                state
+                    .reader
+                    .read_tile(tile, &location)
+                    .map_err(ApiError::internal)
             })
             .collect()
     })

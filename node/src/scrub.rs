@@ -95,7 +95,7 @@ impl ScrubState {
 
     /// Written whole to a temporary file, then renamed over the old one.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let file = std::fs::File::create(&tmp)?;
         serde_json::to_writer_pretty(&file, self).map_err(io::Error::other)?;
         file.sync_all()?;
@@ -112,6 +112,8 @@ pub struct ScrubProgress {
     pub done_bytes: AtomicU64,
     /// Passes finished by this run of the node (a waiter knows its pass ended).
     pub passes: AtomicU64,
+    /// Set when the node stops: a pass running ends at the next original.
+    pub stop: AtomicBool,
 }
 
 impl ScrubProgress {
@@ -124,6 +126,12 @@ impl ScrubProgress {
         })
     }
 }
+
+/// A tile's place in its original: (offset, length) of each fragment.
+pub type Ranges = Vec<(u64, u32)>;
+
+/// A repair's patch: a tile's verified bytes, and every place in the file holding it.
+pub type Patch = (Vec<u8>, Vec<Ranges>);
 
 /// One stored original as the scrub checks it: its slide and its frames (each frame's
 /// ranges and tile id, from the store).
@@ -166,23 +174,34 @@ impl Damage {
     }
 }
 
-/// Every original the store references, with its slide and frames.
-pub fn originals(store: &Store) -> anyhow::Result<Vec<Original>> {
-    let mut out: Vec<Original> = Vec::new();
-    for (slide, summary) in store.summaries()? {
-        for record in store.series_instances(&summary.series_uid)? {
-            if out.iter().any(|o| o.object == record.object) {
-                continue;
-            }
-            out.push(Original {
-                object: record.object,
-                slide,
-                frames: record.frames,
-                len: record.file_len,
-            });
-        }
-    }
-    Ok(out)
+/// The originals of one slide, with their frames (read one slide at a time: a store's
+/// frames together would not fit in memory).
+pub fn originals_of(store: &Store, slide: &SlideId) -> anyhow::Result<Vec<Original>> {
+    let Some(record) = store.slide(slide)? else {
+        return Ok(Vec::new());
+    };
+    let series = record.signed.verify()?.series_uid;
+    Ok(store
+        .series_instances(&series)?
+        .into_iter()
+        .map(|r| Original {
+            object: r.object,
+            slide: *slide,
+            frames: r.frames,
+            len: r.file_len,
+        })
+        .collect())
+}
+
+/// One original by id, found through its slide.
+pub fn original(
+    store: &Store,
+    slide: &SlideId,
+    object: &ObjectId,
+) -> anyhow::Result<Option<Original>> {
+    Ok(originals_of(store, slide)?
+        .into_iter()
+        .find(|o| o.object == *object))
 }
 
 /// Re-hashes one original (memory-mapped, frames on every core) as ingest did; `None`
@@ -222,74 +241,125 @@ pub fn check_original(objects: &ObjectStore, original: &Original) -> Option<Dama
     }
 }
 
-/// Writes a tile's verified bytes back at its ranges in original `object` (made writable
-/// for the write, read-only again after), and syncs the file. The caller checked `bytes`
-/// hash to the tile's id; each range gets its share of them in order.
-pub fn patch_tile(
+/// Repairs original `object` with verified tile bytes: a copy in `tmp/` gets each tile's
+/// bytes written at each of its ranges (`patches`: the bytes, and every place in the file
+/// holding that tile), is checked whole as ingest would, synced, and renamed over the
+/// object. A crash leaves the old file or the repaired one; a hard link to a file outside
+/// the data directory is broken, never written through. The caller checked every patch's
+/// bytes hash to its tile id. Returns whether the file is now whole (else it is left as
+/// it was, the copy discarded).
+pub fn repair_object(
     objects: &ObjectStore,
-    object: &ObjectId,
-    ranges: &[(u64, u32)],
-    bytes: &[u8],
-) -> io::Result<()> {
-    let expected: u64 = ranges.iter().map(|r| u64::from(r.1)).sum();
-    if bytes.len() as u64 != expected {
-        return Err(io::Error::other(format!(
-            "{} bytes for a tile of {expected} bytes",
-            bytes.len()
-        )));
-    }
-    let path = objects.path(object);
-    let mut permissions = std::fs::metadata(&path)?.permissions();
-    let was_read_only = permissions.readonly();
-    #[allow(clippy::permissions_set_readonly_false)] // the file is ours, for this write only
-    permissions.set_readonly(false);
-    std::fs::set_permissions(&path, permissions.clone())?;
-    let written = (|| {
-        let file = std::fs::OpenOptions::new().write(true).open(&path)?;
-        let mut at = 0usize;
-        for &(offset, len) in ranges {
-            let end = at + len as usize;
-            file.write_all_at(&bytes[at..end], offset)?;
-            at = end;
+    original: &Original,
+    patches: &[Patch],
+) -> io::Result<bool> {
+    let path = objects.path(&original.object);
+    let copy =
+        objects
+            .staging_dir()
+            .join(format!("repair-{}.{}", original.object, std::process::id()));
+    std::fs::create_dir_all(objects.staging_dir())?;
+    std::fs::copy(&path, &copy)?;
+    let result = (|| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&copy)?;
+        // `fs::copy` kept the mode (read-only): the copy is ours alone for this write.
+        for (bytes, places) in patches {
+            for ranges in places {
+                let expected: u64 = ranges.iter().map(|r| u64::from(r.1)).sum();
+                if bytes.len() as u64 != expected {
+                    return Err(io::Error::other(format!(
+                        "{} bytes for a tile of {expected} bytes",
+                        bytes.len()
+                    )));
+                }
+                let mut at = 0usize;
+                for &(offset, len) in ranges {
+                    let end = at + len as usize;
+                    file.write_all_at(&bytes[at..end], offset)?;
+                    at = end;
+                }
+            }
         }
-        file.sync_all()
+        file.sync_all()?;
+        // SAFETY: a private read-only mapping of the copy only this function writes.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let whole = crate::ingest::frames::check_object(&map, &original.frames, &original.object)
+            .is_ok_and(|c| c.corrupt_frames.is_empty() && c.rest_intact);
+        Ok(whole)
     })();
-    if was_read_only {
-        permissions.set_readonly(true);
-        std::fs::set_permissions(&path, permissions)?;
+    let whole = match result {
+        Ok(whole) => whole,
+        Err(e) => {
+            let _ = std::fs::remove_file(&copy);
+            return Err(e);
+        }
+    };
+    if !whole {
+        let _ = std::fs::remove_file(&copy);
+        return Ok(false);
     }
-    written
+    std::fs::rename(&copy, &path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
 }
 
-/// Checks every original the store references, at most `bytes_per_second` (0: unpaced),
-/// counting into `progress`; returns how many, their bytes, and what is wrong.
+/// Checks every original the store references, one slide at a time, at most
+/// `bytes_per_second` (0: unpaced), counting into `progress`; `found` is told of each
+/// damaged original as soon as it is found. Stops early when `progress.stop` is set.
+/// Returns how many originals and bytes were checked, which originals were checked (a
+/// suspect not among them stays suspect), and what is wrong.
 pub fn scrub_originals(
     store: &Store,
     objects: &ObjectStore,
     bytes_per_second: u64,
     progress: &ScrubProgress,
-) -> anyhow::Result<(u64, u64, Vec<Damage>)> {
-    let originals = originals(store)?;
-    progress
-        .total_bytes
-        .fetch_add(originals.iter().map(|o| o.len).sum(), Ordering::SeqCst);
+    mut found: impl FnMut(&Damage),
+) -> anyhow::Result<(u64, u64, Vec<ObjectId>, Vec<Damage>)> {
+    let slides: Vec<SlideId> = store.summaries()?.into_iter().map(|(s, _)| s).collect();
+    // The total from the files themselves: cheap, and it needs no frames in memory.
+    let total: u64 = objects
+        .list()?
+        .iter()
+        .map(|id| std::fs::metadata(objects.path(id)).map_or(0, |m| m.len()))
+        .sum();
+    progress.total_bytes.fetch_add(total, Ordering::SeqCst);
     let started = Instant::now();
     let mut hashed = 0u64;
+    let mut checked = Vec::new();
     let mut damaged = Vec::new();
-    for original in &originals {
-        damaged.extend(check_original(objects, original));
-        hashed += original.len;
-        progress
-            .done_bytes
-            .fetch_add(original.len, Ordering::SeqCst);
-        if bytes_per_second > 0 {
-            let due = Duration::from_secs_f64(hashed as f64 / bytes_per_second as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+    let mut seen = std::collections::HashSet::new();
+    'slides: for slide in slides {
+        for original in originals_of(store, &slide)? {
+            if progress.stop.load(Ordering::SeqCst) {
+                break 'slides;
+            }
+            if !seen.insert(original.object) {
+                continue;
+            }
+            if let Some(damage) = check_original(objects, &original) {
+                found(&damage);
+                damaged.push(damage);
+            }
+            checked.push(original.object);
+            hashed += original.len;
+            progress
+                .done_bytes
+                .fetch_add(original.len, Ordering::SeqCst);
+            if bytes_per_second > 0 {
+                let due = Duration::from_secs_f64(hashed as f64 / bytes_per_second as f64);
+                // Paced in short sleeps, so a stop is not kept waiting.
+                while started.elapsed() < due && !progress.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep((due - started.elapsed()).min(Duration::from_millis(200)));
+                }
             }
         }
     }
-    Ok((originals.len() as u64, hashed, damaged))
+    Ok((checked.len() as u64, hashed, checked, damaged))
 }
 
 #[cfg(test)]
@@ -315,22 +385,59 @@ mod tests {
     }
 
     #[test]
-    fn a_patch_writes_a_tiles_bytes_back_at_its_ranges_and_keeps_the_file_read_only() {
+    fn a_damaged_original_is_repaired_through_a_copy_or_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let objects = ObjectStore::new(dir.path().join("objects"), dir.path().join("tmp"));
-        let object = ObjectId::from_bytes([1; 32]);
+        // A "file": a header, two frames (one in two fragments), a trailer.
+        let mut bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 241) as u8).collect();
+        let frames = vec![
+            FrameRef {
+                tile: TileId::of(&bytes[1000..2000]),
+                ranges: vec![(1000, 1000)],
+            },
+            FrameRef {
+                tile: TileId::of(&[&bytes[3000..3500], &bytes[4000..4500]].concat()),
+                ranges: vec![(3000, 500), (4000, 500)],
+            },
+        ];
+        let object = crate::ingest::frames::object_id_of(&bytes, &frames).unwrap();
         let path = objects.path(&object);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, vec![0u8; 100]).unwrap();
-        let mut p = std::fs::metadata(&path).unwrap().permissions();
-        p.set_readonly(true);
-        std::fs::set_permissions(&path, p).unwrap();
-        let ranges = [(10, 3), (50, 2)];
-        patch_tile(&objects, &object, &ranges, b"abcde").unwrap();
-        let after = std::fs::read(&path).unwrap();
-        assert_eq!(&after[10..13], b"abc");
-        assert_eq!(&after[50..52], b"de");
-        assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
-        assert!(patch_tile(&objects, &object, &ranges, b"abcd").is_err());
+        let second_tile = [&bytes[3000..3500], &bytes[4000..4500]].concat();
+        bytes[4100] ^= 0x33;
+        std::fs::write(&path, &bytes).unwrap();
+        let original = Original {
+            object,
+            slide: SlideId::of(b"s"),
+            frames: frames.clone(),
+            len: bytes.len() as u64,
+        };
+        let damage = check_original(&objects, &original).expect("damaged");
+        assert_eq!(damage.tiles.len(), 1);
+        assert!(damage.rest_intact);
+        // Wrong bytes: refused, the file left as it was.
+        assert!(
+            repair_object(
+                &objects,
+                &original,
+                &[(vec![0; 3], vec![frames[1].ranges.clone()])]
+            )
+            .is_err()
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // The right bytes: whole again, through a copy (no staging file left).
+        assert!(
+            repair_object(
+                &objects,
+                &original,
+                &[(second_tile, vec![frames[1].ranges.clone()])]
+            )
+            .unwrap()
+        );
+        assert!(check_original(&objects, &original).is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

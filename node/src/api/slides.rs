@@ -92,9 +92,12 @@ pub async fn scrub_status(
 }
 
 /// `POST /api/v1/scrub`: starts a pass now, unpaced (202), unless one is running (409).
+/// Takes a JSON body (`{}`): a form posted from another site cannot send one without the
+/// browser asking first, so a page elsewhere cannot start a pass.
 pub async fn scrub_now(
     State(state): State<Arc<ApiState>>,
     requester: super::requester::Requester,
+    Json(_): Json<Value>,
 ) -> Result<axum::response::Response, ApiError> {
     super::operator_only(&requester)?;
     use axum::response::IntoResponse;

@@ -92,9 +92,13 @@ fn through_running_node(node: &RunningNode, args: &ScrubArgs) -> Result<Option<S
         // The pass running now, if any, or the one started here, ends this count.
         let passes = before["progress"]["passes"].as_u64().unwrap_or(0);
         if before["progress"]["running"] != true {
-            node.json(reqwest::Method::POST, "/api/v1/scrub", None)
-                .await
-                .context("cannot start a scrub pass")?;
+            node.json(
+                reqwest::Method::POST,
+                "/api/v1/scrub",
+                Some(&serde_json::json!({})),
+            )
+            .await
+            .context("cannot start a scrub pass")?;
         }
         let bar = bar(args.json);
         bar.set_message("originals, then cached tiles");
@@ -134,9 +138,9 @@ fn offline(data: DataDir, args: &ScrubArgs) -> Result<Option<ScrubReport>> {
     progress
         .total_bytes
         .store(stats.bytes + stats.pinned.bytes, Ordering::SeqCst);
-    let (count, bytes, damaged) = std::thread::scope(|scope| {
-        let hashing =
-            scope.spawn(|| scrub::scrub_originals(&node.store, &node.objects, 0, &progress));
+    let (count, bytes, _, damaged) = std::thread::scope(|scope| {
+        let hashing = scope
+            .spawn(|| scrub::scrub_originals(&node.store, &node.objects, 0, &progress, |_| {}));
         while !hashing.is_finished() {
             bar.set_length(progress.total_bytes.load(Ordering::SeqCst));
             bar.set_position(progress.done_bytes.load(Ordering::SeqCst));

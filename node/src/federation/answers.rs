@@ -850,6 +850,26 @@ impl Inbound for Handlers {
                     let owner_asks = !served.local
                         && answers.holdings.membership.trust_of(&peer).as_ref()
                             == Some(&served.owner);
+                    // A copy gives a slide's owner back only a replica's tiles it holds
+                    // pinned for that slide (fetched from that slide's sources under its
+                    // replicate grant): never bytes it holds for another slide, which a
+                    // manifest the asker wrote could list.
+                    if owner_asks {
+                        let replica = answers
+                            .holdings
+                            .store
+                            .copy(crate::store::federation::CopyKind::Replica, &slide)
+                            .map_err(|e| Refusal::Failed(e.to_string()))?
+                            .is_some();
+                        let pinned = answers.holdings.cache.pinned_to(&slide);
+                        if !replica || tiles.iter().any(|t| !pinned.contains(t)) {
+                            return Err(Refusal::Denied(format!(
+                                "this node gives {} back only tiles of a replica of slide \
+                                 {slide} it holds",
+                                served.owner
+                            )));
+                        }
+                    }
                     let actions = if owner_asks {
                         access::tile_actions(shows_label)
                     } else {

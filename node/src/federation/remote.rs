@@ -359,9 +359,10 @@ impl Federation {
         }
     }
 
-    /// Waits on each of `tiles`: joins the flight of those being fetched already, and
-    /// starts flights for the others, returned first (the caller fetches them).
-    pub(super) fn join_flights(
+    /// Starts flights for those of `tiles` not being fetched already (returned, with a
+    /// receiver each, for the caller to fetch). Tiles already in flight are left out, not
+    /// joined: a replica takes only bytes fetched for its own slide, from its sources.
+    pub(super) fn start_flights(
         &self,
         tiles: &[TileId],
     ) -> (Vec<TileId>, Vec<(TileId, super::replicas::FlightAnswer)>) {
@@ -369,17 +370,18 @@ impl Federation {
         let mut receivers = Vec::with_capacity(tiles.len());
         let mut in_flight = lock(&self.remote.in_flight);
         for tile in tiles {
-            let (answer, rx) = oneshot::channel();
-            let flight = in_flight.entry(*tile).or_insert_with(|| {
-                fresh.push(*tile);
-                Flight::default()
-            });
-            match &flight.arrived {
-                Some(bytes) => {
-                    let _ = answer.send(Ok(bytes.clone()));
-                }
-                None => flight.waiters.push(Waiter { user: None, answer }),
+            if in_flight.contains_key(tile) {
+                continue;
             }
+            let (answer, rx) = oneshot::channel();
+            in_flight.insert(
+                *tile,
+                Flight {
+                    waiters: vec![Waiter { user: None, answer }],
+                    arrived: None,
+                },
+            );
+            fresh.push(*tile);
             receivers.push((*tile, rx));
         }
         (fresh, receivers)

@@ -306,46 +306,20 @@ impl Federation {
                 .copied()
                 .collect::<Vec<TileId>>()
         };
-        let mut missing = missing_now();
+        let missing = missing_now();
         if missing.is_empty() {
             self.replica_complete(slide).await;
             return 0;
-        }
-        // Tiles already cached (viewed here, or fetched before a restart) are pinned as
-        // they are: each was hashed against its id when it arrived.
-        let pinned_cached = {
-            let holdings = self.holdings.clone();
-            let wanted = missing.clone();
-            match tokio::task::spawn_blocking(move || holdings.cache.pin(&slide, &wanted)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => {
-                    self.replica_failed(slide, format!("cannot pin tiles: {e}"));
-                    return 0;
-                }
-                Err(_) => return 0,
-            }
-        };
-        if pinned_cached > 0 {
-            missing = missing_now();
         }
         info!(missing = missing.len(), of = tiles.len(), "filling replica");
         let per_tile = Duration::from_secs_f64(1.0 / f64::from(settings.tiles_per_second.max(1)));
         let mut fetched = 0;
         for chunk in missing.chunks(REPLICA_BATCH) {
             let started = tokio::time::Instant::now();
-            // Stored pinned as they arrive ([`BatchClass::Replica`]); tiles that came with
-            // a viewer's batch instead are pinned here.
+            // Stored pinned as they arrive ([`BatchClass::Replica`]). Tiles cached for
+            // another slide are never pinned to this one: a replica's tiles come from this
+            // slide's own sources.
             let arrived = self.fetch_for_replica(slide, chunk, grant).await;
-            if !arrived.is_empty() {
-                let holdings = self.holdings.clone();
-                let got = arrived.clone();
-                let pinned =
-                    tokio::task::spawn_blocking(move || holdings.cache.pin(&slide, &got)).await;
-                if let Ok(Err(e)) = pinned {
-                    self.replica_failed(slide, format!("cannot pin tiles: {e}"));
-                    return fetched;
-                }
-            }
             fetched += arrived.len();
             lock(&self.replicas.progress)
                 .entry(slide)
@@ -383,16 +357,16 @@ impl Federation {
         fetched
     }
 
-    /// Fetches `tiles` of a replica (hashed against their ids on arrival, then cached)
-    /// under its replicate grant; returns those that arrived. Tiles already in flight for a
-    /// viewer are waited for, not fetched twice.
+    /// Fetches `tiles` of a replica (hashed against their ids on arrival, stored pinned)
+    /// under its replicate grant; returns those that arrived. Tiles in flight for someone
+    /// else are left for the next check.
     async fn fetch_for_replica(
         self: &Arc<Self>,
         slide: SlideId,
         tiles: &[TileId],
         grant: &SignedGrant,
     ) -> Vec<TileId> {
-        let (fresh, receivers) = self.join_flights(tiles);
+        let (fresh, receivers) = self.start_flights(tiles);
         if !fresh.is_empty() {
             self.clone()
                 .fetch_batch(slide, fresh, BatchClass::Replica, None, Some(grant.clone()))

@@ -279,6 +279,13 @@ pub fn check_object(
     })
 }
 
+/// The object id of a file whose frames are `frames`, their tile ids taken as stored.
+pub fn object_id_of(bytes: &[u8], frames: &[FrameRef]) -> Result<ObjectId, ScanError> {
+    let ranges: Vec<Vec<(u64, u32)>> = frames.iter().map(|f| f.ranges.clone()).collect();
+    let tiles: Vec<TileId> = frames.iter().map(|f| f.tile).collect();
+    object_id(bytes, &ranges, &tiles)
+}
+
 /// Frames hashed per task: enough to amortise scheduling, small enough to balance cores.
 const BATCH: usize = 64;
 

@@ -491,6 +491,8 @@ impl RunningNode {
         }
         self.background.abort();
         let _ = self.background.await;
+        // A pass on the blocking pool ends at its next original.
+        self.federation.scrub.stop();
         self.scrubbing.abort();
         let _ = self.scrubbing.await;
         self.network.shutdown().await;

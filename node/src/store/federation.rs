@@ -41,7 +41,7 @@ pub(super) const REMOTE_SLIDES: TableDefinition<&[u8; 32], &[u8]> =
 /// SlideId -> postcard([`RemoteSlide`]): the slides this node holds as a replica for
 /// others, under a `replicate` grant (kept apart from the slides shared with this trust's
 /// people: the two come and go under different grants).
-const REPLICAS_NAME: &str = "replicas_v1";
+pub(super) const REPLICAS_NAME: &str = "replicas_v1";
 pub(super) const REPLICAS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new(REPLICAS_NAME);
 
 /// Where a copy of another trust's slide is kept.
@@ -484,7 +484,13 @@ pub(super) fn insert_grant(
     grants
         .insert(stored.signed.id().as_bytes(), encode(stored).as_slice())
         .op("insert grant")?;
-    if !stored.issued_here || stored.grant.action != slidemesh_protocol::Action::View {
+    // Research and teaching grantees get de-identified views, which only the owner makes:
+    // a replica never serves them, so their grants (a cohort's, by the thousand) need no
+    // word to the replicas.
+    if !stored.issued_here
+        || stored.grant.action != slidemesh_protocol::Action::View
+        || stored.grant.purpose.requires_deidentification()
+    {
         return Ok(());
     }
     let mut replicas = Vec::new();
@@ -501,8 +507,27 @@ pub(super) fn insert_grant(
     }
     drop(grants);
     let revocations = tx.open_table(REVOCATIONS).op("open revocations")?;
+    // A replica with its grant still waiting in the outbox hears once.
+    let pending: Vec<GrantId> = {
+        let outbox = tx.open_table(OUTBOX).op("open outbox")?;
+        let mut pending = Vec::new();
+        for entry in outbox.iter().op("list outbox")? {
+            let (_, value) = entry.op("list outbox")?;
+            if let Ok(OutboxItem {
+                message: ControlRequest::DeliverGrant(signed),
+                ..
+            }) = decode::<OutboxItem>("outbox_v1", value.value())
+            {
+                pending.push(signed.id());
+            }
+        }
+        pending
+    };
     for replica in replicas {
         let id = replica.signed.id();
+        if pending.contains(&id) {
+            continue;
+        }
         let (mut first, mut last) = ([0u8; 64], [0xffu8; 64]);
         first[..32].copy_from_slice(id.as_bytes());
         last[..32].copy_from_slice(id.as_bytes());

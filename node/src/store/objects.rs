@@ -60,6 +60,11 @@ impl ObjectStore {
         Self { objects, staging }
     }
 
+    /// Where files are written before they are renamed into place (`tmp/`).
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
     pub fn path(&self, id: &ObjectId) -> PathBuf {
         let hex = id.to_hex();
         self.objects.join(&hex[..2]).join(hex)

@@ -68,6 +68,19 @@ impl TileReader {
         }
     }
 
+    /// Closes the kept handle of an original replaced on disk (repaired through a copy),
+    /// so the next read opens the new file.
+    pub fn forget(&self, object: &ObjectId) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(object);
+        }
+    }
+
+    /// Whether an original is suspect (for readers that stream it whole).
+    pub fn is_suspect_object(&self, object: &ObjectId) -> bool {
+        self.is_suspect(object)
+    }
+
     pub fn suspects(&self) -> Vec<ObjectId> {
         let set = self.suspects.read().unwrap_or_else(|e| e.into_inner());
         set.iter().copied().collect()

@@ -479,6 +479,16 @@ async fn retrieve_instances(
                 .map_err(ApiError::internal)?
                 .map_err(ApiError::internal)?;
                 InstanceBody::Rebuilt(rebuilt)
+            } else if state.reader.is_suspect_object(&inst.object) {
+                // Streamed whole, its tiles could not be checked one by one.
+                return Err(ApiError {
+                    status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!(
+                        "instance {} is in an original the scrub found corrupt; it is not \
+                         served until repaired (its frames are, each checked)",
+                        inst.sop_instance_uid
+                    ),
+                });
             } else {
                 InstanceBody::Original(state.reader.objects().path(&inst.object))
             };

@@ -16,6 +16,8 @@
 //! - `bench research`: one node's query index vs a full scan and SQLite; six nodes end to end.
 //! - `bench cohort`: an approved project's cohort fetched into a dataset folder, beside the
 //!   whole-slide fetch.
+//! - `bench replica`: time to a full replica of a slide, beside the whole-slide fetch.
+//! - `bench scrub`: `slidemesh scrub --now` over a node's originals, beside `b3sum`.
 
 mod cohort;
 mod consent;
@@ -27,7 +29,9 @@ mod orthanc;
 mod pair;
 mod procs;
 mod referrals;
+mod replica;
 mod research;
+mod scrub;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +65,10 @@ enum Which {
     Research(research::ResearchBench),
     /// An approved project's cohort fetched into a dataset folder vs the whole-slide fetch.
     Cohort(cohort::CohortBench),
+    /// Time to a full replica of a slide vs the whole-slide fetch of it.
+    Replica(replica::ReplicaBench),
+    /// `slidemesh scrub --now` over a node's originals vs b3sum over the same files.
+    Scrub(scrub::ScrubBench),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -73,6 +81,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Referrals(a) => referrals::run(a),
         Which::Research(a) => research::run(a),
         Which::Cohort(a) => cohort::run(a),
+        Which::Replica(a) => replica::run(a),
+        Which::Scrub(a) => scrub::run(a),
     }
 }
 

@@ -772,6 +772,20 @@ pub fn run_research_browser_test(
     )
 }
 
+/// The health page's browser test against the node at `url`: `members` listed connected,
+/// the replica of `slide` complete. Returns the screenshot folder.
+pub fn run_health_browser_test(url: &str, members: &[&str], slide: &str, folder: &str) -> PathBuf {
+    run_browser_script(
+        &["--test", "health.test.mjs"],
+        &[
+            ("SLIDEMESH_URL", url),
+            ("SLIDEMESH_MEMBERS", &members.join(",")),
+            ("SLIDEMESH_SLIDE", slide),
+        ],
+        folder,
+    )
+}
+
 /// One site's part of a research answer (query or cohort) by its trust; fails naming the
 /// answer when the site is not in it.
 pub fn research_site<'a>(answer: &'a Value, trust: &str) -> &'a Value {

@@ -58,6 +58,20 @@ fn a_replica_serves_the_slides_grantees_while_its_owner_is_down() {
         "{said}"
     );
 
+    // The health page shows it, in a real browser: members connected, the replica whole.
+    wait_until(Duration::from_secs(30), || {
+        harrogate.get_json("/api/v1/network")["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["connected"] == true))
+    })
+    .expect("Harrogate sees both members connected");
+    slidemesh_e2e::run_health_browser_test(
+        harrogate.url.as_deref().unwrap(),
+        &["RR8", "RAE"],
+        &slide,
+        "health",
+    );
+
     // Harrogate's own people see nothing of a slide it holds for others.
     let listed = harrogate.get_json("/api/v1/slides");
     assert!(

@@ -47,8 +47,11 @@ pub async fn network_status(State(state): State<Arc<ApiState>>) -> Result<Json<V
         .into_iter()
         .map(|(trust, since)| json!({ "trust": trust, "for_secs": since.as_secs() }))
         .collect();
+    let members = state.federation.member_health(&network.connected);
     Ok(Json(json!({
         "network": network,
+        // Each other member: connected, not answering for how long, its last batch's time.
+        "members": members,
         "roster_version": state.federation.holdings.membership.roster().map(|r| r.version),
         "cache": state.federation.holdings.cache.stats(),
         // Peers skipped for tile requests until their backoff ends (the next asks again).

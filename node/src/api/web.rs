@@ -11,7 +11,7 @@ fn find(path: &str) -> Option<&'static (&'static str, &'static str, &'static [u8
 }
 
 /// The UI's pages: paths a person opens in the browser (`/`, `/index.html`, `/view/...`,
-/// `/referrals` and below, `/research`),
+/// `/referrals` and below, `/research`, `/health`),
 /// each answered with the index page, whose script picks the view. Without a session they
 /// go to sign in rather than answer 401 (with `[users] from = "oidc"`).
 pub fn is_page(path: &str) -> bool {
@@ -22,6 +22,8 @@ pub fn is_page(path: &str) -> bool {
         || path.starts_with("/referrals/")
         || path == "/research"
         || path == "/research/"
+        || path == "/health"
+        || path == "/health/"
 }
 
 /// Serves an asset by path; client-side routes (the pages above, and the signed-out page)

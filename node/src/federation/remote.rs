@@ -978,6 +978,39 @@ impl Federation {
             .collect()
     }
 
+    /// Each other member as this node sees it for the health page: connected now (from
+    /// `connected`, the swarm's peer ids), not answering tile requests for how long, and
+    /// how long its last batch of tiles took.
+    pub fn member_health(&self, connected: &[String]) -> Vec<serde_json::Value> {
+        let Some(roster) = self.holdings.membership.roster() else {
+            return Vec::new();
+        };
+        let failing: HashMap<PeerId, Duration> = lock(&self.remote.health)
+            .failing(tokio::time::Instant::now())
+            .into_iter()
+            .map(|(peer, since)| (peer, since.elapsed()))
+            .collect();
+        let speed = lock(&self.remote.speed).clone();
+        roster
+            .members
+            .iter()
+            .filter(|m| m.trust != self.holdings.trust)
+            .map(|m| {
+                let peer = self.holdings.membership.peer_of(&m.trust);
+                let id = peer.map(|p| p.to_string()).unwrap_or_default();
+                serde_json::json!({
+                    "trust": m.trust,
+                    "name": m.name,
+                    "connected": connected.contains(&id),
+                    "not_answering_secs": peer.and_then(|p| failing.get(&p)).map(Duration::as_secs),
+                    "last_batch_ms": peer
+                        .and_then(|p| speed.get(&p))
+                        .map(|s| (s * 1000.0).round() as u64),
+                })
+            })
+            .collect()
+    }
+
     fn record_speed(&self, peer: PeerId, seconds: f64) {
         lock(&self.remote.speed).insert(peer, seconds);
     }

@@ -78,6 +78,21 @@ export async function signOut() {
   return res.ok && body.redirect ? body.redirect : '/signed-out';
 }
 
+/** How this node sees the co-operative: { members, network, cache, roster_version, not_answering }. */
+export function getNetwork() {
+  return getJson('/api/v1/network');
+}
+
+/** Replicas held here and named for this trust's slides (the node operator only). */
+export function getReplicas() {
+  return getJson('/api/v1/replicas');
+}
+
+/** The scrub's progress, last report and suspect originals (the node operator only). */
+export function getScrub() {
+  return getJson('/api/v1/scrub');
+}
+
 /** This node's identity: { trust, trust_name, peer_id, version }. */
 export function getNode() {
   return getJson('/api/v1/node');

@@ -2,7 +2,7 @@
 // when the node signs people on itself) in the header, and picks the view from location.pathname:
 // "/" (or "/index.html") is the slide list, "/view/{slide_id}" the viewer, "/referrals",
 // "/referrals/new", "/referrals/queue" and "/referrals/{id}" the referral pages, "/research" the
-// research query page, "/signed-out" the page after signing
+// research query page, "/health" the health page, "/signed-out" the page after signing
 // out, anything else "not found". Views link to each other with ordinary links (full
 // page loads), so every view starts on a clean page and the server needs only an index.html
 // fallback.
@@ -10,6 +10,7 @@
 import { getMe, getNode, signInUrl, signOut } from './api.js';
 import { h, notice } from './dom.js';
 import { renderNewOffer, renderNewReferral, renderQueue, renderReferral, renderReferralList } from './referrals.js';
+import { renderHealth } from './health.js';
 import { renderResearch } from './research.js';
 import { renderSlideList } from './slide-list.js';
 import { renderViewer } from './slide-viewer.js';
@@ -23,6 +24,7 @@ export function route(pathname) {
   if (pathname === '/referrals' || pathname === '/referrals/') return { view: 'referrals' };
   if (pathname === '/referrals/new') return { view: 'new-referral' };
   if (pathname === '/research' || pathname === '/research/') return { view: 'research' };
+  if (pathname === '/health' || pathname === '/health/') return { view: 'health' };
   if (pathname === '/referrals/queue') return { view: 'queue' };
   if (pathname === '/referrals/offer') return { view: 'new-offer' };
   const referral = /^\/referrals\/([^/]+)\/?$/.exec(pathname);
@@ -108,6 +110,8 @@ function main() {
     renderReferral(root, where.referralId);
   } else if (where.view === 'research') {
     renderResearch(root);
+  } else if (where.view === 'health') {
+    renderHealth(root);
   } else {
     document.title = 'Page not found · slidemesh';
     root.replaceChildren(h('div', { class: 'page' }, h('h1', {}, 'Page not found'),

@@ -22,6 +22,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::Serialize;
 use slidemesh_protocol::{Action, SignedGrant, SlideId, TileId, TrustCode};
 use tokio::sync::oneshot;
@@ -34,6 +35,8 @@ use crate::store::now_unix;
 
 /// Tiles asked of a source in one background batch.
 const REPLICA_BATCH: usize = 128;
+/// Background batches of one replica in flight at once (each still waits for a quiet link).
+const REPLICA_IN_FLIGHT: usize = 4;
 
 /// How the replica loop paces itself (`[network]` in config.toml).
 #[derive(Debug, Clone, Copy)]
@@ -313,35 +316,59 @@ impl Federation {
         }
         info!(missing = missing.len(), of = tiles.len(), "filling replica");
         let per_tile = Duration::from_secs_f64(1.0 / f64::from(settings.tiles_per_second.max(1)));
+        let began = tokio::time::Instant::now();
+        // A few batches in flight (one stream's round trips would bound the rate), each
+        // starting no sooner than the pace allows: batch i at i batches' worth of time.
+        let gave_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let chunks: Vec<Vec<TileId>> = missing
+            .chunks(REPLICA_BATCH)
+            .map(<[TileId]>::to_vec)
+            .collect();
+        let batches: Vec<_> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let due = began + per_tile * (i * REPLICA_BATCH) as u32;
+                let (fed, grant, gave_up) = (self.clone(), grant.clone(), gave_up.clone());
+                async move {
+                    tokio::time::sleep_until(due).await;
+                    // Batches after one that came back short are not started (a batch is
+                    // never dropped half-way: its flights would be left for ever).
+                    if gave_up.load(std::sync::atomic::Ordering::SeqCst) {
+                        return (0, 0);
+                    }
+                    // Stored pinned as they arrive ([`BatchClass::Replica`]). Tiles cached
+                    // for another slide are never pinned to this one: a replica's tiles
+                    // come from this slide's own sources.
+                    let arrived = fed.fetch_for_replica(slide, &chunk, &grant).await;
+                    (chunk.len(), arrived.len())
+                }
+            })
+            .collect();
+        let mut batches = futures::stream::iter(batches).buffer_unordered(REPLICA_IN_FLIGHT);
         let mut fetched = 0;
-        for chunk in missing.chunks(REPLICA_BATCH) {
-            let started = tokio::time::Instant::now();
-            // Stored pinned as they arrive ([`BatchClass::Replica`]). Tiles cached for
-            // another slide are never pinned to this one: a replica's tiles come from this
-            // slide's own sources.
-            let arrived = self.fetch_for_replica(slide, chunk, grant).await;
-            fetched += arrived.len();
+        let mut short = 0;
+        while let Some((asked, arrived)) = batches.next().await {
+            fetched += arrived;
             lock(&self.replicas.progress)
                 .entry(slide)
                 .or_default()
-                .fetched += arrived.len() as u64;
+                .fetched += arrived as u64;
             crate::metrics::metrics()
                 .replica_tiles_fetched
-                .inc_by(arrived.len() as u64);
-            if arrived.len() < chunk.len() {
-                // The sources are down or refuse: the next check tries again.
-                self.replica_failed(
-                    slide,
-                    format!(
-                        "{} of {} tiles could not be fetched; trying again at the next check",
-                        chunk.len() - arrived.len(),
-                        chunk.len()
-                    ),
-                );
-                return fetched;
+                .inc_by(arrived as u64);
+            if arrived < asked {
+                // The sources are down or refuse: the rest wait for the next check.
+                short += asked - arrived;
+                gave_up.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            // At most `tiles_per_second`, on average over each batch.
-            tokio::time::sleep_until(started + per_tile * chunk.len() as u32).await;
+        }
+        if short > 0 {
+            self.replica_failed(
+                slide,
+                format!("{short} tiles could not be fetched; trying again at the next check"),
+            );
+            return fetched;
         }
         // Complete only when every tile is pinned (one evicted before its pin is fetched
         // again at the next check).

@@ -204,6 +204,19 @@ impl TileCache {
         Ok(cache)
     }
 
+    /// A write transaction for a batch of tiles: durable one commit in [`DURABLE_EVERY`].
+    fn begin_batch(&self) -> Result<redb::WriteTransaction, redb::Error> {
+        let mut tx = self.db.begin_write()?;
+        let durable = self
+            .commits
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(DURABLE_EVERY);
+        if !durable {
+            tx.set_durability(Durability::None)?;
+        }
+        Ok(tx)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves only counters behind; keep going.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -300,14 +313,7 @@ impl TileCache {
             return Ok(());
         }
         let write = || -> Result<(), redb::Error> {
-            let mut tx = self.db.begin_write()?;
-            let durable = self
-                .commits
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(DURABLE_EVERY);
-            if !durable {
-                tx.set_durability(Durability::None)?;
-            }
+            let tx = self.begin_batch()?;
             {
                 let mut table = tx.open_table(TILES)?;
                 let mut uses = tx.open_table(USES)?;
@@ -491,14 +497,7 @@ impl TileCache {
             return Ok(());
         }
         let write = || -> Result<(), redb::Error> {
-            let mut tx = self.db.begin_write()?;
-            let durable = self
-                .commits
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(DURABLE_EVERY);
-            if !durable {
-                tx.set_durability(Durability::None)?;
-            }
+            let tx = self.begin_batch()?;
             {
                 let mut table = tx.open_table(TILES)?;
                 let mut uses = tx.open_table(USES)?;

@@ -19,7 +19,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::federation::restart_empty;
-use super::pair::{get_json, init_pair, link_pair, serve, wait_for};
+use super::pair::{init_pair, link_pair, serve, wait_for, wait_for_shared};
 use super::procs::{sibling, wait_http};
 use super::{cached_slide, median, slide_files};
 use slidemesh_testnet::setup::{first_slide, output, share, slidemesh, status};
@@ -106,12 +106,7 @@ pub fn run(args: CohortBench) -> Result<()> {
     let base = format!("http://{}", grantee.http);
     wait_http(&format!("{base}/api/v1/node"), Duration::from_secs(20))?;
     share(&bin, &owner.data, &shared, "RAE", "benchmark")?;
-    wait_for(Duration::from_secs(60), || {
-        get_json(&format!("{base}/api/v1/slides"))
-            .map(|v| v.to_string().contains(&shared))
-            .unwrap_or(false)
-    })
-    .context("the shared slide did not reach the grantee")?;
+    wait_for_shared(&base, &shared)?;
 
     // The cohort: every consented slide (the query selects by stain, which all have).
     let query = "count where stain = \"H&E\"";

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::cached_slide;
 use super::median;
-use super::pair::{get_json, init_pair, link_pair, serve, wait_for};
+use super::pair::{get_json, init_pair, link_pair, serve, wait_for, wait_for_shared};
 use super::procs::{Server, sibling, wait_http};
 use slidemesh_testnet::setup::{MemberSpec, first_slide, share, slidemesh, status};
 
@@ -98,12 +98,7 @@ pub fn run(args: FederationBench) -> Result<()> {
     let base = format!("http://{}", grantee.http);
     wait_http(&format!("{base}/api/v1/node"), Duration::from_secs(20))?;
     share(&bin, &owner.data, &slide, "RAE", "benchmark")?;
-    wait_for(Duration::from_secs(60), || {
-        get_json(&format!("{base}/api/v1/slides"))
-            .map(|v| v.to_string().contains(&slide))
-            .unwrap_or(false)
-    })
-    .context("the shared slide did not reach the grantee")?;
+    wait_for_shared(&base, &slide)?;
     let detail = get_json(&format!("{base}/api/v1/slides/{slide}"))?;
     let total_tiles = detail["tiles"].as_u64().unwrap_or(0);
     eprintln!("slide {slide}: {total_tiles} tiles");

@@ -147,3 +147,13 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()
     }
     bail!("condition not met within {timeout:?}")
 }
+
+/// Waits until the node at `base` lists `slide` (shared with it).
+pub fn wait_for_shared(base: &str, slide: &str) -> Result<()> {
+    wait_for(Duration::from_secs(60), || {
+        get_json(&format!("{base}/api/v1/slides"))
+            .map(|v| v.to_string().contains(slide))
+            .unwrap_or(false)
+    })
+    .context("the shared slide did not reach the grantee")
+}

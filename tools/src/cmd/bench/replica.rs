@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::cached_slide;
 use super::federation::restart_empty;
-use super::pair::{get_json, init_pair, link_pair, serve, wait_for};
+use super::pair::{get_json, init_pair, link_pair, serve, wait_for_shared};
 use super::procs::{sibling, wait_http};
 use slidemesh_testnet::setup::{first_slide, output, share, slidemesh, status};
 
@@ -76,12 +76,7 @@ pub fn run(args: ReplicaBench) -> Result<()> {
 
     // The reference: the slide shared for viewing, fetched whole into the cache.
     share(&bin, &owner.data, &slide, "RAE", "benchmark")?;
-    wait_for(Duration::from_secs(60), || {
-        get_json(&format!("{base}/api/v1/slides"))
-            .map(|v| v.to_string().contains(&slide))
-            .unwrap_or(false)
-    })
-    .context("the shared slide did not reach the grantee")?;
+    wait_for_shared(&base, &slide)?;
     grantee_node = restart_empty(&bin, grantee, grantee_node, &base)?;
     let answer: Value = ureq::post(&format!("{base}/api/v1/slides/{slide}/cache"))
         .timeout(Duration::from_secs(1200))

@@ -17,11 +17,13 @@
 //! - `bench cohort`: an approved project's cohort fetched into a dataset folder, beside the
 //!   whole-slide fetch.
 //! - `bench replica`: time to a full replica of a slide, beside the whole-slide fetch.
+//! - `bench failover`: a viewer's tile latency before, during and after the owner fails.
 //! - `bench scrub`: `slidemesh scrub --now` over a node's originals, beside `b3sum`.
 
 mod cohort;
 mod consent;
 mod dicomweb;
+mod failover;
 mod federation;
 mod ingest;
 mod load;
@@ -67,6 +69,8 @@ enum Which {
     Cohort(cohort::CohortBench),
     /// Time to a full replica of a slide vs the whole-slide fetch of it.
     Replica(replica::ReplicaBench),
+    /// A viewer's tile latency before, during and after the owner fails, with a replica.
+    Failover(failover::FailoverBench),
     /// `slidemesh scrub --now` over a node's originals vs b3sum over the same files.
     Scrub(scrub::ScrubBench),
 }
@@ -82,6 +86,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Research(a) => research::run(a),
         Which::Cohort(a) => cohort::run(a),
         Which::Replica(a) => replica::run(a),
+        Which::Failover(a) => failover::run(a),
         Which::Scrub(a) => scrub::run(a),
     }
 }

@@ -278,10 +278,14 @@ async fn decided_frames(
                     .get(tile)
                     .map_err(ApiError::internal)?
                     .ok_or_else(|| ApiError::internal(format!("tile {tile} is not indexed")))?;
-                state
+                let bytes = state
                     .reader
                     .read_tile(tile, &location)
-                    .map_err(ApiError::internal)
+                    .map_err(ApiError::internal)?;
+                // Frames are tiles served from the originals, as the tile routes count them
+                // (shared ones are counted by `remote_tile`).
+                crate::metrics::metrics().served_original.inc();
+                Ok(bytes)
             })
             .collect()
     })

@@ -47,6 +47,9 @@ const SLOW_FAILURE: Duration = Duration::from_secs(2);
 /// A provider lookup this recent is used as it is when every source failed: a batch tries
 /// its providers, or fails, at once rather than wait out another lookup.
 const LOOKUP_AGAIN_AFTER: Duration = Duration::from_secs(5);
+/// How long a batch someone waits for may go without its first tile before another
+/// source at hand is tried instead (at least ten of the peer's recent batch times).
+const FIRST_TILE_BUDGET: Duration = Duration::from_secs(1);
 /// How long one batch may take before the next source is tried.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -698,11 +701,26 @@ impl Federation {
                 // Each tile goes to its waiters the moment it arrived and hashed right, not
                 // when the whole batch is in.
                 let failures = lock(&self.remote.health).failures(&peer);
+                let first_came = std::sync::atomic::AtomicBool::new(false);
                 let fetching = network.fetch_tiles(peer, lane, &request, |tile, bytes| {
                     self.answer(&tile, &bytes);
                     got.push((tile, bytes));
                     last_tile = Some(Instant::now());
+                    first_came.store(true, std::sync::atomic::Ordering::Relaxed);
                 });
+                // With another source at hand, a batch someone waits for whose first tile
+                // has not come within the budget goes there rather than wait out the batch
+                // timeout: a node killed mid-view leaves its QUIC connection silent.
+                let other_source = candidates.iter().any(|p| !tried.contains(p));
+                let budget = FIRST_TILE_BUDGET.max(Duration::from_secs_f64(
+                    10.0 * lock(&self.remote.speed).get(&peer).copied().unwrap_or(0.0),
+                ));
+                let first_tile_late = async {
+                    tokio::time::sleep(budget).await;
+                    if first_came.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 // Given up at the batch timeout, or as soon as another batch found the peer
                 // not answering (its tiles' waiters are not kept for the rest of this one).
                 let outcome: Result<_, GaveUp> = tokio::select! {
@@ -713,6 +731,7 @@ impl Federation {
                         fetched.map_err(|_| GaveUp::TimedOut)
                     }
                     () = self.until_not_answering(&peer, failures) => Err(GaveUp::PeerDown),
+                    () = first_tile_late, if demanded && other_source => Err(GaveUp::TimedOut),
                 };
                 // Tiles verified before any failure are good whatever came after. Their
                 // waiters were answered as they arrived; each stays "in flight", with its

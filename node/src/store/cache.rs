@@ -78,6 +78,27 @@ struct Pin {
     slides: Vec<SlideId>,
 }
 
+impl Inner {
+    /// Records tiles (with their lengths) as pinned to `slide`, after the write that made
+    /// it so: out of the recency order and the counted bytes.
+    fn pin_all(&mut self, slide: &SlideId, tiles: &[(TileId, u64)]) {
+        for &(id, len) in tiles {
+            if let Some(old) = self.entries.pop(&id) {
+                self.bytes -= old;
+                self.touched.remove(&id);
+            }
+            self.pinned
+                .entry(id)
+                .or_insert_with(|| Pin {
+                    len,
+                    slides: Vec::new(),
+                })
+                .slides
+                .push(*slide);
+        }
+    }
+}
+
 fn pin_key(slide: &SlideId, tile: &TileId) -> [u8; 64] {
     let mut key = [0u8; 64];
     key[..32].copy_from_slice(slide.as_bytes());
@@ -444,22 +465,7 @@ impl TileCache {
             Ok(())
         };
         write().map_err(|e| redb_error("pin", e))?;
-        let mut inner = self.lock();
-        for (id, len) in &new {
-            if let Some(len) = inner.entries.pop(id) {
-                inner.bytes -= len;
-                inner.touched.remove(id);
-            }
-            inner
-                .pinned
-                .entry(*id)
-                .or_insert_with(|| Pin {
-                    len: *len,
-                    slides: Vec::new(),
-                })
-                .slides
-                .push(*slide);
-        }
+        self.lock().pin_all(slide, &new);
         Ok(already + new.len())
     }
 
@@ -514,22 +520,7 @@ impl TileCache {
             Ok(())
         };
         write().map_err(|e| redb_error("write pinned", e))?;
-        let mut inner = self.lock();
-        for (id, len) in pins {
-            if let Some(old) = inner.entries.pop(&id) {
-                inner.bytes -= old;
-                inner.touched.remove(&id);
-            }
-            inner
-                .pinned
-                .entry(id)
-                .or_insert_with(|| Pin {
-                    len,
-                    slides: Vec::new(),
-                })
-                .slides
-                .push(*slide);
-        }
+        self.lock().pin_all(slide, &pins);
         Ok(())
     }
 
